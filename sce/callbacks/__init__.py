@@ -1,0 +1,1 @@
+"""sce: safety-critical event VLM post-training."""

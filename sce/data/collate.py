@@ -1,0 +1,215 @@
+"""Batch samples with the model's processor and chat template.
+
+Training batches: right padding, labels = -100 everywhere except the assistant's answer and its
+end token. Generation batches: left padding, the prompt ends with the assistant header.
+
+The processor receives each video's true sampling rate through `video_metadata`, so that
+`second_per_grid_ts` = temporal_patch_size / fps (2/3 s at 3 fps). Handing it bare frame arrays
+makes transformers assume 24 fps (2/24 s): wrong temporal positions, silently.
+
+A sequence longer than `max_length` is never truncated (that would cut video tokens and break
+the model): it raises an error naming the sample, or is dropped and counted when
+`overflow="drop"`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from sce.data.prompts import build_messages
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Sample:
+    """One prompt/answer pair as the dataset yields it."""
+
+    id: str
+    user_content: list[dict[str, Any]]
+    videos: list[np.ndarray]  # each [T, H, W, 3] uint8, T even
+    fps: float
+    answer: str
+    task: str
+    label: str
+    source: str = "unknown"
+    imu_on: bool = True
+    probability_target: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class SequenceTooLongError(ValueError):
+    """A sample does not fit in max_length without cutting visual tokens."""
+
+
+def video_metadata(frames: np.ndarray, fps: float):
+    """VideoMetadata telling the processor the frames were sampled at `fps`."""
+    from transformers.video_utils import VideoMetadata
+
+    n, h, w = frames.shape[:3]
+    return VideoMetadata(
+        total_num_frames=n, fps=float(fps), width=w, height=h, frames_indices=list(range(n))
+    )
+
+
+class Collator:
+    """Turns a list of Samples into model inputs.
+
+    Args:
+        processor: a Qwen2.5-VL style processor (tokenizer + video processor + chat template).
+        max_length: the sequence limit; visual tokens are never cut.
+        mode: "train" (answers supervised, right padding) or "generate" (prompt only, left padding).
+        overflow: "error" raises SequenceTooLongError naming the sample; "drop" drops and counts.
+    """
+
+    def __init__(
+        self, processor, max_length: int = 4096, mode: str = "train", overflow: str = "error"
+    ):
+        if mode not in ("train", "generate"):
+            raise ValueError(f"collator mode must be 'train' or 'generate', got {mode!r}")
+        if overflow not in ("error", "drop"):
+            raise ValueError(f"overflow must be 'error' or 'drop', got {overflow!r}")
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.max_length = max_length
+        self.mode = mode
+        self.overflow = overflow
+        self.dropped = 0
+        self.im_start_id = self.tokenizer.convert_tokens_to_ids("<|im_start|>")
+        self.im_end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        header = self.tokenizer("<|im_start|>assistant\n", add_special_tokens=False)
+        self.header_len = len(header["input_ids"])
+        self.digit_ids = digit_token_ids(self.tokenizer)
+
+    def texts(self, samples: list[Sample]) -> list[str]:
+        train = self.mode == "train"
+        return [
+            self.processor.apply_chat_template(
+                build_messages(s.user_content, s.answer if train else None),
+                tokenize=False,
+                add_generation_prompt=not train,
+            )
+            for s in samples
+        ]
+
+    def encode(self, samples: list[Sample]) -> dict[str, Any]:
+        videos = [v for s in samples for v in s.videos]
+        metadata = [video_metadata(v, s.fps) for s in samples for v in s.videos]
+        return self.processor(
+            text=self.texts(samples),
+            videos=videos or None,
+            video_metadata=metadata or None,
+            padding=True,
+            padding_side="right" if self.mode == "train" else "left",
+            return_tensors="pt",
+        )
+
+    def __call__(self, samples: list[Sample]) -> dict[str, Any]:
+        batch = self.encode(samples)
+        lengths = batch["attention_mask"].sum(dim=1)
+        too_long = [i for i, n in enumerate(lengths.tolist()) if n > self.max_length]
+        if too_long:
+            if self.overflow == "error":
+                i = too_long[0]
+                raise SequenceTooLongError(
+                    f"sample {samples[i].id!r} needs {int(lengths[i])} tokens > max_length="
+                    f"{self.max_length}; cutting would drop visual tokens. Lower fps/resolution, "
+                    "raise data.max_length, or set data.overflow=drop to skip (counted)."
+                )
+            self.dropped += len(too_long)
+            samples = [s for i, s in enumerate(samples) if i not in too_long]
+            if not samples:
+                return {"empty": True, "dropped": len(too_long)}
+            batch = self.encode(samples)
+        batch = dict(batch)
+        batch.pop("mm_token_type_ids", None)
+        if self.mode == "train":
+            batch["labels"] = self.answer_labels(batch["input_ids"], batch["attention_mask"])
+            batch.update(self.probability_targets(samples, batch["labels"]))
+        batch["meta"] = [
+            {
+                "id": s.id,
+                "task": s.task,
+                "label": s.label,
+                "source": s.source,
+                "imu_on": s.imu_on,
+                "reference": s.answer,
+                **s.meta,
+            }
+            for s in samples
+        ]
+        return batch
+
+    def answer_labels(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """-100 everywhere but the last assistant turn's answer and its <|im_end|>."""
+        labels = torch.full_like(input_ids, IGNORE_INDEX)
+        for row, (ids, mask) in enumerate(zip(input_ids, attention_mask, strict=True)):
+            starts = (ids == self.im_start_id).nonzero().flatten()
+            begin = int(starts[-1]) + self.header_len
+            ends = ((ids == self.im_end_id) & mask.bool()).nonzero().flatten()
+            ends = ends[ends >= begin]
+            if len(ends) == 0:
+                raise ValueError("assistant answer has no <|im_end|>: chat template mismatch")
+            stop = int(ends[0]) + 1
+            labels[row, begin:stop] = ids[begin:stop]
+        return labels
+
+    def probability_targets(self, samples: list[Sample], labels: torch.Tensor) -> dict:
+        """Positions and place values of the probability digits in each answer (MSE term)."""
+        positions = torch.full((len(samples), 4), -1, dtype=torch.long)
+        scales = torch.zeros((len(samples), 4))
+        targets = torch.full((len(samples),), float("nan"))
+        for row, sample in enumerate(samples):
+            if sample.probability_target is None:
+                continue
+            found = number_digit_positions(labels[row], self.digit_ids, self.tokenizer)
+            for slot, (pos, scale) in enumerate(found[:4]):
+                positions[row, slot] = pos
+                scales[row, slot] = scale
+            targets[row] = sample.probability_target
+        return {"prob_positions": positions, "prob_scales": scales, "prob_targets": targets}
+
+
+def digit_token_ids(tokenizer) -> list[int]:
+    """Token ids of '0'..'9' (Qwen's pre-tokenizer always splits digits one by one)."""
+    ids = [tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
+    if any(i is None or i == tokenizer.unk_token_id for i in ids):
+        raise ValueError("tokenizer lacks single-digit tokens; probability MSE needs them")
+    return ids
+
+
+def number_digit_positions(labels: torch.Tensor, digit_ids: list[int], tokenizer) -> list[tuple]:
+    """(label position, place value) of the digits of the last number in the answer.
+
+    "Collision Probability: 0.87" -> [(p0, 1), (p1, 0.1), (p2, 0.01)].
+    """
+    digit_of = {tid: d for d, tid in enumerate(digit_ids)}
+    dot_id = tokenizer.convert_tokens_to_ids(".")
+    supervised = (labels != IGNORE_INDEX).nonzero().flatten().tolist()
+    runs: list[list[tuple[int, str]]] = []
+    current: list[tuple[int, str]] = []
+    for pos in supervised:
+        tid = int(labels[pos])
+        if tid in digit_of or (tid == dot_id and current):
+            current.append((pos, "." if tid == dot_id else "d"))
+        elif current:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    if not runs:
+        return []
+    run = runs[-1]
+    kinds = [k for _, k in run]
+    n_int = kinds.index(".") if "." in kinds else len(kinds)
+    out, place = [], 10.0 ** (n_int - 1)
+    for pos, kind in run:
+        if kind == ".":
+            continue
+        out.append((pos, place))
+        place /= 10
+    return out

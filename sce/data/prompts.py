@@ -1,0 +1,286 @@
+"""Every prompt and answer template the student model sees, in one module.
+
+Layouts
+-------
+`interleaved` (default): the window is cut into frame *pairs*, each pair one 2-frame video block
+followed by the telemetry lines of its two frames. Qwen2.5-VL merges frames in pairs (temporal
+patch 2), so a pair is the finest grain that costs no extra visual tokens: a per-frame grain
+would have to duplicate every frame to fill the temporal patch (2x the visual tokens). The pair
+grain adds only the two <|vision_start|>/<|vision_end|> tokens per pair (18 for 18 frames).
+When telemetry is dropped, the pairs keep their time stamps, so the visual encoding of a clip is
+identical with and without IMU.
+
+`table`: one video block with every frame, followed by a telemetry table (one row per frame).
+
+Tasks
+-----
+mcq (3-way event question with lettered options), caption, vqa (from annotations), reasoning
+(`<think>...</think>` then the answer), probability ("Collision Probability: 0.87", paper 002),
+instruction (paper 003: event detection, then a safe-driving instruction).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+LAYOUTS = ("interleaved", "table")
+TASKS = ("mcq", "caption", "vqa", "reasoning", "probability", "instruction")
+
+SYSTEM_PROMPT = (
+    "You are a driving safety analyst. You watch dashcam video, read the vehicle telemetry when it "
+    "is given, and report safety-critical events: collision, near-collision or normal driving."
+)
+
+# Lettered options of the 3-way event question (also used by the answer parser).
+EVENT_OPTIONS: dict[str, str] = {"A": "collision", "B": "near_collision", "C": "normal"}
+LABEL_TEXT: dict[str, str] = {
+    "collision": "collision",
+    "near_collision": "near-collision",
+    "normal": "normal driving",
+}
+LETTER_OF_LABEL: dict[str, str] = {label: letter for letter, label in EVENT_OPTIONS.items()}
+
+EVENT_QUESTION = (
+    "Which event occurs in this clip?\n"
+    + "\n".join(f"{letter}. {LABEL_TEXT[label]}" for letter, label in EVENT_OPTIONS.items())
+    + "\nAnswer with the letter."
+)
+CAPTION_QUESTION = "Describe the safety-critical event in this clip, if any."
+PROBABILITY_QUESTION = (
+    "Estimate the probability that the ego vehicle collides in this clip. "
+    "Answer only as 'Collision Probability: X' with X between 0 and 1."
+)
+REASONING_SUFFIX = " Think step by step inside <think></think>, then answer."
+INSTRUCTION_QUESTION = (
+    "First say whether a safety-critical event occurs, then give the driver one instruction "
+    "for driving safely."
+)
+TELEMETRY_HEADER = "t (s) | ax (m/s²) | ay (m/s²) | heading change (deg) | speed (m/s)"
+NO_TELEMETRY = "Telemetry: unavailable."
+
+
+@dataclass
+class Telemetry:
+    """Per-frame telemetry for the prompt (already synchronized to the frames)."""
+
+    frame_times: np.ndarray  # [T] seconds from the clip start
+    accel: np.ndarray  # [T, 3] m/s^2, block-averaged
+    yaw_delta: np.ndarray  # [T] rad, heading change per frame
+    speed: np.ndarray | None  # [T] m/s, or None without GPS
+
+
+def mcq_answer(label: str) -> str:
+    """Answer to the event question, e.g. 'B. near-collision'."""
+    return f"{LETTER_OF_LABEL[label]}. {LABEL_TEXT[label]}"
+
+
+def mcq_options() -> list[str]:
+    """All answers of the event question, in option order (for log-likelihood scoring)."""
+    return [mcq_answer(label) for label in EVENT_OPTIONS.values()]
+
+
+def probability_answer(p: float) -> str:
+    return f"Collision Probability: {p:.2f}"
+
+
+def telemetry_line(t: float, accel: Sequence[float], yaw: float, speed: float | None) -> str:
+    """One frame's sensor text, with units: 'ax -9.7 ay +0.3 m/s², heading +0.4°, 12.1 m/s'."""
+    speed_text = "" if speed is None or not math.isfinite(speed) else f", {speed:.1f} m/s"
+    return (
+        f"ax {accel[0]:+.1f} ay {accel[1]:+.1f} m/s², heading {math.degrees(yaw):+.1f}°{speed_text}"
+    )
+
+
+def _time_label(t: float) -> str:
+    return f"t={t:.1f}s"
+
+
+def _pair_text(times: np.ndarray, tele: Telemetry | None, index: slice) -> str:
+    lines = []
+    for k in range(index.start, index.stop):
+        if tele is None:
+            lines.append(_time_label(times[k]))
+        else:
+            speed = None if tele.speed is None else float(tele.speed[k])
+            lines.append(
+                f"{_time_label(times[k])}: "
+                + telemetry_line(times[k], tele.accel[k], float(tele.yaw_delta[k]), speed)
+            )
+    return "\n".join(lines) + "\n"
+
+
+def telemetry_table(tele: Telemetry) -> str:
+    rows = [TELEMETRY_HEADER]
+    for k, t in enumerate(tele.frame_times):
+        speed = "-" if tele.speed is None else f"{tele.speed[k]:.1f}"
+        rows.append(
+            f"{t:.1f} | {tele.accel[k, 0]:+.1f} | {tele.accel[k, 1]:+.1f} | "
+            f"{math.degrees(tele.yaw_delta[k]):+.1f} | {speed}"
+        )
+    return "Telemetry:\n" + "\n".join(rows) + "\n"
+
+
+def split_pairs(frames: np.ndarray) -> list[np.ndarray]:
+    """Cut [T, H, W, 3] frames (T even) into T/2 videos of 2 frames each."""
+    if len(frames) % 2:
+        raise ValueError(f"frame count must be even (Qwen temporal patch 2), got {len(frames)}")
+    return [frames[k : k + 2] for k in range(0, len(frames), 2)]
+
+
+def build_user_content(
+    frames: np.ndarray,
+    frame_times: np.ndarray,
+    telemetry: Telemetry | None,
+    question: str,
+    layout: str = "interleaved",
+) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+    """The user turn's content list and the videos it references, in order.
+
+    Returns (content, videos): content holds {"type": "video"} placeholders and text parts; the
+    processor receives `videos` in the same order.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown prompt layout {layout!r}; expected one of {LAYOUTS}")
+    content: list[dict[str, Any]] = []
+    if layout == "interleaved":
+        videos = split_pairs(frames)
+        for k in range(len(videos)):
+            content.append({"type": "video"})
+            content.append({"type": "text", "text": _pair_text(frame_times, telemetry, slice(2 * k, 2 * k + 2))})
+        if telemetry is None:
+            content.append({"type": "text", "text": NO_TELEMETRY + "\n"})
+    else:
+        videos = [frames]
+        content.append({"type": "video"})
+        content.append(
+            {"type": "text", "text": telemetry_table(telemetry) if telemetry else NO_TELEMETRY + "\n"}
+        )
+    content.append({"type": "text", "text": question})
+    return content, videos
+
+
+def build_messages(user_content: list[dict[str, Any]], answer: str | None = None) -> list[dict]:
+    """Chat messages: system, user (video + telemetry + question) and optionally the answer."""
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+        {"role": "user", "content": user_content},
+    ]
+    if answer is not None:
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return messages
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks: (question, answer) from a record's label and annotations.
+
+
+@dataclass
+class TaskItem:
+    task: str
+    question: str
+    answer: str
+    probability_target: float | None = None  # for the MSE term of the probability task
+
+
+def available_tasks(label: str, annotations: Mapping[str, Any]) -> list[str]:
+    """Tasks a record can serve: mcq and probability always; the rest need annotations."""
+    tasks = ["mcq", "probability"]
+    if annotations.get("caption"):
+        tasks.append("caption")
+    if annotations.get("vqa"):
+        tasks.append("vqa")
+    if _reasoning_of(annotations, label):
+        tasks.append("reasoning")
+    if annotations.get("instruction"):
+        tasks.append("instruction")
+    return tasks
+
+
+def _reasoning_of(annotations: Mapping[str, Any], label: str) -> str | None:
+    reasoning = annotations.get("reasoning")
+    if isinstance(reasoning, Mapping):
+        return reasoning.get("think") or None
+    return reasoning or None
+
+
+def make_task(
+    task: str, label: str, annotations: Mapping[str, Any], rng: random.Random
+) -> TaskItem:
+    """Question and target answer for one task of one record."""
+    if task == "mcq":
+        return TaskItem(task, EVENT_QUESTION, mcq_answer(label))
+    if task == "probability":
+        target = float(annotations.get("probability", 1.0 if label == "collision" else 0.0))
+        return TaskItem(task, PROBABILITY_QUESTION, probability_answer(target), target)
+    if task == "caption":
+        return TaskItem(task, CAPTION_QUESTION, str(annotations["caption"]))
+    if task == "vqa":
+        qa = rng.choice(list(annotations["vqa"]))
+        return TaskItem(task, _vqa_question(qa), _vqa_answer(qa))
+    if task == "reasoning":
+        think = _reasoning_of(annotations, label)
+        return TaskItem(
+            task, EVENT_QUESTION + REASONING_SUFFIX, f"<think>{think}</think>{mcq_answer(label)}"
+        )
+    if task == "instruction":
+        text = f"{'Yes' if label != 'normal' else 'No'}, {LABEL_TEXT[label]}. {annotations['instruction']}"
+        return TaskItem(task, INSTRUCTION_QUESTION, text)
+    raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+
+
+def _vqa_question(qa: Mapping[str, Any]) -> str:
+    options = qa.get("options")
+    if not options:
+        return str(qa["question"])
+    if isinstance(options, Mapping):
+        lines = [f"{k}. {v}" for k, v in options.items()]
+    else:
+        lines = [f"{chr(65 + i)}. {v}" for i, v in enumerate(options)]
+    return f"{qa['question']}\n" + "\n".join(lines) + "\nAnswer with the letter."
+
+
+def _vqa_answer(qa: Mapping[str, Any]) -> str:
+    return str(qa["answer"])
+
+
+def sample_task(
+    weights: Mapping[str, float], label: str, annotations: Mapping[str, Any], rng: random.Random
+) -> str:
+    """Draw a task by weight among those the record can serve (falls back to mcq)."""
+    unknown = set(weights) - set(TASKS)
+    if unknown:
+        raise ValueError(f"unknown task(s) {sorted(unknown)} in task weights; expected {TASKS}")
+    usable = [t for t in available_tasks(label, annotations) if weights.get(t, 0) > 0]
+    if not usable:
+        return "mcq"
+    return rng.choices(usable, weights=[weights[t] for t in usable])[0]
+
+
+def template_corpus() -> list[str]:
+    """Template texts, so the tiny tokenizer learns this project's vocabulary."""
+    demo_tele = Telemetry(
+        frame_times=np.array([1.3, 1.7]),
+        accel=np.array([[-9.7, 0.3, 9.8], [-0.4, -1.2, 9.8]]),
+        yaw_delta=np.array([0.01, -0.02]),
+        speed=np.array([12.1, 8.4]),
+    )
+    return [
+        SYSTEM_PROMPT,
+        EVENT_QUESTION,
+        CAPTION_QUESTION,
+        PROBABILITY_QUESTION,
+        REASONING_SUFFIX,
+        INSTRUCTION_QUESTION,
+        TELEMETRY_HEADER,
+        NO_TELEMETRY,
+        telemetry_table(demo_tele),
+        _pair_text(demo_tele.frame_times, demo_tele, slice(0, 2)),
+        *mcq_options(),
+        probability_answer(0.87),
+    ]

@@ -1,0 +1,171 @@
+"""The canonical manifest: one JSON object per clip, validated on load.
+
+Every source (synthetic, Nexar, BDD-X, LingoQA, private mp4 + CSV) is converted to this schema by
+`sce data prepare`; everything downstream (dataset, labeling, evaluation) reads only this.
+
+Record fields
+-------------
+id           str, unique within the manifest
+video        str, path to the mp4 (relative to the manifest's folder, or absolute)
+imu          str | null, CSV with columns t, ax, ay, az, gx, gy, gz (s, m/s^2, rad/s)
+gps          str | null, CSV with columns t, speed (s, m/s)
+label        "collision" | "near_collision" | "normal"
+event_time   float | null, seconds from the clip start (null: derived as argmax |a_x|)
+source       str, e.g. "synthetic", "nexar", "bddx", "lingoqa", "private"
+split        "train" | "val" | "test"
+metadata     dict, free (weather, light, scene, other_agent, impact_side, ...)
+annotations  dict, free: caption, vqa, mcq, reasoning, probability, instruction
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+LABELS: tuple[str, ...] = ("collision", "near_collision", "normal")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+REQUIRED_FIELDS: tuple[str, ...] = ("id", "video", "label", "source", "split")
+
+
+class ManifestError(ValueError):
+    """A manifest record is malformed; the message names the file, line and field."""
+
+
+@dataclass
+class ClipRecord:
+    """One clip of the canonical manifest, with paths resolved against the manifest folder."""
+
+    id: str
+    video: str
+    label: str
+    source: str
+    split: str
+    imu: str | None = None
+    gps: str | None = None
+    event_time: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    annotations: dict[str, Any] = field(default_factory=dict)
+    root: str = ""  # folder of the manifest; not serialized
+
+    def path(self, name: str) -> Path | None:
+        """Absolute path of the `video`, `imu` or `gps` field (None when the field is null)."""
+        value = getattr(self, name)
+        if value is None:
+            return None
+        p = Path(value)
+        return p if p.is_absolute() else Path(self.root) / p
+
+    @property
+    def class_index(self) -> int:
+        return LABELS.index(self.label)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("root")
+        return data
+
+
+def _fail(where: str, field_name: str, message: str) -> ManifestError:
+    return ManifestError(f"{where}: field '{field_name}': {message}")
+
+
+def parse_record(
+    data: Any, root: str | Path, where: str = "record", check_files: bool = True
+) -> ClipRecord:
+    """Validate one decoded JSON object and return it as a ClipRecord.
+
+    `where` names the record in errors (e.g. "manifest.jsonl line 7").
+    """
+    if not isinstance(data, dict):
+        raise ManifestError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    for name in REQUIRED_FIELDS:
+        if name not in data or data[name] in (None, ""):
+            raise _fail(where, name, "missing")
+    for name in ("id", "video", "source", "split", "label"):
+        if not isinstance(data[name], str):
+            raise _fail(where, name, f"expected a string, got {data[name]!r}")
+    if data["label"] not in LABELS:
+        raise _fail(where, "label", f"unknown label {data['label']!r}; expected one of {LABELS}")
+    if data["split"] not in SPLITS:
+        raise _fail(where, "split", f"unknown split {data['split']!r}; expected one of {SPLITS}")
+    event_time = data.get("event_time")
+    if event_time is not None:
+        if not isinstance(event_time, (int, float)) or isinstance(event_time, bool):
+            raise _fail(where, "event_time", f"expected seconds as a number, got {event_time!r}")
+        if event_time != event_time or event_time < 0:  # NaN or negative
+            raise _fail(where, "event_time", f"must be a non-negative number, got {event_time!r}")
+    for name in ("metadata", "annotations"):
+        if not isinstance(data.get(name, {}), dict):
+            raise _fail(where, name, "expected a JSON object")
+    unknown = set(data) - {f for f in ClipRecord.__dataclass_fields__ if f != "root"}
+    if unknown:
+        raise _fail(where, sorted(unknown)[0], "unknown field")
+    record = ClipRecord(
+        id=data["id"],
+        video=data["video"],
+        label=data["label"],
+        source=data["source"],
+        split=data["split"],
+        imu=data.get("imu"),
+        gps=data.get("gps"),
+        event_time=None if event_time is None else float(event_time),
+        metadata=dict(data.get("metadata") or {}),
+        annotations=dict(data.get("annotations") or {}),
+        root=str(root),
+    )
+    if check_files:
+        for name in ("video", "imu", "gps"):
+            path = record.path(name)
+            if path is not None and not path.is_file():
+                raise _fail(where, name, f"file not found: {path}")
+    return record
+
+
+def load_manifest(
+    path: str | Path, check_files: bool = True, splits: Iterable[str] | None = None
+) -> list[ClipRecord]:
+    """Read and validate a manifest.jsonl; errors name the file, line and field.
+
+    Args:
+        path: the manifest file; relative paths inside it resolve against its folder.
+        check_files: also check that the video/imu/gps files exist.
+        splits: keep only these splits (None keeps all).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    keep = set(splits) if splits is not None else None
+    records: list[ClipRecord] = []
+    seen: dict[str, int] = {}
+    with path.open() as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path} line {line_no}"
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ManifestError(f"{where}: invalid JSON ({err.msg})") from err
+            record = parse_record(data, path.parent, where, check_files)
+            if record.id in seen:
+                raise _fail(where, "id", f"duplicate id {record.id!r} (first on line {seen[record.id]})")
+            seen[record.id] = line_no
+            if keep is None or record.split in keep:
+                records.append(record)
+    return records
+
+
+def write_manifest(records: Iterable[ClipRecord | dict[str, Any]], path: str | Path) -> Path:
+    """Write records as JSON lines (atomically: a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w") as handle:
+        for record in records:
+            data = record.to_json() if isinstance(record, ClipRecord) else record
+            handle.write(json.dumps(data, sort_keys=False) + "\n")
+    tmp.replace(path)
+    return path
