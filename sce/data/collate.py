@@ -108,7 +108,11 @@ class Collator:
             return_tensors="pt",
         )
 
-    def __call__(self, samples: list[Sample]) -> dict[str, Any]:
+    def __call__(self, samples: list[Sample | None]) -> dict[str, Any]:
+        skipped = sum(s is None for s in samples)  # bad samples the dataset was told to skip
+        samples = [s for s in samples if s is not None]
+        if not samples:
+            return {"empty": True, "skipped": skipped, "dropped": 0}
         batch = self.encode(samples)
         lengths = batch["attention_mask"].sum(dim=1)
         too_long = [i for i, n in enumerate(lengths.tolist()) if n > self.max_length]
@@ -123,9 +127,11 @@ class Collator:
             self.dropped += len(too_long)
             samples = [s for i, s in enumerate(samples) if i not in too_long]
             if not samples:
-                return {"empty": True, "dropped": len(too_long)}
+                return {"empty": True, "skipped": skipped, "dropped": len(too_long)}
             batch = self.encode(samples)
         batch = dict(batch)
+        batch["skipped"] = skipped
+        batch["dropped"] = len(too_long)
         batch.pop("mm_token_type_ids", None)
         if self.mode == "train":
             batch["labels"] = self.answer_labels(batch["input_ids"], batch["attention_mask"])

@@ -1,0 +1,136 @@
+"""Load one clip's model inputs: the event window's frames and its synchronized telemetry.
+
+Shared by the training dataset, the teacher labeling pipeline and `sce infer`, so every consumer
+cuts the same window and reads the same telemetry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sce.data import imu as imu_lib
+from sce.data import video as video_lib
+from sce.data.prompts import Telemetry
+from sce.data.schema import ClipRecord
+
+
+class ClipError(ValueError):
+    """A clip cannot be loaded; the message names the sample and the cause."""
+
+
+@dataclass
+class WindowSpec:
+    """How to cut and sample the event window."""
+
+    fps: float = 3.0
+    before: float = 4.0
+    after: float = 2.0
+    width: int = 420
+    height: int = 240
+    decoder: str = "decord"
+
+    @property
+    def num_frames(self) -> int:
+        n = int(round((self.before + self.after) * self.fps))
+        return n + (n % 2)
+
+
+@dataclass
+class ClipInputs:
+    frames: np.ndarray  # [T, H, W, 3] uint8
+    frame_times: np.ndarray  # [T] s from the clip start
+    telemetry: Telemetry | None  # None when no usable IMU
+    event_time: float
+    event_time_source: str  # "manifest", "imu" or "center"
+    imu_reason: str  # why telemetry is missing ("" when present)
+    shifted: float  # seconds the window was shifted to stay inside the clip
+    padded: float  # seconds of edge-frame padding
+
+
+def resolve_event_time(record: ClipRecord, duration: float, imu) -> tuple[float, str]:
+    """Manifest event time if given, else argmax |a_x| (paper 000), else the clip centre."""
+    if record.event_time is not None:
+        if not 0.0 <= record.event_time <= duration + 1e-6:
+            raise ClipError(
+                f"sample {record.id!r}: field 'event_time' = {record.event_time:.3f} s is outside "
+                f"the clip (0 to {duration:.3f} s, file {record.path('video')})"
+            )
+        return float(record.event_time), "manifest"
+    if imu is not None:
+        return float(np.clip(imu_lib.event_time_from_imu(imu), 0.0, duration)), "imu"
+    return duration / 2.0, "center"
+
+
+def _load_imu(record: ClipRecord):
+    path = record.path("imu")
+    if path is None:
+        return None, "no imu file in manifest"
+    try:
+        return imu_lib.load_imu(path), ""
+    except (imu_lib.ImuError, OSError) as err:
+        return None, f"imu unreadable: {err}"
+
+
+def _load_gps(record: ClipRecord):
+    path = record.path("gps")
+    if path is None:
+        return None
+    try:
+        return imu_lib.load_gps(path)
+    except (imu_lib.ImuError, OSError):
+        return None
+
+
+def load_clip(record: ClipRecord, spec: WindowSpec, cache=None) -> ClipInputs:
+    """Frames of the event window and the telemetry synchronized to them.
+
+    Telemetry problems (missing file, long NaN gaps, short signal) do not fail the clip: the
+    telemetry is None and `imu_reason` says why, so the caller can count it. Video problems
+    raise ClipError naming the sample.
+    """
+    video_path = record.path("video")
+    try:
+        duration = video_lib.video_info(video_path)[0]
+    except Exception as err:  # decoder errors come in many types
+        raise ClipError(f"sample {record.id!r}: video {video_path} unreadable: {err}") from err
+    imu, imu_reason = _load_imu(record)
+    event_time, source = resolve_event_time(record, duration, imu)
+    window = video_lib.event_window(duration, event_time, spec.before, spec.after)
+    times = video_lib.window_frame_times(window, spec.fps)
+    frames = _read_frames(record, video_path, times, spec, cache)
+    telemetry = None
+    if imu is not None:
+        synced = imu_lib.synchronize(imu, _load_gps(record), times, spec.fps)
+        if synced.available:
+            telemetry = Telemetry(times, synced.accel, synced.yaw_delta, synced.speed)
+        else:
+            imu_reason = f"imu unusable: {synced.reason}"
+    return ClipInputs(
+        frames=frames,
+        frame_times=times,
+        telemetry=telemetry,
+        event_time=event_time,
+        event_time_source=source,
+        imu_reason=imu_reason,
+        shifted=float(getattr(window, "shifted", 0.0)),
+        padded=float(getattr(window, "padded_before", 0.0) + getattr(window, "padded_after", 0.0)),
+    )
+
+
+def _read_frames(record, video_path, times, spec: WindowSpec, cache) -> np.ndarray:
+    size = (spec.width, spec.height)
+
+    def decode() -> np.ndarray:
+        return video_lib.read_frames(video_path, times, size=size, backend=spec.decoder)
+
+    try:
+        if cache is None:
+            return decode()
+        # Path parts are keyed with mtime and size, so a re-encoded video invalidates its frames.
+        key = cache.window_key(Path(video_path), times[0], times[-1], spec.fps, size, spec.decoder)
+        return cache.get_or_decode(key, decode)
+    except Exception as err:
+        raise ClipError(f"sample {record.id!r}: decoding {video_path} failed: {err}") from err

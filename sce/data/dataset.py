@@ -1,0 +1,135 @@
+"""The map-style dataset: manifest record -> event window -> telemetry -> task prompt (Sample).
+
+Training items draw a task by weight and drop the telemetry with probability `imu_dropout`
+(paper 000: 0.5). Evaluation items never drop telemetry: "with IMU" and "video only" are separate
+evaluation settings (`imu_settings=("on", "off")`), each item tagged with its setting.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+
+from sce.data.clip import ClipError, WindowSpec, load_clip
+from sce.data.collate import Sample
+from sce.data.prompts import build_user_content, make_task, sample_task
+from sce.data.schema import ClipRecord
+
+IMU_SETTINGS = ("on", "off")
+
+
+@dataclass(frozen=True)
+class Item:
+    record: int  # index into records
+    imu: str  # "train" (dropout decides), "on" or "off"
+    task: str | None  # None: drawn by weight (training)
+
+
+class SceDataset(Dataset):
+    """Samples for training (`train=True`) or evaluation.
+
+    Args:
+        records: manifest records (already filtered to one split).
+        spec: window, fps, frame size and decoder.
+        train: training items (task drawn by weight, IMU dropout) or evaluation items.
+        layout: prompt layout, "interleaved" or "table".
+        task_weights: training task mix, e.g. {"mcq": 1.0, "caption": 0.5}.
+        imu_dropout: probability of removing telemetry from a training prompt.
+        imu_settings: evaluation settings, a subset of ("on", "off").
+        eval_tasks: tasks asked at evaluation (each record x setting x task is one item).
+        on_bad_sample: "error" raises naming the sample; "skip" yields None (counted by the
+            collator and logged as data/skipped).
+        cache: optional FrameCache for decoded windows.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ClipRecord],
+        spec: WindowSpec,
+        train: bool,
+        layout: str = "interleaved",
+        task_weights: Mapping[str, float] | None = None,
+        imu_dropout: float = 0.5,
+        imu_settings: Sequence[str] = ("on",),
+        eval_tasks: Sequence[str] = ("mcq",),
+        on_bad_sample: str = "error",
+        cache=None,
+    ):
+        if not 0.0 <= imu_dropout <= 1.0:
+            raise ValueError(f"imu_dropout must be in [0, 1], got {imu_dropout}")
+        if on_bad_sample not in ("error", "skip"):
+            raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
+        bad = set(imu_settings) - set(IMU_SETTINGS)
+        if bad:
+            raise ValueError(f"unknown imu setting(s) {sorted(bad)}; expected {IMU_SETTINGS}")
+        self.records = list(records)
+        self.spec = spec
+        self.train = train
+        self.layout = layout
+        self.task_weights = dict(task_weights or {"mcq": 1.0})
+        self.imu_dropout = imu_dropout
+        self.on_bad_sample = on_bad_sample
+        self.cache = cache
+        self.problems: Counter[str] = Counter()
+        if train:
+            self.items = [Item(i, "train", None) for i in range(len(self.records))]
+        else:
+            self.items = [
+                Item(i, setting, task)
+                for i in range(len(self.records))
+                for setting in imu_settings
+                for task in eval_tasks
+            ]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def labels(self) -> list[str]:
+        """Per-item class labels (for the class re-sampler)."""
+        return [self.records[item.record].label for item in self.items]
+
+    def __getitem__(self, index: int) -> Sample | None:
+        item = self.items[index]
+        record = self.records[item.record]
+        try:
+            return self._build(item, record, random.Random(_draw_seed()))
+        except ClipError:
+            if self.on_bad_sample == "skip":
+                return None
+            raise
+
+    def _build(self, item: Item, record: ClipRecord, rng: random.Random) -> Sample:
+        clip = load_clip(record, self.spec, self.cache)
+        telemetry = clip.telemetry
+        if item.imu == "off" or (item.imu == "train" and rng.random() < self.imu_dropout):
+            telemetry = None
+        task = item.task or sample_task(self.task_weights, record.label, record.annotations, rng)
+        task_item = make_task(task, record.label, record.annotations, rng)
+        content, videos = build_user_content(
+            clip.frames, clip.frame_times, telemetry, task_item.question, self.layout
+        )
+        return Sample(
+            id=record.id,
+            user_content=content,
+            videos=videos,
+            fps=self.spec.fps,
+            answer=task_item.answer,
+            task=task,
+            label=record.label,
+            source=record.source,
+            imu_on=telemetry is not None,
+            probability_target=task_item.probability_target,
+            meta={"imu_setting": item.imu, "imu_reason": clip.imu_reason},
+        )
+
+
+def _draw_seed() -> int:
+    """Per-draw seed from torch's RNG: seeded by Lightning's seed_everything in the main process
+    and per worker by the DataLoader, so runs are reproducible and workers differ."""
+    return int(torch.randint(0, 2**31 - 1, ()).item())

@@ -1,0 +1,304 @@
+"""IMU/GPS telemetry: loading, event time and synchronisation to sampled video frames.
+
+Paper 000 (Sec. III-A/B) defines the event time as the sample of largest |a_x| and aligns the
+100 Hz IMU with the 3 fps frames by non-overlapping blocks of W = floor(fs / fps) samples:
+
+    a_sync[k]       = (1 / W) * sum_{n in block k} a[n]           (m/s^2, per axis)
+    d_alpha_sync[k] = sum_{n in block k} omega_z[n] / fs           (rad, heading change)
+    s_sync[k]       = GPS speed linearly interpolated at frame time t_k   (m/s)
+
+Block placement (our choice, see `synchronize`): by default block k is the W samples *centred*
+on frame time t_k. With the frame times of `sce.data.video.window_frame_times` (centres of the
+1/fps frame intervals) the blocks tile the event window exactly like the paper's partition, and
+the telemetry never needs data outside the window. `anchor="end"` gives causal blocks that end at
+t_k (the paper's index range (k-1)W+1 .. kW read as "the W samples up to frame k").
+
+Everything here is plain numpy and usable from a notebook::
+
+    imu = load_imu("clip.imu.csv"); gps = load_gps("clip.gps.csv")
+    t_e = event_time_from_imu(imu)
+    tel = synchronize(imu, gps, frame_times, fps=3.0)
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+IMU_COLUMNS: tuple[str, ...] = ("t", "ax", "ay", "az", "gx", "gy", "gz")
+GPS_COLUMNS: tuple[str, ...] = ("t", "speed")
+_NAN_TOKENS = {"", "nan", "NaN", "NAN", "null", "None", "NA"}
+
+
+class ImuError(ValueError):
+    """Malformed or unusable telemetry file; the message names the file and the column/row."""
+
+
+@dataclass(frozen=True)
+class ImuSignal:
+    """Raw IMU samples. NaN marks a missing sample (handled by `synchronize`)."""
+
+    t: np.ndarray  # [N] float64 seconds from the clip start, strictly increasing
+    accel: np.ndarray  # [N, 3] m/s^2 (x forward, y left, z up)
+    gyro: np.ndarray  # [N, 3] rad/s
+    path: str = ""
+
+    @property
+    def fs(self) -> float:
+        """Sampling rate 1 / median(dt), ignoring intervals over 1.5x a first median estimate
+        (dropped samples would otherwise bias it low when time stamps also jitter)."""
+        dt = np.diff(self.t)
+        first = np.median(dt)
+        return 1.0 / float(np.median(dt[dt <= 1.5 * first]))
+
+
+@dataclass(frozen=True)
+class GpsSignal:
+    """GPS speed samples (typically 1 Hz)."""
+
+    t: np.ndarray  # [M] float64 seconds, strictly increasing
+    speed: np.ndarray  # [M] m/s, NaN = missing
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class SyncedTelemetry:
+    """Telemetry aligned to T frames. `accel`/`yaw_delta` are None when `available` is False;
+    `speed` is None when there is no usable GPS (see `reason`)."""
+
+    frame_times: np.ndarray  # [T] s
+    accel: np.ndarray | None  # [T, 3] m/s^2, block means
+    yaw_delta: np.ndarray | None  # [T] rad, integrated omega_z over each block
+    speed: np.ndarray | None  # [T] m/s
+    available: bool  # IMU usable for every frame
+    reason: str  # "" when everything is usable, else why IMU and/or GPS was dropped
+    fs: float  # IMU rate used for blocking and integration (Hz)
+    window_samples: int  # W = floor(fs / fps)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def _parse_float(value: str, path: Path, line: int, column: str) -> float:
+    value = value.strip()
+    if value in _NAN_TOKENS:
+        return math.nan
+    try:
+        return float(value)
+    except ValueError:
+        raise ImuError(
+            f"{path}: line {line}, column '{column}': cannot parse {value!r} as a number"
+        ) from None
+
+
+def _read_columns(path: str | Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Read the named numeric columns of a CSV (extra columns ignored, any order)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImuError(f"{path}: telemetry file not found")
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise ImuError(
+                f"{path}: header {header} lacks column(s) {missing}; expected {list(columns)}"
+            )
+        pos = {c: header.index(c) for c in columns}
+        rows: list[list[float]] = []
+        for line, row in enumerate(reader, start=2):
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) < len(header):
+                raise ImuError(f"{path}: line {line}: {len(row)} fields, header has {len(header)}")
+            rows.append([_parse_float(row[pos[c]], path, line, c) for c in columns])
+    data = np.asarray(rows, dtype=np.float64).reshape(-1, len(columns))
+    _check_time(data[:, 0], path)
+    return {c: data[:, i] for i, c in enumerate(columns)}
+
+
+def _check_time(t: np.ndarray, path: Path) -> None:
+    if len(t) < 2:
+        raise ImuError(f"{path}: column 't': needs at least 2 samples, found {len(t)}")
+    bad = np.flatnonzero(~np.isfinite(t))
+    if bad.size:
+        raise ImuError(f"{path}: line {bad[0] + 2}, column 't': missing time stamp")
+    back = np.flatnonzero(np.diff(t) <= 0)
+    if back.size:
+        i = back[0] + 1
+        raise ImuError(
+            f"{path}: line {i + 2}, column 't': time not strictly increasing "
+            f"({t[i - 1]:.6f} -> {t[i]:.6f})"
+        )
+
+
+def load_imu(path: str | Path) -> ImuSignal:
+    """Load an IMU CSV with header t,ax,ay,az,gx,gy,gz (s, m/s^2, rad/s).
+
+    Empty cells or "nan" are kept as NaN (gaps are handled by `synchronize`); unparsable
+    values, a missing column, non-increasing time or fewer than 2 rows raise ImuError.
+    """
+    cols = _read_columns(path, IMU_COLUMNS)
+    accel = np.stack([cols["ax"], cols["ay"], cols["az"]], axis=1)
+    gyro = np.stack([cols["gx"], cols["gy"], cols["gz"]], axis=1)
+    return ImuSignal(t=cols["t"], accel=accel, gyro=gyro, path=str(path))
+
+
+def load_gps(path: str | Path) -> GpsSignal:
+    """Load a GPS CSV with header t,speed (s, m/s). Negative speeds raise ImuError."""
+    cols = _read_columns(path, GPS_COLUMNS)
+    neg = np.flatnonzero(cols["speed"] < 0)
+    if neg.size:
+        raise ImuError(
+            f"{path}: line {neg[0] + 2}, column 'speed': negative speed {cols['speed'][neg[0]]}"
+        )
+    return GpsSignal(t=cols["t"], speed=cols["speed"], path=str(path))
+
+
+def event_time_from_imu(imu: ImuSignal) -> float:
+    """Event time t_e = t[argmax |a_x|] (paper 000: peak longitudinal g-sensor reading)."""
+    ax = np.abs(imu.accel[:, 0])
+    if not np.isfinite(ax).any():
+        raise ImuError(f"{imu.path or 'imu'}: column 'ax': no finite sample to locate the event")
+    return float(imu.t[np.nanargmax(ax)])
+
+
+# --------------------------------------------------------------------------------------------
+# Synchronisation
+# --------------------------------------------------------------------------------------------
+
+
+def _resample(
+    t: np.ndarray, v: np.ndarray, query: np.ndarray, max_gap_s: float, name: str
+) -> tuple[np.ndarray | None, str]:
+    """Linear interpolation of the finite samples of v at `query`.
+
+    Fails (returns None and a reason) when, over the span of `query`, two consecutive finite
+    samples are more than max_gap_s apart, or the signal stops more than max_gap_s short of the
+    span (shorter edge shortfalls hold the edge value).
+    """
+    ok = np.isfinite(v)
+    if ok.sum() < 2:
+        return None, f"'{name}' has fewer than 2 finite samples"
+    tv, vv = t[ok], v[ok]
+    lo, hi = float(query.min()), float(query.max())
+    if tv[0] - lo > max_gap_s + 1e-9:
+        return None, f"'{name}' starts at {tv[0]:.3f} s but {lo:.3f} s is needed"
+    if hi - tv[-1] > max_gap_s + 1e-9:
+        return None, f"'{name}' ends at {tv[-1]:.3f} s but {hi:.3f} s is needed"
+    dt = np.diff(tv)
+    overlaps = (tv[1:] >= lo) & (tv[:-1] <= hi)
+    big = np.flatnonzero(overlaps & (dt > max_gap_s + 1e-9))
+    if big.size:
+        i = big[0]
+        return None, f"'{name}' has a {dt[i]:.3f} s gap after t={tv[i]:.3f} s (max {max_gap_s} s)"
+    return np.interp(query, tv, vv), ""
+
+
+def block_sample_times(
+    frame_times: np.ndarray, fs: float, w: int, anchor: Literal["center", "end"] = "center"
+) -> np.ndarray:
+    """[T, W] times of the W samples at rate fs that form each frame's block.
+
+    center: t_k + (j - (W-1)/2) / fs, j = 0..W-1   (block centred on the frame time)
+    end:    t_k - (W-1-j) / fs                     (block ends at the frame time)
+    """
+    j = np.arange(w, dtype=np.float64)
+    if anchor == "center":
+        offsets = (j - (w - 1) / 2.0) / fs
+    elif anchor == "end":
+        offsets = (j - (w - 1)) / fs
+    else:
+        raise ValueError(f"anchor must be 'center' or 'end', got {anchor!r}")
+    return np.asarray(frame_times, dtype=np.float64)[:, None] + offsets[None, :]
+
+
+def synchronize(
+    imu: ImuSignal | None,
+    gps: GpsSignal | None,
+    frame_times: np.ndarray,
+    fps: float,
+    max_gap_s: float = 0.25,
+    anchor: Literal["center", "end"] = "center",
+    fs: float | None = None,
+    max_gps_gap_s: float = 2.0,
+) -> SyncedTelemetry:
+    """Align IMU (block mean accel, integrated yaw) and GPS speed to the given frame times.
+
+    fs: IMU rate; default 1 / median(dt) of the file. W = floor(fs / fps) samples per frame.
+    For frame k the W sample times of `block_sample_times(frame_times, fs, W, anchor)` are read
+    from the raw signal by linear interpolation: this resamples irregular or jittered time
+    stamps onto a uniform grid at the nominal rate before blocking, and equals the paper's
+    plain block of raw samples when the stamps are regular and on the grid. Then
+
+        accel[k]     = mean_j a(s_kj)                 [T, 3]  m/s^2
+        yaw_delta[k] = sum_j omega_z(s_kj) / fs       [T]     rad
+        speed[k]     = GPS speed interpolated at t_k  [T]     m/s
+
+    NaN samples are dropped and bridged by linear interpolation when the hole between the
+    finite samples around them is <= max_gap_s; a longer hole, or a signal that stops more
+    than max_gap_s short of the needed span, makes the IMU unavailable (`available=False`,
+    accel/yaw_delta None, `reason` says why). GPS is judged the same way with max_gps_gap_s
+    (a 1 Hz signal has 1 s holes by design); unusable GPS only sets speed=None.
+    """
+    frame_times = np.asarray(frame_times, dtype=np.float64)
+    if frame_times.ndim != 1 or frame_times.size == 0:
+        raise ValueError("frame_times must be a non-empty 1-D array")
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    reasons: list[str] = []
+    accel = yaw = None
+    rate, w = (fs or 0.0), 0
+    if imu is None:
+        reasons.append("no IMU")
+    else:
+        rate = float(fs) if fs else imu.fs
+        w = int(math.floor(rate / fps + 1e-9))
+        if w < 1:
+            raise ValueError(f"IMU rate {rate:.3f} Hz is below the frame rate {fps} fps")
+        accel, yaw, why = _imu_blocks(imu, frame_times, rate, w, anchor, max_gap_s)
+        if why:
+            reasons.append(f"{imu.path or 'imu'}: {why}")
+    speed = None
+    if gps is not None:
+        speed, why = _resample(gps.t, gps.speed, frame_times, max_gps_gap_s, "speed")
+        if why:
+            reasons.append(f"{gps.path or 'gps'}: {why}")
+    return SyncedTelemetry(
+        frame_times=frame_times,
+        accel=accel,
+        yaw_delta=yaw,
+        speed=speed,
+        available=accel is not None,
+        reason="; ".join(reasons),
+        fs=rate,
+        window_samples=w,
+    )
+
+
+def _imu_blocks(
+    imu: ImuSignal,
+    frame_times: np.ndarray,
+    fs: float,
+    w: int,
+    anchor: Literal["center", "end"],
+    max_gap_s: float,
+) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+    query = block_sample_times(frame_times, fs, w, anchor)
+    channels = {"ax": imu.accel[:, 0], "ay": imu.accel[:, 1], "az": imu.accel[:, 2]}
+    channels["gz"] = imu.gyro[:, 2]
+    values = {}
+    for name, v in channels.items():
+        values[name], why = _resample(imu.t, v, query.ravel(), max_gap_s, name)
+        if why:
+            return None, None, why
+    accel = np.stack([values[c].reshape(query.shape).mean(axis=1) for c in ("ax", "ay", "az")], 1)
+    yaw = values["gz"].reshape(query.shape).sum(axis=1) / fs
+    return accel, yaw, ""

@@ -1,0 +1,237 @@
+"""Video windows, chunking, multi-scale windows, decoding (decord vs PyAV) and dual view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from sce.data.video import (
+    VideoError,
+    Window,
+    WindowError,
+    event_window,
+    frame_indices,
+    multiscale_windows,
+    read_frames,
+    sliding_chunks,
+    stack_dual_view,
+    video_info,
+    window_frame_times,
+)
+
+W, H, FPS, N = 160, 96, 30, 120  # 4 s test clip
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+
+
+def source_frame(i: int) -> np.ndarray:
+    """Frame i: per-frame brightness and a bar that jumps 7 px a frame (a wrong index shows)."""
+    img = np.empty((H, W, 3), np.uint8)
+    img[..., 0] = (np.arange(W) * 255 // W)[None, :]
+    img[..., 1] = 30 + (i * 53) % 190
+    img[..., 2] = 40
+    x0 = (i * 7) % (W - 24)
+    img[16:80, x0 : x0 + 24, 2] = 250
+    return img
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.options = {"g": "12", "crf": "12", "preset": "veryfast"}  # key frame every 0.4 s
+        for i in range(N):
+            frame = av.VideoFrame.from_ndarray(source_frame(i), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# windows
+# --------------------------------------------------------------------------------------------
+
+
+def test_event_window_inside_clip() -> None:
+    assert event_window(16.0, 8.0) == Window(4.0, 10.0, 0.0, 0.0, 0.0)
+
+
+def test_event_window_shifted_at_start_and_end() -> None:
+    w = event_window(16.0, 1.0)
+    assert (w.start, w.end, w.shifted) == (0.0, 6.0, 3.0)
+    w = event_window(16.0, 15.5)
+    assert (w.start, w.end, w.shifted) == (10.0, 16.0, -1.5)
+    assert w.padded_before == w.padded_after == 0.0
+
+
+def test_event_window_short_clip_is_padded() -> None:
+    w = event_window(4.0, 1.0)  # 6 s window on a 4 s clip: ideal [-3, 3]
+    assert (w.start, w.end, w.shifted) == (-2.0, 4.0, 1.0)
+    assert (w.padded_before, w.padded_after) == (2.0, 0.0)
+    w = event_window(4.0, 3.9)  # ideal [-0.1, 5.9]
+    assert w.start == pytest.approx(-0.1) and w.end == pytest.approx(5.9)
+    assert w.padded_before == pytest.approx(0.1) and w.padded_after == pytest.approx(1.9)
+
+
+def test_event_window_rejects_event_outside_clip() -> None:
+    with pytest.raises(WindowError, match=r"clip42: event_time 17.000 s is outside"):
+        event_window(16.0, 17.0, name="clip42")
+    with pytest.raises(WindowError):
+        event_window(16.0, -0.5)
+
+
+def test_window_frame_times_even_and_spaced() -> None:
+    t = window_frame_times(Window(2.0, 8.0), 3.0)
+    assert len(t) == 18
+    np.testing.assert_allclose(t[:3], [2 + 1 / 6, 2.5, 2 + 5 / 6])
+    np.testing.assert_allclose(np.diff(t), 1 / 3)
+    t = window_frame_times(Window(0.0, 5.0), 3.0)  # 15 -> 16 frames, still 1/3 s apart
+    assert len(t) == 16
+    np.testing.assert_allclose([t[0], t[-1]], [0.0, 5.0], atol=1e-12)
+
+
+def test_frame_indices_nearest_and_clamped() -> None:
+    idx = frame_indices(np.array([-1.0, 0.0166, 0.0167, 1 / 6, 100.0]), 30.0, 90)
+    assert idx.tolist() == [0, 0, 1, 5, 89]
+
+
+# --------------------------------------------------------------------------------------------
+# chunking and multi-scale
+# --------------------------------------------------------------------------------------------
+
+
+def test_sliding_chunks_40s_event_inside_two_chunks() -> None:
+    chunks = sliding_chunks(40.0, event_time=21.0, label="collision")
+    assert len(chunks) == 15 and chunks[-1].end == 40.0
+    hits = [(c.start, c.end) for c in chunks if c.label == "collision"]
+    assert hits == [(17.5, 22.5), (20.0, 25.0)]
+    assert sum(c.label == "normal" for c in chunks) == 13
+
+
+def test_sliding_chunks_cut_event_dropped_or_flagged() -> None:
+    chunks = sliding_chunks(40.0, event_time=20.2, label="near_collision")
+    # [20, 25] has the event 0.2 s from its start (< 0.5 s margin): dropped
+    assert len(chunks) == 14
+    assert [(c.start, c.label) for c in chunks if c.has_event] == [(17.5, "near_collision")]
+    kept = sliding_chunks(40.0, event_time=20.2, label="near_collision", drop_cut=False)
+    cut = [c for c in kept if c.cut]
+    assert len(kept) == 15 and [(c.start, c.label) for c in cut] == [(20.0, "near_collision")]
+
+
+def test_sliding_chunks_tail_normal_and_errors() -> None:
+    starts = [c.start for c in sliding_chunks(12.0, chunk=5.0, stride=5.0)]
+    assert starts == [0.0, 5.0, 7.0]  # tail chunk aligned to the clip end
+    assert all(c.label == "normal" for c in sliding_chunks(40.0, event_time=21.0))
+    assert [(c.start, c.end) for c in sliding_chunks(3.0)] == [(0.0, 3.0)]
+    with pytest.raises(WindowError, match="unknown label"):
+        sliding_chunks(40.0, event_time=3.0, label="crash")
+
+
+def test_multiscale_windows_paper_keyframes() -> None:
+    mx, mid, mini = multiscale_windows(10.0)
+    assert (mx.name, mx.window.start, mx.window.end) == ("max", 4.0, 10.0)
+    np.testing.assert_allclose(mx.keyframe_times, [4.0, 7.0, 10.0])
+    np.testing.assert_allclose(mid.keyframe_times, [7.0, 8.5, 10.0])
+    np.testing.assert_allclose(mid.keyframe_fractions, [0.5, 0.75, 1.0])
+    np.testing.assert_allclose(mini.keyframe_times, [8.5, 9.25, 10.0])
+    np.testing.assert_allclose(mini.keyframe_fractions, [0.75, 0.875, 1.0])
+    early = multiscale_windows(2.0, end_offset=0.5, duration=16.0)
+    assert early[0].window.end == 1.5 and early[0].window.padded_before == 4.5
+    with pytest.raises(WindowError):
+        multiscale_windows(20.0, duration=16.0)
+
+
+# --------------------------------------------------------------------------------------------
+# decoding
+# --------------------------------------------------------------------------------------------
+
+
+def test_video_info(clip: Path) -> None:
+    info = video_info(clip)
+    assert info == (pytest.approx(4.0), pytest.approx(30.0), 120, (160, 96))
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_read_frames_picks_right_frames(clip: Path, backend: str) -> None:
+    win = event_window(4.0, 1.0)  # 6 s window on a 4 s clip: [-2, 4], 2 s padded before
+    times = np.append(window_frame_times(win, 3.0), [4.2, 5.0])  # and 2 frames past the end
+    frames = read_frames(clip, times, size=None, backend=backend)
+    assert frames.shape == (20, H, W, 3) and frames.dtype == np.uint8
+    idx = frame_indices(times, FPS, N)
+    assert idx[:8].tolist() == [0] * 6 + [5, 15] and idx[-3:].tolist() == [115, 119, 119]
+    for f, i in zip(frames, idx, strict=True):
+        assert psnr(f, source_frame(i)) > 28  # yuv420 chroma blur on the bar edges
+        assert psnr(f, source_frame(i + 1)) < 20 or i == N - 1
+    # the padding repeats the edge frames
+    assert (frames[:6] == frames[0]).all() and (frames[-2] == frames[-1]).all()
+
+
+def test_backends_agree_after_resize(clip: Path) -> None:
+    times = np.array([0.9, 1.5, 2.05, 2.5, 3.3, 3.9])  # starts after several key frames
+    a = read_frames(clip, times, size=(80, 48), backend="decord")
+    b = read_frames(clip, times, size=(80, 48), backend="pyav")
+    assert a.shape == b.shape == (6, 48, 80, 3)
+    assert psnr(a, b) > 35
+    wrong = read_frames(clip, times + 1 / FPS, size=(80, 48), backend="pyav")
+    assert psnr(a, wrong) < 25  # one frame off is clearly detected
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_corrupt_video_raises(tmp_path: Path, clip: Path, backend: str) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
+    with pytest.raises(VideoError, match="junk.mp4"):
+        read_frames(junk, [0.5], backend=backend)
+    cut = tmp_path / "truncated.mp4"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    with pytest.raises(VideoError, match="truncated.mp4"):
+        read_frames(cut, [3.5], backend=backend)
+    with pytest.raises(VideoError, match="missing.mp4: video file not found"):
+        read_frames(tmp_path / "missing.mp4", [0.5], backend=backend)
+
+
+def test_video_info_corrupt(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 100)
+    with pytest.raises(VideoError, match="junk.mp4"):
+        video_info(junk)
+
+
+# --------------------------------------------------------------------------------------------
+# dual view
+# --------------------------------------------------------------------------------------------
+
+
+def test_stack_dual_view_road_top_driver_bottom() -> None:
+    road = np.zeros((4, 24, 40, 3), np.uint8)
+    road[..., 0] = np.arange(40, dtype=np.uint8)[None, None, :]
+    driver = np.full((4, 30, 20, 3), 200, np.uint8)
+    out = stack_dual_view(road, driver)
+    assert out.shape == (4, 24 + 60, 40, 3)  # driver scaled 2x to the road width
+    assert (out[:, :24] == road).all() and (out[:, 24:] == 200).all()
+    fixed = stack_dual_view(road, driver, size=(40, 48))
+    assert fixed.shape == (4, 48, 40, 3)
+    assert (fixed[:, :24] == road).all() and (fixed[:, 24:] == 200).all()
+    with pytest.raises(ValueError, match="frame count"):
+        stack_dual_view(road, driver[:3])
+
+
+def test_pyav_converts_only_needed_frames(clip: Path, monkeypatch) -> None:
+    import sce.data.video as video_mod
+
+    calls = []
+    real = video_mod._to_rgb
+    monkeypatch.setattr(video_mod, "_to_rgb", lambda f, s: calls.append(f.time) or real(f, s))
+    out = read_frames(clip, [2.0, 2.0, 2.5, 3.0], size=(80, 48), backend="pyav")
+    assert out.shape == (4, 48, 80, 3) and (out[0] == out[1]).all()
+    assert calls == pytest.approx([2.0, 2.5, 3.0])  # 3 unique frames, decoded in order
