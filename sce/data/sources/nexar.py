@@ -1,0 +1,217 @@
+"""Nexar dashcam collision prediction dataset -> canonical manifest (Kaggle and Hugging Face).
+
+Kaggle layout (`convert_nexar`)::
+
+    root/train.csv            id,time_of_event,time_of_alert,target
+    root/train/00822.mp4      video of id 822 (zero-padded to 5 digits)
+
+Hugging Face layout (`convert_nexar_hf`)::
+
+    root/train/positive/metadata.csv   file_name,time_of_event,time_of_alert,
+    root/train/negative/metadata.csv   light_conditions,weather,scene
+    root/train/positive/00822.mp4      (file_name is relative to the metadata.csv folder)
+
+Labels: Nexar is binary. target 1 means a collision *or* a near-collision, so positives get
+`positive_label` ("collision" by default) and every record carries `metadata["binary_label"] =
+True` and `metadata["nexar_target"]` (0/1): evaluation should score these records with the
+binary SCE task (positive = collision or near-collision), never the 3-class one.
+`event_time` = time_of_event (seconds from the video start; empty for negatives, hence null);
+`metadata["time_of_alert"]` keeps the earliest time the event could be predicted.
+
+Record ids are `nexar_<5-digit id>` in both layouts (`nexar_<subset>_<stem>` for HF subsets
+other than "train"), so the two layouts of the same video agree and ids never collide with other
+sources in a merged manifest.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from sce.data.schema import ClipRecord
+from sce.data.sources.base import (
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_VAL_FRACTION,
+    ConversionReport,
+    SourceError,
+    finish,
+    missing_file,
+    parse_seconds,
+    read_csv_rows,
+)
+
+POSITIVE_LABELS = ("collision", "near_collision")
+KAGGLE_COLUMNS = ("id", "time_of_event", "time_of_alert", "target")
+HF_COLUMNS = ("file_name", "time_of_event", "time_of_alert")
+HF_METADATA_COLUMNS = ("light_conditions", "weather", "scene")
+HF_CLASS_FOLDERS = {"positive": 1, "negative": 0}
+
+
+def _check_positive_label(positive_label: str) -> None:
+    if positive_label not in POSITIVE_LABELS:
+        raise ValueError(f"positive_label must be one of {POSITIVE_LABELS}, got {positive_label!r}")
+
+
+def _record(
+    record_id: str,
+    video: Path,
+    target: int,
+    row: dict[str, str],
+    where: str,
+    positive_label: str,
+    report: ConversionReport,
+    extra: dict[str, Any] | None = None,
+) -> ClipRecord:
+    """One Nexar record from a parsed row (shared by both layouts)."""
+    event_time = parse_seconds(row["time_of_event"], where, "time_of_event")
+    alert = parse_seconds(row["time_of_alert"], where, "time_of_alert")
+    if target == 1 and event_time is None:
+        report.notes["positive_without_event_time"] += 1
+    metadata: dict[str, Any] = {
+        "nexar_target": target,
+        "binary_label": True,
+        "time_of_alert": alert,
+    }
+    metadata.update(extra or {})
+    return ClipRecord(
+        id=record_id,
+        video=str(video),
+        label=positive_label if target == 1 else "normal",
+        source="nexar",
+        split="",
+        event_time=event_time,
+        metadata=metadata,
+    )
+
+
+def _parse_target(value: str, where: str) -> int:
+    try:
+        number = float(value)
+    except ValueError:
+        raise SourceError(f"{where}: column 'target': not a number: {value!r}") from None
+    if number not in (0.0, 1.0):
+        raise SourceError(f"{where}: column 'target': expected 0 or 1, got {value!r}")
+    return int(number)
+
+
+def _parse_id(value: str, where: str) -> int:
+    try:
+        number = float(value)  # pandas round-trips sometimes write "822.0"
+    except ValueError:
+        number = math.nan
+    if not number.is_integer() or number < 0:
+        raise SourceError(f"{where}: column 'id': not a non-negative integer: {value!r}")
+    return int(number)
+
+
+def convert_nexar(
+    root: str | Path,
+    out_manifest: str | Path,
+    split: str | None = None,
+    seed: int = 0,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    *,
+    skip_missing: bool = False,
+    positive_label: str = "collision",
+    csv_name: str = "train.csv",
+    video_dir: str = "train",
+) -> ConversionReport:
+    """Convert the Kaggle layout (`root/train.csv`, `root/train/{id:05d}.mp4`).
+
+    Args:
+        root: dataset folder.
+        out_manifest: manifest to write; paths inside are relative to its folder.
+        split: give every record this split; None assigns seeded splits stratified by label.
+        seed, val_fraction, test_fraction: the split assignment.
+        skip_missing: count and skip rows whose video is missing instead of raising.
+        positive_label: label of target 1 ("collision" or "near_collision").
+        csv_name, video_dir: the CSV and the video folder, relative to root.
+    """
+    _check_positive_label(positive_label)
+    root = Path(root)
+    report = ConversionReport("nexar", Path(out_manifest))
+    records: list[ClipRecord] = []
+    first_line: dict[int, str] = {}
+    for where, row in read_csv_rows(root / csv_name, KAGGLE_COLUMNS):
+        clip_id = _parse_id(row["id"], where)
+        if clip_id in first_line:
+            raise SourceError(
+                f"{where}: column 'id': duplicate id {clip_id} (first at {first_line[clip_id]})"
+            )
+        first_line[clip_id] = where
+        target = _parse_target(row["target"], where)
+        video = root / video_dir / f"{clip_id:05d}.mp4"
+        if missing_file(video, where, report, skip_missing):
+            continue
+        records.append(
+            _record(f"nexar_{clip_id:05d}", video, target, row, where, positive_label, report)
+        )
+    return finish(
+        records,
+        report,
+        split=split,
+        seed=seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+    )
+
+
+def convert_nexar_hf(
+    root: str | Path,
+    out_manifest: str | Path,
+    split: str | None = None,
+    seed: int = 0,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    *,
+    skip_missing: bool = False,
+    positive_label: str = "collision",
+    subset: str = "train",
+) -> ConversionReport:
+    """Convert the Hugging Face layout (`root/<subset>/{positive,negative}/metadata.csv`).
+
+    Args as `convert_nexar`; `subset` is the folder under root ("train", "test-public", ...).
+    Light conditions, weather and scene go into the metadata. At least one of the two class
+    folders must have a metadata.csv.
+    """
+    _check_positive_label(positive_label)
+    base = Path(root) / subset
+    report = ConversionReport("nexar_hf", Path(out_manifest))
+    csvs = {name: base / name / "metadata.csv" for name in HF_CLASS_FOLDERS}
+    if not any(path.is_file() for path in csvs.values()):
+        raise SourceError(f"no metadata.csv in {base}/positive or {base}/negative")
+    prefix = "nexar_" if subset == "train" else f"nexar_{subset}_"
+    records: list[ClipRecord] = []
+    for name, path in csvs.items():
+        if not path.is_file():
+            report.notes[f"no_{name}_folder"] += 1
+            continue
+        for where, row in read_csv_rows(path, HF_COLUMNS):
+            if not row["file_name"]:
+                raise SourceError(f"{where}: column 'file_name': empty")
+            video = path.parent / row["file_name"]
+            if missing_file(video, where, report, skip_missing):
+                continue
+            extra = {k: row[k] for k in HF_METADATA_COLUMNS if row.get(k)}
+            extra["nexar_subset"] = subset
+            rec = _record(
+                prefix + Path(row["file_name"]).stem,
+                video,
+                HF_CLASS_FOLDERS[name],
+                row,
+                where,
+                positive_label,
+                report,
+                extra,
+            )
+            records.append(rec)
+    return finish(
+        records,
+        report,
+        split=split,
+        seed=seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+    )
