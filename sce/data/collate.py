@@ -84,6 +84,11 @@ class Collator:
         header = self.tokenizer("<|im_start|>assistant\n", add_special_tokens=False)
         self.header_len = len(header["input_ids"])
         self.digit_ids = digit_token_ids(self.tokenizer)
+        video_processor = getattr(processor, "video_processor", None)
+        if getattr(video_processor, "cap_pixels_per_frame", False) is None:
+            # Frames arrive already resized to data.width x data.height; the per-frame cap would
+            # shrink them again and break the token budget the config promises.
+            video_processor.cap_pixels_per_frame = False
 
     def texts(self, samples: list[Sample]) -> list[str]:
         train = self.mode == "train"
@@ -132,7 +137,6 @@ class Collator:
         batch = dict(batch)
         batch["skipped"] = skipped
         batch["dropped"] = len(too_long)
-        batch.pop("mm_token_type_ids", None)
         if self.mode == "train":
             batch["labels"] = self.answer_labels(batch["input_ids"], batch["attention_mask"])
             batch.update(self.probability_targets(samples, batch["labels"]))

@@ -1,0 +1,133 @@
+"""The `sce` command.
+
+`sce fit|validate|test|predict --config experiments/X.yaml` go through LightningCLI (the
+resolved config is saved in the run folder). The other subcommands are plain argparse:
+
+    sce demo                      synthetic data + tiny model, trained and evaluated end to end
+    sce synth --out DIR           synthetic dashcam clips with IMU/GPS and a manifest
+    sce tiny-model --out DIR      the offline tiny Qwen2.5-VL kit
+    sce data prepare|validate     convert public datasets / check a manifest
+    sce label ...                 teacher pseudo-labels
+    sce export / sce infer        merged model folder / one-clip inference
+    sce budget --config X         visual tokens and sequence length of a config
+    sce sweep ABLATION.yaml       run each variant of an ablation
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def run_lightning_cli(args: list[str]) -> None:
+    """LightningCLI over SceModule and SceDataModule; data.processor_path follows the model."""
+    from lightning.pytorch.cli import LightningCLI
+
+    from sce.data.datamodule import SceDataModule
+    from sce.models.module import SceModule
+
+    class SceCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.link_arguments("model.model_path", "data.processor_path")
+
+    SceCLI(
+        SceModule,
+        SceDataModule,
+        args=args,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"use_distributed_sampler": False},
+        parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else None,
+    )
+
+
+def _has_omegaconf() -> bool:
+    try:
+        import omegaconf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from sce.data.synthetic import generate_synthetic_dataset
+
+    manifest = generate_synthetic_dataset(
+        args.out,
+        clips=args.clips,
+        seed=args.seed,
+        duration=args.duration,
+        fps=args.fps,
+        width=args.width,
+        height=args.height,
+    )
+    print(f"wrote {manifest}")
+    return 0
+
+
+def _tiny_model(args: argparse.Namespace) -> int:
+    from sce.models.tiny import build_tiny_kit
+
+    print(f"wrote {build_tiny_kit(args.out, seed=args.seed)}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from sce.demo import run_demo
+
+    run_demo(out_dir=args.out, clips=args.clips, seed=args.seed)
+    return 0
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
+    parser = argparse.ArgumentParser(prog="sce", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    handlers: dict[str, Callable] = {}
+
+    p = sub.add_parser("demo", help="synthetic data + tiny model, trained and evaluated (CPU)")
+    p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    p.add_argument("--clips", type=int, default=90, help="synthetic clips (default 90)")
+    p.add_argument("--seed", type=int, default=0)
+    handlers["demo"] = _demo
+
+    p = sub.add_parser("synth", help="generate synthetic dashcam clips + IMU/GPS + manifest")
+    p.add_argument("--out", required=True)
+    p.add_argument("--clips", type=int, default=60)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--duration", type=float, default=16.0, help="seconds per clip")
+    p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--height", type=int, default=180)
+    handlers["synth"] = _synth
+
+    p = sub.add_parser("tiny-model", help="build the offline tiny Qwen2.5-VL kit")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    handlers["tiny-model"] = _tiny_model
+
+    for name, module in _optional_commands():
+        handlers.update(module(sub))
+    return parser, handlers
+
+
+def _optional_commands():
+    """Subcommands registered by their own modules (each returns {name: handler})."""
+    from sce import commands
+
+    return commands.REGISTRY
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        run_lightning_cli(argv)
+        return 0
+    parser, handlers = build_parser()
+    args = parser.parse_args(argv)
+    return int(handlers[args.command](args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

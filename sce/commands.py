@@ -1,0 +1,30 @@
+"""Registry of the `sce` subcommands that live in their own modules.
+
+Each entry is (name, register) where register(subparsers) adds its parser(s) and returns
+{command name: handler(args) -> exit code}. Imports stay inside the functions so `sce --help`
+is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+Handler = Callable[[argparse.Namespace], int]
+
+REGISTRY: list[tuple[str, Callable[[argparse._SubParsersAction], dict[str, Handler]]]] = []
+
+
+def _data(sub: argparse._SubParsersAction) -> dict[str, Handler]:
+    from sce.data.sources import add_prepare_arguments, prepare_command
+    from sce.data.validate import add_validate_arguments, validate_command
+
+    data = sub.add_parser("data", help="prepare (convert) or validate a manifest")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    add_prepare_arguments(data_sub.add_parser("prepare", help="convert a dataset to a manifest"))
+    add_validate_arguments(data_sub.add_parser("validate", help="check every record of a manifest"))
+    handlers = {"prepare": prepare_command, "validate": validate_command}
+    return {"data": lambda args: handlers[args.data_command](args)}
+
+
+REGISTRY.append(("data", _data))

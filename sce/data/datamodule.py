@@ -1,0 +1,183 @@
+"""LightningDataModule: manifest splits -> datasets -> re-sampled, collated dataloaders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader, Subset
+
+from sce.data.clip import WindowSpec
+from sce.data.collate import Collator
+from sce.data.dataset import SceDataset
+from sce.data.schema import ManifestError, load_manifest
+
+
+class SceDataModule(L.LightningDataModule):
+    """Data for every recipe.
+
+    Args:
+        manifest: canonical manifest.jsonl (see sce/data/schema.py).
+        processor_path: folder or hub id of the processor (linked to model.model_path by the CLI).
+        fps, before, after: event window [t_e - before, t_e + after] sampled at fps (paper 000:
+            3 fps, 4 s / 2 s = 18 frames).
+        width, height: frame size before the processor's resize to multiples of 28.
+        decoder: "decord" or "pyav".
+        layout: "interleaved" (frame pairs + per-frame telemetry) or "table".
+        task_weights: training task mix, e.g. {"mcq": 1, "caption": 1, "vqa": 1, "reasoning": 1}.
+        imu_dropout: probability of removing telemetry from a training prompt (paper 000: 0.5).
+        eval_imu: evaluation settings, subset of ["on", "off"] (with IMU / video only).
+        eval_tasks: tasks asked at evaluation.
+        class_factors: per-class re-sampling, e.g. {"collision": 15, "near_collision": 2}
+            (paper 001) or {"normal": 0.333} (paper 002); None disables.
+        batch_size, eval_batch_size, num_workers: dataloaders.
+        max_length: sequence limit (visual tokens are never cut); overflow: "error" or "drop".
+        on_bad_sample: "error" or "skip" (counted and logged as data/*_skipped).
+        cache_dir: optional frame cache folder (decoded windows reused across runs).
+        seed: re-sampling seed.
+    """
+
+    def __init__(
+        self,
+        manifest: str,
+        processor_path: str | None = None,
+        fps: float = 3.0,
+        before: float = 4.0,
+        after: float = 2.0,
+        width: int = 420,
+        height: int = 240,
+        decoder: str = "decord",
+        layout: str = "interleaved",
+        task_weights: dict[str, float] | None = None,
+        imu_dropout: float = 0.5,
+        eval_imu: Sequence[str] = ("on",),
+        eval_tasks: Sequence[str] = ("mcq",),
+        class_factors: dict[str, float] | None = None,
+        batch_size: int = 2,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        max_length: int = 4096,
+        overflow: str = "error",
+        on_bad_sample: str = "error",
+        cache_dir: str | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.spec = WindowSpec(fps, before, after, width, height, decoder)
+        self.processor = None
+        self.datasets: dict[str, SceDataset] = {}
+
+    # ------------------------------------------------------------------ setup
+    def _load_processor(self):
+        if self.processor is None:
+            if not self.hparams.processor_path:
+                raise ValueError("data.processor_path is not set (the CLI links it to model.model_path)")
+            from transformers import AutoProcessor
+
+            self.processor = AutoProcessor.from_pretrained(self.hparams.processor_path)
+        return self.processor
+
+    def _cache(self):
+        if not self.hparams.cache_dir:
+            return None
+        from sce.data.cache import FrameCache
+
+        return FrameCache(self.hparams.cache_dir)
+
+    def split_records(self, split: str):
+        records = load_manifest(self.hparams.manifest, splits=[split])
+        if not records:
+            raise ManifestError(f"{self.hparams.manifest}: no records in split {split!r}")
+        return records
+
+    def dataset(self, split: str) -> SceDataset:
+        """The dataset of a split: training items for "train", evaluation items otherwise."""
+        if split not in self.datasets:
+            hp = self.hparams
+            self.datasets[split] = SceDataset(
+                self.split_records(split),
+                self.spec,
+                train=split == "train",
+                layout=hp.layout,
+                task_weights=hp.task_weights,
+                imu_dropout=hp.imu_dropout,
+                imu_settings=tuple(hp.eval_imu),
+                eval_tasks=tuple(hp.eval_tasks),
+                on_bad_sample=hp.on_bad_sample,
+                cache=self._cache(),
+            )
+        return self.datasets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        self._load_processor()
+        if not Path(self.hparams.manifest).is_file():
+            raise ManifestError(f"data.manifest: file not found: {self.hparams.manifest}")
+
+    # ------------------------------------------------------------------ loaders
+    def collator(self, mode: str) -> Collator:
+        return Collator(self._load_processor(), self.hparams.max_length, mode, self.hparams.overflow)
+
+    def _loader(self, dataset, batch_size: int, mode: str, sampler=None, shuffle=False) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=shuffle if sampler is None else False,
+            num_workers=workers,
+            collate_fn=self.collator(mode),
+            persistent_workers=workers > 0,
+            pin_memory=False,
+        )
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
+    def train_dataloader(self) -> DataLoader:
+        from sce.data.sampling import ClassResampler
+
+        dataset = self.dataset("train")
+        replicas, rank = self._world()
+        sampler = ClassResampler(
+            dataset.labels,
+            factors=self.hparams.class_factors or {},
+            seed=self.hparams.seed,
+            shuffle=True,
+            num_replicas=replicas,
+            rank=rank,
+        )
+        return self._loader(dataset, self.hparams.batch_size, "train", sampler=sampler)
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.hparams.eval_batch_size or self.hparams.batch_size
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("val"), self.eval_batch_size, "train")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("test"), self.eval_batch_size, "train")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.generation_dataloader("test")
+
+    def generation_dataloader(
+        self, split: str, max_samples: int | None = None, rank: int = 0, world_size: int = 1
+    ) -> DataLoader:
+        """Prompt-only batches (left padded) of a split for generation-based evaluation.
+
+        The first `max_samples` items are sharded across ranks (rank r takes items r, r+W, ...).
+        """
+        dataset = self.dataset(split)
+        n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
+        subset = Subset(dataset, list(range(rank, n, world_size)))
+        return self._loader(subset, self.eval_batch_size, "generate")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}

@@ -1,0 +1,151 @@
+"""`sce data validate MANIFEST`: check every record before a multi-hour run finds the bad one.
+
+Checks per record: the JSON and its fields (schema), that the video exists and decodes, that its
+duration covers the event window, the IMU file's columns, units and monotonic time, GPS columns,
+the label, and that the event time lies inside the clip. Prints one table of problems with
+counts and the first samples of each; exits non-zero when any record has an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from sce.data import imu as imu_lib
+from sce.data import video as video_lib
+from sce.data.schema import ClipRecord, ManifestError, parse_record
+
+# Plausibility bounds for units: m/s^2 (a g-sensor in g would read ~1 on z), rad/s, m/s.
+MAX_ABS_ACCEL = 200.0
+MAX_ABS_GYRO = 50.0
+MAX_SPEED = 100.0
+
+
+@dataclass
+class ValidationReport:
+    records: int = 0
+    problems: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    bad_records: set[str] = field(default_factory=set)
+
+    def add(self, sample: str, problem: str, detail: str = "") -> None:
+        self.problems[problem] += 1
+        self.bad_records.add(sample)
+        if len(self.examples[problem]) < 3:
+            self.examples[problem].append(f"{sample}{': ' + detail if detail else ''}")
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def table(self) -> str:
+        if self.ok:
+            return f"{self.records} records checked: no problems"
+        width = max(len(p) for p in self.problems)
+        lines = [f"{'problem':<{width}}  count  examples", "-" * (width + 40)]
+        for problem, count in self.problems.most_common():
+            lines.append(f"{problem:<{width}}  {count:>5}  {'; '.join(self.examples[problem])}")
+        lines.append(f"{len(self.bad_records)} of {self.records} records have problems")
+        return "\n".join(lines)
+
+
+def check_imu(record: ClipRecord, duration: float, report: ValidationReport) -> None:
+    path = record.path("imu")
+    if path is None:
+        return
+    try:
+        imu = imu_lib.load_imu(path)
+    except (imu_lib.ImuError, OSError) as err:
+        report.add(record.id, "imu unreadable", str(err))
+        return
+    finite = imu.accel[np.isfinite(imu.accel)]
+    if finite.size and np.abs(finite).max() > MAX_ABS_ACCEL:
+        report.add(record.id, "imu accel out of range (units?)", f"max |a| {np.abs(finite).max():.1f}")
+    gyro = imu.gyro[np.isfinite(imu.gyro)]
+    if gyro.size and np.abs(gyro).max() > MAX_ABS_GYRO:
+        report.add(record.id, "imu gyro out of range (deg/s?)", f"max |w| {np.abs(gyro).max():.1f}")
+    if np.isnan(imu.accel).any() or np.isnan(imu.gyro).any():
+        report.add(record.id, "imu has NaN samples", f"{int(np.isnan(imu.accel).any(axis=1).sum())} rows")
+    if imu.t[-1] < duration - 1.0:
+        report.add(record.id, "imu shorter than video", f"{imu.t[-1]:.1f} s of {duration:.1f} s")
+
+
+def check_gps(record: ClipRecord, report: ValidationReport) -> None:
+    path = record.path("gps")
+    if path is None:
+        return
+    try:
+        gps = imu_lib.load_gps(path)
+    except (imu_lib.ImuError, OSError) as err:
+        report.add(record.id, "gps unreadable", str(err))
+        return
+    speed = gps.speed[np.isfinite(gps.speed)]
+    if speed.size and speed.max() > MAX_SPEED:
+        report.add(record.id, "gps speed out of range (km/h?)", f"max {speed.max():.1f}")
+
+
+def check_record(
+    record: ClipRecord, report: ValidationReport, before: float, after: float, decode: bool
+) -> None:
+    try:
+        info = video_lib.video_info(record.path("video"))
+        if decode:
+            video_lib.read_frames(record.path("video"), np.array([0.0, info.duration / 2]), size=None)
+    except Exception as err:  # any decoder failure is a problem of this record
+        report.add(record.id, "video does not decode", str(err))
+        return
+    duration = info.duration
+    if duration < before + after:
+        report.add(record.id, "clip shorter than window", f"{duration:.1f} s < {before + after:.1f} s")
+    if record.event_time is not None and not 0 <= record.event_time <= duration:
+        report.add(record.id, "event_time outside clip", f"{record.event_time:.2f} s of {duration:.2f} s")
+    check_imu(record, duration, report)
+    check_gps(record, report)
+
+
+def validate_manifest(
+    path: str | Path, before: float = 4.0, after: float = 2.0, decode: bool = True
+) -> ValidationReport:
+    """Check every line of a manifest; never stops at the first problem."""
+    path = Path(path)
+    report = ValidationReport()
+    lines = path.read_text().splitlines()
+    for line_no, line in enumerate(tqdm(lines, desc="validate", unit="clip"), start=1):
+        if not line.strip():
+            continue
+        report.records += 1
+        where = f"line {line_no}"
+        try:
+            record = parse_record(json.loads(line), path.parent, f"{path} {where}", check_files=True)
+        except json.JSONDecodeError as err:
+            report.add(where, "invalid JSON", err.msg)
+            continue
+        except ManifestError as err:
+            field_name = str(err).split("field '")[-1].split("'")[0] if "field '" in str(err) else "?"
+            report.add(where, f"schema: {field_name}", str(err).split(": ", 2)[-1])
+            continue
+        check_record(record, report, before, after, decode)
+    return report
+
+
+def add_validate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("manifest", help="manifest.jsonl to check")
+    parser.add_argument("--before", type=float, default=4.0, help="seconds before the event (4)")
+    parser.add_argument("--after", type=float, default=2.0, help="seconds after the event (2)")
+    parser.add_argument("--no-decode", action="store_true", help="skip decoding test frames")
+    return parser
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    if not Path(args.manifest).is_file():
+        print(f"manifest not found: {args.manifest}")
+        return 2
+    report = validate_manifest(args.manifest, args.before, args.after, decode=not args.no_decode)
+    print(report.table())
+    return 0 if report.ok else 1

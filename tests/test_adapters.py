@@ -1,0 +1,254 @@
+"""Adapters: exactly which parameters train, counts by hand, adapter-only checkpoints, QLoRA."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from sce.models import adapters
+from sce.models.adapters import (
+    QLoRAUnavailableError,
+    adapted_module_names,
+    apply_finetuning,
+    count_parameters,
+    enable_gradient_checkpointing,
+    load_trainable_state_dict,
+    quantization_config,
+    resolve_attn_implementation,
+    target_regex,
+    trainable_parameter_names,
+    trainable_state_dict,
+)
+from sce.models.tiny import TinySpec, build_tiny_kit
+
+SPEC = TinySpec()
+HEAD_DIM = SPEC.hidden_size // SPEC.num_attention_heads
+# (in_features, out_features) of each language-model projection of the tiny model.
+SHAPES = {
+    "q_proj": (SPEC.hidden_size, SPEC.num_attention_heads * HEAD_DIM),
+    "k_proj": (SPEC.hidden_size, SPEC.num_key_value_heads * HEAD_DIM),
+    "v_proj": (SPEC.hidden_size, SPEC.num_key_value_heads * HEAD_DIM),
+    "o_proj": (SPEC.num_attention_heads * HEAD_DIM, SPEC.hidden_size),
+    "gate_proj": (SPEC.hidden_size, SPEC.intermediate_size),
+    "up_proj": (SPEC.hidden_size, SPEC.intermediate_size),
+    "down_proj": (SPEC.intermediate_size, SPEC.hidden_size),
+}
+BLOCK = {p: "self_attn" for p in ("q_proj", "k_proj", "v_proj", "o_proj")} | {
+    p: "mlp" for p in ("gate_proj", "up_proj", "down_proj")
+}
+PRESETS = {
+    "all": list(SHAPES),
+    "qv": ["q_proj", "v_proj"],
+    "qkvo": ["q_proj", "k_proj", "v_proj", "o_proj"],
+}
+PEFT_PREFIX = "base_model.model.model.language_model.layers"
+
+
+@pytest.fixture(scope="module")
+def kit_path(tmp_path_factory):
+    return build_tiny_kit(tmp_path_factory.mktemp("tiny_adapters"))
+
+
+def load(path):
+    from transformers import AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText.from_pretrained(path)
+
+
+def expected_adapter_names(projs: list[str], dora: bool) -> set[str]:
+    kinds = ["lora_A", "lora_B"] + (["lora_magnitude_vector"] if dora else [])
+    return {
+        f"{PEFT_PREFIX}.{layer}.{BLOCK[p]}.{p}.{kind}.default.weight"
+        for layer in range(SPEC.num_hidden_layers)
+        for p in projs
+        for kind in kinds
+    }
+
+
+def expected_adapter_count(projs: list[str], rank: int, dora: bool) -> int:
+    per_layer = sum(rank * (i + o) + (o if dora else 0) for i, o in (SHAPES[p] for p in projs))
+    return per_layer * SPEC.num_hidden_layers
+
+
+def test_target_regex_never_matches_vision_or_merger(kit_path):
+    names = [n for n, _ in load(kit_path).named_modules()]
+    for preset, projs in PRESETS.items():
+        matched = {n for n in names if re.fullmatch(target_regex(preset), n)}
+        expected = {
+            f"model.language_model.layers.{layer}.{BLOCK[p]}.{p}"
+            for layer in range(SPEC.num_hidden_layers)
+            for p in projs
+        }
+        assert matched == expected, preset
+    # The vision blocks have gate/up/down projections too: "all" must not touch them.
+    assert any(n.startswith("model.visual.blocks.0.mlp.gate_proj") for n in names)
+    # transformers 4.x layout still matches.
+    assert re.fullmatch(target_regex("qv"), "model.layers.3.self_attn.v_proj")
+    assert not re.fullmatch(target_regex("all"), "model.visual.layers.0.mlp.up_proj")
+
+
+@pytest.mark.parametrize("mode", ["dora", "lora"])
+@pytest.mark.parametrize("preset", ["all", "qv", "qkvo"])
+def test_peft_trains_exactly_the_targeted_adapters(kit_path, mode, preset):
+    rank = 4
+    model = apply_finetuning(load(kit_path), mode, rank=rank, alpha=8, targets=preset)
+    dora = mode == "dora"
+    trainable = set(trainable_parameter_names(model))
+    assert trainable == expected_adapter_names(PRESETS[preset], dora)
+    assert not any(".visual." in n for n in trainable)
+    counts = count_parameters(model)
+    assert counts["trainable"] == expected_adapter_count(PRESETS[preset], rank, dora)
+    base_total = sum(p.numel() for p in load(kit_path).parameters())
+    assert counts["total"] == base_total + counts["trainable"]
+    assert counts["trainable_pct"] == pytest.approx(100 * counts["trainable"] / counts["total"])
+    assert len(adapted_module_names(model)) == SPEC.num_hidden_layers * len(PRESETS[preset])
+
+
+def test_rank_32_alpha_64_count_and_scaling(kit_path):
+    model = apply_finetuning(load(kit_path), "dora", rank=32, alpha=64, targets="all")
+    assert count_parameters(model)["trainable"] == expected_adapter_count(PRESETS["all"], 32, True)
+    q_proj = dict(model.named_modules())[f"{PEFT_PREFIX}.0.self_attn.q_proj"]
+    assert q_proj.scaling["default"] == 2.0  # alpha / r
+
+
+def test_full_trains_language_model_not_vision(kit_path):
+    model = apply_finetuning(load(kit_path), "full")
+    trainable = set(trainable_parameter_names(model))
+    names = [n for n, _ in model.named_parameters()]
+    assert trainable == {n for n in names if not n.startswith("model.visual.")}
+    for must in (
+        "model.language_model.embed_tokens.weight",
+        "model.language_model.layers.1.mlp.down_proj.weight",
+        "model.language_model.norm.weight",
+        "lm_head.weight",
+    ):
+        assert must in trainable
+    visual = sum(p.numel() for n, p in model.named_parameters() if n.startswith("model.visual."))
+    counts = count_parameters(model)
+    assert counts["trainable"] == counts["total"] - visual > 0
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_vision_and_merger_flags(kit_path, mode):
+    model = apply_finetuning(load(kit_path), mode, rank=2, alpha=4, train_merger=True)
+    trainable = trainable_parameter_names(model)
+    merger = [n for n in trainable if "visual.merger." in n]
+    tower = [n for n in trainable if ".visual." in n and "visual.merger." not in n]
+    assert len(merger) == 5 and not tower  # ln_q.weight, mlp.0 and mlp.2 weight + bias
+    model = apply_finetuning(load(kit_path), mode, rank=2, alpha=4, train_vision=True)
+    trainable = trainable_parameter_names(model)
+    assert any(".visual.blocks.0.attn.qkv.weight" in n for n in trainable)
+    assert not any("visual.merger." in n for n in trainable)
+
+
+def test_dora_forces_dropout_zero_lora_keeps_it(kit_path):
+    with pytest.warns(UserWarning, match="DoRA with lora_dropout=0.1"):
+        dora = apply_finetuning(load(kit_path), "dora", rank=2, alpha=4, dropout=0.1)
+    q = dict(dora.named_modules())[f"{PEFT_PREFIX}.0.self_attn.q_proj"]
+    assert isinstance(q.lora_dropout["default"], nn.Identity)
+    lora = apply_finetuning(load(kit_path), "lora", rank=2, alpha=4, dropout=0.1)
+    q = dict(lora.named_modules())[f"{PEFT_PREFIX}.0.self_attn.q_proj"]
+    assert isinstance(q.lora_dropout["default"], nn.Dropout) and q.lora_dropout["default"].p == 0.1
+
+
+def _perturb_adapters(model, seed):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=gen) * 0.1)
+
+
+def test_trainable_state_dict_round_trip(kit_path):
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    trained = apply_finetuning(load(kit_path), "dora", rank=4, alpha=8, targets="qkvo").eval()
+    _perturb_adapters(trained, seed=1)
+    state = trainable_state_dict(trained)
+    assert set(state) == set(trainable_parameter_names(trained))
+    assert all(t.device.type == "cpu" for t in state.values())
+    with torch.no_grad():
+        want = trained(input_ids=ids).logits
+
+    fresh = apply_finetuning(load(kit_path), "dora", rank=4, alpha=8, targets="qkvo").eval()
+    with torch.no_grad():
+        assert not torch.allclose(fresh(input_ids=ids).logits, want, atol=1e-4)
+    load_trainable_state_dict(fresh, state)
+    with torch.no_grad():
+        got = fresh(input_ids=ids).logits
+    assert torch.allclose(got, want, atol=1e-6)
+    params = dict(fresh.named_parameters())
+    assert all(torch.equal(params[k], v) for k, v in state.items())
+
+
+def test_load_trainable_state_dict_errors(kit_path):
+    model = apply_finetuning(load(kit_path), "lora", rank=2, alpha=4, targets="qv")
+    state = trainable_state_dict(model)
+    with pytest.raises(KeyError, match="lacks"):
+        load_trainable_state_dict(model, {**state, "nope.weight": torch.zeros(1)})
+    partial = dict(list(state.items())[1:])
+    with pytest.raises(KeyError, match="lacks trainable"):
+        load_trainable_state_dict(model, partial)
+    load_trainable_state_dict(model, partial, strict=False)
+    name = next(iter(state))
+    with pytest.raises(ValueError, match="shape mismatch"):
+        load_trainable_state_dict(model, {**state, name: torch.zeros(3, 3)})
+
+
+def test_gradient_checkpointing_same_grads(kit_path):
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3, 11, 12]])
+
+    def grads(checkpointing: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = apply_finetuning(load(kit_path), "lora", rank=2, alpha=4, targets="qv")
+        _perturb_adapters(model, seed=2)  # lora_B starts at 0: make lora_A's grad nonzero
+        if checkpointing:
+            enable_gradient_checkpointing(model)
+            layer = model.get_base_model().model.language_model.layers[0]
+            assert layer.gradient_checkpointing
+            assert model.get_base_model().config.use_cache is False
+        model.train()
+        model(input_ids=ids, labels=ids).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    plain, ckpt = grads(False), grads(True)
+    assert plain.keys() == ckpt.keys() and len(plain) == 8
+    for name in plain:
+        assert plain[name].abs().sum() > 0, name
+        assert torch.allclose(plain[name], ckpt[name], atol=1e-6), name
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available() and adapters.importlib.util.find_spec("bitsandbytes") is not None,
+    reason="QLoRA is available here",
+)
+def test_qlora_unavailable_is_a_clear_error(kit_path):
+    with pytest.raises(QLoRAUnavailableError, match="qlora.*(CUDA|bitsandbytes)"):
+        quantization_config("qlora")
+    with pytest.raises(QLoRAUnavailableError, match="use mode 'lora' or 'dora'"):
+        apply_finetuning(load(kit_path), "qlora", rank=8, alpha=16, targets="qv")
+    assert quantization_config("lora") is None
+
+
+def test_bad_arguments(kit_path):
+    model = load(kit_path)
+    with pytest.raises(ValueError, match="finetuning mode"):
+        apply_finetuning(model, "prefix")
+    with pytest.raises(ValueError, match="preset"):
+        apply_finetuning(model, "lora", targets="attention")
+    with pytest.raises(ValueError, match="subset"):
+        apply_finetuning(model, "lora", targets=["q_proj", "qkv"])
+
+
+def test_resolve_attn_implementation(monkeypatch):
+    monkeypatch.setattr(adapters, "flash_attention_available", lambda: False)
+    assert resolve_attn_implementation("auto") == "sdpa"
+    assert resolve_attn_implementation("eager") == "eager"
+    with pytest.raises(RuntimeError, match="flash-attn"):
+        resolve_attn_implementation("flash_attention_2")
+    monkeypatch.setattr(adapters, "flash_attention_available", lambda: True)
+    assert resolve_attn_implementation() == "flash_attention_2"
+    with pytest.raises(ValueError, match="attn_implementation"):
+        resolve_attn_implementation("flash")
