@@ -115,6 +115,23 @@ class SceDataModule(L.LightningDataModule):
         self._load_processor()
         if not Path(self.hparams.manifest).is_file():
             raise ManifestError(f"data.manifest: file not found: {self.hparams.manifest}")
+        if stage in (None, "fit"):
+            # Built here, not in train_dataloader(): a resumed run restores the sampler's
+            # position before workers start drawing indices (SamplerStateCallback).
+            self.train_sampler = self._train_sampler()
+
+    def _train_sampler(self):
+        from sce.data.sampling import ClassResampler
+
+        replicas, rank = self._world()
+        return ClassResampler(
+            self.dataset("train").labels,
+            factors=self.hparams.class_factors or {},
+            seed=self.hparams.seed,
+            shuffle=True,
+            num_replicas=replicas,
+            rank=rank,
+        )
 
     # ------------------------------------------------------------------ loaders
     def collator(self, mode: str) -> Collator:
@@ -140,19 +157,11 @@ class SceDataModule(L.LightningDataModule):
         return trainer.world_size, trainer.global_rank
 
     def train_dataloader(self) -> DataLoader:
-        from sce.data.sampling import ClassResampler
-
-        dataset = self.dataset("train")
-        replicas, rank = self._world()
-        sampler = ClassResampler(
-            dataset.labels,
-            factors=self.hparams.class_factors or {},
-            seed=self.hparams.seed,
-            shuffle=True,
-            num_replicas=replicas,
-            rank=rank,
+        if getattr(self, "train_sampler", None) is None:
+            self.train_sampler = self._train_sampler()
+        return self._loader(
+            self.dataset("train"), self.hparams.batch_size, "train", sampler=self.train_sampler
         )
-        return self._loader(dataset, self.hparams.batch_size, "train", sampler=sampler)
 
     @property
     def eval_batch_size(self) -> int:

@@ -101,6 +101,12 @@ class SceModule(L.LightningModule):
                 {"params/trainable": counts["trainable"], "params/total": counts["total"]}, step=0
             )
 
+    def configure_callbacks(self) -> list:
+        """Callbacks every run needs: the re-sampler's mid-epoch position in checkpoints."""
+        from sce.data.sampling import SamplerStateCallback
+
+        return [SamplerStateCallback()]
+
     # ------------------------------------------------------------------ steps
     def model_step(self, batch: dict[str, Any]) -> loss_lib.LossOutput:
         """CE on the answer tokens (+ weighted MSE for probability answers), NEFTune in training."""

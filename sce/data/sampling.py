@@ -1,0 +1,386 @@
+"""Class re-sampling for imbalanced event data (papers 001 and 002), distributed and restartable.
+
+Paper 001 up-samples collisions x15 and near-collisions x2 (`{"collision": 15, "near_collision":
+2}`); paper 002 keeps every positive and down-samples negatives to a third (`{"normal": 1/3}`).
+`ClassResampler` builds each epoch from those factors with exact class counts, shuffles it from
+(seed, epoch), splits it across ranks and can resume in the middle of an epoch.
+
+Using it with Lightning
+-----------------------
+- Pass the sampler to the training `DataLoader` (`sampler=...`) and create the Trainer with
+  `use_distributed_sampler=False`: otherwise Lightning wraps it in a `DistributedSampler`, which
+  would shard the already per-rank share a second time.
+- Lightning calls `sampler.set_epoch(epoch)` at every epoch start (it looks for `set_epoch` on
+  `dataloader.sampler` and `dataloader.batch_sampler.sampler`), so the order changes per epoch.
+- Lightning 2.6 checkpoints the state of a *dataloader* only when the dataloader itself has
+  `state_dict`/`load_state_dict` (e.g. torchdata's `StatefulDataLoader`); a plain `DataLoader`
+  with a stateful sampler is ignored. Attach `SamplerStateCallback()` to the Trainer to save the
+  sampler state in checkpoints and restore it on `fit(ckpt_path=...)`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch.distributed as dist
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from sce.data.schema import LABELS, ClipRecord
+
+
+def class_count(n: int, factor: float) -> int:
+    """Items of a class with `n` items in one epoch: floor(f)*n + round((f - floor(f))*n).
+
+    The integer part repeats every item; the fractional part draws a random subset of
+    round(frac * n) distinct items (Python `round`: halves go to the even number).
+    """
+    whole = math.floor(factor)
+    return whole * n + round((factor - whole) * n)
+
+
+def _check_labels(labels: Iterable[str]) -> list[str]:
+    out = list(labels)
+    for i, label in enumerate(out):
+        if label not in LABELS:
+            raise ValueError(
+                f"ClassResampler: item {i}: field 'label': unknown label {label!r}; expected one of {LABELS}"
+            )
+    if not out:
+        raise ValueError("ClassResampler: 'labels' is empty: nothing to sample")
+    return out
+
+
+def _check_factors(factors: Mapping[str, float] | None) -> dict[str, float]:
+    given = dict(factors or {})
+    for name, value in given.items():
+        if name not in LABELS:
+            raise ValueError(
+                f"ClassResampler: 'factors': unknown class {name!r}; expected one of {LABELS}"
+            )
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not real or not math.isfinite(value) or value < 0:
+            raise ValueError(
+                f"ClassResampler: 'factors[{name!r}]' must be a finite number >= 0, got {value!r}"
+            )
+    return {c: float(given.get(c, 1.0)) for c in LABELS}
+
+
+def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    """Fill the world size and rank from torch.distributed when it is initialized, else 1 and 0."""
+    initialized = dist.is_available() and dist.is_initialized()
+    if num_replicas is None:
+        num_replicas = dist.get_world_size() if initialized else 1
+    if rank is None:
+        rank = dist.get_rank() if initialized else 0
+    if num_replicas < 1 or not 0 <= rank < num_replicas:
+        raise ValueError(f"ClassResampler: invalid rank {rank} for num_replicas {num_replicas}")
+    return num_replicas, rank
+
+
+class ClassResampler(Sampler[int]):
+    """Per-class up/down-sampling sampler with exact epoch counts, sharded across ranks.
+
+    Epoch composition: a class with `n` items and factor `f` contributes `class_count(n, f)` =
+    floor(f)*n + round((f - floor(f))*n) items: every item floor(f) times plus a random subset
+    (without repetition) of round(frac*n) items, redrawn each epoch. So `{"collision": 15}` on 10
+    collisions gives 150 entries and `{"normal": 1/3}` on 300 negatives exactly 100. Classes
+    missing from `factors` keep factor 1; 0 drops a class. The class counts are the same every
+    epoch; only which items fill the fractional part and the order change, both drawn from
+    numpy's generator seeded with (seed, epoch). `shuffle=False` keeps dataset-index order.
+
+    Distributed: the epoch list (length N) is padded by repeating its start up to a multiple of
+    `num_replicas` (or truncated to one with `drop_last=True`), and rank r takes positions
+    r, r + R, r + 2R, ... like `DistributedSampler`. Every rank gets the same number of
+    samples, and the ranks' *positions* are disjoint; because up-sampling repeats items, the
+    same dataset index can still appear on several ranks.
+
+    Resuming: `state_dict()` is `{"epoch", "seed", "consumed"}`, where `consumed` counts this
+    rank's samples of the epoch already handed out by the running (or last) iterator. After
+    `load_state_dict(state)` the next iterator yields exactly the rest of that epoch; a later
+    `set_epoch` with another epoch starts fresh. With a `DataLoader`, samples handed out are not
+    samples trained on (workers prefetch): in Lightning use `SamplerStateCallback`, which counts
+    finished batches instead.
+
+    Lightning: create the Trainer with `use_distributed_sampler=False` (Lightning would otherwise
+    replace or re-shard this sampler); it calls `set_epoch` for you.
+
+    Args:
+        labels: the dataset's per-item labels, values in `LABELS`.
+        factors: per-class factors, e.g. {"collision": 15, "near_collision": 2} or {"normal": 1/3}.
+        seed: base seed of the per-epoch draws (same for all ranks).
+        shuffle: shuffle the epoch list (False: sorted by dataset index).
+        num_replicas, rank: world size and rank (default: torch.distributed if initialized, else 1, 0).
+        drop_last: truncate the epoch list to a multiple of num_replicas instead of padding it.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[str],
+        factors: Mapping[str, float] | None = None,
+        seed: int = 0,
+        shuffle: bool = True,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        self.labels = _check_labels(labels)
+        self.factors = _check_factors(factors)
+        if int(seed) != seed or seed < 0:
+            raise ValueError(f"ClassResampler: 'seed' must be an integer >= 0, got {seed!r}")
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.num_replicas, self.rank = _world(num_replicas, rank)
+        by_class: dict[str, list[int]] = {c: [] for c in LABELS}
+        for i, label in enumerate(self.labels):
+            by_class[label].append(i)
+        self._by_class = {c: np.asarray(v, dtype=np.int64) for c, v in by_class.items()}
+        self.epoch_size = sum(self.epoch_class_counts().values())
+        if self.epoch_size == 0:
+            raise ValueError(f"ClassResampler: factors {self.factors} leave no item in the epoch")
+        if drop_last:
+            self.num_samples = self.epoch_size // self.num_replicas
+        else:
+            self.num_samples = math.ceil(self.epoch_size / self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+        self.epoch = 0
+        self._consumed = 0  # samples of this rank's share of `epoch` handed out
+        self._resume = False  # next iterator starts at `_consumed` (set by load_state_dict)
+        self._iter_origin: tuple[int, int] | None = None  # (epoch, start) of a running iterator
+
+    @classmethod
+    def from_records(cls, records: Sequence[ClipRecord], **kwargs: Any) -> ClassResampler:
+        """Build from manifest records (their `label` fields); kwargs as for the constructor."""
+        return cls([r.label for r in records], **kwargs)
+
+    def epoch_class_counts(self) -> dict[str, int]:
+        """Entries per class in one epoch before padding: `class_count(n_c, factor_c)`."""
+        return {c: class_count(len(self._by_class[c]), self.factors[c]) for c in LABELS}
+
+    def epoch_indices(self, epoch: int | None = None, padded: bool = True) -> list[int]:
+        """The epoch's full index list shared by all ranks (padded/truncated unless `padded=False`)."""
+        epoch = self.epoch if epoch is None else epoch
+        rng = np.random.default_rng([self.seed, epoch])
+        parts = []
+        for c in LABELS:
+            idx, factor = self._by_class[c], self.factors[c]
+            whole = math.floor(factor)
+            parts.append(np.tile(idx, whole))
+            extra = class_count(len(idx), factor) - whole * len(idx)
+            parts.append(rng.permutation(idx)[:extra])  # a fresh subset every epoch
+        order = np.concatenate(parts)
+        order = rng.permutation(order) if self.shuffle else np.sort(order, kind="stable")
+        out = order.tolist()
+        if not padded:
+            return out
+        if self.total_size <= len(out):
+            return out[: self.total_size]
+        reps = math.ceil(self.total_size / len(out))
+        return (out * reps)[: self.total_size]
+
+    def rank_indices(self, epoch: int | None = None) -> list[int]:
+        """This rank's share of the epoch: positions rank, rank + R, ... of `epoch_indices`."""
+        return self.epoch_indices(epoch)[self.rank : self.total_size : self.num_replicas]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order the next iterator yields (Lightning calls this).
+
+        Setting the epoch already selected keeps a resume position loaded by `load_state_dict`.
+        """
+        if epoch < 0:
+            raise ValueError(f"ClassResampler.set_epoch: epoch must be >= 0, got {epoch}")
+        if epoch != self.epoch:
+            self.epoch, self._consumed, self._resume = epoch, 0, False
+
+    def __len__(self) -> int:
+        """Samples per rank and epoch (a resumed iterator yields `len - consumed` of them)."""
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        # A generator: nothing is fixed until the first index is requested, so a state loaded
+        # after `iter(dataloader)` but before the first batch still applies.
+        epoch, start = self.epoch, self._consumed if self._resume else 0
+        self._resume, self._consumed = False, start
+        self._iter_origin = origin = (epoch, start)
+        try:
+            for index in self.rank_indices(epoch)[start:]:
+                self._consumed += 1
+                yield index
+        finally:
+            if self._iter_origin is origin:  # an abandoned older iterator must not clear it
+                self._iter_origin = None
+
+    def state_dict(self) -> dict[str, int]:
+        """{"epoch", "seed", "consumed"}: enough to resume this rank mid-epoch."""
+        return {"epoch": self.epoch, "seed": self.seed, "consumed": self._consumed}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a `state_dict()`; the next iterator yields the remaining samples of that epoch."""
+        for key in ("epoch", "seed", "consumed"):
+            if key not in state:
+                raise ValueError(
+                    f"ClassResampler.load_state_dict: missing field {key!r} in {dict(state)}"
+                )
+        epoch, seed, consumed = int(state["epoch"]), int(state["seed"]), int(state["consumed"])
+        if epoch < 0 or seed < 0 or not 0 <= consumed <= self.num_samples:
+            raise ValueError(
+                f"ClassResampler.load_state_dict: invalid state {dict(state)} "
+                f"(consumed must be in [0, {self.num_samples}])"
+            )
+        if seed != self.seed:
+            warnings.warn(
+                f"ClassResampler: restoring seed {seed} from the saved state (was {self.seed})",
+                stacklevel=2,
+            )
+        self.epoch, self.seed, self._consumed, self._resume = epoch, seed, consumed, True
+
+
+# --------------------------------------------------------------------------- Lightning callback
+def _loaders(obj: Any) -> list[DataLoader]:
+    """The DataLoaders in a DataLoader, a list/dict of them or a CombinedLoader."""
+    if hasattr(obj, "flattened"):  # CombinedLoader
+        obj = obj.flattened
+    if isinstance(obj, Mapping):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        return [dl for item in obj for dl in _loaders(item)]
+    return [obj] if isinstance(obj, DataLoader) else []
+
+
+def _resampler_of(loader: DataLoader) -> ClassResampler | None:
+    """The loader's ClassResampler (as `sampler` or inside its batch sampler), if any."""
+    sampler = loader.sampler
+    wrapped = getattr(getattr(sampler, "dataset", None), "_sampler", None)
+    if isinstance(sampler, DistributedSampler) and isinstance(wrapped, ClassResampler):
+        raise RuntimeError(
+            "ClassResampler was wrapped in a DistributedSampler by Lightning: create the Trainer "
+            "with use_distributed_sampler=False (the sampler shards across ranks itself)"
+        )
+    for candidate in (sampler, getattr(loader.batch_sampler, "sampler", None)):
+        if isinstance(candidate, ClassResampler):
+            return candidate
+    return None
+
+
+def _start_of(sampler: ClassResampler) -> int:
+    """Where the sampler's current epoch (re)starts: the restored position, else 0."""
+    if sampler._resume:
+        return sampler._consumed
+    origin = sampler._iter_origin
+    return origin[1] if origin is not None and origin[0] == sampler.epoch else 0
+
+
+def _batch_size(loader: DataLoader) -> int:
+    size = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None)
+    if not size:
+        raise RuntimeError("SamplerStateCallback: cannot tell the training DataLoader's batch size")
+    return int(size)
+
+
+class SamplerStateCallback(Callback):
+    """Save the training `ClassResampler`'s position in checkpoints and restore it on resume.
+
+    Attach it to the Trainer (`callbacks=[SamplerStateCallback()]`, Trainer created with
+    `use_distributed_sampler=False`). It records `{"epoch", "seed", "consumed"}` after every
+    training batch (consumed = finished batches x batch size, so worker prefetching does not
+    count) and stores it in the checkpoint's callback state. On `fit(ckpt_path=...)` it loads
+    the state into the sampler before the first batch, so the resumed epoch yields exactly the
+    samples not yet trained on. All ranks consume the same number of batches, so the state saved
+    by rank 0 is valid on every rank.
+
+    The sampler is taken from `sampler=` or, when the checkpoint is restored (after
+    `LightningDataModule.setup()`), from an attribute of the datamodule; otherwise from the training DataLoader at train start. That last route is fine
+    with `num_workers=0`; with workers the DataLoader draws indices as soon as Lightning creates
+    its iterator (before train start), so build the sampler in `LightningDataModule.setup()` (as
+    an attribute) or pass it here, else resuming raises an error instead of silently replaying
+    the epoch's start.
+    """
+
+    def __init__(self, sampler: ClassResampler | None = None) -> None:
+        self.sampler = sampler
+        self._state: dict[str, int] | None = None  # last recorded position
+        self._pending: dict[str, int] | None = None  # loaded from a checkpoint, not yet applied
+        self._applied_to: ClassResampler | None = None
+        self._batch_size = 0
+        self._trainer: Trainer | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        sampler = self.sampler
+        if sampler is not None and (self._state is None or self._state["epoch"] != sampler.epoch):
+            return {"epoch": sampler.epoch, "seed": sampler.seed, "consumed": _start_of(sampler)}
+        return dict(self._state or {})
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._trainer = trainer  # the checkpoint is restored after setup: see load_state_dict
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._trainer = None
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending, self._applied_to = (dict(state_dict) or None), None
+        # Apply now if the sampler is reachable: Lightning builds the train DataLoader's iterator
+        # (and starts its workers) before any later hook.
+        sampler = self.sampler if self.sampler is not None else self._from_datamodule(self._trainer)
+        if sampler is not None and self._pending is not None:
+            self._apply(sampler)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        found = [
+            (dl, s)
+            for dl in _loaders(trainer.train_dataloader)
+            if (s := _resampler_of(dl)) is not None
+        ]
+        if len(found) != 1:
+            raise RuntimeError(
+                f"SamplerStateCallback: expected one ClassResampler in the training DataLoader, found {len(found)}"
+            )
+        loader, sampler = found[0]
+        if (sampler.num_replicas, sampler.rank) != (trainer.world_size, trainer.global_rank):
+            raise RuntimeError(
+                f"ClassResampler has num_replicas={sampler.num_replicas}, rank={sampler.rank} but the "
+                f"trainer runs world_size={trainer.world_size}, global_rank={trainer.global_rank}"
+            )
+        self.sampler, self._batch_size = sampler, _batch_size(loader)
+        if self._pending is not None and self._applied_to is not sampler:
+            if sampler._iter_origin is not None:
+                raise RuntimeError(
+                    "SamplerStateCallback: the DataLoader started drawing indices before the saved sampler "
+                    "state could be restored (num_workers > 0 with a sampler built in train_dataloader()); "
+                    "build the ClassResampler in LightningDataModule.setup() or pass it to "
+                    "SamplerStateCallback(sampler=...)"
+                )
+            self._apply(sampler)
+        self._pending, self._applied_to = None, None
+        self._state = {"epoch": sampler.epoch, "seed": sampler.seed, "consumed": _start_of(sampler)}
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        sampler = self.sampler
+        if sampler is None:
+            return
+        consumed = min((batch_idx + 1) * self._batch_size, len(sampler))
+        self._state = {"epoch": sampler.epoch, "seed": sampler.seed, "consumed": consumed}
+
+    def _apply(self, sampler: ClassResampler) -> None:
+        state = dict(self._pending or {})
+        if 0 < len(sampler) <= int(state.get("consumed", -1)):
+            # A finished epoch: Lightning resumes with the next one. Selecting it now keeps a
+            # DataLoader whose workers start drawing before `set_epoch` from replaying nothing.
+            state.update(epoch=int(state["epoch"]) + 1, consumed=0)
+        sampler.load_state_dict(state)
+        self._applied_to = sampler
+
+    @staticmethod
+    def _from_datamodule(trainer: Trainer | None) -> ClassResampler | None:
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if datamodule is None:
+            return None
+        found = [v for v in vars(datamodule).values() if isinstance(v, ClassResampler)]
+        return found[0] if len(found) == 1 else None
