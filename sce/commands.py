@@ -28,3 +28,13 @@ def _data(sub: argparse._SubParsersAction) -> dict[str, Handler]:
 
 
 REGISTRY.append(("data", _data))
+
+
+def _label(sub: argparse._SubParsersAction) -> dict[str, Handler]:
+    from sce.labeling.pipeline import add_label_arguments, label_command
+
+    add_label_arguments(sub.add_parser("label", help="teacher pseudo-labels into annotations"))
+    return {"label": label_command}
+
+
+REGISTRY.append(("label", _label))

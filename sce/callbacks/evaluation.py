@@ -1,0 +1,122 @@
+"""Generation-based evaluation: the numbers the papers report, computed during training.
+
+Token-level accuracy says little in this domain; what counts is the class the model *says*.
+Every `every_n_epochs` validation epochs (and at test), the callback generates answers for up to
+`max_samples` items of the split (sharded across ranks, gathered on every rank), parses them,
+and logs namespaced scalars (`val_gen/acc`, `val_gen/f1/collision`, per source and IMU setting),
+the confusion matrix and reliability diagram as images, a text table of sample generations, and
+writes `metrics.json` (latest) and `evaluations/<split>_step<N>.json` in the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_only
+from tqdm import tqdm
+
+from sce.metrics.evaluate import Summary, summarize
+
+
+class GenerationEvaluation(Callback):
+    """Evaluate generated answers.
+
+    Args:
+        every_n_epochs: run at the end of every n-th validation epoch (0: only at test).
+        max_samples: items per evaluation (None: the whole split).
+        max_new_tokens: generation length (None: the module's max_new_tokens).
+        num_text_samples: rows of the sample-generation table logged to TensorBoard.
+        bertscore_model: local folder of a BERT-style encoder for BERTScore (None: skipped).
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        max_samples: int | None = 256,
+        max_new_tokens: int | None = None,
+        num_text_samples: int = 8,
+        bertscore_model: str | None = None,
+    ):
+        self.every_n_epochs = every_n_epochs
+        self.max_samples = max_samples
+        self.max_new_tokens = max_new_tokens
+        self.num_text_samples = num_text_samples
+        self.bertscore_model = bertscore_model
+        self.last: dict[str, Summary] = {}
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or self.every_n_epochs <= 0:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        self.evaluate(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.evaluate(trainer, pl_module, "test")
+
+    # ------------------------------------------------------------------ core
+    def evaluate(self, trainer: Trainer, pl_module: LightningModule, split: str) -> Summary:
+        results = self.generate(trainer, pl_module, split)
+        summary = summarize(results, bertscore_model=self.bertscore_model)
+        self.last[split] = summary
+        prefix = f"{split}_gen"
+        for name, value in summary.scalars.items():
+            pl_module.log(f"{prefix}/{name}", float(value), sync_dist=False, rank_zero_only=True)
+        self._write(trainer, pl_module, split, summary)
+        return summary
+
+    def generate(self, trainer: Trainer, pl_module: LightningModule, split: str) -> list[dict]:
+        loader = trainer.datamodule.generation_dataloader(
+            split, self.max_samples, trainer.global_rank, trainer.world_size
+        )
+        results: list[dict[str, Any]] = []
+        bar = tqdm(loader, desc=f"generate {split}", leave=False, disable=trainer.global_rank != 0)
+        for batch in bar:
+            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+            results.extend(pl_module.generate_batch(batch, self.max_new_tokens))
+        return _gather(results)
+
+    @rank_zero_only
+    def _write(self, trainer: Trainer, pl_module: LightningModule, split: str, summary: Summary) -> None:
+        step = trainer.global_step
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = {"split": split, "epoch": trainer.current_epoch, "step": step, **summary.to_json()}
+        (run_dir / "evaluations").mkdir(exist_ok=True)
+        _write_json(run_dir / "evaluations" / f"{split}_step{step}.json", record)
+        _write_json(run_dir / "metrics.json", record)
+        writer = _tensorboard_writer(trainer)
+        if writer is None:
+            return
+        for name, image in summary.images().items():
+            writer.add_image(f"{split}_gen/{name}", image, step, dataformats="HWC")
+        writer.add_text(f"{split}_gen/samples", summary.samples_markdown(self.num_text_samples), step)
+        writer.flush()
+
+
+def _gather(results: list[dict]) -> list[dict]:
+    """All ranks' results on every rank (identity without torch.distributed)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return results
+    gathered: list[list[dict]] = [[] for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather_object(gathered, results)
+    return [r for part in gathered for r in part]
+
+
+def _tensorboard_writer(trainer: Trainer):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float))
+    tmp.replace(path)

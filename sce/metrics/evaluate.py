@@ -1,0 +1,180 @@
+"""Turn generated answers into the papers' metrics, per task, source and IMU setting.
+
+Input: one dict per evaluated item, as `SceModule.generate_batch` returns them (id, task, label,
+source, imu_on, reference, prediction, option_probs). Output: a `Summary` with flat scalars
+(e.g. `acc`, `f1/collision`, `binary/recall`, `source_nexar/acc`, `imu_off/acc`, `ll/acc`,
+`caption/rougeL`, `calibration/ece`, `reasoning/acc`, `closed_qa/acc`), figures and sample rows.
+
+The caller gathers every rank's items first, so the metric objects compute locally here
+(`sync_on_compute` off): syncing again would count each item once per rank.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torchmetrics import Metric
+
+from sce.data.schema import LABELS
+from sce.metrics.calibration import CalibrationMetrics
+from sce.metrics.classification import EventClassificationMetrics, GroupedMetrics
+from sce.metrics.parsing import parse_event_class, parse_probability
+from sce.metrics.report import confusion_matrix_figure, figure_to_array
+from sce.metrics.text import CaptionMetrics, closed_qa_accuracy
+
+EVENT_TASKS = ("mcq",)
+
+
+@dataclass
+class Summary:
+    """Everything one evaluation produced."""
+
+    scalars: dict[str, float]
+    confusion: list[list[int]] | None = None
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)  # name -> matplotlib Figure
+
+    def images(self) -> dict[str, np.ndarray]:
+        """Figures as HWC uint8 arrays for TensorBoard's add_image."""
+        return {name: figure_to_array(fig) for name, fig in self.figures.items()}
+
+    def samples_markdown(self, n: int = 8) -> str:
+        """A markdown table of sample generations, reference next to prediction."""
+        rows = ["| id | task | imu | reference | prediction |", "|---|---|---|---|---|"]
+        for item in self.samples[:n]:
+            cells = [
+                item["id"],
+                item["task"],
+                "on" if item["imu_on"] else "off",
+                item["reference"],
+                item["prediction"],
+            ]
+            rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        return "\n".join(rows)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scalars": {k: (None if _nan(v) else float(v)) for k, v in self.scalars.items()},
+            "confusion_matrix": self.confusion,
+            "labels": list(LABELS),
+            "samples": self.samples,
+        }
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "/").replace("\n", " ")[:200]
+
+
+def _nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _local(obj):
+    """Disable cross-rank sync in every torchmetrics Metric inside obj (items are gathered)."""
+    modules = obj.modules() if isinstance(obj, torch.nn.Module) else [obj]
+    for module in modules:
+        if isinstance(module, Metric):
+            module.sync_on_compute = False
+    return obj
+
+
+def _groups(items: list[dict]) -> dict[str, list[str]]:
+    return {
+        "source": [str(i["source"]) for i in items],
+        "imu": ["on" if i["imu_on"] else "off" for i in items],
+    }
+
+
+def _declared(items: Iterable[dict]) -> dict[str, list[str]]:
+    items = list(items)
+    groups = _groups(items)
+    return {dim: sorted(set(values)) for dim, values in groups.items()}
+
+
+def event_metrics(items: list[dict], prefix: str = "") -> tuple[dict[str, float], Any]:
+    """3-class + binary metrics of generated answers, overall and per source / IMU setting."""
+    grouped = _local(GroupedMetrics(EventClassificationMetrics, _declared(items)))
+    preds = [parse_event_class(i["prediction"]).label for i in items]
+    grouped.update(preds, [i["label"] for i in items], groups=_groups(items))
+    scalars = _flatten(grouped.compute(), prefix)
+    return scalars, grouped["all"].confusion_matrix()
+
+
+def likelihood_metrics(items: list[dict]) -> dict[str, float]:
+    """The same metrics with the class chosen by option log-likelihood (no parsing)."""
+    scored = [i for i in items if i.get("option_probs")]
+    if not scored:
+        return {}
+    grouped = _local(GroupedMetrics(EventClassificationMetrics, _declared(scored)))
+    preds = [LABELS[int(np.argmax(i["option_probs"]))] for i in scored]
+    grouped.update(preds, [i["label"] for i in scored], groups=_groups(scored))
+    return _flatten(grouped.compute(), "ll/")
+
+
+def _flatten(results: dict[str, dict[str, float]], prefix: str) -> dict[str, float]:
+    out = {}
+    for group, values in results.items():
+        head = prefix if group == "all" else f"{prefix}{group}/"
+        out.update({f"{head}{name}": value for name, value in values.items()})
+    return out
+
+
+def caption_metrics(items: list[dict], bertscore_model: str | None) -> dict[str, float]:
+    metric = _local(CaptionMetrics(encoder_path=bertscore_model))
+    metric.update([i["prediction"] for i in items], [i["reference"] for i in items])
+    return {f"caption/{k}": v for k, v in metric.compute().items()}
+
+
+def calibration_metrics(items: list[dict]) -> tuple[dict[str, float], Any]:
+    metric = _local(CalibrationMetrics())
+    metric.update(
+        [parse_probability(i["prediction"]) for i in items],
+        [1.0 if i["label"] == "collision" else 0.0 for i in items],
+    )
+    scalars = {f"calibration/{k}": v for k, v in metric.compute().items()}
+    return scalars, metric.figure("Collision probability: reliability")
+
+
+def summarize(
+    results: list[dict[str, Any]], bertscore_model: str | None = None, max_samples: int = 64
+) -> Summary:
+    """Metrics of every task present in `results` (see the module docstring for the keys)."""
+    by_task: dict[str, list[dict]] = {}
+    for item in results:
+        by_task.setdefault(item["task"], []).append(item)
+    scalars: dict[str, float] = {"items": float(len(results))}
+    figures: dict[str, Any] = {}
+    confusion = None
+    if "mcq" in by_task:
+        event, matrix = event_metrics(by_task["mcq"])
+        scalars.update(event)
+        scalars.update(likelihood_metrics(by_task["mcq"]))
+        confusion = matrix.int().tolist()
+        figures["confusion_matrix"] = confusion_matrix_figure(matrix, LABELS)
+    if "reasoning" in by_task:
+        reasoning, _ = event_metrics(by_task["reasoning"], "reasoning/")
+        scalars.update({k: v for k, v in reasoning.items() if "/" not in k[len("reasoning/") :]})
+    if "caption" in by_task:
+        scalars.update(caption_metrics(by_task["caption"], bertscore_model))
+    if "vqa" in by_task:
+        vqa = by_task["vqa"]
+        scalars["closed_qa/acc"] = closed_qa_accuracy(
+            [i["prediction"] for i in vqa], [i["reference"] for i in vqa]
+        )
+    if "probability" in by_task:
+        calibration, figure = calibration_metrics(by_task["probability"])
+        scalars.update(calibration)
+        figures["reliability"] = figure
+    samples = [
+        {
+            k: item.get(k)
+            for k in ("id", "task", "label", "source", "imu_on", "reference", "prediction")
+        }
+        for item in results[:max_samples]
+    ]
+    return Summary(scalars=scalars, confusion=confusion, samples=samples, figures=figures)
