@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader, Subset
 
+from sce.assets import resolve_manifest, resolve_model_path
 from sce.data.clip import WindowSpec
 from sce.data.collate import Collator
 from sce.data.dataset import SceDataset
@@ -19,7 +20,7 @@ class SceDataModule(L.LightningDataModule):
     """Data for every recipe.
 
     Args:
-        manifest: canonical manifest.jsonl (see sce/data/schema.py).
+        manifest: canonical manifest.jsonl (see sce/data/schema.py), or `synthetic:N:SEED`.
         processor_path: folder or hub id of the processor (linked to model.model_path by the CLI).
         fps, before, after: event window [t_e - before, t_e + after] sampled at fps (paper 000:
             3 fps, 4 s / 2 s = 18 frames).
@@ -71,13 +72,19 @@ class SceDataModule(L.LightningDataModule):
         self.datasets: dict[str, SceDataset] = {}
 
     # ------------------------------------------------------------------ setup
+    @property
+    def manifest(self) -> str:
+        """The manifest path (a `synthetic:N:SEED` spec is generated on first use)."""
+        return resolve_manifest(self.hparams.manifest)
+
     def _load_processor(self):
         if self.processor is None:
             if not self.hparams.processor_path:
                 raise ValueError("data.processor_path is not set (the CLI links it to model.model_path)")
             from transformers import AutoProcessor
 
-            self.processor = AutoProcessor.from_pretrained(self.hparams.processor_path)
+            path = resolve_model_path(self.hparams.processor_path)
+            self.processor = AutoProcessor.from_pretrained(path)
         return self.processor
 
     def _cache(self):
@@ -88,9 +95,9 @@ class SceDataModule(L.LightningDataModule):
         return FrameCache(self.hparams.cache_dir)
 
     def split_records(self, split: str):
-        records = load_manifest(self.hparams.manifest, splits=[split])
+        records = load_manifest(self.manifest, splits=[split])
         if not records:
-            raise ManifestError(f"{self.hparams.manifest}: no records in split {split!r}")
+            raise ManifestError(f"{self.manifest}: no records in split {split!r}")
         return records
 
     def dataset(self, split: str) -> SceDataset:
@@ -113,8 +120,8 @@ class SceDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self._load_processor()
-        if not Path(self.hparams.manifest).is_file():
-            raise ManifestError(f"data.manifest: file not found: {self.hparams.manifest}")
+        if not Path(self.manifest).is_file():
+            raise ManifestError(f"data.manifest: file not found: {self.manifest}")
         if stage in (None, "fit"):
             # Built here, not in train_dataloader(): a resumed run restores the sampler's
             # position before workers start drawing indices (SamplerStateCallback).

@@ -1,1 +1,73 @@
-"""sce: safety-critical event VLM post-training."""
+"""Answer parsing and evaluation metrics (classification, calibration, text), plus report figures.
+
+Typical use in an evaluation callback::
+
+    parsed = [parse_event_class(text) for text in generations]
+    grouped = GroupedMetrics(EventClassificationMetrics, {"source": sources, "imu": ["on", "off"]})
+    grouped.update([p.label for p in parsed], labels, groups={"source": ..., "imu": ...})
+    logger.log_metrics(grouped.compute_flat("val"))
+
+Names are imported lazily, so `from sce.metrics.parsing import OPTION_LETTERS` (prompt building,
+dataloader workers) does not load torchmetrics or matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "sce.metrics.parsing": (
+        "OPTION_LETTERS",
+        "ParsedAnswer",
+        "parse_event_class",
+        "parse_letter",
+        "parse_probability",
+        "split_reasoning",
+    ),
+    "sce.metrics.classification": (
+        "SCE_LABELS",
+        "EventClassificationMetrics",
+        "GroupedMetrics",
+        "group_key",
+        "labels_from_option_scores",
+        "option_probabilities",
+        "sce_probability",
+    ),
+    "sce.metrics.calibration": (
+        "CalibrationMetrics",
+        "brier_score",
+        "calibration_bins",
+        "expected_calibration_error",
+        "mean_absolute_error",
+        "reliability_diagram",
+    ),
+    "sce.metrics.text": (
+        "BERTScoreF1",
+        "CaptionMetrics",
+        "ClosedQAAccuracy",
+        "bertscore_f1",
+        "closed_qa_accuracy",
+        "closed_qa_correct",
+        "normalize_answer",
+        "rouge_l_f1",
+    ),
+    "sce.metrics.report": (
+        "confusion_matrix_figure",
+        "figure_to_array",
+        "format_table",
+        "group_rows",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'sce.metrics' has no attribute {name!r}")
+    return getattr(importlib.import_module(_MODULE_OF[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

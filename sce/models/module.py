@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from sce.assets import resolve_model_path
 from sce.data.collate import digit_token_ids
 from sce.data.prompts import EVENT_OPTIONS
 from sce.models import adapters as adapter_lib
@@ -27,7 +28,8 @@ class SceModule(L.LightningModule):
     """Fine-tunes a VLM on safety-critical event prompts.
 
     Args:
-        model_path: folder or hub id for `AutoModelForImageTextToText.from_pretrained`.
+        model_path: folder or hub id for `AutoModelForImageTextToText.from_pretrained`, or
+            `tiny:SEED` for the offline tiny kit (sce/assets.py).
         finetuning: "dora" (paper 000), "lora", "full" (LM trained, vision frozen), "qlora", or
             "none" (the base model as is: zero-shot baselines with the same prompts).
         rank, alpha, dropout: adapter hyperparameters (DoRA r=32, alpha=64 in paper 000).
@@ -80,7 +82,7 @@ class SceModule(L.LightningModule):
         if self.model is not None:
             return
         self.model = load_model(self.hparams)
-        self.tokenizer = load_tokenizer(self.hparams.model_path)
+        self.tokenizer = load_tokenizer(resolve_model_path(self.hparams.model_path))
         self.digit_ids = digit_token_ids(self.tokenizer)
         self.option_ids = option_token_ids(self.tokenizer)
         if self.hparams.neftune_alpha > 0:
@@ -249,7 +251,8 @@ def load_model(hparams) -> torch.nn.Module:
     }
     if hparams.finetuning == "qlora":
         kwargs["quantization_config"] = adapter_lib.quantization_config("qlora")
-    model = AutoModelForImageTextToText.from_pretrained(hparams.model_path, **kwargs)
+    path = resolve_model_path(hparams.model_path)
+    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     if hparams.finetuning == "none":  # zero-shot baselines: the base model, nothing trains
         return model.requires_grad_(False)
     model = adapter_lib.apply_finetuning(

@@ -1,0 +1,71 @@
+"""Built-in assets a config can name instead of a path, so a fresh checkout runs without data.
+
+    model.model_path: tiny:SEED           the offline tiny Qwen2.5-VL kit (built on first use)
+    data.manifest:    synthetic:N:SEED    N synthetic clips (8 s, 224x128; generated on first use)
+
+Built assets live in `$SCE_CACHE` (default `runs/cache`) and are built into a temporary folder
+that is renamed into place, so concurrent ranks or runs never see a half-written asset.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SCE_CACHE", "runs/cache"))
+
+
+def _build_once(target: Path, build: Callable[[Path], object]) -> Path:
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        build(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process won the race: keep its copy
+            if not target.exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _parse_ints(spec: str, name: str, count: int) -> list[int]:
+    parts = spec.split(":")[1:]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"{name}: expected integers in {spec!r}") from None
+    if len(values) != count:
+        raise ValueError(f"{name}: expected {count} number(s) after the colon in {spec!r}")
+    return values
+
+
+def resolve_model_path(spec: str) -> str:
+    """A model folder or hub id as given, or the tiny kit for `tiny:SEED`."""
+    if not spec.startswith("tiny:"):
+        return spec
+    (seed,) = _parse_ints(spec, "model.model_path", 1)
+    from sce.models.tiny import build_tiny_kit
+
+    return str(_build_once(cache_root() / f"tiny-{seed}", lambda d: build_tiny_kit(d, seed=seed)))
+
+
+def resolve_manifest(spec: str) -> str:
+    """A manifest path as given, or a synthetic dataset for `synthetic:N:SEED`."""
+    if not spec.startswith("synthetic:"):
+        return spec
+    clips, seed = _parse_ints(spec, "data.manifest", 2)
+    from sce.data.synthetic import generate_synthetic_dataset
+
+    def build(folder: Path) -> None:
+        generate_synthetic_dataset(folder, clips=clips, seed=seed, duration=8.0, width=224, height=128)
+
+    return str(_build_once(cache_root() / f"synthetic-{clips}-{seed}", build) / "manifest.jsonl")

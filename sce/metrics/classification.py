@@ -1,0 +1,302 @@
+"""Event classification metrics: 3-class per-class P/R/F1 and binary SCE, synced by torchmetrics.
+
+Invalid answers (prediction None: the parser could not read a class) always count as wrong:
+
+- 3-class: they go to an extra "invalid" prediction column (index 3). They lower the recall of
+  their true class and the accuracy, never the precision of a real class.
+  `confusion_matrix()` gives the [3, 3] matrix of valid predictions and
+  `confusion_matrix(include_invalid=True)` the [3, 4] matrix with the invalid column.
+- binary SCE (collision + near_collision vs normal): an invalid answer is put on the wrong side
+  of its target (a false negative for an SCE clip, a false positive for a normal clip).
+
+Undefined values: precision of a class never predicted is 0 (torchmetrics' zero_division=0, as
+the papers report "0 precision" for a class a model never outputs); recall and F1 of a class
+absent from the targets are NaN (e.g. near_collision on Nexar, which has no such label), and so
+are binary recall and F1 without any SCE target. The macro averages run over the classes present
+in the targets.
+
+Every metric object is a torchmetrics Metric (or a module of them): `compute()` syncs the states
+across ranks. Under DDP every rank must call `compute()` on the same objects; `GroupedMetrics`
+therefore creates all its groups up front.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryF1Score,
+    BinaryPrecision,
+    BinaryRecall,
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from sce.data.schema import LABELS
+from sce.metrics.parsing import ParsedAnswer
+
+SCE_LABELS: tuple[str, ...] = ("collision", "near_collision")
+INVALID = "invalid"
+
+
+def _quiet_compute(metric: Any) -> Any:
+    # torchmetrics warns when compute() runs before update(); an empty group is expected here and
+    # still has to take part in the cross-rank sync.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*compute.*before.*update.*")
+        return metric.compute()
+
+
+class EventClassificationMetrics(nn.Module):
+    """3-class and binary SCE metrics over parsed answers.
+
+    update(pred_labels, target_labels): predictions are class names, ParsedAnswer or None
+    (invalid answer); targets are class names. compute() returns a flat dict of floats.
+    """
+
+    def __init__(
+        self, labels: Sequence[str] = LABELS, positive: Sequence[str] = SCE_LABELS
+    ) -> None:
+        super().__init__()
+        self.labels = tuple(labels)
+        unknown = [p for p in positive if p not in self.labels]
+        if unknown:
+            raise ValueError(f"positive classes {unknown} are not among the labels {self.labels}")
+        self.positive = tuple(positive)
+        k = len(self.labels) + 1  # + the "invalid" prediction column
+        self.multiclass = MetricCollection(
+            {
+                "precision": MulticlassPrecision(k, average=None),
+                "recall": MulticlassRecall(k, average=None),
+                "f1": MulticlassF1Score(k, average=None),
+                "acc": MulticlassAccuracy(k, average="micro"),
+            }
+        )
+        self.confmat = MulticlassConfusionMatrix(k)
+        self.binary = MetricCollection(
+            {
+                "precision": BinaryPrecision(),
+                "recall": BinaryRecall(),
+                "f1": BinaryF1Score(),
+                "acc": BinaryAccuracy(),
+            }
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.confmat.device
+
+    def _index(self, label: str, role: str, i: int) -> int:
+        try:
+            return self.labels.index(label)
+        except ValueError:
+            raise ValueError(
+                f"{role} label {label!r} at position {i} is not one of {self.labels}"
+            ) from None
+
+    def _pred_index(self, pred: str | ParsedAnswer | None, i: int) -> int:
+        if isinstance(pred, ParsedAnswer):
+            pred = pred.label
+        return len(self.labels) if pred is None else self._index(pred, "predicted", i)
+
+    def update(
+        self, pred_labels: Sequence[str | ParsedAnswer | None], target_labels: Sequence[str]
+    ) -> None:
+        """Add a batch of predictions (None = invalid answer) and their true classes."""
+        if len(pred_labels) != len(target_labels):
+            raise ValueError(f"{len(pred_labels)} predictions but {len(target_labels)} targets")
+        if not len(target_labels):
+            return
+        target = [self._index(t, "target", i) for i, t in enumerate(target_labels)]
+        pred = [self._pred_index(p, i) for i, p in enumerate(pred_labels)]
+        t = torch.tensor(target, device=self.device)
+        p = torch.tensor(pred, device=self.device)
+        self.multiclass.update(p, t)
+        self.confmat.update(p, t)
+        pos = torch.tensor([self.labels.index(c) for c in self.positive], device=self.device)
+        t_bin = torch.isin(t, pos).long()
+        p_bin = torch.where(p == len(self.labels), 1 - t_bin, torch.isin(p, pos).long())
+        self.binary.update(p_bin, t_bin)
+
+    def reset(self) -> None:
+        self.multiclass.reset()
+        self.confmat.reset()
+        self.binary.reset()
+
+    def confusion_matrix(self, include_invalid: bool = False) -> Tensor:
+        """Counts, rows = true class, columns = predicted class (+ "invalid" column on request)."""
+        cm = _quiet_compute(self.confmat)[: len(self.labels)]
+        return cm if include_invalid else cm[:, : len(self.labels)]
+
+    def compute(self) -> dict[str, float]:
+        """acc, macro_{precision,recall,f1}, {precision,recall,f1,support}/<class>,
+        binary/{precision,recall,f1,acc}, invalid_rate and n (see the module doc for NaNs)."""
+        multi = _quiet_compute(self.multiclass)
+        binary = _quiet_compute(self.binary)
+        cm = self.confusion_matrix(include_invalid=True).double()
+        n = int(cm.sum())
+        k = len(self.labels)
+        support = cm.sum(dim=1)
+        out: dict[str, float] = {"n": n}  # n and support are ints (counts)
+        if n == 0:
+            empty = {k: 0 if k.startswith("support/") else math.nan for k in self.metric_names()}
+            return empty | out
+        present = support > 0
+        for name in ("precision", "recall", "f1"):
+            values = multi[name][:k].double().cpu()
+            if name != "precision":
+                values = torch.where(present, values, torch.nan)
+            for label, value in zip(self.labels, values.tolist(), strict=True):
+                out[f"{name}/{label}"] = value
+            out[f"macro_{name}"] = float(values[present].mean())
+        out |= {f"support/{label}": int(s) for label, s in zip(self.labels, support, strict=True)}
+        out["acc"] = float(multi["acc"])
+        out["invalid_rate"] = float(cm[:, k].sum() / n)
+        out |= {f"binary/{name}": float(value) for name, value in binary.items()}
+        if not support[[self.labels.index(c) for c in self.positive]].sum():
+            out["binary/recall"] = out["binary/f1"] = math.nan  # no SCE target: undefined
+        return out
+
+    def metric_names(self) -> list[str]:
+        """Every key compute() returns, in a stable order (for tables)."""
+        names = ["n", "acc", "macro_precision", "macro_recall", "macro_f1", "invalid_rate"]
+        for name in ("precision", "recall", "f1", "support"):
+            names += [f"{name}/{label}" for label in self.labels]
+        return names + [f"binary/{m}" for m in ("precision", "recall", "f1", "acc")]
+
+
+# ---------------------------------------------------------------------------- grouping
+
+
+def _take(value: Any, index: list[int]) -> Any:
+    if isinstance(value, Tensor):
+        return value[torch.as_tensor(index, dtype=torch.long, device=value.device)]
+    return [value[i] for i in index]
+
+
+def group_key(dimension: str, value: Any) -> str:
+    """Name of one group, safe as a module key and a TensorBoard tag: "source_nexar"."""
+    return re.sub(r"[^\w\-]", "_", f"{dimension}_{value}")
+
+
+class GroupedMetrics(nn.Module):
+    """One metric object per group plus "all", e.g. per source and per IMU on/off.
+
+    factory: builds a fresh metric (anything with update/compute/reset, e.g.
+    EventClassificationMetrics, CalibrationMetrics, CaptionMetrics).
+    groups: the dimensions and every value they can take, e.g.
+    {"source": ["synthetic", "nexar"], "imu": ["on", "off"]}. All groups exist from the start so
+    every rank computes (and syncs) the same objects; an undeclared value raises.
+
+    update(*args, groups={"source": [...], "imu": [...]}): the positional args go to every metric,
+    sliced per group (lists or tensors with the batch first); each dimension gives one value per
+    sample. A dimension may be left out of a batch.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], Any],
+        groups: Mapping[str, Sequence[Any]] | None = None,
+        overall: str = "all",
+    ) -> None:
+        super().__init__()
+        self.overall = overall
+        self.dimensions = {dim: tuple(values) for dim, values in (groups or {}).items()}
+        keys = [overall] + [group_key(d, v) for d, vs in self.dimensions.items() for v in vs]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"group names collide: {keys}")
+        self.metrics = nn.ModuleDict({key: factory() for key in keys})
+
+    def __getitem__(self, key: str) -> Any:
+        return self.metrics[key]
+
+    def keys(self) -> list[str]:
+        return list(self.metrics.keys())
+
+    def update(self, *args: Any, groups: Mapping[str, Sequence[Any]] | None = None) -> None:
+        """Update "all" with the whole batch and each group with its samples."""
+        n = len(args[0]) if args else 0
+        groups = groups or {}
+        for dim, values in groups.items():  # check everything before touching any state
+            if dim not in self.dimensions:
+                raise KeyError(f"group dimension {dim!r} was not declared: {list(self.dimensions)}")
+            if len(values) != n:
+                raise ValueError(f"group {dim!r} has {len(values)} values for {n} samples")
+            unknown = [v for v in dict.fromkeys(values) if v not in self.dimensions[dim]]
+            if unknown:
+                raise ValueError(
+                    f"group {dim}={unknown[0]!r} was not declared; declared: {self.dimensions[dim]}"
+                )
+        self.metrics[self.overall].update(*args)
+        for dim, values in groups.items():
+            for value in dict.fromkeys(values):
+                index = [i for i, v in enumerate(values) if v == value]
+                self.metrics[group_key(dim, value)].update(*(_take(a, index) for a in args))
+
+    def reset(self) -> None:
+        for metric in self.metrics.values():
+            metric.reset()
+
+    def compute(self, skip_empty: bool = True) -> dict[str, dict[str, float]]:
+        """{group: metric dict}. Every group is computed (cross-rank sync); groups with n == 0
+        are then dropped when skip_empty."""
+        results = {key: metric.compute() for key, metric in self.metrics.items()}
+        if skip_empty:
+            results = {k: r for k, r in results.items() if k == self.overall or r.get("n", 1) > 0}
+        return results
+
+    def compute_flat(self, prefix: str = "", skip_empty: bool = True) -> dict[str, float]:
+        """{"<prefix>/<group>/<metric>": value}, ready for `log_dict`."""
+        head = f"{prefix}/" if prefix else ""
+        return {
+            f"{head}{group}/{name}": value
+            for group, values in self.compute(skip_empty).items()
+            for name, value in values.items()
+        }
+
+
+# ---------------------------------------------------------------------------- option scoring
+
+
+def option_probabilities(logprobs: Tensor) -> Tensor:
+    """Normalise per-option log-likelihoods [B, n_options] into probabilities (softmax).
+
+    The scores can be sums of token log-probabilities of each full option answer; -inf marks an
+    impossible option. A row that is all -inf or holds NaN raises.
+    """
+    if logprobs.ndim != 2:
+        raise ValueError(
+            f"expected option scores of shape [B, n_options], got {tuple(logprobs.shape)}"
+        )
+    if torch.isnan(logprobs).any():
+        raise ValueError("option scores contain NaN")
+    if (logprobs == -torch.inf).all(dim=-1).any():
+        raise ValueError("an answer has -inf log-likelihood for every option")
+    return torch.softmax(logprobs.double(), dim=-1).to(logprobs.dtype)
+
+
+def labels_from_option_scores(scores: Tensor, labels: Sequence[str] = LABELS) -> list[str]:
+    """The class of the best option per row (scores: probabilities or log-likelihoods, in the
+    option order of `labels`, i.e. OPTION_LETTERS A, B, C)."""
+    if scores.ndim != 2 or scores.shape[1] != len(labels):
+        raise ValueError(f"expected scores of shape [B, {len(labels)}], got {tuple(scores.shape)}")
+    return [labels[i] for i in scores.argmax(dim=-1).tolist()]
+
+
+def sce_probability(
+    option_probs: Tensor, labels: Sequence[str] = LABELS, positive: Sequence[str] = SCE_LABELS
+) -> Tensor:
+    """P(safety-critical event) per row: the summed probability of the positive options [B]."""
+    columns = [list(labels).index(c) for c in positive]
+    return option_probs[:, columns].sum(dim=-1)

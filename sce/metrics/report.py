@@ -1,0 +1,121 @@
+"""Figures and console tables for evaluation results.
+
+Figures are built on matplotlib's Agg canvas directly (no pyplot, no global figure state, nothing
+to close), so they work headless and inside DDP workers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from sce.data.schema import LABELS
+
+
+def _as_numpy(matrix: Any) -> np.ndarray:
+    if hasattr(matrix, "detach"):
+        matrix = matrix.detach().cpu().numpy()
+    return np.asarray(matrix, dtype=np.float64)
+
+
+def confusion_matrix_figure(
+    cm: Any,
+    labels: Sequence[str] = LABELS,
+    title: str | None = None,
+    col_labels: Sequence[str] | None = None,
+) -> Figure:
+    """Confusion matrix (rows = true, columns = predicted) annotated with counts and row %.
+
+    Colours are normalised per row (the fraction of each true class), so a rare class reads as
+    clearly as a common one. A matrix with one extra column gets the column label "invalid".
+    """
+    counts = _as_numpy(cm)
+    if counts.ndim != 2 or counts.shape[0] != len(labels):
+        raise ValueError(
+            f"confusion matrix of shape {counts.shape} does not fit {len(labels)} labels"
+        )
+    if col_labels is None:
+        col_labels = list(labels) + ["invalid"] * (counts.shape[1] - len(labels))
+    if counts.shape[1] != len(col_labels):
+        raise ValueError(
+            f"confusion matrix has {counts.shape[1]} columns for {len(col_labels)} labels"
+        )
+    rows = counts.sum(axis=1, keepdims=True)
+    fraction = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    fig = Figure(figsize=(1.4 * counts.shape[1] + 2, 1.2 * counts.shape[0] + 1.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(fraction, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    for i in range(counts.shape[0]):
+        for j in range(counts.shape[1]):
+            colour = "white" if fraction[i, j] > 0.5 else "black"
+            text = f"{int(counts[i, j])}\n{100 * fraction[i, j]:.0f}%"
+            ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=9)
+    ax.set_xticks(range(len(col_labels)), labels=list(col_labels), rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)), labels=list(labels))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or f"confusion matrix (n={int(counts.sum())})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def figure_to_array(fig: Figure) -> np.ndarray:
+    """Render a figure to an RGB image [H, W, 3] uint8 (TensorBoard add_image with dataformats
+    "HWC")."""
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _cell(value: Any, float_format: str) -> tuple[str, bool]:
+    """(text, right-aligned)."""
+    if value is None:
+        return "-", True
+    if isinstance(value, bool):
+        return str(value), False
+    if isinstance(value, int | np.integer):
+        return str(int(value)), True
+    if isinstance(value, float | np.floating):
+        value = float(value)
+        if math.isnan(value):
+            return "nan", True
+        return format(value, float_format), True
+    return str(value), False
+
+
+def format_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str] | None = None,
+    float_format: str = ".3f",
+) -> str:
+    """Plain-text table, one line per row: text left-aligned, numbers right-aligned, "-" for a
+    missing value. columns default to every key, in order of first appearance."""
+    if columns is None:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+    cells = [[_cell(row.get(col), float_format) for col in columns] for row in rows]
+    widths = [max([len(col)] + [len(r[i][0]) for r in cells]) for i, col in enumerate(columns)]
+    right = [all(r[i][1] for r in cells) if cells else False for i in range(len(columns))]
+
+    def line(texts: Sequence[str]) -> str:
+        parts = [
+            t.rjust(w) if r else t.ljust(w) for t, w, r in zip(texts, widths, right, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    out = [line(list(columns)), "  ".join("-" * w for w in widths)]
+    out += [line([text for text, _ in r]) for r in cells]
+    return "\n".join(out)
+
+
+def group_rows(
+    results: Mapping[str, Mapping[str, float]], group_column: str = "group"
+) -> list[dict[str, Any]]:
+    """Rows for `format_table` from `GroupedMetrics.compute()`: one row per group."""
+    return [{group_column: group, **values} for group, values in results.items()]

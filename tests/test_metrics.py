@@ -1,0 +1,515 @@
+"""Metrics with hand-computed values: classification, grouping, calibration, text, reports."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sce.metrics.calibration import (
+    CalibrationMetrics,
+    brier_score,
+    calibration_bins,
+    expected_calibration_error,
+    mean_absolute_error,
+    reliability_diagram,
+)
+from sce.metrics.classification import (
+    EventClassificationMetrics,
+    GroupedMetrics,
+    labels_from_option_scores,
+    option_probabilities,
+    sce_probability,
+)
+from sce.metrics.parsing import ParsedAnswer
+from sce.metrics.report import confusion_matrix_figure, figure_to_array, format_table, group_rows
+from sce.metrics.text import (
+    BERTScoreF1,
+    CaptionMetrics,
+    ClosedQAAccuracy,
+    bertscore_f1,
+    closed_qa_accuracy,
+    closed_qa_correct,
+    rouge_l_f1,
+)
+
+C, N, M = "collision", "near_collision", "normal"
+
+# 10 samples. Confusion (rows true, columns predicted C, N, M, invalid):
+#   C: 2 1 0 0     N: 1 1 0 1     M: 0 1 3 0
+TARGETS = [C, C, C, N, N, N, M, M, M, M]
+PREDS = [C, C, N, N, C, None, M, M, N, M]
+
+
+def approx(value: float) -> object:
+    return pytest.approx(value, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------- classification
+
+
+def test_per_class_metrics_by_hand():
+    metrics = EventClassificationMetrics()
+    metrics.update(PREDS[:4], TARGETS[:4])  # two batches: states accumulate
+    metrics.update(PREDS[4:], TARGETS[4:])
+    out = metrics.compute()
+    assert out["n"] == 10
+    # precision = TP / predicted: C 2/3, N 1/3 (3 predicted N), M 3/3
+    assert out["precision/collision"] == approx(2 / 3)
+    assert out["precision/near_collision"] == approx(1 / 3)
+    assert out["precision/normal"] == approx(1.0)
+    # recall = TP / support: C 2/3, N 1/3 (the invalid answer is a miss), M 3/4
+    assert out["recall/collision"] == approx(2 / 3)
+    assert out["recall/near_collision"] == approx(1 / 3)
+    assert out["recall/normal"] == approx(3 / 4)
+    assert out["f1/collision"] == approx(2 / 3)
+    assert out["f1/near_collision"] == approx(1 / 3)
+    assert out["f1/normal"] == approx(6 / 7)
+    assert out["acc"] == approx(6 / 10)
+    assert out["macro_precision"] == approx(2 / 3)
+    assert out["macro_recall"] == approx((2 / 3 + 1 / 3 + 3 / 4) / 3)
+    assert out["macro_f1"] == approx(13 / 21)
+    assert out["invalid_rate"] == approx(0.1)
+    assert [out[f"support/{c}"] for c in (C, N, M)] == [3, 3, 4]
+
+
+def test_binary_sce_metrics_by_hand():
+    metrics = EventClassificationMetrics()
+    metrics.update(PREDS, TARGETS)
+    out = metrics.compute()
+    # SCE = collision + near_collision. Samples 1-5 TP, 6 invalid on an SCE clip -> FN,
+    # sample 9 (normal predicted near) -> FP, 7, 8, 10 TN.
+    assert out["binary/precision"] == approx(5 / 6)
+    assert out["binary/recall"] == approx(5 / 6)
+    assert out["binary/f1"] == approx(5 / 6)
+    assert out["binary/acc"] == approx(8 / 10)
+
+
+def test_invalid_answer_on_normal_clip_is_a_false_positive():
+    metrics = EventClassificationMetrics()
+    metrics.update([None, M, C], [M, M, C])
+    out = metrics.compute()
+    assert out["binary/precision"] == approx(1 / 2)  # TP 1 (C), FP 1 (invalid on normal)
+    assert out["binary/recall"] == approx(1.0)
+    assert out["binary/acc"] == approx(2 / 3)
+    assert out["recall/normal"] == approx(1 / 2)
+    assert out["precision/normal"] == approx(1.0)  # invalid never lowers a class's precision
+
+
+def test_confusion_matrix_and_invalid_column():
+    metrics = EventClassificationMetrics()
+    metrics.update(PREDS, TARGETS)
+    assert metrics.confusion_matrix().tolist() == [[2, 1, 0], [1, 1, 0], [0, 1, 3]]
+    assert metrics.confusion_matrix(include_invalid=True).tolist() == [
+        [2, 1, 0, 0],
+        [1, 1, 0, 1],
+        [0, 1, 3, 0],
+    ]
+
+
+def test_parsed_answers_are_accepted_and_bad_labels_raise():
+    metrics = EventClassificationMetrics()
+    metrics.update([ParsedAnswer(C, True, "x"), ParsedAnswer(None, False, "garbage")], [C, N])
+    assert metrics.compute()["invalid_rate"] == approx(0.5)
+    with pytest.raises(ValueError, match="target label 'crash' at position 1"):
+        metrics.update([C, C], [C, "crash"])
+    with pytest.raises(ValueError, match="predicted label 'Collision' at position 0"):
+        metrics.update(["Collision"], [C])
+    with pytest.raises(ValueError, match="2 predictions but 1 targets"):
+        metrics.update([C, C], [C])
+
+
+def test_absent_class_gives_nan_recall_and_is_left_out_of_macro():
+    # Nexar-like split: no near-collision targets; the model predicts near_collision once.
+    metrics = EventClassificationMetrics()
+    metrics.update([C, N, M, M], [C, C, M, M])
+    out = metrics.compute()
+    assert math.isnan(out["recall/near_collision"]) and math.isnan(out["f1/near_collision"])
+    assert out["precision/near_collision"] == 0.0
+    assert out["recall/collision"] == approx(1 / 2)
+    assert out["macro_recall"] == approx((1 / 2 + 1) / 2)  # collision and normal only
+    assert out["macro_f1"] == approx((2 / 3 + 1) / 2)
+
+
+def test_empty_metrics_and_reset():
+    metrics = EventClassificationMetrics()
+    out = metrics.compute()
+    assert out["n"] == 0 and math.isnan(out["acc"]) and out["support/collision"] == 0
+    assert set(out) == set(metrics.metric_names())
+    metrics.update(PREDS, TARGETS)
+    assert metrics.compute()["n"] == 10
+    metrics.reset()
+    metrics.update([C], [C])
+    assert metrics.compute()["acc"] == approx(1.0)
+
+
+# ---------------------------------------------------------------------------- grouping
+
+
+def grouped_event_metrics() -> GroupedMetrics:
+    return GroupedMetrics(
+        EventClassificationMetrics,
+        {"source": ["synthetic", "nexar", "bddx"], "imu": ["on", "off"]},
+    )
+
+
+SOURCES = ["synthetic"] * 5 + ["nexar"] * 5
+IMU = ["on", "off"] * 5
+
+
+def test_grouped_metrics_by_hand():
+    grouped = grouped_event_metrics()
+    grouped.update(PREDS, TARGETS, groups={"source": SOURCES, "imu": IMU})
+    out = grouped.compute()
+    assert set(out) == {"all", "source_synthetic", "source_nexar", "imu_on", "imu_off"}  # no bddx
+    assert out["all"]["acc"] == approx(6 / 10)
+    # synthetic = samples 1-5: C->C, C->C, C->N, N->N, N->C: 3 right of 5
+    assert out["source_synthetic"]["acc"] == approx(3 / 5)
+    assert out["source_synthetic"]["recall/collision"] == approx(2 / 3)
+    assert out["source_synthetic"]["invalid_rate"] == 0.0
+    # nexar = samples 6-10: N->invalid, M->M, M->M, M->N, M->M
+    assert out["source_nexar"]["acc"] == approx(3 / 5)
+    assert out["source_nexar"]["invalid_rate"] == approx(1 / 5)
+    assert math.isnan(out["source_nexar"]["recall/collision"])
+    # imu on = samples 1, 3, 5, 7, 9: C->C, C->N, N->C, M->M, M->N
+    assert out["imu_on"]["acc"] == approx(2 / 5)
+    assert out["imu_off"]["acc"] == approx(4 / 5)
+    assert out["imu_on"]["n"] + out["imu_off"]["n"] == 10
+    flat = grouped.compute_flat("val")
+    assert flat["val/source_nexar/acc"] == approx(3 / 5)
+    assert flat["val/all/binary/acc"] == approx(8 / 10)
+    assert "val/source_bddx/acc" not in flat
+    assert "source_bddx" in grouped.compute(skip_empty=False)
+
+
+def test_grouped_metrics_accept_tensors_and_check_groups():
+    grouped = GroupedMetrics(CalibrationMetrics, {"imu": ["on", "off"]})
+    probs = torch.tensor([0.9, 0.2, 0.7, 0.4])
+    grouped.update(probs, torch.tensor([1, 0, 0, 0]), groups={"imu": ["on", "on", "off", "off"]})
+    out = grouped.compute()
+    assert out["imu_on"]["mae"] == approx((0.1 + 0.2) / 2)
+    assert out["imu_off"]["mae"] == approx((0.7 + 0.4) / 2)
+    with pytest.raises(ValueError, match="imu='maybe' was not declared"):
+        grouped.update(probs[:1], torch.tensor([1]), groups={"imu": ["maybe"]})
+    with pytest.raises(KeyError, match="weather"):
+        grouped.update(probs[:1], torch.tensor([1]), groups={"weather": ["rain"]})
+    with pytest.raises(ValueError, match="1 values for 2 samples"):
+        grouped.update(probs[:2], torch.tensor([1, 0]), groups={"imu": ["on"]})
+
+
+# ---------------------------------------------------------------------------- option scoring
+
+
+def test_option_probabilities_and_predictions():
+    probs = torch.tensor([[0.2, 0.3, 0.5], [0.7, 0.2, 0.1]])
+    logprobs = probs.log() - 7.0  # unnormalised log-likelihoods
+    got = option_probabilities(logprobs)
+    assert torch.allclose(got, probs, atol=1e-6)
+    assert labels_from_option_scores(logprobs) == [M, C]
+    assert torch.allclose(sce_probability(got), torch.tensor([0.5, 0.9]), atol=1e-6)
+    impossible = torch.tensor([[0.0, -torch.inf, math.log(3.0)]])
+    assert torch.allclose(option_probabilities(impossible), torch.tensor([[0.25, 0.0, 0.75]]))
+    with pytest.raises(ValueError, match="every option"):
+        option_probabilities(torch.full((1, 3), -torch.inf))
+    with pytest.raises(ValueError, match="NaN"):
+        option_probabilities(torch.tensor([[0.0, math.nan, 0.0]]))
+
+
+# ---------------------------------------------------------------------------- calibration
+
+# valid pairs: (0.9, 1) (0.25, 0) (0.65, 0) (0.1, 1) (0.95, 0); one invalid answer (None, 1)
+PROBS = [0.9, 0.25, None, 0.65, 0.1, 0.95]
+BIN_TARGETS = [1, 0, 1, 0, 1, 0]
+
+
+def test_mae_brier_ece_by_hand():
+    assert mean_absolute_error(PROBS, BIN_TARGETS) == approx((0.1 + 0.25 + 0.65 + 0.9 + 0.95) / 5)
+    brier = (0.01 + 0.0625 + 0.4225 + 0.81 + 0.9025) / 5
+    assert brier_score(PROBS, BIN_TARGETS) == approx(brier)
+    # 5 bins of width 0.2: {0.1}, {0.25}, {0.65}, {0.9, 0.95}. Last bin: mean p 0.925, rate 0.5.
+    ece = (0.9 + 0.25 + 0.65) / 5 + 2 / 5 * abs(0.5 - 0.925)
+    assert expected_calibration_error(PROBS, BIN_TARGETS, n_bins=5) == approx(ece)
+    bins = calibration_bins(PROBS, BIN_TARGETS, n_bins=5)
+    assert bins["count"].tolist() == [1, 1, 0, 1, 2]
+    assert math.isnan(bins["accuracy"][2])
+
+
+def test_calibration_metric_by_hand():
+    metric = CalibrationMetrics(n_bins=5)
+    metric.update(PROBS[:3], BIN_TARGETS[:3])
+    metric.update(PROBS[3:], BIN_TARGETS[3:])
+    out = metric.compute()
+    assert out["n"] == 6
+    assert out["invalid_rate"] == approx(1 / 6)
+    assert out["mae"] == approx(2.85 / 5)
+    assert out["ece"] == approx(0.53)
+    # threshold 0.5: TP (0.9), FP (0.65, 0.95), FN (0.1 and the invalid answer), TN (0.25)
+    assert out["precision"] == approx(1 / 3)
+    assert out["recall"] == approx(1 / 3)
+    assert out["f1"] == approx(1 / 3)
+    assert out["acc"] == approx(2 / 6)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        metric.update([1.5], [1])
+    with pytest.raises(ValueError, match="0 or 1"):
+        metric.update([0.5], [2])
+
+
+@pytest.mark.parametrize("n_bins", [15, 7])
+def test_ece_matches_torchmetrics(n_bins):
+    from torchmetrics.classification import BinaryCalibrationError
+
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.rand(500, generator=gen) * 0.999  # no probability exactly 1.0 (see next test)
+    targets = (torch.rand(500, generator=gen) < probs**2).long()  # miscalibrated on purpose
+    expected = BinaryCalibrationError(n_bins=n_bins, norm="l1")(probs, targets).item()
+    assert expected > 0.05
+    assert expected_calibration_error(probs, targets, n_bins) == pytest.approx(expected, abs=1e-5)
+    metric = CalibrationMetrics(n_bins=n_bins)
+    metric.update(probs, targets)
+    assert metric.compute()["ece"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_ece_puts_probability_one_in_the_last_bin():
+    from torchmetrics.classification import BinaryCalibrationError
+
+    probs, targets = torch.tensor([0.96, 1.0]), torch.tensor([1, 0])
+    # here: one bin [14/15, 1] with mean p 0.98 and rate 0.5; torchmetrics: two bins
+    assert expected_calibration_error(probs, targets) == approx(0.48)
+    assert BinaryCalibrationError(n_bins=15)(probs, targets).item() == pytest.approx(0.52, abs=1e-6)
+
+
+def test_reliability_diagram():
+    fig = reliability_diagram(PROBS, BIN_TARGETS, n_bins=5)
+    ax = fig.axes[0]
+    heights = sorted(round(p.get_height(), 6) for p in ax.patches)
+    assert heights == [0.0, 0.0, 0.5, 1.0]  # rates of the 4 filled bins
+    assert sorted(t.get_text() for t in ax.texts) == ["1", "1", "1", "2"]  # counts
+    assert "invalid=1" in ax.get_title() and "ECE 0.530" in ax.get_title()
+    image = figure_to_array(fig)
+    assert image.shape == (500, 500, 3) and image.dtype == np.uint8
+
+
+# ---------------------------------------------------------------------------- ROUGE-L
+
+ROUGE_PAIRS = [
+    ("The ego vehicle brakes hard.", "the EGO vehicle brakes, hard!"),
+    (
+        "A truck cuts in from the left lane at 45 km/h",
+        "A white truck cuts in from the right at 45 km/h",
+    ),
+    ("", "something happened"),
+    ("café crash—near-miss", "cafe crash near miss"),
+    ("x y z", "a b c"),
+    ("the the the cat", "the cat the"),
+]
+
+
+def test_rouge_l_matches_rouge_score_package():
+    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    expected = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in ROUGE_PAIRS]
+    got = rouge_l_f1([p for p, _ in ROUGE_PAIRS], [r for _, r in ROUGE_PAIRS])
+    assert got == pytest.approx(expected, abs=1e-6)
+    assert got[1] == approx(10 / 12)  # LCS "a truck cuts in from the at 45 km h", 12 tokens each
+    metrics = CaptionMetrics()
+    metrics.update([p for p, _ in ROUGE_PAIRS[:3]], [r for _, r in ROUGE_PAIRS[:3]])
+    metrics.update([p for p, _ in ROUGE_PAIRS[3:]], [r for _, r in ROUGE_PAIRS[3:]])
+    out = metrics.compute()
+    assert out["n"] == len(ROUGE_PAIRS)
+    assert out["rougeL"] == pytest.approx(sum(expected) / len(expected), abs=1e-6)
+    assert "bertscore_f1" not in out  # no encoder configured
+
+
+# ---------------------------------------------------------------------------- BERTScore
+
+WORDS = (
+    "the a car truck ego vehicle brakes hard collides with avoids pedestrian road sunny rain "
+    "night turns left right stops at red light parked van cyclist bus lane"
+).split()
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory) -> Path:
+    """A 2-layer BERT with random weights and a WordPiece vocabulary, saved like a real one."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    tokenizer = BertTokenizerFast(vocab=str(vocab), model_max_length=64)
+    assert tokenizer.unk_token_id not in tokenizer("the ego car")["input_ids"]
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(WORDS) + 5,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def hand_bertscore(folder: Path, layer: int, cand: str, ref: str) -> float:
+    """Greedy cosine matching of layer `layer` embeddings; [CLS]/[SEP] get zero weight but can
+    be matched (the bert-score convention without idf)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder).eval()
+
+    def embed(text: str) -> torch.Tensor:
+        with torch.no_grad():
+            hidden = model(**tokenizer(text, return_tensors="pt"), output_hidden_states=True)
+        h = hidden.hidden_states[layer][0]
+        return h / h.norm(dim=-1, keepdim=True)
+
+    sim = embed(cand) @ embed(ref).T
+    precision = sim[1:-1].max(dim=1).values.mean()
+    recall = sim[:, 1:-1].max(dim=0).values.mean()
+    return float(2 * precision * recall / (precision + recall))
+
+
+def test_bertscore_with_local_encoder(tiny_encoder):
+    preds = ["the ego car brakes hard", "the ego vehicle collides with a truck", "sunny road"]
+    refs = ["the ego car brakes hard", "a pedestrian turns left at the red light", "the car stops"]
+    scores = bertscore_f1(preds, refs, tiny_encoder)
+    assert scores[0] == pytest.approx(1.0, abs=1e-5)
+    assert scores[1] < 0.9 and scores[2] < 0.9
+    for i in (1, 2):
+        assert scores[i] == pytest.approx(
+            hand_bertscore(tiny_encoder, 2, preds[i], refs[i]), abs=1e-5
+        )
+    layer1 = bertscore_f1(preds[1:2], refs[1:2], tiny_encoder, num_layers=1)
+    assert layer1[0] == pytest.approx(hand_bertscore(tiny_encoder, 1, preds[1], refs[1]), abs=1e-5)
+    metric = BERTScoreF1(tiny_encoder)
+    metric.update(preds[:2], refs[:2])
+    metric.update(preds[2:], refs[2:])
+    assert metric.compute().item() == pytest.approx(sum(scores) / 3, abs=1e-5)
+    captions = CaptionMetrics(encoder_path=tiny_encoder).compute()
+    assert captions["n"] == 0 and math.isnan(captions["bertscore_f1"])
+
+
+def test_bertscore_without_encoder_is_skipped_and_never_downloads(tmp_path):
+    assert bertscore_f1(["a"], ["b"], encoder_path=None) is None
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        bertscore_f1(["a"], ["b"], encoder_path="roberta-large")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        BERTScoreF1(tmp_path)
+
+
+# ---------------------------------------------------------------------------- closed QA
+
+
+def test_closed_qa():
+    assert closed_qa_correct("<think>two lanes</think>(C)", "C")
+    assert not closed_qa_correct("B or C", "C")
+    assert closed_qa_correct("Yes, there is a truck.", "yes")
+    assert not closed_qa_correct("No.", "yes")
+    assert closed_qa_correct("The red car.", "red car")
+    preds = ["A", "B.", "yes", "Answer: D", None]
+    targets = ["A", "C", "Yes", "D", "B"]
+    assert closed_qa_accuracy(preds, targets) == approx(3 / 5)
+    metric = ClosedQAAccuracy()
+    metric.update(preds[:2], targets[:2])
+    metric.update(preds[2:], targets[2:])
+    assert metric.compute() == {"n": 5, "acc": approx(3 / 5)}
+
+
+# ---------------------------------------------------------------------------- reports
+
+
+def test_confusion_matrix_figure_annotates_counts():
+    cm = torch.tensor([[2, 1, 0, 0], [1, 1, 0, 1], [0, 1, 3, 0]])
+    fig = confusion_matrix_figure(cm, [C, N, M])
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert texts[:4] == ["2\n67%", "1\n33%", "0\n0%", "0\n0%"]
+    assert texts[11] == "0\n0%" and texts[10] == "3\n75%"
+    assert [t.get_text() for t in ax.get_xticklabels()][-1] == "invalid"
+    image = figure_to_array(fig)
+    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+    assert image.min() < 100 < image.max()  # something was drawn
+    with pytest.raises(ValueError, match="does not fit"):
+        confusion_matrix_figure(cm, [C, N])
+
+
+def test_format_table():
+    rows = group_rows(
+        {"all": {"n": 10, "acc": 0.6, "f1": math.nan}, "source_nexar": {"n": 5, "acc": 0.6}}
+    )
+    table = format_table(rows, ["group", "n", "acc", "f1"])
+    assert table.splitlines() == [
+        "group          n    acc   f1",
+        "------------  --  -----  ---",
+        "all           10  0.600  nan",
+        "source_nexar   5  0.600    -",
+    ]
+    assert format_table([{"a": "x", "b": 1.23456}], float_format=".2f").splitlines()[2] == "x  1.23"
+
+
+# ---------------------------------------------------------------------------- distributed sync
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    grouped = grouped_event_metrics()
+    calibration = GroupedMetrics(CalibrationMetrics, {"imu": ["on", "off"]})
+    captions = CaptionMetrics()
+    # rank 0: synthetic samples only; rank 1: nexar samples; bddx nowhere; rank 0 has no
+    # calibration data at all
+    part = slice(0, 5) if rank == 0 else slice(5, 10)
+    grouped.update(PREDS[part], TARGETS[part], groups={"source": SOURCES[part], "imu": IMU[part]})
+    if rank == 1:
+        calibration.update(PROBS, BIN_TARGETS, groups={"imu": ["on"] * 6})
+    pairs = ROUGE_PAIRS[:3] if rank == 0 else ROUGE_PAIRS[3:]
+    captions.update([p for p, _ in pairs], [r for _, r in pairs])
+    result = {
+        "events": grouped.compute(),
+        "calibration": calibration.compute(),
+        "captions": captions.compute(),
+    }
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_metrics_sync_across_two_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    single = grouped_event_metrics()
+    single.update(PREDS, TARGETS, groups={"source": SOURCES, "imu": IMU})
+    expected = single.compute()
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert set(got["events"]) == set(expected)
+        for group, values in expected.items():
+            for key, value in values.items():
+                assert got["events"][group][key] == pytest.approx(value, nan_ok=True), (group, key)
+        assert got["calibration"]["imu_on"]["ece"] == pytest.approx(
+            expected_calibration_error(PROBS, BIN_TARGETS)
+        )
+        assert got["calibration"]["all"]["n"] == 6 and "imu_off" not in got["calibration"]
+        assert got["captions"]["n"] == len(ROUGE_PAIRS)
+        assert got["captions"]["rougeL"] == pytest.approx(
+            sum(rouge_l_f1([p for p, _ in ROUGE_PAIRS], [r for _, r in ROUGE_PAIRS]))
+            / len(ROUGE_PAIRS)
+        )
