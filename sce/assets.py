@@ -66,6 +66,8 @@ def resolve_manifest(spec: str) -> str:
     from sce.data.synthetic import generate_synthetic_dataset
 
     def build(folder: Path) -> None:
-        generate_synthetic_dataset(folder, clips=clips, seed=seed, duration=8.0, width=224, height=128)
+        generate_synthetic_dataset(
+            folder, clips=clips, seed=seed, duration=8.0, width=224, height=128
+        )
 
     return str(_build_once(cache_root() / f"synthetic-{clips}-{seed}", build) / "manifest.jsonl")

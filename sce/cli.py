@@ -22,7 +22,7 @@ from collections.abc import Callable
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
-def run_lightning_cli(args: list[str]) -> None:
+def run_lightning_cli(args: list[str]):
     """LightningCLI over SceModule and SceDataModule; data.processor_path follows the model."""
     from lightning.pytorch.cli import LightningCLI
 
@@ -33,7 +33,7 @@ def run_lightning_cli(args: list[str]) -> None:
         def add_arguments_to_parser(self, parser) -> None:
             parser.link_arguments("model.model_path", "data.processor_path")
 
-    SceCLI(
+    return SceCLI(
         SceModule,
         SceDataModule,
         args=args,
@@ -107,8 +107,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     p.add_argument("--seed", type=int, default=0)
     handlers["tiny-model"] = _tiny_model
 
-    for name, module in _optional_commands():
-        handlers.update(module(sub))
+    for _name, register in _optional_commands():
+        handlers.update(register(sub))
     return parser, handlers
 
 

@@ -116,20 +116,29 @@ def train_adapters(base_dir: Path, manifest: Path, out: Path, cfg: DemoConfig) -
     return module
 
 
-def run_demo(out_dir: str | Path = "runs/demo", clips: int = 90, seed: int = 0) -> dict:
-    """Run every stage and return {"untrained": metrics, "trained": metrics}."""
+def run_demo(
+    out_dir: str | Path = "runs/demo", clips: int = 90, seed: int = 0, **overrides
+) -> dict:
+    """Run every stage and return {"untrained": metrics, "trained": metrics}.
+
+    `overrides` set DemoConfig fields (e.g. adapter_epochs=10)."""
     from sce.data.synthetic import generate_synthetic_dataset
     from sce.models.tiny import build_tiny_kit
 
     start = time.time()
-    cfg = DemoConfig(clips=clips, seed=seed)
+    cfg = DemoConfig(clips=clips, seed=seed, **overrides)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     L.seed_everything(seed, workers=True)
     width, height = cfg.video_size
     manifest = generate_synthetic_dataset(
-        out / "data", clips=cfg.clips, seed=seed, duration=cfg.clip_seconds, width=width, height=height
+        out / "data",
+        clips=cfg.clips,
+        seed=seed,
+        duration=cfg.clip_seconds,
+        width=width,
+        height=height,
     )
     base_dir = build_tiny_kit(out / "model_base", seed=seed)
     results = {"untrained": evaluate(base_dir, manifest, out, "untrained", cfg)}
@@ -154,7 +163,9 @@ def summary_table(results: dict) -> str:
     keys = ["acc", "macro_f1", "binary/acc", "invalid_rate"]
     keys += [f"{m}/{label}" for label in LABELS for m in ("precision", "recall", "f1")]
     for key in keys:
-        rows.append((key, *(_fmt(results[s]["scalars"].get(key)) for s in ("untrained", "trained"))))
+        rows.append(
+            (key, *(_fmt(results[s]["scalars"].get(key)) for s in ("untrained", "trained")))
+        )
     width = max(len(r[0]) for r in rows)
     lines = [f"{r[0]:<{width}}  {r[1]:>9}  {r[2]:>9}" for r in rows]
     lines.insert(1, "-" * len(lines[0]))

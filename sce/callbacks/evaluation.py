@@ -70,18 +70,24 @@ class GenerationEvaluation(Callback):
         return summary
 
     def generate(self, trainer: Trainer, pl_module: LightningModule, split: str) -> list[dict]:
+        max_samples, max_new_tokens = self.max_samples, self.max_new_tokens
+        if trainer.fast_dev_run:  # a smoke test: one short batch exercises the whole path
+            max_samples = trainer.datamodule.eval_batch_size
+            max_new_tokens = min(max_new_tokens or 16, 16)
         loader = trainer.datamodule.generation_dataloader(
-            split, self.max_samples, trainer.global_rank, trainer.world_size
+            split, max_samples, trainer.global_rank, trainer.world_size
         )
         results: list[dict[str, Any]] = []
         bar = tqdm(loader, desc=f"generate {split}", leave=False, disable=trainer.global_rank != 0)
         for batch in bar:
             batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-            results.extend(pl_module.generate_batch(batch, self.max_new_tokens))
+            results.extend(pl_module.generate_batch(batch, max_new_tokens))
         return _gather(results)
 
     @rank_zero_only
-    def _write(self, trainer: Trainer, pl_module: LightningModule, split: str, summary: Summary) -> None:
+    def _write(
+        self, trainer: Trainer, pl_module: LightningModule, split: str, summary: Summary
+    ) -> None:
         step = trainer.global_step
         run_dir = Path(trainer.log_dir or trainer.default_root_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +100,9 @@ class GenerationEvaluation(Callback):
             return
         for name, image in summary.images().items():
             writer.add_image(f"{split}_gen/{name}", image, step, dataformats="HWC")
-        writer.add_text(f"{split}_gen/samples", summary.samples_markdown(self.num_text_samples), step)
+        writer.add_text(
+            f"{split}_gen/samples", summary.samples_markdown(self.num_text_samples), step
+        )
         writer.flush()
 
 

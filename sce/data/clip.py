@@ -60,7 +60,10 @@ def resolve_event_time(record: ClipRecord, duration: float, imu) -> tuple[float,
             )
         return float(record.event_time), "manifest"
     if imu is not None:
-        return float(np.clip(imu_lib.event_time_from_imu(imu), 0.0, duration)), "imu"
+        try:
+            return float(np.clip(imu_lib.event_time_from_imu(imu), 0.0, duration)), "imu"
+        except imu_lib.ImuError:  # no finite a_x sample (all NaN): telemetry must not fail the clip
+            pass
     return duration / 2.0, "center"
 
 
@@ -80,7 +83,7 @@ def _load_gps(record: ClipRecord):
         return None
     try:
         return imu_lib.load_gps(path)
-    except (imu_lib.ImuError, OSError):
+    except (ValueError, OSError):  # ImuError, or UnicodeDecodeError for a binary file
         return None
 
 

@@ -80,7 +80,9 @@ class SceDataModule(L.LightningDataModule):
     def _load_processor(self):
         if self.processor is None:
             if not self.hparams.processor_path:
-                raise ValueError("data.processor_path is not set (the CLI links it to model.model_path)")
+                raise ValueError(
+                    "data.processor_path is not set (the CLI links it to model.model_path)"
+                )
             from transformers import AutoProcessor
 
             path = resolve_model_path(self.hparams.processor_path)
@@ -142,9 +144,13 @@ class SceDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def collator(self, mode: str) -> Collator:
-        return Collator(self._load_processor(), self.hparams.max_length, mode, self.hparams.overflow)
+        return Collator(
+            self._load_processor(), self.hparams.max_length, mode, self.hparams.overflow
+        )
 
-    def _loader(self, dataset, batch_size: int, mode: str, sampler=None, shuffle=False) -> DataLoader:
+    def _loader(
+        self, dataset, batch_size: int, mode: str, sampler=None, shuffle=False
+    ) -> DataLoader:
         workers = self.hparams.num_workers
         return DataLoader(
             dataset,

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from sce.data.clip import ClipError, WindowSpec, load_clip
 from sce.data.collate import Sample
-from sce.data.prompts import build_user_content, make_task, sample_task
+from sce.data.prompts import available_tasks, build_user_content, make_task, sample_task
 from sce.data.schema import ClipRecord
 
 IMU_SETTINGS = ("on", "off")
@@ -79,11 +79,13 @@ class SceDataset(Dataset):
         if train:
             self.items = [Item(i, "train", None) for i in range(len(self.records))]
         else:
+            # A task is asked only of records whose annotations can answer it.
             self.items = [
                 Item(i, setting, task)
-                for i in range(len(self.records))
+                for i, record in enumerate(self.records)
                 for setting in imu_settings
                 for task in eval_tasks
+                if task in available_tasks(record.label, record.annotations)
             ]
 
     def __len__(self) -> int:

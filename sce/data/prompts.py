@@ -152,14 +152,22 @@ def build_user_content(
         videos = split_pairs(frames)
         for k in range(len(videos)):
             content.append({"type": "video"})
-            content.append({"type": "text", "text": _pair_text(frame_times, telemetry, slice(2 * k, 2 * k + 2))})
+            content.append(
+                {
+                    "type": "text",
+                    "text": _pair_text(frame_times, telemetry, slice(2 * k, 2 * k + 2)),
+                }
+            )
         if telemetry is None:
             content.append({"type": "text", "text": NO_TELEMETRY + "\n"})
     else:
         videos = [frames]
         content.append({"type": "video"})
         content.append(
-            {"type": "text", "text": telemetry_table(telemetry) if telemetry else NO_TELEMETRY + "\n"}
+            {
+                "type": "text",
+                "text": telemetry_table(telemetry) if telemetry else NO_TELEMETRY + "\n",
+            }
         )
     content.append({"type": "text", "text": question})
     return content, videos

@@ -20,6 +20,7 @@ annotations  dict, free: caption, vqa, mcq, reasoning, probability, instruction
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -95,8 +96,11 @@ def parse_record(
     if event_time is not None:
         if not isinstance(event_time, (int, float)) or isinstance(event_time, bool):
             raise _fail(where, "event_time", f"expected seconds as a number, got {event_time!r}")
-        if event_time != event_time or event_time < 0:  # NaN or negative
+        if not math.isfinite(event_time) or event_time < 0:  # NaN, Infinity or negative
             raise _fail(where, "event_time", f"must be a non-negative number, got {event_time!r}")
+    for name in ("imu", "gps"):  # Path(5) would raise a TypeError naming neither line nor field
+        if data.get(name) is not None and not isinstance(data[name], str):
+            raise _fail(where, name, f"expected a path string or null, got {data[name]!r}")
     for name in ("metadata", "annotations"):
         if not isinstance(data.get(name, {}), dict):
             raise _fail(where, name, "expected a JSON object")
@@ -151,7 +155,9 @@ def load_manifest(
                 raise ManifestError(f"{where}: invalid JSON ({err.msg})") from err
             record = parse_record(data, path.parent, where, check_files)
             if record.id in seen:
-                raise _fail(where, "id", f"duplicate id {record.id!r} (first on line {seen[record.id]})")
+                raise _fail(
+                    where, "id", f"duplicate id {record.id!r} (first on line {seen[record.id]})"
+                )
             seen[record.id] = line_no
             if keep is None or record.split in keep:
                 records.append(record)

@@ -61,17 +61,21 @@ def check_imu(record: ClipRecord, duration: float, report: ValidationReport) -> 
         return
     try:
         imu = imu_lib.load_imu(path)
-    except (imu_lib.ImuError, OSError) as err:
+    except (ValueError, OSError) as err:  # ImuError, or UnicodeDecodeError for a binary file
         report.add(record.id, "imu unreadable", str(err))
         return
     finite = imu.accel[np.isfinite(imu.accel)]
     if finite.size and np.abs(finite).max() > MAX_ABS_ACCEL:
-        report.add(record.id, "imu accel out of range (units?)", f"max |a| {np.abs(finite).max():.1f}")
+        report.add(
+            record.id, "imu accel out of range (units?)", f"max |a| {np.abs(finite).max():.1f}"
+        )
     gyro = imu.gyro[np.isfinite(imu.gyro)]
     if gyro.size and np.abs(gyro).max() > MAX_ABS_GYRO:
         report.add(record.id, "imu gyro out of range (deg/s?)", f"max |w| {np.abs(gyro).max():.1f}")
     if np.isnan(imu.accel).any() or np.isnan(imu.gyro).any():
-        report.add(record.id, "imu has NaN samples", f"{int(np.isnan(imu.accel).any(axis=1).sum())} rows")
+        report.add(
+            record.id, "imu has NaN samples", f"{int(np.isnan(imu.accel).any(axis=1).sum())} rows"
+        )
     if imu.t[-1] < duration - 1.0:
         report.add(record.id, "imu shorter than video", f"{imu.t[-1]:.1f} s of {duration:.1f} s")
 
@@ -82,7 +86,7 @@ def check_gps(record: ClipRecord, report: ValidationReport) -> None:
         return
     try:
         gps = imu_lib.load_gps(path)
-    except (imu_lib.ImuError, OSError) as err:
+    except (ValueError, OSError) as err:  # ImuError, or UnicodeDecodeError for a binary file
         report.add(record.id, "gps unreadable", str(err))
         return
     speed = gps.speed[np.isfinite(gps.speed)]
@@ -96,15 +100,21 @@ def check_record(
     try:
         info = video_lib.video_info(record.path("video"))
         if decode:
-            video_lib.read_frames(record.path("video"), np.array([0.0, info.duration / 2]), size=None)
+            video_lib.read_frames(
+                record.path("video"), np.array([0.0, info.duration / 2]), size=None
+            )
     except Exception as err:  # any decoder failure is a problem of this record
         report.add(record.id, "video does not decode", str(err))
         return
     duration = info.duration
     if duration < before + after:
-        report.add(record.id, "clip shorter than window", f"{duration:.1f} s < {before + after:.1f} s")
+        report.add(
+            record.id, "clip shorter than window", f"{duration:.1f} s < {before + after:.1f} s"
+        )
     if record.event_time is not None and not 0 <= record.event_time <= duration:
-        report.add(record.id, "event_time outside clip", f"{record.event_time:.2f} s of {duration:.2f} s")
+        report.add(
+            record.id, "event_time outside clip", f"{record.event_time:.2f} s of {duration:.2f} s"
+        )
     check_imu(record, duration, report)
     check_gps(record, report)
 
@@ -116,20 +126,30 @@ def validate_manifest(
     path = Path(path)
     report = ValidationReport()
     lines = path.read_text().splitlines()
+    seen: dict[str, int] = {}  # load_manifest rejects duplicate ids, so report them here too
     for line_no, line in enumerate(tqdm(lines, desc="validate", unit="clip"), start=1):
         if not line.strip():
             continue
         report.records += 1
         where = f"line {line_no}"
         try:
-            record = parse_record(json.loads(line), path.parent, f"{path} {where}", check_files=True)
+            record = parse_record(
+                json.loads(line), path.parent, f"{path} {where}", check_files=True
+            )
         except json.JSONDecodeError as err:
             report.add(where, "invalid JSON", err.msg)
             continue
         except ManifestError as err:
-            field_name = str(err).split("field '")[-1].split("'")[0] if "field '" in str(err) else "?"
+            field_name = (
+                str(err).split("field '")[-1].split("'")[0] if "field '" in str(err) else "?"
+            )
             report.add(where, f"schema: {field_name}", str(err).split(": ", 2)[-1])
             continue
+        if record.id in seen:
+            first = f"{record.id!r} (first on line {seen[record.id]})"
+            report.add(where, "schema: duplicate id", first)
+            continue
+        seen[record.id] = line_no
         check_record(record, report, before, after, decode)
     return report
 

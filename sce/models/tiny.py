@@ -170,7 +170,9 @@ def build_config(tokenizer, spec: TinySpec):
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
     head_dim = spec.hidden_size // spec.num_attention_heads
     if sum(spec.mrope_section) * 2 != head_dim:
-        raise ValueError(f"mrope_section {spec.mrope_section} must sum to head_dim/2={head_dim // 2}")
+        raise ValueError(
+            f"mrope_section {spec.mrope_section} must sum to head_dim/2={head_dim // 2}"
+        )
     return Qwen2_5_VLConfig(
         text_config={
             "vocab_size": len(tokenizer),

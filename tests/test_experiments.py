@@ -1,0 +1,76 @@
+"""Every experiment YAML parses and trains one step on the tiny model on CPU.
+
+Overrides replace only what the test machine cannot have: the model (tiny kit), the data
+(synthetic clips), the hardware (CPU, one device, fp32, no 4-bit) and the frame size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sce.cli import run_lightning_cli
+
+EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory, monkeypatch_module):
+    root = tmp_path_factory.mktemp("cache")
+    monkeypatch_module.setenv("SCE_CACHE", str(root))
+    return root
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_every_recipe_has_a_config():
+    names = {p.stem for p in EXPERIMENTS}
+    for prefix in ("demo", "paper000", "paper001", "paper002", "paper003"):
+        assert any(n.startswith(prefix) for n in names), f"no experiments/{prefix}*.yaml"
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
+def test_config_header_names_command_and_hardware(config):
+    header = [line for line in config.read_text().splitlines() if line.startswith("#")]
+    text = "\n".join(header)
+    assert "Command:" in text and "sce fit --config experiments/" in text
+    assert "Hardware:" in text
+    assert {"model", "data", "trainer"} <= set(yaml.safe_load(config.read_text()))
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
+def test_config_trains_one_step_on_tiny_model(config, cache, tmp_path):
+    cfg = yaml.safe_load(config.read_text())
+    finetuning = cfg["model"].get("finetuning", "dora")
+    args = [
+        "fit",
+        "--config",
+        str(config),
+        "--model.model_path=tiny:0",
+        "--data.manifest=synthetic:9:0",
+        f"--model.finetuning={'lora' if finetuning == 'qlora' else finetuning}",
+        "--model.dtype=float32",
+        "--model.attn_implementation=sdpa",
+        "--data.width=112",
+        "--data.height=56",
+        "--data.num_workers=0",
+        "--data.cache_dir=null",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.strategy=auto",
+        "--trainer.precision=32-true",
+        "--trainer.fast_dev_run=1",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+    cli = run_lightning_cli(args)
+    assert cli.trainer.global_step == 1
+    trained = [n for n, p in cli.model.model.named_parameters() if p.requires_grad]
+    assert trained and not any(".visual." in f".{n}" for n in trained)
+    assert cli.datamodule.hparams.fps == cfg["data"].get("fps", 3.0)
