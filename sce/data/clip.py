@@ -73,7 +73,7 @@ def _load_imu(record: ClipRecord):
         return None, "no imu file in manifest"
     try:
         return imu_lib.load_imu(path), ""
-    except (imu_lib.ImuError, OSError) as err:
+    except (ValueError, OSError) as err:  # ImuError, or UnicodeDecodeError for a binary file
         return None, f"imu unreadable: {err}"
 
 

@@ -1,0 +1,233 @@
+"""SceDataset: IMU dropout, evaluation settings, task weights, real clips, bad samples."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import sce.data.dataset as dataset_mod
+from sce.data.clip import ClipError, ClipInputs, WindowSpec, load_clip
+from sce.data.dataset import SceDataset
+from sce.data.prompts import NO_TELEMETRY, Telemetry, mcq_answer, probability_answer
+from sce.data.schema import ClipRecord, load_manifest
+
+SPEC = WindowSpec(fps=3.0, before=4.0, after=2.0, width=112, height=56)
+
+
+def _stub_clip() -> ClipInputs:
+    times = 0.5 + (np.arange(18) + 0.5) / 3.0
+    tele = Telemetry(times, np.tile([[-9.7, 0.3, 9.8]], (18, 1)), np.zeros(18), np.full(18, 10.0))
+    return ClipInputs(
+        frames=np.zeros((18, 2, 2, 3), np.uint8),
+        frame_times=times,
+        telemetry=tele,
+        event_time=4.5,
+        event_time_source="manifest",
+        imu_reason="",
+        shifted=0.0,
+        padded=0.0,
+    )
+
+
+@pytest.fixture
+def stub_loader(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Replace the clip loader by a fixed clip with telemetry; returns the ids it was asked for."""
+    calls: list[str] = []
+    clip = _stub_clip()
+
+    def fake_load_clip(record: ClipRecord, spec: WindowSpec, cache=None) -> ClipInputs:
+        calls.append(record.id)
+        return clip
+
+    monkeypatch.setattr(dataset_mod, "load_clip", fake_load_clip)
+    return calls
+
+
+def _records(n: int = 4, annotations: dict | None = None) -> list[ClipRecord]:
+    labels = ("collision", "near_collision", "normal")
+    return [
+        ClipRecord(
+            f"r{i}", "v.mp4", labels[i % 3], "private", "train", annotations=annotations or {}
+        )
+        for i in range(n)
+    ]
+
+
+def _has_telemetry(sample) -> bool:
+    return any("ax " in c.get("text", "") for c in sample.user_content)
+
+
+def test_imu_dropout_rate_in_training(stub_loader: list[str]) -> None:
+    torch.manual_seed(0)
+    ds = SceDataset(_records(4), SPEC, train=True, imu_dropout=0.5)
+    assert len(ds) == 4
+    samples = [ds[i % 4] for i in range(2000)]
+    off = sum(not s.imu_on for s in samples)
+    assert 0.45 * 2000 <= off <= 0.55 * 2000
+    # imu_on agrees with the prompt text, and dropped prompts say so
+    assert all(s.imu_on == _has_telemetry(s) for s in samples)
+    assert all(
+        s.imu_on or any(c.get("text") == NO_TELEMETRY + "\n" for c in s.user_content)
+        for s in samples
+    )
+    assert all(s.meta["imu_setting"] == "train" for s in samples)
+    assert len(stub_loader) == 2000
+
+
+@pytest.mark.parametrize(("dropout", "expected_off"), [(0.0, 0), (1.0, 200)])
+def test_imu_dropout_extremes(stub_loader: list[str], dropout: float, expected_off: int) -> None:
+    ds = SceDataset(_records(2), SPEC, train=True, imu_dropout=dropout)
+    assert sum(not ds[i % 2].imu_on for i in range(200)) == expected_off
+
+
+def test_no_dropout_at_eval(stub_loader: list[str]) -> None:
+    torch.manual_seed(0)
+    ds = SceDataset(_records(4), SPEC, train=False, imu_dropout=0.5, imu_settings=("on",))
+    assert len(ds) == 4
+    samples = [ds[i % 4] for i in range(400)]
+    assert all(s.imu_on and _has_telemetry(s) for s in samples)
+    assert all(s.task == "mcq" and s.meta["imu_setting"] == "on" for s in samples)
+
+
+def test_eval_on_and_off_settings(stub_loader: list[str]) -> None:
+    records = _records(3)
+    ds = SceDataset(
+        records, SPEC, train=False, imu_settings=("on", "off"), eval_tasks=("mcq", "probability")
+    )
+    assert len(ds) == 3 * 2 * 2
+    items = [ds[i] for i in range(len(ds))]
+    keys = [(s.id, s.meta["imu_setting"], s.task) for s in items]
+    assert keys == [
+        (r.id, setting, task)
+        for r in records
+        for setting in ("on", "off")
+        for task in ("mcq", "probability")
+    ]
+    for s in items:
+        assert s.imu_on == (s.meta["imu_setting"] == "on") == _has_telemetry(s)
+        expected = (
+            mcq_answer(s.label)
+            if s.task == "mcq"
+            else probability_answer(1.0 if s.label == "collision" else 0.0)
+        )
+        assert s.answer == expected
+    assert ds.labels == [r.label for r in records for _ in range(4)]
+
+
+def test_task_weights_respected(stub_loader: list[str]) -> None:
+    torch.manual_seed(1)
+    annotated = _records(2, {"caption": "A crash."})
+    plain = [dataclasses.replace(r, id=f"p{i}") for i, r in enumerate(_records(2))]
+    weights = {"mcq": 1.0, "caption": 3.0, "probability": 0.0}
+    ds = SceDataset(annotated + plain, SPEC, train=True, task_weights=weights)
+    counts = {rid: Counter() for rid in ("r0", "r1", "p0", "p1")}
+    for i in range(1200):
+        s = ds[i % 4]
+        counts[s.id][s.task] += 1
+        if s.task == "caption":
+            assert s.answer == "A crash."
+    annotated_counts = counts["r0"] + counts["r1"]
+    assert set(annotated_counts) == {"mcq", "caption"}
+    assert 0.70 < annotated_counts["caption"] / 600 < 0.80  # expected 0.75, sd 0.018
+    assert counts["p0"] + counts["p1"] == Counter({"mcq": 600})  # no caption: only mcq
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="imu_dropout"):
+        SceDataset([], SPEC, train=True, imu_dropout=1.5)
+    with pytest.raises(ValueError, match="on_bad_sample"):
+        SceDataset([], SPEC, train=True, on_bad_sample="ignore")
+    with pytest.raises(ValueError, match="imu setting"):
+        SceDataset([], SPEC, train=False, imu_settings=("on", "maybe"))
+
+
+# --------------------------------------------------------------------------- real clip loader
+
+
+@pytest.fixture(scope="module")
+def records(synthetic_manifest: Path) -> list[ClipRecord]:
+    return load_manifest(synthetic_manifest)
+
+
+def test_real_sample_from_synthetic_clip(records: list[ClipRecord]) -> None:
+    record = records[0]  # event at 4.5 s of a 7 s clip: window [0.5, 6.5] s
+    ds = SceDataset([record], SPEC, train=False, eval_tasks=("mcq",))
+    sample = ds[0]
+    assert sample.id == record.id and sample.fps == 3.0
+    assert len(sample.videos) == 9
+    assert all(v.shape == (2, 56, 112, 3) and v.dtype == np.uint8 for v in sample.videos)
+    assert sample.imu_on and sample.meta["imu_reason"] == ""
+    assert sample.answer == mcq_answer(record.label)
+    texts = [c["text"] for c in sample.user_content if c["type"] == "text"]
+    assert texts[0].startswith("t=0.7s: ax ") and "\nt=1.0s: ax " in texts[0]
+    assert texts[-2].startswith("t=6.0s: ax ") and "\nt=6.3s: ax " in texts[-2]
+    assert all(" m/s², heading " in t and t.count(" m/s\n") == 2 for t in texts[:-1])
+    assert sum(c["type"] == "video" for c in sample.user_content) == 9
+
+
+def test_answers_match_labels(records: list[ClipRecord]) -> None:
+    ds = SceDataset(records[:3], SPEC, train=False, eval_tasks=("mcq", "caption"))
+    for sample in (ds[i] for i in range(len(ds))):
+        record = next(r for r in records if r.id == sample.id)
+        assert sample.label == record.label and sample.source == "synthetic"
+        if sample.task == "mcq":
+            assert sample.answer == mcq_answer(record.label)
+        else:
+            assert sample.answer == record.annotations["caption"]
+
+
+def test_event_time_outside_clip(records: list[ClipRecord]) -> None:
+    bad = dataclasses.replace(records[1], event_time=30.0)
+    with pytest.raises(ClipError, match=rf"sample '{bad.id}': field 'event_time' = 30.000"):
+        SceDataset([bad], SPEC, train=False)[0]
+    skipping = SceDataset([bad, records[2]], SPEC, train=False, on_bad_sample="skip")
+    assert skipping[0] is None
+    assert skipping[1].id == records[2].id
+
+
+def test_missing_imu_file_gives_no_telemetry_with_reason(records: list[ClipRecord]) -> None:
+    record = dataclasses.replace(records[2], imu="imu/missing.csv")
+    sample = SceDataset([record], SPEC, train=False, imu_settings=("on",))[0]
+    assert sample is not None and not sample.imu_on
+    assert "imu unreadable" in sample.meta["imu_reason"]
+    assert "missing.csv" in sample.meta["imu_reason"]
+    assert sample.user_content[-2]["text"] == NO_TELEMETRY + "\n"
+    assert len(sample.videos) == 9
+
+
+def test_unusable_imu_files_do_not_fail_the_clip(records: list[ClipRecord], tmp_path: Path) -> None:
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(bytes(range(256)) * 8)
+    lines = records[0].path("imu").read_text().splitlines()
+    nan_ax = tmp_path / "nan_ax.csv"
+    nan_ax.write_text(
+        "\n".join(
+            [lines[0]] + [f"{ln.split(',', 1)[0]},nan,{ln.split(',', 2)[2]}" for ln in lines[1:]]
+        )
+    )
+    for path, reason in ((binary, "imu unreadable"), (nan_ax, "'ax' has fewer than 2 finite")):
+        record = dataclasses.replace(records[0], imu=str(path), event_time=None)
+        sample = SceDataset([record], SPEC, train=False)[0]
+        assert not sample.imu_on and reason in sample.meta["imu_reason"], path.name
+        assert len(sample.videos) == 9
+        # no manifest event time and no finite a_x: the event is placed at the clip centre
+        clip = load_clip(record, SPEC)
+        assert (clip.event_time, clip.event_time_source) == (3.5, "center")
+
+
+def test_eval_asks_only_answerable_tasks(stub_loader: list[str]) -> None:
+    records = [
+        *_records(1, {"caption": "A crash."}),
+        dataclasses.replace(_records(1)[0], id="bare"),
+    ]
+    ds = SceDataset(records, SPEC, train=False, eval_tasks=("mcq", "caption"))
+    assert [(s.id, s.task) for s in (ds[i] for i in range(len(ds)))] == [
+        ("r0", "mcq"),
+        ("r0", "caption"),
+        ("bare", "mcq"),
+    ]

@@ -1,0 +1,239 @@
+"""Prompt layouts (interleaved frame pairs + telemetry, table), tasks and task sampling."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from sce.data import prompts as P
+from sce.data.prompts import Telemetry, build_messages, build_user_content, make_task
+
+T = 18
+
+
+def _frames(n: int = T) -> np.ndarray:
+    """n tiny frames, frame k filled with the value k (to check the pair order)."""
+    return np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None, None], (n, 4, 6, 3)).copy()
+
+
+def _telemetry(speed: bool = True) -> Telemetry:
+    k = np.arange(T)
+    accel = np.stack([-9.7 + 0.5 * k, np.full(T, 0.3), np.full(T, 9.8)], axis=1)
+    yaw = np.tile([0.01, -0.02], T // 2)  # 0.573 deg, -1.146 deg
+    return Telemetry(
+        frame_times=1.0 + k / 3.0,
+        accel=accel,
+        yaw_delta=yaw,
+        speed=12.1 - 0.1 * k if speed else None,
+    )
+
+
+def test_interleaved_pairs_with_telemetry() -> None:
+    tele = _telemetry()
+    content, videos = build_user_content(_frames(), tele.frame_times, tele, "Q?")
+    assert len(videos) == 9
+    assert [v[:, 0, 0, 0].tolist() for v in videos] == [[2 * i, 2 * i + 1] for i in range(9)]
+    assert len(content) == 2 * 9 + 1
+    assert [c["type"] for c in content[:-1]] == ["video", "text"] * 9
+    assert content[1]["text"] == (
+        "t=1.0s: ax -9.7 ay +0.3 m/s², heading +0.6°, 12.1 m/s\n"
+        "t=1.3s: ax -9.2 ay +0.3 m/s², heading -1.1°, 12.0 m/s\n"
+    )
+    assert content[17]["text"] == (
+        "t=6.3s: ax -1.7 ay +0.3 m/s², heading +0.6°, 10.5 m/s\n"
+        "t=6.7s: ax -1.2 ay +0.3 m/s², heading -1.1°, 10.4 m/s\n"
+    )
+    assert all(c["text"].count("\n") == 2 for c in content[1:-1:2])
+    assert content[-1] == {"type": "text", "text": "Q?"}
+    assert not any(P.NO_TELEMETRY in c.get("text", "") for c in content)
+
+
+def test_interleaved_without_speed_omits_it() -> None:
+    tele = _telemetry(speed=False)
+    content, _ = build_user_content(_frames(), tele.frame_times, tele, "Q?")
+    assert content[1]["text"].splitlines()[0] == "t=1.0s: ax -9.7 ay +0.3 m/s², heading +0.6°"
+    assert "m/s\n" not in content[1]["text"].replace("m/s²", "")
+
+
+def test_interleaved_without_telemetry_keeps_time_stamps() -> None:
+    tele = _telemetry()
+    content, videos = build_user_content(_frames(), tele.frame_times, None, "Q?")
+    with_imu, videos_imu = build_user_content(_frames(), tele.frame_times, tele, "Q?")
+    assert content[1]["text"] == "t=1.0s\nt=1.3s\n"
+    assert content[17]["text"] == "t=6.3s\nt=6.7s\n"
+    assert content[-2] == {"type": "text", "text": "Telemetry: unavailable.\n"}
+    assert content[-1]["text"] == "Q?"
+    # the visual part of the prompt is identical with and without IMU
+    assert [c["type"] for c in content[:18]] == [c["type"] for c in with_imu[:18]]
+    assert all(np.array_equal(a, b) for a, b in zip(videos, videos_imu, strict=True))
+    assert not any("ax " in c.get("text", "") for c in content)
+
+
+def test_table_layout() -> None:
+    tele = _telemetry()
+    content, videos = build_user_content(_frames(), tele.frame_times, tele, "Q?", layout="table")
+    assert len(videos) == 1 and videos[0].shape == (T, 4, 6, 3)
+    assert [c["type"] for c in content] == ["video", "text", "text"]
+    lines = content[1]["text"].splitlines()
+    assert lines[0] == "Telemetry:"
+    assert lines[1] == P.TELEMETRY_HEADER
+    assert len(lines) == 2 + T
+    assert lines[2] == "1.0 | -9.7 | +0.3 | +0.6 | 12.1"
+    assert lines[3] == "1.3 | -9.2 | +0.3 | -1.1 | 12.0"
+    assert lines[-1] == "6.7 | -1.2 | +0.3 | -1.1 | 10.4"
+    assert content[2]["text"] == "Q?"
+
+
+def test_table_layout_without_telemetry_or_speed() -> None:
+    tele = _telemetry(speed=False)
+    content, _ = build_user_content(_frames(), tele.frame_times, None, "Q?", layout="table")
+    assert content[1]["text"] == "Telemetry: unavailable.\n"
+    content, _ = build_user_content(_frames(), tele.frame_times, tele, "Q?", layout="table")
+    assert content[1]["text"].splitlines()[2] == "1.0 | -9.7 | +0.3 | +0.6 | -"
+
+
+def test_odd_frame_count_and_unknown_layout_raise() -> None:
+    times = np.arange(17) / 3.0
+    with pytest.raises(ValueError, match="even.*17"):
+        build_user_content(_frames(17), times, None, "Q?")
+    with pytest.raises(ValueError, match="layout 'grid'"):
+        build_user_content(_frames(), np.arange(T) / 3.0, None, "Q?", layout="grid")
+
+
+def test_build_messages_roles() -> None:
+    content = [{"type": "text", "text": "Q?"}]
+    messages = build_messages(content, "A. collision")
+    assert [m["role"] for m in messages] == ["system", "user", "assistant"]
+    assert messages[0]["content"][0]["text"] == P.SYSTEM_PROMPT
+    assert messages[2]["content"] == [{"type": "text", "text": "A. collision"}]
+    assert [m["role"] for m in build_messages(content)] == ["system", "user"]
+
+
+def test_mcq_task_and_options() -> None:
+    rng = random.Random(0)
+    item = make_task("mcq", "near_collision", {}, rng)
+    assert item.question == P.EVENT_QUESTION
+    assert item.answer == "B. near-collision"
+    assert item.probability_target is None
+    assert P.EVENT_QUESTION.splitlines()[1:4] == [
+        "A. collision",
+        "B. near-collision",
+        "C. normal driving",
+    ]
+    assert P.mcq_options() == ["A. collision", "B. near-collision", "C. normal driving"]
+
+
+@pytest.mark.parametrize(
+    ("label", "annotations", "answer", "target"),
+    [
+        ("collision", {}, "Collision Probability: 1.00", 1.0),
+        ("near_collision", {}, "Collision Probability: 0.00", 0.0),
+        ("normal", {"probability": 0.873}, "Collision Probability: 0.87", 0.873),
+    ],
+)
+def test_probability_task(label: str, annotations: dict, answer: str, target: float) -> None:
+    item = make_task("probability", label, annotations, random.Random(0))
+    assert item.question == P.PROBABILITY_QUESTION
+    assert item.answer == answer
+    assert item.probability_target == pytest.approx(target)
+
+
+def test_caption_reasoning_instruction_tasks() -> None:
+    rng = random.Random(0)
+    ann = {
+        "caption": "The ego car hits a truck.",
+        "reasoning": {"think": "Sharp decel spike."},
+        "instruction": "Keep a larger gap.",
+    }
+    caption = make_task("caption", "collision", ann, rng)
+    assert (caption.question, caption.answer) == (P.CAPTION_QUESTION, "The ego car hits a truck.")
+    reasoning = make_task("reasoning", "collision", ann, rng)
+    assert reasoning.question == P.EVENT_QUESTION + P.REASONING_SUFFIX
+    assert reasoning.answer == "<think>Sharp decel spike.</think>A. collision"
+    plain = make_task("reasoning", "normal", {"reasoning": "Steady."}, rng)
+    assert plain.answer == "<think>Steady.</think>C. normal driving"
+    instr = make_task("instruction", "collision", ann, rng)
+    assert instr.question == P.INSTRUCTION_QUESTION
+    assert instr.answer == "Yes, collision. Keep a larger gap."
+    normal = make_task("instruction", "normal", {"instruction": "Carry on."}, rng)
+    assert normal.answer == "No, normal driving. Carry on."
+
+
+def test_vqa_task_formats_options() -> None:
+    qa_list = {"question": "What is ahead?", "options": ["a car", "a bus"], "answer": "B"}
+    qa_dict = {"question": "Weather?", "options": {"X": "rain", "Y": "fog"}, "answer": "X"}
+    qa_open = {"question": "Speed?", "answer": "About 40 km/h."}
+    rng = random.Random(0)
+    item = make_task("vqa", "normal", {"vqa": [qa_list]}, rng)
+    assert item.question == "What is ahead?\nA. a car\nB. a bus\nAnswer with the letter."
+    assert item.answer == "B"
+    item = make_task("vqa", "normal", {"vqa": [qa_dict]}, rng)
+    assert item.question == "Weather?\nX. rain\nY. fog\nAnswer with the letter."
+    item = make_task("vqa", "normal", {"vqa": [qa_open]}, rng)
+    assert (item.question, item.answer) == ("Speed?", "About 40 km/h.")
+    drawn = {make_task("vqa", "normal", {"vqa": [qa_open, qa_dict]}, rng).answer for _ in range(50)}
+    assert drawn == {"About 40 km/h.", "X"}
+
+
+def test_unknown_task_raises() -> None:
+    with pytest.raises(ValueError, match="unknown task 'story'"):
+        make_task("story", "normal", {}, random.Random(0))
+    with pytest.raises(ValueError, match="story"):
+        P.sample_task({"mcq": 1.0, "story": 1.0}, "normal", {}, random.Random(0))
+
+
+def test_available_tasks() -> None:
+    assert P.available_tasks("normal", {}) == ["mcq", "probability"]
+    full = {
+        "caption": "c",
+        "vqa": [{"question": "q", "answer": "a"}],
+        "reasoning": "r",
+        "instruction": "i",
+    }
+    assert P.available_tasks("normal", full) == [
+        "mcq",
+        "probability",
+        "caption",
+        "vqa",
+        "reasoning",
+        "instruction",
+    ]
+    assert "reasoning" not in P.available_tasks("normal", {"reasoning": {"think": ""}})
+
+
+def test_sample_task_draws_only_available_tasks() -> None:
+    rng = random.Random(0)
+    weights = dict.fromkeys(P.TASKS, 1.0)
+    drawn = Counter(P.sample_task(weights, "collision", {"caption": "c"}, rng) for _ in range(600))
+    assert set(drawn) == {"mcq", "probability", "caption"}
+    # a record without a caption falls back to mcq when only caption is weighted
+    assert P.sample_task({"caption": 1.0}, "normal", {}, rng) == "mcq"
+    assert P.sample_task({"caption": 1.0, "mcq": 0.0}, "normal", {}, rng) == "mcq"
+
+
+def test_sample_task_respects_weights() -> None:
+    rng = random.Random(1)
+    weights = {"mcq": 1.0, "probability": 3.0, "caption": 0.0}
+    drawn = Counter(P.sample_task(weights, "normal", {"caption": "c"}, rng) for _ in range(4000))
+    assert drawn["caption"] == 0
+    assert 0.72 < drawn["probability"] / 4000 < 0.78  # expected 0.75, sd 0.007
+
+
+def test_template_corpus() -> None:
+    corpus = P.template_corpus()
+    assert len(corpus) > 10 and all(isinstance(t, str) and t for t in corpus)
+    assert P.SYSTEM_PROMPT in corpus and P.EVENT_QUESTION in corpus
+    assert "Collision Probability: 0.87" in corpus
+    assert any("ax -9.7 ay +0.3 m/s²" in t for t in corpus)
+
+
+def test_telemetry_line_signs_and_units() -> None:
+    line = P.telemetry_line(0.0, [2.04, -0.35, 9.8], -0.5, float("nan"))
+    assert line == "ax +2.0 ay -0.3 m/s², heading -28.6°"  # NaN speed is left out
+    assert (
+        P.telemetry_line(0.0, [0.0, 0.0, 9.8], 0.0, 3.25)
+        == "ax +0.0 ay +0.0 m/s², heading +0.0°, 3.2 m/s"
+    )
