@@ -38,3 +38,49 @@ def _label(sub: argparse._SubParsersAction) -> dict[str, Handler]:
 
 
 REGISTRY.append(("label", _label))
+
+
+def _export(sub: argparse._SubParsersAction) -> dict[str, Handler]:
+    from sce.export import add_export_arguments, export_command
+
+    add_export_arguments(
+        sub.add_parser("export", help="adapter checkpoint -> PEFT adapter + merged model folders")
+    )
+    return {"export": export_command}
+
+
+REGISTRY.append(("export", _export))
+
+
+def _infer(sub: argparse._SubParsersAction) -> dict[str, Handler]:
+    from sce.infer import add_infer_arguments, infer_command
+
+    add_infer_arguments(
+        sub.add_parser("infer", help="event class, collision probability and description of a clip")
+    )
+    return {"infer": infer_command}
+
+
+REGISTRY.append(("infer", _infer))
+
+
+def _budget(sub: argparse._SubParsersAction) -> dict[str, Handler]:
+    from sce.budget import add_budget_arguments, budget_command
+
+    add_budget_arguments(
+        sub.add_parser("budget", help="frames, visual/text tokens and sequence length of a config")
+    )
+    return {"budget": budget_command}
+
+
+REGISTRY.append(("budget", _budget))
+
+
+def _sweep(sub: argparse._SubParsersAction) -> dict[str, Handler]:
+    from sce.sweep import add_sweep_arguments, sweep_command
+
+    add_sweep_arguments(sub.add_parser("sweep", help="run every variant of an ablation YAML"))
+    return {"sweep": sweep_command}
+
+
+REGISTRY.append(("sweep", _sweep))

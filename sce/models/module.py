@@ -86,7 +86,9 @@ class SceModule(L.LightningModule):
         self.digit_ids = digit_token_ids(self.tokenizer)
         self.option_ids = option_token_ids(self.tokenizer)
         if self.hparams.neftune_alpha > 0:
-            skip = [self.tokenizer.convert_tokens_to_ids(t) for t in ("<|video_pad|>", "<|image_pad|>")]
+            skip = [
+                self.tokenizer.convert_tokens_to_ids(t) for t in ("<|video_pad|>", "<|image_pad|>")
+            ]
             self.neftune = NEFTune(self.hparams.neftune_alpha, excluded_token_ids=skip)
             self.neftune.attach(self.model)
         counts = adapter_lib.count_parameters(self.model)
@@ -95,6 +97,10 @@ class SceModule(L.LightningModule):
             f"[sce] {self.hparams.finetuning}: {counts['trainable']:,} trainable of "
             f"{counts['total']:,} parameters ({counts['trainable_pct']:.2f}%)"
         )
+        if self.device_mesh is not None:  # ModelParallelStrategy: FSDP2 after the adapters exist
+            from sce.models.distributed import shard_model
+
+            shard_model(self.model, self.device_mesh)
 
     def on_fit_start(self) -> None:
         counts = self.parameter_counts
@@ -133,15 +139,43 @@ class SceModule(L.LightningModule):
         out = self.model_step(batch)
         size = batch["input_ids"].shape[0]
         on_step = stage == "train"
-        self.log(f"{stage}/loss", out.total, prog_bar=True, batch_size=size, on_step=on_step, on_epoch=True, sync_dist=not on_step)
-        self.log(f"{stage}/ce", out.ce, batch_size=size, on_step=on_step, on_epoch=True, sync_dist=not on_step)
-        self.log(f"{stage}/mse", out.mse, batch_size=size, on_step=on_step, on_epoch=True, sync_dist=not on_step)
+        self.log(
+            f"{stage}/loss",
+            out.total,
+            prog_bar=True,
+            batch_size=size,
+            on_step=on_step,
+            on_epoch=True,
+            sync_dist=not on_step,
+        )
+        self.log(
+            f"{stage}/ce",
+            out.ce,
+            batch_size=size,
+            on_step=on_step,
+            on_epoch=True,
+            sync_dist=not on_step,
+        )
+        self.log(
+            f"{stage}/mse",
+            out.mse,
+            batch_size=size,
+            on_step=on_step,
+            on_epoch=True,
+            sync_dist=not on_step,
+        )
         return out.total
 
     def _log_data_problems(self, batch: dict[str, Any], stage: str) -> None:
         for key in ("skipped", "dropped"):
             if batch.get(key):
-                self.log(f"data/{stage}_{key}", float(batch[key]), reduce_fx="sum", on_step=False, on_epoch=True)
+                self.log(
+                    f"data/{stage}_{key}",
+                    float(batch[key]),
+                    reduce_fx="sum",
+                    on_step=False,
+                    on_epoch=True,
+                )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         return self._shared_step(batch, "train")
@@ -157,7 +191,9 @@ class SceModule(L.LightningModule):
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
-    def generate_batch(self, batch: dict[str, Any], max_new_tokens: int | None = None) -> list[dict]:
+    def generate_batch(
+        self, batch: dict[str, Any], max_new_tokens: int | None = None
+    ) -> list[dict]:
         """Greedy answers plus the event-class probabilities from the first answer token.
 
         The option probabilities come from the same forward pass that produces the first
@@ -185,7 +221,9 @@ class SceModule(L.LightningModule):
         option_probs = torch.softmax(first[:, self.option_ids], dim=-1).cpu()
         results = []
         for i, meta in enumerate(batch["meta"]):
-            results.append({**meta, "prediction": texts[i].strip(), "option_probs": option_probs[i].tolist()})
+            results.append(
+                {**meta, "prediction": texts[i].strip(), "option_probs": option_probs[i].tolist()}
+            )
         return results
 
     # ------------------------------------------------------------------ optimisation
@@ -210,13 +248,43 @@ class SceModule(L.LightningModule):
             num_training_steps=total,
             **kwargs,
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     # ------------------------------------------------------------------ checkpoints
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """`Trainer(gradient_clip_val=...)` by global norm under every strategy, FSDP included.
+
+        Lightning refuses norm clipping under FSDP1 and would clip per shard; see
+        sce.models.distributed.clip_gradients. Logs the pre-clipping norm as train/grad_norm.
+        """
+        from sce.models.distributed import clip_gradients
+
+        norm = clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if norm is not None:
+            self.log("train/grad_norm", norm.detach().float(), on_step=True, on_epoch=False)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep only trainable parameters: an adapter checkpoint is megabytes, not gigabytes."""
-        trainable = {f"model.{k}" for k in adapter_lib.trainable_parameter_names(self.model)}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        from sce.checkpointing import adapter_only
+
+        checkpoint["state_dict"] = adapter_only(self, checkpoint["state_dict"])
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint that lacks a trainable parameter (strict_loading is off, so
+        Lightning itself would skip it silently). Under ModelParallelStrategy the strategy has
+        already loaded (and removed) the state dict; AdapterModelParallelStrategy checks there."""
+        from sce.checkpointing import check_trainable_keys
+
+        if "state_dict" in checkpoint:
+            check_trainable_keys(self, checkpoint["state_dict"])
 
 
 def load_tokenizer(model_path: str):

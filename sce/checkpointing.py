@@ -1,0 +1,299 @@
+"""Adapter-only checkpoints that are written atomically and resume a run exactly.
+
+What a checkpoint holds
+    `SceModule.on_save_checkpoint` keeps the trainable parameters only (`adapter_only`), so a
+    DoRA checkpoint of a 7B model is megabytes; the frozen base is reloaded from
+    `hyper_parameters["model_path"]`. Optimizer, LR scheduler and loop state are Lightning's.
+    `strict_loading=False` lets Lightning load such a partial state dict, which would also let a
+    checkpoint of another mode/targets/rank load *nothing* without a word:
+    `SceModule.on_load_checkpoint` (and `AdapterModelParallelStrategy` under FSDP2) call
+    `check_trainable_keys`, which raises unless every trainable parameter is in the checkpoint.
+
+Writing
+    `AtomicCheckpointIO` (`Trainer(plugins=[AtomicCheckpointIO()])`) writes to a temporary file
+    in the checkpoint's own folder, fsyncs it and `os.replace`s it over the target: a crash
+    mid-write leaves the previous checkpoint intact, never a truncated one. (Lightning's default
+    goes through an fsspec transaction whose temporary file lives in the system temp folder, so
+    the final move can be a cross-device copy.)
+
+Exact mid-epoch resume (`resume_callbacks()`)
+    - `SamplerStateCallback` (sce.data.sampling) stores the ClassResampler's position, so the
+      resumed epoch yields exactly the samples not yet trained on.
+    - `RNGStateCallback` stores torch (CPU and CUDA), numpy and Python `random` states, which
+      Lightning does not checkpoint. Per-sample randomness (IMU dropout, task draw via the
+      dataset's `_draw_seed`) and NEFTune noise come from torch's global generator, so without
+      it a resumed run draws other prompts and other noise. The state is restored in
+      `on_train_start`, after Lightning has created the training DataLoader iterator (whose
+      creation consumes one draw for its base seed), i.e. at the same point of the random stream
+      as after the saved batch. Validation and the sanity check are made RNG-neutral: the state
+      from before them is put back afterwards, so evaluating does not change training draws.
+    Exact, to the bit, holds with `num_workers=0` and a sized DataLoader (Lightning then does
+    not prefetch ahead). With worker processes, each worker's generator is seeded from the
+    iterator's base seed; a resumed epoch is then reproducible but draws other per-sample
+    randomness than the uninterrupted one (making it exact would need per-sample seeds derived
+    from (seed, epoch, position) in the dataset).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
+
+from sce.models.distributed import clean_parameter_name
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not hold the trainable parameters of the model it is loaded into."""
+
+
+# ---------------------------------------------------------------------------- state dicts
+
+
+def trainable_keys(module: torch.nn.Module) -> list[str]:
+    """State-dict names (wrapper prefixes removed) of the module's trainable parameters."""
+    return [clean_parameter_name(n) for n, p in module.named_parameters() if p.requires_grad]
+
+
+def adapter_only(module: torch.nn.Module, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of `state_dict` that are trainable parameters of `module`."""
+    keep = set(trainable_keys(module))
+    return {k: v for k, v in state_dict.items() if clean_parameter_name(k) in keep}
+
+
+def check_trainable_keys(
+    module: torch.nn.Module,
+    state_dict: Mapping[str, Any] | Iterable[str],
+    where: Any = "checkpoint",
+) -> None:
+    """Raise CheckpointMismatchError unless every trainable parameter of `module` is in
+    `state_dict` and every entry of `state_dict` is a parameter or buffer of `module`."""
+    keys = {clean_parameter_name(k) for k in state_dict}
+    expected = set(trainable_keys(module))
+    missing = sorted(expected - keys)
+    known = {clean_parameter_name(k) for k, _ in module.named_parameters()}
+    known |= {clean_parameter_name(k) for k, _ in module.named_buffers()}
+    unknown = sorted(keys - known)
+    hint = "was it saved with the same finetuning mode, targets and rank?"
+    if missing:
+        raise CheckpointMismatchError(
+            f"{where}: field 'state_dict' lacks {len(missing)} of the model's {len(expected)} "
+            f"trainable parameters, e.g. {missing[:3]}; {hint}"
+        )
+    if unknown:
+        raise CheckpointMismatchError(
+            f"{where}: field 'state_dict' has {len(unknown)} parameters the model lacks, e.g. "
+            f"{unknown[:3]}; {hint}"
+        )
+
+
+# ---------------------------------------------------------------------------- atomic writes
+
+
+def _is_local(path: str | Path) -> bool:
+    text = str(path)
+    return "://" not in text or text.startswith("file://")
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """torch.save to a temporary file next to `path`, fsync, then os.replace onto `path`."""
+    path = Path(str(path).removeprefix("file://"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable; not every platform/filesystem allows opening a folder.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """TorchCheckpointIO whose local saves are atomic (temporary file + os.replace).
+
+    Remote paths (s3://, gs://, ...) go through Lightning's default writer.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} does not take storage_options")
+        if not _is_local(path):
+            super().save_checkpoint(checkpoint, path)
+            return
+        atomic_torch_save(checkpoint, path)
+
+
+# ---------------------------------------------------------------------------- RNG states
+
+
+def collect_rng_states() -> dict[str, Any]:
+    """torch CPU (+ CUDA when initialized), numpy and Python `random` states.
+
+    Only tensors, lists and numbers, so checkpoints still load with `weights_only=True`.
+    """
+    np_state = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    """Restore what `collect_rng_states` returned."""
+    torch.set_rng_state(states["torch"])
+    np_state = states["numpy"]
+    np.random.set_state(
+        (
+            np_state["kind"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
+    python = states["python"]
+    random.setstate((python["version"], tuple(python["internal"]), python["gauss"]))
+    cuda = states.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            warnings.warn(
+                f"checkpoint has CUDA RNG states of {len(cuda)} devices, this machine has "
+                f"{torch.cuda.device_count()}: CUDA random draws will differ",
+                stacklevel=2,
+            )
+
+
+def _all_ranks(state: dict[str, Any]) -> list[dict[str, Any]]:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [state]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, state)
+    return gathered
+
+
+class RNGStateCallback(Callback):
+    """Save every rank's RNG states in checkpoints; restore them when training resumes.
+
+    The state saved is the one at the end of the last training batch (validation and the
+    sanity check run in between leave it untouched, see the module docstring). On
+    `fit(ckpt_path=...)` each rank gets its own saved state back in `on_train_start`. A
+    checkpoint from another world size restores nothing (with a warning).
+    Under several processes `state_dict` is collective, as Lightning's checkpoint dump is.
+    """
+
+    def __init__(self) -> None:
+        self._after_batch: dict[str, Any] | None = None  # state at the last train batch end
+        self._held: dict[str, Any] | None = None  # training state put aside during evaluation
+        self._pending: dict[str, Any] | None = None  # loaded, applied at train start
+
+    def state_dict(self) -> dict[str, Any]:
+        states = _all_ranks(self._held or collect_rng_states())
+        return {"world_size": len(states), "ranks": states}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = dict(state_dict) if state_dict else None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        if pending.get("world_size") != trainer.world_size:
+            warnings.warn(
+                f"checkpoint RNG states are from {pending.get('world_size')} processes, this run "
+                f"has {trainer.world_size}: random draws are not restored",
+                stacklevel=2,
+            )
+            return
+        set_rng_states(pending["ranks"][trainer.global_rank])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._after_batch = collect_rng_states()
+
+    # Evaluation inside fit must not move the training random stream. The evaluation loop
+    # creates its DataLoader iterator (one draw) before `on_validation_start`, so the state put
+    # back is the one recorded at the end of the last training batch.
+    def on_sanity_check_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._held = collect_rng_states()
+
+    def on_sanity_check_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._release()
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self._held = self._after_batch or collect_rng_states()
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._release()
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            set_rng_states(held)
+
+
+def resume_callbacks() -> list[Callback]:
+    """The callbacks exact mid-epoch resume needs: sampler position and RNG states."""
+    from sce.data.sampling import SamplerStateCallback
+
+    return [SamplerStateCallback(), RNGStateCallback()]
+
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "CheckpointMismatchError",
+    "RNGStateCallback",
+    "adapter_only",
+    "atomic_torch_save",
+    "check_trainable_keys",
+    "collect_rng_states",
+    "resume_callbacks",
+    "set_rng_states",
+    "trainable_keys",
+]

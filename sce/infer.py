@@ -1,0 +1,388 @@
+"""`sce infer`: ask a model about one dashcam clip, with the prompts it was trained on.
+
+    sce infer --model runs/x/export/merged --video clip.mp4 [--imu imu.csv] [--gps gps.csv]
+              [--event-time 12.3] [--fps 3 --width 420 --height 240] [--json]
+    sce infer --model BASE --adapter runs/x/export/adapter --video clip.mp4 ...
+
+The clip goes through the training code path: a ClipRecord built on the fly, `load_clip` (event
+window, IMU/GPS synchronisation; event time from `--event-time`, else the IMU's peak |a_x|,
+else the clip centre), `build_user_content` (frames interleaved with telemetry text) and the
+Collator in "generate" mode. Three questions are asked in one greedy batch: the 3-way event
+question, the collision probability and a description. Answers are parsed with
+`sce.metrics.parsing`; an answer that does not parse is reported as invalid with the reason and
+the raw text, never mapped to a class or a number. The event's option probabilities (softmax of
+the A/B/C logits at the first answer token, as in evaluation) are reported too.
+
+Window settings (`--fps/--width/--height/--before/--after/--layout`) must match the training
+data config, like the prompt itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+NON_LORA_FILE = "non_lora_trainable.safetensors"  # written by sce.export next to the adapter
+# (result field, training task whose question is asked)
+QUESTIONS: tuple[tuple[str, str], ...] = (
+    ("event", "mcq"),
+    ("probability", "probability"),
+    ("description", "caption"),
+)
+
+
+class InferError(ValueError):
+    """Bad input to `sce infer`; the message names the flag or file."""
+
+
+@dataclass
+class EventAnswer:
+    label: str | None  # one of sce.data.schema.LABELS, None when the answer is invalid
+    valid: bool
+    reason: str
+    answer: str  # raw generated text
+    option_probs: dict[str, float] = field(default_factory=dict)  # {"collision": p, ...}
+
+
+@dataclass
+class ProbabilityAnswer:
+    value: float | None  # in [0, 1], None when the answer is invalid
+    valid: bool
+    answer: str
+
+
+@dataclass
+class InferenceResult:
+    video: str
+    event_time: float
+    event_time_source: str  # "manifest" (--event-time), "imu" or "center"
+    imu_used: bool
+    imu_reason: str  # why telemetry is missing ("" when used)
+    event: EventAnswer
+    collision_probability: ProbabilityAnswer
+    description: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_text(self) -> str:
+        telemetry = "on" if self.imu_used else f"off ({self.imu_reason or 'not given'})"
+        lines = [
+            f"video: {self.video}",
+            f"event time: {self.event_time:.2f} s ({self.event_time_source}); telemetry: {telemetry}",
+        ]
+        event = self.event
+        if event.valid:
+            lines.append(f"event: {event.label}  (answer: {event.answer!r})")
+        else:
+            lines.append(f"event: INVALID ANSWER ({event.reason}): {event.answer!r}")
+        if event.option_probs:
+            probs = ", ".join(f"{k} {v:.2f}" for k, v in event.option_probs.items())
+            lines.append(f"event option probabilities: {probs}")
+        prob = self.collision_probability
+        if prob.valid:
+            lines.append(f"collision probability: {prob.value:.2f}")
+        else:
+            lines.append(f"collision probability: INVALID ANSWER: {prob.answer!r}")
+        lines.append(f"description: {self.description}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- model
+
+
+def resolve_device(device: str = "auto"):
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device) -> Any:
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in choices:
+        raise InferError(f"--dtype must be auto or one of {list(choices)}, got {dtype!r}")
+    return choices[dtype]
+
+
+def load_inference_model(
+    model: str, adapter: str | None = None, dtype: str = "auto", device: str = "auto"
+):
+    """(model in eval mode on `device`, processor) from a model folder and optional adapter.
+
+    `model` is a merged or base model folder (or hub id, or `tiny:SEED`); it must hold the
+    processor too. `adapter` is a PEFT adapter folder (sce export's OUT/adapter); trainable
+    non-adapter weights saved next to it are loaded as well.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from sce.assets import resolve_model_path
+
+    path = resolve_model_path(model)
+    target = resolve_device(device)
+    try:
+        net = AutoModelForImageTextToText.from_pretrained(
+            path, dtype=resolve_dtype(dtype, target), attn_implementation="sdpa"
+        )
+        processor = AutoProcessor.from_pretrained(path)
+    except OSError as err:
+        raise InferError(f"--model: cannot load a model and processor from {path}: {err}") from err
+    if adapter:
+        net = attach_adapter(net, adapter)
+    return net.to(target).eval(), processor
+
+
+def attach_adapter(model, adapter: str | Path):
+    """PeftModel over `model` from an adapter folder (+ its non-adapter trainable weights)."""
+    from peft import PeftModel
+
+    folder = Path(adapter)
+    if not (folder / "adapter_config.json").is_file():
+        raise InferError(
+            f"--adapter: {folder} is not a PEFT adapter folder (no adapter_config.json)"
+        )
+    peft_model = PeftModel.from_pretrained(model, str(folder))
+    extra = folder / NON_LORA_FILE
+    if extra.is_file():
+        from safetensors.torch import load_file
+
+        result = peft_model.get_base_model().load_state_dict(load_file(str(extra)), strict=False)
+        if result.unexpected_keys:
+            raise InferError(
+                f"--adapter: {extra} has weights the model lacks: {result.unexpected_keys[:3]}"
+            )
+    return peft_model
+
+
+# ---------------------------------------------------------------------------- prompts
+
+
+def build_record(
+    video: str | Path,
+    imu: str | Path | None = None,
+    gps: str | Path | None = None,
+    event_time: float | None = None,
+):
+    """A ClipRecord for one clip outside any manifest (the label is unknown)."""
+    from sce.data.schema import ClipRecord
+
+    checked = {}
+    for flag, value in (("--video", video), ("--imu", imu), ("--gps", gps)):
+        if value is None:
+            continue
+        path = Path(value).expanduser().resolve()
+        if not path.is_file():
+            raise InferError(f"{flag}: file not found: {path}")
+        checked[flag] = str(path)
+    return ClipRecord(
+        id=Path(video).stem,
+        video=checked["--video"],
+        label="unknown",
+        source="infer",
+        split="test",
+        imu=checked.get("--imu"),
+        gps=checked.get("--gps"),
+        event_time=event_time,
+    )
+
+
+def prompt_samples(clip, record, fps: float, layout: str = "interleaved", use_imu: bool = True):
+    """One generation Sample per question, built exactly like the evaluation items."""
+    from sce.data.collate import Sample
+    from sce.data.prompts import (
+        CAPTION_QUESTION,
+        EVENT_QUESTION,
+        PROBABILITY_QUESTION,
+        build_user_content,
+    )
+
+    question_of = {"mcq": EVENT_QUESTION, "probability": PROBABILITY_QUESTION}
+    question_of["caption"] = CAPTION_QUESTION
+    telemetry = clip.telemetry if use_imu else None
+    samples = []
+    for name, task in QUESTIONS:
+        content, videos = build_user_content(
+            clip.frames, clip.frame_times, telemetry, question_of[task], layout
+        )
+        samples.append(
+            Sample(
+                id=f"{record.id}:{name}",
+                user_content=content,
+                videos=videos,
+                fps=fps,
+                answer="",
+                task=task,
+                label=record.label,
+                source=record.source,
+                imu_on=telemetry is not None,
+            )
+        )
+    return samples
+
+
+# ---------------------------------------------------------------------------- generation
+
+
+def generate_answers(model, processor, samples, max_new_tokens: int = 64):
+    """Greedy answers (one per sample) and the A/B/C probabilities at each first answer token."""
+    import torch
+
+    from sce.data.collate import Collator
+    from sce.models.losses import model_inputs
+    from sce.models.module import option_token_ids
+
+    tokenizer = processor.tokenizer
+    batch = Collator(processor, max_length=1 << 20, mode="generate")(samples)
+    device = next(model.parameters()).device
+    inputs = {
+        k: v.to(device) if isinstance(v, torch.Tensor) else v
+        for k, v in model_inputs(batch, model.config).items()
+    }
+    with torch.no_grad():
+        out = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            return_dict_in_generate=True,
+            output_logits=True,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    prompt_len = inputs["input_ids"].shape[1]
+    texts = tokenizer.batch_decode(out.sequences[:, prompt_len:], skip_special_tokens=True)
+    first = out.logits[0].float()[:, option_token_ids(tokenizer)]
+    return [t.strip() for t in texts], torch.softmax(first, dim=-1).cpu().tolist()
+
+
+def summarize(texts: list[str], option_probs: list[list[float]] | None = None) -> dict[str, Any]:
+    """Parse the three answers (event, probability, description) into result fields."""
+    from sce.data.prompts import EVENT_OPTIONS
+    from sce.metrics.parsing import parse_event_class, parse_probability
+
+    event_text, prob_text, description = texts
+    parsed = parse_event_class(event_text)
+    probs = {}
+    if option_probs:
+        probs = {
+            label: float(p)
+            for label, p in zip(EVENT_OPTIONS.values(), option_probs[0], strict=True)
+        }
+    value = parse_probability(prob_text)
+    return {
+        "event": EventAnswer(parsed.label, parsed.valid, parsed.reason, event_text, probs),
+        "collision_probability": ProbabilityAnswer(value, value is not None, prob_text),
+        "description": description,
+    }
+
+
+def infer_clip(
+    model,
+    processor,
+    video: str | Path,
+    imu: str | Path | None = None,
+    gps: str | Path | None = None,
+    event_time: float | None = None,
+    spec=None,
+    layout: str = "interleaved",
+    use_imu: bool = True,
+    max_new_tokens: int = 64,
+) -> InferenceResult:
+    """Load the clip's event window and telemetry, ask the three questions, parse the answers.
+
+    `spec` is a sce.data.clip.WindowSpec (default: 3 fps, [-4 s, +2 s], 420x240).
+    Raises InferError for missing files and ClipError for an unreadable video or an event time
+    outside the clip.
+    """
+    from sce.data.clip import WindowSpec, load_clip
+
+    spec = spec or WindowSpec()
+    record = build_record(video, imu, gps, event_time)
+    clip = load_clip(record, spec)
+    samples = prompt_samples(clip, record, spec.fps, layout, use_imu)
+    texts, option_probs = generate_answers(model, processor, samples, max_new_tokens)
+    telemetry_used = use_imu and clip.telemetry is not None
+    reason = clip.imu_reason if use_imu else "--no-imu"
+    return InferenceResult(
+        video=record.video,
+        event_time=float(clip.event_time),
+        event_time_source=clip.event_time_source,
+        imu_used=telemetry_used,
+        imu_reason="" if telemetry_used else reason,
+        **summarize(texts, option_probs),
+    )
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="merged or base model folder (or tiny:SEED)")
+    parser.add_argument(
+        "--adapter", default=None, help="PEFT adapter folder (sce export OUT/adapter)"
+    )
+    parser.add_argument("--video", required=True, help="mp4 clip")
+    parser.add_argument("--imu", default=None, help="IMU CSV: t, ax, ay, az, gx, gy, gz")
+    parser.add_argument("--gps", default=None, help="GPS CSV: t, speed")
+    parser.add_argument("--event-time", type=float, default=None, help="seconds from clip start")
+    parser.add_argument("--no-imu", action="store_true", help="video only, even with --imu")
+    parser.add_argument("--fps", type=float, default=3.0)
+    parser.add_argument("--before", type=float, default=4.0, help="seconds before the event")
+    parser.add_argument("--after", type=float, default=2.0, help="seconds after the event")
+    parser.add_argument("--width", type=int, default=420)
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--decoder", default="decord", choices=["decord", "pyav"])
+    parser.add_argument("--layout", default="interleaved", choices=["interleaved", "table"])
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def infer_command(args: argparse.Namespace) -> int:
+    from sce.data.clip import ClipError, WindowSpec
+
+    spec = WindowSpec(args.fps, args.before, args.after, args.width, args.height, args.decoder)
+    try:
+        build_record(args.video, args.imu, args.gps)  # fail on missing files before loading
+        model, processor = load_inference_model(args.model, args.adapter, args.dtype, args.device)
+        result = infer_clip(
+            model,
+            processor,
+            args.video,
+            args.imu,
+            args.gps,
+            args.event_time,
+            spec,
+            args.layout,
+            use_imu=not args.no_imu,
+            max_new_tokens=args.max_new_tokens,
+        )
+    except (InferError, ClipError) as err:
+        print(f"sce infer: {err}")
+        return 2
+    print(json.dumps(result.to_json(), indent=2) if args.json else result.to_text())
+    return 0
+
+
+__all__ = [
+    "EventAnswer",
+    "InferError",
+    "InferenceResult",
+    "ProbabilityAnswer",
+    "add_infer_arguments",
+    "attach_adapter",
+    "build_record",
+    "generate_answers",
+    "infer_clip",
+    "infer_command",
+    "load_inference_model",
+    "prompt_samples",
+    "summarize",
+]

@@ -1,0 +1,128 @@
+"""sce infer: the training prompt on a new clip, three answers, invalid answers reported as such."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sce.cli import main
+from sce.data.clip import WindowSpec, load_clip
+from sce.data.collate import Collator
+from sce.data.dataset import SceDataset
+from sce.data.schema import LABELS, load_manifest
+from sce.infer import (
+    EventAnswer,
+    InferenceResult,
+    ProbabilityAnswer,
+    build_record,
+    prompt_samples,
+    summarize,
+)
+from sce.metrics.parsing import parse_event_class, parse_probability
+
+SPEC = WindowSpec(fps=1, before=2, after=2, width=112, height=56)
+WINDOW_ARGS = ["--fps", "1", "--before", "2", "--after", "2", "--width", "112", "--height", "56"]
+
+
+@pytest.fixture(scope="module")
+def record(synthetic_manifest: Path):
+    return load_manifest(synthetic_manifest)[0]
+
+
+def clip_args(record) -> list[str]:
+    return [
+        "--video", str(record.path("video")),
+        "--imu", str(record.path("imu")),
+        "--gps", str(record.path("gps")),
+    ]  # fmt: skip
+
+
+def test_cli_json_has_the_three_fields_with_consistent_parsing(tiny_kit, record, capsys):
+    code = main(
+        ["infer", "--model", str(tiny_kit), *clip_args(record), *WINDOW_ARGS]
+        + ["--max-new-tokens", "6", "--json"]
+    )
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["imu_used"] is True and out["imu_reason"] == ""
+    assert out["event_time_source"] == "imu" and 0 <= out["event_time"] <= 7.0
+
+    event = out["event"]
+    assert isinstance(event["answer"], str) and isinstance(event["valid"], bool)
+    parsed = parse_event_class(event["answer"])
+    assert (event["label"], event["valid"], event["reason"]) == (
+        parsed.label,
+        parsed.valid,
+        parsed.reason,
+    )
+    assert (event["label"] in LABELS) if event["valid"] else event["label"] is None
+    assert list(event["option_probs"]) == list(LABELS)
+    assert sum(event["option_probs"].values()) == pytest.approx(1.0, abs=1e-5)
+
+    prob = out["collision_probability"]
+    assert prob["value"] == parse_probability(prob["answer"])
+    assert prob["valid"] is (prob["value"] is not None)
+    if prob["valid"]:
+        assert 0.0 <= prob["value"] <= 1.0
+    assert isinstance(out["description"], str)
+
+
+def test_prompt_is_the_training_evaluation_prompt(tiny_processor, record):
+    """Same window, telemetry and question text as the dataset's evaluation item."""
+    built = build_record(record.path("video"), record.path("imu"), record.path("gps"))
+    built.event_time = record.event_time
+    samples = prompt_samples(load_clip(built, SPEC), built, SPEC.fps)
+    collator = Collator(tiny_processor, mode="generate")
+    for sample, task in zip(samples, ("mcq", "probability", "caption"), strict=True):
+        dataset = SceDataset([record], SPEC, train=False, eval_tasks=(task,))
+        reference = dataset[0]
+        assert collator.texts([sample]) == collator.texts([reference])
+        assert len(sample.videos) == len(reference.videos) == 2  # 4 s at 1 fps: 2 pairs
+        for mine, theirs in zip(sample.videos, reference.videos, strict=True):
+            assert (mine == theirs).all()
+
+
+def test_invalid_answers_are_reported_invalid_not_mapped():
+    fields = summarize(
+        ["I am not sure", "Collision Probability: 1.7", "rur rur"], [[0.2, 0.3, 0.5]]
+    )
+    event, prob = fields["event"], fields["collision_probability"]
+    assert event.valid is False and event.label is None and event.reason
+    assert event.answer == "I am not sure"
+    assert event.option_probs == {"collision": 0.2, "near_collision": 0.3, "normal": 0.5}
+    assert prob.valid is False and prob.value is None  # out of [0, 1]: not clamped
+    assert fields["description"] == "rur rur"
+
+    fields = summarize(["B. near-collision", "Collision Probability: 0.87", "A car cuts in."])
+    assert (fields["event"].label, fields["event"].valid) == ("near_collision", True)
+    assert fields["collision_probability"].value == pytest.approx(0.87)
+
+
+def test_text_output_marks_invalid_answers():
+    result = InferenceResult(
+        video="v.mp4",
+        event_time=4.0,
+        event_time_source="manifest",
+        imu_used=False,
+        imu_reason="no imu file in manifest",
+        event=EventAnswer(None, False, "no event class found", "rur"),
+        collision_probability=ProbabilityAnswer(0.25, True, "Collision Probability: 0.25"),
+        description="nothing happens",
+    )
+    text = result.to_text()
+    assert "event: INVALID ANSWER (no event class found): 'rur'" in text
+    assert "collision probability: 0.25" in text
+    assert "telemetry: off (no imu file in manifest)" in text
+
+
+def test_bad_inputs_give_clear_errors(tiny_kit, record, tmp_path, capsys):
+    missing = tmp_path / "none.csv"
+    args = ["infer", "--model", str(tiny_kit), "--video", str(record.path("video")), *WINDOW_ARGS]
+    assert main([*args, "--imu", str(missing)]) == 2
+    assert f"--imu: file not found: {missing}" in capsys.readouterr().out
+    assert main([*args, "--event-time", "99"]) == 2
+    assert "field 'event_time' = 99.000 s is outside the clip" in capsys.readouterr().out
+    assert main([*args, "--adapter", str(tmp_path)]) == 2
+    assert "not a PEFT adapter folder" in capsys.readouterr().out
