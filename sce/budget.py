@@ -1,0 +1,504 @@
+"""Token budget of a config: frames, visual tokens, telemetry text and sequence length per clip.
+
+Qwen2.5-VL turns a video of T frames into T/2 temporal patches (temporal patch 2; an odd count
+is padded with the last frame), resizes every frame with `smart_resize` (each side rounded to the
+*nearest* multiple of patch * merge = 28, Python's round-half-to-even, then scaled into
+[min_pixels, max_pixels]), cuts 14x14 patches and merges 2x2 of them into one token:
+
+    tokens per video = ceil(T / 2) * (H' / 28) * (W' / 28)
+
+420x240 becomes 420x252: 15 * 9 = 135 tokens per frame pair, 1,215 for 18 frames (6 s at 3 fps).
+
+Processor settings come from the model's processor folder (a local folder, `tiny:SEED`, or a hub
+id already in the local Hugging Face cache); otherwise the Qwen2.5-VL hub defaults (its
+`preprocessor_config.json`, which the video processor also reads: min_pixels 56*56, max_pixels
+12845056). The text side (system prompt, time stamps, telemetry lines, question, answer, chat
+markup) is counted with the model's tokenizer and chat template on a representative 3-way event
+question built by `sce.data.prompts`, or estimated when no tokenizer is at hand.
+
+    sce budget --config experiments/paper000_dora.yaml [--set data.fps=15] [--max-tokens 8192]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import inspect
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+DATA_KEYS = ("fps", "before", "after", "width", "height", "layout", "max_length")
+GRID_FPS = (1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0)
+GRID_SIZES = ((224, 128), (320, 180), (420, 240), (640, 360), (854, 480), (1280, 720))
+
+
+@dataclass(frozen=True)
+class ProcessorSettings:
+    """The video processor numbers that decide the visual token count."""
+
+    patch_size: int = 14
+    merge_size: int = 2
+    temporal_patch_size: int = 2
+    min_pixels: int = 56 * 56
+    max_pixels: int = 12845056
+    cap_pixels_per_frame: bool = False
+    max_video_tokens: int = 128000
+    source: str = "Qwen2.5-VL defaults"
+
+    @property
+    def factor(self) -> int:
+        return self.patch_size * self.merge_size
+
+
+QWEN25_VL_DEFAULTS = ProcessorSettings()
+
+
+# ------------------------------------------------------------------------------ visual tokens
+def smart_resize(
+    height: int,
+    width: int,
+    factor: int = 28,
+    min_pixels: int = QWEN25_VL_DEFAULTS.min_pixels,
+    max_pixels: int = QWEN25_VL_DEFAULTS.max_pixels,
+) -> tuple[int, int]:
+    """(height, width) after Qwen2-VL's resize: same arithmetic as transformers' smart_resize."""
+    if min(height, width) <= 0:
+        raise ValueError(f"frame size must be positive, got {width}x{height}")
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio of {width}x{height} exceeds 200")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def _video_max_pixels(num_frames: int, s: ProcessorSettings) -> int:
+    """Per-frame pixel cap; with cap_pixels_per_frame also an even share of the video budget."""
+    if not s.cap_pixels_per_frame:
+        return s.max_pixels
+    total = int(s.max_video_tokens * s.factor * s.factor * 0.9)
+    share = total * s.temporal_patch_size // num_frames
+    return max(min(s.max_pixels, share), int(s.min_pixels * 1.05))
+
+
+def visual_tokens(
+    num_frames: int,
+    width: int,
+    height: int,
+    settings: ProcessorSettings = QWEN25_VL_DEFAULTS,
+    **overrides: Any,
+) -> int:
+    """Visual tokens of one video of `num_frames` frames of width x height (before resizing).
+
+    `overrides` replace fields of `settings`, e.g. `visual_tokens(18, 420, 240, max_pixels=50176)`.
+    """
+    if num_frames <= 0:
+        raise ValueError(f"num_frames must be positive, got {num_frames}")
+    s = _with(settings, overrides)
+    h, w = smart_resize(height, width, s.factor, s.min_pixels, _video_max_pixels(num_frames, s))
+    grid_t = math.ceil(num_frames / s.temporal_patch_size)
+    return grid_t * (h // s.patch_size) * (w // s.patch_size) // (s.merge_size**2)
+
+
+def _with(settings: ProcessorSettings, overrides: Mapping[str, Any]) -> ProcessorSettings:
+    if not overrides:
+        return settings
+    fields = asdict(settings)
+    unknown = set(overrides) - set(fields)
+    if unknown:
+        raise TypeError(f"unknown processor setting(s): {sorted(unknown)}")
+    return ProcessorSettings(**{**fields, **overrides})
+
+
+def frames_per_clip(fps: float, before: float, after: float) -> int:
+    """Frames of the event window, as the dataset samples it (rounded, then up to even)."""
+    from sce.data.clip import WindowSpec
+
+    return WindowSpec(fps=fps, before=before, after=after).num_frames
+
+
+def video_lengths(num_frames: int, layout: str) -> list[int]:
+    """Frames per video block: pairs for `interleaved`, one block for `table`."""
+    if layout == "interleaved":
+        return [2] * (num_frames // 2)
+    if layout == "table":
+        return [num_frames]
+    raise ValueError(f"unknown prompt layout {layout!r}; expected interleaved or table")
+
+
+def clip_visual_tokens(
+    num_frames: int, width: int, height: int, layout: str, settings: ProcessorSettings
+) -> int:
+    """Visual tokens of a whole clip in a prompt layout (each video block resized alone)."""
+    return sum(visual_tokens(n, width, height, settings) for n in video_lengths(num_frames, layout))
+
+
+# ------------------------------------------------------------------------------ processor
+@functools.lru_cache(maxsize=8)
+def load_processor(model_path: str):
+    """The processor of a local folder, `tiny:SEED` or a cached hub id; None when unavailable."""
+    from sce.assets import resolve_model_path
+
+    path = resolve_model_path(model_path)
+    try:
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(path, local_files_only=not Path(path).is_dir())
+    except Exception:  # not local and not cached: fall back to the defaults, said in the report
+        if Path(path).is_dir():
+            raise
+        return None
+
+
+def processor_settings(processor, source: str) -> ProcessorSettings:
+    """Settings read from a loaded processor's video processor (defaults for missing fields)."""
+    vp = getattr(processor, "video_processor", None)
+    if vp is None:
+        return QWEN25_VL_DEFAULTS
+    size = vp.size if isinstance(vp.size, Mapping) else vars(vp.size)
+    d = QWEN25_VL_DEFAULTS
+    return ProcessorSettings(
+        patch_size=int(getattr(vp, "patch_size", None) or d.patch_size),
+        merge_size=int(getattr(vp, "merge_size", None) or d.merge_size),
+        temporal_patch_size=int(getattr(vp, "temporal_patch_size", None) or d.temporal_patch_size),
+        min_pixels=int(size.get("shortest_edge") or d.min_pixels),
+        max_pixels=int(size.get("longest_edge") or d.max_pixels),
+        # The collator turns an unset cap off (frames arrive already at data.width x height).
+        cap_pixels_per_frame=bool(getattr(vp, "cap_pixels_per_frame", False)),
+        max_video_tokens=int(getattr(vp, "max_video_tokens", None) or d.max_video_tokens),
+        source=source,
+    )
+
+
+# ------------------------------------------------------------------------------ text tokens
+def representative_telemetry(frame_times: np.ndarray):
+    """Telemetry with wide, signed values (two-digit accelerations, heading and speed)."""
+    from sce.data.prompts import Telemetry
+
+    n = len(frame_times)
+    return Telemetry(
+        frame_times=np.asarray(frame_times, dtype=float),
+        accel=np.tile([-12.3, 4.5, 9.8], (n, 1)),
+        yaw_delta=np.full(n, math.radians(-12.3)),
+        speed=np.full(n, 23.4),
+    )
+
+
+def representative_content(
+    num_frames: int, fps: float, layout: str, imu: bool = True, start: float = 10.0
+) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+    """User content of the 3-way event question for a window of `num_frames` frames.
+
+    Frame times start at `start` s (two-digit time stamps, as in a 16 s clip); the videos are
+    1x1 placeholders (only their frame counts matter for the text).
+    """
+    from sce.data.prompts import EVENT_QUESTION, build_user_content
+
+    times = start + np.arange(num_frames) / fps
+    frames = np.zeros((num_frames, 1, 1, 3), dtype=np.uint8)
+    telemetry = representative_telemetry(times) if imu else None
+    return build_user_content(frames, times, telemetry, EVENT_QUESTION, layout)
+
+
+def representative_answer() -> str:
+    from sce.data.prompts import mcq_answer
+
+    return mcq_answer("near_collision")
+
+
+_SPECIAL = re.compile(r"<\|[a-z_]+\|>")
+_PIECES = re.compile(r"\d|[^\W\d_]+|[^\w\s]|_|\n")
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough token count without a tokenizer (Qwen2 BPE: one token per digit, per common word
+    or per symbol; special tokens count one; long words one token per 8 letters)."""
+    count = len(_SPECIAL.findall(text))
+    for piece in _PIECES.findall(_SPECIAL.sub(" ", text)):
+        count += math.ceil(len(piece) / 8) if piece.isalpha() else 1
+    return count
+
+
+def _render_qwen(messages: list[dict[str, Any]]) -> str:
+    """The Qwen2.5-VL chat template's text for the messages (for the estimate)."""
+    parts = []
+    for message in messages:
+        body = "".join(
+            "<|vision_start|><|video_pad|><|vision_end|>" if c["type"] == "video" else c["text"]
+            for c in message["content"]
+        )
+        parts.append(f"<|im_start|>{message['role']}\n{body}<|im_end|>\n")
+    return "".join(parts)
+
+
+def text_tokens(num_frames: int, fps: float, layout: str, processor=None, imu: bool = True) -> int:
+    """Non-visual tokens of a training sequence (event question + answer, chat markup, vision
+    start/end markers, telemetry when `imu`): with the processor's tokenizer, else estimated."""
+    from sce.data.prompts import build_messages
+
+    content, videos = representative_content(num_frames, fps, layout, imu)
+    messages = build_messages(content, representative_answer())
+    if processor is None:
+        text = _render_qwen(messages)
+        return estimate_tokens(text) - len(videos)
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return len(ids) - len(videos)  # each <|video_pad|> is replaced by the visual tokens
+
+
+# ------------------------------------------------------------------------------ config
+def load_config(path: str | Path, sets: Sequence[str] = ()) -> dict[str, Any]:
+    """A YAML config with `key.sub=value` overrides applied (values parsed as YAML)."""
+    config = yaml.safe_load(Path(path).read_text()) or {}
+    for key, value in parse_sets(sets).items():
+        set_dotted(config, key, value)
+    return config
+
+
+def parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    """['data.fps=15', 'trainer.callbacks.0.init_args.max_samples=3'] -> {key: YAML value}."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
+    """Set config[a][b][c] for 'a.b.c' (creates mappings; an integer part indexes a list)."""
+    parts = key.split(".")
+    node: Any = config
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+                raise KeyError(f"{key}: {'.'.join(parts[:i]) or 'root'} is a list of {len(node)}")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+            continue
+        if not isinstance(node, dict):
+            raise KeyError(f"{key}: {'.'.join(parts[:i])} is not a mapping")
+        if last:
+            node[part] = value
+        else:
+            if not isinstance(node.get(part), dict | list):
+                node[part] = {}
+            node = node[part]
+
+
+def get_dotted(config: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        if isinstance(node, list) and part.lstrip("-").isdigit() and abs(int(part)) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, Mapping) and part in node:
+            node = node[part]
+        else:
+            return default
+    return node
+
+
+@functools.lru_cache(maxsize=1)
+def data_defaults() -> dict[str, Any]:
+    """SceDataModule's defaults for the keys the budget reads (a config may omit them)."""
+    from sce.data.datamodule import SceDataModule
+
+    params = inspect.signature(SceDataModule.__init__).parameters
+    return {k: params[k].default for k in DATA_KEYS}
+
+
+def data_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    data = dict(config.get("data") or {})
+    return {k: data.get(k, default) for k, default in data_defaults().items()}
+
+
+def model_path_of(config: Mapping[str, Any]) -> str | None:
+    data, model = config.get("data") or {}, config.get("model") or {}
+    return data.get("processor_path") or model.get("model_path")
+
+
+def resolve_processor(model_path: str | None) -> tuple[Any, ProcessorSettings]:
+    if not model_path:
+        return None, QWEN25_VL_DEFAULTS
+    processor = load_processor(model_path)
+    if processor is None:
+        return None, QWEN25_VL_DEFAULTS
+    return processor, processor_settings(processor, f"processor of {model_path}")
+
+
+# ------------------------------------------------------------------------------ report
+def budget_report(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+    """Frames, visual and text tokens per clip and the total against data.max_length.
+
+    `config` is a parsed config (mapping with `data` and `model` sections) or a YAML path.
+    """
+    if not isinstance(config, Mapping):
+        config = load_config(config)
+    d = data_settings(config)
+    model_path = model_path_of(config)
+    processor, settings = resolve_processor(model_path)
+    return _report(d, settings, processor, model_path)
+
+
+def _report(d: Mapping[str, Any], s: ProcessorSettings, processor, model_path) -> dict:
+    fps, width, height, layout = float(d["fps"]), int(d["width"]), int(d["height"]), d["layout"]
+    frames = frames_per_clip(fps, float(d["before"]), float(d["after"]))
+    lengths = video_lengths(frames, layout)
+    resized_h, resized_w = smart_resize(
+        height, width, s.factor, s.min_pixels, _video_max_pixels(lengths[0], s)
+    )
+    visual = clip_visual_tokens(frames, width, height, layout, s)
+    text_on = text_tokens(frames, fps, layout, processor, imu=True)
+    text_off = text_tokens(frames, fps, layout, processor, imu=False)
+    total, total_off = visual + text_on, visual + text_off
+    max_length = int(d["max_length"])
+    return {
+        "model_path": model_path,
+        "processor": asdict(s),
+        **{k: d[k] for k in DATA_KEYS},
+        "frames_per_clip": frames,
+        "videos_per_clip": len(lengths),
+        "resized_width": resized_w,
+        "resized_height": resized_h,
+        "visual_tokens_per_video": visual // len(lengths),
+        "visual_tokens_per_clip": visual,
+        "text_tokens": text_on,
+        "text_tokens_video_only": text_off,
+        "telemetry_tokens": text_on - text_off,
+        "text_tokens_method": "tokenizer" if processor is not None else "estimate",
+        "total_tokens": total,  # with telemetry: the longer prompt, what must fit
+        "total_tokens_video_only": total_off,
+        "fits": total <= max_length,
+        "fits_video_only": total_off <= max_length,
+        "headroom": max_length - total,
+    }
+
+
+def budget_grid(
+    config: Mapping[str, Any],
+    max_tokens: int,
+    fps_values: Sequence[float] = GRID_FPS,
+    sizes: Sequence[tuple[int, int]] = GRID_SIZES,
+) -> list[dict[str, Any]]:
+    """Total tokens per clip (with telemetry) for each (fps, width x height), with `fits`
+    against max_tokens. The window (before/after), layout and processor come from the config.
+    """
+    d = data_settings(config)
+    processor, s = resolve_processor(model_path_of(config))
+    rows = []
+    for fps in fps_values:
+        frames = frames_per_clip(fps, float(d["before"]), float(d["after"]))
+        text = text_tokens(frames, fps, d["layout"], processor, imu=True)
+        for width, height in sizes:
+            visual = clip_visual_tokens(frames, width, height, d["layout"], s)
+            rows.append(
+                {
+                    "fps": fps,
+                    "width": width,
+                    "height": height,
+                    "frames": frames,
+                    "visual_tokens": visual,
+                    "total_tokens": visual + text,
+                    "fits": visual + text <= max_tokens,
+                }
+            )
+    return rows
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The report as the lines `sce budget` prints."""
+    r, p = report, report["processor"]
+    fits = "fits" if r["fits"] else "DOES NOT FIT"
+    return "\n".join(
+        [
+            f"processor: {p['source']} (patch {p['patch_size']}, merge {p['merge_size']}, "
+            f"temporal patch {p['temporal_patch_size']}, pixels {p['min_pixels']:,}.."
+            f"{p['max_pixels']:,})",
+            f"window: {r['before']:g} s before + {r['after']:g} s after at {r['fps']:g} fps -> "
+            f"{r['frames_per_clip']} frames ({r['videos_per_clip']} video block(s), layout "
+            f"{r['layout']})",
+            f"frame: {r['width']}x{r['height']} -> {r['resized_width']}x{r['resized_height']} "
+            f"after resize: {r['visual_tokens_per_video']:,} visual tokens per video block",
+            f"visual tokens per clip: {r['visual_tokens_per_clip']:,}",
+            f"text tokens ({r['text_tokens_method']}, 3-way event question + answer): "
+            f"{r['text_tokens']:,} with telemetry ({r['telemetry_tokens']:+,} for telemetry), "
+            f"{r['text_tokens_video_only']:,} video only",
+            f"total: {r['total_tokens']:,} of max_length {r['max_length']:,} with telemetry "
+            f"({fits}, {r['headroom']:+,} to spare); {r['total_tokens_video_only']:,} video only"
+            f"{'' if r['fits_video_only'] else ' (DOES NOT FIT)'}",
+        ]
+    )
+
+
+def format_grid(rows: Sequence[Mapping[str, Any]], max_tokens: int) -> str:
+    """A table of total tokens: one row per fps, one column per size; '*' marks what fits."""
+    sizes = list(dict.fromkeys((r["width"], r["height"]) for r in rows))
+    fps_values = list(dict.fromkeys(r["fps"] for r in rows))
+    cells = {(r["fps"], r["width"], r["height"]): r for r in rows}
+    head = ["fps \\ size"] + [f"{w}x{h}" for w, h in sizes]
+    lines = [f"token budget {max_tokens:,}: total tokens per clip (* fits)"]
+    table = [head]
+    for fps in fps_values:
+        row = [f"{fps:g}"]
+        for w, h in sizes:
+            cell = cells[(fps, w, h)]
+            row.append(f"{cell['total_tokens']:,}{'*' if cell['fits'] else ' '}")
+        table.append(row)
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    for row in table:
+        lines.append("  ".join(c.rjust(widths[i]) for i, c in enumerate(row)))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ CLI
+def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="experiment YAML")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set data.fps=15 (repeatable)",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="token budget of the (fps, resolution) table (default: data.max_length)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def budget_command(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.sets)
+    report = budget_report(config)
+    max_tokens = args.max_tokens or report["max_length"]
+    grid = budget_grid(config, max_tokens)
+    if args.json:
+        print(json.dumps({"report": report, "grid": grid, "max_tokens": max_tokens}, indent=2))
+        return 0
+    print(f"config: {args.config}")
+    print(format_report(report))
+    print()
+    print(format_grid(grid, max_tokens))
+    return 0

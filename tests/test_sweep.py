@@ -1,0 +1,321 @@
+"""`sce sweep`: planning (merge order, run folders), orchestration (status, failures, HParams,
+sweep.json) with a stand-in trainer, the shipped ablation files, and (slow) a real tiny sweep."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sce import sweep as sw
+from sce.cli import main
+
+ROOT = Path(__file__).parents[1]
+DEMO = ROOT / "experiments" / "demo.yaml"
+ABLATIONS = sorted((ROOT / "experiments" / "ablations").glob("*.yaml"))
+
+# Stands in for `sce fit`: reads the variant's config, writes metrics.json and the resolved
+# config.yaml into its run folder; fps 5 crashes.
+FAKE_FIT = r"""
+import json, sys
+from pathlib import Path
+import yaml
+cfg = yaml.safe_load(Path(sys.argv[1]).read_text())
+fps = cfg["data"]["fps"]
+if fps == 5.0:
+    sys.exit("boom: fake trainer failed")
+acc = fps / 10
+scalars = {"acc": acc, "macro_f1": acc / 2, "f1/collision": None, "f1/normal": 0.5, "n": 9.0}
+record = {"split": "val", "step": 4, "scalars": scalars}
+run_dir = Path(cfg["trainer"]["default_root_dir"])
+(run_dir / "metrics.json").write_text(json.dumps(record))
+cfg["data"]["class_factors"] = None  # LightningCLI's config.yaml holds every default
+(run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+print("fake fit done")
+"""
+
+
+def fake_command(variant: sw.Variant) -> list[str]:
+    return [sys.executable, "-c", FAKE_FIT, str(variant.run_dir / sw.CONFIG_NAME)]
+
+
+def write_ablation(path: Path, variants: dict, **fields) -> Path:
+    path.write_text(
+        yaml.safe_dump({"base": str(DEMO), "variants": variants, **fields}, sort_keys=False)
+    )
+    return path
+
+
+def hparams_of(run_dir: Path) -> tuple[dict, list[str]]:
+    """(hparams, metric tags) of the HParams session in a run folder's event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    params = {
+        k: v.number_value if v.HasField("number_value") else v.string_value
+        for k, v in start.session_start_info.hparams.items()
+    }
+    return params, [m.name.tag for m in experiment.experiment.metric_infos]
+
+
+# ------------------------------------------------------------------------------ planning
+def test_plan_merges_base_overrides_sets_then_variant(tmp_path):
+    ablation = write_ablation(
+        tmp_path / "fps.yaml",
+        {"fps1": {"data.fps": 1.0}, "fps2": {"data.fps": 2.0}},
+        overrides={"data.fps": 9.0, "trainer.max_epochs": 5, "data.batch_size": 2},
+    )
+    plan = sw.plan_sweep(
+        ablation,
+        sets=["trainer.max_epochs=1", "data.fps=7", "trainer.callbacks.0.init_args.max_samples=3"],
+        out=tmp_path / "out",
+    )
+    assert (plan.name, plan.swept, plan.base) == ("fps", ["data.fps"], DEMO)
+    assert [v.name for v in plan.variants] == ["fps1", "fps2"]
+    v = plan.variants[0]
+    assert v.config["data"]["fps"] == 1.0  # the variant wins over --set and overrides
+    assert v.config["trainer"]["max_epochs"] == 1  # --set wins over the ablation's overrides
+    assert v.config["data"]["batch_size"] == 2
+    assert v.config["trainer"]["callbacks"][0]["init_args"]["max_samples"] == 3
+    assert v.config["model"]["rank"] == 16  # untouched base values stay
+    assert v.run_dir == tmp_path / "out" / "fps" / "fps1"
+    assert v.config["trainer"]["default_root_dir"] == str(v.run_dir)
+    logger = v.config["trainer"]["logger"]["init_args"]
+    assert (logger["save_dir"], logger["name"], logger["version"]) == (
+        str(tmp_path / "out"),
+        "fps",
+        "fps1",
+    )
+    assert logger["default_hp_metric"] is False
+    assert v.label == "fps=1"
+    assert plan.variants[1].config["data"]["fps"] == 2.0
+    assert sw.variant_command(v)[-4:] == [
+        "sce.cli",
+        "fit",
+        "--config",
+        str(v.run_dir / sw.CONFIG_NAME),
+    ]
+
+
+def test_plan_only_and_base_lookup(tmp_path):
+    folder = tmp_path / "experiments" / "ablations"
+    folder.mkdir(parents=True)
+    (tmp_path / "experiments" / "b.yaml").write_text(DEMO.read_text())
+    ablation = folder / "r.yaml"
+    ablation.write_text(
+        yaml.safe_dump(
+            {
+                "base": "experiments/b.yaml",
+                "name": "rk",
+                "variants": {"r4": {"model.rank": 4}, "r8": {"model.rank": 8}},
+            }
+        )
+    )
+    plan = sw.plan_sweep(ablation, only=["r8"], out=tmp_path / "o")
+    assert plan.base == tmp_path / "experiments" / "b.yaml"  # found above the ablation file
+    assert [v.name for v in plan.variants] == ["r8"] and plan.all_variants == ["r4", "r8"]
+    assert plan.variants[0].run_dir == tmp_path / "o" / "rk" / "r8"
+    assert sw.plan_sweep(ablation, base=DEMO, out=tmp_path).base == DEMO
+    with pytest.raises(sw.SweepError, match="unknown variant"):
+        sw.plan_sweep(ablation, only=["r16"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"base": "x.yaml"}, "variants"),
+        ({"variants": {"a b": {"data.fps": 1}}}, "folder-safe"),
+        ({"variants": {"a": {}}}, "dotted keys"),
+        ({"variants": {"a": {"data.fps": 1}}, "sweep": 1}, "unknown field"),
+    ],
+)
+def test_bad_ablation_files_are_named(tmp_path, spec, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(sw.SweepError, match=message):
+        sw.load_ablation(path)
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS, ids=lambda p: p.stem)
+def test_shipped_ablations_plan_with_known_keys(ablation):
+    from sce.data.datamodule import SceDataModule
+    from sce.models.module import SceModule
+
+    header = "\n".join(line for line in ablation.read_text().splitlines() if line.startswith("#"))
+    assert f"Command:  sce sweep experiments/ablations/{ablation.name}" in header
+    plan = sw.plan_sweep(ablation, out="unused")
+    assert len(plan.variants) >= 2
+    known = {
+        "data": set(inspect.signature(SceDataModule.__init__).parameters),
+        "model": set(inspect.signature(SceModule.__init__).parameters),
+    }
+    for key in [*plan.swept, *plan.overrides]:
+        section, name = key.split(".", 1)
+        assert name in known.get(section, {name}), f"{ablation.name}: unknown key {key}"
+    values = [
+        tuple(v.values[k] if k in v.values else None for k in plan.swept) for v in plan.variants
+    ]
+    assert len(set(map(repr, values))) == len(values), "two variants run the same config"
+
+
+def test_shipped_ablation_values():
+    plans = {p.stem: sw.plan_sweep(p, out="unused") for p in ABLATIONS}
+    assert {p for p in plans} >= {
+        "fps",
+        "rank",
+        "resolution",
+        "duration",
+        "imu_dropout",
+        "balancing",
+    }
+    fps = [v.config["data"]["fps"] for v in plans["fps"].variants]
+    assert fps == [1.0, 3.0, 15.0, 30.0]
+    assert [v.config["model"]["rank"] for v in plans["rank"].variants] == [8, 16, 32, 64]
+    assert [v.config["data"]["imu_dropout"] for v in plans["imu_dropout"].variants] == [0.0, 0.5]
+    factors = [v.config["data"].get("class_factors") for v in plans["balancing"].variants]
+    assert factors == [None, {"collision": 15, "near_collision": 2}]
+
+
+def test_dry_run_prints_plan_and_budget_and_writes_nothing(tmp_path, tiny_kit, capsys):
+    ablation = write_ablation(
+        tmp_path / "fps.yaml", {"fps1": {"data.fps": 1.0}, "fps2": {"data.fps": 2.0}}
+    )
+    out = tmp_path / "out"
+    code = main(
+        [
+            "sweep",
+            str(ablation),
+            "--dry-run",
+            "--out",
+            str(out),
+            "--set",
+            f"model.model_path={tiny_kit}",
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    # Demo frames 112x56: 4 x 2 merged patches per frame pair; 6 and 12 frames.
+    assert "fps1: fps=1  [6 frames, 24 visual tokens" in text
+    assert "fps2: fps=2  [12 frames, 48 visual tokens" in text
+    assert f"fit --config {out / 'fps' / 'fps2' / sw.CONFIG_NAME}" in text
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------ running
+@pytest.fixture()
+def fake_sweep(tmp_path):
+    ablation = write_ablation(
+        tmp_path / "fps.yaml",
+        {"fps1": {"data.fps": 1.0}, "fps5": {"data.fps": 5.0}, "fps2": {"data.fps": 2.0}},
+        overrides={"model.model_path": "sce-test/none"},
+    )
+    return ablation, tmp_path / "out"
+
+
+def test_run_sweep_records_status_metrics_and_hparams(fake_sweep):
+    ablation, out = fake_sweep
+    plan = sw.plan_sweep(ablation, out=out)
+    sw.attach_budgets(plan)  # Qwen defaults: 112x56 -> 112x56, 4 x 2 tokens per frame pair
+    summary = sw.run_sweep(plan, command=fake_command, echo=False)
+    on_disk = json.loads((out / "fps" / "sweep.json").read_text())
+    assert on_disk["variants"] == summary["variants"]
+    assert on_disk["swept"] == ["data.fps"]
+    entries = {e["name"]: e for e in on_disk["variants"]}
+    assert [e["name"] for e in on_disk["variants"]] == ["fps1", "fps5", "fps2"]
+    assert {n: e["status"] for n, e in entries.items()} == {
+        "fps1": "ok",
+        "fps5": "failed",
+        "fps2": "ok",
+    }
+    assert (
+        entries["fps5"]["returncode"] == 1
+        and "boom: fake trainer failed" in entries["fps5"]["error"]
+    )
+    assert entries["fps2"]["metrics"] == {
+        "split": "val",
+        "step": 4,
+        "acc": 0.2,
+        "macro_f1": 0.1,
+        "f1/collision": None,
+        "f1/normal": 0.5,
+    }
+    assert entries["fps2"]["budget"]["frames_per_clip"] == 12
+    assert entries["fps2"]["budget"]["visual_tokens_per_clip"] == 6 * 8
+    assert entries["fps1"]["values"] == {"data.fps": 1.0}
+    assert "fake fit done" in (out / "fps" / "fps1" / sw.LOG_NAME).read_text()
+    params, tags = hparams_of(out / "fps" / "fps2")
+    assert params["data.fps"] == 2.0 and params["variant"] == "fps2"
+    assert params["model.rank"] == 16 and params["model.finetuning"] == "dora"
+    assert params["budget/visual_tokens_per_clip"] == 48
+    assert params["data.class_factors"] == "none"
+    assert {"val_gen/acc", "val_gen/f1/collision", "val/loss"} <= set(tags)
+    assert not (out / "fps" / "fps5" / "metrics.json").exists()
+
+
+def test_cli_exit_codes_overwrite_and_only(fake_sweep, monkeypatch, capsys):
+    ablation, out = fake_sweep
+    monkeypatch.setattr(sw, "variant_command", fake_command)
+    args = ["sweep", str(ablation), "--out", str(out), "--no-budget"]
+    assert main([*args, "--only", "fps1,fps5"]) == 1
+    captured = capsys.readouterr()
+    assert "1 variant(s) failed: fps5" in captured.err
+    assert "boom: fake trainer failed" in captured.out
+    assert main([*args, "--only", "fps1"]) == 2  # fps1 already holds a run
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--only", "fps2"]) == 0
+    names = [e["name"] for e in json.loads((out / "fps" / "sweep.json").read_text())["variants"]]
+    assert names == ["fps1", "fps5", "fps2"]  # earlier entries kept, ablation order
+    assert main([*args, "--only", "fps1", "--overwrite"]) == 0
+
+
+# ------------------------------------------------------------------------------ end to end
+@pytest.mark.slow
+def test_tiny_sweep_end_to_end(tmp_path, monkeypatch):
+    """Two real `sce fit` runs of the tiny model (about 40 s), then the notebook on them."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("SCE_CACHE", str(tmp_path / "cache"))
+    ablation = write_ablation(
+        tmp_path / "tinyfps.yaml",
+        {"fps1": {"data.fps": 1.0}, "fps2": {"data.fps": 2.0}},
+        overrides={
+            "data.manifest": "synthetic:9:0",
+            "data.batch_size": 2,
+            "trainer.max_epochs": 1,
+            "trainer.max_steps": 2,
+            "trainer.limit_val_batches": 1,
+            "trainer.log_every_n_steps": 1,
+            "trainer.callbacks.0.init_args.max_samples": 3,
+            "trainer.callbacks.0.init_args.max_new_tokens": 4,
+        },
+    )
+    out = tmp_path / "sweeps"
+    assert main(["sweep", str(ablation), "--out", str(out)]) == 0
+    summary = json.loads((out / "tinyfps" / "sweep.json").read_text())
+    assert [(e["name"], e["status"]) for e in summary["variants"]] == [
+        ("fps1", "ok"),
+        ("fps2", "ok"),
+    ]
+    for entry, fps in zip(summary["variants"], (1.0, 2.0), strict=True):
+        run_dir = out / "tinyfps" / entry["name"]
+        assert list(run_dir.glob("events.out.tfevents.*"))
+        assert json.loads((run_dir / "metrics.json").read_text())["split"] == "val"
+        assert "acc" in entry["metrics"] and entry["budget"]["visual_tokens_per_clip"] == fps * 24
+        params, tags = hparams_of(run_dir)
+        assert params["data.fps"] == fps and "val_gen/acc" in tags
+        assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["fps"] == fps
+
+    nb = nbformat.read(ROOT / "notebooks" / "ablations.ipynb", as_version=4)
+    monkeypatch.setenv("SCE_SWEEP_DIR", str(out / "tinyfps"))
+    NotebookClient(nb, kernel_name="python3", timeout=120).execute()
+    assert (out / "tinyfps" / "figures" / "train_loss.png").is_file()
