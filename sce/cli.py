@@ -26,6 +26,7 @@ def run_lightning_cli(args: list[str]):
     """LightningCLI over SceModule and SceDataModule; data.processor_path follows the model."""
     from lightning.pytorch.cli import LightningCLI
 
+    from sce.checkpointing import AtomicCheckpointIO
     from sce.data.datamodule import SceDataModule
     from sce.models.module import SceModule
 
@@ -38,7 +39,8 @@ def run_lightning_cli(args: list[str]):
         SceDataModule,
         args=args,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"use_distributed_sampler": False},
+        # Our re-sampler shards across ranks itself; checkpoints are written atomically.
+        trainer_defaults={"use_distributed_sampler": False, "plugins": [AtomicCheckpointIO()]},
         parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else None,
     )
 
@@ -88,7 +90,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
 
     p = sub.add_parser("demo", help="synthetic data + tiny model, trained and evaluated (CPU)")
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
-    p.add_argument("--clips", type=int, default=90, help="synthetic clips (default 90)")
+    p.add_argument("--clips", type=int, default=120, help="synthetic clips (default 120)")
     p.add_argument("--seed", type=int, default=0)
     handlers["demo"] = _demo
 

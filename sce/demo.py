@@ -33,14 +33,14 @@ from sce.models.module import SceModule
 
 @dataclass
 class DemoConfig:
-    clips: int = 90
+    clips: int = 120
     seed: int = 0
     clip_seconds: float = 8.0
     video_size: tuple[int, int] = (224, 128)
     frame_size: tuple[int, int] = (112, 56)
-    warmup_epochs: int = 4
-    adapter_epochs: int = 6
-    batch_size: int = 6
+    warmup_epochs: int = 5
+    adapter_epochs: int = 24
+    batch_size: int = 8
     warmup_lr: float = 2e-3
     adapter_lr: float = 3e-3
 
@@ -110,7 +110,7 @@ def train_adapters(base_dir: Path, manifest: Path, out: Path, cfg: DemoConfig) -
         max_new_tokens=8,
     )
     data = _datamodule(
-        manifest, base_dir, cfg, task_weights={"mcq": 3.0, "caption": 1.0}, imu_dropout=0.5
+        manifest, base_dir, cfg, task_weights={"mcq": 4.0, "caption": 1.0}, imu_dropout=0.5
     )
     _trainer(out, "adapters", cfg.adapter_epochs, []).fit(module, datamodule=data)
     return module

@@ -123,17 +123,40 @@ def load_clip(record: ClipRecord, spec: WindowSpec, cache=None) -> ClipInputs:
     )
 
 
+def _driver_video(record: ClipRecord) -> Path | None:
+    """The driver-facing video of a dual-view clip (`metadata.driver_video`, paper 003)."""
+    value = record.metadata.get("driver_video")
+    if not value:
+        return None
+    path = Path(value)
+    path = path if path.is_absolute() else Path(record.root) / path
+    if not path.is_file():
+        raise ClipError(
+            f"sample {record.id!r}: field 'metadata.driver_video': file not found: {path}"
+        )
+    return path
+
+
 def _read_frames(record, video_path, times, spec: WindowSpec, cache) -> np.ndarray:
     size = (spec.width, spec.height)
+    driver = _driver_video(record)
 
     def decode() -> np.ndarray:
-        return video_lib.read_frames(video_path, times, size=size, backend=spec.decoder)
+        if driver is None:
+            return video_lib.read_frames(video_path, times, size=size, backend=spec.decoder)
+        # Dual view (paper 003): road on top, driver at the bottom, width x height overall.
+        half = (spec.width, spec.height // 2)
+        road = video_lib.read_frames(video_path, times, size=half, backend=spec.decoder)
+        cabin = video_lib.read_frames(driver, times, size=half, backend=spec.decoder)
+        return video_lib.stack_dual_view(road, cabin, size=size)
 
     try:
         if cache is None:
             return decode()
         # Path parts are keyed with mtime and size, so a re-encoded video invalidates its frames.
-        key = cache.window_key(Path(video_path), times[0], times[-1], spec.fps, size, spec.decoder)
+        key = cache.window_key(
+            Path(video_path), times[0], times[-1], spec.fps, size, spec.decoder, driver=driver
+        )
         return cache.get_or_decode(key, decode)
     except Exception as err:
         raise ClipError(f"sample {record.id!r}: decoding {video_path} failed: {err}") from err

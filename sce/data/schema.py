@@ -13,7 +13,8 @@ label        "collision" | "near_collision" | "normal"
 event_time   float | null, seconds from the clip start (null: derived as argmax |a_x|)
 source       str, e.g. "synthetic", "nexar", "bddx", "lingoqa", "private"
 split        "train" | "val" | "test"
-metadata     dict, free (weather, light, scene, other_agent, impact_side, ...)
+metadata     dict, free (weather, light, scene, other_agent, impact_side, ...); a
+             `driver_video` path makes a dual-view clip (road on top, driver below; paper 003)
 annotations  dict, free: caption, vqa, mcq, reasoning, probability, instruction
 """
 

@@ -110,10 +110,10 @@ class SceModule(L.LightningModule):
             )
 
     def configure_callbacks(self) -> list:
-        """Callbacks every run needs: the re-sampler's mid-epoch position in checkpoints."""
-        from sce.data.sampling import SamplerStateCallback
+        """Callbacks every run needs for exact mid-epoch resume: sampler position, RNG states."""
+        from sce.checkpointing import resume_callbacks
 
-        return [SamplerStateCallback()]
+        return resume_callbacks()
 
     # ------------------------------------------------------------------ steps
     def model_step(self, batch: dict[str, Any]) -> loss_lib.LossOutput:
