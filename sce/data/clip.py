@@ -50,8 +50,26 @@ class ClipInputs:
     padded: float  # seconds of edge-frame padding
 
 
-def resolve_event_time(record: ClipRecord, duration: float, imu) -> tuple[float, str]:
-    """Manifest event time if given, else argmax |a_x| (paper 000), else the clip centre."""
+def chunk_bounds(record: ClipRecord, duration: float) -> tuple[float, float]:
+    """The span of the video this record covers: [0, duration], or a chunk's
+    [metadata.clip_start, metadata.clip_end] (see sce.data.chunking)."""
+    start = float(record.metadata.get("clip_start", 0.0))
+    end = float(record.metadata.get("clip_end", duration))
+    if not 0.0 <= start < end <= duration + 1e-3:
+        raise ClipError(
+            f"sample {record.id!r}: fields 'metadata.clip_start/clip_end' = [{start}, {end}] s "
+            f"are not inside the video (0 to {duration:.3f} s)"
+        )
+    return start, min(end, duration)
+
+
+def resolve_event_time(
+    record: ClipRecord, duration: float, imu, offset: float = 0.0
+) -> tuple[float, str]:
+    """Manifest event time if given, else argmax |a_x| (paper 000), else the clip centre.
+
+    Times are relative to the record's span; `offset` is the span's start in the video (chunks).
+    """
     if record.event_time is not None:
         if not 0.0 <= record.event_time <= duration + 1e-6:
             raise ClipError(
@@ -61,7 +79,8 @@ def resolve_event_time(record: ClipRecord, duration: float, imu) -> tuple[float,
         return float(record.event_time), "manifest"
     if imu is not None:
         try:
-            return float(np.clip(imu_lib.event_time_from_imu(imu), 0.0, duration)), "imu"
+            peak = imu_lib.event_time_from_imu(imu) - offset
+            return float(np.clip(peak, 0.0, duration)), "imu"
         except imu_lib.ImuError:  # no finite a_x sample (all NaN): telemetry must not fail the clip
             pass
     return duration / 2.0, "center"
@@ -99,10 +118,11 @@ def load_clip(record: ClipRecord, spec: WindowSpec, cache=None) -> ClipInputs:
         duration = video_lib.video_info(video_path)[0]
     except Exception as err:  # decoder errors come in many types
         raise ClipError(f"sample {record.id!r}: video {video_path} unreadable: {err}") from err
+    start, end = chunk_bounds(record, duration)
     imu, imu_reason = _load_imu(record)
-    event_time, source = resolve_event_time(record, duration, imu)
-    window = video_lib.event_window(duration, event_time, spec.before, spec.after)
-    times = video_lib.window_frame_times(window, spec.fps)
+    event_time, source = resolve_event_time(record, end - start, imu, offset=start)
+    window = video_lib.event_window(end - start, event_time, spec.before, spec.after)
+    times = video_lib.window_frame_times(window, spec.fps) + start
     frames = _read_frames(record, video_path, times, spec, cache)
     telemetry = None
     if imu is not None:
@@ -115,7 +135,7 @@ def load_clip(record: ClipRecord, spec: WindowSpec, cache=None) -> ClipInputs:
         frames=frames,
         frame_times=times,
         telemetry=telemetry,
-        event_time=event_time,
+        event_time=event_time + start,
         event_time_source=source,
         imu_reason=imu_reason,
         shifted=float(getattr(window, "shifted", 0.0)),
