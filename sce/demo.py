@@ -7,8 +7,10 @@ Stages (all through the same DataModule, LightningModule and callbacks as real r
 3. warm-up: the tiny base is fully trained on synthetic captions. A real run starts from a
    pretrained VLM that already reads text; a random tiny model does not, and this short stage
    stands in for that pretraining (it sees captions only, never the event question);
-4. the recipe itself: DoRA adapters (paper 000) on the warmed-up base, trained on the 3-way event
-   question and captions with IMU dropout 0.5, then evaluated on held-out clips with IMU.
+4. the recipe: the warmed-up base trained on the 3-way event question and captions with IMU
+   dropout 0.5 (paper 000's prompts), the language model fully trained and the vision tower
+   frozen (papers 001/003), then evaluated on held-out clips with IMU. `finetuning="dora"`
+   runs the same stage with DoRA adapters (merged before evaluation).
 
 Writes `<out>/metrics.json` (both evaluations), TensorBoard logs under `<out>/tensorboard`, and
 prints a table of per-class precision/recall/F1 and accuracy, untrained vs trained.
@@ -38,11 +40,16 @@ class DemoConfig:
     clip_seconds: float = 8.0
     video_size: tuple[int, int] = (224, 128)
     frame_size: tuple[int, int] = (112, 56)
-    warmup_epochs: int = 5
-    adapter_epochs: int = 24
+    warmup_epochs: int = 10
+    recipe_epochs: int = 40
     batch_size: int = 8
     warmup_lr: float = 2e-3
-    adapter_lr: float = 3e-3
+    # The language model is fully trained, vision frozen (papers 001/003). DoRA/LoRA adapters
+    # on this 0.7M-parameter random base stay near chance in the CPU budget (measured: 0.33
+    # after 300 steps at lr 1e-2); they are exercised by the tests and the paper configs.
+    finetuning: str = "full"
+    rank: int = 16
+    recipe_lr: float = 1e-3
 
 
 def _datamodule(manifest: Path, model_dir: Path, cfg: DemoConfig, **kwargs: Any) -> SceDataModule:
@@ -97,14 +104,14 @@ def warm_up(base_dir: Path, manifest: Path, out: Path, cfg: DemoConfig) -> Path:
     return warm_dir
 
 
-def train_adapters(base_dir: Path, manifest: Path, out: Path, cfg: DemoConfig) -> SceModule:
-    """The paper-000 recipe at tiny scale: DoRA on all LM linear layers, IMU dropout 0.5."""
+def train_recipe(base_dir: Path, manifest: Path, out: Path, cfg: DemoConfig) -> SceModule:
+    """The event recipe at tiny scale: event question + captions, IMU dropout 0.5 (paper 000)."""
     module = SceModule(
         str(base_dir),
-        finetuning="dora",
-        rank=16,
-        alpha=32,
-        lr=cfg.adapter_lr,
+        finetuning=cfg.finetuning,
+        rank=cfg.rank,
+        alpha=2 * cfg.rank,
+        lr=cfg.recipe_lr,
         scheduler="cosine",
         warmup_ratio=0.05,
         max_new_tokens=8,
@@ -112,7 +119,7 @@ def train_adapters(base_dir: Path, manifest: Path, out: Path, cfg: DemoConfig) -
     data = _datamodule(
         manifest, base_dir, cfg, task_weights={"mcq": 4.0, "caption": 1.0}, imu_dropout=0.5
     )
-    _trainer(out, "adapters", cfg.adapter_epochs, []).fit(module, datamodule=data)
+    _trainer(out, "recipe", cfg.recipe_epochs, []).fit(module, datamodule=data)
     return module
 
 
@@ -121,7 +128,7 @@ def run_demo(
 ) -> dict:
     """Run every stage and return {"untrained": metrics, "trained": metrics}.
 
-    `overrides` set DemoConfig fields (e.g. adapter_epochs=10)."""
+    `overrides` set DemoConfig fields (e.g. recipe_epochs=10, finetuning="dora")."""
     from sce.data.synthetic import generate_synthetic_dataset
     from sce.models.tiny import build_tiny_kit
 
@@ -143,11 +150,13 @@ def run_demo(
     base_dir = build_tiny_kit(out / "model_base", seed=seed)
     results = {"untrained": evaluate(base_dir, manifest, out, "untrained", cfg)}
     warm_dir = warm_up(base_dir, manifest, out, cfg)
-    module = train_adapters(warm_dir, manifest, out, cfg)
-    adapter_dir = out / "adapter"
-    module.model.save_pretrained(adapter_dir)
+    module = train_recipe(warm_dir, manifest, out, cfg)
     merged_dir = out / "model_trained"
-    module.model.merge_and_unload().save_pretrained(merged_dir)
+    model = module.model
+    if hasattr(model, "merge_and_unload"):  # adapters: keep them, then merge for inference
+        model.save_pretrained(out / "adapter")
+        model = model.merge_and_unload()
+    model.save_pretrained(merged_dir)
     SceDataModule(str(manifest), str(warm_dir))._load_processor().save_pretrained(merged_dir)
     results["trained"] = evaluate(merged_dir, manifest, out, "trained", cfg)
     results["seconds"] = round(time.time() - start, 1)

@@ -1,0 +1,21 @@
+"""The demo proves learning (slow: several minutes on 2 CPU cores; `pytest -m slow`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sce.demo import run_demo
+
+
+@pytest.mark.slow
+def test_demo_learns_the_event_classes(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCE_CACHE", str(tmp_path / "cache"))
+    results = run_demo(tmp_path / "demo", seed=0)
+    trained, untrained = results["trained"]["scalars"], results["untrained"]["scalars"]
+    assert trained["acc"] >= 0.70 and trained["recall/collision"] > 0.5
+    assert trained["acc"] > untrained["acc"] + 0.3
+    saved = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert saved["trained"]["scalars"]["acc"] == pytest.approx(trained["acc"])
+    assert list((tmp_path / "demo" / "tensorboard").rglob("events.out.tfevents.*"))
