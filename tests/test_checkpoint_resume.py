@@ -24,6 +24,7 @@ from sce.checkpointing import (
     set_rng_states,
 )
 from sce.data.datamodule import SceDataModule
+from sce.data.sampling import SamplerStateCallback
 from sce.models.module import SceModule
 
 TOTAL_STEPS = 6
@@ -83,11 +84,13 @@ def make_run(kit: Path, manifest: Path, callbacks: list, root: Path, rng_callbac
         warmup_ratio=0.2,
         max_new_tokens=4,
     )
+    if not rng_callback:  # the control run: SceModule adds RNGStateCallback by default
+        module.configure_callbacks = lambda: [SamplerStateCallback()]
     trainer = L.Trainer(
         accelerator="cpu",
         max_steps=TOTAL_STEPS,
         gradient_clip_val=1.0,
-        callbacks=callbacks + ([RNGStateCallback()] if rng_callback else []),
+        callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(root),
         logger=False,
