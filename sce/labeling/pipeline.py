@@ -212,6 +212,7 @@ def _run_teacher_task(
         try:
             raw = run.backend.complete(prompt, SCHEMAS[task])
         except TeacherFatalError:
+            run.stop.set()  # at once, not when the main thread notices: no new request starts
             raise
         except TeacherError as err:  # the backend already retried transient failures
             return finish("failed", attempt, reason=f"teacher: {err}")
