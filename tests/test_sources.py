@@ -458,10 +458,19 @@ def test_lingoqa_records(tmp_path: Path) -> None:
         "../lingoqa/images/val/segA/0.jpg",
         "../lingoqa/images/val/segA/1.jpg",
     ]
-    recs = by_id(out, check_files=False)  # `video` is a folder: see the module docstring
+    recs = by_id(out, check_files=True)  # `video` is the frames' folder; each frame is checked
     a, b = recs["lingoqa_segA"], recs["lingoqa_segB"]
     assert (a.label, a.source, a.split, a.event_time) == ("normal", "lingoqa", "test", None)
     assert a.path("video").resolve() == (root / "images/val/segA").resolve()
+    from PIL import Image
+
+    from sce.data.clip import WindowSpec, load_clip
+
+    for shade, name in zip((40, 200), A_IMAGES, strict=True):  # real pictures for the reader
+        Image.new("RGB", (64, 48), (shade, shade, shade)).save(root / name, format="JPEG")
+    clip = load_clip(a, WindowSpec(width=32, height=24))  # the dataset reads the image sequence
+    assert clip.frames.shape == (2, 24, 32, 3) and clip.telemetry is None
+    assert abs(clip.frames[0].mean() - 40) < 3 and abs(clip.frames[1].mean() - 200) < 3
     assert all(
         (out.parent / p).resolve() == (root / q).resolve()
         for p, q in zip(a.metadata["frames"], A_IMAGES, strict=True)

@@ -106,6 +106,33 @@ def _load_gps(record: ClipRecord):
         return None
 
 
+def load_image_sequence(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
+    """An image-sequence clip (`metadata.frames`, e.g. LingoQA): every image, resized, at
+    `metadata.frames_fps` (default 1); the count is made even by repeating the last image."""
+    from PIL import Image
+
+    paths = [Path(record.root) / p for p in record.metadata["frames"]]
+    try:
+        images = [Image.open(p).convert("RGB").resize((spec.width, spec.height)) for p in paths]
+    except OSError as err:
+        raise ClipError(f"sample {record.id!r}: field 'metadata.frames': {err}") from err
+    frames = np.stack([np.asarray(im) for im in images])
+    if len(frames) % 2:
+        frames = np.concatenate([frames, frames[-1:]])
+    fps = float(record.metadata.get("frames_fps", 1.0))
+    times = np.arange(len(frames)) / fps
+    return ClipInputs(
+        frames=frames,
+        frame_times=times,
+        telemetry=None,
+        event_time=float(times[len(times) // 2]),
+        event_time_source="center",
+        imu_reason="image sequence: no telemetry",
+        shifted=0.0,
+        padded=0.0,
+    )
+
+
 def load_clip(record: ClipRecord, spec: WindowSpec, cache=None) -> ClipInputs:
     """Frames of the event window and the telemetry synchronized to them.
 
@@ -113,6 +140,8 @@ def load_clip(record: ClipRecord, spec: WindowSpec, cache=None) -> ClipInputs:
     telemetry is None and `imu_reason` says why, so the caller can count it. Video problems
     raise ClipError naming the sample.
     """
+    if record.metadata.get("frames"):
+        return load_image_sequence(record, spec)
     video_path = record.path("video")
     try:
         duration = video_lib.video_info(video_path)[0]

@@ -16,6 +16,9 @@ split        "train" | "val" | "test"
 metadata     dict, free (weather, light, scene, other_agent, impact_side, ...); a
              `driver_video` path makes a dual-view clip (road on top, driver below; paper 003)
 annotations  dict, free: caption, vqa, mcq, reasoning, probability, instruction
+
+An image-sequence clip (LingoQA) sets `metadata.frames` (image paths, in time order, at
+`metadata.frames_fps`, default 1) and `video` to their folder.
 """
 
 from __future__ import annotations
@@ -122,11 +125,26 @@ def parse_record(
         root=str(root),
     )
     if check_files:
-        for name in ("video", "imu", "gps"):
-            path = record.path(name)
-            if path is not None and not path.is_file():
-                raise _fail(where, name, f"file not found: {path}")
+        _check_files(record, where)
     return record
+
+
+def _check_files(record: ClipRecord, where: str) -> None:
+    frames = record.metadata.get("frames")
+    if frames:  # an image sequence (e.g. LingoQA): `video` is its folder
+        if not isinstance(frames, list) or not all(isinstance(f, str) for f in frames):
+            raise _fail(where, "metadata.frames", "expected a list of image paths")
+        missing = next((f for f in frames if not (Path(record.root) / f).is_file()), None)
+        if missing is not None:
+            raise _fail(where, "metadata.frames", f"file not found: {Path(record.root) / missing}")
+    for name in ("video", "imu", "gps"):
+        path = record.path(name)
+        if path is None:
+            continue
+        if name == "video" and frames and path.is_dir():
+            continue
+        if not path.is_file():
+            raise _fail(where, name, f"file not found: {path}")
 
 
 def load_manifest(
