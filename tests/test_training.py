@@ -57,7 +57,9 @@ def test_fit_lowers_loss_on_a_fixed_batch(tiny_kit, synthetic_manifest, tmp_path
     assert after < 0.8 * before, (before, after)
 
 
-def test_evaluation_writes_tensorboard_scalars_images_and_text(tiny_kit, synthetic_manifest, tmp_path):
+def test_evaluation_writes_tensorboard_scalars_images_and_text(
+    tiny_kit, synthetic_manifest, tmp_path
+):
     """A tiny-model run logs val_gen scalars, the confusion matrix image and sample generations
     to TensorBoard, and writes metrics.json (read back with tensorboard's event reader)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -67,7 +69,9 @@ def test_evaluation_writes_tensorboard_scalars_images_and_text(tiny_kit, synthet
     module = SceModule(str(tiny_kit), finetuning="lora", rank=4, alpha=8, lr=1e-3, max_new_tokens=4)
     logger = TensorBoardLogger(str(tmp_path), name="tb", version="")
     evaluation = GenerationEvaluation(every_n_epochs=1, max_samples=6, num_text_samples=4)
-    trainer = _trainer(tmp_path, max_steps=2, limit_val_batches=1, logger=logger, callbacks=[evaluation])
+    trainer = _trainer(
+        tmp_path, max_steps=2, limit_val_batches=1, logger=logger, callbacks=[evaluation]
+    )
     trainer.fit(module, datamodule=data)
 
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "tensors": 0})
@@ -85,7 +89,9 @@ def test_evaluation_writes_tensorboard_scalars_images_and_text(tiny_kit, synthet
     summary = evaluation.last["val"]
     assert summary.scalars["n"] == summary.scalars["items"] > 0
     n = summary.scalars["n"]
-    assert sum(map(sum, summary.confusion)) + summary.scalars["invalid_rate"] * n == pytest.approx(n)
+    assert sum(map(sum, summary.confusion)) + summary.scalars["invalid_rate"] * n == pytest.approx(
+        n
+    )
 
 
 def test_zero_shot_baseline_trains_nothing(tiny_kit):
