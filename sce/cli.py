@@ -90,7 +90,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
 
     p = sub.add_parser("demo", help="synthetic data + tiny model, trained and evaluated (CPU)")
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
-    p.add_argument("--clips", type=int, default=120, help="synthetic clips (default 120)")
+    p.add_argument("--clips", type=int, default=240, help="synthetic clips (default 240)")
     p.add_argument("--seed", type=int, default=0)
     handlers["demo"] = _demo
 

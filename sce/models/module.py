@@ -139,31 +139,17 @@ class SceModule(L.LightningModule):
         out = self.model_step(batch)
         size = batch["input_ids"].shape[0]
         on_step = stage == "train"
-        self.log(
-            f"{stage}/loss",
-            out.total,
-            prog_bar=True,
-            batch_size=size,
-            on_step=on_step,
-            on_epoch=True,
-            sync_dist=not on_step,
-        )
-        self.log(
-            f"{stage}/ce",
-            out.ce,
-            batch_size=size,
-            on_step=on_step,
-            on_epoch=True,
-            sync_dist=not on_step,
-        )
-        self.log(
-            f"{stage}/mse",
-            out.mse,
-            batch_size=size,
-            on_step=on_step,
-            on_epoch=True,
-            sync_dist=not on_step,
-        )
+        terms = {"loss": out.total, "ce": out.ce, "mse": out.mse}
+        for name, value in terms.items():  # per step in training, per epoch (synced) in eval
+            self.log(
+                f"{stage}/{name}",
+                value,
+                prog_bar=name == "loss",
+                batch_size=size,
+                on_step=on_step,
+                on_epoch=True,
+                sync_dist=not on_step,
+            )
         return out.total
 
     def _log_data_problems(self, batch: dict[str, Any], stage: str) -> None:
