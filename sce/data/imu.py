@@ -99,10 +99,38 @@ def _parse_float(value: str, path: Path, line: int, column: str) -> float:
 
 
 def _read_columns(path: str | Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Read the named numeric columns of a CSV (extra columns ignored, any order)."""
+    """Read the named numeric columns of a CSV (extra columns ignored, any order).
+
+    pandas' C parser reads a well-formed file (~10x faster: this runs per sample in the
+    dataloader); anything it cannot read cleanly goes through the line-by-line reader, whose
+    errors name the line and column.
+    """
     path = Path(path)
     if not path.is_file():
         raise ImuError(f"{path}: telemetry file not found")
+    data = _read_fast(path, columns)
+    if data is None:
+        data = _read_checked(path, columns)
+    _check_time(data[:, 0], path)
+    return {c: data[:, i] for i, c in enumerate(columns)}
+
+
+def _read_fast(path: Path, columns: tuple[str, ...]) -> np.ndarray | None:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(
+            path, skipinitialspace=True, na_values=sorted(_NAN_TOKENS), keep_default_na=False
+        )
+        frame.columns = [str(c).strip() for c in frame.columns]
+        data = frame[list(columns)].to_numpy(dtype=np.float64)
+    except Exception:  # malformed in any way: the checked reader explains where
+        return None
+    # pandas fills short rows with NaN: let the checked reader tell them from NaN cells.
+    return None if np.isnan(data).any() else data
+
+
+def _read_checked(path: Path, columns: tuple[str, ...]) -> np.ndarray:
     with path.open(newline="") as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
@@ -119,9 +147,7 @@ def _read_columns(path: str | Path, columns: tuple[str, ...]) -> dict[str, np.nd
             if len(row) < len(header):
                 raise ImuError(f"{path}: line {line}: {len(row)} fields, header has {len(header)}")
             rows.append([_parse_float(row[pos[c]], path, line, c) for c in columns])
-    data = np.asarray(rows, dtype=np.float64).reshape(-1, len(columns))
-    _check_time(data[:, 0], path)
-    return {c: data[:, i] for i, c in enumerate(columns)}
+    return np.asarray(rows, dtype=np.float64).reshape(-1, len(columns))
 
 
 def _check_time(t: np.ndarray, path: Path) -> None:

@@ -15,6 +15,7 @@ the event with three keyframes each (paper 002); road view on top of driver view
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -231,7 +232,20 @@ class VideoInfo(NamedTuple):
 
 
 def video_info(path: str | Path) -> VideoInfo:
-    """(duration_s, fps, n_frames, (W, H)) from the container metadata (no decoding)."""
+    """(duration_s, fps, n_frames, (W, H)) from the container metadata (no decoding).
+
+    Memoised per (path, mtime, size): the dataset asks for every sample of every epoch.
+    """
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise VideoError(f"{path}: cannot read video metadata: {exc}") from exc
+    return _video_info(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _video_info(path: str, mtime_ns: int, size_bytes: int) -> VideoInfo:
     import av
 
     try:
