@@ -6,7 +6,7 @@ resolved config is saved in the run folder). The other subcommands are plain arg
     sce demo                      synthetic data + tiny model, trained and evaluated end to end
     sce synth --out DIR           synthetic dashcam clips with IMU/GPS and a manifest
     sce tiny-model --out DIR      the offline tiny Qwen2.5-VL kit
-    sce data prepare|validate     convert public datasets / check a manifest
+    sce data prepare|chunk|validate  convert datasets, cut long videos, check a manifest
     sce label ...                 teacher pseudo-labels
     sce export / sce infer        merged model folder / one-clip inference
     sce budget --config X         visual tokens and sequence length of a config
@@ -84,7 +84,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
-    parser = argparse.ArgumentParser(prog="sce", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="sce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     handlers: dict[str, Callable] = {}
 
