@@ -98,3 +98,10 @@ def test_zero_shot_baseline_trains_nothing(tiny_kit):
     module = SceModule(str(tiny_kit), finetuning="none")
     module.configure_model()
     assert not any(p.requires_grad for p in module.model.parameters())
+
+
+def test_training_starts_in_train_mode(tiny_kit):
+    """from_pretrained returns eval mode; the module must train with dropout active."""
+    module = SceModule(str(tiny_kit), finetuning="lora", rank=4, alpha=8, dropout=0.1)
+    module.configure_model()
+    assert all(m.training for m in module.model.modules())

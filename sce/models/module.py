@@ -81,7 +81,9 @@ class SceModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.model is not None:
             return
-        self.model = load_model(self.hparams)
+        # from_pretrained returns eval mode and Lightning keeps module modes as they are at fit
+        # start: without this, adapter dropout would silently stay off in training.
+        self.model = load_model(self.hparams).train()
         self.tokenizer = load_tokenizer(resolve_model_path(self.hparams.model_path))
         self.digit_ids = digit_token_ids(self.tokenizer)
         self.option_ids = option_token_ids(self.tokenizer)
