@@ -252,3 +252,26 @@ def test_dual_view_stacks_road_on_top_of_driver(synthetic_manifest):
     bottom_err = np.abs(clip.frames[:, 56:].astype(int) - bottom.astype(int)).mean()
     swapped_err = np.abs(clip.frames[:, :56].astype(int) - bottom.astype(int)).mean()
     assert top_err < 3 and bottom_err < 3 and swapped_err > 3 * max(top_err, 1)
+
+
+def test_multiscale_keyframe_windows(synthetic_manifest, tiny_processor):
+    """Paper 002: one item per scale, 3 keyframes (start, middle, end) ending at the event,
+    repeated to an even count, telemetry blocks spanning the keyframe interval."""
+    from sce.data.collate import Collator
+
+    records = [r for r in load_manifest(synthetic_manifest) if r.split == "test"][:1]
+    spec = WindowSpec(width=112, height=56)
+    data = SceDataset(records, spec, train=False, window_scales=(6.0, 3.0, 1.5))
+    assert [item.scale for item in data.items] == [6.0, 3.0, 1.5]
+    event = records[0].event_time
+    for index, scale in enumerate((6.0, 3.0, 1.5)):
+        sample = data[index]
+        assert sample.fps == pytest.approx(2.0 / scale)  # keyframes every scale/2 seconds
+        assert len(sample.videos) == 2 and all(len(v) == 2 for v in sample.videos)
+        clip = load_clip(records[0], dataclasses.replace(spec, scale=scale))
+        expected = [event - scale, event - scale / 2, event, event]
+        # a window that starts before the clip is padded with its first frame
+        np.testing.assert_allclose(clip.frame_times, np.clip(expected, 0, None), atol=1e-6)
+    batch = Collator(tiny_processor, 2048)([data[0]])
+    # a grid step is 2 frames: 2 / (1/3 fps) = 6 s for the 6 s scale
+    assert batch["second_per_grid_ts"].tolist() == pytest.approx([6.0, 6.0])

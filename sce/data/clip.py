@@ -31,6 +31,10 @@ class WindowSpec:
     width: int = 420
     height: int = 240
     decoder: str = "decord"
+    # Multi-scale keyframe mode (paper 002): a window of `scale` s ending at the event, sampled
+    # only at the keyframe fractions (start, middle, end); None = the [-before, +after] window.
+    scale: float | None = None
+    keyframes: tuple[float, ...] = (0.0, 0.5, 1.0)
 
     @property
     def num_frames(self) -> int:
@@ -48,6 +52,7 @@ class ClipInputs:
     imu_reason: str  # why telemetry is missing ("" when present)
     shifted: float  # seconds the window was shifted to stay inside the clip
     padded: float  # seconds of edge-frame padding
+    fps: float = 0.0  # rate of the returned frames (the processor's temporal positions use it)
 
 
 def chunk_bounds(record: ClipRecord, duration: float) -> tuple[float, float]:
@@ -130,6 +135,7 @@ def load_image_sequence(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
         imu_reason="image sequence: no telemetry",
         shifted=0.0,
         padded=0.0,
+        fps=fps,
     )
 
 
@@ -150,12 +156,17 @@ def load_clip(record: ClipRecord, spec: WindowSpec, cache=None) -> ClipInputs:
     start, end = chunk_bounds(record, duration)
     imu, imu_reason = _load_imu(record)
     event_time, source = resolve_event_time(record, end - start, imu, offset=start)
-    window = video_lib.event_window(end - start, event_time, spec.before, spec.after)
-    times = video_lib.window_frame_times(window, spec.fps) + start
+    if spec.scale is None:
+        window = video_lib.event_window(end - start, event_time, spec.before, spec.after)
+        times = video_lib.window_frame_times(window, spec.fps) + start
+        fps = spec.fps
+    else:
+        window, times, fps = _keyframe_window(event_time, end - start, spec)
+        times = times + start
     frames = _read_frames(record, video_path, times, spec, cache)
     telemetry = None
     if imu is not None:
-        synced = imu_lib.synchronize(imu, _load_gps(record), times, spec.fps)
+        synced = imu_lib.synchronize(imu, _load_gps(record), times, fps)
         if synced.available:
             telemetry = Telemetry(times, synced.accel, synced.yaw_delta, synced.speed)
         else:
@@ -169,7 +180,21 @@ def load_clip(record: ClipRecord, spec: WindowSpec, cache=None) -> ClipInputs:
         imu_reason=imu_reason,
         shifted=float(getattr(window, "shifted", 0.0)),
         padded=float(getattr(window, "padded_before", 0.0) + getattr(window, "padded_after", 0.0)),
+        fps=fps,
     )
+
+
+def _keyframe_window(event_time: float, duration: float, spec: WindowSpec):
+    """Keyframe times of one multi-scale window (paper 002), made even by repeating the last
+    keyframe (Qwen's temporal patch is 2); the rate is one frame per keyframe interval."""
+    (scaled,) = video_lib.multiscale_windows(
+        event_time, scales=(spec.scale,), keyframes=spec.keyframes, duration=duration
+    )
+    times = np.clip(scaled.keyframe_times, 0.0, duration)
+    if len(times) % 2:
+        times = np.append(times, times[-1])
+    spacing = spec.scale * float(np.min(np.diff(sorted(spec.keyframes))))
+    return scaled.window, times, 1.0 / spacing
 
 
 def _driver_video(record: ClipRecord) -> Path | None:
@@ -204,7 +229,15 @@ def _read_frames(record, video_path, times, spec: WindowSpec, cache) -> np.ndarr
             return decode()
         # Path parts are keyed with mtime and size, so a re-encoded video invalidates its frames.
         key = cache.window_key(
-            Path(video_path), times[0], times[-1], spec.fps, size, spec.decoder, driver=driver
+            Path(video_path),
+            times[0],
+            times[-1],
+            spec.fps,
+            size,
+            spec.decoder,
+            driver=driver,
+            scale=spec.scale,
+            keyframes=list(spec.keyframes),
         )
         return cache.get_or_decode(key, decode)
     except Exception as err:

@@ -38,6 +38,8 @@ class SceDataModule(L.LightningDataModule):
         on_bad_sample: "error" or "skip" (counted and logged as data/*_skipped).
         cache_dir: optional frame cache folder (decoded windows reused across runs).
         seed: re-sampling seed.
+        window_scales: multi-scale keyframe windows before the event (paper 002: [6, 3, 1.5]);
+            each record gives one item per scale with 3 keyframes (start, middle, end).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class SceDataModule(L.LightningDataModule):
         on_bad_sample: str = "error",
         cache_dir: str | None = None,
         seed: int = 0,
+        window_scales: list[float] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -117,6 +120,7 @@ class SceDataModule(L.LightningDataModule):
                 eval_tasks=tuple(hp.eval_tasks),
                 on_bad_sample=hp.on_bad_sample,
                 cache=self._cache(),
+                window_scales=hp.window_scales,
             )
         return self.datasets[split]
 

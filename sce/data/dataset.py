@@ -7,6 +7,7 @@ evaluation settings (`imu_settings=("on", "off")`), each item tagged with its se
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,7 @@ class Item:
     record: int  # index into records
     imu: str  # "train" (dropout decides), "on" or "off"
     task: str | None  # None: drawn by weight (training)
+    scale: float | None = None  # multi-scale keyframe window (paper 002), seconds
 
 
 class SceDataset(Dataset):
@@ -45,6 +47,8 @@ class SceDataset(Dataset):
         on_bad_sample: "error" raises naming the sample; "skip" yields None (counted by the
             collator and logged as data/skipped).
         cache: optional FrameCache for decoded windows.
+        window_scales: multi-scale keyframe windows ending at the event (paper 002, e.g.
+            [6.0, 3.0, 1.5]): one item per record and scale, each with the scale's keyframes.
     """
 
     def __init__(
@@ -59,6 +63,7 @@ class SceDataset(Dataset):
         eval_tasks: Sequence[str] = ("mcq",),
         on_bad_sample: str = "error",
         cache=None,
+        window_scales: Sequence[float] | None = None,
     ):
         if not 0.0 <= imu_dropout <= 1.0:
             raise ValueError(f"imu_dropout must be in [0, 1], got {imu_dropout}")
@@ -76,13 +81,17 @@ class SceDataset(Dataset):
         self.on_bad_sample = on_bad_sample
         self.cache = cache
         self.problems: Counter[str] = Counter()
+        scales = list(window_scales) if window_scales else [None]
         if train:
-            self.items = [Item(i, "train", None) for i in range(len(self.records))]
+            self.items = [
+                Item(i, "train", None, scale) for i in range(len(self.records)) for scale in scales
+            ]
         else:
             # A task is asked only of records whose annotations can answer it.
             self.items = [
-                Item(i, setting, task)
+                Item(i, setting, task, scale)
                 for i, record in enumerate(self.records)
+                for scale in scales
                 for setting in imu_settings
                 for task in eval_tasks
                 if task in available_tasks(record.label, record.annotations)
@@ -107,7 +116,8 @@ class SceDataset(Dataset):
             raise
 
     def _build(self, item: Item, record: ClipRecord, rng: random.Random) -> Sample:
-        clip = load_clip(record, self.spec, self.cache)
+        spec = self.spec if item.scale is None else dataclasses.replace(self.spec, scale=item.scale)
+        clip = load_clip(record, spec, self.cache)
         telemetry = clip.telemetry
         if item.imu == "off" or (item.imu == "train" and rng.random() < self.imu_dropout):
             telemetry = None
@@ -120,14 +130,14 @@ class SceDataset(Dataset):
             id=record.id,
             user_content=content,
             videos=videos,
-            fps=self.spec.fps,
+            fps=clip.fps,
             answer=task_item.answer,
             task=task,
             label=record.label,
             source=record.source,
             imu_on=telemetry is not None,
             probability_target=task_item.probability_target,
-            meta={"imu_setting": item.imu, "imu_reason": clip.imu_reason},
+            meta={"imu_setting": item.imu, "imu_reason": clip.imu_reason, "scale": item.scale},
         )
 
 
