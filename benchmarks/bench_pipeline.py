@@ -28,7 +28,7 @@ from sce.data.collate import Collator
 from sce.data.dataset import SceDataset
 from sce.data.schema import load_manifest
 from sce.data.synthetic import generate_synthetic_dataset
-from sce.models.tiny import build_processor, train_tokenizer, TinySpec
+from sce.models.tiny import TinySpec, build_processor, train_tokenizer
 
 
 def naive_read_frames(path, times, size=(420, 240), backend="pyav", **_):
@@ -66,7 +66,13 @@ def main() -> None:
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="sce-bench-"))
     manifest = generate_synthetic_dataset(
-        work / "data", clips=args.clips, seed=0, duration=16.0, width=1280, height=720, progress=False
+        work / "data",
+        clips=args.clips,
+        seed=0,
+        duration=16.0,
+        width=1280,
+        height=720,
+        progress=False,
     )
     records = load_manifest(manifest)
     spec = WindowSpec()  # 6 s at 3 fps, 420x240
