@@ -270,6 +270,13 @@ def load_config(path: str | Path, sets: Sequence[str] = ()) -> dict[str, Any]:
     return config
 
 
+def add_set_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """The repeatable `--set KEY=VALUE` config override (shared by budget and sweep)."""
+    parser.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help=help_text
+    )
+
+
 def parse_sets(items: Sequence[str]) -> dict[str, Any]:
     """['data.fps=15', 'trainer.callbacks.0.init_args.max_samples=3'] -> {key: YAML value}."""
     out: dict[str, Any] = {}
@@ -472,14 +479,7 @@ def format_grid(rows: Sequence[Mapping[str, Any]], max_tokens: int) -> str:
 # ------------------------------------------------------------------------------ CLI
 def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="experiment YAML")
-    parser.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set data.fps=15 (repeatable)",
-    )
+    add_set_argument(parser, "override a config value, e.g. --set data.fps=15 (repeatable)")
     parser.add_argument(
         "--max-tokens",
         type=int,

@@ -32,57 +32,28 @@ def _data(sub: argparse._SubParsersAction) -> dict[str, Handler]:
 REGISTRY.append(("data", _data))
 
 
-def _label(sub: argparse._SubParsersAction) -> dict[str, Handler]:
-    from sce.labeling.pipeline import add_label_arguments, label_command
-
-    add_label_arguments(sub.add_parser("label", help="teacher pseudo-labels into annotations"))
-    return {"label": label_command}
-
-
-REGISTRY.append(("label", _label))
-
-
-def _export(sub: argparse._SubParsersAction) -> dict[str, Handler]:
-    from sce.export import add_export_arguments, export_command
-
-    add_export_arguments(
-        sub.add_parser("export", help="adapter checkpoint -> PEFT adapter + merged model folders")
-    )
-    return {"export": export_command}
+# Single-parser subcommands: (name, module, help). Each module defines
+# `add_<name>_arguments(parser)` and `<name>_command(args) -> int`.
+SIMPLE_COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("label", "sce.labeling.pipeline", "teacher pseudo-labels into annotations"),
+    ("export", "sce.export", "adapter checkpoint -> PEFT adapter + merged model folders"),
+    ("infer", "sce.infer", "event class, collision probability and description of a clip"),
+    ("budget", "sce.budget", "frames, visual/text tokens and sequence length of a config"),
+    ("sweep", "sce.sweep", "run every variant of an ablation YAML"),
+)
 
 
-REGISTRY.append(("export", _export))
+def _simple(name: str, module_name: str, help_text: str):
+    def register(sub: argparse._SubParsersAction) -> dict[str, Handler]:
+        import importlib
+
+        module = importlib.import_module(module_name)
+        getattr(module, f"add_{name}_arguments")(sub.add_parser(name, help=help_text))
+        return {name: getattr(module, f"{name}_command")}
+
+    return register
 
 
-def _infer(sub: argparse._SubParsersAction) -> dict[str, Handler]:
-    from sce.infer import add_infer_arguments, infer_command
-
-    add_infer_arguments(
-        sub.add_parser("infer", help="event class, collision probability and description of a clip")
-    )
-    return {"infer": infer_command}
-
-
-REGISTRY.append(("infer", _infer))
-
-
-def _budget(sub: argparse._SubParsersAction) -> dict[str, Handler]:
-    from sce.budget import add_budget_arguments, budget_command
-
-    add_budget_arguments(
-        sub.add_parser("budget", help="frames, visual/text tokens and sequence length of a config")
-    )
-    return {"budget": budget_command}
-
-
-REGISTRY.append(("budget", _budget))
-
-
-def _sweep(sub: argparse._SubParsersAction) -> dict[str, Handler]:
-    from sce.sweep import add_sweep_arguments, sweep_command
-
-    add_sweep_arguments(sub.add_parser("sweep", help="run every variant of an ablation YAML"))
-    return {"sweep": sweep_command}
-
-
-REGISTRY.append(("sweep", _sweep))
+REGISTRY.extend(
+    (name, _simple(name, module, help_text)) for name, module, help_text in SIMPLE_COMMANDS
+)

@@ -44,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from sce.budget import get_dotted, parse_sets, set_dotted
+from sce.budget import add_set_argument, get_dotted, parse_sets, set_dotted
 
 CONFIG_NAME = "sweep_config.yaml"
 LOG_NAME = "sweep.log"
@@ -503,13 +503,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ablation", help="ablation YAML (experiments/ablations/*.yaml)")
     parser.add_argument("--base", help="base config instead of the ablation's `base`")
-    parser.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override for every variant, e.g. --set trainer.max_epochs=1 (repeatable; "
+    add_set_argument(
+        parser,
+        "override for every variant, e.g. --set trainer.max_epochs=1 (repeatable; "
         "YAML values; list items by index: trainer.callbacks.0.init_args.max_samples=8)",
     )
     parser.add_argument("--only", help="comma-separated variant names to run")
