@@ -301,8 +301,9 @@ def infer_clip(
     outside the clip.
     """
     from sce.data.clip import WindowSpec, load_clip
+    from sce.data.video_processing import at_model_size
 
-    spec = spec or WindowSpec()
+    spec = at_model_size(spec or WindowSpec(), processor)  # the pixels training saw
     record = build_record(video, imu, gps, event_time)
     clip = load_clip(record, spec)
     samples = prompt_samples(clip, record, spec.fps, layout, use_imu)

@@ -83,3 +83,89 @@ def test_corrupt_entry_is_a_miss_and_concurrent_puts(tmp_path: Path) -> None:
         t.join()
     assert np.array_equal(cache.get(key), frames(3))
     assert [p.name for p in cache.path_for(key).parent.iterdir()] == [f"{key}.npy"]
+
+
+def _clip_fields(clip) -> dict:
+    telemetry = clip.telemetry
+    return {
+        "frames": clip.frames,
+        "frame_times": clip.frame_times,
+        "event": (clip.event_time, clip.event_time_source, clip.imu_reason),
+        "window": (clip.shifted, clip.padded, clip.fps),
+        "telemetry": None
+        if telemetry is None
+        else [telemetry.frame_times, telemetry.accel, telemetry.yaw_delta, telemetry.speed],
+    }
+
+
+def _assert_same_clip(a, b) -> None:
+    fa, fb = _clip_fields(a), _clip_fields(b)
+    assert fa["event"] == fb["event"] and fa["window"] == fb["window"]
+    assert np.array_equal(fa["frames"], fb["frames"]) and fa["frames"].size > 0
+    assert np.array_equal(fa["frame_times"], fb["frame_times"])
+    assert (fa["telemetry"] is None) == (fb["telemetry"] is None)
+    for x, y in zip(fa["telemetry"] or [], fb["telemetry"] or [], strict=True):
+        assert (x is None and y is None) or np.array_equal(x, y)
+
+
+def _forbid_reading_sources(monkeypatch) -> None:
+    from sce.data import imu as imu_lib
+    from sce.data import video as video_lib
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a cached clip must not read its video or telemetry files")
+
+    for module, name in [
+        (video_lib, "video_info"),
+        (video_lib, "read_frames"),
+        (imu_lib, "load_imu"),
+        (imu_lib, "load_gps"),
+    ]:
+        monkeypatch.setattr(module, name, refuse)
+
+
+@pytest.mark.parametrize("imu", ["as recorded", "missing file"])
+def test_cached_clip_equals_uncached_without_reading_sources(
+    synthetic_manifest: Path, tmp_path: Path, monkeypatch, imu: str
+) -> None:
+    import dataclasses
+
+    from sce.data.clip import WindowSpec, load_clip
+    from sce.data.schema import load_manifest
+
+    record = load_manifest(synthetic_manifest)[0]
+    if imu == "missing file":
+        record = dataclasses.replace(record, imu="no-such-imu.csv")
+    spec = WindowSpec(width=64, height=36)
+    plain = load_clip(record, spec)
+    assert (plain.telemetry is None) == (imu == "missing file")
+    cache = FrameCache(tmp_path / "cache")
+    _assert_same_clip(load_clip(record, spec, cache), plain)
+    assert (cache.hits, cache.misses) == (0, 2)  # the window plan and the frames
+    with monkeypatch.context() as patch:
+        _forbid_reading_sources(patch)
+        _assert_same_clip(load_clip(record, spec, cache), plain)
+    assert (cache.hits, cache.misses) == (2, 2)
+    # another frame size reuses the plan (no IMU parsing) and decodes its own frames
+    resized = load_clip(record, dataclasses.replace(spec, width=32, height=18), cache)
+    assert (cache.hits, cache.misses) == (3, 3) and resized.frames.shape[1:3] == (18, 32)
+
+
+def test_editing_the_imu_file_recomputes_the_cached_plan(
+    synthetic_manifest: Path, tmp_path: Path
+) -> None:
+    from sce.data.clip import WindowSpec, load_clip
+    from sce.data.schema import load_manifest
+
+    record = load_manifest(synthetic_manifest)[0]
+    spec = WindowSpec(width=64, height=36)
+    cache = FrameCache(tmp_path / "cache")
+    load_clip(record, spec, cache)
+    imu_file = record.path("imu")
+    stat = imu_file.stat()
+    try:
+        os.utime(imu_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        load_clip(record, spec, cache)
+    finally:
+        os.utime(imu_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (cache.hits, cache.misses) == (1, 3)  # plan recomputed, frames reused

@@ -1,4 +1,6 @@
-"""On-disk cache of decoded, resized frame windows (one .npy per window).
+"""On-disk cache of decoded, resized frame windows (one .npy per window) and of small dicts
+of arrays (one .npz each: `sce.data.clip` stores each clip's window plan and synchronized
+telemetry there, so a cached clip reads no video or IMU file).
 
 Keys are SHA-256 hashes of the key parts (video identity, window, fps, size, backend, ...). A
 `pathlib.Path` part is replaced by (resolved path, mtime_ns, size), so re-encoding a video
@@ -84,28 +86,56 @@ class FrameCache:
             **extra,
         }
 
-    def path_for(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.npy"
+    def path_for(self, key: str, suffix: str = ".npy") -> Path:
+        return self.root / key[:2] / f"{key}{suffix}"
 
     def get(self, key: str) -> np.ndarray | None:
         """The cached array, or None when absent or unreadable (an unreadable file is removed)."""
-        path = self.path_for(key)
-        try:
-            return np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, EOFError):
-            path.unlink(missing_ok=True)
-            return None
+        return self._load(self.path_for(key), lambda f: np.load(f, allow_pickle=False))
 
     def put(self, key: str, array: np.ndarray) -> Path:
         """Write atomically: temp file in the same folder, then os.replace."""
-        path = self.path_for(key)
+        return self._store(
+            self.path_for(key),
+            lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False),
+        )
+
+    def get_arrays(self, key: str) -> dict[str, np.ndarray] | None:
+        """A cached dict of arrays (one .npz), or None when absent or unreadable."""
+
+        def read(path: Path) -> dict[str, np.ndarray]:
+            with np.load(path, allow_pickle=False) as npz:
+                return {name: npz[name] for name in npz.files}
+
+        return self._load(self.path_for(key, ".npz"), read)
+
+    def put_arrays(self, key: str, arrays: dict[str, np.ndarray]) -> Path:
+        """Write a dict of arrays atomically as one uncompressed .npz."""
+        return self._store(self.path_for(key, ".npz"), lambda f: np.savez(f, **arrays))
+
+    def get_or_compute_arrays(
+        self, key_parts: Any, compute_fn: Callable[[], dict[str, np.ndarray]]
+    ) -> dict[str, np.ndarray]:
+        """Like get_or_decode, for a dict of arrays (e.g. a clip's synchronized telemetry)."""
+        return self._memo(key_parts, self.get_arrays, self.put_arrays, compute_fn)
+
+    @staticmethod
+    def _load(path: Path, read: Callable[[Path], Any]) -> Any:
+        try:
+            return read(path)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, EOFError, KeyError):  # truncated or foreign file
+            path.unlink(missing_ok=True)
+            return None
+
+    @staticmethod
+    def _store(path: Path, write: Callable[[Any], None]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:16]}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:16]}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+                write(f)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -114,12 +144,15 @@ class FrameCache:
 
     def get_or_decode(self, key_parts: Any, decode_fn: Callable[[], np.ndarray]) -> np.ndarray:
         """Return the cached array for key_parts, decoding and storing it on a miss."""
+        return self._memo(key_parts, self.get, self.put, decode_fn)
+
+    def _memo(self, key_parts: Any, get: Callable, put: Callable, make: Callable) -> Any:
         key = self.key(key_parts)
-        array = self.get(key)
-        if array is not None:
+        value = get(key)
+        if value is not None:
             self.hits += 1
-            return array
+            return value
         self.misses += 1
-        array = decode_fn()
-        self.put(key, array)
-        return array
+        value = make()
+        put(key, value)
+        return value

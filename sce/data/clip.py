@@ -139,15 +139,32 @@ def load_image_sequence(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
     )
 
 
+# Part of every cached plan's key: bump it when the window or telemetry logic changes, so plans
+# cached by an older version are recomputed instead of silently reused.
+PLAN_VERSION = 1
+
+
 def load_clip(record: ClipRecord, spec: WindowSpec, cache=None) -> ClipInputs:
     """Frames of the event window and the telemetry synchronized to them.
 
     Telemetry problems (missing file, long NaN gaps, short signal) do not fail the clip: the
     telemetry is None and `imu_reason` says why, so the caller can count it. Video problems
     raise ClipError naming the sample.
+
+    With a FrameCache the decoded frames are cached per window, and the window plan (frame
+    times, event time, synchronized telemetry) per record and window settings, so a cached clip
+    neither opens the video nor parses the IMU/GPS files.
     """
     if record.metadata.get("frames"):
         return load_image_sequence(record, spec)
+    clip = plan_window(record, spec) if cache is None else _cached_plan(record, spec, cache)
+    clip.frames = _read_frames(record, record.path("video"), clip.frame_times, spec, cache)
+    return clip
+
+
+def plan_window(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
+    """Everything of the clip but its pixels: frame times, event time and synchronized
+    telemetry (`frames` is an empty placeholder)."""
     video_path = record.path("video")
     try:
         duration = video_lib.video_info(video_path)[0]
@@ -163,7 +180,6 @@ def load_clip(record: ClipRecord, spec: WindowSpec, cache=None) -> ClipInputs:
     else:
         window, times, fps = _keyframe_window(event_time, end - start, spec)
         times = times + start
-    frames = _read_frames(record, video_path, times, spec, cache)
     telemetry = None
     if imu is not None:
         synced = imu_lib.synchronize(imu, _load_gps(record), times, fps)
@@ -172,7 +188,7 @@ def load_clip(record: ClipRecord, spec: WindowSpec, cache=None) -> ClipInputs:
         else:
             imu_reason = f"imu unusable: {synced.reason}"
     return ClipInputs(
-        frames=frames,
+        frames=np.empty((0, 0, 0, 3), dtype=np.uint8),
         frame_times=times,
         telemetry=telemetry,
         event_time=event_time + start,
@@ -181,6 +197,65 @@ def load_clip(record: ClipRecord, spec: WindowSpec, cache=None) -> ClipInputs:
         shifted=float(getattr(window, "shifted", 0.0)),
         padded=float(getattr(window, "padded_before", 0.0) + getattr(window, "padded_after", 0.0)),
         fps=fps,
+    )
+
+
+def _cached_plan(record: ClipRecord, spec: WindowSpec, cache) -> ClipInputs:
+    video = record.path("video")
+    if not video.is_file():  # let the uncached path raise its error naming the sample
+        return plan_window(record, spec)
+    key = {
+        "plan": PLAN_VERSION,
+        "video": video,
+        "imu": _file_key(record.path("imu")),
+        "gps": _file_key(record.path("gps")),
+        "event_time": record.event_time,
+        "clip_start": record.metadata.get("clip_start"),
+        "clip_end": record.metadata.get("clip_end"),
+        "fps": spec.fps,
+        "before": spec.before,
+        "after": spec.after,
+        "scale": spec.scale,
+        "keyframes": list(spec.keyframes),
+    }
+    arrays = cache.get_or_compute_arrays(key, lambda: _plan_to_arrays(plan_window(record, spec)))
+    return _plan_from_arrays(arrays)
+
+
+def _file_key(path: Path | None) -> Path | str | None:
+    """A cache-key part for an optional file: its identity (path, mtime, size) when present."""
+    if path is None:
+        return None
+    return path if path.is_file() else f"missing:{path}"
+
+
+_PLAN_SCALARS = ("event_time", "shifted", "padded", "fps")
+_PLAN_TEXTS = ("event_time_source", "imu_reason")
+
+
+def _plan_to_arrays(clip: ClipInputs) -> dict[str, np.ndarray]:
+    arrays = {"frame_times": np.asarray(clip.frame_times, dtype=np.float64)}
+    arrays.update({name: np.float64(getattr(clip, name)) for name in _PLAN_SCALARS})
+    arrays.update({name: np.str_(getattr(clip, name)) for name in _PLAN_TEXTS})
+    if clip.telemetry is not None:
+        arrays["accel"] = clip.telemetry.accel
+        arrays["yaw_delta"] = clip.telemetry.yaw_delta
+        if clip.telemetry.speed is not None:
+            arrays["speed"] = clip.telemetry.speed
+    return arrays
+
+
+def _plan_from_arrays(arrays: dict[str, np.ndarray]) -> ClipInputs:
+    times = arrays["frame_times"]
+    telemetry = None
+    if "accel" in arrays:
+        telemetry = Telemetry(times, arrays["accel"], arrays["yaw_delta"], arrays.get("speed"))
+    return ClipInputs(
+        frames=np.empty((0, 0, 0, 3), dtype=np.uint8),
+        frame_times=times,
+        telemetry=telemetry,
+        **{name: float(arrays[name]) for name in _PLAN_SCALARS},
+        **{name: str(arrays[name]) for name in _PLAN_TEXTS},
     )
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from sce.data.prompts import build_messages
+from sce.data.video_processing import with_fast_video_processor
 
 IGNORE_INDEX = -100
 
@@ -73,7 +74,9 @@ class Collator:
             raise ValueError(f"collator mode must be 'train' or 'generate', got {mode!r}")
         if overflow not in ("error", "drop"):
             raise ValueError(f"overflow must be 'error' or 'drop', got {overflow!r}")
-        self.processor = processor
+        # A copy whose Qwen video preprocessing is the bit-identical fast path (the caller's
+        # processor is not modified: it may be saved with an exported model).
+        self.processor = processor = with_fast_video_processor(processor)
         self.tokenizer = processor.tokenizer
         self.max_length = max_length
         self.mode = mode

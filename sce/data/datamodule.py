@@ -14,6 +14,7 @@ from sce.data.clip import WindowSpec
 from sce.data.collate import Collator
 from sce.data.dataset import SceDataset
 from sce.data.schema import ManifestError, load_manifest
+from sce.data.video_processing import at_model_size
 
 
 class SceDataModule(L.LightningDataModule):
@@ -24,7 +25,9 @@ class SceDataModule(L.LightningDataModule):
         processor_path: folder or hub id of the processor (linked to model.model_path by the CLI).
         fps, before, after: event window [t_e - before, t_e + after] sampled at fps (paper 000:
             3 fps, 4 s / 2 s = 18 frames).
-        width, height: frame size before the processor's resize to multiples of 28.
+        width, height: frame size before the processor's resize to multiples of 28. Frames
+            are decoded straight at the size the model sees (420x240 -> 420x252 for Qwen),
+            one resize from the source instead of two; the token count is the same.
         decoder: "decord" or "pyav".
         layout: "interleaved" (frame pairs + per-frame telemetry) or "table".
         task_weights: training task mix, e.g. {"mcq": 1, "caption": 1, "vqa": 1, "reasoning": 1}.
@@ -111,7 +114,7 @@ class SceDataModule(L.LightningDataModule):
             hp = self.hparams
             self.datasets[split] = SceDataset(
                 self.split_records(split),
-                self.spec,
+                at_model_size(self.spec, self._load_processor()),
                 train=split == "train",
                 layout=hp.layout,
                 task_weights=hp.task_weights,
