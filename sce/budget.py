@@ -178,7 +178,7 @@ def processor_settings(processor, source: str) -> ProcessorSettings:
         temporal_patch_size=int(getattr(vp, "temporal_patch_size", None) or d.temporal_patch_size),
         min_pixels=int(size.get("shortest_edge") or d.min_pixels),
         max_pixels=int(size.get("longest_edge") or d.max_pixels),
-        # The collator turns an unset cap off (frames arrive already at data.width x height).
+        # The collator turns an unset cap off (frames arrive already sized for the model).
         cap_pixels_per_frame=bool(getattr(vp, "cap_pixels_per_frame", False)),
         max_video_tokens=int(getattr(vp, "max_video_tokens", None) or d.max_video_tokens),
         source=source,

@@ -85,6 +85,24 @@ def test_corrupt_entry_is_a_miss_and_concurrent_puts(tmp_path: Path) -> None:
     assert [p.name for p in cache.path_for(key).parent.iterdir()] == [f"{key}.npy"]
 
 
+@pytest.mark.parametrize("damage", ["truncate", "flip a byte"])
+def test_corrupt_npz_entry_is_a_miss_and_removed(tmp_path: Path, damage: str) -> None:
+    cache = FrameCache(tmp_path / "cache")
+    key = "ef" * 32
+    arrays = {"times": np.arange(18.0), "accel": np.ones((18, 3))}
+    path = cache.put_arrays(key, arrays)
+    blob = bytearray(path.read_bytes())
+    if damage == "truncate":
+        blob = blob[: len(blob) // 2]
+    else:
+        blob[len(blob) // 3] ^= 0xFF  # inside the first member's data: zip CRC mismatch
+    path.write_bytes(bytes(blob))
+    assert cache.get_arrays(key) is None and not path.exists()
+    calls = []
+    got = cache.get_or_compute_arrays(key, lambda: calls.append(1) or arrays)
+    assert calls == [1] and np.array_equal(got["accel"], arrays["accel"])
+
+
 def _clip_fields(clip) -> dict:
     telemetry = clip.telemetry
     return {
@@ -169,3 +187,20 @@ def test_editing_the_imu_file_recomputes_the_cached_plan(
     finally:
         os.utime(imu_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert (cache.hits, cache.misses) == (1, 3)  # plan recomputed, frames reused
+
+
+def test_changed_plan_code_recomputes_plans_but_keeps_frames(
+    synthetic_manifest: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import sce.data.clip as clip_mod
+    from sce.data.clip import WindowSpec, load_clip
+    from sce.data.schema import load_manifest
+
+    record = load_manifest(synthetic_manifest)[0]
+    spec = WindowSpec(width=64, height=36)
+    cache = FrameCache(tmp_path / "cache")
+    load_clip(record, spec, cache)
+    assert len(clip_mod.plan_code_version()) == 16
+    monkeypatch.setattr(clip_mod, "plan_code_version", lambda: "edited-imu-code")
+    load_clip(record, spec, cache)
+    assert (cache.hits, cache.misses) == (1, 3)

@@ -67,6 +67,14 @@ def test_float_frames_fall_back_to_the_original_path(tiny_processor) -> None:
     assert torch.equal(reference["pixel_values_videos"], fast["pixel_values_videos"])
 
 
+def test_videos_off_the_cpu_take_the_original_path(tiny_processor) -> None:
+    (frames,) = _videos((2, 56, 84))
+    fast = with_fast_video_processor(tiny_processor).video_processor
+    out = fast(videos=[frames], video_metadata=[video_metadata(frames, 3.0)], device="meta")
+    assert out["pixel_values_videos"].device.type == "meta"  # upstream's; the fast path is CPU
+    assert out["video_grid_thw"].tolist() == [[1, 4, 6]]
+
+
 def test_callers_processor_is_untouched_and_saved_configs_name_upstream(tiny_processor) -> None:
     collator = Collator(tiny_processor)
     assert type(tiny_processor.video_processor) is Qwen2VLVideoProcessor

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,8 @@ def _normalise(part: Any) -> Any:
 
 
 class FrameCache:
-    """Frame windows on disk under `root/<2 hex>/<sha256>.npy`; safe for many processes."""
+    """Frame windows (`root/<2 hex>/<sha256>.npy`) and dicts of arrays (`.npz`) on disk;
+    safe for many processes."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -125,7 +127,7 @@ class FrameCache:
             return read(path)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, EOFError, KeyError):  # truncated or foreign file
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # truncated/foreign
             path.unlink(missing_ok=True)
             return None
 

@@ -6,6 +6,9 @@ cuts the same window and reads the same telemetry.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,9 +142,18 @@ def load_image_sequence(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
     )
 
 
-# Part of every cached plan's key: bump it when the window or telemetry logic changes, so plans
-# cached by an older version are recomputed instead of silently reused.
-PLAN_VERSION = 1
+@functools.cache
+def plan_code_version() -> str:
+    """Hash of the code that computes a window plan (this module, sce.data.imu, sce.data.video).
+
+    Part of every cached plan's key: after any change to the window, event-time or telemetry
+    logic, plans cached by the older code are recomputed instead of silently reused (frames stay
+    cached: their key does not include it).
+    """
+    digest = hashlib.sha256()
+    for module in (sys.modules[__name__], imu_lib, video_lib):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def load_clip(record: ClipRecord, spec: WindowSpec, cache=None) -> ClipInputs:
@@ -205,7 +217,7 @@ def _cached_plan(record: ClipRecord, spec: WindowSpec, cache) -> ClipInputs:
     if not video.is_file():  # let the uncached path raise its error naming the sample
         return plan_window(record, spec)
     key = {
-        "plan": PLAN_VERSION,
+        "plan_code": plan_code_version(),
         "video": video,
         "imu": _file_key(record.path("imu")),
         "gps": _file_key(record.path("gps")),

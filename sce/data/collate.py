@@ -89,8 +89,9 @@ class Collator:
         self.digit_ids = digit_token_ids(self.tokenizer)
         video_processor = getattr(processor, "video_processor", None)
         if getattr(video_processor, "cap_pixels_per_frame", False) is None:
-            # Frames arrive already resized to data.width x data.height; the per-frame cap would
-            # shrink them again and break the token budget the config promises.
+            # Frames arrive already sized for the model (SceDataModule decodes at the processor's
+            # size for data.width x height); the per-frame cap would shrink them again and break
+            # the token budget the config promises.
             video_processor.cap_pixels_per_frame = False
 
     def texts(self, samples: list[Sample]) -> list[str]:

@@ -11,7 +11,8 @@ uint8 frames first and converting in the copy is slower: the strided gather domi
 is bit-for-bit the same (`tests/test_video_processing.py` compares them).
 
 Only `_preprocess` is replaced: the processor's text expansion, `second_per_grid_ts` and
-`mm_token_type_ids` stay upstream's. Non-uint8 input falls back to the original.
+`mm_token_type_ids` stay upstream's. Input that is not uint8 on the CPU falls back to the
+original.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ if Qwen2VLVideoProcessor is not None:
         """Qwen2VLVideoProcessor with a single-copy patchify; outputs are identical."""
 
         def _preprocess(self, videos, **kwargs):
-            if not kwargs.get("do_normalize") or any(v.dtype != torch.uint8 for v in videos):
+            if not kwargs.get("do_normalize") or any(
+                v.dtype != torch.uint8 or v.device.type != "cpu" for v in videos
+            ):  # the fast path is for the CPU dataloader's uint8 frames
                 return super()._preprocess(videos, **kwargs)
             return _fast_preprocess(self, videos, **kwargs)
 
