@@ -17,15 +17,24 @@ REGISTRY: list[tuple[str, Callable[[argparse._SubParsersAction], dict[str, Handl
 
 def _data(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     from sce.data.chunking import add_chunk_arguments, chunk_command
+    from sce.data.prefill import add_cache_arguments, cache_command
     from sce.data.sources import add_prepare_arguments, prepare_command
     from sce.data.validate import add_validate_arguments, validate_command
 
-    data = sub.add_parser("data", help="prepare (convert), chunk or validate a manifest")
+    data = sub.add_parser("data", help="prepare (convert), chunk, validate or cache a manifest")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     add_prepare_arguments(data_sub.add_parser("prepare", help="convert a dataset to a manifest"))
     add_validate_arguments(data_sub.add_parser("validate", help="check every record of a manifest"))
     add_chunk_arguments(data_sub.add_parser("chunk", help="cut long videos into short clips"))
-    handlers = {"prepare": prepare_command, "validate": validate_command, "chunk": chunk_command}
+    add_cache_arguments(
+        data_sub.add_parser("cache", help="decode a config's windows into its cache")
+    )
+    handlers = {
+        "prepare": prepare_command,
+        "validate": validate_command,
+        "chunk": chunk_command,
+        "cache": cache_command,
+    }
     return {"data": lambda args: handlers[args.data_command](args)}
 
 
