@@ -204,3 +204,28 @@ def test_changed_plan_code_recomputes_plans_but_keeps_frames(
     monkeypatch.setattr(clip_mod, "plan_code_version", lambda: "edited-imu-code")
     load_clip(record, spec, cache)
     assert (cache.hits, cache.misses) == (1, 3)
+
+
+def test_unreadable_imu_file_is_not_cached_as_missing_telemetry(
+    synthetic_manifest: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import sce.data.clip as clip_mod
+    from sce.data import imu as imu_lib
+    from sce.data.clip import WindowSpec, load_clip
+    from sce.data.schema import load_manifest
+
+    record = load_manifest(synthetic_manifest)[0]
+    spec = WindowSpec(width=64, height=36)
+    cache = FrameCache(tmp_path / "cache")
+    imu_file = record.path("imu")
+
+    def permission_denied(path, *args, **kwargs):
+        raise PermissionError(f"[Errno 13] Permission denied: '{path}'")
+
+    with monkeypatch.context() as patch:  # chmod 000 as a non-root user would do
+        patch.setattr(clip_mod.os, "access", lambda p, mode: Path(p) != imu_file)
+        patch.setattr(imu_lib, "load_imu", permission_denied)
+        denied = load_clip(record, spec, cache)
+    assert denied.telemetry is None and "Permission denied" in denied.imu_reason
+    restored = load_clip(record, spec, cache)  # permissions fixed; mtime unchanged
+    assert restored.telemetry is not None and restored.imu_reason == ""

@@ -116,10 +116,16 @@ class FrameCache:
         return self._store(self.path_for(key, ".npz"), lambda f: np.savez(f, **arrays))
 
     def get_or_compute_arrays(
-        self, key_parts: Any, compute_fn: Callable[[], dict[str, np.ndarray]]
+        self,
+        key_parts: Any,
+        compute_fn: Callable[[], dict[str, np.ndarray]],
+        store: bool = True,
     ) -> dict[str, np.ndarray]:
-        """Like get_or_decode, for a dict of arrays (e.g. a clip's synchronized telemetry)."""
-        return self._memo(key_parts, self.get_arrays, self.put_arrays, compute_fn)
+        """Like get_or_decode, for a dict of arrays (e.g. a clip's synchronized telemetry).
+
+        `store=False` computes on a miss without writing (a result that may not last)."""
+        put = self.put_arrays if store else lambda *_: None
+        return self._memo(key_parts, self.get_arrays, put, compute_fn)
 
     @staticmethod
     def _load(path: Path, read: Callable[[Path], Any]) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,7 +231,13 @@ def _cached_plan(record: ClipRecord, spec: WindowSpec, cache) -> ClipInputs:
         "scale": spec.scale,
         "keyframes": list(spec.keyframes),
     }
-    arrays = cache.get_or_compute_arrays(key, lambda: _plan_to_arrays(plan_window(record, spec)))
+    # An unreadable telemetry file (permissions) gives a plan without telemetry; not stored, so
+    # fixing the permissions (which leaves mtime alone) brings the telemetry back.
+    telemetry_files = [p for p in (record.path("imu"), record.path("gps")) if p and p.exists()]
+    readable = all(os.access(p, os.R_OK) for p in telemetry_files)
+    arrays = cache.get_or_compute_arrays(
+        key, lambda: _plan_to_arrays(plan_window(record, spec)), store=readable
+    )
     return _plan_from_arrays(arrays)
 
 
