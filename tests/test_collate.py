@@ -104,6 +104,16 @@ def test_none_samples_are_skipped_and_counted(train_batch, tiny_processor) -> No
     assert empty == {"empty": True, "skipped": 2, "dropped": 0}
 
 
+def test_clips_without_usable_telemetry_are_counted(tiny_processor) -> None:
+    unusable, missing, fine = _sample("a"), _sample("bb"), _sample("ccc", telemetry=True)
+    unusable.meta["imu_reason"] = "imu unusable: NaN gap of 2.0 s > 0.5 s"
+    missing.meta["imu_reason"] = "no imu file in manifest"
+    fine.meta["imu_reason"] = ""
+    batch = Collator(tiny_processor)([unusable, missing, fine])
+    assert batch["imu_unavailable"] == 2
+    assert batch["meta"][0]["imu_reason"].startswith("imu unusable")
+
+
 def test_generate_mode_pads_left_and_ends_with_assistant_header(tiny_processor) -> None:
     collator = Collator(tiny_processor, mode="generate")
     batch = collator([_sample("long", telemetry=True), _sample("s")])

@@ -275,3 +275,21 @@ def test_multiscale_keyframe_windows(synthetic_manifest, tiny_processor):
     batch = Collator(tiny_processor, 2048)([data[0]])
     # a grid step is 2 frames: 2 / (1/3 fps) = 6 s for the 6 s scale
     assert batch["second_per_grid_ts"].tolist() == pytest.approx([6.0, 6.0])
+
+
+def test_sample_records_the_event_time_source_and_window_shift(records: list[ClipRecord]) -> None:
+    import pandas as pd
+
+    # event at 1.0 s of a 7 s clip: [-3, 3] s is shifted 3 s right to [0, 6] s, nothing padded
+    early = dataclasses.replace(records[0], event_time=1.0)
+    meta = SceDataset([early], SPEC, train=False)[0].meta
+    assert (meta["event_time"], meta["event_time_source"]) == (1.0, "manifest")
+    assert (meta["window_shifted"], meta["window_padded"]) == (3.0, 0.0)
+    # no manifest time: t_e = argmax |a_x| of the IMU (paper 000), from the file by hand
+    imu = pd.read_csv(records[0].path("imu"))
+    peak = float(imu["t"].iloc[int(np.argmax(np.abs(imu["ax"].to_numpy())))])
+    unknown = dataclasses.replace(records[0], event_time=None)
+    meta = SceDataset([unknown], SPEC, train=False)[0].meta
+    assert meta["event_time_source"] == "imu"
+    assert meta["event_time"] == pytest.approx(peak, abs=1e-9)
+    assert abs(peak - records[0].event_time) < 0.5  # the synthetic event's IMU signature

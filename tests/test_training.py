@@ -105,3 +105,16 @@ def test_training_starts_in_train_mode(tiny_kit):
     module = SceModule(str(tiny_kit), finetuning="lora", rank=4, alpha=8, dropout=0.1)
     module.configure_model()
     assert all(m.training for m in module.model.modules())
+
+
+def test_empty_training_batch_still_backpropagates_a_zero_loss(tiny_kit):
+    """All samples skipped/dropped: every rank must still run backward (DDP all-reduce)."""
+    module = SceModule(str(tiny_kit), finetuning="lora", rank=4, alpha=8)
+    module.configure_model()
+    module.log = lambda *args, **kwargs: None  # no trainer attached
+    loss = module.training_step({"empty": True, "skipped": 2, "dropped": 0}, 0)
+    assert loss is not None and loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None and not p.grad.any() for p in trainable)
+    assert module.validation_step({"empty": True, "skipped": 1, "dropped": 0}, 0) is None

@@ -141,6 +141,8 @@ class Collator:
         batch = dict(batch)
         batch["skipped"] = skipped
         batch["dropped"] = len(too_long)
+        # Clips whose telemetry is missing or unusable (not the deliberate dropout/off setting).
+        batch["imu_unavailable"] = sum(bool(s.meta.get("imu_reason")) for s in samples)
         if self.mode == "train":
             batch["labels"] = self.answer_labels(batch["input_ids"], batch["attention_mask"])
             batch.update(self.probability_targets(samples, batch["labels"]))

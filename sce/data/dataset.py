@@ -137,7 +137,15 @@ class SceDataset(Dataset):
             source=record.source,
             imu_on=telemetry is not None,
             probability_target=task_item.probability_target,
-            meta={"imu_setting": item.imu, "imu_reason": clip.imu_reason, "scale": item.scale},
+            meta={
+                "imu_setting": item.imu,
+                "imu_reason": clip.imu_reason,
+                "scale": item.scale,
+                "event_time": clip.event_time,
+                "event_time_source": clip.event_time_source,
+                "window_shifted": clip.shifted,  # s the window moved to stay inside the clip
+                "window_padded": clip.padded,  # s of repeated edge frames
+            },
         )
 
 

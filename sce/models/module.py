@@ -137,7 +137,7 @@ class SceModule(L.LightningModule):
     def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor | None:
         self._log_data_problems(batch, stage)
         if batch.get("empty"):
-            return None
+            return self._empty_batch_loss() if stage == "train" else None
         out = self.model_step(batch)
         size = batch["input_ids"].shape[0]
         on_step = stage == "train"
@@ -154,8 +154,15 @@ class SceModule(L.LightningModule):
             )
         return out.total
 
+    def _empty_batch_loss(self) -> torch.Tensor:
+        """A zero loss over every trainable parameter, for a batch whose samples were all
+        skipped or dropped: returning None would make this rank skip backward while the other
+        DDP/FSDP ranks wait in the gradient all-reduce (a hang)."""
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return torch.stack([p.sum() for p in trainable]).sum() * 0.0
+
     def _log_data_problems(self, batch: dict[str, Any], stage: str) -> None:
-        for key in ("skipped", "dropped"):
+        for key in ("skipped", "dropped", "imu_unavailable"):
             if batch.get(key):
                 self.log(
                     f"data/{stage}_{key}",
