@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from sce.data import video as video_lib
-from sce.data.chunking import chunk_command
+from sce.data.chunking import chunk_command, chunk_record
 from sce.data.clip import ClipError, WindowSpec, load_clip
-from sce.data.schema import load_manifest
+from sce.data.schema import ClipRecord, load_manifest
 from sce.data.synthetic import generate_synthetic_dataset
 
 
@@ -73,3 +73,46 @@ def test_chunk_outside_the_video_is_named(long_manifest):
     )
     with pytest.raises(ClipError, match="clip_start/clip_end"):
         load_clip(bad, WindowSpec(width=64, height=36))
+
+
+def _imu_csv(path, ax_of_t) -> str:
+    """A 100 Hz, 20 s IMU file whose a_x is ax_of_t(t); other channels 0 (gravity on z)."""
+    t = np.round(np.arange(0, 2000) / 100.0, 6)
+    rows = np.zeros((len(t), 7))
+    rows[:, 0], rows[:, 1], rows[:, 3] = t, ax_of_t(t), 9.81
+    np.savetxt(path, rows, delimiter=",", header="t,ax,ay,az,gx,gy,gz", comments="", fmt="%.6f")
+    return str(path)
+
+
+def _record(tmp_path, label: str, imu: str | None) -> ClipRecord:
+    return ClipRecord(
+        id="long_07", video="v.mp4", label=label, source="s", split="train", imu=imu,
+        root=str(tmp_path),
+    )  # fmt: skip
+
+
+def test_event_time_from_imu_when_manifest_has_none(tmp_path):
+    # |a_x| peaks at 8.25 s (-9 braking); a smaller +4 bump at 15 s must not win.
+    def ax(t):
+        return np.where(np.isclose(t, 8.25), -9.0, 0.0) + np.where(np.isclose(t, 15.0), 4.0, 0.0)
+
+    imu = _imu_csv(tmp_path / "imu.csv", ax)
+    chunks = chunk_record(_record(tmp_path, "collision", imu), 20.0, 6.0, 6.0, 0.5, False)
+    # starts 0, 6, 12 and the tail 14; only [6, 12] holds 8.25 s (2.25 s in, >= 0.5 from edges)
+    assert [c.metadata["clip_start"] for c in chunks] == [0.0, 6.0, 12.0, 14.0]
+    assert [c.label for c in chunks] == ["normal", "collision", "normal", "normal"]
+    assert [c.event_time for c in chunks] == [3.0, 2.25, 3.0, 3.0]
+
+
+def test_normal_record_without_event_time_or_imu_stays_normal(tmp_path):
+    chunks = chunk_record(_record(tmp_path, "normal", None), 20.0, 6.0, 6.0, 0.5, False)
+    assert [c.label for c in chunks] == ["normal"] * 4
+
+
+@pytest.mark.parametrize("imu", [None, "nan"])
+def test_event_record_without_event_time_or_usable_imu_is_named(tmp_path, imu):
+    if imu == "nan":  # an IMU with no finite a_x cannot locate the event either
+        imu = _imu_csv(tmp_path / "imu.csv", lambda t: np.full_like(t, np.nan))
+    record = _record(tmp_path, "near_collision", imu)
+    with pytest.raises(ValueError, match="sample 'long_07': field 'event_time'"):
+        chunk_record(record, 20.0, 6.0, 6.0, 0.5, False)

@@ -4,7 +4,9 @@ Each source record becomes one record per chunk, pointing at the same video and 
 with `metadata.clip_start` / `metadata.clip_end` (seconds in the source video). The chunk that
 contains the event gets the clip's label and its event time (relative to the chunk start); the
 other chunks are normal, with the chunk centre as their window centre; a chunk that cuts the
-event (event within `margin` of an edge) is dropped unless `keep_cut`. The clip loader
+event (event within `margin` of an edge) is dropped unless `keep_cut`. A collision or
+near-collision record without `event_time` takes t_e = argmax |a_x| of its IMU (paper 000);
+without a usable IMU it raises ValueError naming the sample and 'event_time'. The clip loader
 (`sce.data.clip.load_clip`) reads only the chunk's span.
 """
 
@@ -17,19 +19,41 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from sce.data import imu as imu_lib
 from sce.data import video as video_lib
 from sce.data.schema import ClipRecord, load_manifest, write_manifest
+
+
+def record_event_time(record: ClipRecord, duration: float) -> float | None:
+    """The manifest event time, else argmax |a_x| of the IMU (paper 000) for a non-normal record.
+
+    Normal records keep None. A collision / near-collision record with neither raises ValueError
+    naming the sample and the field, rather than silently chunking it as all-normal.
+    """
+    if record.event_time is not None or record.label == "normal":
+        return record.event_time
+    path = record.path("imu")
+    where = f"sample {record.id!r}: field 'event_time'"
+    if path is None:
+        raise ValueError(f"{where}: missing for a {record.label} record and no imu file to find it")
+    try:
+        peak = imu_lib.event_time_from_imu(imu_lib.load_imu(path))
+    except (ValueError, OSError) as err:  # ImuError, or UnicodeDecodeError for a binary file
+        raise ValueError(f"{where}: missing and not derivable from the imu ({err})") from err
+    # Same clamp as clip.resolve_event_time: telemetry may run slightly past the video.
+    return min(max(peak, 0.0), duration)
 
 
 def chunk_record(
     record: ClipRecord, duration: float, chunk: float, stride: float, margin: float, keep_cut: bool
 ) -> list[ClipRecord]:
     """The chunks of one record, as records of their own."""
+    event_time = record_event_time(record, duration)
     chunks = video_lib.sliding_chunks(
         duration,
         chunk=chunk,
         stride=stride,
-        event_time=record.event_time,
+        event_time=event_time,
         label=record.label,
         min_event_margin=margin,
         drop_cut=not keep_cut,
@@ -37,7 +61,7 @@ def chunk_record(
     out = []
     for k, piece in enumerate(chunks):
         span = piece.end - piece.start
-        event = record.event_time - piece.start if piece.has_event else span / 2.0
+        event = event_time - piece.start if piece.has_event else span / 2.0
         metadata = {
             **record.metadata,
             "clip_start": round(piece.start, 6),
@@ -103,9 +127,13 @@ def add_chunk_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def chunk_command(args: argparse.Namespace) -> int:
-    counts = chunk_manifest(
-        args.manifest, args.out, args.chunk, args.stride, args.margin, args.keep_cut
-    )
+    try:
+        counts = chunk_manifest(
+            args.manifest, args.out, args.chunk, args.stride, args.margin, args.keep_cut
+        )
+    except ValueError as err:  # names the sample and the field; nothing was written
+        print(f"sce data chunk: {args.manifest}: {err}")
+        return 1
     sources = counts.pop("source clips")
     print(
         f"{sources} clips -> {sum(counts.values())} chunks: "
