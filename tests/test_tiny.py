@@ -22,7 +22,16 @@ QWEN_TOKENS = (
     "<|video_pad|>",
     "<|image_pad|>",
 )
-NON_MODEL_KEYS = ("meta", "skipped", "dropped", "prob_positions", "prob_scales", "prob_targets")
+# Collator bookkeeping and loss targets; everything else (labels included) goes to the model.
+NON_MODEL_KEYS = (
+    "meta",
+    "skipped",
+    "dropped",
+    "imu_unavailable",
+    "prob_positions",
+    "prob_scales",
+    "prob_targets",
+)
 
 
 def _video_sample(seed: int = 0, fps: float = 3.0) -> Sample:
