@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from sce.data.schema import load_manifest
-from sce.data.validate import add_validate_arguments, validate_command, validate_manifest
+from sce.data.validate import (
+    ValidationReport,
+    add_validate_arguments,
+    check_record,
+    validate_command,
+    validate_manifest,
+)
 
 
 def _args(manifest: Path, no_decode: bool = False) -> argparse.Namespace:
@@ -110,3 +116,86 @@ def test_clip_shorter_than_window(synthetic_manifest: Path) -> None:
     report = validate_manifest(synthetic_manifest, before=6.0, after=2.0, decode=False)
     assert report.problems == {"clip shorter than window": 9}
     assert report.examples["clip shorter than window"][0].endswith(": 7.0 s < 8.0 s")
+
+
+def _lingoqa_manifest(folder: Path, broken: str = "") -> Path:
+    """Two LingoQA-style image-sequence records (`video` = the frames' folder); in record "seg1"
+    the image `broken` is deleted ("missing") or overwritten with garbage ("corrupt")."""
+    from PIL import Image
+
+    rows = []
+    for seg in ("seg0", "seg1"):
+        (folder / "images" / seg).mkdir(parents=True)
+        frames = [f"images/{seg}/{i}.jpg" for i in range(3)]
+        for i, name in enumerate(frames):
+            Image.new("RGB", (16, 8), (40 * i, 0, 0)).save(folder / name)
+        rows.append(
+            {
+                "id": seg,
+                "video": f"images/{seg}",
+                "label": "normal",
+                "source": "lingoqa",
+                "split": "test",
+                "metadata": {"frames": frames, "segment_id": seg},
+            }
+        )
+    if broken == "missing":
+        (folder / "images/seg1/1.jpg").unlink()
+    elif broken == "corrupt":
+        (folder / "images/seg1/2.jpg").write_bytes(b"not an image")
+    path = folder / "manifest.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_image_sequence_records_pass(tmp_path: Path) -> None:
+    report = validate_manifest(_lingoqa_manifest(tmp_path))
+    assert report.ok and report.records == 2, report.table()
+    assert validate_command(_args(tmp_path / "manifest.jsonl")) == 0
+
+
+@pytest.mark.parametrize(("broken", "image"), [("missing", "1.jpg"), ("corrupt", "2.jpg")])
+def test_image_sequence_bad_image_names_sample(tmp_path: Path, broken: str, image: str) -> None:
+    report = validate_manifest(_lingoqa_manifest(tmp_path, broken))
+    assert dict(report.problems) == {"image missing or unreadable": 1}
+    assert report.bad_records == {"seg1"}
+    example = report.examples["image missing or unreadable"][0]
+    assert example.startswith("seg1: field 'metadata.frames': 1 of 3 images, first ")
+    assert f"images/seg1/{image}" in example
+
+
+def test_image_sequence_no_decode_still_finds_missing(tmp_path: Path) -> None:
+    assert validate_manifest(_lingoqa_manifest(tmp_path, "corrupt"), decode=False).ok
+    other = tmp_path / "other"
+    other.mkdir()
+    report = validate_manifest(_lingoqa_manifest(other, "missing"), decode=False)
+    assert report.bad_records == {"seg1"}
+
+
+def test_decode_checks_event_window_bounds(
+    synthetic_manifest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames at the window's start and end are decoded (clip 7 s), not t=0 and the middle."""
+    from sce.data import video as video_lib
+
+    record = load_manifest(synthetic_manifest)[0]
+    seen: list[list[float]] = []
+    real = video_lib.read_frames
+    monkeypatch.setattr(
+        video_lib, "read_frames", lambda p, t, **kw: (seen.append(list(t)), real(p, t, **kw))[1]
+    )
+    # (event_time, before, window start/end): centred, shifted inside the clip at either
+    # end, no event time (whole clip), window longer than the clip (clipped to [0, 7]).
+    cases = [
+        (4.5, 4.0, [0.5, 6.5]),
+        (3.0, 4.0, [0.0, 6.0]),
+        (6.5, 4.0, [1.0, 7.0]),
+        (None, 4.0, [0.0, 7.0]),
+        (4.5, 6.0, [0.0, 7.0]),
+    ]
+    for event_time, before, expected in cases:
+        record.event_time = event_time
+        report = ValidationReport()
+        check_record(record, report, before=before, after=2.0, decode=True)
+        assert set(report.problems) <= {"clip shorter than window"}
+        assert seen[-1] == pytest.approx(expected)

@@ -1,8 +1,10 @@
 """`sce data validate MANIFEST`: check every record before a multi-hour run finds the bad one.
 
-Checks per record: the JSON and its fields (schema), that the video exists and decodes, that its
-duration covers the event window, the IMU file's columns, units and monotonic time, GPS columns,
-the label, and that the event time lies inside the clip. Prints one table of problems with
+Checks per record: the JSON and its fields (schema), that the video exists and decodes at the
+event window's start and end, that its duration covers the event window (an image sequence,
+e.g. LingoQA, instead: that every `metadata.frames` image exists and opens), the IMU file's
+columns, units and monotonic time, GPS columns, the label, and that the event time lies inside
+the clip. Prints one table of problems with
 counts and the first samples of each; exits non-zero when any record has an error.
 """
 
@@ -94,15 +96,69 @@ def check_gps(record: ClipRecord, report: ValidationReport) -> None:
         report.add(record.id, "gps speed out of range (km/h?)", f"max {speed.max():.1f}")
 
 
+def _image_sequence(data: object) -> bool:
+    """True for an image-sequence record (LingoQA): `metadata.frames` set, `video` a folder."""
+    return isinstance(data, dict) and bool((data.get("metadata") or {}).get("frames"))
+
+
+def check_image_sequence(record: ClipRecord, report: ValidationReport, decode: bool) -> None:
+    """Every `metadata.frames` image exists (and, with decode, opens with PIL)."""
+    from PIL import Image
+
+    frames = record.metadata["frames"]
+    if not isinstance(frames, list) or not all(isinstance(f, str) for f in frames):
+        report.add(record.id, "metadata.frames: not a list of image paths")
+        return
+    bad: list[str] = []
+    for name in frames:
+        path = Path(record.root) / name
+        try:
+            if not path.is_file():
+                raise FileNotFoundError("file not found")
+            if decode:
+                with Image.open(path) as image:
+                    image.load()  # decode fully: a truncated image fails here, not in training
+        except (OSError, SyntaxError, ValueError) as err:  # PIL raises these for bad images
+            bad.append(f"{path}: {err}")
+    if bad:
+        detail = f"field 'metadata.frames': {len(bad)} of {len(frames)} images, first {bad[0]}"
+        report.add(record.id, "image missing or unreadable", detail)
+    fps = float(record.metadata.get("frames_fps") or 1.0)  # schema default: 1 image per second
+    check_imu(record, len(frames) / fps, report)
+    check_gps(record, report)
+
+
+def window_check_times(
+    record: ClipRecord, duration: float, before: float, after: float
+) -> np.ndarray:
+    """Video times of the event window's start and end, clipped to the clip, for the decode check.
+
+    Without a usable event time (none given, or outside the clip) the first and last frames,
+    which bound any window the loader may pick.
+    """
+    start = float(record.metadata.get("clip_start", 0.0))  # a chunk's span in the video
+    span = min(float(record.metadata.get("clip_end", duration)), duration) - start
+    try:
+        if record.event_time is None:
+            raise video_lib.WindowError("no event time")
+        window = video_lib.event_window(span, record.event_time, before, after, record.id)
+        bounds = np.array([window.start, window.end])
+    except video_lib.WindowError:
+        bounds = np.array([0.0, span])
+    return np.clip(bounds, 0.0, span) + start
+
+
 def check_record(
     record: ClipRecord, report: ValidationReport, before: float, after: float, decode: bool
 ) -> None:
+    if record.metadata.get("frames"):
+        check_image_sequence(record, report, decode)
+        return
     try:
         info = video_lib.video_info(record.path("video"))
         if decode:
-            video_lib.read_frames(
-                record.path("video"), np.array([0.0, info.duration / 2]), size=None
-            )
+            times = window_check_times(record, info.duration, before, after)
+            video_lib.read_frames(record.path("video"), times, size=None)
     except Exception as err:  # any decoder failure is a problem of this record
         report.add(record.id, "video does not decode", str(err))
         return
@@ -133,8 +189,10 @@ def validate_manifest(
         report.records += 1
         where = f"line {line_no}"
         try:
+            data = json.loads(line)
+            # An image sequence's files are checked per image in check_record, naming the sample.
             record = parse_record(
-                json.loads(line), path.parent, f"{path} {where}", check_files=True
+                data, path.parent, f"{path} {where}", check_files=not _image_sequence(data)
             )
         except json.JSONDecodeError as err:
             report.add(where, "invalid JSON", err.msg)
