@@ -16,6 +16,11 @@ id already in the local Hugging Face cache); otherwise the Qwen2.5-VL hub defaul
 markup) is counted with the model's tokenizer and chat template on a representative 3-way event
 question built by `sce.data.prompts`, or estimated when no tokenizer is at hand.
 
+With `data.window_scales` (paper 002) every record gives one item per scale: the keyframes
+(start, middle, end) of a window of `scale` s ending at the event, made even by repeating the
+last one (4 frames, 2 temporal patches) at one frame per keyframe interval. The report is then
+per item (the longest text over the scales) and says how many items a record gives.
+
     sce budget --config experiments/paper000_dora.yaml [--set data.fps=15] [--max-tokens 8192]
 """
 
@@ -35,7 +40,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-DATA_KEYS = ("fps", "before", "after", "width", "height", "layout", "max_length")
+DATA_KEYS = ("fps", "before", "after", "width", "height", "layout", "max_length", "window_scales")
 GRID_FPS = (1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0)
 GRID_SIZES = ((224, 128), (320, 180), (420, 240), (640, 360), (854, 480), (1280, 720))
 
@@ -132,6 +137,30 @@ def frames_per_clip(fps: float, before: float, after: float) -> int:
     return WindowSpec(fps=fps, before=before, after=after).num_frames
 
 
+def keyframes() -> tuple[float, ...]:
+    """Keyframe fractions of a multi-scale window (the dataset's WindowSpec default)."""
+    from sce.data.clip import WindowSpec
+
+    return tuple(WindowSpec().keyframes)
+
+
+def keyframe_frames(fractions: Sequence[float]) -> int:
+    """Frames of one multi-scale item: its keyframes, made even by repeating the last one."""
+    return len(fractions) + len(fractions) % 2
+
+
+def keyframe_times(scale: float, fractions: Sequence[float], start: float = 10.0) -> np.ndarray:
+    """Frame times of a `scale` s keyframe window starting at `start` s (last one repeated to
+    an even count), as `sce.data.clip` samples them."""
+    times = start + scale * np.asarray(fractions, dtype=float)
+    return np.append(times, times[-1]) if len(times) % 2 else times
+
+
+def keyframe_fps(scale: float, fractions: Sequence[float]) -> float:
+    """Rate of a keyframe window: one frame per (smallest) keyframe interval."""
+    return 1.0 / (scale * float(np.min(np.diff(sorted(fractions)))))
+
+
 def video_lengths(num_frames: int, layout: str) -> list[int]:
     """Frames per video block: pairs for `interleaved`, one block for `table`."""
     if layout == "interleaved":
@@ -200,16 +229,25 @@ def representative_telemetry(frame_times: np.ndarray):
 
 
 def representative_content(
-    num_frames: int, fps: float, layout: str, imu: bool = True, start: float = 10.0
+    num_frames: int,
+    fps: float,
+    layout: str,
+    imu: bool = True,
+    start: float = 10.0,
+    times: np.ndarray | None = None,
 ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
     """User content of the 3-way event question for a window of `num_frames` frames.
 
-    Frame times start at `start` s (two-digit time stamps, as in a 16 s clip); the videos are
-    1x1 placeholders (only their frame counts matter for the text).
+    Frame times start at `start` s, one per 1 / fps (two-digit time stamps, as in a 16 s clip),
+    unless `times` gives them (keyframe windows); the videos are 1x1 placeholders (only their
+    frame counts matter for the text).
     """
     from sce.data.prompts import EVENT_QUESTION, build_user_content
 
-    times = start + np.arange(num_frames) / fps
+    if times is None:
+        times = start + np.arange(num_frames) / fps
+    elif len(times) != num_frames:
+        raise ValueError(f"times has {len(times)} entries for {num_frames} frames")
     frames = np.zeros((num_frames, 1, 1, 3), dtype=np.uint8)
     telemetry = representative_telemetry(times) if imu else None
     return build_user_content(frames, times, telemetry, EVENT_QUESTION, layout)
@@ -246,12 +284,20 @@ def _render_qwen(messages: list[dict[str, Any]]) -> str:
     return "".join(parts)
 
 
-def text_tokens(num_frames: int, fps: float, layout: str, processor=None, imu: bool = True) -> int:
+def text_tokens(
+    num_frames: int,
+    fps: float,
+    layout: str,
+    processor=None,
+    imu: bool = True,
+    times: np.ndarray | None = None,
+) -> int:
     """Non-visual tokens of a training sequence (event question + answer, chat markup, vision
-    start/end markers, telemetry when `imu`): with the processor's tokenizer, else estimated."""
+    start/end markers, telemetry when `imu`): with the processor's tokenizer, else estimated.
+    `times` replaces the evenly spaced frame times (keyframe windows)."""
     from sce.data.prompts import build_messages
 
-    content, videos = representative_content(num_frames, fps, layout, imu)
+    content, videos = representative_content(num_frames, fps, layout, imu, times=times)
     messages = build_messages(content, representative_answer())
     if processor is None:
         text = _render_qwen(messages)
@@ -338,6 +384,38 @@ def data_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: data.get(k, default) for k, default in data_defaults().items()}
 
 
+def window_scales_of(d: Mapping[str, Any]) -> list[float]:
+    """The multi-scale windows of data settings ([] without window_scales)."""
+    scales = d.get("window_scales") or []
+    if isinstance(scales, int | float) or any(float(x) <= 0 for x in scales):
+        raise ValueError(f"data.window_scales must be a list of positive seconds, got {scales!r}")
+    return [float(x) for x in scales]
+
+
+def item_frames_and_text(
+    d: Mapping[str, Any], processor, fps: float | None = None
+) -> tuple[int, int, int]:
+    """(frames, text tokens with telemetry, without) of one item; with window_scales the
+    keyframe item of the scale with the longest text, else the [-before, +after] window."""
+    layout, scales = d["layout"], window_scales_of(d)
+    if not scales:
+        fps = float(d["fps"]) if fps is None else fps
+        frames = frames_per_clip(fps, float(d["before"]), float(d["after"]))
+        return tuple(  # type: ignore[return-value]
+            [frames] + [text_tokens(frames, fps, layout, processor, imu) for imu in (True, False)]
+        )
+    kf = keyframes()
+    frames = keyframe_frames(kf)
+    texts = [
+        [
+            text_tokens(frames, keyframe_fps(x, kf), layout, processor, imu, keyframe_times(x, kf))
+            for x in scales
+        ]
+        for imu in (True, False)
+    ]
+    return frames, max(texts[0]), max(texts[1])
+
+
 def model_path_of(config: Mapping[str, Any]) -> str | None:
     data, model = config.get("data") or {}, config.get("model") or {}
     return data.get("processor_path") or model.get("model_path")
@@ -367,21 +445,28 @@ def budget_report(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
 
 
 def _report(d: Mapping[str, Any], s: ProcessorSettings, processor, model_path) -> dict:
-    fps, width, height, layout = float(d["fps"]), int(d["width"]), int(d["height"]), d["layout"]
-    frames = frames_per_clip(fps, float(d["before"]), float(d["after"]))
+    width, height, layout = int(d["width"]), int(d["height"]), d["layout"]
+    frames, text_on, text_off = item_frames_and_text(d, processor)
     lengths = video_lengths(frames, layout)
     resized_h, resized_w = smart_resize(
         height, width, s.factor, s.min_pixels, _video_max_pixels(lengths[0], s)
     )
     visual = clip_visual_tokens(frames, width, height, layout, s)
-    text_on = text_tokens(frames, fps, layout, processor, imu=True)
-    text_off = text_tokens(frames, fps, layout, processor, imu=False)
     total, total_off = visual + text_on, visual + text_off
     max_length = int(d["max_length"])
+    scales = window_scales_of(d)
+    # Keys of the scale mode only appear with window_scales (the plain report stays as it was).
+    multiscale = {
+        "window_scales": scales,
+        "keyframes": list(keyframes()),
+        "items_per_record": len(scales),
+        "keyframe_fps": [keyframe_fps(x, keyframes()) for x in scales],
+    }
     return {
         "model_path": model_path,
         "processor": asdict(s),
-        **{k: d[k] for k in DATA_KEYS},
+        **{k: d[k] for k in DATA_KEYS if k != "window_scales"},
+        **(multiscale if scales else {}),
         "frames_per_clip": frames,
         "videos_per_clip": len(lengths),
         "resized_width": resized_w,
@@ -413,8 +498,8 @@ def budget_grid(
     processor, s = resolve_processor(model_path_of(config))
     rows = []
     for fps in fps_values:
-        frames = frames_per_clip(fps, float(d["before"]), float(d["after"]))
-        text = text_tokens(frames, fps, d["layout"], processor, imu=True)
+        # Keyframe items (window_scales) have the same frames at every fps.
+        frames, text, _ = item_frames_and_text(d, processor, fps)
         for width, height in sizes:
             visual = clip_visual_tokens(frames, width, height, d["layout"], s)
             rows.append(
@@ -435,17 +520,16 @@ def format_report(report: Mapping[str, Any]) -> str:
     """The report as the lines `sce budget` prints."""
     r, p = report, report["processor"]
     fits = "fits" if r["fits"] else "DOES NOT FIT"
+    unit = "item" if r.get("window_scales") else "clip"
     return "\n".join(
         [
             f"processor: {p['source']} (patch {p['patch_size']}, merge {p['merge_size']}, "
             f"temporal patch {p['temporal_patch_size']}, pixels {p['min_pixels']:,}.."
             f"{p['max_pixels']:,})",
-            f"window: {r['before']:g} s before + {r['after']:g} s after at {r['fps']:g} fps -> "
-            f"{r['frames_per_clip']} frames ({r['videos_per_clip']} video block(s), layout "
-            f"{r['layout']})",
+            _window_line(r, p),
             f"frame: {r['width']}x{r['height']} -> {r['resized_width']}x{r['resized_height']} "
             f"after resize: {r['visual_tokens_per_video']:,} visual tokens per video block",
-            f"visual tokens per clip: {r['visual_tokens_per_clip']:,}",
+            f"visual tokens per {unit}: {r['visual_tokens_per_clip']:,}",
             f"text tokens ({r['text_tokens_method']}, 3-way event question + answer): "
             f"{r['text_tokens']:,} with telemetry ({r['telemetry_tokens']:+,} for telemetry), "
             f"{r['text_tokens_video_only']:,} video only",
@@ -453,6 +537,24 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"({fits}, {r['headroom']:+,} to spare); {r['total_tokens_video_only']:,} video only"
             f"{'' if r['fits_video_only'] else ' (DOES NOT FIT)'}",
         ]
+    )
+
+
+def _window_line(r: Mapping[str, Any], p: Mapping[str, Any]) -> str:
+    blocks = f"{r['videos_per_clip']} video block(s), layout {r['layout']}"
+    if not r.get("window_scales"):
+        return (
+            f"window: {r['before']:g} s before + {r['after']:g} s after at {r['fps']:g} fps -> "
+            f"{r['frames_per_clip']} frames ({blocks})"
+        )
+    scales = ", ".join(f"{x:g}" for x in r["window_scales"])
+    kf = ", ".join(f"{x:g}" for x in r["keyframes"])
+    patches = math.ceil(r["frames_per_clip"] / p["temporal_patch_size"])
+    return (
+        f"window: per scale of [{scales}] s ending at the event, keyframes [{kf}] -> "
+        f"{r['frames_per_clip']} frames per item ({patches} temporal patches, {blocks}); "
+        f"{r['items_per_record']} items per record (tokens below are per item, longest text "
+        "over the scales)"
     )
 
 

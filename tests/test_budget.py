@@ -188,3 +188,57 @@ def test_budget_command_prints_the_report(tmp_path, capsys):
     assert "420x240 -> 420x252" in out
     assert "visual tokens per clip: 405" in out
     assert "token budget 1,000" in out
+
+
+def test_keyframe_items_are_4_frames_at_one_frame_per_interval():
+    assert b.keyframes() == (0.0, 0.5, 1.0)
+    assert b.keyframe_frames((0.0, 0.5, 1.0)) == 4  # last keyframe repeated: 2 temporal patches
+    assert b.keyframe_frames((0.0, 1.0)) == 2
+    assert b.keyframe_fps(6.0, (0.0, 0.5, 1.0)) == pytest.approx(1 / 3)
+    assert b.keyframe_fps(1.5, (0.0, 0.5, 1.0)) == pytest.approx(4 / 3)
+    np.testing.assert_allclose(b.keyframe_times(3.0, (0.0, 0.5, 1.0)), [10.0, 11.5, 13.0, 13.0])
+
+
+def test_paper002_report_is_per_scale_item():
+    config = yaml.safe_load((EXPERIMENTS / "paper002_risk.yaml").read_text())
+    config["model"]["model_path"] = NO_MODEL
+    report = b.budget_report(config)
+    assert report["window_scales"] == [6.0, 3.0, 1.5]
+    assert report["items_per_record"] == 3
+    assert (report["frames_per_clip"], report["videos_per_clip"]) == (4, 1)  # table layout
+    assert report["visual_tokens_per_clip"] == 2 * 16 * 9  # 448x252: 16 x 9 per frame pair
+    assert report["total_tokens"] == 288 + report["text_tokens"]
+    text = b.format_report(report)
+    assert "4 frames per item (2 temporal patches" in text
+    assert "3 items per record" in text
+    assert "visual tokens per item: 288" in text
+    # Without window_scales the same config is the 6 s window at 3 fps: 18 frames.
+    del config["data"]["window_scales"]
+    plain = b.budget_report(config)
+    assert plain["frames_per_clip"] == 18 and "window_scales" not in plain
+    assert plain["telemetry_tokens"] > report["telemetry_tokens"]  # 18 telemetry rows, not 4
+
+
+def test_keyframe_report_matches_the_collated_item(tiny_kit, tiny_processor):
+    """Per-item totals equal the real processor's sequence for a 4-keyframe item."""
+    from sce.data.collate import Collator, Sample
+
+    scales = [6.0, 3.0, 1.5]
+    config = _tiny_config(tiny_kit, window_scales=scales, layout="interleaved")
+    report = b.budget_report(config)
+    assert report["frames_per_clip"] == 4
+    assert report["visual_tokens_per_clip"] == 2 * 8  # 112x56: 4 x 2 per frame pair, 2 pairs
+    collator = Collator(tiny_processor, 100000, "train")
+    kf = b.keyframes()
+    video_pad = tiny_processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    for imu, key in ((True, "total_tokens"), (False, "total_tokens_video_only")):
+        lengths = []
+        for scale in scales:
+            fps, times = b.keyframe_fps(scale, kf), b.keyframe_times(scale, kf)
+            content, videos = b.representative_content(4, fps, "interleaved", imu, times=times)
+            frames = [np.zeros((len(v), 56, 112, 3), np.uint8) for v in videos]
+            sample = Sample("x", content, frames, fps, b.representative_answer(), "mcq", "normal")
+            ids = collator([sample])["input_ids"]
+            assert int((ids == video_pad).sum()) == report["visual_tokens_per_clip"]
+            lengths.append(ids.shape[1])
+        assert max(lengths) == report[key]
