@@ -3,7 +3,8 @@
 Generates 1280x720, 30 fps, 16 s synthetic clips (with IMU/GPS) and times the default window
 (6 s at 3 fps, 420x240) through `SceDataset` + `Collator` (the real processor of the tiny kit):
 
-- naive:   decode every frame of the window with PyAV, then subsample (a common first version)
+- naive:   seek to the window, decode every frame of it with PyAV, then subsample (a common
+           first version)
 - sce:     decord reads only the 18 needed frames
 - cached:  decoded windows read back from the frame cache
 
@@ -33,18 +34,20 @@ from sce.models.tiny import TinySpec, build_processor, train_tokenizer
 
 
 def naive_read_frames(path, times, size=(420, 240), backend="pyav", **_):
-    """Decode every frame from the window start to its end with PyAV, then subsample."""
+    """Seek to the window start, decode every frame of the window with PyAV, then subsample."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate)
         first, last = int(times[0] * fps), int(round(times[-1] * fps))
-        frames = []
-        for index, frame in enumerate(container.decode(stream)):
+        container.seek(int(first / fps / stream.time_base), stream=stream, backward=True)
+        frames = {}
+        for frame in container.decode(stream):
+            index = int(round(float(frame.pts * stream.time_base) * fps))
             if index > last:
                 break
             if index >= first:
-                frames.append(frame.to_ndarray(format="rgb24", width=size[0], height=size[1]))
-    wanted = np.clip(np.round(np.asarray(times) * fps).astype(int) - first, 0, len(frames) - 1)
+                frames[index] = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+    wanted = np.clip(np.round(np.asarray(times) * fps).astype(int), first, max(frames))
     return np.stack([frames[i] for i in wanted])
 
 
