@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from pathlib import Path
@@ -10,7 +11,14 @@ import numpy as np
 import pytest
 
 import sce.data.cache as cache_mod
+import sce.data.clip as clip_mod
+from sce.data import imu as imu_lib
+from sce.data import video as video_lib
 from sce.data.cache import FrameCache
+from sce.data.clip import WindowSpec, load_clip
+from sce.data.schema import ClipRecord, load_manifest
+
+SPEC = WindowSpec(width=64, height=36)
 
 
 @pytest.fixture()
@@ -103,6 +111,11 @@ def test_corrupt_npz_entry_is_a_miss_and_removed(tmp_path: Path, damage: str) ->
     assert calls == [1] and np.array_equal(got["accel"], arrays["accel"])
 
 
+@pytest.fixture()
+def first_record(synthetic_manifest: Path) -> ClipRecord:
+    return load_manifest(synthetic_manifest)[0]
+
+
 def _clip_fields(clip) -> dict:
     telemetry = clip.telemetry
     return {
@@ -127,9 +140,6 @@ def _assert_same_clip(a, b) -> None:
 
 
 def _forbid_reading_sources(monkeypatch) -> None:
-    from sce.data import imu as imu_lib
-    from sce.data import video as video_lib
-
     def refuse(*_args, **_kwargs):
         raise AssertionError("a cached clip must not read its video or telemetry files")
 
@@ -144,17 +154,12 @@ def _forbid_reading_sources(monkeypatch) -> None:
 
 @pytest.mark.parametrize("imu", ["as recorded", "missing file"])
 def test_cached_clip_equals_uncached_without_reading_sources(
-    synthetic_manifest: Path, tmp_path: Path, monkeypatch, imu: str
+    first_record: ClipRecord, tmp_path: Path, monkeypatch, imu: str
 ) -> None:
-    import dataclasses
-
-    from sce.data.clip import WindowSpec, load_clip
-    from sce.data.schema import load_manifest
-
-    record = load_manifest(synthetic_manifest)[0]
+    record = first_record
     if imu == "missing file":
         record = dataclasses.replace(record, imu="no-such-imu.csv")
-    spec = WindowSpec(width=64, height=36)
+    spec = SPEC
     plain = load_clip(record, spec)
     assert (plain.telemetry is None) == (imu == "missing file")
     cache = FrameCache(tmp_path / "cache")
@@ -170,14 +175,9 @@ def test_cached_clip_equals_uncached_without_reading_sources(
 
 
 def test_editing_the_imu_file_recomputes_the_cached_plan(
-    synthetic_manifest: Path, tmp_path: Path
+    first_record: ClipRecord, tmp_path: Path
 ) -> None:
-    from sce.data.clip import WindowSpec, load_clip
-    from sce.data.schema import load_manifest
-
-    record = load_manifest(synthetic_manifest)[0]
-    spec = WindowSpec(width=64, height=36)
-    cache = FrameCache(tmp_path / "cache")
+    record, spec, cache = first_record, SPEC, FrameCache(tmp_path / "cache")
     load_clip(record, spec, cache)
     imu_file = record.path("imu")
     stat = imu_file.stat()
@@ -190,15 +190,9 @@ def test_editing_the_imu_file_recomputes_the_cached_plan(
 
 
 def test_changed_plan_code_recomputes_plans_but_keeps_frames(
-    synthetic_manifest: Path, tmp_path: Path, monkeypatch
+    first_record: ClipRecord, tmp_path: Path, monkeypatch
 ) -> None:
-    import sce.data.clip as clip_mod
-    from sce.data.clip import WindowSpec, load_clip
-    from sce.data.schema import load_manifest
-
-    record = load_manifest(synthetic_manifest)[0]
-    spec = WindowSpec(width=64, height=36)
-    cache = FrameCache(tmp_path / "cache")
+    record, spec, cache = first_record, SPEC, FrameCache(tmp_path / "cache")
     load_clip(record, spec, cache)
     assert len(clip_mod.plan_code_version()) == 16
     monkeypatch.setattr(clip_mod, "plan_code_version", lambda: "edited-imu-code")
@@ -207,16 +201,9 @@ def test_changed_plan_code_recomputes_plans_but_keeps_frames(
 
 
 def test_unreadable_imu_file_is_not_cached_as_missing_telemetry(
-    synthetic_manifest: Path, tmp_path: Path, monkeypatch
+    first_record: ClipRecord, tmp_path: Path, monkeypatch
 ) -> None:
-    import sce.data.clip as clip_mod
-    from sce.data import imu as imu_lib
-    from sce.data.clip import WindowSpec, load_clip
-    from sce.data.schema import load_manifest
-
-    record = load_manifest(synthetic_manifest)[0]
-    spec = WindowSpec(width=64, height=36)
-    cache = FrameCache(tmp_path / "cache")
+    record, spec, cache = first_record, SPEC, FrameCache(tmp_path / "cache")
     imu_file = record.path("imu")
 
     def permission_denied(path, *args, **kwargs):
