@@ -23,7 +23,10 @@ from sce.data import imu as imu_lib
 from sce.data import video as video_lib
 from sce.data.schema import ClipRecord, ManifestError, parse_record
 
-# Plausibility bounds for units: m/s^2 (a g-sensor in g would read ~1 on z), rad/s, m/s.
+# Plausibility bounds for units: m/s^2, rad/s, m/s. They catch gross unit mistakes (milli-g,
+# fast turns logged in deg/s, km/h above 100); accel in g, deg/s at ordinary yaw rates and km/h
+# in city traffic fall inside them and pass (a lower bound on |a| would also reject IMUs that
+# report gravity-free linear acceleration).
 MAX_ABS_ACCEL = 200.0
 MAX_ABS_GYRO = 50.0
 MAX_SPEED = 100.0
@@ -74,10 +77,9 @@ def check_imu(record: ClipRecord, duration: float, report: ValidationReport) -> 
     gyro = imu.gyro[np.isfinite(imu.gyro)]
     if gyro.size and np.abs(gyro).max() > MAX_ABS_GYRO:
         report.add(record.id, "imu gyro out of range (deg/s?)", f"max |w| {np.abs(gyro).max():.1f}")
-    if np.isnan(imu.accel).any() or np.isnan(imu.gyro).any():
-        report.add(
-            record.id, "imu has NaN samples", f"{int(np.isnan(imu.accel).any(axis=1).sum())} rows"
-        )
+    nan_rows = int((np.isnan(imu.accel).any(axis=1) | np.isnan(imu.gyro).any(axis=1)).sum())
+    if nan_rows:
+        report.add(record.id, "imu has NaN samples", f"{nan_rows} rows")
     if imu.t[-1] < duration - 1.0:
         report.add(record.id, "imu shorter than video", f"{imu.t[-1]:.1f} s of {duration:.1f} s")
 
@@ -91,6 +93,8 @@ def check_gps(record: ClipRecord, report: ValidationReport) -> None:
     except (ValueError, OSError) as err:  # ImuError, or UnicodeDecodeError for a binary file
         report.add(record.id, "gps unreadable", str(err))
         return
+    if np.isnan(gps.speed).any():
+        report.add(record.id, "gps has NaN samples", f"{int(np.isnan(gps.speed).sum())} rows")
     speed = gps.speed[np.isfinite(gps.speed)]
     if speed.size and speed.max() > MAX_SPEED:
         report.add(record.id, "gps speed out of range (km/h?)", f"max {speed.max():.1f}")
