@@ -144,21 +144,32 @@ def keyframes() -> tuple[float, ...]:
     return tuple(WindowSpec().keyframes)
 
 
+def _keyframe_item(
+    scale: float, fractions: Sequence[float], start: float = 10.0
+) -> tuple[np.ndarray, float]:
+    """(frame times, fps) of a `scale` s keyframe window starting at `start` s, from the loader's
+    own `sce.data.clip.keyframe_window`."""
+    from sce.data.clip import WindowSpec, keyframe_window
+
+    spec = WindowSpec(scale=scale, keyframes=tuple(fractions))
+    _, times, fps = keyframe_window(start + scale, start + scale + 1.0, spec)
+    return times, fps
+
+
 def keyframe_frames(fractions: Sequence[float]) -> int:
     """Frames of one multi-scale item: its keyframes, made even by repeating the last one."""
-    return len(fractions) + len(fractions) % 2
+    return len(_keyframe_item(1.0, fractions)[0])
 
 
 def keyframe_times(scale: float, fractions: Sequence[float], start: float = 10.0) -> np.ndarray:
     """Frame times of a `scale` s keyframe window starting at `start` s (last one repeated to
     an even count), as `sce.data.clip` samples them."""
-    times = start + scale * np.asarray(fractions, dtype=float)
-    return np.append(times, times[-1]) if len(times) % 2 else times
+    return _keyframe_item(scale, fractions, start)[0]
 
 
 def keyframe_fps(scale: float, fractions: Sequence[float]) -> float:
     """Rate of a keyframe window: one frame per (smallest) keyframe interval."""
-    return 1.0 / (scale * float(np.min(np.diff(sorted(fractions)))))
+    return _keyframe_item(scale, fractions)[1]
 
 
 def video_lengths(num_frames: int, layout: str) -> list[int]:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sce.data import imu as imu_lib
 from sce.data import video as video_lib
+from sce.data.clip import load_record_imu, resolve_event_time
 from sce.data.schema import ClipRecord, load_manifest, write_manifest
 
 
@@ -32,16 +32,15 @@ def record_event_time(record: ClipRecord, duration: float) -> float | None:
     """
     if record.event_time is not None or record.label == "normal":
         return record.event_time
-    path = record.path("imu")
-    where = f"sample {record.id!r}: field 'event_time'"
-    if path is None:
-        raise ValueError(f"{where}: missing for a {record.label} record and no imu file to find it")
-    try:
-        peak = imu_lib.event_time_from_imu(imu_lib.load_imu(path))
-    except (ValueError, OSError) as err:  # ImuError, or UnicodeDecodeError for a binary file
-        raise ValueError(f"{where}: missing and not derivable from the imu ({err})") from err
-    # Same clamp as clip.resolve_event_time: telemetry may run slightly past the video.
-    return min(max(peak, 0.0), duration)
+    imu, reason = load_record_imu(record)
+    event_time, source = resolve_event_time(record, duration, imu)  # the loader's own rule
+    if source != "imu":
+        why = reason or "no finite a_x sample in the imu"
+        raise ValueError(
+            f"sample {record.id!r}: field 'event_time': missing for a {record.label} record and "
+            f"not derivable from the imu ({why})"
+        )
+    return event_time
 
 
 def chunk_record(

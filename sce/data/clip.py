@@ -95,7 +95,8 @@ def resolve_event_time(
     return duration / 2.0, "center"
 
 
-def _load_imu(record: ClipRecord):
+def load_record_imu(record: ClipRecord):
+    """(Imu, "") or (None, why it is unavailable) for a record's IMU file."""
     path = record.path("imu")
     if path is None:
         return None, "no imu file in manifest"
@@ -184,14 +185,14 @@ def plan_window(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
     except Exception as err:  # decoder errors come in many types
         raise ClipError(f"sample {record.id!r}: video {video_path} unreadable: {err}") from err
     start, end = chunk_bounds(record, duration)
-    imu, imu_reason = _load_imu(record)
+    imu, imu_reason = load_record_imu(record)
     event_time, source = resolve_event_time(record, end - start, imu, offset=start)
     if spec.scale is None:
         window = video_lib.event_window(end - start, event_time, spec.before, spec.after)
         times = video_lib.window_frame_times(window, spec.fps) + start
         fps = spec.fps
     else:
-        window, times, fps = _keyframe_window(event_time, end - start, spec)
+        window, times, fps = keyframe_window(event_time, end - start, spec)
         times = times + start
     telemetry = None
     if imu is not None:
@@ -278,9 +279,10 @@ def _plan_from_arrays(arrays: dict[str, np.ndarray]) -> ClipInputs:
     )
 
 
-def _keyframe_window(event_time: float, duration: float, spec: WindowSpec):
-    """Keyframe times of one multi-scale window (paper 002), made even by repeating the last
-    keyframe (Qwen's temporal patch is 2); the rate is one frame per keyframe interval."""
+def keyframe_window(event_time: float, duration: float, spec: WindowSpec):
+    """(window, frame times, fps) of one multi-scale window of `spec.scale` s ending at the
+    event (paper 002): its keyframes, made even by repeating the last one (Qwen's temporal
+    patch is 2), at one frame per keyframe interval. Also used by `sce budget`."""
     (scaled,) = video_lib.multiscale_windows(
         event_time, scales=(spec.scale,), keyframes=spec.keyframes, duration=duration
     )

@@ -115,9 +115,12 @@ class SceDataset(Dataset):
                 return None
             raise
 
+    def window_spec(self, scale: float | None) -> WindowSpec:
+        """The window of an item: the dataset's, or a multi-scale keyframe window of `scale` s."""
+        return self.spec if scale is None else dataclasses.replace(self.spec, scale=scale)
+
     def _build(self, item: Item, record: ClipRecord, rng: random.Random) -> Sample:
-        spec = self.spec if item.scale is None else dataclasses.replace(self.spec, scale=item.scale)
-        clip = load_clip(record, spec, self.cache)
+        clip = load_clip(record, self.window_spec(item.scale), self.cache)
         telemetry = clip.telemetry
         if item.imu == "off" or (item.imu == "train" and rng.random() < self.imu_dropout):
             telemetry = None

@@ -12,7 +12,6 @@ is as fast as the later ones. It builds the config's own SceDataModule and calls
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -42,13 +41,10 @@ class WindowJobs(Dataset):
 
         record_index, scale = self.jobs[index]
         record = self.dataset.records[record_index]
-        spec = self.dataset.spec
-        if scale is not None:
-            spec = dataclasses.replace(spec, scale=scale)
         cache = self.dataset.cache
         misses = cache.misses
         try:
-            load_clip(record, spec, cache)
+            load_clip(record, self.dataset.window_spec(scale), cache)
         except ClipError as err:
             return record.id, f"error: {err}"
         return record.id, "decoded" if cache.misses > misses else "cached"

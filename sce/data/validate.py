@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from sce.data import imu as imu_lib
 from sce.data import video as video_lib
+from sce.data.clip import ClipError, chunk_bounds
 from sce.data.schema import ClipRecord, ManifestError, parse_record
 
 # Plausibility bounds for units: m/s^2, rad/s, m/s. They catch gross unit mistakes (milli-g,
@@ -140,8 +141,11 @@ def window_check_times(
     Without a usable event time (none given, or outside the clip) the first and last frames,
     which bound any window the loader may pick.
     """
-    start = float(record.metadata.get("clip_start", 0.0))  # a chunk's span in the video
-    span = min(float(record.metadata.get("clip_end", duration)), duration) - start
+    try:
+        start, end = chunk_bounds(record, duration)  # a chunk's span in the video
+    except ClipError:  # bounds outside the video: check the whole video
+        start, end = 0.0, duration
+    span = end - start
     try:
         if record.event_time is None:
             raise video_lib.WindowError("no event time")
