@@ -6,7 +6,9 @@ resolved config is saved in the run folder). The other subcommands are plain arg
     sce demo                      synthetic data + tiny model, trained and evaluated end to end
     sce synth --out DIR           synthetic dashcam clips with IMU/GPS and a manifest
     sce tiny-model --out DIR      the offline tiny Qwen2.5-VL kit
-    sce data prepare|chunk|validate  convert datasets, cut long videos, check a manifest
+    sce data prepare|chunk|validate|cache  convert datasets, cut long videos, check a manifest,
+                                  fill a frame cache
+    sce data preview --config X --id ID  what the model sees for one sample
     sce label ...                 teacher pseudo-labels
     sce export / sce infer        merged model folder / one-clip inference
     sce budget --config X         visual tokens and sequence length of a config
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -24,25 +27,46 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 def run_lightning_cli(args: list[str]):
     """LightningCLI over SceModule and SceDataModule; data.processor_path follows the model."""
-    from lightning.pytorch.cli import LightningCLI
+    return _sce_cli_class()(args=args, **_lightning_cli_kwargs())
 
-    from sce.checkpointing import AtomicCheckpointIO
-    from sce.data.datamodule import SceDataModule
-    from sce.models.module import SceModule
+
+def datamodule_from_cli(args: list[str]):
+    """The SceDataModule that `sce fit` builds from the same arguments (`--config X`,
+    `--data.manifest=M`, ...): the same parser, defaults and links, without building the model
+    or the trainer (`sce data preview` shows what this data module feeds the model)."""
+
+    class DataOnlyCLI(_sce_cli_class()):
+        def instantiate_classes(self) -> None:
+            self.datamodule = self.datamodule_class(**self.config.data.as_dict())
+
+    with warnings.catch_warnings():  # `args` is the caller's own slice of sys.argv
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return DataOnlyCLI(args=args, run=False, **_lightning_cli_kwargs()).datamodule
+
+
+def _sce_cli_class():
+    from lightning.pytorch.cli import LightningCLI
 
     class SceCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
             parser.link_arguments("model.model_path", "data.processor_path")
 
-    return SceCLI(
-        SceModule,
-        SceDataModule,
-        args=args,
-        save_config_kwargs={"overwrite": True},
+    return SceCLI
+
+
+def _lightning_cli_kwargs() -> dict:
+    from sce.checkpointing import AtomicCheckpointIO
+    from sce.data.datamodule import SceDataModule
+    from sce.models.module import SceModule
+
+    return {
+        "model_class": SceModule,
+        "datamodule_class": SceDataModule,
+        "save_config_kwargs": {"overwrite": True},
         # Our re-sampler shards across ranks itself; checkpoints are written atomically.
-        trainer_defaults={"use_distributed_sampler": False, "plugins": [AtomicCheckpointIO()]},
-        parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else None,
-    )
+        "trainer_defaults": {"use_distributed_sampler": False, "plugins": [AtomicCheckpointIO()]},
+        "parser_kwargs": {"parser_mode": "omegaconf"} if _has_omegaconf() else None,
+    }
 
 
 def _has_omegaconf() -> bool:
@@ -129,7 +153,13 @@ def main(argv: list[str] | None = None) -> int:
         run_lightning_cli(argv)
         return 0
     parser, handlers = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Only subcommands that pass arguments on to the `sce fit` parser take unknown ones
+        # (`sce data preview --config X --data.manifest M`): they default `config_overrides`.
+        if not hasattr(args, "config_overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.config_overrides = extra
     return int(handlers[args.command](args) or 0)
 
 

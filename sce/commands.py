@@ -18,10 +18,13 @@ REGISTRY: list[tuple[str, Callable[[argparse._SubParsersAction], dict[str, Handl
 def _data(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     from sce.data.chunking import add_chunk_arguments, chunk_command
     from sce.data.prefill import add_cache_arguments, cache_command
+    from sce.data.preview import add_preview_arguments, preview_command
     from sce.data.sources import add_prepare_arguments, prepare_command
     from sce.data.validate import add_validate_arguments, validate_command
 
-    data = sub.add_parser("data", help="prepare (convert), chunk, validate or cache a manifest")
+    data = sub.add_parser(
+        "data", help="prepare (convert), chunk, validate, cache or preview a manifest"
+    )
     data_sub = data.add_subparsers(dest="data_command", required=True)
     add_prepare_arguments(data_sub.add_parser("prepare", help="convert a dataset to a manifest"))
     add_validate_arguments(data_sub.add_parser("validate", help="check every record of a manifest"))
@@ -29,11 +32,19 @@ def _data(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     add_cache_arguments(
         data_sub.add_parser("cache", help="decode a config's windows into its cache")
     )
+    add_preview_arguments(
+        data_sub.add_parser(
+            "preview",
+            help="what the model sees for one sample (--config X [--data.x=...] --id ID)",
+            allow_abbrev=False,  # so --data.x / --model.x overrides pass through untouched
+        )
+    )
     handlers = {
         "prepare": prepare_command,
         "validate": validate_command,
         "chunk": chunk_command,
         "cache": cache_command,
+        "preview": preview_command,
     }
     return {"data": lambda args: handlers[args.data_command](args)}
 

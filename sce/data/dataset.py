@@ -115,6 +115,11 @@ class SceDataset(Dataset):
                 return None
             raise
 
+    def sample(self, item: Item, seed: int = 0) -> Sample:
+        """The Sample of an explicit item, built as __getitem__ builds one; an item with a task
+        and an IMU setting ("on"/"off") draws nothing but a vqa question (`sce data preview`)."""
+        return self._build(item, self.records[item.record], random.Random(seed))
+
     def window_spec(self, scale: float | None) -> WindowSpec:
         """The window of an item: the dataset's, or a multi-scale keyframe window of `scale` s."""
         return self.spec if scale is None else dataclasses.replace(self.spec, scale=scale)
