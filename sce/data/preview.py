@@ -342,8 +342,12 @@ def _cell(value: float | None, width: int) -> str:
 
 # ------------------------------------------------------------------------------ CLI
 def add_preview_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "One sample as the model sees it. Arguments other than these go to the `sce fit` "
+        "parser, e.g. --data.manifest M --data.fps=5 --model.model_path=tiny:0."
+    )
     parser.add_argument("--config", required=True, help="experiment YAML (as for sce fit)")
-    parser.add_argument("--id", required=True, dest="sample_id", help="record id")
+    parser.add_argument("--id", required=True, dest="sample_id", metavar="ID", help="record id")
     parser.add_argument("--split", choices=SPLITS, default=None, help="default: any split")
     parser.add_argument("--task", default=None, help="default: the first evaluation task")
     parser.add_argument(
@@ -356,11 +360,13 @@ def add_preview_arguments(parser: argparse.ArgumentParser) -> None:
 
 def preview_command(args: argparse.Namespace) -> int:
     from sce.cli import datamodule_from_cli
+    from sce.data.clip import ClipError
+    from sce.data.collate import SequenceTooLongError
 
     datamodule = datamodule_from_cli(["--config", args.config, *args.config_overrides])
     try:
         report = preview_sample(datamodule, args.sample_id, args.split, args.task, args.imu)
-    except (PreviewError, ManifestError) as err:
+    except (PreviewError, ManifestError, ClipError, SequenceTooLongError) as err:
         print(f"sce data preview: {err}")
         return 2
     print(json.dumps(report, indent=2) if args.json else format_preview(report))
