@@ -38,7 +38,7 @@ class PreviewError(ValueError):
 def find_record(manifest: str, sample_id: str, split: str | None = None) -> ClipRecord:
     """The record `sample_id` of the manifest (in `split` when given); a clear error listing
     the closest ids otherwise."""
-    records = load_manifest(manifest)
+    records = load_manifest(manifest, check_files=False)  # the dataset checks its split
     found = next((r for r in records if r.id == sample_id), None)
     if found is not None and (split is None or found.split == split):
         return found
