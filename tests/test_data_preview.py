@@ -161,3 +161,23 @@ def test_wrong_split_names_the_records_split(capsys, tiny_kit, synthetic_manifes
 def test_other_commands_still_reject_unknown_arguments(tmp_path):
     with pytest.raises(SystemExit):
         main(["budget", "--config", str(DEMO), "--data.fps=3"])
+
+
+def test_image_and_video_placeholders_are_summarised_in_order(tiny_processor):
+    from sce.data.collate import Collator
+    from sce.data.preview import summarised_chat, visual_blocks
+
+    processor = Collator(tiny_processor).processor
+    content = [{"type": "image"}, {"type": "text", "text": "then"}, {"type": "video"}]
+    text = processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False)
+    batch = processor(
+        text=[text],
+        images=[np.zeros((56, 112, 3), np.uint8)],
+        videos=[np.zeros((4, 56, 112, 3), np.uint8)],
+        return_tensors="pt",
+    )
+    blocks = visual_blocks(batch, processor)
+    chat = summarised_chat(batch["input_ids"][0].tolist(), processor, blocks)
+    assert "<|vision_start|><image 56x112: 8 tokens><|vision_end|>then" in chat
+    assert "<|vision_start|><video 4x56x112: 16 tokens><|vision_end|>" in chat
+    assert "pad|>" not in chat

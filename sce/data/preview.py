@@ -219,7 +219,7 @@ def visual_blocks(batch: dict[str, Any], processor) -> list[dict[str, Any]]:
             blocks.append(
                 {
                     "kind": kind,
-                    "frames": t * temporal,
+                    "frames": t * temporal if kind == "video" else t,
                     "height": h * patch,
                     "width": w * patch,
                     "tokens": t * h * w // merge**2,
