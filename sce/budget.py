@@ -16,10 +16,11 @@ id already in the local Hugging Face cache); otherwise the Qwen2.5-VL hub defaul
 markup) is counted with the model's tokenizer and chat template on a representative 3-way event
 question built by `sce.data.prompts`, or estimated when no tokenizer is at hand.
 
-With `data.window_scales` (paper 002) every record gives one item per scale: the keyframes
-(start, middle, end) of a window of `scale` s ending at the event, made even by repeating the
-last one (4 frames, 2 temporal patches) at one frame per keyframe interval. The report is then
-per item (the longest text over the scales) and says how many items a record gives.
+With `data.window_scales` (paper 002) every record gives one item per scale: the 3 keyframes
+(start, middle, end) of a window of `scale` s ending at the event, each a separate image (the
+processor's image path: one temporal patch per image, (H' / 28) * (W' / 28) tokens, 144 at
+448x252). The report is then per item (the longest text over the scales) and says how many
+items a record gives.
 
     sce budget --config experiments/paper000_dora.yaml [--set data.fps=15] [--max-tokens 8192]
 """
@@ -157,13 +158,13 @@ def _keyframe_item(
 
 
 def keyframe_frames(fractions: Sequence[float]) -> int:
-    """Frames of one multi-scale item: its keyframes, made even by repeating the last one."""
+    """Frames of one multi-scale item: its keyframes (one image each)."""
     return len(_keyframe_item(1.0, fractions)[0])
 
 
 def keyframe_times(scale: float, fractions: Sequence[float], start: float = 10.0) -> np.ndarray:
-    """Frame times of a `scale` s keyframe window starting at `start` s (last one repeated to
-    an even count), as `sce.data.clip` samples them."""
+    """Keyframe times of a `scale` s keyframe window starting at `start` s, as
+    `sce.data.clip` samples them."""
     return _keyframe_item(scale, fractions, start)[0]
 
 
@@ -182,10 +183,26 @@ def video_lengths(num_frames: int, layout: str) -> list[int]:
 
 
 def clip_visual_tokens(
-    num_frames: int, width: int, height: int, layout: str, settings: ProcessorSettings
+    num_frames: int,
+    width: int,
+    height: int,
+    layout: str,
+    settings: ProcessorSettings,
+    keyframes: bool = False,
 ) -> int:
-    """Visual tokens of a whole clip in a prompt layout (each video block resized alone)."""
+    """Visual tokens of a whole clip in a prompt layout (each video block resized alone), or
+    of `num_frames` keyframe images (`keyframes`, with the image processor's settings)."""
+    if keyframes:
+        return num_frames * image_tokens(width, height, settings)
     return sum(visual_tokens(n, width, height, settings) for n in video_lengths(num_frames, layout))
+
+
+def image_tokens(width: int, height: int, settings: ProcessorSettings = QWEN25_VL_DEFAULTS) -> int:
+    """Visual tokens of one image: Qwen2-VL's image processor tiles it to one temporal patch,
+    so (H' / patch) * (W' / patch) / merge^2 after smart_resize (no per-frame video cap)."""
+    s = settings
+    h, w = smart_resize(height, width, s.factor, s.min_pixels, s.max_pixels)
+    return (h // s.patch_size) * (w // s.patch_size) // (s.merge_size**2)
 
 
 # ------------------------------------------------------------------------------ processor
@@ -205,9 +222,10 @@ def load_processor(model_path: str):
         return None
 
 
-def processor_settings(processor, source: str) -> ProcessorSettings:
-    """Settings read from a loaded processor's video processor (defaults for missing fields)."""
-    vp = getattr(processor, "video_processor", None)
+def processor_settings(processor, source: str, kind: str = "video") -> ProcessorSettings:
+    """Settings read from a loaded processor's video processor, or its image processor for
+    `kind="image"` (keyframes), with defaults for missing fields."""
+    vp = getattr(processor, f"{kind}_processor", None)
     if vp is None:
         return QWEN25_VL_DEFAULTS
     size = vp.size if isinstance(vp.size, Mapping) else vars(vp.size)
@@ -246,12 +264,13 @@ def representative_content(
     imu: bool = True,
     start: float = 10.0,
     times: np.ndarray | None = None,
+    keyframes: bool = False,
 ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
     """User content of the 3-way event question for a window of `num_frames` frames.
 
     Frame times start at `start` s, one per 1 / fps (two-digit time stamps, as in a 16 s clip),
-    unless `times` gives them (keyframe windows); the videos are 1x1 placeholders (only their
-    frame counts matter for the text).
+    unless `times` gives them (keyframe windows, one image per frame with `keyframes`); the
+    visuals are 1x1 placeholders (only their frame counts matter for the text).
     """
     from sce.data.prompts import EVENT_QUESTION, build_user_content
 
@@ -261,7 +280,7 @@ def representative_content(
         raise ValueError(f"times has {len(times)} entries for {num_frames} frames")
     frames = np.zeros((num_frames, 1, 1, 3), dtype=np.uint8)
     telemetry = representative_telemetry(times) if imu else None
-    return build_user_content(frames, times, telemetry, EVENT_QUESTION, layout)
+    return build_user_content(frames, times, telemetry, EVENT_QUESTION, layout, keyframes)
 
 
 def representative_answer() -> str:
@@ -285,10 +304,11 @@ def estimate_tokens(text: str) -> int:
 
 def _render_qwen(messages: list[dict[str, Any]]) -> str:
     """The Qwen2.5-VL chat template's text for the messages (for the estimate)."""
+    pads = {"video": "<|video_pad|>", "image": "<|image_pad|>"}
     parts = []
     for message in messages:
         body = "".join(
-            "<|vision_start|><|video_pad|><|vision_end|>" if c["type"] == "video" else c["text"]
+            f"<|vision_start|>{pads[c['type']]}<|vision_end|>" if c["type"] in pads else c["text"]
             for c in message["content"]
         )
         parts.append(f"<|im_start|>{message['role']}\n{body}<|im_end|>\n")
@@ -302,20 +322,24 @@ def text_tokens(
     processor=None,
     imu: bool = True,
     times: np.ndarray | None = None,
+    keyframes: bool = False,
 ) -> int:
     """Non-visual tokens of a training sequence (event question + answer, chat markup, vision
     start/end markers, telemetry when `imu`): with the processor's tokenizer, else estimated.
-    `times` replaces the evenly spaced frame times (keyframe windows)."""
+    `times` replaces the evenly spaced frame times (keyframe windows; images with
+    `keyframes`)."""
     from sce.data.prompts import build_messages
 
-    content, videos = representative_content(num_frames, fps, layout, imu, times=times)
+    content, visuals = representative_content(
+        num_frames, fps, layout, imu, times=times, keyframes=keyframes
+    )
     messages = build_messages(content, representative_answer())
     if processor is None:
         text = _render_qwen(messages)
-        return estimate_tokens(text) - len(videos)
+        return estimate_tokens(text) - len(visuals)
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
     ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
-    return len(ids) - len(videos)  # each <|video_pad|> is replaced by the visual tokens
+    return len(ids) - len(visuals)  # each video/image pad is replaced by the visual tokens
 
 
 # ------------------------------------------------------------------------------ config
@@ -407,7 +431,8 @@ def item_frames_and_text(
     d: Mapping[str, Any], processor, fps: float | None = None
 ) -> tuple[int, int, int]:
     """(frames, text tokens with telemetry, without) of one item; with window_scales the
-    keyframe item of the scale with the longest text, else the [-before, +after] window."""
+    keyframe item (one image per keyframe) of the scale with the longest text, else the
+    [-before, +after] window."""
     layout, scales = d["layout"], window_scales_of(d)
     if not scales:
         fps = float(d["fps"]) if fps is None else fps
@@ -419,7 +444,9 @@ def item_frames_and_text(
     frames = keyframe_frames(kf)
     texts = [
         [
-            text_tokens(frames, keyframe_fps(x, kf), layout, processor, imu, keyframe_times(x, kf))
+            text_tokens(
+                frames, keyframe_fps(x, kf), layout, processor, imu, keyframe_times(x, kf), True
+            )
             for x in scales
         ]
         for imu in (True, False)
@@ -432,13 +459,19 @@ def model_path_of(config: Mapping[str, Any]) -> str | None:
     return data.get("processor_path") or model.get("model_path")
 
 
-def resolve_processor(model_path: str | None) -> tuple[Any, ProcessorSettings]:
+def resolve_processor(model_path: str | None, kind: str = "video") -> tuple[Any, ProcessorSettings]:
+    """(processor or None, its video or `kind="image"` processor's settings)."""
     if not model_path:
         return None, QWEN25_VL_DEFAULTS
     processor = load_processor(model_path)
     if processor is None:
         return None, QWEN25_VL_DEFAULTS
-    return processor, processor_settings(processor, f"processor of {model_path}")
+    return processor, processor_settings(processor, f"{kind} processor of {model_path}", kind)
+
+
+def visual_kind(d: Mapping[str, Any]) -> str:
+    """'image' for keyframe items (data.window_scales, paper 002), else 'video'."""
+    return "image" if window_scales_of(d) else "video"
 
 
 # ------------------------------------------------------------------------------ report
@@ -451,27 +484,29 @@ def budget_report(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
         config = load_config(config)
     d = data_settings(config)
     model_path = model_path_of(config)
-    processor, settings = resolve_processor(model_path)
+    processor, settings = resolve_processor(model_path, visual_kind(d))
     return _report(d, settings, processor, model_path)
 
 
 def _report(d: Mapping[str, Any], s: ProcessorSettings, processor, model_path) -> dict:
     width, height, layout = int(d["width"]), int(d["height"]), d["layout"]
     frames, text_on, text_off = item_frames_and_text(d, processor)
-    lengths = video_lengths(frames, layout)
-    resized_h, resized_w = smart_resize(
-        height, width, s.factor, s.min_pixels, _video_max_pixels(lengths[0], s)
-    )
-    visual = clip_visual_tokens(frames, width, height, layout, s)
+    scales = window_scales_of(d)
+    # Keyframe items are images only (no video block); windows are videos only.
+    lengths = [] if scales else video_lengths(frames, layout)
+    max_pixels = s.max_pixels if scales else _video_max_pixels(lengths[0], s)
+    resized_h, resized_w = smart_resize(height, width, s.factor, s.min_pixels, max_pixels)
+    visual = clip_visual_tokens(frames, width, height, layout, s, keyframes=bool(scales))
     total, total_off = visual + text_on, visual + text_off
     max_length = int(d["max_length"])
-    scales = window_scales_of(d)
     # Keys of the scale mode only appear with window_scales (the plain report stays as it was).
     multiscale = {
         "window_scales": scales,
         "keyframes": list(keyframes()),
         "items_per_record": len(scales),
         "keyframe_fps": [keyframe_fps(x, keyframes()) for x in scales],
+        "images_per_clip": frames,
+        "visual_tokens_per_image": visual // max(frames, 1),
     }
     return {
         "model_path": model_path,
@@ -482,7 +517,7 @@ def _report(d: Mapping[str, Any], s: ProcessorSettings, processor, model_path) -
         "videos_per_clip": len(lengths),
         "resized_width": resized_w,
         "resized_height": resized_h,
-        "visual_tokens_per_video": visual // len(lengths),
+        "visual_tokens_per_video": visual // len(lengths) if lengths else 0,
         "visual_tokens_per_clip": visual,
         "text_tokens": text_on,
         "text_tokens_video_only": text_off,
@@ -506,13 +541,14 @@ def budget_grid(
     against max_tokens. The window (before/after), layout and processor come from the config.
     """
     d = data_settings(config)
-    processor, s = resolve_processor(model_path_of(config))
+    processor, s = resolve_processor(model_path_of(config), visual_kind(d))
     rows = []
     for fps in fps_values:
         # Keyframe items (window_scales) have the same frames at every fps.
         frames, text, _ = item_frames_and_text(d, processor, fps)
         for width, height in sizes:
-            visual = clip_visual_tokens(frames, width, height, d["layout"], s)
+            keyframe_images = visual_kind(d) == "image"
+            visual = clip_visual_tokens(frames, width, height, d["layout"], s, keyframe_images)
             rows.append(
                 {
                     "fps": fps,
@@ -532,6 +568,11 @@ def format_report(report: Mapping[str, Any]) -> str:
     r, p = report, report["processor"]
     fits = "fits" if r["fits"] else "DOES NOT FIT"
     unit = "item" if r.get("window_scales") else "clip"
+    per_block = (
+        f"{r['visual_tokens_per_image']:,} visual tokens per image"
+        if r.get("window_scales")
+        else f"{r['visual_tokens_per_video']:,} visual tokens per video block"
+    )
     return "\n".join(
         [
             f"processor: {p['source']} (patch {p['patch_size']}, merge {p['merge_size']}, "
@@ -539,7 +580,7 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"{p['max_pixels']:,})",
             _window_line(r, p),
             f"frame: {r['width']}x{r['height']} -> {r['resized_width']}x{r['resized_height']} "
-            f"after resize: {r['visual_tokens_per_video']:,} visual tokens per video block",
+            f"after resize: {per_block}",
             f"visual tokens per {unit}: {r['visual_tokens_per_clip']:,}",
             f"text tokens ({r['text_tokens_method']}, 3-way event question + answer): "
             f"{r['text_tokens']:,} with telemetry ({r['telemetry_tokens']:+,} for telemetry), "
@@ -560,12 +601,11 @@ def _window_line(r: Mapping[str, Any], p: Mapping[str, Any]) -> str:
         )
     scales = ", ".join(f"{x:g}" for x in r["window_scales"])
     kf = ", ".join(f"{x:g}" for x in r["keyframes"])
-    patches = math.ceil(r["frames_per_clip"] / p["temporal_patch_size"])
     return (
         f"window: per scale of [{scales}] s ending at the event, keyframes [{kf}] -> "
-        f"{r['frames_per_clip']} frames per item ({patches} temporal patches, {blocks}); "
-        f"{r['items_per_record']} items per record (tokens below are per item, longest text "
-        "over the scales)"
+        f"{r['frames_per_clip']} frames per item ({r['images_per_clip']} images, layout "
+        f"{r['layout']}); {r['items_per_record']} items per record (tokens below are per item, "
+        "longest text over the scales)"
     )
 
 

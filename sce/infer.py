@@ -209,14 +209,19 @@ def prompt_samples(clip, record, fps: float, layout: str = "interleaved", use_im
     telemetry = clip.telemetry if use_imu else None
     samples = []
     for name, task in QUESTIONS:
-        content, videos = build_user_content(
-            clip.frames, clip.frame_times, telemetry, question_of[task], layout
+        content, visuals = build_user_content(
+            clip.frames,
+            clip.frame_times,
+            telemetry,
+            question_of[task],
+            layout,
+            keyframes=clip.keyframes,
         )
         samples.append(
             Sample(
                 id=f"{record.id}:{name}",
                 user_content=content,
-                videos=videos,
+                visuals=visuals,
                 fps=fps,
                 answer="",
                 task=task,

@@ -190,13 +190,20 @@ def test_budget_command_prints_the_report(tmp_path, capsys):
     assert "token budget 1,000" in out
 
 
-def test_keyframe_items_are_4_frames_at_one_frame_per_interval():
+def test_keyframe_items_are_3_images_at_one_frame_per_interval():
+    """Paper 002: 3 keyframes (e - scale, e - scale / 2, e), none repeated."""
     assert b.keyframes() == (0.0, 0.5, 1.0)
-    assert b.keyframe_frames((0.0, 0.5, 1.0)) == 4  # last keyframe repeated: 2 temporal patches
+    assert b.keyframe_frames((0.0, 0.5, 1.0)) == 3
     assert b.keyframe_frames((0.0, 1.0)) == 2
     assert b.keyframe_fps(6.0, (0.0, 0.5, 1.0)) == pytest.approx(1 / 3)
     assert b.keyframe_fps(1.5, (0.0, 0.5, 1.0)) == pytest.approx(4 / 3)
-    np.testing.assert_allclose(b.keyframe_times(3.0, (0.0, 0.5, 1.0)), [10.0, 11.5, 13.0, 13.0])
+    np.testing.assert_allclose(b.keyframe_times(3.0, (0.0, 0.5, 1.0)), [10.0, 11.5, 13.0])
+
+
+def test_image_tokens_are_one_temporal_patch():
+    assert b.image_tokens(448, 252) == 16 * 9  # 448x252: 16 x 9 merged patches
+    assert b.image_tokens(420, 240) == 15 * 9  # resized to 420x252 like a video frame
+    assert b.image_tokens(112, 56) == 4 * 2
 
 
 def test_paper002_report_is_per_scale_item():
@@ -205,40 +212,47 @@ def test_paper002_report_is_per_scale_item():
     report = b.budget_report(config)
     assert report["window_scales"] == [6.0, 3.0, 1.5]
     assert report["items_per_record"] == 3
-    assert (report["frames_per_clip"], report["videos_per_clip"]) == (4, 1)  # table layout
-    assert report["visual_tokens_per_clip"] == 2 * 16 * 9  # 448x252: 16 x 9 per frame pair
-    assert report["total_tokens"] == 288 + report["text_tokens"]
+    assert report["frames_per_clip"] == 3
+    assert (report["images_per_clip"], report["videos_per_clip"]) == (3, 0)
+    assert report["visual_tokens_per_image"] == 16 * 9  # 448x252
+    assert report["visual_tokens_per_clip"] == 3 * 144
+    assert report["total_tokens"] == 432 + report["text_tokens"]
     text = b.format_report(report)
-    assert "4 frames per item (2 temporal patches" in text
+    assert "3 frames per item (3 images, layout table)" in text
     assert "3 items per record" in text
-    assert "visual tokens per item: 288" in text
+    assert "144 visual tokens per image" in text
+    assert "visual tokens per item: 432" in text
     # Without window_scales the same config is the 6 s window at 3 fps: 18 frames.
     del config["data"]["window_scales"]
     plain = b.budget_report(config)
     assert plain["frames_per_clip"] == 18 and "window_scales" not in plain
-    assert plain["telemetry_tokens"] > report["telemetry_tokens"]  # 18 telemetry rows, not 4
+    assert plain["telemetry_tokens"] > report["telemetry_tokens"]  # 18 telemetry rows, not 3
 
 
-def test_keyframe_report_matches_the_collated_item(tiny_kit, tiny_processor):
-    """Per-item totals equal the real processor's sequence for a 4-keyframe item."""
+@pytest.mark.parametrize("layout", ["interleaved", "table"])
+def test_keyframe_report_matches_the_collated_item(tiny_kit, tiny_processor, layout):
+    """Per-item totals equal the real processor's sequence for a 3-image keyframe item."""
     from sce.data.collate import Collator, Sample
 
     scales = [6.0, 3.0, 1.5]
-    config = _tiny_config(tiny_kit, window_scales=scales, layout="interleaved")
+    config = _tiny_config(tiny_kit, window_scales=scales, layout=layout)
     report = b.budget_report(config)
-    assert report["frames_per_clip"] == 4
-    assert report["visual_tokens_per_clip"] == 2 * 8  # 112x56: 4 x 2 per frame pair, 2 pairs
+    assert report["frames_per_clip"] == report["images_per_clip"] == 3
+    assert report["visual_tokens_per_clip"] == 3 * 8  # 112x56: 4 x 2 merged patches per image
+    assert report["processor"]["source"].startswith("image processor of")
     collator = Collator(tiny_processor, 100000, "train")
     kf = b.keyframes()
-    video_pad = tiny_processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    image_pad = tiny_processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     for imu, key in ((True, "total_tokens"), (False, "total_tokens_video_only")):
         lengths = []
         for scale in scales:
             fps, times = b.keyframe_fps(scale, kf), b.keyframe_times(scale, kf)
-            content, videos = b.representative_content(4, fps, "interleaved", imu, times=times)
-            frames = [np.zeros((len(v), 56, 112, 3), np.uint8) for v in videos]
+            content, images = b.representative_content(
+                3, fps, layout, imu, times=times, keyframes=True
+            )
+            frames = [np.zeros((56, 112, 3), np.uint8) for _ in images]
             sample = Sample("x", content, frames, fps, b.representative_answer(), "mcq", "normal")
             ids = collator([sample])["input_ids"]
-            assert int((ids == video_pad).sum()) == report["visual_tokens_per_clip"]
+            assert int((ids == image_pad).sum()) == report["visual_tokens_per_clip"]
             lengths.append(ids.shape[1])
         assert max(lengths) == report[key]

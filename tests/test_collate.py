@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sce.data.collate import IGNORE_INDEX, Collator, Sample, SequenceTooLongError
-from sce.data.prompts import Telemetry, build_user_content
+from sce.data.prompts import Telemetry, build_user_content, probability_answer
 
 H, W = 56, 112
 
@@ -169,28 +169,112 @@ def test_bad_mode_or_overflow(tiny_processor) -> None:
 
 
 def test_probability_digit_positions(tiny_processor) -> None:
+    """Paper 002's "Collision Probability: 0.872": all 4 digits are MSE slots, place values
+    1, 0.1, 0.01, 0.001, and they read back the annotation's 0.872."""
     tok = tiny_processor.tokenizer
     samples = [
-        _sample("p", answer="Collision Probability: 0.87", target=0.87),
+        _sample("p", answer=probability_answer(0.872), target=0.872),
         _sample("m"),
-        _sample("one", answer="Collision Probability: 1.00", target=1.0),
+        _sample("one", answer=probability_answer(1.0), target=1.0),
     ]
+    assert samples[0].answer == "Collision Probability: 0.872"
     batch = Collator(tiny_processor)(samples)
     pos, scales = batch["prob_positions"], batch["prob_scales"]
+    assert pos.shape == scales.shape == (3, 4)
     ids = batch["input_ids"]
-    assert [tok.decode(ids[0, p]) for p in pos[0, :3].tolist()] == ["0", "8", "7"]
-    assert pos[0, 3] == -1 and scales[0, 3] == 0
-    assert scales[0, :3].tolist() == pytest.approx([1.0, 0.1, 0.01])
-    assert pos[0, :3].tolist() == [pos[0, 0] + 0, pos[0, 0] + 2, pos[0, 0] + 3]  # "." between
-    assert (batch["labels"][0, pos[0, :3]] == ids[0, pos[0, :3]]).all()  # digits are supervised
+    assert [tok.decode(ids[0, p]) for p in pos[0].tolist()] == ["0", "8", "7", "2"]
+    assert scales[0].tolist() == pytest.approx([1.0, 0.1, 0.01, 0.001])
+    assert pos[0].tolist() == [pos[0, 0] + k for k in (0, 2, 3, 4)]  # "." after the first
+    assert (batch["labels"][0, pos[0]] == ids[0, pos[0]]).all()  # digits are supervised
     assert (pos[1] == -1).all() and (scales[1] == 0).all()
-    assert [tok.decode(ids[2, p]) for p in pos[2, :3].tolist()] == ["1", "0", "0"]
+    assert [tok.decode(ids[2, p]) for p in pos[2].tolist()] == ["1", "0", "0", "0"]
     targets = batch["prob_targets"]
-    assert targets[0].item() == pytest.approx(0.87)
+    assert targets[0].item() == pytest.approx(0.872)
     assert torch.isnan(targets[1])
     assert targets[2].item() == 1.0
-    # the digits give the value back: 0 * 1 + 8 * 0.1 + 7 * 0.01
-    digits = [int(tok.decode(ids[0, p])) for p in pos[0, :3].tolist()]
-    assert sum(d * s for d, s in zip(digits, scales[0, :3].tolist(), strict=True)) == pytest.approx(
-        0.87
+    # the digits give the value back: 0 * 1 + 8 * 0.1 + 7 * 0.01 + 2 * 0.001
+    digits = [int(tok.decode(ids[0, p])) for p in pos[0].tolist()]
+    assert sum(d * s for d, s in zip(digits, scales[0].tolist(), strict=True)) == pytest.approx(
+        0.872
     )
+
+
+def test_expected_probability_reads_all_three_decimals(tiny_processor) -> None:
+    """The MSE readout at the collated digit slots: logits peaked on the answer's digits give
+    0.872 (not 0.87), so the MSE of a perfect answer is 0."""
+    from sce.data.collate import digit_token_ids
+    from sce.models.losses import probability_mse
+
+    batch = Collator(tiny_processor)([_sample("p", answer=probability_answer(0.872), target=0.872)])
+    digit_ids = digit_token_ids(tiny_processor.tokenizer)
+    seq = batch["input_ids"].shape[1]
+    # an identity "lm_head" over one-hot hidden states: position s predicts label[s + 1]
+    hidden = torch.full((1, seq, len(tiny_processor.tokenizer)), -50.0)
+    for s in range(seq - 1):
+        hidden[0, s, batch["input_ids"][0, s + 1]] = 50.0
+    loss, predicted = probability_mse(
+        hidden,
+        torch.nn.Identity(),
+        batch["prob_positions"],
+        batch["prob_scales"],
+        batch["prob_targets"],
+        digit_ids,
+    )
+    assert predicted.item() == pytest.approx(0.872, abs=1e-6)
+    assert loss.item() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_probability_answer_with_too_many_digits_is_an_error(tiny_processor) -> None:
+    sample = _sample("long_p", answer="Collision Probability: 0.8725", target=0.8725)
+    with pytest.raises(ValueError, match="'long_p'.*5 digits"):
+        Collator(tiny_processor)([sample])
+
+
+def _keyframe_sample(sid: str, n: int = 3) -> Sample:
+    rng = np.random.default_rng(len(sid))
+    frames = rng.integers(0, 256, (n, H, W, 3), dtype=np.uint8)
+    times = np.array([4.0, 5.5, 7.0][:n])
+    content, images = build_user_content(frames, times, None, "Which event?", "table", True)
+    return Sample(sid, content, images, 2 / 3, "A. collision", "mcq", "collision")
+
+
+def test_keyframe_images_take_the_image_path(tiny_processor) -> None:
+    sample = _keyframe_sample("kf")
+    assert len(sample.images) == 3 and sample.videos == []
+    batch = Collator(tiny_processor)([sample])
+    assert "pixel_values_videos" not in batch
+    assert batch["image_grid_thw"].tolist() == [[1, 4, 8]] * 3  # 56x112: 4 x 8 patches
+    assert tuple(batch["pixel_values"].shape) == (3 * 32, 3 * 2 * 14 * 14)
+    image_id = tiny_processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert int((batch["input_ids"] == image_id).sum()) == 3 * 8
+    assert torch.equal(batch["mm_token_type_ids"] == 1, batch["input_ids"] == image_id)
+
+
+def test_a_batch_mixing_images_and_videos_keeps_each_with_its_sample(tiny_processor) -> None:
+    """Images go to pixel_values, videos to pixel_values_videos, each in text order: the mixed
+    batch holds exactly the pixels of the two samples collated alone."""
+    collator = Collator(tiny_processor)
+    video, keyframes = _sample("video", frames=4, layout="table"), _keyframe_sample("kf")
+    mixed = collator([video, keyframes])
+    alone_video, alone_keyframes = collator([video]), collator([keyframes])
+    assert mixed["video_grid_thw"].tolist() == alone_video["video_grid_thw"].tolist()
+    assert mixed["image_grid_thw"].tolist() == alone_keyframes["image_grid_thw"].tolist()
+    assert torch.equal(mixed["pixel_values_videos"], alone_video["pixel_values_videos"])
+    assert torch.equal(mixed["pixel_values"], alone_keyframes["pixel_values"])
+    image_id = tiny_processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    video_id = tiny_processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    ids = mixed["input_ids"]
+    assert (ids[0] == image_id).sum() == 0 and (ids[0] == video_id).sum() == 2 * 8
+    assert (ids[1] == image_id).sum() == 3 * 8 and (ids[1] == video_id).sum() == 0
+
+
+def test_sample_visuals_must_match_the_placeholders() -> None:
+    good = _keyframe_sample("kf")
+    with pytest.raises(ValueError, match="'kf'.*3 visual placeholders but 2"):
+        Sample("kf", good.user_content, good.visuals[:2], 1.0, "A", "mcq", "collision")
+    stacked = [np.stack(good.visuals)] * 3  # videos where the content asks for images
+    with pytest.raises(
+        ValueError,
+        match=r"'kf': visual 0 has shape \(3, 56, 112, 3\) but its placeholder is 'image'",
+    ):
+        Sample("kf", good.user_content, stacked, 1.0, "A", "mcq", "collision")

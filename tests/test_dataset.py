@@ -255,26 +255,38 @@ def test_dual_view_stacks_road_on_top_of_driver(synthetic_manifest):
 
 
 def test_multiscale_keyframe_windows(synthetic_manifest, tiny_processor):
-    """Paper 002: one item per scale, 3 keyframes (start, middle, end) ending at the event,
-    repeated to an even count, telemetry blocks spanning the keyframe interval."""
+    """Paper 002: one item per scale, exactly 3 keyframes (e - scale, e - scale / 2, e), each
+    a separate image in the prompt (no video, nothing repeated), through the processor's image
+    path: pixel_values + image_grid_thw of 3 images at the configured size."""
     from sce.data.collate import Collator
 
     records = [r for r in load_manifest(synthetic_manifest) if r.split == "test"][:1]
     spec = WindowSpec(width=112, height=56)
-    data = SceDataset(records, spec, train=False, window_scales=(6.0, 3.0, 1.5))
+    data = SceDataset(records, spec, train=False, layout="table", window_scales=(6.0, 3.0, 1.5))
     assert [item.scale for item in data.items] == [6.0, 3.0, 1.5]
     event = records[0].event_time
     for index, scale in enumerate((6.0, 3.0, 1.5)):
         sample = data[index]
-        assert sample.fps == pytest.approx(2.0 / scale)  # keyframes every scale/2 seconds
-        assert len(sample.videos) == 2 and all(len(v) == 2 for v in sample.videos)
+        kinds = [c["type"] for c in sample.user_content]
+        assert kinds.count("image") == 3 and "video" not in kinds
+        assert sample.videos == [] and len(sample.images) == 3
+        assert all(im.shape == (56, 112, 3) and im.dtype == np.uint8 for im in sample.images)
         clip = load_clip(records[0], dataclasses.replace(spec, scale=scale))
-        expected = [event - scale, event - scale / 2, event, event]
+        assert clip.keyframes and len(clip.frame_times) == 3
+        expected = [event - scale, event - scale / 2, event]
         # a window that starts before the clip is padded with its first frame
         np.testing.assert_allclose(clip.frame_times, np.clip(expected, 0, None), atol=1e-6)
-    batch = Collator(tiny_processor, 2048)([data[0]])
-    # a grid step is 2 frames: 2 / (1/3 fps) = 6 s for the 6 s scale
-    assert batch["second_per_grid_ts"].tolist() == pytest.approx([6.0, 6.0])
+        assert len(set(clip.frame_times.round(6))) == 3
+        for image, frame in zip(sample.images, clip.frames, strict=True):
+            np.testing.assert_array_equal(image, frame)
+    batch = Collator(tiny_processor, 2048)([data[0], data[1]])
+    assert "pixel_values_videos" not in batch and "video_grid_thw" not in batch
+    # 112x56 -> 8 x 4 patches of 14 px, one temporal patch per image, 3 images per item
+    assert batch["image_grid_thw"].tolist() == [[1, 4, 8]] * 6
+    assert tuple(batch["pixel_values"].shape) == (6 * 4 * 8, 3 * 2 * 14 * 14)
+    image_pad = tiny_processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert ((batch["input_ids"] == image_pad).sum(dim=1) == 3 * 8).all()  # 2x2 merge: 8 each
+    assert (batch["mm_token_type_ids"][batch["input_ids"] == image_pad] == 1).all()
 
 
 def test_sample_records_the_event_time_source_and_window_shift(records: list[ClipRecord]) -> None:

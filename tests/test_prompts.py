@@ -95,6 +95,45 @@ def test_table_layout_without_telemetry_or_speed() -> None:
     assert content[1]["text"].splitlines()[2] == "1.0 | -9.7 | +0.3 | +0.6 | -"
 
 
+def _keyframe_telemetry() -> Telemetry:
+    return Telemetry(
+        frame_times=np.array([4.0, 5.5, 7.0]),
+        accel=np.array([[-0.4, 0.3, 9.8], [-2.0, 0.1, 9.8], [-9.7, -1.2, 9.8]]),
+        yaw_delta=np.array([0.0, 0.01, -0.02]),
+        speed=np.array([12.1, 11.0, 8.4]),
+    )
+
+
+def test_keyframes_table_layout_is_three_images_then_times_and_table() -> None:
+    """Paper 002's prompt: "<image>\\n<image>\\n<image>\\n", the frame times, the table."""
+    tele = _keyframe_telemetry()
+    frames = _frames(3)
+    content, images = build_user_content(
+        frames, tele.frame_times, tele, "Q?", layout="table", keyframes=True
+    )
+    assert [c["type"] for c in content].count("image") == 3
+    assert not any(c["type"] == "video" for c in content)
+    assert [c["type"] for c in content[:6]] == ["image", "text"] * 3
+    assert [c["text"] for c in content[1:6:2]] == ["\n"] * 3
+    assert content[6]["text"] == "Keyframes at t=4.0s, t=5.5s, t=7.0s.\n"
+    rows = content[7]["text"].splitlines()
+    assert rows[1] == P.TELEMETRY_HEADER and len(rows) == 2 + 3  # one row per keyframe
+    assert rows[4] == "7.0 | -9.7 | -1.2 | -1.1 | 8.4"
+    assert content[-1]["text"] == "Q?"
+    # one [H, W, 3] image per keyframe, in order, none repeated
+    assert len(images) == 3 and all(im.shape == (4, 6, 3) for im in images)
+    assert [int(im[0, 0, 0]) for im in images] == [0, 1, 2]
+
+
+def test_keyframes_interleaved_put_each_image_before_its_line() -> None:
+    tele = _keyframe_telemetry()
+    content, images = build_user_content(_frames(3), tele.frame_times, None, "Q?", keyframes=True)
+    assert [c["type"] for c in content] == ["image", "text"] * 3 + ["text", "text"]
+    assert [content[k]["text"] for k in (1, 3, 5)] == ["t=4.0s\n", "t=5.5s\n", "t=7.0s\n"]
+    assert content[6]["text"] == P.NO_TELEMETRY + "\n"
+    assert len(images) == 3  # an odd count is fine: images have no temporal patch to fill
+
+
 def test_odd_frame_count_and_unknown_layout_raise() -> None:
     times = np.arange(17) / 3.0
     with pytest.raises(ValueError, match="even.*17"):
@@ -129,9 +168,11 @@ def test_mcq_task_and_options() -> None:
 @pytest.mark.parametrize(
     ("label", "annotations", "answer", "target"),
     [
-        ("collision", {}, "Collision Probability: 1.00", 1.0),
-        ("near_collision", {}, "Collision Probability: 0.00", 0.0),
-        ("normal", {"probability": 0.873}, "Collision Probability: 0.87", 0.873),
+        ("collision", {}, "Collision Probability: 1.000", 1.0),
+        ("near_collision", {}, "Collision Probability: 0.000", 0.0),
+        # paper 002's answer keeps the annotation's 3 decimals: text and MSE target agree
+        ("normal", {"probability": 0.872}, "Collision Probability: 0.872", 0.872),
+        ("normal", {"probability": 0.05}, "Collision Probability: 0.050", 0.05),
     ],
 )
 def test_probability_task(label: str, annotations: dict, answer: str, target: float) -> None:
@@ -226,7 +267,7 @@ def test_template_corpus() -> None:
     corpus = P.template_corpus()
     assert len(corpus) > 10 and all(isinstance(t, str) and t for t in corpus)
     assert P.SYSTEM_PROMPT in corpus and P.EVENT_QUESTION in corpus
-    assert "Collision Probability: 0.87" in corpus
+    assert "Collision Probability: 0.872" in corpus
     assert any("ax -9.7 ay +0.3 m/s²" in t for t in corpus)
 
 

@@ -36,7 +36,8 @@ class WindowSpec:
     height: int = 240
     decoder: str = "decord"
     # Multi-scale keyframe mode (paper 002): a window of `scale` s ending at the event, sampled
-    # only at the keyframe fractions (start, middle, end); None = the [-before, +after] window.
+    # only at the keyframe fractions (start, middle, end), each keyframe a separate image in the
+    # prompt; None = the [-before, +after] window, one video.
     scale: float | None = None
     keyframes: tuple[float, ...] = (0.0, 0.5, 1.0)
 
@@ -57,6 +58,8 @@ class ClipInputs:
     shifted: float  # seconds the window was shifted to stay inside the clip
     padded: float  # seconds of edge-frame padding
     fps: float = 0.0  # rate of the returned frames (the processor's temporal positions use it)
+    # The frames are keyframes (paper 002): the prompt sends each as an image, not as a video.
+    keyframes: bool = False
 
 
 def chunk_bounds(record: ClipRecord, duration: float) -> tuple[float, float]:
@@ -211,6 +214,7 @@ def plan_window(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
         shifted=float(getattr(window, "shifted", 0.0)),
         padded=float(getattr(window, "padded_before", 0.0) + getattr(window, "padded_after", 0.0)),
         fps=fps,
+        keyframes=spec.scale is not None,
     )
 
 
@@ -251,12 +255,14 @@ def _file_key(path: Path | None) -> Path | str | None:
 
 _PLAN_SCALARS = ("event_time", "shifted", "padded", "fps")
 _PLAN_TEXTS = ("event_time_source", "imu_reason")
+_PLAN_FLAGS = ("keyframes",)
 
 
 def _plan_to_arrays(clip: ClipInputs) -> dict[str, np.ndarray]:
     arrays = {"frame_times": np.asarray(clip.frame_times, dtype=np.float64)}
     arrays.update({name: np.float64(getattr(clip, name)) for name in _PLAN_SCALARS})
     arrays.update({name: np.str_(getattr(clip, name)) for name in _PLAN_TEXTS})
+    arrays.update({name: np.bool_(getattr(clip, name)) for name in _PLAN_FLAGS})
     if clip.telemetry is not None:
         arrays["accel"] = clip.telemetry.accel
         arrays["yaw_delta"] = clip.telemetry.yaw_delta
@@ -276,19 +282,20 @@ def _plan_from_arrays(arrays: dict[str, np.ndarray]) -> ClipInputs:
         telemetry=telemetry,
         **{name: float(arrays[name]) for name in _PLAN_SCALARS},
         **{name: str(arrays[name]) for name in _PLAN_TEXTS},
+        **{name: bool(arrays[name]) for name in _PLAN_FLAGS},
     )
 
 
 def keyframe_window(event_time: float, duration: float, spec: WindowSpec):
-    """(window, frame times, fps) of one multi-scale window of `spec.scale` s ending at the
-    event (paper 002): its keyframes, made even by repeating the last one (Qwen's temporal
-    patch is 2), at one frame per keyframe interval. Also used by `sce budget`."""
+    """(window, keyframe times, fps) of one multi-scale window of `spec.scale` s ending at the
+    event (paper 002): exactly its keyframes (start, middle, end: event - scale, event -
+    scale / 2, event), each sent as a separate image, so nothing is repeated to fill Qwen's
+    temporal patch. `fps` (one frame per keyframe interval) sets the telemetry block of each
+    keyframe. Also used by `sce budget`."""
     (scaled,) = video_lib.multiscale_windows(
         event_time, scales=(spec.scale,), keyframes=spec.keyframes, duration=duration
     )
     times = np.clip(scaled.keyframe_times, 0.0, duration)
-    if len(times) % 2:
-        times = np.append(times, times[-1])
     spacing = spec.scale * float(np.min(np.diff(sorted(spec.keyframes))))
     return scaled.window, times, 1.0 / spacing
 
@@ -334,6 +341,9 @@ def _read_frames(record, video_path, times, spec: WindowSpec, cache) -> np.ndarr
             driver=driver,
             scale=spec.scale,
             keyframes=list(spec.keyframes),
+            # Every frame time: a change of sampling (e.g. keyframes no longer repeated) can
+            # never be served stale frames of the same span.
+            times=[float(t) for t in times],
         )
         return cache.get_or_decode(key, decode)
     except Exception as err:

@@ -3,6 +3,12 @@
 Training batches: right padding, labels = -100 everywhere except the assistant's answer and its
 end token. Generation batches: left padding, the prompt ends with the assistant header.
 
+A sample's visual inputs are videos (event windows) or images (paper 002's keyframes), each
+array paired with its `{"type": "video"}` / `{"type": "image"}` placeholder in the user turn:
+the collator hands images to the processor's image path (pixel_values, image_grid_thw) and
+videos to its video path (pixel_values_videos, video_grid_thw), each in text order, so a batch
+may mix both.
+
 The processor receives each video's true sampling rate through `video_metadata`, so that
 `second_per_grid_ts` = temporal_patch_size / fps (2/3 s at 3 fps). Handing it bare frame arrays
 makes transformers assume 24 fps (2/24 s): wrong temporal positions, silently.
@@ -20,19 +26,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from sce.data.prompts import build_messages
+from sce.data.prompts import PROBABILITY_DECIMALS, build_messages
 from sce.data.video_processing import with_fast_video_processor
 
 IGNORE_INDEX = -100
+# Digit slots of a probability answer: "0.872" / "1.000" (one integer digit + the decimals).
+PROBABILITY_DIGITS = 1 + PROBABILITY_DECIMALS
+
+
+VISUAL_TYPES = {"video": 4, "image": 3}  # placeholder type -> dims of its array
 
 
 @dataclass
 class Sample:
-    """One prompt/answer pair as the dataset yields it."""
+    """One prompt/answer pair as the dataset yields it.
+
+    `visuals[k]` is the array of the k-th visual placeholder of `user_content`: [T, H, W, 3]
+    uint8 (T even) for a video, [H, W, 3] uint8 for an image; `videos` / `images` split them.
+    """
 
     id: str
     user_content: list[dict[str, Any]]
-    videos: list[np.ndarray]  # each [T, H, W, 3] uint8, T even
+    visuals: list[np.ndarray]
     fps: float
     answer: str
     task: str
@@ -41,6 +56,38 @@ class Sample:
     imu_on: bool = True
     probability_target: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        kinds = self.visual_kinds
+        if len(kinds) != len(self.visuals):
+            raise ValueError(
+                f"sample {self.id!r}: user_content has {len(kinds)} visual placeholders "
+                f"but {len(self.visuals)} visual arrays are given"
+            )
+        for k, (kind, array) in enumerate(zip(kinds, self.visuals, strict=True)):
+            if np.ndim(array) != VISUAL_TYPES[kind]:
+                raise ValueError(
+                    f"sample {self.id!r}: visual {k} has shape {np.shape(array)} but its "
+                    f"placeholder is {kind!r} (a {VISUAL_TYPES[kind]}-D array)"
+                )
+
+    @property
+    def visual_kinds(self) -> list[str]:
+        """'video' or 'image' for each visual placeholder of user_content, in order."""
+        return [c["type"] for c in self.user_content if c.get("type") in VISUAL_TYPES]
+
+    @property
+    def videos(self) -> list[np.ndarray]:
+        """The video arrays, in placeholder order."""
+        return self._of_kind("video")
+
+    @property
+    def images(self) -> list[np.ndarray]:
+        """The image arrays, in placeholder order."""
+        return self._of_kind("image")
+
+    def _of_kind(self, kind: str) -> list[np.ndarray]:
+        return [v for k, v in zip(self.visual_kinds, self.visuals, strict=True) if k == kind]
 
 
 class SequenceTooLongError(ValueError):
@@ -106,10 +153,14 @@ class Collator:
         ]
 
     def encode(self, samples: list[Sample]) -> dict[str, Any]:
+        # Each list is in text order (samples in order, placeholders in order within each), as
+        # the processor pairs the n-th image/video token of the batch with the n-th array.
+        images = [im for s in samples for im in s.images]
         videos = [v for s in samples for v in s.videos]
         metadata = [video_metadata(v, s.fps) for s in samples for v in s.videos]
         return self.processor(
             text=self.texts(samples),
+            images=images or None,
             videos=videos or None,
             video_metadata=metadata or None,
             padding=True,
@@ -176,14 +227,19 @@ class Collator:
 
     def probability_targets(self, samples: list[Sample], labels: torch.Tensor) -> dict:
         """Positions and place values of the probability digits in each answer (MSE term)."""
-        positions = torch.full((len(samples), 4), -1, dtype=torch.long)
-        scales = torch.zeros((len(samples), 4))
+        positions = torch.full((len(samples), PROBABILITY_DIGITS), -1, dtype=torch.long)
+        scales = torch.zeros((len(samples), PROBABILITY_DIGITS))
         targets = torch.full((len(samples),), float("nan"))
         for row, sample in enumerate(samples):
             if sample.probability_target is None:
                 continue
             found = number_digit_positions(labels[row], self.digit_ids, self.tokenizer)
-            for slot, (pos, scale) in enumerate(found[:4]):
+            if len(found) > PROBABILITY_DIGITS:  # cutting digits would change the number read
+                raise ValueError(
+                    f"sample {sample.id!r}: the probability answer {sample.answer!r} has "
+                    f"{len(found)} digits; at most {PROBABILITY_DIGITS} are read by the MSE term"
+                )
+            for slot, (pos, scale) in enumerate(found):
                 positions[row, slot] = pos
                 scales[row, slot] = scale
             targets[row] = sample.probability_target
@@ -201,7 +257,7 @@ def digit_token_ids(tokenizer) -> list[int]:
 def number_digit_positions(labels: torch.Tensor, digit_ids: list[int], tokenizer) -> list[tuple]:
     """(label position, place value) of the digits of the last number in the answer.
 
-    "Collision Probability: 0.87" -> [(p0, 1), (p1, 0.1), (p2, 0.01)].
+    "Collision Probability: 0.872" -> [(p0, 1), (p1, 0.1), (p2, 0.01), (p3, 0.001)].
     """
     digit_of = {tid: d for d, tid in enumerate(digit_ids)}
     dot_id = tokenizer.convert_tokens_to_ids(".")

@@ -48,7 +48,8 @@ class SceDataset(Dataset):
             collator and logged as data/skipped).
         cache: optional FrameCache for decoded windows.
         window_scales: multi-scale keyframe windows ending at the event (paper 002, e.g.
-            [6.0, 3.0, 1.5]): one item per record and scale, each with the scale's keyframes.
+            [6.0, 3.0, 1.5]): one item per record and scale, each with the scale's 3 keyframes
+            as 3 images.
     """
 
     def __init__(
@@ -131,13 +132,18 @@ class SceDataset(Dataset):
             telemetry = None
         task = item.task or sample_task(self.task_weights, record.label, record.annotations, rng)
         task_item = make_task(task, record.label, record.annotations, rng)
-        content, videos = build_user_content(
-            clip.frames, clip.frame_times, telemetry, task_item.question, self.layout
+        content, visuals = build_user_content(
+            clip.frames,
+            clip.frame_times,
+            telemetry,
+            task_item.question,
+            self.layout,
+            keyframes=clip.keyframes,  # paper 002's keyframes go in as images
         )
         return Sample(
             id=record.id,
             user_content=content,
-            videos=videos,
+            visuals=visuals,
             fps=clip.fps,
             answer=task_item.answer,
             task=task,

@@ -12,10 +12,16 @@ identical with and without IMU.
 
 `table`: one video block with every frame, followed by a telemetry table (one row per frame).
 
+Keyframes (paper 002's multi-scale windows, `keyframes=True`): every frame is a separate image
+(`{"type": "image"}`, the processor's image path), never a video, so Qwen does not merge two
+keyframes seconds apart into one temporal patch. `table` follows the paper's prompt: the images
+first, one per line, then the keyframe times and the telemetry table; `interleaved` puts each
+image before its own time and telemetry line.
+
 Tasks
 -----
 mcq (3-way event question with lettered options), caption, vqa (from annotations), reasoning
-(`<think>...</think>` then the answer), probability ("Collision Probability: 0.87", paper 002),
+(`<think>...</think>` then the answer), probability ("Collision Probability: 0.872", paper 002),
 instruction (paper 003: event detection, then a safe-driving instruction).
 """
 
@@ -85,8 +91,14 @@ def mcq_options() -> list[str]:
     return [mcq_answer(label) for label in EVENT_OPTIONS.values()]
 
 
+# Decimals of a probability answer: paper 002's "Collision Probability: 0.872" (its annotations'
+# precision), so the text the model learns and the MSE target agree to 0.001.
+PROBABILITY_DECIMALS = 3
+
+
 def probability_answer(p: float) -> str:
-    return f"Collision Probability: {p:.2f}"
+    """'Collision Probability: 0.872' (PROBABILITY_DECIMALS decimals)."""
+    return f"Collision Probability: {p:.{PROBABILITY_DECIMALS}f}"
 
 
 def telemetry_line(t: float, accel: Sequence[float], yaw: float, speed: float | None) -> str:
@@ -139,38 +151,66 @@ def build_user_content(
     telemetry: Telemetry | None,
     question: str,
     layout: str = "interleaved",
+    keyframes: bool = False,
 ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
-    """The user turn's content list and the videos it references, in order.
+    """The user turn's content list and the visual inputs it references, in order.
 
-    Returns (content, videos): content holds {"type": "video"} placeholders and text parts; the
-    processor receives `videos` in the same order.
+    Returns (content, visuals): content holds {"type": "video"} (or, for `keyframes`,
+    {"type": "image"}) placeholders and text parts; `visuals[k]` is the array of the k-th
+    placeholder: a [T, H, W, 3] video, or a [H, W, 3] image.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown prompt layout {layout!r}; expected one of {LAYOUTS}")
-    content: list[dict[str, Any]] = []
-    if layout == "interleaved":
-        videos = split_pairs(frames)
-        for k in range(len(videos)):
-            content.append({"type": "video"})
-            content.append(
-                {
-                    "type": "text",
-                    "text": _pair_text(frame_times, telemetry, slice(2 * k, 2 * k + 2)),
-                }
-            )
-        if telemetry is None:
-            content.append({"type": "text", "text": NO_TELEMETRY + "\n"})
+    if keyframes:
+        content, visuals = _keyframe_content(frames, frame_times, telemetry, layout)
+    elif layout == "interleaved":
+        content, visuals = _pair_content(frames, frame_times, telemetry)
     else:
-        videos = [frames]
+        visuals = [frames]
+        content = [{"type": "video"}, {"type": "text", "text": _table_text(telemetry)}]
+    content.append({"type": "text", "text": question})
+    return content, visuals
+
+
+def _pair_content(
+    frames: np.ndarray, frame_times: np.ndarray, telemetry: Telemetry | None
+) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+    """Interleaved videos: each frame pair, then the time/telemetry lines of its two frames."""
+    videos = split_pairs(frames)
+    content: list[dict[str, Any]] = []
+    for k in range(len(videos)):
         content.append({"type": "video"})
         content.append(
-            {
-                "type": "text",
-                "text": telemetry_table(telemetry) if telemetry else NO_TELEMETRY + "\n",
-            }
+            {"type": "text", "text": _pair_text(frame_times, telemetry, slice(2 * k, 2 * k + 2))}
         )
-    content.append({"type": "text", "text": question})
+    if telemetry is None:
+        content.append({"type": "text", "text": NO_TELEMETRY + "\n"})
     return content, videos
+
+
+def _keyframe_content(
+    frames: np.ndarray, frame_times: np.ndarray, telemetry: Telemetry | None, layout: str
+) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+    """One image per keyframe. `table` (paper 002's prompt: "<image>\\n<image>\\n<image>\\n",
+    then "three frames at times [T1, T2, T3]" and the table); `interleaved`: each image, then
+    its own time/telemetry line."""
+    images = [frames[k] for k in range(len(frames))]
+    content: list[dict[str, Any]] = []
+    for k in range(len(images)):
+        content.append({"type": "image"})
+        text = "\n" if layout == "table" else _pair_text(frame_times, telemetry, slice(k, k + 1))
+        content.append({"type": "text", "text": text})
+    if layout == "table":
+        times = ", ".join(_time_label(t) for t in frame_times)
+        content.append({"type": "text", "text": f"Keyframes at {times}.\n"})
+        content.append({"type": "text", "text": _table_text(telemetry)})
+    elif telemetry is None:
+        content.append({"type": "text", "text": NO_TELEMETRY + "\n"})
+    return content, images
+
+
+def _table_text(telemetry: Telemetry | None) -> str:
+    return telemetry_table(telemetry) if telemetry else NO_TELEMETRY + "\n"
 
 
 def build_messages(user_content: list[dict[str, Any]], answer: str | None = None) -> list[dict]:
@@ -290,5 +330,5 @@ def template_corpus() -> list[str]:
         telemetry_table(demo_tele),
         _pair_text(demo_tele.frame_times, demo_tele, slice(0, 2)),
         *mcq_options(),
-        probability_answer(0.87),
+        probability_answer(0.872),
     ]

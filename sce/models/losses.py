@@ -10,8 +10,9 @@ it. `supervised_cross_entropy` / `probability_mse` do the same from hidden state
 Probability MSE. Paper 002 adds an MSE term "on the probability token" without saying how a
 sampled number becomes differentiable. Here it is the EXPECTED VALUE of the number under the
 model's digit distribution, teacher-forced on the reference answer: at the position predicting
-each digit of "0.87" (label position - 1), softmax over the ten digit tokens' logits only,
-expected digit E_k = sum_j j * p_j, and predicted = sum_k place_value_k * E_k (1, 0.1, 0.01, ...).
+each digit of "0.872" (label position - 1), softmax over the ten digit tokens' logits only,
+expected digit E_k = sum_j j * p_j, and predicted = sum_k place_value_k * E_k (1, 0.1, 0.01,
+0.001).
 Restricting the softmax to digits keeps the term about the value, not about whether a digit is
 emitted (CE already teaches the format). The loss uses the unclamped expectation: clamping to
 [0, 1] would zero the gradient exactly when the prediction is out of range (an untrained model's
