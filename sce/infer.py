@@ -3,6 +3,7 @@
     sce infer --model runs/x/export/merged --video clip.mp4 [--imu imu.csv] [--gps gps.csv]
               [--event-time 12.3] [--fps 3 --width 420 --height 240] [--json]
     sce infer --model BASE --adapter runs/x/export/adapter --video clip.mp4 ...
+    sce infer ... --window-scale 3 --layout table     (paper 002: 3 keyframes as images)
 
 The clip goes through the training code path: a ClipRecord built on the fly, `load_clip` (event
 window, IMU/GPS synchronisation; event time from `--event-time`, else the IMU's peak |a_x|,
@@ -14,7 +15,9 @@ the raw text, never mapped to a class or a number. The event's option probabilit
 the A/B/C logits at the first answer token, as in evaluation) are reported too.
 
 Window settings (`--fps/--width/--height/--before/--after/--layout`) must match the training
-data config, like the prompt itself.
+data config, like the prompt itself. `--window-scale S` asks about one multi-scale keyframe
+window of S s ending at the event (paper 002's data.window_scales): its 3 keyframes go in as
+3 images, as in training.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sce.data.prompts import PROBABILITY_DECIMALS
 
 NON_LORA_FILE = "non_lora_trainable.safetensors"  # written by sce.export next to the adapter
 # (result field, training task whose question is asked)
@@ -83,8 +88,8 @@ class InferenceResult:
             probs = ", ".join(f"{k} {v:.2f}" for k, v in event.option_probs.items())
             lines.append(f"event option probabilities: {probs}")
         prob = self.collision_probability
-        if prob.valid:
-            lines.append(f"collision probability: {prob.value:.2f}")
+        if prob.valid:  # the answer's precision (paper 002: "0.872")
+            lines.append(f"collision probability: {prob.value:.{PROBABILITY_DECIMALS}f}")
         else:
             lines.append(f"collision probability: INVALID ANSWER: {prob.answer!r}")
         lines.append(f"description: {self.description}")
@@ -301,7 +306,8 @@ def infer_clip(
 ) -> InferenceResult:
     """Load the clip's event window and telemetry, ask the three questions, parse the answers.
 
-    `spec` is a sce.data.clip.WindowSpec (default: 3 fps, [-4 s, +2 s], 420x240).
+    `spec` is a sce.data.clip.WindowSpec (default: 3 fps, [-4 s, +2 s], 420x240; with
+    `spec.scale` a keyframe window whose keyframes are sent as images).
     Raises InferError for missing files and ClipError for an unreadable video or an event time
     outside the clip.
     """
@@ -311,7 +317,7 @@ def infer_clip(
     spec = at_model_size(spec or WindowSpec(), processor)  # the pixels training saw
     record = build_record(video, imu, gps, event_time)
     clip = load_clip(record, spec)
-    samples = prompt_samples(clip, record, spec.fps, layout, use_imu)
+    samples = prompt_samples(clip, record, clip.fps, layout, use_imu)
     texts, option_probs = generate_answers(model, processor, samples, max_new_tokens)
     telemetry_used = use_imu and clip.telemetry is not None
     reason = clip.imu_reason if use_imu else "--no-imu"
@@ -345,6 +351,14 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--decoder", default="decord", choices=["decord", "pyav"])
     parser.add_argument("--layout", default="interleaved", choices=["interleaved", "table"])
+    parser.add_argument(
+        "--window-scale",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="one keyframe window of SECONDS ending at the event, its keyframes sent as images "
+        "(paper 002's data.window_scales; replaces --before/--after)",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -354,8 +368,18 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
 def infer_command(args: argparse.Namespace) -> int:
     from sce.data.clip import ClipError, WindowSpec
 
-    spec = WindowSpec(args.fps, args.before, args.after, args.width, args.height, args.decoder)
+    spec = WindowSpec(
+        args.fps,
+        args.before,
+        args.after,
+        args.width,
+        args.height,
+        args.decoder,
+        scale=args.window_scale,
+    )
     try:
+        if args.window_scale is not None and not args.window_scale > 0:
+            raise InferError(f"--window-scale must be positive seconds, got {args.window_scale}")
         build_record(args.video, args.imu, args.gps)  # fail on missing files before loading
         model, processor = load_inference_model(args.model, args.adapter, args.dtype, args.device)
         result = infer_clip(

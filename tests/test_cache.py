@@ -216,3 +216,41 @@ def test_unreadable_imu_file_is_not_cached_as_missing_telemetry(
     assert denied.telemetry is None and "Permission denied" in denied.imu_reason
     restored = load_clip(record, spec, cache)  # permissions fixed; mtime unchanged
     assert restored.telemetry is not None and restored.imu_reason == ""
+
+
+def test_keyframe_clip_is_cached_as_three_keyframes(
+    first_record: ClipRecord, tmp_path: Path, monkeypatch
+) -> None:
+    """Paper 002's keyframe window through the cache: the same 3 frames and the keyframes flag
+    (the prompt sends them as images) without reading the sources again."""
+    spec = dataclasses.replace(SPEC, scale=3.0)
+    plain = load_clip(first_record, spec)
+    assert plain.keyframes and plain.frames.shape[0] == 3
+    cache = FrameCache(tmp_path / "cache")
+    load_clip(first_record, spec, cache)
+    with monkeypatch.context() as patch:
+        _forbid_reading_sources(patch)
+        cached = load_clip(first_record, spec, cache)
+    _assert_same_clip(cached, plain)
+    assert cached.keyframes and (cache.hits, cache.misses) == (2, 2)
+    assert not load_clip(first_record, SPEC, cache).keyframes  # the window: one video
+
+
+def test_frames_cached_for_other_frame_times_of_the_same_span_are_not_reused(
+    first_record: ClipRecord, tmp_path: Path, monkeypatch
+) -> None:
+    """Frames cached by the old keyframe rule (last keyframe repeated: 4 frames over the same
+    span, scale and fractions) are not served to the new rule's 3 keyframes."""
+    spec, cache = dataclasses.replace(SPEC, scale=3.0), FrameCache(tmp_path / "cache")
+    new_rule = clip_mod.keyframe_window
+
+    def old_rule(event_time, duration, window_spec):
+        window, times, fps = new_rule(event_time, duration, window_spec)
+        return window, np.append(times, times[-1]), fps
+
+    with monkeypatch.context() as patch:
+        patch.setattr(clip_mod, "keyframe_window", old_rule)
+        patch.setattr(clip_mod, "plan_code_version", lambda: "old keyframe rule")
+        assert load_clip(first_record, spec, cache).frames.shape[0] == 4
+    clip = load_clip(first_record, spec, cache)
+    assert clip.frame_times.shape == (3,) and clip.frames.shape[0] == 3

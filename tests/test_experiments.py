@@ -74,3 +74,8 @@ def test_config_trains_one_step_on_tiny_model(config, cache, tmp_path):
     trained = [n for n, p in cli.model.model.named_parameters() if p.requires_grad]
     assert trained and not any(".visual." in f".{n}" for n in trained)
     assert cli.datamodule.hparams.fps == cfg["data"].get("fps", 3.0)
+    if cfg["data"].get("window_scales"):  # paper 002: each item's 3 keyframes are 3 images
+        batch = next(iter(cli.datamodule.train_dataloader()))
+        assert "pixel_values_videos" not in batch and "video_grid_thw" not in batch
+        assert len(batch["image_grid_thw"]) == 3 * len(batch["input_ids"])
+        assert (batch["image_grid_thw"][:, 0] == 1).all()  # one temporal patch per image

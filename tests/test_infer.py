@@ -84,6 +84,35 @@ def test_prompt_is_the_training_evaluation_prompt(tiny_processor, record):
             assert (mine == theirs).all()
 
 
+def test_keyframe_prompt_is_the_training_keyframe_item(tiny_processor, record):
+    """--window-scale: the 3 keyframes as 3 images, exactly the dataset's paper-002 item."""
+    import dataclasses
+
+    spec = dataclasses.replace(SPEC, scale=3.0)
+    built = build_record(record.path("video"), record.path("imu"), record.path("gps"))
+    built.event_time = record.event_time
+    clip = load_clip(built, spec)
+    samples = prompt_samples(clip, built, clip.fps, "table")
+    collator = Collator(tiny_processor, mode="generate")
+    dataset = SceDataset(
+        [record], SPEC, train=False, layout="table", eval_tasks=("probability",), window_scales=[3]
+    )
+    reference = dataset[0]
+    assert collator.texts([samples[1]]) == collator.texts([reference])
+    assert len(samples[1].images) == len(reference.images) == 3 and samples[1].videos == []
+    for mine, theirs in zip(samples[1].images, reference.images, strict=True):
+        assert (mine == theirs).all()
+
+
+def test_cli_window_scale_answers_from_images(tiny_kit, record, capsys):
+    args = ["infer", "--model", str(tiny_kit), *clip_args(record), *WINDOW_ARGS]
+    code = main([*args, "--window-scale", "3", "--layout", "table", "--max-new-tokens", "4"])
+    assert code == 0
+    assert "collision probability:" in capsys.readouterr().out
+    assert main([*args, "--window-scale", "0"]) == 2
+    assert "--window-scale must be positive seconds, got 0.0" in capsys.readouterr().out
+
+
 def test_invalid_answers_are_reported_invalid_not_mapped():
     fields = summarize(
         ["I am not sure", "Collision Probability: 1.7", "rur rur"], [[0.2, 0.3, 0.5]]
@@ -113,7 +142,7 @@ def test_text_output_marks_invalid_answers():
     )
     text = result.to_text()
     assert "event: INVALID ANSWER (no event class found): 'rur'" in text
-    assert "collision probability: 0.25" in text
+    assert "collision probability: 0.250" in text  # the answers' 3 decimals (paper 002)
     assert "telemetry: off (no imu file in manifest)" in text
 
 
