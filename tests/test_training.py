@@ -94,6 +94,30 @@ def test_evaluation_writes_tensorboard_scalars_images_and_text(
     )
 
 
+def test_generation_answers_paper002_keyframe_image_items(tiny_kit, synthetic_manifest):
+    """generate_batch (the evaluation callback's path) on keyframe items: 3 images per item
+    through the model's image path, one answer per item, references with 3 decimals."""
+    data = _datamodule(
+        synthetic_manifest,
+        tiny_kit,
+        layout="table",
+        eval_tasks=["probability"],
+        window_scales=[6.0, 3.0, 1.5],
+        eval_batch_size=3,
+    )
+    data.setup("validate")
+    batch = next(iter(data.generation_dataloader("val", max_samples=3)))
+    assert "pixel_values_videos" not in batch
+    assert batch["image_grid_thw"].shape == (9, 3)
+    module = SceModule(str(tiny_kit), finetuning="none", max_new_tokens=3)
+    module.configure_model()
+    results = module.generate_batch(batch)
+    assert [r["scale"] for r in results] == [6.0, 3.0, 1.5]
+    assert all(r["reference"].startswith("Collision Probability: ") for r in results)
+    assert all(len(r["reference"].rsplit(".", 1)[1]) == 3 for r in results)
+    assert all(isinstance(r["prediction"], str) for r in results)
+
+
 def test_zero_shot_baseline_trains_nothing(tiny_kit):
     module = SceModule(str(tiny_kit), finetuning="none")
     module.configure_model()
