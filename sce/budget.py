@@ -542,12 +542,12 @@ def budget_grid(
     """
     d = data_settings(config)
     processor, s = resolve_processor(model_path_of(config), visual_kind(d))
+    keyframe_images = visual_kind(d) == "image"
     rows = []
     for fps in fps_values:
         # Keyframe items (window_scales) have the same frames at every fps.
         frames, text, _ = item_frames_and_text(d, processor, fps)
         for width, height in sizes:
-            keyframe_images = visual_kind(d) == "image"
             visual = clip_visual_tokens(frames, width, height, d["layout"], s, keyframe_images)
             rows.append(
                 {

@@ -176,10 +176,14 @@ def test_mcq_task_and_options() -> None:
     ],
 )
 def test_probability_task(label: str, annotations: dict, answer: str, target: float) -> None:
+    from sce.metrics.parsing import parse_probability
+
     item = make_task("probability", label, annotations, random.Random(0))
     assert item.question == P.PROBABILITY_QUESTION
     assert item.answer == answer
     assert item.probability_target == pytest.approx(target)
+    # what the evaluation parses from this answer is the MSE target, to all 3 decimals
+    assert parse_probability(item.answer) == item.probability_target
 
 
 def test_caption_reasoning_instruction_tasks() -> None:
