@@ -110,9 +110,9 @@ def test_event_time_is_argmax_abs_ax() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_block_sample_times_center_and_end() -> None:
-    c = block_sample_times(np.array([0.5]), FS, 33, "center")
-    e = block_sample_times(np.array([0.5]), FS, 33, "end")
+def test_block_sample_times_centered_and_causal() -> None:
+    c = block_sample_times(np.array([0.5]), FS, 33, "centered")
+    e = block_sample_times(np.array([0.5]), FS, 33, "causal")
     np.testing.assert_allclose(c[0, [0, 16, 32]], [0.34, 0.50, 0.66])
     np.testing.assert_allclose(e[0, [0, 32]], [0.18, 0.50])
 
@@ -126,7 +126,7 @@ def test_sync_block_average_step_signal_hand_computed() -> None:
     # centred block = samples 34..66: 17 of them (50..66) are 10 -> 170 / 33
     np.testing.assert_allclose(c.accel[:, 0], [170 / 33, 10.0])
     np.testing.assert_allclose(c.accel[:, 2], [9.81, 9.81])
-    e = synchronize(imu, None, np.array([0.5, 2.0]), fps=3.0, anchor="end")
+    e = synchronize(imu, None, np.array([0.5, 2.0]), fps=3.0, anchor="causal")
     # block ending at 0.5 s = samples 18..50: only sample 50 is 10 -> 10 / 33
     np.testing.assert_allclose(e.accel[:, 0], [10 / 33, 10.0])
 

@@ -74,13 +74,28 @@ def test_event_window_shifted_at_start_and_end() -> None:
     assert w.padded_before == w.padded_after == 0.0
 
 
-def test_event_window_short_clip_is_padded() -> None:
-    w = event_window(4.0, 1.0)  # 6 s window on a 4 s clip: ideal [-3, 3]
-    assert (w.start, w.end, w.shifted) == (-2.0, 4.0, 1.0)
-    assert (w.padded_before, w.padded_after) == (2.0, 0.0)
-    w = event_window(4.0, 3.9)  # ideal [-0.1, 5.9]
-    assert w.start == pytest.approx(-0.1) and w.end == pytest.approx(5.9)
-    assert w.padded_before == pytest.approx(0.1) and w.padded_after == pytest.approx(1.9)
+def test_event_window_even_frame_count_at_fps() -> None:
+    assert event_window(16.0, 8.0, fps=3.0) == Window(4.0, 10.0)  # 18 frames, as asked
+    w = event_window(16.0, 8.0, before=4.0, after=1.0, fps=3.0)  # 15 -> 16 frames, both ends
+    assert (w.start, w.end) == pytest.approx((8.0 - 4.0 - 1 / 6, 8.0 + 1.0 + 1 / 6))
+
+
+def test_event_window_shrinks_inside_a_short_span() -> None:
+    # A 6 s window in a 5 s chunk: the largest even frame count that fits, never padding from
+    # outside (3 fps: 14 frames = 4.67 s; 30 fps: 150 frames = the whole 5 s).
+    w = event_window(5.0, 2.5, fps=3.0)
+    assert (w.start, w.end, w.padded_before, w.padded_after) == pytest.approx((0, 14 / 3, 0, 0))
+    t = window_frame_times(w, 3.0)
+    assert len(t) == 14 and t[0] > 0.0 and t[-1] < 5.0
+    w = event_window(5.0, 4.9, fps=3.0)  # event near the end: shifted, still inside
+    assert (w.start, w.end) == pytest.approx((5.0 - 14 / 3, 5.0))
+    w = event_window(5.0, 2.5, fps=30.0)
+    assert (w.start, w.end) == pytest.approx((0.0, 5.0))
+    assert len(window_frame_times(w, 30.0)) == 150
+    w = event_window(4.0, 1.0)  # without fps: the whole clip
+    assert (w.start, w.end, w.shifted) == (0.0, 4.0, 2.0)
+    with pytest.raises(WindowError, match="0.500 s holds fewer than 2 frames at 3 fps"):
+        event_window(0.5, 0.2, fps=3.0)
 
 
 def test_event_window_rejects_event_outside_clip() -> None:
@@ -163,7 +178,7 @@ def test_video_info(clip: Path) -> None:
 
 @pytest.mark.parametrize("backend", ["decord", "pyav"])
 def test_read_frames_picks_right_frames(clip: Path, backend: str) -> None:
-    win = event_window(4.0, 1.0)  # 6 s window on a 4 s clip: [-2, 4], 2 s padded before
+    win = Window(-2.0, 4.0)  # times before the clip (2 s) repeat its first frame
     times = np.append(window_frame_times(win, 3.0), [4.2, 5.0])  # and 2 frames past the end
     frames = read_frames(clip, times, size=None, backend=backend)
     assert frames.shape == (20, H, W, 3) and frames.dtype == np.uint8

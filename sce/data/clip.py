@@ -20,6 +20,8 @@ from sce.data import video as video_lib
 from sce.data.prompts import Telemetry
 from sce.data.schema import ClipRecord
 
+TELEMETRY_ANCHORS: tuple[str, ...] = ("auto", *imu_lib.ANCHORS)
+
 
 class ClipError(ValueError):
     """A clip cannot be loaded; the message names the sample and the cause."""
@@ -40,11 +42,31 @@ class WindowSpec:
     # prompt; None = the [-before, +after] window, one video.
     scale: float | None = None
     keyframes: tuple[float, ...] = (0.0, 0.5, 1.0)
+    # Where each frame's IMU block sits (sce.data.imu): "centered" on the frame (paper 000's
+    # window around the event), "causal" = the W samples up to the frame and nothing after the
+    # last one, or "auto": causal exactly when the window ends at the event (a paper-002
+    # multi-scale window, or after == 0), so an anticipation prompt never sees the impact.
+    telemetry_anchor: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.telemetry_anchor not in TELEMETRY_ANCHORS:
+            raise ValueError(
+                f"data.telemetry_anchor must be one of {TELEMETRY_ANCHORS}, "
+                f"got {self.telemetry_anchor!r}"
+            )
 
     @property
     def num_frames(self) -> int:
         n = int(round((self.before + self.after) * self.fps))
         return n + (n % 2)
+
+    @property
+    def anchor(self) -> str:
+        """The telemetry block anchor in effect ("centered" or "causal")."""
+        if self.telemetry_anchor != "auto":
+            return self.telemetry_anchor
+        ends_at_event = self.scale is not None or self.after == 0
+        return "causal" if ends_at_event else "centered"
 
 
 @dataclass
@@ -81,6 +103,7 @@ def resolve_event_time(
     """Manifest event time if given, else argmax |a_x| (paper 000), else the clip centre.
 
     Times are relative to the record's span; `offset` is the span's start in the video (chunks).
+    The IMU peak is looked for inside the span only: a chunk after a collision must not find it.
     """
     if record.event_time is not None:
         if not 0.0 <= record.event_time <= duration + 1e-6:
@@ -91,7 +114,7 @@ def resolve_event_time(
         return float(record.event_time), "manifest"
     if imu is not None:
         try:
-            peak = imu_lib.event_time_from_imu(imu) - offset
+            peak = imu_lib.event_time_from_imu(imu.between(offset, offset + duration)) - offset
             return float(np.clip(peak, 0.0, duration)), "imu"
         except imu_lib.ImuError:  # no finite a_x sample (all NaN): telemetry must not fail the clip
             pass
@@ -191,7 +214,7 @@ def plan_window(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
     imu, imu_reason = load_record_imu(record)
     event_time, source = resolve_event_time(record, end - start, imu, offset=start)
     if spec.scale is None:
-        window = video_lib.event_window(end - start, event_time, spec.before, spec.after)
+        window = _event_window(record, end - start, event_time, spec)
         times = video_lib.window_frame_times(window, spec.fps) + start
         fps = spec.fps
     else:
@@ -199,7 +222,10 @@ def plan_window(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
         times = times + start
     telemetry = None
     if imu is not None:
-        synced = imu_lib.synchronize(imu, _load_gps(record), times, fps)
+        # the chunk's span bounds the telemetry as it bounds the frames
+        synced = imu_lib.synchronize(
+            imu, _load_gps(record), times, fps, anchor=spec.anchor, span=(start, end)
+        )
         if synced.available:
             telemetry = Telemetry(times, synced.accel, synced.yaw_delta, synced.speed)
         else:
@@ -216,6 +242,20 @@ def plan_window(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
         fps=fps,
         keyframes=spec.scale is not None,
     )
+
+
+def _event_window(
+    record: ClipRecord, duration: float, event_time: float, spec: WindowSpec
+) -> video_lib.Window:
+    """The [-before, +after] window inside the record's span (shrunk to an even frame count
+    when the span is shorter, see `sce.data.video.event_window`)."""
+    try:
+        return video_lib.event_window(duration, event_time, spec.before, spec.after, fps=spec.fps)
+    except video_lib.WindowError as err:
+        span = "metadata.clip_start/clip_end" if "clip_start" in record.metadata else "video"
+        raise ClipError(
+            f"sample {record.id!r}: field '{span}' (file {record.path('video')}): {err}"
+        ) from err
 
 
 def _cached_plan(record: ClipRecord, spec: WindowSpec, cache) -> ClipInputs:
@@ -235,6 +275,7 @@ def _cached_plan(record: ClipRecord, spec: WindowSpec, cache) -> ClipInputs:
         "after": spec.after,
         "scale": spec.scale,
         "keyframes": list(spec.keyframes),
+        "telemetry_anchor": spec.anchor,
     }
     # An unreadable telemetry file (permissions) gives a plan without telemetry; not stored, so
     # fixing the permissions (which leaves mtime alone) brings the telemetry back.
@@ -344,6 +385,7 @@ def _read_frames(record, video_path, times, spec: WindowSpec, cache) -> np.ndarr
             # Every frame time: a change of sampling (e.g. keyframes no longer repeated) can
             # never be served stale frames of the same span.
             times=[float(t) for t in times],
+            frame_rule=video_lib.FRAME_INDEX_RULE,
         )
         return cache.get_or_decode(key, decode)
     except Exception as err:

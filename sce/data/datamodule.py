@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 from torch.utils.data import DataLoader, Subset
@@ -43,6 +43,9 @@ class SceDataModule(L.LightningDataModule):
         seed: re-sampling seed.
         window_scales: multi-scale keyframe windows before the event (paper 002: [6, 3, 1.5]);
             each record gives one item per scale with 3 keyframes (start, middle, end).
+        telemetry_anchor: where each frame's IMU block sits: "centered" on the frame, "causal"
+            (the samples up to the frame, nothing after the last one), or "auto" (default):
+            causal for windows that end at the event (window_scales, or after = 0).
     """
 
     def __init__(
@@ -70,10 +73,13 @@ class SceDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         seed: int = 0,
         window_scales: list[float] | None = None,
+        telemetry_anchor: Literal["auto", "centered", "causal"] = "auto",
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.spec = WindowSpec(fps, before, after, width, height, decoder)
+        self.spec = WindowSpec(
+            fps, before, after, width, height, decoder, telemetry_anchor=telemetry_anchor
+        )
         self.processor = None
         self.datasets: dict[str, SceDataset] = {}
 

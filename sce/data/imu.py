@@ -7,11 +7,18 @@ Paper 000 (Sec. III-A/B) defines the event time as the sample of largest |a_x| a
     d_alpha_sync[k] = sum_{n in block k} omega_z[n] / fs           (rad, heading change)
     s_sync[k]       = GPS speed linearly interpolated at frame time t_k   (m/s)
 
-Block placement (our choice, see `synchronize`): by default block k is the W samples *centred*
-on frame time t_k. With the frame times of `sce.data.video.window_frame_times` (centres of the
-1/fps frame intervals) the blocks tile the event window exactly like the paper's partition, and
-the telemetry never needs data outside the window. `anchor="end"` gives causal blocks that end at
-t_k (the paper's index range (k-1)W+1 .. kW read as "the W samples up to frame k").
+Block placement (`synchronize`'s anchor; the paper's index range (k-1)W+1 .. kW fixes the
+block length, not where frame k sits in it):
+- "centered": block k is the W samples centred on frame time t_k. With the frame times of
+  `sce.data.video.window_frame_times` (centres of the 1/fps frame intervals) the blocks tile
+  the event window exactly like the paper's partition, for paper 000's window around the event.
+- "causal": block k is the W samples up to t_k, and nothing after the last frame time is read
+  (GPS included). Paper 002 anticipates a collision before it happens: a window that ends at
+  the event must not average in the impact that follows (a centred block on the last keyframe
+  of the 6 s scale reads 1.5 s past the event).
+A `span` (a chunk's [clip_start, clip_end]) bounds every sample read: the signals are cut to
+it and block samples beyond it repeat its edge value, as frames outside a clip repeat its edge
+frames.
 
 Everything here is plain numpy and usable from a notebook::
 
@@ -33,6 +40,9 @@ import numpy as np
 IMU_COLUMNS: tuple[str, ...] = ("t", "ax", "ay", "az", "gx", "gy", "gz")
 GPS_COLUMNS: tuple[str, ...] = ("t", "speed")
 _NAN_TOKENS = {"", "nan", "NaN", "NAN", "null", "None", "NA"}
+_SPAN_EPS = 1e-9  # s: a sample stamped on a span edge belongs to the span
+Anchor = Literal["centered", "causal"]
+ANCHORS: tuple[str, ...] = ("centered", "causal")
 
 
 class ImuError(ValueError):
@@ -47,6 +57,11 @@ class ImuSignal:
     accel: np.ndarray  # [N, 3] m/s^2 (x forward, y left, z up)
     gyro: np.ndarray  # [N, 3] rad/s
     path: str = ""
+
+    def between(self, lo: float, hi: float) -> ImuSignal:
+        """The samples with lo <= t <= hi (a chunk's span, or up to a window's end)."""
+        keep = (self.t >= lo - _SPAN_EPS) & (self.t <= hi + _SPAN_EPS)
+        return ImuSignal(self.t[keep], self.accel[keep], self.gyro[keep], self.path)
 
     @property
     def fs(self) -> float:
@@ -64,6 +79,11 @@ class GpsSignal:
     t: np.ndarray  # [M] float64 seconds, strictly increasing
     speed: np.ndarray  # [M] m/s, NaN = missing
     path: str = ""
+
+    def between(self, lo: float, hi: float) -> GpsSignal:
+        """The samples with lo <= t <= hi."""
+        keep = (self.t >= lo - _SPAN_EPS) & (self.t <= hi + _SPAN_EPS)
+        return GpsSignal(self.t[keep], self.speed[keep], self.path)
 
 
 @dataclass(frozen=True)
@@ -211,10 +231,10 @@ def _resample(
     span (shorter edge shortfalls hold the edge value).
     """
     ok = np.isfinite(v)
-    if ok.sum() < 2:
-        return None, f"'{name}' has fewer than 2 finite samples"
-    tv, vv = t[ok], v[ok]
     lo, hi = float(query.min()), float(query.max())
+    if ok.sum() < 2:
+        return None, f"'{name}' has fewer than 2 finite samples around {lo:.3f}-{hi:.3f} s"
+    tv, vv = t[ok], v[ok]
     if tv[0] - lo > max_gap_s + 1e-9:
         return None, f"'{name}' starts at {tv[0]:.3f} s but {lo:.3f} s is needed"
     if hi - tv[-1] > max_gap_s + 1e-9:
@@ -229,21 +249,38 @@ def _resample(
 
 
 def block_sample_times(
-    frame_times: np.ndarray, fs: float, w: int, anchor: Literal["center", "end"] = "center"
+    frame_times: np.ndarray,
+    fs: float,
+    w: int,
+    anchor: Anchor = "centered",
+    span: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """[T, W] times of the W samples at rate fs that form each frame's block.
 
-    center: t_k + (j - (W-1)/2) / fs, j = 0..W-1   (block centred on the frame time)
-    end:    t_k - (W-1-j) / fs                     (block ends at the frame time)
+    centered: t_k + (j - (W-1)/2) / fs, j = 0..W-1   (block centred on the frame time)
+    causal:   t_k - (W-1-j) / fs                     (block ends at the frame time)
+    With a span, times outside it are clamped to its edges (the edge value repeats).
     """
     j = np.arange(w, dtype=np.float64)
-    if anchor == "center":
+    if anchor == "centered":
         offsets = (j - (w - 1) / 2.0) / fs
-    elif anchor == "end":
+    elif anchor == "causal":
         offsets = (j - (w - 1)) / fs
     else:
-        raise ValueError(f"anchor must be 'center' or 'end', got {anchor!r}")
-    return np.asarray(frame_times, dtype=np.float64)[:, None] + offsets[None, :]
+        raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
+    times = np.asarray(frame_times, dtype=np.float64)[:, None] + offsets[None, :]
+    return times if span is None else np.clip(times, span[0], span[1])
+
+
+def telemetry_span(
+    frame_times: np.ndarray, anchor: Anchor, span: tuple[float, float] | None
+) -> tuple[float, float]:
+    """The time range telemetry may be read from: `span` (default: unbounded), ending at the
+    last frame time for causal blocks."""
+    lo, hi = span if span is not None else (-math.inf, math.inf)
+    if anchor == "causal":
+        hi = min(hi, float(np.max(frame_times)))
+    return lo, hi
 
 
 def synchronize(
@@ -252,21 +289,26 @@ def synchronize(
     frame_times: np.ndarray,
     fps: float,
     max_gap_s: float = 0.25,
-    anchor: Literal["center", "end"] = "center",
+    anchor: Anchor = "centered",
     fs: float | None = None,
     max_gps_gap_s: float = 2.0,
+    span: tuple[float, float] | None = None,
 ) -> SyncedTelemetry:
     """Align IMU (block mean accel, integrated yaw) and GPS speed to the given frame times.
 
     fs: IMU rate; default 1 / median(dt) of the file. W = floor(fs / fps) samples per frame.
-    For frame k the W sample times of `block_sample_times(frame_times, fs, W, anchor)` are read
-    from the raw signal by linear interpolation: this resamples irregular or jittered time
-    stamps onto a uniform grid at the nominal rate before blocking, and equals the paper's
+    For frame k the W sample times of `block_sample_times(frame_times, fs, W, anchor, span)`
+    are read from the raw signal by linear interpolation: this resamples irregular or jittered
+    time stamps onto a uniform grid at the nominal rate before blocking, and equals the paper's
     plain block of raw samples when the stamps are regular and on the grid. Then
 
         accel[k]     = mean_j a(s_kj)                 [T, 3]  m/s^2
         yaw_delta[k] = sum_j omega_z(s_kj) / fs       [T]     rad
         speed[k]     = GPS speed interpolated at t_k  [T]     m/s
+
+    Only samples inside `telemetry_span(frame_times, anchor, span)` are read: `span` (a chunk's
+    [clip_start, clip_end]) and, for causal blocks, nothing after the last frame time; an edge
+    value is held up to the gap limits below.
 
     NaN samples are dropped and bridged by linear interpolation when the hole between the
     finite samples around them is <= max_gap_s; a longer hole, or a signal that stops more
@@ -279,22 +321,28 @@ def synchronize(
         raise ValueError("frame_times must be a non-empty 1-D array")
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
+    if anchor not in ANCHORS:
+        raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
+    lo, hi = telemetry_span(frame_times, anchor, span)
     reasons: list[str] = []
     accel = yaw = None
     rate, w = (fs or 0.0), 0
     if imu is None:
         reasons.append("no IMU")
     else:
-        rate = float(fs) if fs else imu.fs
+        rate = float(fs) if fs else imu.fs  # from the whole file: a short span has few samples
         w = int(math.floor(rate / fps + 1e-9))
         if w < 1:
             raise ValueError(f"IMU rate {rate:.3f} Hz is below the frame rate {fps} fps")
-        accel, yaw, why = _imu_blocks(imu, frame_times, rate, w, anchor, max_gap_s)
+        query = block_sample_times(frame_times, rate, w, anchor, (lo, hi))
+        accel, yaw, why = _imu_blocks(imu.between(lo, hi), query, rate, max_gap_s)
         if why:
             reasons.append(f"{imu.path or 'imu'}: {why}")
     speed = None
     if gps is not None:
-        speed, why = _resample(gps.t, gps.speed, frame_times, max_gps_gap_s, "speed")
+        query = np.clip(frame_times, lo, hi)
+        inside = gps.between(lo, hi)
+        speed, why = _resample(inside.t, inside.speed, query, max_gps_gap_s, "speed")
         if why:
             reasons.append(f"{gps.path or 'gps'}: {why}")
     return SyncedTelemetry(
@@ -310,14 +358,9 @@ def synchronize(
 
 
 def _imu_blocks(
-    imu: ImuSignal,
-    frame_times: np.ndarray,
-    fs: float,
-    w: int,
-    anchor: Literal["center", "end"],
-    max_gap_s: float,
+    imu: ImuSignal, query: np.ndarray, fs: float, max_gap_s: float
 ) -> tuple[np.ndarray | None, np.ndarray | None, str]:
-    query = block_sample_times(frame_times, fs, w, anchor)
+    """Block means of accel and integrated gz over the [T, W] sample times `query`."""
     channels = {"ax": imu.accel[:, 0], "ay": imu.accel[:, 1], "az": imu.accel[:, 2]}
     channels["gz"] = imu.gyro[:, 2]
     values = {}

@@ -2,11 +2,15 @@
 
 Time conventions used throughout sce:
 - Times are seconds from the clip's first frame. Frame i of a constant-frame-rate video is
-  shown at i / fps; the frame for time t is the nearest one, i = floor(t * fps + 0.5), clamped
-  to [0, n_frames - 1] (so times before/after the clip repeat the edge frames: padding).
+  shown at i / fps; the frame for time t is the nearest one, clamped to [0, n_frames - 1], with
+  exact half-frame ties going to the earlier frame (`frame_indices`), so times spaced k / fps
+  apart always take frames k apart.
 - A window [start, end) sampled at `fps` gives frames at the centres of its 1/fps intervals
-  (`window_frame_times`), and the IMU block of each frame is centred on that time
-  (`sce.data.imu.synchronize`), so frames and telemetry describe the same interval.
+  (`window_frame_times`). The IMU block of each frame is centred on that time, or ends at it
+  for windows that end at the event (`sce.data.imu.synchronize`, anchor "centered" / "causal").
+- A window never reaches outside the span it is cut from (the clip, or a chunk's
+  [clip_start, clip_end]): `event_window` shifts it inside, and shrinks it to the largest even
+  frame count that fits a span shorter than the window.
 
 Recipes: event window [t_e - 4 s, t_e + 2 s] at 3 fps = 18 frames (paper 000); sliding-window
 chunking of long videos into 4-6 s clips (paper 001); three windows of 6 / 3 / 1.5 s ending at
@@ -62,14 +66,28 @@ class Window:
 
 
 def event_window(
-    duration: float, event_time: float, before: float = 4.0, after: float = 2.0, name: str = ""
+    duration: float,
+    event_time: float,
+    before: float = 4.0,
+    after: float = 2.0,
+    name: str = "",
+    fps: float | None = None,
 ) -> Window:
     """Window [event_time - before, event_time + after] kept inside [0, duration].
 
-    A window crossing the clip start or end is shifted inside the clip (the event then sits
-    off-centre, `shifted` records by how much). A clip shorter than before + after is covered
-    entirely and the rest padded with edge frames, keeping the event's offset where possible
-    (`padded_before` / `padded_after`). Raises WindowError if event_time is outside [0, duration].
+    With `fps`, the length is an even number of 1/fps frame intervals (Qwen2.5-VL's temporal
+    patch is 2): round((before + after) * fps) raised to even, the extra split over both ends
+    (6 s at 3 fps: 18 frames, unchanged). A window crossing the clip start or end is shifted
+    inside (the event then sits off-centre, `shifted` records by how much).
+
+    A clip (or chunk) shorter than the window shrinks the window to the largest even frame
+    count that fits (a 5 s chunk at 3 fps: 14 frames, 4.67 s), rather than padding it with
+    frames and telemetry from outside the clip: a chunk cut from a longer video must not show
+    what lies beyond its edges (a `normal` chunk right after a collision would see the impact).
+    Shrinking keeps every chunk setting usable and the frame rate (and so the temporal
+    positions) unchanged; only a clip shorter than 2 frames raises WindowError. Without `fps`
+    the window is cut to the clip's length. Raises WindowError if event_time is outside
+    [0, duration].
     """
     where = f"{name}: " if name else ""
     if not duration > 0:
@@ -80,18 +98,34 @@ def event_window(
         raise WindowError(
             f"{where}event_time {event_time:.3f} s is outside the clip [0, {duration:.3f}] s"
         )
-    length = before + after
-    ideal = event_time - before
-    lo, hi = min(0.0, duration - length), max(0.0, duration - length)
-    start = min(max(ideal, lo), hi)
-    end = start + length
-    return Window(
-        start=start,
-        end=end,
-        shifted=start - ideal,
-        padded_before=max(0.0, -start),
-        padded_after=max(0.0, end - duration),
-    )
+    length = _fitted_length(duration, before + after, fps, where)
+    ideal = event_time - before - (length - before - after) / 2.0  # centred on the asked window
+    start = min(max(ideal, 0.0), max(0.0, duration - length))
+    return Window(start=start, end=start + length, shifted=start - ideal)
+
+
+def even_frame_count(length: float, fps: float) -> int:
+    """Frames of a `length` s window at `fps`: round(length * fps) raised to even, at least 2."""
+    n = max(2, int(math.floor(length * fps + 0.5)))
+    return n + n % 2
+
+
+def _fitted_length(duration: float, length: float, fps: float | None, where: str) -> float:
+    """The window length: `length` made an even frame count at fps, shrunk to fit `duration`."""
+    if fps is None:
+        return min(length, duration)
+    if fps <= 0:
+        raise WindowError(f"{where}fps must be positive, got {fps}")
+    n = even_frame_count(length, fps)
+    if n / fps > duration + _EPS:
+        n = int(math.floor(duration * fps + 1e-6))
+        n -= n % 2
+        if n < 2:
+            raise WindowError(
+                f"{where}the clip span of {duration:.3f} s holds fewer than 2 frames at {fps:g} "
+                f"fps: no {length:g} s window fits (use longer chunks or a higher fps)"
+            )
+    return n / fps
 
 
 def window_frame_times(window: Window, fps: float) -> np.ndarray:
@@ -105,8 +139,7 @@ def window_frame_times(window: Window, fps: float) -> np.ndarray:
     """
     if fps <= 0:
         raise WindowError(f"fps must be positive, got {fps}")
-    n = max(2, int(math.floor(window.length * fps + 0.5)))
-    n += n % 2
+    n = even_frame_count(window.length, fps)
     centre = (window.start + window.end) / 2.0
     return centre + (np.arange(n, dtype=np.float64) - (n - 1) / 2.0) / fps
 
@@ -269,9 +302,25 @@ def _video_info(path: str, mtime_ns: int, size_bytes: int) -> VideoInfo:
     return VideoInfo(n / fps, fps, n, size)
 
 
+# Half-frame ties within this many frames go to the earlier frame. Float error in t * fps is
+# ~1e-11 frames for hour-long clips; real sub-frame offsets on a 0.01 s grid are >= 0.1 frame.
+_TIE_FRAMES = 1e-6
+# Names the time -> frame rule in frame-cache keys: a new rule must not reuse old pixels.
+FRAME_INDEX_RULE = "nearest, ties to earlier (1e-6 frame)"
+
+
 def frame_indices(times: np.ndarray, fps: float, n_frames: int) -> np.ndarray:
-    """Nearest frame index for each time: floor(t * fps + 0.5), clamped to the clip."""
-    idx = np.floor(np.asarray(times, dtype=np.float64) * fps + 0.5).astype(np.int64)
+    """Nearest frame index for each time, clamped to the clip: ceil(t * fps - 0.5 - 1e-6).
+
+    The interval centres of a window whose start lies on the frame grid fall exactly halfway
+    between two frames (every 30 fps window of a 30 fps video whose event time is on a 1/30 s
+    grid; a 3 fps window when the event is an odd multiple of 0.05 s). Plain rounding
+    (floor(t * fps + 0.5)) lets float noise break each tie its own way, repeating one frame and
+    skipping the next within a window; sending every tie to the earlier frame keeps times
+    spaced k / fps apart exactly k frames apart (every 10th frame at 3 fps from 30 fps).
+    """
+    x = np.asarray(times, dtype=np.float64) * fps
+    idx = np.ceil(x - 0.5 - _TIE_FRAMES).astype(np.int64)
     return np.clip(idx, 0, n_frames - 1)
 
 
@@ -284,10 +333,12 @@ def read_frames(
 ) -> np.ndarray:
     """Decode the frames nearest to `times` as uint8 [T, H, W, 3] RGB, resized to size=(W, H).
 
-    Only the needed frames are decoded: decord reads them with one get_batch (it seeks to the
-    key frame before each); PyAV seeks to the key frame before the first needed frame and
-    decodes forward, stopping after the last. Both resize in the decoder's scaler (bilinear),
-    so they agree up to rounding (PSNR > 35 dB). Times outside the clip repeat the edge frames.
+    Times map to frame indices once, by `frame_indices` with the container's frame rate and
+    count (`video_info`), so both backends decode the same frames. Only the needed frames are
+    decoded: decord reads them with one get_batch (it seeks to the key frame before each);
+    PyAV seeks to the key frame before the first needed frame and decodes forward, stopping
+    after the last. Both resize in the decoder's scaler (bilinear), so they agree up to
+    rounding (PSNR > 35 dB). Times outside the clip repeat the edge frames.
     num_threads: decoder threads (1 suits dataloader workers; 0 = library default).
     Raises VideoError naming the file for a missing, corrupt or truncated video.
     """
@@ -302,8 +353,10 @@ def read_frames(
         reader = _read_pyav
     else:
         raise ValueError(f"backend must be 'decord' or 'pyav', got {backend!r}")
+    info = video_info(path)
+    idx = frame_indices(times, info.fps, info.n_frames)
     try:
-        return reader(Path(path), times, size, num_threads)
+        return reader(Path(path), idx, size, num_threads)
     except VideoError:
         raise
     except Exception as exc:
@@ -311,14 +364,14 @@ def read_frames(
 
 
 def _read_decord(
-    path: Path, times: np.ndarray, size: tuple[int, int] | None, threads: int
+    path: Path, idx: np.ndarray, size: tuple[int, int] | None, threads: int
 ) -> np.ndarray:
     import decord
 
     kw = {} if size is None else {"width": int(size[0]), "height": int(size[1])}
     vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=threads, **kw)
-    idx = frame_indices(times, vr.get_avg_fps(), len(vr))
-    uniq, inverse = np.unique(idx, return_inverse=True)
+    # a container frame count one above decord's: hold the last frame (as PyAV does)
+    uniq, inverse = np.unique(np.minimum(idx, len(vr) - 1), return_inverse=True)
     frames = vr.get_batch(uniq.tolist()).asnumpy()
     return np.ascontiguousarray(frames[inverse])
 
@@ -332,7 +385,7 @@ def _to_rgb(frame, size: tuple[int, int] | None) -> np.ndarray:
 
 
 def _read_pyav(
-    path: Path, times: np.ndarray, size: tuple[int, int] | None, threads: int
+    path: Path, idx: np.ndarray, size: tuple[int, int] | None, threads: int
 ) -> np.ndarray:
     import av
 
@@ -341,8 +394,6 @@ def _read_pyav(
         stream.thread_type = "AUTO"
         stream.thread_count = threads
         fps = float(stream.average_rate or stream.guessed_rate)
-        n = int(stream.frames) or int(round(float(stream.duration * stream.time_base) * fps))
-        idx = frame_indices(times, fps, n)
         t0 = float((stream.start_time or 0) * stream.time_base)
         got = _decode_indices(container, stream, set(idx.tolist()), fps, t0, size)
     missing = sorted(set(idx.tolist()) - got.keys())
