@@ -182,3 +182,31 @@ def test_sync_gps_gap_drops_speed_only() -> None:
     tel = synchronize(make_imu(), gps, np.array([2.0, 3.0]), fps=3.0)
     assert tel.available and tel.speed is None and "speed" in tel.reason
     assert synchronize(None, None, np.array([1.0]), fps=3.0).reason == "no IMU"
+
+
+def test_sync_span_bounds_every_sample_read() -> None:
+    # a chunk [2, 4] s of a longer recording: everything outside it is 100
+    t = np.arange(1000) / FS
+    inside = (t >= 2.0) & (t <= 4.0)
+    gps_t = np.arange(11.0)
+    gps = GpsSignal(t=gps_t, speed=np.where((gps_t >= 2) & (gps_t <= 4), 5.0, 100.0))
+    imu = make_imu(ax=np.where(inside, 1.0, 100.0), gz=np.where(inside, 0.3, 100.0))
+    frames = np.array([2.0, 2.5, 3.5, 4.0])  # blocks of the edge frames reach 0.16 s outside
+    tel = synchronize(imu, gps, frames, fps=3.0, span=(2.0, 4.0))
+    np.testing.assert_allclose(tel.accel[:, 0], 1.0)
+    np.testing.assert_allclose(tel.yaw_delta, 33 * 0.3 / FS)  # edge samples repeat: still W
+    np.testing.assert_allclose(tel.speed, 5.0)
+    unbounded = synchronize(imu, gps, frames, fps=3.0)
+    assert unbounded.accel[0, 0] > 40 and unbounded.speed[1] == pytest.approx(5.0)
+
+
+def test_sync_causal_reads_nothing_after_the_last_frame() -> None:
+    t = np.arange(1000) / FS
+    gps_t = np.arange(11.0)
+    gps = GpsSignal(t=gps_t, speed=np.where(gps_t <= 3.5, 2.0 * gps_t, 100.0))
+    imu = make_imu(ax=np.where(t <= 3.5, 1.0, 100.0))
+    tel = synchronize(imu, gps, np.array([2.0, 3.5]), fps=3.0, anchor="causal")
+    np.testing.assert_allclose(tel.accel[:, 0], 1.0)  # the block ending at 3.5 s
+    np.testing.assert_allclose(tel.speed, [4.0, 6.0])  # 3.5 s: held from the 3 s fix
+    centred = synchronize(imu, gps, np.array([2.0, 3.5]), fps=3.0)
+    assert centred.accel[1, 0] > 40 and centred.speed[1] > 50  # reads the future

@@ -118,6 +118,35 @@ def test_window_frame_times_even_and_spaced() -> None:
 def test_frame_indices_nearest_and_clamped() -> None:
     idx = frame_indices(np.array([-1.0, 0.0166, 0.0167, 1 / 6, 100.0]), 30.0, 90)
     assert idx.tolist() == [0, 0, 1, 5, 89]
+    # exact half-frame ties go to the earlier frame, however float rounding lands
+    halves = (np.array([0, 1, 2, 121, 12345, 107999]) + 0.5) / 30.0
+    assert frame_indices(halves, 30.0, 10**6).tolist() == [0, 1, 2, 121, 12345, 107999]
+
+
+EVENTS = np.round(np.arange(400, 1400) * 0.01, 2)  # 4.00 .. 13.99 s on a 0.01 s grid
+
+
+@pytest.mark.parametrize("fps, step", [(30.0, 1), (3.0, 10)])
+def test_window_takes_distinct_evenly_spaced_source_frames(fps: float, step: int) -> None:
+    # 30 fps source. Before: 62 in 100 of the 30 fps windows (event times on a 0.1 s grid)
+    # repeated ~15 of their 180 frames and skipped as many; 3 fps windows with the event at an
+    # odd multiple of 0.05 s mixed steps of 9, 10 and 11 frames.
+    for event in EVENTS:
+        times = window_frame_times(event_window(40.0, event, fps=fps), fps)
+        idx = frame_indices(times, 30.0, 1200)
+        assert len(idx) == 6 * fps and (np.diff(idx) == step).all(), f"event at {event} s"
+
+
+def test_window_frames_from_a_29_97_fps_source() -> None:
+    ntsc = 30000 / 1001
+    for event in EVENTS:
+        idx = frame_indices(window_frame_times(event_window(40.0, event, fps=3.0), 3.0), ntsc, 1198)
+        assert set(np.diff(idx).tolist()) <= {9, 10}  # 9.99 frames per 1/3 s
+        idx = frame_indices(
+            window_frame_times(event_window(40.0, event, fps=30.0), 30.0), ntsc, 1198
+        )
+        # 30 fps from 29.97: one repeat per 1000 frames at most, never a skip
+        assert set(np.diff(idx).tolist()) <= {0, 1} and (np.diff(idx) == 0).sum() <= 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,6 +218,14 @@ def test_read_frames_picks_right_frames(clip: Path, backend: str) -> None:
         assert psnr(f, source_frame(i + 1)) < 20 or i == N - 1
     # the padding repeats the edge frames
     assert (frames[:6] == frames[0]).all() and (frames[-2] == frames[-1]).all()
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_read_frames_half_frame_ties_decode_consecutive_frames(clip: Path, backend: str) -> None:
+    times = window_frame_times(Window(1.0, 2.0), 30.0)  # 30 times halfway between frames
+    frames = read_frames(clip, times, size=None, backend=backend)
+    for k, f in enumerate(frames):
+        assert psnr(f, source_frame(30 + k)) > 28, f"frame {k} is not source frame {30 + k}"
 
 
 def test_backends_agree_after_resize(clip: Path) -> None:
