@@ -7,7 +7,9 @@ other chunks are normal, with the chunk centre as their window centre; a chunk t
 event (event within `margin` of an edge) is dropped unless `keep_cut`. A collision or
 near-collision record without `event_time` takes t_e = argmax |a_x| of its IMU (paper 000);
 without a usable IMU it raises ValueError naming the sample and 'event_time'. The clip loader
-(`sce.data.clip.load_clip`) reads only the chunk's span.
+(`sce.data.clip.load_clip`) reads only the chunk's span: frames, IMU/GPS samples and the IMU
+event time; a window longer than the chunk (the default 6 s in 5 s chunks) shrinks to the
+largest even frame count that fits (`sce.data.video.event_window`).
 """
 
 from __future__ import annotations
