@@ -12,6 +12,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class WindowSpec:
     # window around the event), "causal" = the W samples up to the frame and nothing after the
     # last one, or "auto": causal exactly when the window ends at the event (a paper-002
     # multi-scale window, or after == 0), so an anticipation prompt never sees the impact.
-    telemetry_anchor: str = "auto"
+    telemetry_anchor: Literal["auto", "centered", "causal"] = "auto"
 
     def __post_init__(self) -> None:
         if self.telemetry_anchor not in TELEMETRY_ANCHORS:
