@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 import torch
 
 import sce.data.dataset as dataset_mod
+from sce.data import prompts as P
 from sce.data.clip import ClipError, ClipInputs, WindowSpec, load_clip
 from sce.data.dataset import SceDataset
 from sce.data.prompts import NO_TELEMETRY, Telemetry, mcq_answer, probability_answer
@@ -119,22 +119,42 @@ def test_eval_on_and_off_settings(stub_loader: list[str]) -> None:
     assert ds.labels == [r.label for r in records for _ in range(4)]
 
 
-def test_task_weights_respected(stub_loader: list[str]) -> None:
-    torch.manual_seed(1)
+def test_training_items_one_per_record_and_task(stub_loader: list[str]) -> None:
+    """Each record trains every task it can serve with weight > 0 (its mcq item whatever else it
+    carries, paper 001 Table 1); the weights are multiplicities left to the sampler."""
     annotated = _records(2, {"caption": "A crash."})
     plain = [dataclasses.replace(r, id=f"p{i}") for i, r in enumerate(_records(2))]
     weights = {"mcq": 1.0, "caption": 3.0, "probability": 0.0}
     ds = SceDataset(annotated + plain, SPEC, train=True, task_weights=weights)
-    counts = {rid: Counter() for rid in ("r0", "r1", "p0", "p1")}
-    for i in range(1200):
-        s = ds[i % 4]
-        counts[s.id][s.task] += 1
-        if s.task == "caption":
-            assert s.answer == "A crash."
-    annotated_counts = counts["r0"] + counts["r1"]
-    assert set(annotated_counts) == {"mcq", "caption"}
-    assert 0.70 < annotated_counts["caption"] / 600 < 0.80  # expected 0.75, sd 0.018
-    assert counts["p0"] + counts["p1"] == Counter({"mcq": 600})  # no caption: only mcq
+    keys = [(ds.records[item.record].id, item.task) for item in ds.items]
+    assert keys == [
+        ("r0", "mcq"), ("r0", "caption"), ("r1", "mcq"), ("r1", "caption"), ("p0", "mcq"), ("p1", "mcq")
+    ]  # fmt: skip
+    assert ds.tasks == [task for _, task in keys]
+    assert ds.labels == ["collision"] * 2 + ["near_collision"] * 2 + ["collision", "near_collision"]
+    samples = [ds[i] for i in range(len(ds))]
+    assert [(s.id, s.task) for s in samples] == keys
+    assert [s.answer for s in samples[:2]] == ["A. collision", "A crash."]
+
+
+def test_binary_record_trains_the_binary_question(stub_loader: list[str]) -> None:
+    """A binary-scope record (Nexar: event / no event) is asked the yes/no event question, never
+    the 3-way one, and its scope travels with the sample for the metrics."""
+    records = [
+        ClipRecord("n1", "v.mp4", "event", "nexar", "train", label_scope="binary"),
+        ClipRecord("n0", "v.mp4", "normal", "nexar", "train", label_scope="binary"),
+    ]
+    weights = {"mcq": 1.0, "probability": 1.0}
+    ds = SceDataset(records, SPEC, train=True, task_weights=weights)
+    samples = {(s.id, s.task): s for s in (ds[i] for i in range(len(ds)))}
+    assert len(samples) == 4
+    for rid, answer in (("n1", "A. yes"), ("n0", "B. no")):
+        mcq = samples[(rid, "mcq")]
+        assert mcq.answer == answer and mcq.meta["label_scope"] == "binary"
+        assert mcq.user_content[-1]["text"] == P.BINARY_EVENT_QUESTION
+        assert "near-collision" not in mcq.answer and "C." not in mcq.user_content[-1]["text"]
+    assert samples[("n1", "probability")].probability_target == 1.0  # paper 002: label 1
+    assert samples[("n0", "probability")].probability_target == 0.0
 
 
 def test_bad_arguments() -> None:

@@ -96,14 +96,16 @@ def test_nexar_kaggle_records(tmp_path: Path, tiny_mp4: Path) -> None:
     out = tmp_path / "out" / "manifest.jsonl"
     report = convert_nexar(root, out, split="test")
     assert (report.n_records, report.n_skipped, report.manifest) == (3, 0, out)
-    assert report.counts == Counter({("test", "collision"): 2, ("test", "normal"): 1})
+    assert report.counts == Counter({("test", "event"): 2, ("test", "normal"): 1})
     recs = by_id(out)  # check_files=True: every relative path resolves
     assert list(recs) == ["nexar_00822", "nexar_01924", "nexar_00003"]
     a, b, c = recs.values()
-    assert (a.label, a.event_time, a.split, a.source) == ("collision", 19.5, "test", "nexar")
-    assert a.metadata == {"nexar_target": 1, "binary_label": True, "time_of_alert": 18.0}
-    assert (b.label, b.event_time) == ("normal", None)
-    assert b.metadata == {"nexar_target": 0, "binary_label": True, "time_of_alert": None}
+    # target 1 is a collision *or* a near-collision: a binary "event", never a 3-class label
+    assert (a.label, a.label_scope, a.event_time, a.split) == ("event", "binary", 19.5, "test")
+    assert a.metadata == {"nexar_target": 1, "time_of_alert": 18.0}
+    assert (b.label, b.label_scope, b.event_time) == ("normal", "binary", None)
+    assert b.metadata == {"nexar_target": 0, "time_of_alert": None}
+    assert {r["label_scope"] for r in raw_lines(out).values()} == {"binary"}
     assert (c.event_time, c.metadata["time_of_alert"]) == (7.25, 6.5)
     assert raw_lines(out)["nexar_00822"]["video"] == "../nexar/train/00822.mp4"
     assert a.path("video").resolve() == (root / "train" / "00822.mp4").resolve()
@@ -111,19 +113,17 @@ def test_nexar_kaggle_records(tmp_path: Path, tiny_mp4: Path) -> None:
         assert sum(1 for _ in container.decode(video=0)) == 10
 
 
-def test_nexar_positive_label_and_assigned_splits(tmp_path: Path, tiny_mp4: Path) -> None:
+def test_nexar_assigned_splits(tmp_path: Path, tiny_mp4: Path) -> None:
     rows = [[i, 10.0, 9.0, 1] for i in range(10)] + [[i, "", "", 0] for i in range(10, 30)]
     root = kaggle_root(tmp_path, tiny_mp4, rows)
     out = root / "manifest.jsonl"
-    report = convert_nexar(
-        root, out, positive_label="near_collision", val_fraction=0.1, test_fraction=0.2
-    )
+    report = convert_nexar(root, out, val_fraction=0.1, test_fraction=0.2)
     # per label: 10 positives -> 2 test, 1 val, 7 train; 20 negatives -> 4 test, 2 val, 14 train
     assert report.counts == Counter(
         {
-            ("train", "near_collision"): 7,
-            ("val", "near_collision"): 1,
-            ("test", "near_collision"): 2,
+            ("train", "event"): 7,
+            ("val", "event"): 1,
+            ("test", "event"): 2,
             ("train", "normal"): 14,
             ("val", "normal"): 2,
             ("test", "normal"): 4,
@@ -131,7 +131,7 @@ def test_nexar_positive_label_and_assigned_splits(tmp_path: Path, tiny_mp4: Path
     )
     assert raw_lines(out)["nexar_00000"]["video"] == "train/00000.mp4"
     first = {r.id: r.split for r in load_manifest(out)}
-    convert_nexar(root, out, positive_label="near_collision", val_fraction=0.1, test_fraction=0.2)
+    convert_nexar(root, out, val_fraction=0.1, test_fraction=0.2)
     assert {r.id: r.split for r in load_manifest(out)} == first  # same seed, same splits
     convert_nexar(root, out, seed=1, val_fraction=0.1, test_fraction=0.2)
     assert {r.id: r.split for r in load_manifest(out)} != first
@@ -178,8 +178,8 @@ def test_nexar_missing_column_and_bad_option(tmp_path: Path) -> None:
     write_csv(tmp_path / "train.csv", ["id", "time_of_event", "time_of_alert"], [[1, "", ""]])
     with pytest.raises(SourceError, match=r"train\.csv: missing column 'target'"):
         convert_nexar(tmp_path, tmp_path / "m.jsonl")
-    with pytest.raises(ValueError, match="positive_label"):
-        convert_nexar(tmp_path, tmp_path / "m.jsonl", positive_label="normal")
+    with pytest.raises(TypeError, match="positive_label"):  # no 3-class label can be invented
+        convert_nexar(tmp_path, tmp_path / "m.jsonl", positive_label="collision")
 
 
 # --------------------------------------------------------------------------------- Nexar HF
@@ -213,10 +213,9 @@ def test_nexar_hf_records(tmp_path: Path, tiny_mp4: Path) -> None:
     recs = by_id(out)
     assert sorted(recs) == ["nexar_00005", "nexar_00822", "nexar_01924"]
     a = recs["nexar_00822"]
-    assert (a.label, a.event_time, a.split, a.source) == ("collision", 19.5, "val", "nexar")
+    assert (a.label, a.label_scope, a.event_time, a.split) == ("event", "binary", 19.5, "val")
     assert a.metadata == {
         "nexar_target": 1,
-        "binary_label": True,
         "time_of_alert": 18.0,
         "light_conditions": "Normal",
         "weather": "Rain",
@@ -236,10 +235,9 @@ def test_nexar_hf_subset_ids_and_missing_layout(tmp_path: Path, tiny_mp4: Path) 
         tmp_path / "m.jsonl",
         subset="test-public",
         split="test",
-        positive_label="near_collision",
     )
     recs = by_id(report.manifest)
-    assert recs["nexar_test-public_00822"].label == "near_collision"
+    assert recs["nexar_test-public_00822"].label == "event"
     with pytest.raises(SourceError, match="no metadata.csv"):
         convert_nexar_hf(root, tmp_path / "m.jsonl")  # no train/ subset
     (root / "test-public" / "negative" / "01924.mp4").unlink()
@@ -642,14 +640,12 @@ def test_registry_and_prepare(tmp_path: Path, tiny_mp4: Path) -> None:
     assert set(SOURCES) == {"nexar", "nexar_hf", "bddx", "lingoqa", "private", "synthetic"}
     assert SOURCES["bddx"] is convert_bddx
     root = kaggle_root(tmp_path, tiny_mp4, [[1, 2.0, 1.0, 1]])
-    report = prepare(
-        "nexar", root, tmp_path / "m.jsonl", split="train", positive_label="near_collision"
-    )
-    assert report.counts == Counter({("train", "near_collision"): 1})
+    report = prepare("nexar", root, tmp_path / "m.jsonl", split="train")
+    assert report.counts == Counter({("train", "event"): 1})
     with pytest.raises(ValueError, match="unknown source 'kitti'"):
         prepare("kitti", root, tmp_path / "m.jsonl")
-    with pytest.raises(ValueError, match="source 'bddx' has no option 'positive_label'"):
-        prepare("bddx", root, tmp_path / "m.jsonl", positive_label="collision")
+    with pytest.raises(ValueError, match="source 'nexar' has no option 'positive_label'"):
+        prepare("nexar", root, tmp_path / "m.jsonl", positive_label="collision")
 
 
 def test_prepare_command(
@@ -662,7 +658,8 @@ def test_prepare_command(
     args = parser.parse_args([*argv, "--skip-missing", "-o", "video_dir=train"])
     assert prepare_command(args) == 0
     text = capsys.readouterr().out
-    assert "val            1               0       0      1" in text
+    assert "split  collision  near_collision  event  normal  total" in text
+    assert "val            0               0      1       0      1" in text
     assert "skipped 1: missing_video=1" in text
     assert list(by_id(out)) == ["nexar_00001"]
     assert prepare_command(parser.parse_args(argv)) == 2  # missing video without --skip-missing

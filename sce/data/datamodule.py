@@ -30,12 +30,17 @@ class SceDataModule(L.LightningDataModule):
             one resize from the source instead of two; the token count is the same.
         decoder: "decord" or "pyav".
         layout: "interleaved" (frame pairs + per-frame telemetry) or "table".
-        task_weights: training task mix, e.g. {"mcq": 1, "caption": 1, "vqa": 1, "reasoning": 1}.
+        task_weights: training task mix, e.g. {"mcq": 1, "caption": 1, "vqa": 1, "reasoning": 2}:
+            every record gives one item per task it can serve with weight > 0, repeated
+            `weight` times per epoch (a fraction draws a random subset each epoch).
         imu_dropout: probability of removing telemetry from a training prompt (paper 000: 0.5).
         eval_imu: evaluation settings, subset of ["on", "off"] (with IMU / video only).
         eval_tasks: tasks asked at evaluation.
-        class_factors: per-class re-sampling, e.g. {"collision": 15, "near_collision": 2}
-            (paper 001) or {"normal": 0.333} (paper 002); None disables.
+        class_factors: per-(task, class) re-sampling of the training items, e.g.
+            {"mcq": {"collision": 15, "near_collision": 2}} (paper 001: the MCQ items) or the
+            flat {"normal": 0.333} for every task (paper 002); a task entry overrides the flat
+            one. Classes are the records' own labels ("event" / "normal" for a binary-scope
+            record). None disables.
         batch_size, eval_batch_size, num_workers: dataloaders.
         max_length: sequence limit (visual tokens are never cut); overflow: "error" or "drop".
         on_bad_sample: "error" or "skip" (counted and logged as data/*_skipped).
@@ -63,7 +68,7 @@ class SceDataModule(L.LightningDataModule):
         imu_dropout: float = 0.5,
         eval_imu: Sequence[str] = ("on",),
         eval_tasks: Sequence[str] = ("mcq",),
-        class_factors: dict[str, float] | None = None,
+        class_factors: dict[str, float | dict[str, float]] | None = None,
         batch_size: int = 2,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -146,9 +151,12 @@ class SceDataModule(L.LightningDataModule):
         from sce.data.sampling import ClassResampler
 
         replicas, rank = self._world()
+        dataset = self.dataset("train")
         return ClassResampler(
-            self.dataset("train").labels,
+            dataset.labels,
             factors=self.hparams.class_factors or {},
+            tasks=dataset.tasks,
+            task_weights=dataset.task_weights,
             seed=self.hparams.seed,
             shuffle=True,
             num_replicas=replicas,

@@ -1,7 +1,9 @@
 """The map-style dataset: manifest record -> event window -> telemetry -> task prompt (Sample).
 
-Training items draw a task by weight and drop the telemetry with probability `imu_dropout`
-(paper 000: 0.5). Evaluation items never drop telemetry: "with IMU" and "video only" are separate
+Training items are one per (record, task) for every task with weight > 0 that the record can
+serve (its mcq item, its caption item, ...), so the sampler can re-sample per (task, class): paper
+001 up-samples the MCQ items, not the clips. Each drops the telemetry with probability
+`imu_dropout` (paper 000: 0.5). Evaluation items never drop telemetry: "with IMU" and "video only" are separate
 evaluation settings (`imu_settings=("on", "off")`), each item tagged with its setting.
 """
 
@@ -18,7 +20,7 @@ from torch.utils.data import Dataset
 
 from sce.data.clip import ClipError, WindowSpec, load_clip
 from sce.data.collate import Sample
-from sce.data.prompts import available_tasks, build_user_content, make_task, sample_task
+from sce.data.prompts import available_tasks, build_user_content, make_task, training_tasks
 from sce.data.schema import ClipRecord
 
 IMU_SETTINGS = ("on", "off")
@@ -28,7 +30,7 @@ IMU_SETTINGS = ("on", "off")
 class Item:
     record: int  # index into records
     imu: str  # "train" (dropout decides), "on" or "off"
-    task: str | None  # None: drawn by weight (training)
+    task: str
     scale: float | None = None  # multi-scale keyframe window (paper 002), seconds
 
 
@@ -40,7 +42,9 @@ class SceDataset(Dataset):
         spec: window, fps, frame size and decoder.
         train: training items (task drawn by weight, IMU dropout) or evaluation items.
         layout: prompt layout, "interleaved" or "table".
-        task_weights: training task mix, e.g. {"mcq": 1.0, "caption": 0.5}.
+        task_weights: training task mix, e.g. {"mcq": 1.0, "caption": 0.5}: each record gives
+            one item per task with weight > 0 that it can serve; the weight is that item's
+            multiplicity per epoch, applied by the sampler (`ClassResampler(task_weights=...)`).
         imu_dropout: probability of removing telemetry from a training prompt.
         imu_settings: evaluation settings, a subset of ("on", "off").
         eval_tasks: tasks asked at evaluation (each record x setting x task is one item).
@@ -85,7 +89,12 @@ class SceDataset(Dataset):
         scales = list(window_scales) if window_scales else [None]
         if train:
             self.items = [
-                Item(i, "train", None, scale) for i in range(len(self.records)) for scale in scales
+                Item(i, "train", task, scale)
+                for i, record in enumerate(self.records)
+                for scale in scales
+                for task in training_tasks(
+                    self.task_weights, record.label, record.annotations, record.label_scope
+                )
             ]
         else:
             # A task is asked only of records whose annotations can answer it.
@@ -103,8 +112,13 @@ class SceDataset(Dataset):
 
     @property
     def labels(self) -> list[str]:
-        """Per-item class labels (for the class re-sampler)."""
+        """Per-item class labels, each in its record's label scope (for the class re-sampler)."""
         return [self.records[item.record].label for item in self.items]
+
+    @property
+    def tasks(self) -> list[str]:
+        """Per-item tasks (for the per-(task, class) re-sampler)."""
+        return [item.task for item in self.items]
 
     def __getitem__(self, index: int) -> Sample | None:
         item = self.items[index]
@@ -130,8 +144,8 @@ class SceDataset(Dataset):
         telemetry = clip.telemetry
         if item.imu == "off" or (item.imu == "train" and rng.random() < self.imu_dropout):
             telemetry = None
-        task = item.task or sample_task(self.task_weights, record.label, record.annotations, rng)
-        task_item = make_task(task, record.label, record.annotations, rng)
+        task = item.task
+        task_item = make_task(task, record.label, record.annotations, rng, record.label_scope)
         content, visuals = build_user_content(
             clip.frames,
             clip.frame_times,
@@ -153,6 +167,7 @@ class SceDataset(Dataset):
             probability_target=task_item.probability_target,
             meta={
                 "imu_setting": item.imu,
+                "label_scope": record.label_scope,  # binary records: binary metrics only
                 "imu_reason": clip.imu_reason,
                 "scale": item.scale,
                 "event_time": clip.event_time,

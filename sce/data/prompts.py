@@ -20,8 +20,10 @@ image before its own time and telemetry line.
 
 Tasks
 -----
-mcq (3-way event question with lettered options), caption, vqa (from annotations), reasoning
-(`<think>...</think>` then the answer), probability ("Collision Probability: 0.872", paper 002),
+mcq (the event question with lettered options: 3-way for a record with label_scope
+"three_class", yes/no "collision or near-collision?" for a binary-scope record), caption, vqa
+(from annotations), reasoning (`<think>...</think>` then the answer), probability
+("Collision Probability: 0.872", paper 002),
 instruction (paper 003: event detection, then a safe-driving instruction).
 """
 
@@ -49,12 +51,24 @@ LABEL_TEXT: dict[str, str] = {
     "collision": "collision",
     "near_collision": "near-collision",
     "normal": "normal driving",
+    "event": "collision or near-collision",  # binary scope (Nexar): the source knows no more
 }
 LETTER_OF_LABEL: dict[str, str] = {label: letter for letter, label in EVENT_OPTIONS.items()}
+# Lettered options of the binary event question (label_scope "binary"): the same letters A, B
+# as the 3-way question, so option-letter parsing and the letter log-likelihood scoring apply.
+BINARY_OPTIONS: dict[str, str] = {"A": "event", "B": "normal"}
+BINARY_OPTION_TEXT: dict[str, str] = {"event": "yes", "normal": "no"}
 
 EVENT_QUESTION = (
     "Which event occurs in this clip?\n"
     + "\n".join(f"{letter}. {LABEL_TEXT[label]}" for letter, label in EVENT_OPTIONS.items())
+    + "\nAnswer with the letter."
+)
+BINARY_EVENT_QUESTION = (
+    "Does a safety-critical event (a collision or a near-collision) occur in this clip?\n"
+    + "\n".join(
+        f"{letter}. {BINARY_OPTION_TEXT[label]}" for letter, label in BINARY_OPTIONS.items()
+    )
     + "\nAnswer with the letter."
 )
 CAPTION_QUESTION = "Describe the safety-critical event in this clip, if any."
@@ -89,6 +103,34 @@ def mcq_answer(label: str) -> str:
 def mcq_options() -> list[str]:
     """All answers of the event question, in option order (for log-likelihood scoring)."""
     return [mcq_answer(label) for label in EVENT_OPTIONS.values()]
+
+
+def binary_answer(label: str) -> str:
+    """Answer to the binary event question: 'A. yes' (event) or 'B. no' (normal)."""
+    letter = {v: k for k, v in BINARY_OPTIONS.items()}[label]
+    return f"{letter}. {BINARY_OPTION_TEXT[label]}"
+
+
+def event_question(scope: str = "three_class") -> str:
+    """The event question a record of this label scope can answer."""
+    return BINARY_EVENT_QUESTION if scope == "binary" else EVENT_QUESTION
+
+
+def event_answer(label: str, scope: str = "three_class") -> str:
+    """The answer to `event_question(scope)`; a label outside the scope raises ValueError (a
+    binary record's "event" is never turned into a 3-class collision)."""
+    options = BINARY_OPTIONS if scope == "binary" else EVENT_OPTIONS
+    if label not in options.values():
+        raise ValueError(
+            f"label {label!r} is not a {scope!r} label; expected one of {tuple(options.values())}"
+        )
+    return binary_answer(label) if scope == "binary" else mcq_answer(label)
+
+
+def default_collision_probability(label: str) -> float:
+    """Probability target of a record without `annotations.probability`: 1 for a collision and
+    for a binary event (paper 002's label 1 is a collision or a near-miss), else 0."""
+    return 1.0 if label in ("collision", "event") else 0.0
 
 
 # Decimals of a probability answer: paper 002's "Collision Probability: 0.872" (its annotations'
@@ -236,8 +278,13 @@ class TaskItem:
     probability_target: float | None = None  # for the MSE term of the probability task
 
 
-def available_tasks(label: str, annotations: Mapping[str, Any]) -> list[str]:
-    """Tasks a record can serve: mcq and probability always; the rest need annotations."""
+def available_tasks(
+    label: str, annotations: Mapping[str, Any], scope: str = "three_class"
+) -> list[str]:
+    """Tasks a record can serve: mcq and probability always; the rest need annotations.
+
+    `scope` (the record's label_scope) does not change which tasks exist, only their questions
+    (see `make_task`)."""
     tasks = ["mcq", "probability"]
     if annotations.get("caption"):
         tasks.append("caption")
@@ -258,13 +305,21 @@ def _reasoning_of(annotations: Mapping[str, Any], label: str) -> str | None:
 
 
 def make_task(
-    task: str, label: str, annotations: Mapping[str, Any], rng: random.Random
+    task: str,
+    label: str,
+    annotations: Mapping[str, Any],
+    rng: random.Random,
+    scope: str = "three_class",
 ) -> TaskItem:
-    """Question and target answer for one task of one record."""
+    """Question and target answer for one task of one record.
+
+    `scope` is the record's label_scope: a binary-scope record (event / no event) is asked the
+    yes/no event question in mcq and reasoning, the only class question its label answers.
+    """
     if task == "mcq":
-        return TaskItem(task, EVENT_QUESTION, mcq_answer(label))
+        return TaskItem(task, event_question(scope), event_answer(label, scope))
     if task == "probability":
-        target = float(annotations.get("probability", 1.0 if label == "collision" else 0.0))
+        target = float(annotations.get("probability", default_collision_probability(label)))
         return TaskItem(task, PROBABILITY_QUESTION, probability_answer(target), target)
     if task == "caption":
         return TaskItem(task, CAPTION_QUESTION, str(annotations["caption"]))
@@ -273,9 +328,8 @@ def make_task(
         return TaskItem(task, _vqa_question(qa), _vqa_answer(qa))
     if task == "reasoning":
         think = _reasoning_of(annotations, label)
-        return TaskItem(
-            task, EVENT_QUESTION + REASONING_SUFFIX, f"<think>{think}</think>{mcq_answer(label)}"
-        )
+        answer = f"<think>{think}</think>{event_answer(label, scope)}"
+        return TaskItem(task, event_question(scope) + REASONING_SUFFIX, answer)
     if task == "instruction":
         text = f"{'Yes' if label != 'normal' else 'No'}, {LABEL_TEXT[label]}. {annotations['instruction']}"
         return TaskItem(task, INSTRUCTION_QUESTION, text)
@@ -297,13 +351,39 @@ def _vqa_answer(qa: Mapping[str, Any]) -> str:
     return str(qa["answer"])
 
 
+def check_task_weights(weights: Mapping[str, float]) -> None:
+    """Raise ValueError for an unknown task name or a negative / non-finite weight."""
+    unknown = set(weights) - set(TASKS)
+    if unknown:
+        raise ValueError(f"unknown task(s) {sorted(unknown)} in task weights; expected {TASKS}")
+    for task, weight in weights.items():
+        if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise ValueError(
+                f"task weight of {task!r} must be a finite number >= 0, got {weight!r}"
+            )
+
+
+def training_tasks(
+    weights: Mapping[str, float],
+    label: str,
+    annotations: Mapping[str, Any],
+    scope: str = "three_class",
+) -> list[str]:
+    """The tasks a record gives training items for: those with weight > 0 that it can serve.
+
+    Every such task is one item of the record (the sampler repeats it by the task weight and
+    the (task, class) factor), so each record trains its mcq item whatever else it carries
+    (paper 001 Table 1 counts MCQ, captions, VQA and reasoning as separate samples).
+    """
+    check_task_weights(weights)
+    return [t for t in available_tasks(label, annotations, scope) if weights.get(t, 0) > 0]
+
+
 def sample_task(
     weights: Mapping[str, float], label: str, annotations: Mapping[str, Any], rng: random.Random
 ) -> str:
     """Draw a task by weight among those the record can serve (falls back to mcq)."""
-    unknown = set(weights) - set(TASKS)
-    if unknown:
-        raise ValueError(f"unknown task(s) {sorted(unknown)} in task weights; expected {TASKS}")
+    check_task_weights(weights)
     usable = [t for t in available_tasks(label, annotations) if weights.get(t, 0) > 0]
     if not usable:
         return "mcq"

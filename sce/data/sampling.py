@@ -1,8 +1,19 @@
 """Class re-sampling for imbalanced event data (papers 001 and 002), distributed and restartable.
 
-Paper 001 up-samples collisions x15 and near-collisions x2 (`{"collision": 15, "near_collision":
-2}`); paper 002 keeps every positive and down-samples negatives to a third (`{"normal": 1/3}`).
-`ClassResampler` builds each epoch from those factors with exact class counts, shuffles it from
+Items are the dataset's training items, one per (record, task): a record trains each task it can
+serve (its mcq item, its caption item, ...). Factors apply per (task, class):
+
+- `{"mcq": {"collision": 15, "near_collision": 2}}` up-samples the *MCQ* items only (paper 001:
+  "MCQ Data (Upsampled)" 11k / 14k / 43k, Table 1); the collision captions stay x1.
+- A flat `{"normal": 1/3}` applies to every task (paper 002, whose only task is the
+  probability: negatives down-sampled to a third). A task entry overrides the flat one.
+- Classes are the items' own labels: a binary-scope record (Nexar) is "event" or "normal", so
+  `{"normal": 1/3}` down-samples Nexar negatives and `{"collision": 15}` never touches a binary
+  "event".
+
+The count of a (task, class) group is `class_count(n, task_weight x factor)`: task weights (the
+dataset's `task_weights`) multiply the items of a task the same way (paper 001's "Reasoning MCQ
+x2"). `ClassResampler` builds each epoch from those counts exactly, shuffles it from
 (seed, epoch), splits it across ranks and can resume in the middle of an epoch.
 
 Using it with Lightning
@@ -31,7 +42,11 @@ import torch.distributed as dist
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from sce.data.schema import LABELS, ClipRecord
+from sce.data.prompts import TASKS
+from sce.data.schema import ALL_LABELS, LABELS, ClipRecord
+
+ANY_TASK = "*"  # the task of items built without one (a plain list of labels)
+Factors = Mapping[str, "float | Mapping[str, float]"]
 
 
 def class_count(n: int, factor: float) -> int:
@@ -47,28 +62,79 @@ def class_count(n: int, factor: float) -> int:
 def _check_labels(labels: Iterable[str]) -> list[str]:
     out = list(labels)
     for i, label in enumerate(out):
-        if label not in LABELS:
+        if label not in ALL_LABELS:
             raise ValueError(
-                f"ClassResampler: item {i}: field 'label': unknown label {label!r}; expected one of {LABELS}"
+                f"ClassResampler: item {i}: field 'label': unknown label {label!r}; expected one of {ALL_LABELS}"
             )
     if not out:
         raise ValueError("ClassResampler: 'labels' is empty: nothing to sample")
     return out
 
 
-def _check_factors(factors: Mapping[str, float] | None) -> dict[str, float]:
-    given = dict(factors or {})
-    for name, value in given.items():
-        if name not in LABELS:
+def _check_tasks(tasks: Iterable[str] | None, n: int) -> list[str]:
+    if tasks is None:
+        return [ANY_TASK] * n
+    out = list(tasks)
+    if len(out) != n:
+        raise ValueError(f"ClassResampler: {len(out)} tasks for {n} labels")
+    for i, task in enumerate(out):
+        if task not in TASKS:
             raise ValueError(
-                f"ClassResampler: 'factors': unknown class {name!r}; expected one of {LABELS}"
+                f"ClassResampler: item {i}: field 'task': unknown task {task!r}; expected one of {TASKS}"
             )
-        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        if not real or not math.isfinite(value) or value < 0:
+    return out
+
+
+def _check_factor(path: str, value: Any) -> float:
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not real or not math.isfinite(value) or value < 0:
+        raise ValueError(f"ClassResampler: '{path}' must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _check_factors(factors: Factors | None) -> dict[str, dict[str, float]]:
+    """{task or ANY_TASK: {class: factor}} from a flat and/or per-task mapping."""
+    out: dict[str, dict[str, float]] = {ANY_TASK: {}}
+    for name, value in dict(factors or {}).items():
+        if name in TASKS and isinstance(value, Mapping):
+            out[name] = {}
+            for label, factor in value.items():
+                if label not in ALL_LABELS:
+                    raise ValueError(
+                        f"ClassResampler: 'factors[{name!r}]': unknown class {label!r}; "
+                        f"expected one of {ALL_LABELS}"
+                    )
+                out[name][label] = _check_factor(f"factors[{name!r}][{label!r}]", factor)
+        elif name in ALL_LABELS:
+            out[ANY_TASK][name] = _check_factor(f"factors[{name!r}]", value)
+        else:
             raise ValueError(
-                f"ClassResampler: 'factors[{name!r}]' must be a finite number >= 0, got {value!r}"
+                f"ClassResampler: 'factors': unknown class {name!r}; expected one of {ALL_LABELS} "
+                f"(every task) or a task of {TASKS} mapping to its class factors"
             )
-    return {c: float(given.get(c, 1.0)) for c in LABELS}
+    return out
+
+
+def _check_task_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
+    out = {}
+    for task, weight in dict(weights or {}).items():
+        if task not in TASKS:
+            raise ValueError(
+                f"ClassResampler: 'task_weights': unknown task {task!r}; expected one of {TASKS}"
+            )
+        out[task] = _check_factor(f"task_weights[{task!r}]", weight)
+    return out
+
+
+def _group_items(tasks: Sequence[str], labels: Sequence[str]) -> dict[tuple[str, str], np.ndarray]:
+    """Item indices per (task, class), in a fixed order (tasks as in TASKS, classes as in
+    ALL_LABELS) so that the epoch's draws do not depend on the item order."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, key in enumerate(zip(tasks, labels, strict=True)):
+        groups.setdefault(key, []).append(i)
+    task_order = (ANY_TASK, *TASKS)
+    ordered = sorted(groups, key=lambda k: (task_order.index(k[0]), ALL_LABELS.index(k[1])))
+    return {k: np.asarray(groups[k], dtype=np.int64) for k in ordered}
 
 
 def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
@@ -84,9 +150,11 @@ def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
 
 
 class ClassResampler(Sampler[int]):
-    """Per-class up/down-sampling sampler with exact epoch counts, sharded across ranks.
+    """Per-(task, class) up/down-sampling sampler with exact epoch counts, sharded across ranks.
 
-    Epoch composition: a class with `n` items and factor `f` contributes `class_count(n, f)` =
+    Epoch composition: a (task, class) group with `n` items and factor `f` (the task's weight
+    times the task's class factor, else the flat class factor, else 1) contributes
+    `class_count(n, f)` =
     floor(f)*n + round((f - floor(f))*n) items: every item floor(f) times plus a random subset
     (without repetition) of round(frac*n) items, redrawn each epoch. So `{"collision": 15}` on 10
     collisions gives 150 entries and `{"normal": 1/3}` on 300 negatives exactly 100. Classes
@@ -111,8 +179,12 @@ class ClassResampler(Sampler[int]):
     replace or re-shard this sampler); it calls `set_epoch` for you.
 
     Args:
-        labels: the dataset's per-item labels, values in `LABELS`.
-        factors: per-class factors, e.g. {"collision": 15, "near_collision": 2} or {"normal": 1/3}.
+        labels: the dataset's per-item labels, values in `ALL_LABELS` (a binary-scope record's
+            own label, "event" or "normal").
+        factors: class factors for every task, e.g. {"normal": 1/3}, and/or per task, e.g.
+            {"mcq": {"collision": 15, "near_collision": 2}} (a task entry overrides the flat one).
+        tasks: the per-item tasks (None: items without a task; then only flat factors apply).
+        task_weights: per-task multipliers of the factors (missing tasks: 1).
         seed: base seed of the per-epoch draws (same for all ranks).
         shuffle: shuffle the epoch list (False: sorted by dataset index).
         num_replicas, rank: world size and rank (default: torch.distributed if initialized, else 1, 0).
@@ -128,22 +200,31 @@ class ClassResampler(Sampler[int]):
         num_replicas: int | None = None,
         rank: int | None = None,
         drop_last: bool = False,
+        tasks: Sequence[str] | None = None,
+        task_weights: Mapping[str, float] | None = None,
     ) -> None:
         self.labels = _check_labels(labels)
+        self.tasks = _check_tasks(tasks, len(self.labels))
         self.factors = _check_factors(factors)
+        if tasks is None and len(self.factors) > 1:
+            raise ValueError(
+                "ClassResampler: per-task factors need the items' tasks (tasks=...), got "
+                f"{sorted(set(self.factors) - {ANY_TASK})}"
+            )
+        self.task_weights = _check_task_weights(task_weights)
         if int(seed) != seed or seed < 0:
             raise ValueError(f"ClassResampler: 'seed' must be an integer >= 0, got {seed!r}")
         self.seed = int(seed)
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.num_replicas, self.rank = _world(num_replicas, rank)
-        by_class: dict[str, list[int]] = {c: [] for c in LABELS}
-        for i, label in enumerate(self.labels):
-            by_class[label].append(i)
-        self._by_class = {c: np.asarray(v, dtype=np.int64) for c, v in by_class.items()}
-        self.epoch_size = sum(self.epoch_class_counts().values())
+        self._groups = _group_items(self.tasks, self.labels)
+        self.epoch_size = sum(self.epoch_counts().values())
         if self.epoch_size == 0:
-            raise ValueError(f"ClassResampler: factors {self.factors} leave no item in the epoch")
+            raise ValueError(
+                f"ClassResampler: factors {factors} and task weights {task_weights} leave no "
+                "item in the epoch"
+            )
         if drop_last:
             self.num_samples = self.epoch_size // self.num_replicas
         else:
@@ -156,20 +237,39 @@ class ClassResampler(Sampler[int]):
 
     @classmethod
     def from_records(cls, records: Sequence[ClipRecord], **kwargs: Any) -> ClassResampler:
-        """Build from manifest records (their `label` fields); kwargs as for the constructor."""
+        """Build from manifest records (their `label` fields, one item each); kwargs as for the
+        constructor."""
         return cls([r.label for r in records], **kwargs)
 
+    def factor(self, task: str, label: str) -> float:
+        """The factor of a (task, class) group: task weight x (task's class factor, else the
+        flat class factor, else 1)."""
+        per_task = self.factors.get(task, {})
+        class_factor = per_task.get(label, self.factors[ANY_TASK].get(label, 1.0))
+        return self.task_weights.get(task, 1.0) * class_factor
+
+    def epoch_counts(self) -> dict[tuple[str, str], int]:
+        """Entries per (task, class) in one epoch before padding: `class_count(n, factor)`."""
+        return {
+            (task, label): class_count(len(idx), self.factor(task, label))
+            for (task, label), idx in self._groups.items()
+        }
+
     def epoch_class_counts(self) -> dict[str, int]:
-        """Entries per class in one epoch before padding: `class_count(n_c, factor_c)`."""
-        return {c: class_count(len(self._by_class[c]), self.factors[c]) for c in LABELS}
+        """Entries per class in one epoch before padding, summed over tasks (the 3-class labels
+        always, "event" when binary-scope items are present)."""
+        counts = {c: 0 for c in LABELS}
+        for (_, label), n in self.epoch_counts().items():
+            counts[label] = counts.get(label, 0) + n
+        return counts
 
     def epoch_indices(self, epoch: int | None = None, padded: bool = True) -> list[int]:
         """The epoch's full index list shared by all ranks (padded/truncated unless `padded=False`)."""
         epoch = self.epoch if epoch is None else epoch
         rng = np.random.default_rng([self.seed, epoch])
         parts = []
-        for c in LABELS:
-            idx, factor = self._by_class[c], self.factors[c]
+        for (task, label), idx in self._groups.items():
+            factor = self.factor(task, label)
             whole = math.floor(factor)
             parts.append(np.tile(idx, whole))
             extra = class_count(len(idx), factor) - whole * len(idx)

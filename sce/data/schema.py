@@ -9,7 +9,13 @@ id           str, unique within the manifest
 video        str, path to the mp4 (relative to the manifest's folder, or absolute)
 imu          str | null, CSV with columns t, ax, ay, az, gx, gy, gz (s, m/s^2, rad/s)
 gps          str | null, CSV with columns t, speed (s, m/s)
-label        "collision" | "near_collision" | "normal"
+label        "collision" | "near_collision" | "normal" (label_scope "three_class"), or
+             "event" | "normal" (label_scope "binary")
+label_scope  "three_class" (default) | "binary": what the source knows. A binary source (Nexar:
+             target 1 = collision *or* near-collision) labels its clips "event" / "normal"; they
+             are trained with the yes/no event question and scored only by the binary metrics,
+             never as 3-class collisions. "event" is not a 3-class label, so a binary positive
+             can never be counted as a collision.
 event_time   float | null, seconds from the clip start (null: derived as argmax |a_x|)
 source       str, e.g. "synthetic", "nexar", "bddx", "lingoqa", "private"
 split        "train" | "val" | "test"
@@ -30,7 +36,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-LABELS: tuple[str, ...] = ("collision", "near_collision", "normal")
+LABELS: tuple[str, ...] = ("collision", "near_collision", "normal")  # label_scope "three_class"
+BINARY_LABELS: tuple[str, ...] = ("event", "normal")  # label_scope "binary": event / no event
+SCOPE_LABELS: dict[str, tuple[str, ...]] = {"three_class": LABELS, "binary": BINARY_LABELS}
+LABEL_SCOPES: tuple[str, ...] = tuple(SCOPE_LABELS)
+# Every label of any scope, most severe first (split stratification, report tables).
+ALL_LABELS: tuple[str, ...] = ("collision", "near_collision", "event", "normal")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 REQUIRED_FIELDS: tuple[str, ...] = ("id", "video", "label", "source", "split")
 
@@ -53,6 +64,7 @@ class ClipRecord:
     event_time: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     annotations: dict[str, Any] = field(default_factory=dict)
+    label_scope: str = "three_class"
     root: str = ""  # folder of the manifest; not serialized
 
     def path(self, name: str) -> Path | None:
@@ -65,7 +77,8 @@ class ClipRecord:
 
     @property
     def class_index(self) -> int:
-        return LABELS.index(self.label)
+        """Index of the label among its scope's labels (LABELS or BINARY_LABELS)."""
+        return SCOPE_LABELS[self.label_scope].index(self.label)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -75,6 +88,31 @@ class ClipRecord:
 
 def _fail(where: str, field_name: str, message: str) -> ManifestError:
     return ManifestError(f"{where}: field '{field_name}': {message}")
+
+
+def _check_label(where: str, record_id: str, label: str, scope: Any) -> None:
+    """The label must belong to the record's scope: a binary record cannot claim a 3-class
+    collision, and "event" (collision or near-collision) needs label_scope "binary"."""
+    if scope not in SCOPE_LABELS:
+        raise _fail(
+            where,
+            "label_scope",
+            f"record {record_id!r}: unknown scope {scope!r}; expected one of {LABEL_SCOPES}",
+        )
+    allowed = SCOPE_LABELS[scope]
+    if label in allowed:
+        return
+    if label in ALL_LABELS:
+        other = next(s for s, labels in SCOPE_LABELS.items() if label in labels)
+        raise _fail(
+            where,
+            "label",
+            f"record {record_id!r}: label {label!r} belongs to label_scope {other!r}, but the "
+            f"record's label_scope is {scope!r} (labels {allowed})",
+        )
+    raise _fail(
+        where, "label", f"record {record_id!r}: unknown label {label!r}; expected one of {allowed}"
+    )
 
 
 def parse_record(
@@ -92,8 +130,8 @@ def parse_record(
     for name in ("id", "video", "source", "split", "label"):
         if not isinstance(data[name], str):
             raise _fail(where, name, f"expected a string, got {data[name]!r}")
-    if data["label"] not in LABELS:
-        raise _fail(where, "label", f"unknown label {data['label']!r}; expected one of {LABELS}")
+    scope = data.get("label_scope", "three_class")
+    _check_label(where, data["id"], data["label"], scope)
     if data["split"] not in SPLITS:
         raise _fail(where, "split", f"unknown split {data['split']!r}; expected one of {SPLITS}")
     event_time = data.get("event_time")
@@ -122,6 +160,7 @@ def parse_record(
         event_time=None if event_time is None else float(event_time),
         metadata=dict(data.get("metadata") or {}),
         annotations=dict(data.get("annotations") or {}),
+        label_scope=scope,
         root=str(root),
     )
     if check_files:

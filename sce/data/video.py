@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sce.data.schema import LABELS
+from sce.data.schema import ALL_LABELS
 
 Backend = Literal["decord", "pyav"]
 DEFAULT_SIZE: tuple[int, int] = (420, 240)  # (W, H), paper 000
@@ -190,8 +190,8 @@ def sliding_chunks(
     clip shorter than `chunk` gives one chunk [0, duration]. Paper 001 reports 6-7 chunks per
     40 s video (about chunk=6, stride=6); the defaults overlap more (15 chunks).
     """
-    if label not in LABELS:
-        raise WindowError(f"unknown label {label!r}; expected one of {LABELS}")
+    if label not in ALL_LABELS:  # "event": a binary-scope record (Nexar)
+        raise WindowError(f"unknown label {label!r}; expected one of {ALL_LABELS}")
     if duration <= 0 or chunk <= 0 or stride <= 0:
         raise WindowError("duration, chunk and stride must be positive")
     if event_time is not None and not (-_EPS <= event_time <= duration + _EPS):

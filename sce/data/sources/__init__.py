@@ -25,7 +25,7 @@ from sce.data.schema import SPLITS, load_manifest
 from sce.data.sources.base import ConversionReport, SourceError, finish
 from sce.data.sources.bddx import convert_bddx
 from sce.data.sources.lingoqa import convert_lingoqa
-from sce.data.sources.nexar import POSITIVE_LABELS, convert_nexar, convert_nexar_hf
+from sce.data.sources.nexar import convert_nexar, convert_nexar_hf
 from sce.data.sources.private import convert_private
 
 __all__ = [
@@ -135,9 +135,6 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         "--skip-missing", action="store_true", help="count and skip entries whose files are missing"
     )
     parser.add_argument(
-        "--positive-label", choices=POSITIVE_LABELS, default=None, help="Nexar: label of target 1"
-    )
-    parser.add_argument(
         "--option",
         "-o",
         dest="options",
@@ -158,7 +155,7 @@ def prepare_command(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "skip_missing": args.skip_missing,
     }
-    for name in ("val_fraction", "test_fraction", "positive_label"):
+    for name in ("val_fraction", "test_fraction"):
         if getattr(args, name) is not None:
             opts[name] = getattr(args, name)
     opts.update(dict(args.options))

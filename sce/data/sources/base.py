@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sce.data.schema import LABELS, SPLITS, ClipRecord, ManifestError, parse_record, write_manifest
+from sce.data.schema import (
+    ALL_LABELS,
+    SPLITS,
+    ClipRecord,
+    ManifestError,
+    parse_record,
+    write_manifest,
+)
 
 DEFAULT_VAL_FRACTION = 0.05  # paper 000 uses a 90/5/5 split
 DEFAULT_TEST_FRACTION = 0.05
@@ -51,9 +58,12 @@ class ConversionReport:
         self.n_skipped += 1
 
     def summary(self) -> str:
-        """A plain-text table: records per split x label, then skips and notes by reason."""
-        header = ["split", *LABELS, "total"]
-        table = [[self.counts[(split, label)] for label in LABELS] for split in SPLITS]
+        """A plain-text table: records per split x label, then skips and notes by reason.
+
+        The columns are the 3-class labels plus "event" when the source is binary (Nexar)."""
+        labels = [c for c in ALL_LABELS if c != "event" or any(k[1] == c for k in self.counts)]
+        header = ["split", *labels, "total"]
+        table = [[self.counts[(split, label)] for label in labels] for split in SPLITS]
         table.append([sum(column) for column in zip(*table, strict=True)])
         rows = [header] + [
             [name, *map(str, cells), str(sum(cells))]
@@ -189,8 +199,8 @@ def _fill_splits(
     for record in pending:
         group = group_of.get(record.id, record.id)
         previous = group_labels.get(group)
-        # a group's label is its most severe record label (LABELS order)
-        if previous is None or LABELS.index(record.label) < LABELS.index(previous):
+        # a group's label is its most severe record label (ALL_LABELS order)
+        if previous is None or ALL_LABELS.index(record.label) < ALL_LABELS.index(previous):
             group_labels[group] = record.label
     splits = assign_splits(group_labels, seed, val_fraction, test_fraction)
     for record in pending:

@@ -11,10 +11,11 @@ Hugging Face layout (`convert_nexar_hf`)::
     root/train/negative/metadata.csv   light_conditions,weather,scene
     root/train/positive/00822.mp4      (file_name is relative to the metadata.csv folder)
 
-Labels: Nexar is binary. target 1 means a collision *or* a near-collision, so positives get
-`positive_label` ("collision" by default) and every record carries `metadata["binary_label"] =
-True` and `metadata["nexar_target"]` (0/1): evaluation should score these records with the
-binary SCE task (positive = collision or near-collision), never the 3-class one.
+Labels: Nexar is binary. target 1 means a collision *or* a near-collision, so every record gets
+`label_scope="binary"` and the label "event" (target 1) or "normal" (target 0), with
+`metadata["nexar_target"]` (0/1) kept. No 3-class label is invented: the dataset trains these
+records with the yes/no event question and evaluation scores them only in the binary SCE metrics
+(paper 000 Table II: "Nexar ... lacking explicit near-collision annotations").
 `event_time` = time_of_event (seconds from the video start; empty for negatives, hence null);
 `metadata["time_of_alert"]` keeps the earliest time the event could be predicted.
 
@@ -41,16 +42,10 @@ from sce.data.sources.base import (
     read_csv_rows,
 )
 
-POSITIVE_LABELS = ("collision", "near_collision")
 KAGGLE_COLUMNS = ("id", "time_of_event", "time_of_alert", "target")
 HF_COLUMNS = ("file_name", "time_of_event", "time_of_alert")
 HF_METADATA_COLUMNS = ("light_conditions", "weather", "scene")
 HF_CLASS_FOLDERS = {"positive": 1, "negative": 0}
-
-
-def _check_positive_label(positive_label: str) -> None:
-    if positive_label not in POSITIVE_LABELS:
-        raise ValueError(f"positive_label must be one of {POSITIVE_LABELS}, got {positive_label!r}")
 
 
 def _record(
@@ -59,7 +54,6 @@ def _record(
     target: int,
     row: dict[str, str],
     where: str,
-    positive_label: str,
     report: ConversionReport,
     extra: dict[str, Any] | None = None,
 ) -> ClipRecord:
@@ -68,16 +62,13 @@ def _record(
     alert = parse_seconds(row["time_of_alert"], where, "time_of_alert")
     if target == 1 and event_time is None:
         report.notes["positive_without_event_time"] += 1
-    metadata: dict[str, Any] = {
-        "nexar_target": target,
-        "binary_label": True,
-        "time_of_alert": alert,
-    }
+    metadata: dict[str, Any] = {"nexar_target": target, "time_of_alert": alert}
     metadata.update(extra or {})
     return ClipRecord(
         id=record_id,
         video=str(video),
-        label=positive_label if target == 1 else "normal",
+        label="event" if target == 1 else "normal",
+        label_scope="binary",
         source="nexar",
         split="",
         event_time=event_time,
@@ -114,7 +105,6 @@ def convert_nexar(
     test_fraction: float = DEFAULT_TEST_FRACTION,
     *,
     skip_missing: bool = False,
-    positive_label: str = "collision",
     csv_name: str = "train.csv",
     video_dir: str = "train",
 ) -> ConversionReport:
@@ -126,10 +116,8 @@ def convert_nexar(
         split: give every record this split; None assigns seeded splits stratified by label.
         seed, val_fraction, test_fraction: the split assignment.
         skip_missing: count and skip rows whose video is missing instead of raising.
-        positive_label: label of target 1 ("collision" or "near_collision").
         csv_name, video_dir: the CSV and the video folder, relative to root.
     """
-    _check_positive_label(positive_label)
     root = Path(root)
     report = ConversionReport("nexar", Path(out_manifest))
     records: list[ClipRecord] = []
@@ -145,9 +133,7 @@ def convert_nexar(
         video = root / video_dir / f"{clip_id:05d}.mp4"
         if missing_file(video, where, report, skip_missing):
             continue
-        records.append(
-            _record(f"nexar_{clip_id:05d}", video, target, row, where, positive_label, report)
-        )
+        records.append(_record(f"nexar_{clip_id:05d}", video, target, row, where, report))
     return finish(
         records,
         report,
@@ -167,7 +153,6 @@ def convert_nexar_hf(
     test_fraction: float = DEFAULT_TEST_FRACTION,
     *,
     skip_missing: bool = False,
-    positive_label: str = "collision",
     subset: str = "train",
 ) -> ConversionReport:
     """Convert the Hugging Face layout (`root/<subset>/{positive,negative}/metadata.csv`).
@@ -176,7 +161,6 @@ def convert_nexar_hf(
     Light conditions, weather and scene go into the metadata. At least one of the two class
     folders must have a metadata.csv.
     """
-    _check_positive_label(positive_label)
     base = Path(root) / subset
     report = ConversionReport("nexar_hf", Path(out_manifest))
     csvs = {name: base / name / "metadata.csv" for name in HF_CLASS_FOLDERS}
@@ -202,7 +186,6 @@ def convert_nexar_hf(
                 HF_CLASS_FOLDERS[name],
                 row,
                 where,
-                positive_label,
                 report,
                 extra,
             )
