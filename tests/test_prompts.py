@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -227,7 +226,9 @@ def test_unknown_task_raises() -> None:
     with pytest.raises(ValueError, match="unknown task 'story'"):
         make_task("story", "normal", {}, random.Random(0))
     with pytest.raises(ValueError, match="story"):
-        P.sample_task({"mcq": 1.0, "story": 1.0}, "normal", {}, random.Random(0))
+        P.training_tasks({"mcq": 1.0, "story": 1.0}, "normal", {})
+    with pytest.raises(ValueError, match="caption"):
+        P.training_tasks({"caption": -1.0}, "normal", {})
 
 
 def test_available_tasks() -> None:
@@ -249,22 +250,36 @@ def test_available_tasks() -> None:
     assert "reasoning" not in P.available_tasks("normal", {"reasoning": {"think": ""}})
 
 
-def test_sample_task_draws_only_available_tasks() -> None:
-    rng = random.Random(0)
+def test_training_tasks_are_the_weighted_tasks_a_record_serves() -> None:
     weights = dict.fromkeys(P.TASKS, 1.0)
-    drawn = Counter(P.sample_task(weights, "collision", {"caption": "c"}, rng) for _ in range(600))
-    assert set(drawn) == {"mcq", "probability", "caption"}
-    # a record without a caption falls back to mcq when only caption is weighted
-    assert P.sample_task({"caption": 1.0}, "normal", {}, rng) == "mcq"
-    assert P.sample_task({"caption": 1.0, "mcq": 0.0}, "normal", {}, rng) == "mcq"
-
-
-def test_sample_task_respects_weights() -> None:
-    rng = random.Random(1)
+    assert P.training_tasks(weights, "collision", {"caption": "c"}) == [
+        "mcq",
+        "probability",
+        "caption",
+    ]
     weights = {"mcq": 1.0, "probability": 3.0, "caption": 0.0}
-    drawn = Counter(P.sample_task(weights, "normal", {"caption": "c"}, rng) for _ in range(4000))
-    assert drawn["caption"] == 0
-    assert 0.72 < drawn["probability"] / 4000 < 0.78  # expected 0.75, sd 0.007
+    assert P.training_tasks(weights, "normal", {"caption": "c"}) == ["mcq", "probability"]
+    # a record without a caption falls back to mcq when only caption is weighted
+    assert P.training_tasks({"caption": 1.0}, "normal", {}) == ["mcq"]
+    assert P.training_tasks({"caption": 1.0, "mcq": 0.0}, "normal", {}) == ["mcq"]
+
+
+def test_binary_event_question_and_answers() -> None:
+    """A binary-scope record (event / no event) gets the yes/no question; its label never becomes a
+    3-class answer, and a 3-class answer cannot be asked of it."""
+    rng = random.Random(0)
+    assert P.BINARY_EVENT_QUESTION.splitlines()[1:3] == ["A. yes", "B. no"]
+    event = make_task("mcq", "event", {}, rng, scope="binary")
+    assert (event.question, event.answer) == (P.BINARY_EVENT_QUESTION, "A. yes")
+    normal = make_task("mcq", "normal", {}, rng, scope="binary")
+    assert (normal.question, normal.answer) == (P.BINARY_EVENT_QUESTION, "B. no")
+    think = make_task("reasoning", "event", {"reasoning": "Brakes."}, rng, scope="binary")
+    assert think.question == P.BINARY_EVENT_QUESTION + P.REASONING_SUFFIX
+    assert think.answer == "<think>Brakes.</think>A. yes"
+    with pytest.raises(ValueError, match="'event' is not a 'three_class' label"):
+        make_task("mcq", "event", {}, rng)
+    with pytest.raises(ValueError, match="'collision' is not a 'binary' label"):
+        make_task("mcq", "collision", {}, rng, scope="binary")
 
 
 def test_template_corpus() -> None:

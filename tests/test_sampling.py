@@ -54,6 +54,122 @@ def test_up_sampling_counts_exact():
             assert per_item[i] == {"collision": 15, "near_collision": 2, "normal": 1}[label]
 
 
+# ------------------------------------------------------------------ per-(task, class) factors
+
+
+def _records(n_per_class: dict[str, int], annotations: dict, scope: str = "three_class"):
+    labels = [c for c, n in n_per_class.items() for _ in range(n)]
+    return [
+        ClipRecord(f"r{i}", "v.mp4", label, "nexar", "train", annotations=annotations,
+                   label_scope=scope)
+        for i, label in enumerate(labels[::2] + labels[1::2])
+    ]  # fmt: skip
+
+
+def _epoch_task_class_counts(sampler: ClassResampler, epoch: int = 0) -> dict:
+    items = list(zip(sampler.tasks, sampler.labels, strict=True))
+    return dict(Counter(items[i] for i in sampler.epoch_indices(epoch, padded=False)))
+
+
+def _dataset_sampler(records, task_weights, class_factors, **kwargs) -> ClassResampler:
+    from sce.data.clip import WindowSpec
+    from sce.data.dataset import SceDataset
+
+    ds = SceDataset(records, WindowSpec(3.0, 4.0, 2.0, 112, 56), True, task_weights=task_weights)
+    return ClassResampler(
+        ds.labels, class_factors, tasks=ds.tasks, task_weights=ds.task_weights, **kwargs
+    )
+
+
+def test_mcq_factors_up_sample_the_mcq_items_only():
+    """Paper 001: collision x15 and near-collision x2 on the MCQ items; the captions stay x1
+    (before: clips were up-sampled before a per-item task draw, so the collision captions were
+    x15 too and the MCQ collision:normal ratio fell to ~0.09)."""
+    n = 4
+    records = _records({"collision": n, "near_collision": n, "normal": n}, {"caption": "c"})
+    factors = {"mcq": {"collision": 15, "near_collision": 2}}
+    sampler = _dataset_sampler(records, {"mcq": 1.0, "caption": 1.0}, factors, seed=3)
+    expected = {
+        ("mcq", "collision"): n * 15,
+        ("mcq", "near_collision"): n * 2,
+        ("mcq", "normal"): n,
+        ("caption", "collision"): n,
+        ("caption", "near_collision"): n,
+        ("caption", "normal"): n,
+    }
+    assert sampler.epoch_counts() == expected
+    for epoch in (0, 1):
+        assert _epoch_task_class_counts(sampler, epoch) == expected
+    # sharded over 2 ranks: the ranks' shares are the epoch (no item lost or added)
+    ranks = [
+        _dataset_sampler(records, {"mcq": 1.0, "caption": 1.0}, factors, seed=3,
+                         num_replicas=2, rank=r)
+        for r in (0, 1)
+    ]  # fmt: skip
+    shares = [ranks[r].rank_indices(1) for r in (0, 1)]
+    assert sorted(shares[0] + shares[1]) == sorted(sampler.epoch_indices(1))
+
+
+def test_flat_factors_apply_to_every_task_and_task_entries_override():
+    records = _records({"collision": 2, "normal": 2}, {"caption": "c"})
+    flat = _dataset_sampler(records, {"mcq": 1.0, "caption": 1.0}, {"collision": 3})
+    assert flat.epoch_counts() == {
+        ("mcq", "collision"): 6, ("mcq", "normal"): 2,
+        ("caption", "collision"): 6, ("caption", "normal"): 2,
+    }  # fmt: skip
+    mixed = _dataset_sampler(
+        records, {"mcq": 1.0, "caption": 0.5}, {"collision": 3, "caption": {"collision": 1}}
+    )
+    assert mixed.epoch_counts() == {
+        ("mcq", "collision"): 6, ("mcq", "normal"): 2,
+        ("caption", "collision"): 1, ("caption", "normal"): 1,  # weight 0.5 x factor 1
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="per-task factors need the items' tasks"):
+        ClassResampler(["normal"], {"mcq": {"normal": 2}})
+    with pytest.raises(ValueError, match="factors\\['mcq'\\]': unknown class 'crash'"):
+        ClassResampler(["normal"], {"mcq": {"crash": 2}}, tasks=["mcq"])
+    with pytest.raises(ValueError, match="item 0: field 'task': unknown task 'story'"):
+        ClassResampler(["normal"], tasks=["story"])
+
+
+def test_paper001_config_reproduces_its_mcq_counts():
+    """experiments/paper001_sft.yaml on paper 001's 1k / 9k / 43k MCQ clips (here 1/100 of it):
+    15k / 18k / 43k MCQ items (collision:normal 0.349), the other tasks x1 (reasoning x2, Table 9)."""
+    config = yaml_data("paper001_sft.yaml")
+    annotations = {"caption": "c", "vqa": [{"question": "q", "answer": "a"}], "reasoning": "r"}
+    records = _records({"collision": 10, "near_collision": 90, "normal": 430}, annotations)
+    sampler = _dataset_sampler(records, config["task_weights"], config["class_factors"])
+    counts = sampler.epoch_counts()
+    mcq = {c: counts[("mcq", c)] for c in ("collision", "near_collision", "normal")}
+    assert mcq == {"collision": 150, "near_collision": 180, "normal": 430}
+    assert mcq["collision"] / mcq["normal"] == pytest.approx(0.349, abs=1e-3)
+    for label, n in (("collision", 10), ("near_collision", 90), ("normal", 430)):
+        assert counts[("caption", label)] == counts[("vqa", label)] == n
+        assert counts[("reasoning", label)] == 2 * n
+
+
+def test_binary_records_resample_by_their_own_label():
+    """Paper 002 on Nexar (binary: event / normal): `normal: 1/3` keeps every event and a third of
+    the negatives; a 3-class collision factor never touches a binary event."""
+    records = _records({"event": 30, "normal": 90}, {}, scope="binary")
+    config = yaml_data("paper002_risk.yaml")
+    sampler = _dataset_sampler(records, config["task_weights"], config["class_factors"])
+    assert sampler.epoch_counts() == {("probability", "event"): 30, ("probability", "normal"): 30}
+    assert sampler.epoch_class_counts() == {
+        "collision": 0, "near_collision": 0, "normal": 30, "event": 30
+    }  # fmt: skip
+    paper001 = _dataset_sampler(records, {"mcq": 1.0}, {"mcq": {"collision": 15}})
+    assert paper001.epoch_counts() == {("mcq", "event"): 30, ("mcq", "normal"): 90}
+
+
+def yaml_data(name: str) -> dict:
+    """The `data` section of an experiment config."""
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / name
+    return yaml.safe_load(path.read_text())["data"]
+
+
 def test_down_sampling_negatives_to_a_third():
     labels = make_labels(30, 0, 300)
     sampler = ClassResampler(labels, {"normal": 1 / 3}, seed=7)

@@ -182,7 +182,7 @@ def test_shipped_ablation_values():
     assert [v.config["model"]["rank"] for v in plans["rank"].variants] == [8, 16, 32, 64]
     assert [v.config["data"]["imu_dropout"] for v in plans["imu_dropout"].variants] == [0.0, 0.5]
     factors = [v.config["data"].get("class_factors") for v in plans["balancing"].variants]
-    assert factors == [None, {"collision": 15, "near_collision": 2}]
+    assert factors == [None, {"mcq": {"collision": 15, "near_collision": 2}}]
 
 
 def test_dry_run_prints_plan_and_budget_and_writes_nothing(tmp_path, tiny_kit, capsys):

@@ -373,21 +373,13 @@ def training_tasks(
 
     Every such task is one item of the record (the sampler repeats it by the task weight and
     the (task, class) factor), so each record trains its mcq item whatever else it carries
-    (paper 001 Table 1 counts MCQ, captions, VQA and reasoning as separate samples).
+    (paper 001 Table 1 counts MCQ, captions, VQA and reasoning as separate samples). A record
+    that serves none of the weighted tasks falls back to mcq (weight
+    1 unless given).
     """
     check_task_weights(weights)
-    return [t for t in available_tasks(label, annotations, scope) if weights.get(t, 0) > 0]
-
-
-def sample_task(
-    weights: Mapping[str, float], label: str, annotations: Mapping[str, Any], rng: random.Random
-) -> str:
-    """Draw a task by weight among those the record can serve (falls back to mcq)."""
-    check_task_weights(weights)
-    usable = [t for t in available_tasks(label, annotations) if weights.get(t, 0) > 0]
-    if not usable:
-        return "mcq"
-    return rng.choices(usable, weights=[weights[t] for t in usable])[0]
+    usable = [t for t in available_tasks(label, annotations, scope) if weights.get(t, 0) > 0]
+    return usable or ["mcq"]
 
 
 def template_corpus() -> list[str]:

@@ -1,5 +1,11 @@
 """Event classification metrics: 3-class per-class P/R/F1 and binary SCE, synced by torchmetrics.
 
+Label scopes: an item whose record has label_scope "binary" (Nexar: "event" / "normal", the
+source knows no more) counts only in the binary SCE metrics, never in the 3-class accuracy,
+per-class scores or confusion matrix; a 3-class item counts in both, collapsed to event (collision
+or near-collision) vs normal for the binary ones (paper 000's binary SCE). `n` counts the
+3-class items, `binary/n` every item.
+
 Invalid answers (prediction None: the parser could not read a class) always count as wrong:
 
 - 3-class: they go to an extra "invalid" prediction column (index 3). They lower the recall of
@@ -36,6 +42,7 @@ from torchmetrics.classification import (
     BinaryF1Score,
     BinaryPrecision,
     BinaryRecall,
+    BinaryStatScores,
     MulticlassAccuracy,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
@@ -43,7 +50,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from sce.data.schema import LABELS
+from sce.data.schema import BINARY_LABELS, LABELS
 from sce.metrics.parsing import ParsedAnswer
 
 SCE_LABELS: tuple[str, ...] = ("collision", "near_collision")
@@ -61,8 +68,10 @@ def _quiet_compute(metric: Any) -> Any:
 class EventClassificationMetrics(nn.Module):
     """3-class and binary SCE metrics over parsed answers.
 
-    update(pred_labels, target_labels): predictions are class names, ParsedAnswer or None
-    (invalid answer); targets are class names. compute() returns a flat dict of floats.
+    update(pred_labels, target_labels, scopes=None): predictions are class names, ParsedAnswer or
+    None (invalid answer); targets are class names; scopes the targets' label scopes
+    ("three_class" or "binary"; None: "binary" for an "event" target, else "three_class").
+    compute() returns a flat dict of floats.
     """
 
     def __init__(
@@ -90,6 +99,7 @@ class EventClassificationMetrics(nn.Module):
                 "recall": BinaryRecall(),
                 "f1": BinaryF1Score(),
                 "acc": BinaryAccuracy(),
+                "stats": BinaryStatScores(),  # [tp, fp, tn, fn, support]
             }
         )
 
@@ -110,24 +120,58 @@ class EventClassificationMetrics(nn.Module):
             pred = pred.label
         return len(self.labels) if pred is None else self._index(pred, "predicted", i)
 
+    def _is_event(self, label: str, role: str, i: int) -> bool:
+        if label in BINARY_LABELS:
+            return label != "normal"
+        return self.labels[self._index(label, role, i)] in self.positive
+
     def update(
-        self, pred_labels: Sequence[str | ParsedAnswer | None], target_labels: Sequence[str]
+        self,
+        pred_labels: Sequence[str | ParsedAnswer | None],
+        target_labels: Sequence[str],
+        scopes: Sequence[str | None] | None = None,
     ) -> None:
-        """Add a batch of predictions (None = invalid answer) and their true classes."""
-        if len(pred_labels) != len(target_labels):
-            raise ValueError(f"{len(pred_labels)} predictions but {len(target_labels)} targets")
-        if not len(target_labels):
+        """Add a batch of predictions (None = invalid answer), their true classes and (optionally)
+        the targets' label scopes; binary-scope items update only the binary metrics."""
+        n = len(target_labels)
+        if len(pred_labels) != n:
+            raise ValueError(f"{len(pred_labels)} predictions but {n} targets")
+        scopes = [None] * n if scopes is None else list(scopes)
+        if len(scopes) != n:
+            raise ValueError(f"{len(scopes)} label scopes for {n} targets")
+        if not n:
             return
-        target = [self._index(t, "target", i) for i, t in enumerate(target_labels)]
-        pred = [self._pred_index(p, i) for i, p in enumerate(pred_labels)]
-        t = torch.tensor(target, device=self.device)
-        p = torch.tensor(pred, device=self.device)
-        self.multiclass.update(p, t)
-        self.confmat.update(p, t)
-        pos = torch.tensor([self.labels.index(c) for c in self.positive], device=self.device)
-        t_bin = torch.isin(t, pos).long()
-        p_bin = torch.where(p == len(self.labels), 1 - t_bin, torch.isin(p, pos).long())
-        self.binary.update(p_bin, t_bin)
+        preds = [p.label if isinstance(p, ParsedAnswer) else p for p in pred_labels]
+        binary = [self._is_binary(t, s, i) for i, (t, s) in enumerate(zip(target_labels, scopes))]
+        three = [i for i in range(n) if not binary[i]]
+        if three:
+            t = torch.tensor([self._index(target_labels[i], "target", i) for i in three])
+            p = torch.tensor([self._pred_index(preds[i], i) for i in three])
+            self.multiclass.update(p.to(self.device), t.to(self.device))
+            self.confmat.update(p.to(self.device), t.to(self.device))
+        t_bin = [self._is_event(t, "target", i) for i, t in enumerate(target_labels)]
+        p_bin = [  # an invalid answer lands on the wrong side of its target
+            (not t_bin[i]) if p is None else self._is_event(p, "predicted", i)
+            for i, p in enumerate(preds)
+        ]
+        self.binary.update(
+            torch.tensor(p_bin, device=self.device).long(),
+            torch.tensor(t_bin, device=self.device).long(),
+        )
+
+    def _is_binary(self, target: str, scope: str | None, i: int) -> bool:
+        if scope not in (None, "three_class", "binary"):
+            raise ValueError(
+                f"label scope {scope!r} at position {i} is not 'three_class' or 'binary'"
+            )
+        binary = scope == "binary" or (scope is None and target == "event")
+        allowed = BINARY_LABELS if binary else self.labels
+        if target not in allowed:
+            raise ValueError(
+                f"target label {target!r} at position {i} is not one of {allowed} "
+                f"(label scope {'binary' if binary else 'three_class'})"
+            )
+        return binary
 
     def reset(self) -> None:
         self.multiclass.reset()
@@ -140,18 +184,21 @@ class EventClassificationMetrics(nn.Module):
         return cm if include_invalid else cm[:, : len(self.labels)]
 
     def compute(self) -> dict[str, float]:
-        """acc, macro_{precision,recall,f1}, {precision,recall,f1,support}/<class>,
-        binary/{precision,recall,f1,acc}, invalid_rate and n (see the module doc for NaNs)."""
+        """acc, macro_{precision,recall,f1}, {precision,recall,f1,support}/<class>, invalid_rate
+        and n over the 3-class items; binary/{precision,recall,f1,acc,n} over every item (see
+        the module doc for NaNs)."""
+        return self._multiclass_scalars() | self._binary_scalars()
+
+    def _multiclass_scalars(self) -> dict[str, float]:
         multi = _quiet_compute(self.multiclass)
-        binary = _quiet_compute(self.binary)
         cm = self.confusion_matrix(include_invalid=True).double()
         n = int(cm.sum())
         k = len(self.labels)
         support = cm.sum(dim=1)
         out: dict[str, float] = {"n": n}  # n and support are ints (counts)
         if n == 0:
-            empty = {k: 0 if k.startswith("support/") else math.nan for k in self.metric_names()}
-            return empty | out
+            names = [m for m in self.metric_names() if not m.startswith("binary/")]
+            return {m: 0 if m.startswith("support/") else math.nan for m in names} | out
         present = support > 0
         for name in ("precision", "recall", "f1"):
             values = multi[name][:k].double().cpu()
@@ -163,17 +210,25 @@ class EventClassificationMetrics(nn.Module):
         out |= {f"support/{label}": int(s) for label, s in zip(self.labels, support, strict=True)}
         out["acc"] = float(multi["acc"])
         out["invalid_rate"] = float(cm[:, k].sum() / n)
-        out |= {f"binary/{name}": float(value) for name, value in binary.items()}
-        if not support[[self.labels.index(c) for c in self.positive]].sum():
-            out["binary/recall"] = out["binary/f1"] = math.nan  # no SCE target: undefined
         return out
+
+    def _binary_scalars(self) -> dict[str, float]:
+        binary = _quiet_compute(self.binary)
+        tp, fp, tn, fn, positives = (int(v) for v in binary.pop("stats").tolist())
+        n = tp + fp + tn + fn
+        out: dict[str, float] = {f"binary/{name}": float(v) for name, v in binary.items()}
+        if n == 0:
+            out = {key: math.nan for key in out}
+        elif not positives:
+            out["binary/recall"] = out["binary/f1"] = math.nan  # no SCE target: undefined
+        return out | {"binary/n": n}
 
     def metric_names(self) -> list[str]:
         """Every key compute() returns, in a stable order (for tables)."""
         names = ["n", "acc", "macro_precision", "macro_recall", "macro_f1", "invalid_rate"]
         for name in ("precision", "recall", "f1", "support"):
             names += [f"{name}/{label}" for label in self.labels]
-        return names + [f"binary/{m}" for m in ("precision", "recall", "f1", "acc")]
+        return names + [f"binary/{m}" for m in ("precision", "recall", "f1", "acc", "n")]
 
 
 # ---------------------------------------------------------------------------- grouping

@@ -5,6 +5,10 @@ source, imu_on, reference, prediction, option_probs). Output: a `Summary` with f
 (e.g. `acc`, `f1/collision`, `binary/recall`, `source_nexar/acc`, `imu_off/acc`, `ll/acc`,
 `caption/rougeL`, `calibration/ece`, `reasoning/acc`, `closed_qa/acc`), figures and sample rows.
 
+Items of binary-scope records (`label_scope` "binary", Nexar) are read with the binary parser
+("A. yes" / "B. no") and scored only in the binary SCE metrics (`binary/*`); the 3-class keys
+(`acc`, `f1/<class>`, confusion matrix) count 3-class items only.
+
 The caller gathers every rank's items first, so the metric objects compute locally here
 (`sync_on_compute` off): syncing again would count each item once per rank.
 """
@@ -20,10 +24,16 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from sce.data.schema import LABELS
+from sce.data.prompts import default_collision_probability
+from sce.data.schema import BINARY_LABELS, LABELS
 from sce.metrics.calibration import CalibrationMetrics
 from sce.metrics.classification import EventClassificationMetrics, GroupedMetrics
-from sce.metrics.parsing import parse_event_class, parse_probability
+from sce.metrics.parsing import (
+    ParsedAnswer,
+    parse_binary_event,
+    parse_event_class,
+    parse_probability,
+)
 from sce.metrics.report import confusion_matrix_figure, figure_to_array
 from sce.metrics.text import CaptionMetrics, closed_qa_accuracy
 
@@ -96,11 +106,23 @@ def _declared(items: Iterable[dict]) -> dict[str, list[str]]:
     return {dim: sorted(set(values)) for dim, values in groups.items()}
 
 
+def _scope(item: dict) -> str:
+    return item.get("label_scope") or ("binary" if item["label"] == "event" else "three_class")
+
+
+def parse_item(item: dict) -> ParsedAnswer:
+    """The event answer of an item, read in its record's label scope."""
+    if _scope(item) == "binary":
+        return parse_binary_event(item["prediction"])
+    return parse_event_class(item["prediction"])
+
+
 def event_metrics(items: list[dict], prefix: str = "") -> tuple[dict[str, float], Any]:
     """3-class + binary metrics of generated answers, overall and per source / IMU setting."""
     grouped = _local(GroupedMetrics(EventClassificationMetrics, _declared(items)))
-    preds = [parse_event_class(i["prediction"]).label for i in items]
-    grouped.update(preds, [i["label"] for i in items], groups=_groups(items))
+    preds = [parse_item(i).label for i in items]
+    targets, scopes = [i["label"] for i in items], [_scope(i) for i in items]
+    grouped.update(preds, targets, scopes, groups=_groups(items))
     scalars = _flatten(grouped.compute(), prefix)
     return scalars, grouped["all"].confusion_matrix()
 
@@ -111,9 +133,20 @@ def likelihood_metrics(items: list[dict]) -> dict[str, float]:
     if not scored:
         return {}
     grouped = _local(GroupedMetrics(EventClassificationMetrics, _declared(scored)))
-    preds = [LABELS[int(np.argmax(i["option_probs"]))] for i in scored]
-    grouped.update(preds, [i["label"] for i in scored], groups=_groups(scored))
+    preds = [_likeliest(i) for i in scored]
+    targets, scopes = [i["label"] for i in scored], [_scope(i) for i in scored]
+    grouped.update(preds, targets, scopes, groups=_groups(scored))
     return _flatten(grouped.compute(), "ll/")
+
+
+def _likeliest(item: dict) -> str:
+    """The option with the highest letter probability: A, B, C of the 3-way question, or A, B
+    (event, normal) of the binary one (the probabilities are over the letters A, B, C; the
+    argmax over the first two is the binary question's answer)."""
+    probs = item["option_probs"]
+    if _scope(item) == "binary":
+        return BINARY_LABELS[int(np.argmax(probs[: len(BINARY_LABELS)]))]
+    return LABELS[int(np.argmax(probs))]
 
 
 def _flatten(results: dict[str, dict[str, float]], prefix: str) -> dict[str, float]:
@@ -134,7 +167,7 @@ def calibration_metrics(items: list[dict]) -> tuple[dict[str, float], Any]:
     metric = _local(CalibrationMetrics())
     metric.update(
         [parse_probability(i["prediction"]) for i in items],
-        [1.0 if i["label"] == "collision" else 0.0 for i in items],
+        [default_collision_probability(i["label"]) for i in items],
     )
     scalars = {f"calibration/{k}": v for k, v in metric.compute().items()}
     return scalars, metric.figure("Collision probability: reliability")

@@ -322,17 +322,11 @@ def _contradiction(explicit: str, rest: str, free: bool) -> str | None:
     return None
 
 
-def parse_event_class(
-    text: str | None, mode: str = "auto", options: dict[str, str] | None = None
-) -> ParsedAnswer:
-    """Read the event class (one of LABELS) from a generated answer.
-
-    mode: "auto" (letters, label words, free-text cues), "strict" (letters and label words only)
-    or "letter" (option letters only). `options` maps letters to classes (OPTION_LETTERS).
-    """
-    if mode not in MODES:
-        raise ValueError(f"parse_event_class: mode must be one of {MODES}, got {mode!r}")
-    options = OPTION_LETTERS if options is None else options
+def _explicit_answer(
+    text: str | None, options: Sequence[str]
+) -> tuple[str, str | None, str] | ParsedAnswer:
+    """(cleaned answer, option letter or None, reason), or the invalid ParsedAnswer when the
+    text is empty, holds an unclosed think block or names no single valid letter."""
     if not isinstance(text, str) or not text.strip():
         return _invalid("empty answer")
     _, answer, closed = split_reasoning(text)
@@ -344,6 +338,24 @@ def parse_event_class(
     letter, reason = _find_letter(answer, list(options))
     if reason and letter is None:
         return _invalid(reason)
+    return answer, letter, reason
+
+
+def parse_event_class(
+    text: str | None, mode: str = "auto", options: dict[str, str] | None = None
+) -> ParsedAnswer:
+    """Read the event class (one of LABELS) from a generated answer.
+
+    mode: "auto" (letters, label words, free-text cues), "strict" (letters and label words only)
+    or "letter" (option letters only). `options` maps letters to classes (OPTION_LETTERS).
+    """
+    if mode not in MODES:
+        raise ValueError(f"parse_event_class: mode must be one of {MODES}, got {mode!r}")
+    options = OPTION_LETTERS if options is None else options
+    found = _explicit_answer(text, list(options))
+    if isinstance(found, ParsedAnswer):
+        return found
+    answer, letter, reason = found
     if mode == "letter":
         return (
             ParsedAnswer(options[letter], True, reason) if letter else _invalid("no option letter")
@@ -359,6 +371,73 @@ def parse_event_class(
         return _parse_text(norm, free)
     conflict = _contradiction(explicit, rest, free)
     return _invalid(conflict) if conflict else ParsedAnswer(explicit, True, reason)
+
+
+# ---------------------------------------------------------------------------- binary answers
+
+# Letters of the binary event question asked of binary-scope records (sce.data.prompts).
+BINARY_OPTION_LETTERS: dict[str, str] = {"A": "event", "B": "normal"}
+_YES_NO = re.compile(r"^(yes|no)\b")
+
+
+def binary_side(label: str) -> str:
+    """A class seen from the binary question: "event" for a collision, a near-collision or an
+    event, "normal" for normal driving."""
+    return "normal" if label == _NORM else "event"
+
+
+def _sides(classes: set[str]) -> set[str]:
+    return {binary_side(c) for c in classes}
+
+
+def _binary_from_text(norm: str, free: bool) -> ParsedAnswer:
+    """Event / normal from label words: any event class named (collision and near-collision
+    together included) is an event; negating every event class, or a bare "no collision", is
+    normal (the same convention as the 3-class reader)."""
+    asserted, negated, _ = _scan(norm, _cues(free))
+    sides = _sides(asserted)
+    if len(sides) == 1:
+        side = sides.pop()
+        return ParsedAnswer(side, True, f"text names {side}")
+    if sides:
+        return _invalid("ambiguous: text names an event and normal driving")
+    if negated and negated <= {_COLL, _NEAR}:
+        return ParsedAnswer("normal", True, f"negation rules out {', '.join(sorted(negated))}")
+    if negated == {_NORM}:
+        return ParsedAnswer("event", True, "negation rules out normal")
+    return _invalid("no event class found")
+
+
+def parse_binary_event(text: str | None, mode: str = "auto") -> ParsedAnswer:
+    """Read "event" / "normal" from an answer to the binary event question ("A. yes" / "B. no").
+
+    Order as `parse_event_class`: an option letter (A event, B normal) or a leading yes / no,
+    then (modes "auto" and "strict") label words, where collision and near-collision both read
+    as an event. An explicit answer contradicted by the text ("A. yes, normal driving") is
+    invalid.
+    """
+    if mode not in MODES:
+        raise ValueError(f"parse_binary_event: mode must be one of {MODES}, got {mode!r}")
+    found = _explicit_answer(text, list(BINARY_OPTION_LETTERS))
+    if isinstance(found, ParsedAnswer):
+        return found
+    answer, letter, reason = found
+    if mode == "letter":
+        if letter is None:
+            return _invalid("no option letter")
+        return ParsedAnswer(BINARY_OPTION_LETTERS[letter], True, reason)
+    norm = _normalize(answer)
+    explicit = BINARY_OPTION_LETTERS[letter] if letter else None
+    if explicit is None and (match := _YES_NO.match(norm)):
+        explicit = "event" if match.group(1) == "yes" else "normal"
+        reason = f"leading {match.group(1)}"
+    free = mode == "auto"
+    if explicit is None:
+        return _binary_from_text(norm, free)
+    named = _sides(_scan(norm, _cues(free))[0])  # sides the text asserts (negations aside)
+    if len(named) == 1 and explicit not in named:
+        return _invalid(f"explicit answer {explicit} contradicts text ({named.pop()})")
+    return ParsedAnswer(explicit, True, reason)
 
 
 # ---------------------------------------------------------------------------- probabilities
