@@ -136,6 +136,62 @@ def test_absent_class_gives_nan_recall_and_is_left_out_of_macro():
     assert out["macro_f1"] == approx((2 / 3 + 1) / 2)
 
 
+def test_binary_scope_items_count_only_in_binary_metrics():
+    """Nexar items (label_scope "binary": event / normal) never enter the 3-class accuracy,
+    per-class scores or confusion matrix; 3-class items enter both, collapsed for the binary."""
+    three = EventClassificationMetrics()
+    three.update(PREDS, TARGETS)
+    mixed = EventClassificationMetrics()
+    # 4 binary items: event->event (TP), event->invalid (FN), normal->event (FP), normal->normal
+    preds = [*PREDS, "event", None, "event", "normal"]
+    targets = [*TARGETS, "event", "event", "normal", "normal"]
+    scopes = ["three_class"] * 10 + ["binary"] * 4
+    mixed.update(preds, targets, scopes)
+    out, ref = mixed.compute(), three.compute()
+    three_class_keys = [k for k in ref if not k.startswith("binary/")]
+    assert {k: out[k] for k in three_class_keys} == {k: ref[k] for k in three_class_keys}
+    assert out["n"] == 10 and out["binary/n"] == 14
+    assert mixed.confusion_matrix().tolist() == [[2, 1, 0], [1, 1, 0], [0, 1, 3]]
+    # binary: 3-class TP 5, FN 1, FP 1, TN 3 (test_binary_sce_metrics_by_hand) + 1, 1, 1, 1
+    assert out["binary/precision"] == approx(6 / 8)
+    assert out["binary/recall"] == approx(6 / 8)
+    assert out["binary/acc"] == approx(10 / 14)
+    # a binary "normal" is told apart from a 3-class one only by its scope
+    only_binary = EventClassificationMetrics()
+    only_binary.update(["normal", "collision"], ["normal", "event"], ["binary", "binary"])
+    out = only_binary.compute()
+    assert out["n"] == 0 and math.isnan(out["acc"]) and out["binary/n"] == 2
+    assert out["binary/acc"] == 1.0  # a collision answer is on the event side
+    with pytest.raises(ValueError, match="target label 'collision' at position 0 is not one of"):
+        only_binary.update(["event"], ["collision"], ["binary"])
+    with pytest.raises(ValueError, match="target label 'event' at position 0"):
+        only_binary.update(["event"], ["event"], ["three_class"])
+
+
+def test_summary_scores_binary_items_in_binary_metrics_only():
+    from sce.metrics.evaluate import summarize
+
+    def item(i, label, scope, prediction, probs):
+        return {
+            "id": f"x{i}", "task": "mcq", "label": label, "label_scope": scope,
+            "source": "nexar" if scope == "binary" else "synthetic", "imu_on": False,
+            "reference": "", "prediction": prediction, "option_probs": probs,
+        }  # fmt: skip
+
+    items = [
+        item(0, "collision", "three_class", "A. collision", [0.8, 0.1, 0.1]),
+        item(1, "normal", "three_class", "C. normal driving", [0.1, 0.1, 0.8]),
+        item(2, "event", "binary", "A. yes", [0.2, 0.1, 0.7]),  # letters: A > B -> event
+        item(3, "normal", "binary", "B. no", [0.1, 0.6, 0.3]),
+        item(4, "event", "binary", "B. no", [0.1, 0.5, 0.4]),
+    ]
+    scalars = summarize(items).scalars
+    assert scalars["n"] == 2 and scalars["acc"] == 1.0  # the Nexar items are not 3-class
+    assert scalars["binary/n"] == 5 and scalars["binary/acc"] == approx(4 / 5)
+    assert scalars["source_nexar/n"] == 0 and scalars["source_nexar/binary/acc"] == approx(2 / 3)
+    assert scalars["ll/acc"] == 1.0 and scalars["ll/binary/acc"] == approx(4 / 5)
+
+
 def test_empty_metrics_and_reset():
     metrics = EventClassificationMetrics()
     out = metrics.compute()

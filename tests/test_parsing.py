@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from sce.metrics.parsing import (
+    BINARY_OPTION_LETTERS,
     OPTION_LETTERS,
     ParsedAnswer,
+    parse_binary_event,
     parse_event_class,
     parse_letter,
     parse_probability,
@@ -26,6 +28,36 @@ def test_option_letters_match_the_prompt_module():
     for cls in OPTION_LETTERS.values():
         assert label(prompts.mcq_answer(cls), mode="letter") == cls
         assert label(prompts.mcq_answer(cls)) == cls
+
+
+def test_binary_letters_match_the_prompt_module():
+    prompts = pytest.importorskip("sce.data.prompts")
+    assert prompts.BINARY_OPTIONS == BINARY_OPTION_LETTERS
+    for cls in BINARY_OPTION_LETTERS.values():  # "A. yes" / "B. no" parse back to their class
+        assert parse_binary_event(prompts.binary_answer(cls), "letter").label == cls
+        assert parse_binary_event(prompts.binary_answer(cls)).label == cls
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("A", "event"),
+        ("(B)", "normal"),
+        ("Yes, a near-collision.", "event"),
+        ("no", "normal"),
+        ("A. collision or near-collision", "event"),  # both event classes: one side
+        ("The car hits the barrier.", "event"),
+        ("Collision.", "event"),
+        ("Neither a collision nor a near miss.", "normal"),
+        ("<think>It brakes hard.</think>B. no", "normal"),
+        ("A. yes, normal driving", None),  # contradicted
+        ("B. no, the car hits a pole", None),
+        ("C", None),  # not an option of the binary question
+        ("", None),
+    ],
+)
+def test_binary_event_answers(text: str, expected: str | None) -> None:
+    assert parse_binary_event(text).label == expected
 
 
 @pytest.mark.parametrize(

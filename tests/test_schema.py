@@ -68,6 +68,23 @@ def _drop(data: dict, key: str) -> dict:
         ({**_good(2), "event_time": -1.0}, "event_time", "non-negative"),
         ({**_good(2), "metadata": [1]}, "metadata", "JSON object"),
         ({**_good(2), "labels": "collision"}, "labels", "unknown field"),
+        # label scopes: a binary record (event / no event) never carries a 3-class label
+        (
+            {**_good(2), "label_scope": "binary"},
+            "label",
+            "record 'clip2': label 'collision' belongs to label_scope 'three_class', but the "
+            "record's label_scope is 'binary' (labels ('event', 'normal'))",
+        ),
+        (
+            {**_good(2), "label": "event"},
+            "label",
+            "record 'clip2': label 'event' belongs to label_scope 'binary'",
+        ),
+        (
+            {**_good(2), "label_scope": "ternary"},
+            "label_scope",
+            "record 'clip2': unknown scope 'ternary'",
+        ),
         ({**_good(0)}, "id", "duplicate id 'clip0' (first on line 1)"),
     ],
 )
@@ -78,6 +95,20 @@ def test_bad_record_names_line_and_field(folder: Path, bad: dict, field: str, de
     message = str(err.value)
     assert f"{path} line 3: field '{field}'" in message
     assert detail in message
+
+
+def test_binary_scope_round_trip(folder: Path) -> None:
+    rows = [
+        {**_good(0), "label": "event", "label_scope": "binary"},
+        {**_good(1), "label": "normal", "label_scope": "binary"},
+        _good(2),  # no label_scope: three_class
+    ]
+    loaded = load_manifest(_write_lines(folder, [json.dumps(r) for r in rows]))
+    assert [(r.label, r.label_scope, r.class_index) for r in loaded] == [
+        ("event", "binary", 0), ("normal", "binary", 1), ("collision", "three_class", 0)
+    ]  # fmt: skip
+    again = load_manifest(write_manifest(loaded, folder / "again.jsonl"))
+    assert [(r.label, r.label_scope) for r in again] == [(r.label, r.label_scope) for r in loaded]
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])

@@ -142,7 +142,8 @@ class EventClassificationMetrics(nn.Module):
         if not n:
             return
         preds = [p.label if isinstance(p, ParsedAnswer) else p for p in pred_labels]
-        binary = [self._is_binary(t, s, i) for i, (t, s) in enumerate(zip(target_labels, scopes))]
+        pairs = enumerate(zip(target_labels, scopes, strict=True))
+        binary = [self._is_binary(t, s, i) for i, (t, s) in pairs]
         three = [i for i in range(n) if not binary[i]]
         if three:
             t = torch.tensor([self._index(target_labels[i], "target", i) for i in three])
@@ -245,6 +246,11 @@ def group_key(dimension: str, value: Any) -> str:
     return re.sub(r"[^\w\-]", "_", f"{dimension}_{value}")
 
 
+def _has_items(result: Mapping[str, float]) -> bool:
+    """A group scored something: 3-class items (n) or binary-only items (binary/n, Nexar)."""
+    return result.get("n", 1) > 0 or result.get("binary/n", 0) > 0
+
+
 class GroupedMetrics(nn.Module):
     """One metric object per group plus "all", e.g. per source and per IMU on/off.
 
@@ -308,7 +314,7 @@ class GroupedMetrics(nn.Module):
         are then dropped when skip_empty."""
         results = {key: metric.compute() for key, metric in self.metrics.items()}
         if skip_empty:
-            results = {k: r for k, r in results.items() if k == self.overall or r.get("n", 1) > 0}
+            results = {k: r for k, r in results.items() if k == self.overall or _has_items(r)}
         return results
 
     def compute_flat(self, prefix: str = "", skip_empty: bool = True) -> dict[str, float]:
