@@ -265,6 +265,19 @@ def test_parse_answer_accepts_common_variants():
         "collision",
     )
     assert wrong.filtered and wrong.value["label"] == "normal"
+    from sce.labeling.templates import structured_caption
+
+    assert "A collision or a near-collision happens at about t = 3.0 s" in structured_caption(
+        {}, "event", 3.0
+    )  # a binary record's caption claims no more than its source knows
+    # a binary Nexar "event" (collision or near-collision) accepts either event class only
+    assert not parse_answer("vqa", paper_style, "event").filtered
+    assert not parse_answer(
+        "reasoning", '{"think": "The car hits us hard.", "answer": "A"}', "event"
+    ).filtered
+    assert parse_answer(
+        "reasoning", '{"think": "Nothing happens at all here.", "answer": "C"}', "event"
+    ).filtered
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from sce.data.prompts import EVENT_OPTIONS as STUDENT_EVENT_OPTIONS
-from sce.data.schema import LABELS
+from sce.data.schema import ALL_LABELS
 
 # The 3-way event question of paper 001, with the student's letter order (sce.data.prompts), so a
 # kept think trace and the answer the dataset appends to it agree. Paper 001 orders the options
@@ -237,6 +237,11 @@ def _event_sentences(
             out.append(
                 f"The {main.get('type', 'other road user')} is struck on its {other_side} side."
             )
+    elif label == "event":  # a binary-scope record (Nexar): collision or near-collision, no more
+        out.append(
+            f"A collision or a near-collision happens{at}: the ego vehicle{while_ego} comes "
+            f"dangerously close to or into contact with {other}."
+        )
     elif label == "near_collision":
         evasive = meta_value(metadata, "evasive_action")
         how = f" thanks to {_text(evasive)}" if evasive is not None else ""
@@ -308,8 +313,10 @@ def structured_caption(
         event_time: seconds from the clip start of the event, mentioned in the event sentence.
         telemetry: a SyncedTelemetry-like object; its peaks (braking, heading, speed) are added.
     """
-    if label is not None and label not in LABELS:
-        raise ValueError(f"structured_caption: unknown label {label!r}; expected one of {LABELS}")
+    if label is not None and label not in ALL_LABELS:
+        raise ValueError(
+            f"structured_caption: unknown label {label!r}; expected one of {ALL_LABELS}"
+        )
     sentences = []
     conditions = _conditions_sentence(metadata)
     if conditions:

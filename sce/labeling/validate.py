@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sce.labeling.templates import LABEL_TO_LETTER, LETTER_TO_LABEL
+from sce.labeling.templates import LETTER_TO_LABEL
 
 _STR = {"type": "string", "minLength": 1}
 _LETTER4 = {"type": "string", "enum": ["A", "B", "C", "D"]}
@@ -295,7 +295,7 @@ def _parse_vqa(data: Any, label: str | None) -> ParsedAnswer:
     parsed = ParsedAnswer({"items": items})
     event = event_items[0]
     said = label_of_text(event["options"][ord(event["answer"]) - ord("A")])
-    if label is not None and said is not None and said != label:
+    if label is not None and said is not None and not _answer_matches(said, label):
         parsed.filtered = True
         parsed.filter_reason = f"event-type question answers {said!r}, ground truth is {label!r}"
     return parsed
@@ -328,6 +328,12 @@ def _reasoning_from_text(text: str) -> dict[str, Any]:
     return {"think": think, "answer": matches[-1].upper()}
 
 
+def _answer_matches(answer: str, label: str) -> bool:
+    """The teacher's 3-class answer agrees with the ground truth; a binary "event" (Nexar:
+    collision or near-collision) accepts either event class."""
+    return answer != "normal" if label == "event" else answer == label
+
+
 def _parse_reasoning(text: str, label: str | None) -> ParsedAnswer:
     think, _ = split_think(text)
     try:
@@ -342,7 +348,7 @@ def _parse_reasoning(text: str, label: str | None) -> ParsedAnswer:
     answer = data["answer"]
     value = {"think": data["think"].strip(), "answer": answer, "label": LETTER_TO_LABEL[answer]}
     parsed = ParsedAnswer(value)
-    if label is not None and answer != LABEL_TO_LETTER[label]:
+    if label is not None and not _answer_matches(LETTER_TO_LABEL[answer], label):
         parsed.filtered = True
         parsed.filter_reason = (
             f"answer {answer} ({LETTER_TO_LABEL[answer]}) but ground truth is {label!r}"
