@@ -89,7 +89,9 @@ def test_bad_records_are_found_and_counted(bad_manifest: Path) -> None:
     assert report.examples["event_time outside clip"] == ["outside: 12.00 s of 7.00 s"]
     assert report.examples["imu shorter than video"] == ["short: 2.0 s of 7.0 s"]
     assert report.examples["invalid JSON"][0].startswith("line 7")
-    assert report.examples["schema: label"][0].startswith("line 8: unknown label 'crash'")
+    assert report.examples["schema: label"][0].startswith(
+        "line 8: record 'synth_0_00006': unknown label 'crash'"
+    )
     assert report.examples["schema: duplicate id"][0].startswith("line 9: ")
     assert len(report.bad_records) == 8
 
