@@ -4,7 +4,8 @@ Token-level accuracy says little in this domain; what counts is the class the mo
 Every `every_n_epochs` validation epochs (and at test), the callback generates answers for up to
 `max_samples` items of the split (sharded across ranks, gathered on every rank), parses them,
 and logs namespaced scalars (`val_gen/acc`, `val_gen/f1/collision`, per source and IMU setting),
-the confusion matrix and reliability diagram as images, a text table of sample generations, and
+the confusion matrix and reliability diagram as images (items of binary-scope records, e.g. Nexar,
+count only in `binary/*`; see sce.metrics.evaluate), a text table of sample generations, and
 writes `metrics.json` (latest) and `evaluations/<split>_step<N>.json` in the run folder.
 """
 

@@ -2,9 +2,9 @@
 
 Typical use in an evaluation callback::
 
-    parsed = [parse_event_class(text) for text in generations]
+    parsed = [parse_event_class(text) for text in generations]  # parse_binary_event: Nexar
     grouped = GroupedMetrics(EventClassificationMetrics, {"source": sources, "imu": ["on", "off"]})
-    grouped.update([p.label for p in parsed], labels, groups={"source": ..., "imu": ...})
+    grouped.update([p.label for p in parsed], labels, scopes, groups={"source": ..., "imu": ...})
     logger.log_metrics(grouped.compute_flat("val"))
 
 Names are imported lazily, so `from sce.metrics.parsing import OPTION_LETTERS` (prompt building,
@@ -18,8 +18,10 @@ from typing import Any
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "sce.metrics.parsing": (
+        "BINARY_OPTION_LETTERS",
         "OPTION_LETTERS",
         "ParsedAnswer",
+        "parse_binary_event",
         "parse_event_class",
         "parse_letter",
         "parse_probability",
