@@ -22,6 +22,11 @@ processor's image path: one temporal patch per image, (H' / 28) * (W' / 28) toke
 448x252). The report is then per item (the longest text over the scales) and says how many
 items a record gives.
 
+With `data.window: whole` (paper 003) a clip's frame count follows its length: all of a short
+clip at `fps`, `max_frames` spread over a longer one. The report shows a 16 s and a 100 s clip
+and counts the total for the long one (the most frames). `data.max_pixels` caps every frame with
+smart_resize's rounding before the processor sees it (420x476 at 16,384 pixels: 112x112).
+
     sce budget --config experiments/paper000_dora.yaml [--set data.fps=15] [--max-tokens 8192]
 """
 
@@ -41,7 +46,20 @@ from typing import Any
 import numpy as np
 import yaml
 
-DATA_KEYS = ("fps", "before", "after", "width", "height", "layout", "max_length", "window_scales")
+DATA_KEYS = (
+    "fps",
+    "before",
+    "after",
+    "width",
+    "height",
+    "layout",
+    "max_length",
+    "window_scales",
+    "window",
+    "max_frames",
+    "max_pixels",
+)
+WHOLE_CLIP_EXAMPLES = (16.0, 100.0)  # s: clip lengths the whole-clip report shows
 GRID_FPS = (1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0)
 GRID_SIZES = ((224, 128), (320, 180), (420, 240), (640, 360), (854, 480), (1280, 720))
 
@@ -75,22 +93,34 @@ def smart_resize(
     min_pixels: int = QWEN25_VL_DEFAULTS.min_pixels,
     max_pixels: int = QWEN25_VL_DEFAULTS.max_pixels,
 ) -> tuple[int, int]:
-    """(height, width) after Qwen2-VL's resize: same arithmetic as transformers' smart_resize."""
+    """(height, width) after Qwen2-VL's resize: transformers' own smart_resize."""
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import smart_resize as qwen_resize
+
     if min(height, width) <= 0:
         raise ValueError(f"frame size must be positive, got {width}x{height}")
     if max(height, width) / min(height, width) > 200:
         raise ValueError(f"aspect ratio of {width}x{height} exceeds 200")
-    h_bar = round(height / factor) * factor
-    w_bar = round(width / factor) * factor
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
+    return qwen_resize(height, width, factor, min_pixels, max_pixels)
+
+
+def capped_frame_size(
+    width: int,
+    height: int,
+    max_pixels: int | None,
+    settings: ProcessorSettings = QWEN25_VL_DEFAULTS,
+) -> tuple[int, int]:
+    """(width, height) of a frame under the per-frame cap `data.max_pixels` (paper 003: 16,384
+    pixels), rounded like the processor's own `max_pixels` (smart_resize, factor 28, within
+    its min/max pixels): 420x476 -> 112x112. Unchanged without a cap.
+
+    Frames are decoded at this size (`sce.data.video_processing.at_model_size`); the processor
+    then leaves them as they are.
+    """
+    if max_pixels is None:
+        return width, height
+    cap = min(int(max_pixels), settings.max_pixels)
+    h, w = smart_resize(height, width, settings.factor, settings.min_pixels, cap)
+    return w, h
 
 
 def _video_max_pixels(num_frames: int, s: ProcessorSettings) -> int:
@@ -136,6 +166,23 @@ def frames_per_clip(fps: float, before: float, after: float) -> int:
     from sce.data.clip import WindowSpec
 
     return WindowSpec(fps=fps, before=before, after=after).num_frames
+
+
+def whole_clip_item(duration: float, fps: float, max_frames: int) -> tuple[np.ndarray, float]:
+    """(frame times, fps) of a whole-clip window over a clip of `duration` s, from the loader's
+    own `sce.data.clip.whole_clip_window` (16 s at 2 fps: 32 frames; 100 s: 128 at 1.28 fps)."""
+    from sce.data.clip import WindowSpec, whole_clip_window
+
+    spec = WindowSpec(fps=fps, window="whole", max_frames=int(max_frames))
+    _, times, rate = whole_clip_window(0.0, duration, spec)
+    return times, rate
+
+
+def whole_clip_durations(fps: float, max_frames: int) -> tuple[float, ...]:
+    """Clip lengths the report shows: WHOLE_CLIP_EXAMPLES, the last one long enough to get
+    max_frames (the total that must fit is counted for it)."""
+    *short, long = WHOLE_CLIP_EXAMPLES
+    return (*short, max(long, max_frames / fps))
 
 
 def keyframes() -> tuple[float, ...]:
@@ -431,9 +478,21 @@ def item_frames_and_text(
     d: Mapping[str, Any], processor, fps: float | None = None
 ) -> tuple[int, int, int]:
     """(frames, text tokens with telemetry, without) of one item; with window_scales the
-    keyframe item (one image per keyframe) of the scale with the longest text, else the
-    [-before, +after] window."""
+    keyframe item (one image per keyframe) of the scale with the longest text; with window
+    "whole" the longest example clip (max_frames); else the [-before, +after] window."""
     layout, scales = d["layout"], window_scales_of(d)
+    if d.get("window") == "whole":
+        fps = float(d["fps"]) if fps is None else fps
+        times, rate = whole_clip_item(
+            whole_clip_durations(fps, d["max_frames"])[-1], fps, d["max_frames"]
+        )
+        return tuple(  # type: ignore[return-value]
+            [len(times)]
+            + [
+                text_tokens(len(times), rate, layout, processor, imu, times)
+                for imu in (True, False)
+            ]
+        )
     if not scales:
         fps = float(d["fps"]) if fps is None else fps
         frames = frames_per_clip(fps, float(d["before"]), float(d["after"]))
@@ -489,7 +548,8 @@ def budget_report(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
 
 
 def _report(d: Mapping[str, Any], s: ProcessorSettings, processor, model_path) -> dict:
-    width, height, layout = int(d["width"]), int(d["height"]), d["layout"]
+    layout = d["layout"]
+    width, height = capped_frame_size(int(d["width"]), int(d["height"]), d["max_pixels"], s)
     frames, text_on, text_off = item_frames_and_text(d, processor)
     scales = window_scales_of(d)
     # Keyframe items are images only (no video block); windows are videos only.
@@ -513,6 +573,11 @@ def _report(d: Mapping[str, Any], s: ProcessorSettings, processor, model_path) -
         "processor": asdict(s),
         **{k: d[k] for k in DATA_KEYS if k != "window_scales"},
         **(multiscale if scales else {}),
+        **(
+            {"whole_clip": _whole_clip_examples(d, width, height, s)}
+            if d["window"] == "whole"
+            else {}
+        ),
         "frames_per_clip": frames,
         "videos_per_clip": len(lengths),
         "resized_width": resized_w,
@@ -529,6 +594,19 @@ def _report(d: Mapping[str, Any], s: ProcessorSettings, processor, model_path) -
         "fits_video_only": total_off <= max_length,
         "headroom": max_length - total,
     }
+
+
+def _whole_clip_examples(d: Mapping[str, Any], width: int, height: int, s) -> list[dict]:
+    """Frames, rate and visual tokens of whole-clip windows over clips of several lengths."""
+    fps, max_frames = float(d["fps"]), int(d["max_frames"])
+    out = []
+    for duration in whole_clip_durations(fps, max_frames):
+        times, rate = whole_clip_item(duration, fps, max_frames)
+        visual = clip_visual_tokens(len(times), width, height, d["layout"], s)
+        out.append(
+            {"duration_s": duration, "frames": len(times), "fps": rate, "visual_tokens": visual}
+        )
+    return out
 
 
 def budget_grid(
@@ -548,7 +626,8 @@ def budget_grid(
         # Keyframe items (window_scales) have the same frames at every fps.
         frames, text, _ = item_frames_and_text(d, processor, fps)
         for width, height in sizes:
-            visual = clip_visual_tokens(frames, width, height, d["layout"], s, keyframe_images)
+            frame_w, frame_h = capped_frame_size(width, height, d["max_pixels"], s)
+            visual = clip_visual_tokens(frames, frame_w, frame_h, d["layout"], s, keyframe_images)
             rows.append(
                 {
                     "fps": fps,
@@ -580,7 +659,7 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"{p['max_pixels']:,})",
             _window_line(r, p),
             f"frame: {r['width']}x{r['height']} -> {r['resized_width']}x{r['resized_height']} "
-            f"after resize: {per_block}",
+            f"after resize{_cap_text(r)}: {per_block}",
             f"visual tokens per {unit}: {r['visual_tokens_per_clip']:,}",
             f"text tokens ({r['text_tokens_method']}, 3-way event question + answer): "
             f"{r['text_tokens']:,} with telemetry ({r['telemetry_tokens']:+,} for telemetry), "
@@ -592,8 +671,23 @@ def format_report(report: Mapping[str, Any]) -> str:
     )
 
 
+def _cap_text(r: Mapping[str, Any]) -> str:
+    return "" if r.get("max_pixels") is None else f" (max_pixels {r['max_pixels']:,} per frame)"
+
+
 def _window_line(r: Mapping[str, Any], p: Mapping[str, Any]) -> str:
     blocks = f"{r['videos_per_clip']} video block(s), layout {r['layout']}"
+    if r.get("window") == "whole":
+        examples = "; ".join(
+            f"{x['duration_s']:g} s -> {x['frames']} frames at {x['fps']:.3g} fps, "
+            f"{x['visual_tokens']:,} visual tokens"
+            for x in r["whole_clip"]
+        )
+        return (
+            f"window: whole clip at {r['fps']:g} fps, at most {r['max_frames']} frames (spread "
+            f"over clips longer than {r['max_frames'] / r['fps']:g} s; {blocks}): {examples}. "
+            f"Totals below are for the {r['whole_clip'][-1]['duration_s']:g} s clip"
+        )
     if not r.get("window_scales"):
         return (
             f"window: {r['before']:g} s before + {r['after']:g} s after at {r['fps']:g} fps -> "

@@ -317,6 +317,7 @@ def infer_clip(
     spec = at_model_size(spec or WindowSpec(), processor)  # the pixels training saw
     record = build_record(video, imu, gps, event_time)
     clip = load_clip(record, spec)
+    # the rate of the frames loaded (a long whole-clip window's is below spec.fps)
     samples = prompt_samples(clip, record, clip.fps, layout, use_imu)
     texts, option_probs = generate_answers(model, processor, samples, max_new_tokens)
     telemetry_used = use_imu and clip.telemetry is not None
@@ -347,6 +348,16 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=3.0)
     parser.add_argument("--before", type=float, default=4.0, help="seconds before the event")
     parser.add_argument("--after", type=float, default=2.0, help="seconds after the event")
+    parser.add_argument(
+        "--window",
+        default="event",
+        choices=["event", "whole"],
+        help="event: [-before, +after]; whole: the whole clip at --fps, at most --max-frames",
+    )
+    parser.add_argument("--max-frames", type=int, default=None, help="with --window whole")
+    parser.add_argument(
+        "--max-pixels", type=int, default=None, help="per-frame pixel cap (data.max_pixels)"
+    )
     parser.add_argument("--width", type=int, default=420)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--decoder", default="decord", choices=["decord", "pyav"])
@@ -368,15 +379,22 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
 def infer_command(args: argparse.Namespace) -> int:
     from sce.data.clip import ClipError, WindowSpec
 
-    spec = WindowSpec(
-        args.fps,
-        args.before,
-        args.after,
-        args.width,
-        args.height,
-        args.decoder,
-        scale=args.window_scale,
-    )
+    try:
+        spec = WindowSpec(
+            args.fps,
+            args.before,
+            args.after,
+            args.width,
+            args.height,
+            args.decoder,
+            scale=args.window_scale,
+            window=args.window,
+            max_frames=args.max_frames,
+            max_pixels=args.max_pixels,
+        )
+    except ValueError as err:  # the window options (messages name the data.* keys they mirror)
+        print(f"sce infer: {err}")
+        return 2
     try:
         if args.window_scale is not None and not args.window_scale > 0:
             raise InferError(f"--window-scale must be positive seconds, got {args.window_scale}")

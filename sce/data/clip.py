@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from sce.data.prompts import Telemetry
 from sce.data.schema import ClipRecord
 
 TELEMETRY_ANCHORS: tuple[str, ...] = ("auto", *imu_lib.ANCHORS)
+WINDOW_MODES = ("event", "whole")
 
 
 class ClipError(ValueError):
@@ -48,8 +50,31 @@ class WindowSpec:
     # last one, or "auto": causal exactly when the window ends at the event (a paper-002
     # multi-scale window, or after == 0), so an anticipation prompt never sees the impact.
     telemetry_anchor: Literal["auto", "centered", "causal"] = "auto"
+    # "event": the [-before, +after] window; "whole": the record's whole span at `fps`, or
+    # `max_frames` spread uniformly over a span longer than max_frames / fps (paper 003:
+    # "2 fps, at most 128 frames"; `whole_clip_window`). before/after are unused then.
+    window: str = "event"
+    max_frames: int | None = None
+    # Per-frame pixel cap with Qwen's smart_resize rounding (paper 003: 16,384 pixels); frames
+    # are decoded at the capped size (sce.data.video_processing.at_model_size). None: no cap.
+    max_pixels: int | None = None
 
     def __post_init__(self) -> None:
+        if self.window not in WINDOW_MODES:
+            raise ValueError(f"data.window must be one of {WINDOW_MODES}, got {self.window!r}")
+        if self.window == "whole":
+            if self.max_frames is None or self.max_frames < 2 or self.max_frames % 2:
+                raise ValueError(
+                    "data.max_frames must be an even number >= 2 with data.window=whole "
+                    f"(Qwen's temporal patch is 2; it bounds a long clip's frames), got "
+                    f"{self.max_frames!r}"
+                )
+            if self.scale is not None:
+                raise ValueError("data.window=whole cannot be combined with data.window_scales")
+        elif self.max_frames is not None:
+            raise ValueError("data.max_frames applies to data.window=whole only")
+        if self.max_pixels is not None and self.max_pixels <= 0:
+            raise ValueError(f"data.max_pixels must be positive, got {self.max_pixels}")
         if self.telemetry_anchor not in TELEMETRY_ANCHORS:
             raise ValueError(
                 f"data.telemetry_anchor must be one of {TELEMETRY_ANCHORS}, "
@@ -58,6 +83,9 @@ class WindowSpec:
 
     @property
     def num_frames(self) -> int:
+        """Frames of the event window; with window="whole", the most a clip can get."""
+        if self.window == "whole":
+            return int(self.max_frames)
         n = int(round((self.before + self.after) * self.fps))
         return n + (n % 2)
 
@@ -66,7 +94,8 @@ class WindowSpec:
         """The telemetry block anchor in effect ("centered" or "causal")."""
         if self.telemetry_anchor != "auto":
             return self.telemetry_anchor
-        ends_at_event = self.scale is not None or self.after == 0
+        # a whole-clip window covers the clip whatever `after` says
+        ends_at_event = self.scale is not None or (self.window == "event" and self.after == 0)
         return "causal" if ends_at_event else "centered"
 
 
@@ -214,7 +243,9 @@ def plan_window(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
     start, end = chunk_bounds(record, duration)
     imu, imu_reason = load_record_imu(record)
     event_time, source = resolve_event_time(record, end - start, imu, offset=start)
-    if spec.scale is None:
+    if spec.window == "whole":
+        window, times, fps = whole_clip_window(start, end, spec)
+    elif spec.scale is None:
         window = _event_window(record, end - start, event_time, spec)
         times = video_lib.window_frame_times(window, spec.fps) + start
         fps = spec.fps
@@ -277,6 +308,8 @@ def _cached_plan(record: ClipRecord, spec: WindowSpec, cache) -> ClipInputs:
         "scale": spec.scale,
         "keyframes": list(spec.keyframes),
         "telemetry_anchor": spec.anchor,
+        "window": spec.window,
+        "max_frames": spec.max_frames,
     }
     # An unreadable telemetry file (permissions) gives a plan without telemetry; not stored, so
     # fixing the permissions (which leaves mtime alone) brings the telemetry back.
@@ -326,6 +359,32 @@ def _plan_from_arrays(arrays: dict[str, np.ndarray]) -> ClipInputs:
         **{name: str(arrays[name]) for name in _PLAN_TEXTS},
         **{name: bool(arrays[name]) for name in _PLAN_FLAGS},
     )
+
+
+def whole_clip_window(
+    start: float, end: float, spec: WindowSpec
+) -> tuple[video_lib.Window, np.ndarray, float]:
+    """(window, frame times, fps) covering the whole span [start, end] s (paper 003: "2 fps, at
+    most 128 frames", LLaMA-Factory's video_fps / video_maxlen).
+
+    A span of up to max_frames / fps seconds gets the largest even count n <= length * fps,
+    spaced exactly 1 / fps and centred in the span (16 s at 2 fps: 32 frames at 0.25, 0.75, ...,
+    15.75 s). A longer span gets max_frames at the centres of equal intervals over all of it,
+    at the true rate n / length (100 s, 128 frames: 1.28 fps, 0.39 ... 99.61 s), which the
+    processor's `second_per_grid_ts` = 2 / fps needs. A span shorter than two frames at `fps`
+    gets two frames at its quarter points. The count is even (Qwen's temporal patch is 2), so
+    every frame is a distinct sample and none is an edge-frame repeat.
+    """
+    length = end - start
+    n = 2 * int(math.floor(length * spec.fps / 2.0 + 1e-9))
+    if n >= spec.max_frames or n < 2:
+        n = min(max(n, 2), spec.max_frames)
+        fps = n / length  # spread over the whole span
+    else:
+        fps = spec.fps
+    centre = (start + end) / 2.0
+    times = centre + (np.arange(n, dtype=np.float64) - (n - 1) / 2.0) / fps
+    return video_lib.Window(start, end), times, fps
 
 
 def keyframe_window(event_time: float, duration: float, spec: WindowSpec):

@@ -51,6 +51,12 @@ class SceDataModule(L.LightningDataModule):
         telemetry_anchor: where each frame's IMU block sits: "centered" on the frame, "causal"
             (the samples up to the frame, nothing after the last one), or "auto" (default):
             causal for windows that end at the event (window_scales, or after = 0).
+        window: "event" (the [-before, +after] window) or "whole": the record's whole span at
+            fps, or max_frames spread uniformly over a longer one at the true, lower rate
+            (paper 003: 2 fps, at most 128 frames; before/after are then unused).
+        max_frames: the most frames of a whole-clip window (even; required with "whole").
+        max_pixels: per-frame pixel cap with Qwen's smart_resize rounding (paper 003: 16384);
+            frames are decoded at the capped size. None: the processor's own limits only.
     """
 
     def __init__(
@@ -79,11 +85,25 @@ class SceDataModule(L.LightningDataModule):
         seed: int = 0,
         window_scales: list[float] | None = None,
         telemetry_anchor: Literal["auto", "centered", "causal"] = "auto",
+        window: str = "event",
+        max_frames: int | None = None,
+        max_pixels: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
+        if window_scales and window != "event":
+            raise ValueError("data.window_scales needs data.window=event (keyframe windows)")
         self.spec = WindowSpec(
-            fps, before, after, width, height, decoder, telemetry_anchor=telemetry_anchor
+            fps,
+            before,
+            after,
+            width,
+            height,
+            decoder,
+            telemetry_anchor=telemetry_anchor,
+            window=window,
+            max_frames=max_frames,
+            max_pixels=max_pixels,
         )
         self.processor = None
         self.datasets: dict[str, SceDataset] = {}

@@ -148,24 +148,36 @@ def _patch_view(video: torch.Tensor, tp: int, merge: int, patch: int) -> torch.T
     return view.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
 
 
-def model_frame_size(processor, width: int, height: int) -> tuple[int, int]:
+def model_frame_size(
+    processor, width: int, height: int, max_pixels: int | None = None
+) -> tuple[int, int]:
     """(width, height) that `processor` resizes width x height video frames to.
 
     For Qwen2-VL style video processors this is `smart_resize` (each side to a multiple of
     patch * merge = 28, within the pixel limits): 420x240 -> 420x252. Other processors, and
     the per-frame cap whose limit depends on the video's length, give (width, height) back.
+    `max_pixels` (data.max_pixels, paper 003) caps each frame first, with the same rounding
+    (the processor's settings, else Qwen2.5-VL's): 420x476 at 16,384 pixels -> 112x112.
     """
-    from sce.budget import processor_settings, smart_resize
+    from sce.budget import QWEN25_VL_DEFAULTS, capped_frame_size, processor_settings, smart_resize
 
     video_processor = getattr(processor, "video_processor", None)
     if Qwen2VLVideoProcessor is None or not isinstance(video_processor, Qwen2VLVideoProcessor):
-        return width, height
+        return capped_frame_size(width, height, max_pixels, QWEN25_VL_DEFAULTS)
+    s = processor_settings(processor, "model")
+    width, height = capped_frame_size(width, height, max_pixels, s)
     if getattr(video_processor, "cap_pixels_per_frame", False):
         return width, height
-    s = processor_settings(processor, "model")
     resized_height, resized_width = smart_resize(
         height, width, s.factor, s.min_pixels, s.max_pixels
     )
+    if max_pixels is not None and (resized_width, resized_height) != (width, height):
+        raise ValueError(
+            f"data.max_pixels={max_pixels}: the processor's min_pixels {s.min_pixels:,} "
+            f"(video_processor.size.shortest_edge) would scale the capped {width}x{height} "
+            f"frames back up to {resized_width}x{resized_height}; the cap needs min_pixels <= "
+            f"{width * height:,} (Qwen2.5-VL's own preprocessor config has 3,136)"
+        )
     return resized_width, resized_height
 
 
@@ -175,9 +187,11 @@ def at_model_size(spec, processor):
     Frames are then decoded once, straight from the source to the model's input size (as
     qwen-vl-utils resizes), instead of to data.width x data.height and then again by the
     processor: sharper frames, the same token count, and the processor's resize becomes a
-    no-op (about 6 ms per 18-frame clip on one core).
+    no-op (about 6 ms per 18-frame clip on one core). With `spec.max_pixels` that size is the
+    capped one, so training, evaluation and `sce infer` (which all call this) see the same
+    pixels.
     """
     import dataclasses
 
-    width, height = model_frame_size(processor, spec.width, spec.height)
+    width, height = model_frame_size(processor, spec.width, spec.height, spec.max_pixels)
     return dataclasses.replace(spec, width=width, height=height)
