@@ -114,7 +114,10 @@ def capped_frame_size(
     its min/max pixels): 420x476 -> 112x112. Unchanged without a cap.
 
     Frames are decoded at this size (`sce.data.video_processing.at_model_size`); the processor
-    then leaves them as they are.
+    then leaves them as they are. Paper 003 only says "16,384 pixels maximum"; this is the
+    processor's (and qwen-vl-utils') reading of max_pixels. LLaMA-Factory, which the paper
+    trained with, first scales by sqrt(cap / pixels) with truncation and lets the processor
+    round afterwards: 420x476 -> 120x136 -> 112x140 (20 tokens per pair, not 16).
     """
     if max_pixels is None:
         return width, height

@@ -374,6 +374,10 @@ def whole_clip_window(
     processor's `second_per_grid_ts` = 2 / fps needs. A span shorter than two frames at `fps`
     gets two frames at its quarter points. The count is even (Qwen's temporal patch is 2), so
     every frame is a distinct sample and none is an edge-frame repeat.
+
+    LLaMA-Factory takes floor(length * fps) frames (at most max_frames) by linspace from the
+    first to the last video frame and repeats the last one when the count is odd; here frames
+    sit at interval centres, like every sce window, and an odd count is rounded down instead.
     """
     length = end - start
     n = 2 * int(math.floor(length * spec.fps / 2.0 + 1e-9))
