@@ -259,3 +259,10 @@ def test_whole_clip_budget_equals_the_collated_long_clip(tiny_kit, tiny_processo
     sample = Sample("x", content, frames, rate, b.representative_answer(), "mcq", "normal")
     assert collator([sample])["input_ids"].shape[1] == report["total_tokens"]
     assert report["visual_tokens_per_clip"] == 4 * 2 * 2
+
+
+def test_infer_cli_refuses_a_whole_window_without_max_frames(clips, capsys):
+    video = str(Path(clips["short"].root) / clips["short"].video)
+    code = main(["infer", "--model", "tiny:0", "--video", video, "--window", "whole"])
+    assert code == 2
+    assert "max_frames must be an even number" in capsys.readouterr().out
