@@ -21,6 +21,7 @@ from sce.data.collate import Collator
 from sce.data.dataset import SceDataset
 from sce.data.schema import ClipRecord, load_manifest
 from sce.data.synthetic import encode_video
+from sce.data.video import frame_indices
 from sce.data.video_processing import at_model_size, model_frame_size
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
@@ -78,7 +79,7 @@ def test_long_clip_spreads_128_frames_over_all_of_it_at_the_true_rate(clips):
     np.testing.assert_allclose(clip.frame_times, (np.arange(128) + 0.5) * 100 / 128)
     assert clip.fps == pytest.approx(1.28)
     numbers = _frame_numbers(clip.frames)
-    np.testing.assert_array_equal(numbers, np.floor(clip.frame_times * NATIVE_FPS + 0.5))
+    np.testing.assert_array_equal(numbers, frame_indices(clip.frame_times, NATIVE_FPS, 400))
     assert len(np.unique(numbers)) == 128 and numbers[0] <= 2 and numbers[-1] >= 397
 
 
@@ -109,6 +110,8 @@ def test_chunk_whole_clip_is_its_span_with_telemetry_at_the_true_rate(synthetic_
     assert few.fps == 1.0
     assert few.telemetry is not None and len(few.telemetry.accel) == 4
     np.testing.assert_allclose(few.telemetry.frame_times, few.frame_times)
+    # a whole-clip window does not end at the event: blocks centred on the frames, after or not
+    assert dataclasses.replace(WHOLE, after=0.0).anchor == "centered"
 
 
 def test_mixed_lengths_collate_with_each_clips_rate(clips, tiny_processor):
