@@ -9,7 +9,7 @@ state; the frozen base is reloaded from `model_path`.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -22,6 +22,7 @@ from sce.models import losses as loss_lib
 from sce.models.neftune import NEFTune
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+LossNormalization = Literal["effective_batch", "micro_batch"]
 
 
 class SceModule(L.LightningModule):
@@ -44,6 +45,11 @@ class SceModule(L.LightningModule):
             num_cycles (restarts) as in transformers' schedulers.
         gradient_checkpointing: recompute activations (use_reentrant=False).
         max_new_tokens: generation length for evaluation.
+        loss_normalization: "effective_batch" (default): the training loss is normalised by the
+            supervised tokens of the whole effective batch (every accumulation step and rank),
+            as Hugging Face's Trainer does since its 2024 gradient-accumulation fix;
+            "micro_batch": each micro-batch's token mean, averaged over accumulation steps and
+            ranks (Lightning's default, kept for comparison). See `token_weighted`.
     """
 
     def __init__(
@@ -69,6 +75,7 @@ class SceModule(L.LightningModule):
         num_cycles: int = 1,
         gradient_checkpointing: bool = False,
         max_new_tokens: int = 64,
+        loss_normalization: LossNormalization = "effective_batch",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -76,6 +83,12 @@ class SceModule(L.LightningModule):
         self.tokenizer = None
         self.neftune: NEFTune | None = None
         self.strict_loading = False  # checkpoints hold only the trainable parameters
+        if loss_normalization not in ("effective_batch", "micro_batch"):
+            raise ValueError(
+                "model.loss_normalization must be 'effective_batch' or 'micro_batch', "
+                f"got {loss_normalization!r}"
+            )
+        self._window_tokens = 0  # supervised tokens of this rank's current accumulation window
 
     # ------------------------------------------------------------------ model construction
     def configure_model(self) -> None:
@@ -99,17 +112,36 @@ class SceModule(L.LightningModule):
             f"[sce] {self.hparams.finetuning}: {counts['trainable']:,} trainable of "
             f"{counts['total']:,} parameters ({counts['trainable_pct']:.2f}%)"
         )
+        if _is_fsdp1(self._trainer):  # FSDP1 flat parameters need one dtype per unit
+            keep_master_weights_fp32(self.model, frozen_too=True)
         if self.device_mesh is not None:  # ModelParallelStrategy: FSDP2 after the adapters exist
             from sce.models.distributed import shard_model
 
-            shard_model(self.model, self.device_mesh)
+            shard_model(self.model, self.device_mesh, param_dtype=mixed_compute_dtype(self.model))
 
     def on_fit_start(self) -> None:
+        require_fp32_trainable(self, getattr(self._trainer, "precision", None))
+        self._check_temporal_rope()
         counts = self.parameter_counts
         for logger in self.loggers:
             logger.log_metrics(
                 {"params/trainable": counts["trainable"], "params/total": counts["total"]}, step=0
             )
+
+    def on_validation_start(self) -> None:
+        self._check_temporal_rope()  # `sce validate`; once per run (fit already checked)
+
+    def _check_temporal_rope(self) -> None:
+        """Fail before training on a transformers whose Qwen2.5-VL temporal positions collapse
+        the configured window's frames (sce.models.rope_guard); warn when pairs share one."""
+        if getattr(self, "_rope_checked", False) or self.model is None:
+            return
+        from sce.models.rope_guard import check_temporal_rope, window_of
+
+        window = window_of(getattr(self._trainer, "datamodule", None))
+        if window is not None:
+            check_temporal_rope(self.model, *window)
+        self._rope_checked = True
 
     def configure_callbacks(self) -> list:
         """Callbacks every run needs for exact mid-epoch resume: sampler position, RNG states."""
@@ -134,10 +166,10 @@ class SceModule(L.LightningModule):
                 pos_weight=self.hparams.pos_weight,
             )
 
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor | None:
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> loss_lib.LossOutput | None:
         self._log_data_problems(batch, stage)
         if batch.get("empty"):
-            return self._empty_batch_loss() if stage == "train" else None
+            return None
         out = self.model_step(batch)
         size = batch["input_ids"].shape[0]
         on_step = stage == "train"
@@ -152,7 +184,7 @@ class SceModule(L.LightningModule):
                 on_epoch=True,
                 sync_dist=not on_step,
             )
-        return out.total
+        return out
 
     def _empty_batch_loss(self) -> torch.Tensor:
         """A zero loss over every trainable parameter, for a batch whose samples were all
@@ -172,8 +204,34 @@ class SceModule(L.LightningModule):
                     on_epoch=True,
                 )
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        return self._shared_step(batch, "train")
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self._shared_step(batch, "train")
+        loss = self._empty_batch_loss() if out is None else out.total
+        if self.hparams.loss_normalization == "micro_batch":
+            return loss
+        n_tokens = 0 if out is None else out.n_tokens
+        self._window_tokens += n_tokens
+        return token_weighted(loss, n_tokens, self._accumulation())
+
+    def _accumulation(self) -> int:
+        trainer = self._trainer
+        return int(getattr(trainer, "accumulate_grad_batches", 1) or 1) if trainer else 1
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Effective-batch normalisation: divide the accumulated token-weighted gradients by the
+        supervised tokens of the whole window, summed over ranks (before clipping)."""
+        if self.hparams.loss_normalization != "effective_batch":
+            return
+        local = torch.tensor(float(self._window_tokens), device=self.device)
+        total = float(self._trainer.strategy.reduce(local, reduce_op="sum"))
+        self._window_tokens = 0
+        # DDP / FSDP average gradients over ranks: multiply that division back.
+        factor = self._trainer.world_size / max(total, 1.0)
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    param.grad.mul_(factor)
+        self.log("train/window_tokens", total, on_step=True, on_epoch=False)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._shared_step(batch, "val")
@@ -282,6 +340,26 @@ class SceModule(L.LightningModule):
             check_trainable_keys(self, checkpoint["state_dict"])
 
 
+def token_weighted(loss: torch.Tensor, n_tokens: int, accumulation: int = 1) -> torch.Tensor:
+    """`loss` in value, `n_tokens * accumulation * loss` in gradient.
+
+    Effective-batch normalisation without looking ahead: each micro-batch's mean loss is
+    backpropagated weighted by its supervised tokens (times the accumulation factor Lightning
+    divides by), so the accumulated gradient is that of the token SUM; `on_before_optimizer_step`
+    then divides by the window's tokens over all ranks. The value stays the micro-batch mean, so
+    logs and progress bars read as before.
+
+    The probability MSE rides on the same weight: a micro-batch contributes
+    (n_tokens / N) * (CE_mean + mse_weight * MSE_mean), its paper-002 loss weighted by its share
+    of the effective batch's tokens. That is the effective-batch item mean of the MSE whenever
+    micro-batches carry the same tokens per probability item (paper 002: every sample is a
+    probability answer of fixed format, fixed batch size); a separate item normaliser would need
+    the window's item count before the first backward.
+    """
+    scale = float(n_tokens * accumulation)
+    return loss.detach() + (loss - loss.detach()) * scale
+
+
 def load_tokenizer(model_path: str):
     from transformers import AutoProcessor
 
@@ -328,6 +406,67 @@ def load_model(hparams) -> torch.nn.Module:
         train_vision=hparams.train_vision,
         train_merger=hparams.train_merger,
     )
+    keep_master_weights_fp32(model)
     if hparams.gradient_checkpointing:
         adapter_lib.enable_gradient_checkpointing(model)
     return model
+
+
+# ---------------------------------------------------------------------- fp32 master weights
+# AdamW steps applied to bf16 weights round away: bf16 keeps 8 significant bits, so an update
+# below ~1/256 of a weight is lost. On the tiny model, 3 steps at lr 1e-5 changed 13% of the
+# full fine-tune's elements in bf16 against 83.5% in fp32. The trainable parameters are therefore
+# kept in float32 (master weights, and AdamW moments in float32 with them) while frozen weights
+# stay in the load dtype; bf16 compute comes from autocast (`trainer.precision: bf16-mixed`) or
+# FSDP's MixedPrecision (param_dtype). Cost for a 7B full fine-tune (~7B trainable): +14 GB of
+# weights and +28 GB of AdamW moments over pure bf16, sharded over the ranks under FSDP. PEFT
+# adapters are already float32 (get_peft_model's autocast_adapter_dtype); this keeps them so.
+
+
+def keep_master_weights_fp32(model: torch.nn.Module, frozen_too: bool = False) -> int:
+    """Cast trainable floating-point parameters (all of them with `frozen_too`) to float32 in
+    place; returns how many were cast. Tied weights are one Parameter and are cast once."""
+    cast = 0
+    for param in model.parameters():
+        wanted = param.requires_grad or frozen_too
+        if wanted and param.is_floating_point() and param.dtype != torch.float32:
+            param.data = param.data.float()
+            cast += 1
+    return cast
+
+
+def mixed_compute_dtype(model: torch.nn.Module) -> torch.dtype | None:
+    """The lowest floating dtype among the parameters when they are not all one dtype (FSDP2
+    then casts every parameter to it for compute), else None (keep the parameters' own)."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if len(dtypes) < 2:
+        return None
+    return min(dtypes, key=lambda d: torch.finfo(d).bits)
+
+
+def require_fp32_trainable(module: torch.nn.Module, precision: str | None = None) -> None:
+    """Raise ValueError when a trainable parameter is not float32 at fit start.
+
+    The fp32 masters made in `load_model` can be undone afterwards: Lightning's `bf16-true` /
+    `16-true` precision converts the whole module (`module.to(bfloat16)`, FSDP included) before
+    training starts. Refuse that instead of training a fraction of the weights.
+    """
+    low = [(n, p.dtype) for n, p in module.named_parameters() if p.requires_grad]
+    low = [(n, d) for n, d in low if d != torch.float32]
+    if not low:
+        return
+    name, dtype = low[0]
+    raise ValueError(
+        f"{len(low)} trainable parameters are stored in {dtype} (e.g. {name!r}) under "
+        f"trainer.precision={precision!r}: AdamW updates smaller than the weight's bf16/fp16 "
+        "resolution round away, so most of the model would not train. Use trainer.precision: "
+        "bf16-mixed with model.dtype: bfloat16 (frozen weights stay bf16, trainable weights are "
+        "float32 masters, compute runs in bf16 autocast / FSDP mixed precision); '*-true' "
+        "precisions convert every weight to half precision."
+    )
+
+
+def _is_fsdp1(trainer) -> bool:
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    return trainer is not None and isinstance(getattr(trainer, "strategy", None), FSDPStrategy)

@@ -1,0 +1,157 @@
+"""Temporal RoPE guard: check the installed transformers' Qwen2.5-VL temporal positions.
+
+Qwen2.5-VL places each temporal patch (frame pair) of a video at temporal position
+`floor(k * tokens_per_second * second_per_grid_ts)`, with `second_per_grid_ts =
+temporal_patch_size / fps`. Several transformers 5.x releases computed the interval as
+`tokens_per_second * int(second_per_grid_ts)`: above 2 fps `int(2 / fps)` is 0 and every frame of
+the video lands on one temporal position, silently erasing the order of events. Even correct
+code maps 1 / (2 * 2 / fps) pairs onto one index above 4 fps (`tokens_per_second = 2`): at 30 fps
+7-8 frame pairs share an index.
+
+`check_temporal_rope(model, frames, fps)` runs the model's own `get_rope_index` on a probe
+sequence (text, one video block holding the configured window's frames at the configured fps,
+text), from the model's config only: no weights are loaded and no forward runs. It raises
+`TemporalRopeError` (naming the installed transformers version) when the positions do not
+increase from the first frame pair to the last, and warns with the numbers when pairs share an
+index. `SceModule` calls it at fit / validate start (`window_of(datamodule)` gives the window).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from sce.models.adapters import unwrap_model
+
+
+class TemporalRopeError(RuntimeError):
+    """The installed transformers collapses a video's frames onto one temporal position."""
+
+
+@dataclass(frozen=True)
+class TemporalProbe:
+    """Temporal positions of each frame pair of a probe video, relative to the first pair."""
+
+    frames: int
+    fps: float
+    positions: tuple[int, ...]
+
+    @property
+    def pairs(self) -> int:
+        return len(self.positions)
+
+    @property
+    def distinct(self) -> int:
+        return len(set(self.positions))
+
+    @property
+    def most_per_index(self) -> int:
+        """The largest number of frame pairs sharing one temporal index."""
+        return max(self.positions.count(p) for p in set(self.positions)) if self.positions else 0
+
+    @property
+    def increases(self) -> bool:
+        return self.pairs < 2 or self.positions[-1] > self.positions[0]
+
+
+def _rope_owner(model: nn.Module) -> nn.Module:
+    """The module that defines `get_rope_index` (Qwen2_5_VLModel under the CausalLM/PEFT)."""
+    base = unwrap_model(model)
+    for candidate in (getattr(base, "model", None), base):
+        if candidate is not None and callable(getattr(candidate, "get_rope_index", None)):
+            return candidate
+    raise TypeError(f"{type(base).__name__} has no get_rope_index: not a Qwen2.5-VL-like model")
+
+
+def probe_temporal_positions(model: nn.Module, frames: int, fps: float) -> TemporalProbe:
+    """Temporal position of each frame pair of a `frames`-frame video at `fps`.
+
+    The probe video has one merged token per temporal patch (grid T x merge x merge), between
+    two text tokens, exactly as the processor lays out a video block.
+    """
+    owner = _rope_owner(model)
+    config = owner.config
+    vision = getattr(config, "vision_config", config)
+    patch = int(getattr(vision, "temporal_patch_size", 2))
+    merge = int(getattr(vision, "spatial_merge_size", 2))
+    pairs = max(1, frames // patch)
+    text_id = 0 if config.video_token_id != 0 else 1
+    input_ids = torch.tensor([[text_id] + [config.video_token_id] * pairs + [text_id]])
+    types = torch.zeros_like(input_ids, dtype=torch.int32)
+    types[0, 1 : 1 + pairs] = 2  # video placeholders
+    with torch.no_grad():
+        position_ids, _ = owner.get_rope_index(
+            input_ids,
+            mm_token_type_ids=types,
+            video_grid_thw=torch.tensor([[pairs, merge, merge]]),
+            second_per_grid_ts=torch.tensor([patch / fps]),
+            attention_mask=torch.ones_like(input_ids),
+        )
+    temporal = position_ids[0, 0, 1 : 1 + pairs]
+    return TemporalProbe(frames, fps, tuple(int(t - temporal[0]) for t in temporal))
+
+
+def check_temporal_rope(model: nn.Module, frames: int, fps: float) -> TemporalProbe:
+    """Raise TemporalRopeError if the frames of a `frames`-frame video at `fps` do not get
+    increasing temporal positions; warn when several frame pairs share a temporal index."""
+    import transformers
+
+    probe = probe_temporal_positions(model, frames, fps)
+    if not probe.increases:
+        raise TemporalRopeError(
+            f"transformers {transformers.__version__} gives every frame pair of a {frames}-frame "
+            f"video at {fps:g} fps the same Qwen2.5-VL temporal position (first pair "
+            f"{probe.positions[0]}, last pair {probe.positions[-1]}): this release computes the "
+            "temporal interval with int(second_per_grid_ts), which is 0 above 2 fps, so the model "
+            "cannot see the order of frames. Install a transformers release whose get_rope_index "
+            "multiplies by the float second_per_grid_ts (5.23 does; see setup.cfg), or sample at "
+            "2 fps or less."
+        )
+    if probe.distinct < probe.pairs:
+        warnings.warn(
+            f"Qwen2.5-VL temporal RoPE: {probe.pairs} frame pairs of a {frames}-frame video at "
+            f"{fps:g} fps get only {probe.distinct} distinct temporal indices (up to "
+            f"{probe.most_per_index} pairs per index; interval tokens_per_second x 2/fps = "
+            f"{_interval(model, fps):.3g} < 1): pairs on one index are ordered only by their "
+            "spatial positions. Lower data.fps to 4 or less to give every pair its own index.",
+            stacklevel=2,
+        )
+    return probe
+
+
+def _interval(model: nn.Module, fps: float) -> float:
+    vision = getattr(_rope_owner(model).config, "vision_config", None)
+    tokens_per_second = float(getattr(vision, "tokens_per_second", 2))
+    return tokens_per_second * float(getattr(vision, "temporal_patch_size", 2)) / fps
+
+
+def window_of(datamodule: Any) -> tuple[int, float] | None:
+    """(frames, fps) of the datamodule's configured event window, or None when it has none.
+
+    Reads `fps`, `before`, `after` (and a `max_frames` cap when set) from its hyperparameters:
+    the same frame count as `sce.data.clip.WindowSpec.num_frames`.
+    """
+    hparams = getattr(datamodule, "hparams", None)
+    if hparams is None or not all(k in hparams for k in ("fps", "before", "after")):
+        return None
+    from sce.data.clip import WindowSpec
+
+    fps = float(hparams["fps"])
+    frames = WindowSpec(fps=fps, before=hparams["before"], after=hparams["after"]).num_frames
+    max_frames = hparams.get("max_frames")
+    if max_frames:
+        frames = min(frames, int(max_frames))
+    return frames, fps
+
+
+__all__ = [
+    "TemporalProbe",
+    "TemporalRopeError",
+    "check_temporal_rope",
+    "probe_temporal_positions",
+    "window_of",
+]
