@@ -16,7 +16,7 @@ pytestmark = [
 ]
 
 
-@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
+@pytest.mark.parametrize("precision", ["bf16-mixed"])  # bf16-true: refused (fp32 masters)
 def test_dora_training_steps_in_bf16_lower_the_loss(
     tiny_kit, synthetic_manifest, tmp_path, precision
 ):

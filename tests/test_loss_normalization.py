@@ -143,7 +143,8 @@ def test_unknown_normalization_is_refused(tiny_kit):
 # --------------------------------------------------------------------------- 2 gloo ranks
 
 SCRIPT = r'''
-"""DDP on 2 CPU ranks (gloo): rank r trains on micro-batch r. Usage: script.py KIT BATCHES OUT."""
+"""DDP on 2 CPU ranks (gloo, forked after the imports): rank r trains on micro-batch r and
+rank 0 saves the all-reduced, normalised gradients. Usage: script.py KIT BATCHES OUT."""
 import sys
 
 import lightning as L
@@ -160,23 +161,24 @@ class Probe(SceModule):
         return []
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        self.seen = {n: p.grad.clone() for n, p in self.named_parameters() if p.grad is not None}
+        if self.global_rank == 0:
+            grads = {n: p.grad.clone() for n, p in self.named_parameters() if p.grad is not None}
+            torch.save(grads, f"{OUT}/grads.pt")
 
     def train_dataloader(self):
         batches = torch.load(BATCHES, weights_only=False)
         return DataLoader([batches[self.global_rank]], batch_size=None, collate_fn=lambda b: b)
 
 
-module = Probe(KIT, finetuning="full", dtype="float32", loss_normalization="effective_batch")
-trainer = L.Trainer(
-    accelerator="cpu", devices=2, strategy="ddp", max_steps=1, logger=False,
-    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    use_distributed_sampler=False, num_sanity_val_steps=0, limit_val_batches=0,
-    default_root_dir=OUT,
-)
-trainer.fit(module)
-if trainer.global_rank == 0:
-    torch.save(module.seen, f"{OUT}/grads.pt")
+if __name__ == "__main__":
+    module = Probe(KIT, finetuning="full", dtype="float32", loss_normalization="effective_batch")
+    trainer = L.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp_fork", max_steps=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        use_distributed_sampler=False, num_sanity_val_steps=0, limit_val_batches=0,
+        default_root_dir=OUT,
+    )
+    trainer.fit(module)
 '''
 
 

@@ -14,6 +14,11 @@ text), from the model's config only: no weights are loaded and no forward runs. 
 `TemporalRopeError` (naming the installed transformers version) when the positions do not
 increase from the first frame pair to the last, and warns with the numbers when pairs share an
 index. `SceModule` calls it at fit / validate start (`window_of(datamodule)` gives the window).
+
+Releases, read from their wheels' modeling_qwen2_5_vl.py: 5.0.0 casts second_per_grid_t to
+int64 before multiplying, 5.12.0 to 5.17.0 use `int(second_per_grid_ts)` (both collapse >2 fps
+videos); 5.18.0 to 5.23.0 multiply by the float value. setup.cfg asks for 5.23, the release the
+whole test suite runs on; the guard also catches an older or patched install at run time.
 """
 
 from __future__ import annotations
