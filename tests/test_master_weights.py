@@ -91,3 +91,17 @@ def test_master_weight_helpers():
     assert mixed_compute_dtype(model) == torch.bfloat16  # FSDP2 computes in the lowest dtype
     keep_master_weights_fp32(model, frozen_too=True)  # FSDP1: one dtype per flat parameter
     assert mixed_compute_dtype(model) is None
+
+
+def test_fsdp1_gets_one_fp32_dtype_per_flat_parameter(tiny_kit):
+    """FSDP1 flattens each unit's parameters into one tensor of one dtype; the root unit holds
+    trainable embeddings and the frozen merger, so under FSDP1 every weight is fp32 (FSDP's
+    MixedPrecision computes in bf16)."""
+    from types import SimpleNamespace
+
+    from sce.models.distributed import fsdp_strategy
+
+    module = SceModule(str(tiny_kit), finetuning="full", dtype="bfloat16")
+    module._trainer = SimpleNamespace(strategy=fsdp_strategy())
+    module.configure_model()
+    assert {p.dtype for p in module.parameters()} == {torch.float32}

@@ -16,8 +16,8 @@ increase from the first frame pair to the last, and warns with the numbers when 
 index. `SceModule` calls it at fit / validate start (`window_of(datamodule)` gives the window).
 
 Releases, read from their wheels' modeling_qwen2_5_vl.py: 5.0.0 casts second_per_grid_t to
-int64 before multiplying, 5.12.0 to 5.17.0 use `int(second_per_grid_ts)` (both collapse >2 fps
-videos); 5.18.0 to 5.23.0 multiply by the float value. setup.cfg asks for 5.23, the release the
+int64 before multiplying, 5.6.0, 5.10.4 and 5.12.0 to 5.17.0 use `int(second_per_grid_ts)` (all
+collapse >2 fps videos); 5.18.0, 5.19.0, 5.20.0, 5.22.2 and 5.23.0 multiply by the float value. setup.cfg asks for 5.23, the release the
 whole test suite runs on; the guard also catches an older or patched install at run time.
 """
 
