@@ -96,7 +96,7 @@ def module_from_checkpoint(
 ):
     """SceModule rebuilt from a checkpoint's hparams, base loaded, adapter weights restored."""
     from sce.checkpointing import check_trainable_keys
-    from sce.models.module import SceModule
+    from sce.models.module import SceModule, resolve_dtype, restore_load_dtype
 
     if not isinstance(checkpoint, dict):
         where, checkpoint = str(checkpoint), read_checkpoint(checkpoint)
@@ -105,6 +105,9 @@ def module_from_checkpoint(
     state = checkpoint["state_dict"]
     check_trainable_keys(module, state, where)
     module.load_state_dict(state, strict=False)
+    restore_load_dtype(
+        module.model, resolve_dtype(module.hparams.dtype)
+    )  # fp32 masters: training only
     module.model.eval()
     return module
 

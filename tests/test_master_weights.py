@@ -105,3 +105,26 @@ def test_fsdp1_gets_one_fp32_dtype_per_flat_parameter(tiny_kit):
     module._trainer = SimpleNamespace(strategy=fsdp_strategy())
     module.configure_model()
     assert {p.dtype for p in module.parameters()} == {torch.float32}
+
+
+def test_export_serves_a_full_finetune_in_the_load_dtype(tiny_kit):
+    """The fp32 masters are for training: a checkpoint rebuilt for export / inference holds the
+    trained values in the run's dtype (bf16 here), adapters aside."""
+    from sce.checkpointing import adapter_only
+    from sce.export import module_from_checkpoint
+
+    trained = SceModule(str(tiny_kit), finetuning="full", dtype="bfloat16")
+    trained.configure_model()
+    embed = trained.model.get_input_embeddings().weight
+    with torch.no_grad():
+        embed[0, 0] = 1.0 + 2**-7  # representable in bf16
+    checkpoint = {
+        "hyper_parameters": dict(trained.hparams),
+        "state_dict": adapter_only(trained, trained.state_dict()),
+    }
+    assert checkpoint["state_dict"]["model.model.language_model.embed_tokens.weight"].dtype == (
+        torch.float32
+    )  # the checkpoint keeps the masters for resuming
+    module = module_from_checkpoint(checkpoint)
+    assert {p.dtype for p in module.parameters()} == {torch.bfloat16}
+    assert module.model.get_input_embeddings().weight[0, 0].item() == 1.0 + 2**-7

@@ -377,17 +377,21 @@ def option_token_ids(tokenizer) -> list[int]:
     return ids
 
 
+def resolve_dtype(name: str) -> torch.dtype:
+    """model.dtype as a torch dtype: "auto" is bfloat16 on CUDA, float32 on CPU."""
+    if name == "auto":
+        name = "bfloat16" if torch.cuda.is_available() else "float32"
+    if name not in DTYPES:
+        raise ValueError(f"model.dtype must be one of auto, {', '.join(DTYPES)}; got {name!r}")
+    return DTYPES[name]
+
+
 def load_model(hparams) -> torch.nn.Module:
     """from_pretrained with dtype/attention from config, then the fine-tuning mode."""
     from transformers import AutoModelForImageTextToText
 
-    dtype = hparams.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if torch.cuda.is_available() else "float32"
-    if dtype not in DTYPES:
-        raise ValueError(f"model.dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}")
     kwargs: dict[str, Any] = {
-        "dtype": DTYPES[dtype],
+        "dtype": resolve_dtype(hparams.dtype),
         "attn_implementation": adapter_lib.resolve_attn_implementation(hparams.attn_implementation),
     }
     if hparams.finetuning == "qlora":
@@ -433,6 +437,14 @@ def keep_master_weights_fp32(model: torch.nn.Module, frozen_too: bool = False) -
             param.data = param.data.float()
             cast += 1
     return cast
+
+
+def restore_load_dtype(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """For inference and export: master weights back to the load dtype (a full fine-tune's 7B
+    language model would otherwise be served in fp32). PEFT adapters stay as PEFT keeps them."""
+    for name, param in model.named_parameters():
+        if param.is_floating_point() and param.dtype != dtype and "lora_" not in name:
+            param.data = param.data.to(dtype)
 
 
 def mixed_compute_dtype(model: torch.nn.Module) -> torch.dtype | None:
