@@ -61,6 +61,11 @@ def test_30_fps_warns_how_many_pairs_share_an_index(tiny_model):
 def test_window_of_a_datamodule(tiny_kit, synthetic_manifest):
     paper001 = SceDataModule(str(synthetic_manifest), str(tiny_kit), fps=30.0, before=4, after=2)
     assert window_of(paper001) == (180, 30.0)
+    # paper 003: the whole clip at 2 fps, at most 128 frames (its before/after are not used)
+    paper003 = SceDataModule(
+        str(synthetic_manifest), str(tiny_kit), fps=2.0, window="whole", max_frames=128
+    )
+    assert window_of(paper003) == (128, 2.0)
     assert window_of(object()) is None
 
 

@@ -138,7 +138,8 @@ def window_of(datamodule: Any) -> tuple[int, float] | None:
     """(frames, fps) of the datamodule's configured event window, or None when it has none.
 
     Reads `fps`, `before`, `after` (and a `max_frames` cap when set) from its hyperparameters:
-    the same frame count as `sce.data.clip.WindowSpec.num_frames`.
+    the same frame count as `sce.data.clip.WindowSpec.num_frames`; a whole-clip window
+    (`window: whole`) probes its longest block, `max_frames` frames.
     """
     hparams = getattr(datamodule, "hparams", None)
     if hparams is None or not all(k in hparams for k in ("fps", "before", "after")):
@@ -148,6 +149,8 @@ def window_of(datamodule: Any) -> tuple[int, float] | None:
     fps = float(hparams["fps"])
     frames = WindowSpec(fps=fps, before=hparams["before"], after=hparams["after"]).num_frames
     max_frames = hparams.get("max_frames")
+    if hparams.get("window") == "whole" and max_frames:  # the whole-clip window's longest block
+        return int(max_frames), fps
     if max_frames:
         frames = min(frames, int(max_frames))
     return frames, fps
