@@ -142,10 +142,7 @@ def lookup(config: dict, key: str) -> Any:
             * lookup(config, "trainer.accumulate_grad_batches")
         )
     if key == "frames":
-        from sce.data.video import Window, window_frame_times
-
-        before, after = lookup(config, "data.before"), lookup(config, "data.after")
-        return len(window_frame_times(Window(-before, after), lookup(config, "data.fps")))
+        return frames_of(config)
     node: Any = config
     parts = key.split(".")
     for depth, part in enumerate(parts):
@@ -328,6 +325,20 @@ def test_recipe_tables_need_every_setting():
     assert "'model'" in problem and "'window'" in problem and "'lr'" not in problem
 
 
+def frames_of(config: dict) -> int:
+    """Frames per window as sce samples them: the event window's count at data.fps, a whole-clip
+    window's data.max_frames (the most a clip gets), or a multi-scale window's keyframes."""
+    from sce.data.clip import WindowSpec
+    from sce.data.video import Window, window_frame_times
+
+    if lookup(config, "data.window_scales"):
+        return len(WindowSpec().keyframes)
+    if lookup(config, "data.window") == "whole":
+        return WindowSpec(window="whole", max_frames=lookup(config, "data.max_frames")).num_frames
+    before, after = lookup(config, "data.before"), lookup(config, "data.after")
+    return len(window_frame_times(Window(-before, after), lookup(config, "data.fps")))
+
+
 def _config(name: str) -> dict:
     return yaml.safe_load((ROOT / "experiments" / name).read_text())
 
@@ -381,6 +392,9 @@ PAPER_VALUES = {
         "model.finetuning": "full",
         "model.train_vision": False,
         "data.fps": 2.0,
+        "data.window": "whole",
+        "frames": 128,
+        "data.max_pixels": 16384,
     },
 }
 

@@ -168,7 +168,10 @@ def test_mcq_task_and_options() -> None:
     ("label", "annotations", "answer", "target"),
     [
         ("collision", {}, "Collision Probability: 1.000", 1.0),
-        ("near_collision", {}, "Collision Probability: 0.000", 0.0),
+        # paper 002: windows end at "the annotated collision (or near-miss) time": positives
+        ("near_collision", {}, "Collision Probability: 1.000", 1.0),
+        ("event", {}, "Collision Probability: 1.000", 1.0),
+        ("normal", {}, "Collision Probability: 0.000", 0.0),
         # paper 002's answer keeps the annotation's 3 decimals: text and MSE target agree
         ("normal", {"probability": 0.872}, "Collision Probability: 0.872", 0.872),
         ("normal", {"probability": 0.05}, "Collision Probability: 0.050", 0.05),

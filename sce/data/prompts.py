@@ -128,9 +128,10 @@ def event_answer(label: str, scope: str = "three_class") -> str:
 
 
 def default_collision_probability(label: str) -> float:
-    """Probability target of a record without `annotations.probability`: 1 for a collision and
-    for a binary event (paper 002's label 1 is a collision or a near-miss), else 0."""
-    return 1.0 if label in ("collision", "event") else 0.0
+    """Probability target of a record without `annotations.probability`: 1 for an event, 0 for
+    normal driving. Paper 002's positives are windows "ending at the annotated collision (or
+    near-miss) time" (Nexar's label 1), so a 3-class near-collision is a positive as well."""
+    return 1.0 if label in ("collision", "near_collision", "event") else 0.0
 
 
 # Decimals of a probability answer: paper 002's "Collision Probability: 0.872" (its annotations'
