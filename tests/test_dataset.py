@@ -113,7 +113,8 @@ def test_eval_on_and_off_settings(stub_loader: list[str]) -> None:
         expected = (
             mcq_answer(s.label)
             if s.task == "mcq"
-            else probability_answer(1.0 if s.label == "collision" else 0.0)
+            # paper 002: collisions and near-misses are the positives
+            else probability_answer(0.0 if s.label == "normal" else 1.0)
         )
         assert s.answer == expected
     assert ds.labels == [r.label for r in records for _ in range(4)]
