@@ -14,10 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
+from helpers import cpu_trainer
 from torch.utils.data import DataLoader
 
 from sce.data.collate import Collator, Sample
@@ -80,18 +80,8 @@ def lightning_gradients(kit: Path, batches: list[dict], normalization: str, tmp_
     module = GradientProbe(
         str(kit), finetuning="full", dtype="float32", loss_normalization=normalization
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        accumulate_grad_batches=len(batches),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=str(tmp_path),
+    trainer = cpu_trainer(
+        tmp_path, max_steps=1, accumulate_grad_batches=len(batches), limit_val_batches=0
     )
     loader = DataLoader(batches, batch_size=None, collate_fn=lambda b: b)
     trainer.fit(module, train_dataloaders=loader)

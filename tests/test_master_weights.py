@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from helpers import cpu_trainer
 
 from sce.data.datamodule import SceDataModule
 from sce.models.module import SceModule, keep_master_weights_fp32, mixed_compute_dtype
@@ -33,19 +34,12 @@ def update_fraction(kit: Path, manifest: Path, tmp_path: Path, dtype: str, preci
     )
     module = SceModule(str(kit), finetuning="full", dtype=dtype, lr=1e-5, scheduler="constant")
     snapshot = Snapshot()
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = cpu_trainer(
+        tmp_path,
         max_steps=3,
         precision=precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        num_sanity_val_steps=0,
         limit_val_batches=0,
         callbacks=[snapshot],
-        default_root_dir=str(tmp_path),
     )
     trainer.fit(module, datamodule=data)
     params = dict(module.named_parameters())

@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from helpers import cpu_trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from sce.callbacks.evaluation import GenerationEvaluation
@@ -19,18 +20,7 @@ def _datamodule(manifest: Path, kit: Path, **kwargs) -> SceDataModule:
     return SceDataModule(str(manifest), str(kit), **(defaults | kwargs))
 
 
-def _trainer(tmp_path: Path, **kwargs) -> L.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        num_sanity_val_steps=0,
-        default_root_dir=str(tmp_path),
-    )
-    return L.Trainer(**(defaults | kwargs))
+_trainer = cpu_trainer
 
 
 def test_fit_lowers_loss_on_a_fixed_batch(tiny_kit, synthetic_manifest, tmp_path):
