@@ -30,6 +30,7 @@ import torch
 from sce.callbacks.evaluation import GenerationEvaluation
 from sce.data.datamodule import SceDataModule
 from sce.data.schema import LABELS
+from sce.metrics.evaluate import json_safe
 from sce.models.module import SceModule
 
 
@@ -161,7 +162,7 @@ def run_demo(
     SceDataModule(str(manifest), str(warm_dir))._load_processor().save_pretrained(merged_dir)
     results["trained"] = evaluate(merged_dir, manifest, out, "trained", cfg)
     results["seconds"] = round(time.time() - start, 1)
-    (out / "metrics.json").write_text(json.dumps(results, indent=2, default=float))
+    (out / "metrics.json").write_text(json.dumps(json_safe(results), indent=2, allow_nan=False))
     print(summary_table(results))
     print(f"\nwrote {out / 'metrics.json'} and TensorBoard logs in {out / 'tensorboard'}")
     return results

@@ -160,7 +160,7 @@ def test_binary_scope_items_count_only_in_binary_metrics():
     only_binary = EventClassificationMetrics()
     only_binary.update(["normal", "collision"], ["normal", "event"], ["binary", "binary"])
     out = only_binary.compute()
-    assert out["n"] == 0 and math.isnan(out["acc"]) and out["binary/n"] == 2
+    assert out["n"] == 0 and "acc" not in out and out["binary/n"] == 2
     assert out["binary/acc"] == 1.0  # a collision answer is on the event side
     with pytest.raises(ValueError, match="target label 'collision' at position 0 is not one of"):
         only_binary.update(["event"], ["collision"], ["binary"])
@@ -192,13 +192,88 @@ def test_summary_scores_binary_items_in_binary_metrics_only():
     assert scalars["ll/acc"] == 1.0 and scalars["ll/binary/acc"] == approx(4 / 5)
 
 
+def _mixed_scope_items() -> list[dict]:
+    """4 three-class items (synthetic, one wrong) + 3 binary Nexar items (one unparseable)."""
+
+    def item(i, label, scope, prediction):
+        return {
+            "id": f"x{i}", "task": "mcq", "label": label, "label_scope": scope,
+            "source": "nexar" if scope == "binary" else "synthetic", "imu_on": False,
+            "reference": "", "prediction": prediction,
+        }  # fmt: skip
+
+    return [
+        item(0, "collision", "three_class", "A. collision"),
+        item(1, "near_collision", "three_class", "B. near-collision"),
+        item(2, "normal", "three_class", "C. normal driving"),
+        item(3, "collision", "three_class", "C. normal driving"),
+        item(4, "event", "binary", "A. yes"),
+        item(5, "normal", "binary", "B. no"),
+        item(6, "event", "binary", "the weather is sunny"),  # no answer: invalid
+    ]
+
+
+def test_groups_report_only_the_scopes_they_have_items_of():
+    """A binary-only group (source_nexar) has no 3-class keys (no NaN acc / f1 with n = 0);
+    binary/invalid_rate counts the binary items' unparseable answers."""
+    from sce.metrics.evaluate import summarize
+
+    scalars = summarize(_mixed_scope_items()).scalars
+    names = EventClassificationMetrics().metric_names()
+    binary_keys = {k for k in names if k.startswith("binary/")}
+    three_keys = set(names) - binary_keys
+
+    def keys_of(group: str) -> set[str]:
+        head = f"{group}/"
+        return {k[len(head) :] for k in scalars if k.startswith(head) and k[len(head) :] in names}
+
+    assert keys_of("source_nexar") == {"n"} | binary_keys
+    assert keys_of("source_synthetic") == three_keys | binary_keys
+    assert {k for k in scalars if k in names} == three_keys | binary_keys  # overall
+    assert scalars["source_nexar/n"] == 0 and scalars["source_nexar/binary/n"] == 3
+    assert scalars["source_nexar/binary/invalid_rate"] == approx(1 / 3)
+    assert scalars["source_nexar/binary/acc"] == approx(2 / 3)  # the invalid answer is wrong
+    assert scalars["source_synthetic/binary/invalid_rate"] == 0.0
+    assert scalars["binary/invalid_rate"] == approx(1 / 7) and scalars["invalid_rate"] == 0.0
+    # all: TP 3 (C, N, yes), FN 2 (C->normal, event->invalid), TN 2, FP 0
+    assert scalars["n"] == 4 and scalars["acc"] == approx(3 / 4)
+    assert scalars["binary/acc"] == approx(5 / 7) and scalars["binary/recall"] == approx(3 / 5)
+    assert scalars["binary/precision"] == 1.0
+    finite = [k for k, v in scalars.items() if isinstance(v, float) and not math.isfinite(v)]
+    assert finite == []  # every class is present overall and per source: nothing undefined
+
+
+def _strict_json(text: str):
+    def refuse(constant: str):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_metrics_json_is_strict_json(tmp_path):
+    """metrics.json never holds a bare NaN / Infinity (not JSON): undefined values are null."""
+    from sce.callbacks.evaluation import _write_json
+    from sce.metrics.evaluate import summarize
+
+    record = {"split": "val", "step": 3, **summarize(_mixed_scope_items()).to_json()}
+    record["scalars"]["recall/near_collision"] = math.nan  # e.g. a class absent from targets
+    record["extra"] = {"inf": math.inf, "np": np.float32("nan"), "t": torch.tensor(-math.inf)}
+    path = tmp_path / "metrics.json"
+    _write_json(path, record)
+    saved = _strict_json(path.read_text())
+    assert saved["scalars"]["recall/near_collision"] is None
+    assert saved["extra"] == {"inf": None, "np": None, "t": None}
+    assert saved["scalars"]["source_nexar/binary/invalid_rate"] == approx(1 / 3)
+    assert "source_nexar/acc" not in saved["scalars"]
+    assert saved["step"] == 3 and not list(tmp_path.glob("*.tmp"))
+
+
 def test_empty_metrics_and_reset():
     metrics = EventClassificationMetrics()
-    out = metrics.compute()
-    assert out["n"] == 0 and math.isnan(out["acc"]) and out["support/collision"] == 0
-    assert set(out) == set(metrics.metric_names())
+    assert metrics.compute() == {"n": 0, "binary/n": 0}  # counts only, no NaN placeholders
     metrics.update(PREDS, TARGETS)
     assert metrics.compute()["n"] == 10
+    assert set(metrics.compute()) == set(metrics.metric_names())
     metrics.reset()
     metrics.update([C], [C])
     assert metrics.compute()["acc"] == approx(1.0)

@@ -20,7 +20,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from tqdm import tqdm
 
-from sce.metrics.evaluate import Summary, summarize
+from sce.metrics.evaluate import Summary, json_safe, summarize
 
 
 class GenerationEvaluation(Callback):
@@ -126,6 +126,8 @@ def _tensorboard_writer(trainer: Trainer):
 
 
 def _write_json(path: Path, data: dict) -> None:
+    """Write strict JSON (atomically): non-finite numbers become null, never a bare NaN, which
+    Python's json writes by default but no strict JSON parser reads."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
+    tmp.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False))
     tmp.replace(path)

@@ -21,6 +21,13 @@ absent from the targets are NaN (e.g. near_collision on Nexar, which has no such
 are binary recall and F1 without any SCE target. The macro averages run over the classes present
 in the targets.
 
+Keys present: `n` and `binary/n` always (counts); the 3-class keys (acc, macro_*, per-class
+scores, support, invalid_rate) only when n > 0, the other `binary/*` keys only when binary/n > 0.
+A group of binary-scope items only (e.g. source_nexar) therefore has no 3-class keys at all
+rather than NaN placeholders for metrics it cannot have. `binary/invalid_rate` is the share of
+every item (3-class and binary) whose answer did not parse, so a binary item's invalid answer
+is counted in an invalid rate too.
+
 Every metric object is a torchmetrics Metric (or a module of them): `compute()` syncs the states
 across ranks. Under DDP every rank must call `compute()` on the same objects; `GroupedMetrics`
 therefore creates all its groups up front.
@@ -36,7 +43,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (
     BinaryAccuracy,
     BinaryF1Score,
@@ -102,6 +109,7 @@ class EventClassificationMetrics(nn.Module):
                 "stats": BinaryStatScores(),  # [tp, fp, tn, fn, support]
             }
         )
+        self.binary_invalid = MeanMetric()  # mean of "the answer did not parse" over every item
 
     @property
     def device(self) -> torch.device:
@@ -159,6 +167,8 @@ class EventClassificationMetrics(nn.Module):
             torch.tensor(p_bin, device=self.device).long(),
             torch.tensor(t_bin, device=self.device).long(),
         )
+        invalid = [float(p is None) for p in preds]
+        self.binary_invalid.update(torch.tensor(invalid, device=self.device, dtype=torch.float32))
 
     def _is_binary(self, target: str, scope: str | None, i: int) -> bool:
         if scope not in (None, "three_class", "binary"):
@@ -178,6 +188,7 @@ class EventClassificationMetrics(nn.Module):
         self.multiclass.reset()
         self.confmat.reset()
         self.binary.reset()
+        self.binary_invalid.reset()
 
     def confusion_matrix(self, include_invalid: bool = False) -> Tensor:
         """Counts, rows = true class, columns = predicted class (+ "invalid" column on request)."""
@@ -186,8 +197,9 @@ class EventClassificationMetrics(nn.Module):
 
     def compute(self) -> dict[str, float]:
         """acc, macro_{precision,recall,f1}, {precision,recall,f1,support}/<class>, invalid_rate
-        and n over the 3-class items; binary/{precision,recall,f1,acc,n} over every item (see
-        the module doc for NaNs)."""
+        and n over the 3-class items; binary/{precision,recall,f1,acc,invalid_rate,n} over every
+        item. Only the keys of a scope with items are returned (see the module doc)."""
+        # both computes run whatever the counts: every rank takes part in every sync
         return self._multiclass_scalars() | self._binary_scalars()
 
     def _multiclass_scalars(self) -> dict[str, float]:
@@ -197,9 +209,8 @@ class EventClassificationMetrics(nn.Module):
         k = len(self.labels)
         support = cm.sum(dim=1)
         out: dict[str, float] = {"n": n}  # n and support are ints (counts)
-        if n == 0:
-            names = [m for m in self.metric_names() if not m.startswith("binary/")]
-            return {m: 0 if m.startswith("support/") else math.nan for m in names} | out
+        if n == 0:  # no 3-class item: no 3-class metric (not NaN placeholders)
+            return out
         present = support > 0
         for name in ("precision", "recall", "f1"):
             values = multi[name][:k].double().cpu()
@@ -215,21 +226,23 @@ class EventClassificationMetrics(nn.Module):
 
     def _binary_scalars(self) -> dict[str, float]:
         binary = _quiet_compute(self.binary)
+        invalid_rate = float(_quiet_compute(self.binary_invalid))
         tp, fp, tn, fn, positives = (int(v) for v in binary.pop("stats").tolist())
         n = tp + fp + tn + fn
+        if n == 0:  # no item at all
+            return {"binary/n": n}
         out: dict[str, float] = {f"binary/{name}": float(v) for name, v in binary.items()}
-        if n == 0:
-            out = {key: math.nan for key in out}
-        elif not positives:
+        if not positives:
             out["binary/recall"] = out["binary/f1"] = math.nan  # no SCE target: undefined
-        return out | {"binary/n": n}
+        return out | {"binary/invalid_rate": invalid_rate, "binary/n": n}
 
     def metric_names(self) -> list[str]:
-        """Every key compute() returns, in a stable order (for tables)."""
+        """Every key compute() can return, in a stable order (for tables)."""
         names = ["n", "acc", "macro_precision", "macro_recall", "macro_f1", "invalid_rate"]
         for name in ("precision", "recall", "f1", "support"):
             names += [f"{name}/{label}" for label in self.labels]
-        return names + [f"binary/{m}" for m in ("precision", "recall", "f1", "acc", "n")]
+        binary = ("precision", "recall", "f1", "acc", "invalid_rate", "n")
+        return names + [f"binary/{m}" for m in binary]
 
 
 # ---------------------------------------------------------------------------- grouping
@@ -247,7 +260,8 @@ def group_key(dimension: str, value: Any) -> str:
 
 
 def _has_items(result: Mapping[str, float]) -> bool:
-    """A group scored something: 3-class items (n) or binary-only items (binary/n, Nexar)."""
+    """A group scored something: 3-class items (n) or binary-only items (binary/n, Nexar).
+    What it reports is then limited to the scopes it has items of (see the module doc)."""
     return result.get("n", 1) > 0 or result.get("binary/n", 0) > 0
 
 

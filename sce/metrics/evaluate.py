@@ -16,7 +16,7 @@ The caller gathers every rank's items first, so the metric objects compute local
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,20 +68,35 @@ class Summary:
         return "\n".join(rows)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "scalars": {k: (None if _nan(v) else float(v)) for k, v in self.scalars.items()},
-            "confusion_matrix": self.confusion,
-            "labels": list(LABELS),
-            "samples": self.samples,
-        }
+        """Strict-JSON-ready dict: undefined (non-finite) values are None (see `json_safe`)."""
+        return json_safe(
+            {
+                "scalars": {k: float(v) for k, v in self.scalars.items()},
+                "confusion_matrix": self.confusion,
+                "labels": list(LABELS),
+                "samples": self.samples,
+            }
+        )
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN / ±Infinity replaced by None (JSON null), numpy and 0-d torch
+    scalars made Python numbers, tuples made lists: `json.dumps(..., allow_nan=False)` accepts
+    it. Null rather than dropping the key: an undefined metric (recall of a class absent from
+    the targets) stays visible as undefined, and every reader sees the same keys."""
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.generic, torch.Tensor)) and np.ndim(value) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _cell(value: Any) -> str:
     return str(value).replace("|", "/").replace("\n", " ")[:200]
-
-
-def _nan(value: Any) -> bool:
-    return isinstance(value, float) and math.isnan(value)
 
 
 def _local(obj):
