@@ -175,6 +175,17 @@ def test_mcq_task_and_options() -> None:
         # paper 002's answer keeps the annotation's 3 decimals: text and MSE target agree
         ("normal", {"probability": 0.872}, "Collision Probability: 0.872", 0.872),
         ("normal", {"probability": 0.05}, "Collision Probability: 0.050", 0.05),
+        # more decimals than the answer states: the target is the stated value, not the raw one
+        (
+            "normal",
+            {"probability": 0.8725},
+            "Collision Probability: 0.873",
+            0.873,
+        ),  # float > 0.8725
+        ("normal", {"probability": 0.87249}, "Collision Probability: 0.872", 0.872),
+        ("collision", {"probability": 0.99951}, "Collision Probability: 1.000", 1.0),
+        ("collision", {"probability": 1}, "Collision Probability: 1.000", 1.0),
+        ("normal", {"probability": None}, "Collision Probability: 0.000", 0.0),
     ],
 )
 def test_probability_task(label: str, annotations: dict, answer: str, target: float) -> None:
@@ -183,7 +194,7 @@ def test_probability_task(label: str, annotations: dict, answer: str, target: fl
     item = make_task("probability", label, annotations, random.Random(0))
     assert item.question == P.PROBABILITY_QUESTION
     assert item.answer == answer
-    assert item.probability_target == pytest.approx(target)
+    assert item.probability_target == target  # exactly, not approximately
     # what the evaluation parses from this answer is the MSE target, to all 3 decimals
     assert parse_probability(item.answer) == item.probability_target
 

@@ -86,6 +86,32 @@ def _drop(data: dict, key: str) -> dict:
             "record 'clip2': unknown scope 'ternary'",
         ),
         ({**_good(0)}, "id", "duplicate id 'clip0' (first on line 1)"),
+        # paper 002's probability target: a number within [0, 1]
+        (
+            {**_good(2), "annotations": {"probability": 87}},
+            "annotations.probability",
+            "record 'clip2': must be within [0, 1] (a percentage?), got 87",
+        ),
+        (
+            {**_good(2), "annotations": {"probability": "0.87"}},
+            "annotations.probability",
+            "record 'clip2': expected a number, got a string '0.87'",
+        ),
+        (
+            {**_good(2), "annotations": {"probability": -0.1}},
+            "annotations.probability",
+            "record 'clip2': must be within [0, 1], got -0.1",
+        ),
+        (
+            {**_good(2), "annotations": {"probability": 1000}},
+            "annotations.probability",
+            "record 'clip2': must be within [0, 1], got 1000",  # no percentage hint
+        ),
+        (
+            {**_good(2), "annotations": {"probability": True}},
+            "annotations.probability",
+            "record 'clip2': expected a number, got bool True",
+        ),
     ],
 )
 def test_bad_record_names_line_and_field(folder: Path, bad: dict, field: str, detail: str) -> None:
@@ -116,6 +142,23 @@ def test_non_finite_event_time(folder: Path, value: str) -> None:
     line = json.dumps(_good(2)).replace('"event_time": 4.5', f'"event_time": {value}')
     with pytest.raises(ManifestError, match="line 3: field 'event_time'"):
         load_manifest(_bad_third_line(folder, line))
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity"])
+def test_non_finite_probability(folder: Path, value: str) -> None:
+    line = json.dumps({**_good(2), "annotations": {"probability": 0.5}})
+    line = line.replace('"probability": 0.5', f'"probability": {value}')
+    with pytest.raises(ManifestError) as err:
+        load_manifest(_bad_third_line(folder, line))
+    assert "line 3: field 'annotations.probability': record 'clip2': must be finite" in str(
+        err.value
+    )
+
+
+def test_probability_in_range_loads(folder: Path) -> None:
+    rows = [{**_good(i), "annotations": {"probability": p}} for i, p in enumerate([0, 0.8725, 1])]
+    loaded = load_manifest(_write_lines(folder, [json.dumps(r) for r in rows]))
+    assert [r.annotations["probability"] for r in loaded] == [0, 0.8725, 1]
 
 
 def test_bad_json_names_line(folder: Path) -> None:

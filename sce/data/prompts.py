@@ -139,9 +139,20 @@ def default_collision_probability(label: str) -> float:
 PROBABILITY_DECIMALS = 3
 
 
+def _probability_text(p: float) -> str:
+    return f"{p:.{PROBABILITY_DECIMALS}f}"
+
+
+def stated_probability(p: float) -> float:
+    """The value `probability_answer(p)` states: `p` read back from its PROBABILITY_DECIMALS
+    text (0.8725 -> 0.873, as Python formats the float nearest 0.8725). The MSE target is this value, so
+    the number the model is taught to write and the one it is regressed to are the same."""
+    return float(_probability_text(p))
+
+
 def probability_answer(p: float) -> str:
     """'Collision Probability: 0.872' (PROBABILITY_DECIMALS decimals)."""
-    return f"Collision Probability: {p:.{PROBABILITY_DECIMALS}f}"
+    return f"Collision Probability: {_probability_text(p)}"
 
 
 def telemetry_line(t: float, accel: Sequence[float], yaw: float, speed: float | None) -> str:
@@ -320,7 +331,9 @@ def make_task(
     if task == "mcq":
         return TaskItem(task, event_question(scope), event_answer(label, scope))
     if task == "probability":
-        target = float(annotations.get("probability", default_collision_probability(label)))
+        annotated = annotations.get("probability")  # checked by sce.data.schema: in [0, 1]
+        value = default_collision_probability(label) if annotated is None else float(annotated)
+        target = stated_probability(value)  # what the answer text says, not the raw value
         return TaskItem(task, PROBABILITY_QUESTION, probability_answer(target), target)
     if task == "caption":
         return TaskItem(task, CAPTION_QUESTION, str(annotations["caption"]))

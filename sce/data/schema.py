@@ -115,6 +115,27 @@ def _check_label(where: str, record_id: str, label: str, scope: Any) -> None:
     )
 
 
+def _check_probability(where: str, record_id: str, value: Any) -> None:
+    """`annotations.probability` (paper 002's collision-probability target), when given, is a
+    JSON number within [0, 1]: a string, NaN / Infinity or a percentage would train a target the
+    answer text cannot state."""
+    if value is None:
+        return
+    field_name = "annotations.probability"
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        kind = "a string" if isinstance(value, str) else type(value).__name__
+        raise _fail(
+            where, field_name, f"record {record_id!r}: expected a number, got {kind} {value!r}"
+        )
+    if not math.isfinite(value):
+        raise _fail(where, field_name, f"record {record_id!r}: must be finite, got {value!r}")
+    if not 0 <= value <= 1:
+        hint = " (a percentage?)" if 1 < value <= 100 else ""
+        raise _fail(
+            where, field_name, f"record {record_id!r}: must be within [0, 1]{hint}, got {value!r}"
+        )
+
+
 def parse_record(
     data: Any, root: str | Path, where: str = "record", check_files: bool = True
 ) -> ClipRecord:
@@ -146,6 +167,7 @@ def parse_record(
     for name in ("metadata", "annotations"):
         if not isinstance(data.get(name, {}), dict):
             raise _fail(where, name, "expected a JSON object")
+    _check_probability(where, data["id"], (data.get("annotations") or {}).get("probability"))
     unknown = set(data) - {f for f in ClipRecord.__dataclass_fields__ if f != "root"}
     if unknown:
         raise _fail(where, sorted(unknown)[0], "unknown field")
