@@ -199,6 +199,18 @@ def test_probability_task(label: str, annotations: dict, answer: str, target: fl
     assert parse_probability(item.answer) == item.probability_target
 
 
+def test_probability_question_asks_what_the_target_scores() -> None:
+    """Paper 002: the probability of a collision "within the next few seconds", with near-miss
+    windows as positives; a near-collision's target is 1, so the question must count it."""
+    question = P.PROBABILITY_QUESTION
+    near = make_task("probability", "near_collision", {}, random.Random(0))
+    assert near.probability_target == 1.0 and "near-collision" in question
+    assert "within the next few seconds" in question
+    assert "collides in this clip" not in question  # the old wording left near-collisions out
+    assert question.endswith("Answer only as 'Collision Probability: X' with X between 0 and 1.")
+    assert question in P.template_corpus()  # the tiny tokenizer learns the asked wording
+
+
 def test_caption_reasoning_instruction_tasks() -> None:
     rng = random.Random(0)
     ann = {

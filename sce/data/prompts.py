@@ -72,8 +72,14 @@ BINARY_EVENT_QUESTION = (
     + "\nAnswer with the letter."
 )
 CAPTION_QUESTION = "Describe the safety-critical event in this clip, if any."
+# Paper 002's Task: asks for the probability of a collision occurring within the next few
+# seconds, and its positives are windows ending at "the annotated collision (or near-miss)
+# time": a near-collision is a positive (target 1, `default_collision_probability`), so the
+# question names it. sce's windows may also run past the event ([-4 s, +2 s]), hence "in this
+# clip or" before paper 002's horizon.
 PROBABILITY_QUESTION = (
-    "Estimate the probability that the ego vehicle collides in this clip. "
+    "Estimate the probability of a collision (or a near-collision) occurring in this clip or "
+    "within the next few seconds. "
     "Answer only as 'Collision Probability: X' with X between 0 and 1."
 )
 REASONING_SUFFIX = " Think step by step inside <think></think>, then answer."
