@@ -4,6 +4,7 @@
               [--event-time 12.3] [--fps 3 --width 420 --height 240] [--json]
     sce infer --model BASE --adapter runs/x/export/adapter --video clip.mp4 ...
     sce infer ... --window-scale 3 --layout table     (paper 002: 3 keyframes as images)
+    sce infer ... --label-scope binary                 (a model trained on binary Nexar records)
 
 The clip goes through the training code path: a ClipRecord built on the fly, `load_clip` (event
 window, IMU/GPS synchronisation; event time from `--event-time`, else the IMU's peak |a_x|,
@@ -13,6 +14,10 @@ question, the collision probability and a description. Answers are parsed with
 `sce.metrics.parsing`; an answer that does not parse is reported as invalid with the reason and
 the raw text, never mapped to a class or a number. The event's option probabilities (softmax of
 the A/B/C logits at the first answer token, as in evaluation) are reported too.
+
+`--label-scope binary` asks the event question a binary-scope record (Nexar: event / normal)
+is trained on, the yes/no `BINARY_EVENT_QUESTION`, and reads its answer with
+`parse_binary_event`; the option probabilities are then those of A (event) and B (normal).
 
 Window settings (`--fps/--width/--height/--before/--after/--layout`) must match the training
 data config, like the prompt itself. `--window-scale S` asks about one multi-scale keyframe
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from sce.data.prompts import PROBABILITY_DECIMALS
+from sce.data.schema import LABEL_SCOPES
 
 NON_LORA_FILE = "non_lora_trainable.safetensors"  # written by sce.export next to the adapter
 # (result field, training task whose question is asked)
@@ -45,7 +51,7 @@ class InferError(ValueError):
 
 @dataclass
 class EventAnswer:
-    label: str | None  # one of sce.data.schema.LABELS, None when the answer is invalid
+    label: str | None  # of LABELS (BINARY_LABELS for --label-scope binary); None: invalid
     valid: bool
     reason: str
     answer: str  # raw generated text
@@ -175,9 +181,14 @@ def build_record(
     imu: str | Path | None = None,
     gps: str | Path | None = None,
     event_time: float | None = None,
+    label_scope: str = "three_class",
 ):
-    """A ClipRecord for one clip outside any manifest (the label is unknown)."""
+    """A ClipRecord for one clip outside any manifest (the label is unknown; `label_scope`
+    picks the event question, as a manifest record's does in training)."""
     from sce.data.schema import ClipRecord
+
+    if label_scope not in LABEL_SCOPES:
+        raise InferError(f"--label-scope must be one of {LABEL_SCOPES}, got {label_scope!r}")
 
     checked = {}
     for flag, value in (("--video", video), ("--imu", imu), ("--gps", gps)):
@@ -196,20 +207,22 @@ def build_record(
         imu=checked.get("--imu"),
         gps=checked.get("--gps"),
         event_time=event_time,
+        label_scope=label_scope,
     )
 
 
 def prompt_samples(clip, record, fps: float, layout: str = "interleaved", use_imu: bool = True):
-    """One generation Sample per question, built exactly like the evaluation items."""
+    """One generation Sample per question, built exactly like the evaluation items (the event
+    question of `record.label_scope`)."""
     from sce.data.collate import Sample
     from sce.data.prompts import (
         CAPTION_QUESTION,
-        EVENT_QUESTION,
         PROBABILITY_QUESTION,
         build_user_content,
+        event_question,
     )
 
-    question_of = {"mcq": EVENT_QUESTION, "probability": PROBABILITY_QUESTION}
+    question_of = {"mcq": event_question(record.label_scope), "probability": PROBABILITY_QUESTION}
     question_of["caption"] = CAPTION_QUESTION
     telemetry = clip.telemetry if use_imu else None
     samples = []
@@ -233,6 +246,7 @@ def prompt_samples(clip, record, fps: float, layout: str = "interleaved", use_im
                 label=record.label,
                 source=record.source,
                 imu_on=telemetry is not None,
+                meta={"label_scope": record.label_scope},
             )
         )
     return samples
@@ -271,19 +285,26 @@ def generate_answers(model, processor, samples, max_new_tokens: int = 64):
     return [t.strip() for t in texts], torch.softmax(first, dim=-1).cpu().tolist()
 
 
-def summarize(texts: list[str], option_probs: list[list[float]] | None = None) -> dict[str, Any]:
-    """Parse the three answers (event, probability, description) into result fields."""
-    from sce.data.prompts import EVENT_OPTIONS
-    from sce.metrics.parsing import parse_event_class, parse_probability
+def summarize(
+    texts: list[str],
+    option_probs: list[list[float]] | None = None,
+    label_scope: str = "three_class",
+) -> dict[str, Any]:
+    """Parse the three answers (event, probability, description) into result fields; the event
+    answer with the parser of its question's scope."""
+    from sce.data.prompts import BINARY_OPTIONS, EVENT_OPTIONS
+    from sce.metrics.parsing import parse_binary_event, parse_event_class, parse_probability
 
     event_text, prob_text, description = texts
-    parsed = parse_event_class(event_text)
+    binary = label_scope == "binary"
+    parsed = parse_binary_event(event_text) if binary else parse_event_class(event_text)
     probs = {}
-    if option_probs:
-        probs = {
-            label: float(p)
-            for label, p in zip(EVENT_OPTIONS.values(), option_probs[0], strict=True)
-        }
+    if option_probs:  # softmax over the A/B/C letters; the binary question's options are A, B
+        options = list((BINARY_OPTIONS if binary else EVENT_OPTIONS).values())
+        letters = [float(p) for p in option_probs[0][: len(options)]]
+        if binary:  # renormalised over A, B: the softmax of their two logits
+            letters = [p / (sum(letters) or 1.0) for p in letters]
+        probs = dict(zip(options, letters, strict=True))
     value = parse_probability(prob_text)
     return {
         "event": EventAnswer(parsed.label, parsed.valid, parsed.reason, event_text, probs),
@@ -303,11 +324,13 @@ def infer_clip(
     layout: str = "interleaved",
     use_imu: bool = True,
     max_new_tokens: int = 64,
+    label_scope: str = "three_class",
 ) -> InferenceResult:
     """Load the clip's event window and telemetry, ask the three questions, parse the answers.
 
     `spec` is a sce.data.clip.WindowSpec (default: 3 fps, [-4 s, +2 s], 420x240; with
-    `spec.scale` a keyframe window whose keyframes are sent as images).
+    `spec.scale` a keyframe window whose keyframes are sent as images). `label_scope` "binary"
+    asks the yes/no event question of binary-scope (Nexar) training records.
     Raises InferError for missing files and ClipError for an unreadable video or an event time
     outside the clip.
     """
@@ -315,7 +338,7 @@ def infer_clip(
     from sce.data.video_processing import at_model_size
 
     spec = at_model_size(spec or WindowSpec(), processor)  # the pixels training saw
-    record = build_record(video, imu, gps, event_time)
+    record = build_record(video, imu, gps, event_time, label_scope)
     clip = load_clip(record, spec)
     # the rate of the frames loaded (a long whole-clip window's is below spec.fps)
     samples = prompt_samples(clip, record, clip.fps, layout, use_imu)
@@ -328,7 +351,7 @@ def infer_clip(
         event_time_source=clip.event_time_source,
         imu_used=telemetry_used,
         imu_reason="" if telemetry_used else reason,
-        **summarize(texts, option_probs),
+        **summarize(texts, option_probs, label_scope),
     )
 
 
@@ -369,6 +392,13 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="one keyframe window of SECONDS ending at the event, its keyframes sent as images "
         "(paper 002's data.window_scales; replaces --before/--after)",
+    )
+    parser.add_argument(
+        "--label-scope",
+        default="three_class",
+        choices=list(LABEL_SCOPES),
+        help="the event question the model was trained on: three_class (A/B/C) or binary "
+        "(yes/no event, e.g. a model trained on Nexar's binary records)",
     )
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--dtype", default="auto")
@@ -411,6 +441,7 @@ def infer_command(args: argparse.Namespace) -> int:
             args.layout,
             use_imu=not args.no_imu,
             max_new_tokens=args.max_new_tokens,
+            label_scope=args.label_scope,
         )
     except (InferError, ClipError) as err:
         print(f"sce infer: {err}")

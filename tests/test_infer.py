@@ -11,7 +11,8 @@ from sce.cli import main
 from sce.data.clip import WindowSpec, load_clip
 from sce.data.collate import Collator
 from sce.data.dataset import SceDataset
-from sce.data.schema import LABELS, load_manifest
+from sce.data.prompts import BINARY_EVENT_QUESTION
+from sce.data.schema import BINARY_LABELS, LABELS, load_manifest
 from sce.infer import (
     EventAnswer,
     InferenceResult,
@@ -20,7 +21,7 @@ from sce.infer import (
     prompt_samples,
     summarize,
 )
-from sce.metrics.parsing import parse_event_class, parse_probability
+from sce.metrics.parsing import parse_binary_event, parse_event_class, parse_probability
 
 SPEC = WindowSpec(fps=1, before=2, after=2, width=112, height=56)
 WINDOW_ARGS = ["--fps", "1", "--before", "2", "--after", "2", "--width", "112", "--height", "56"]
@@ -82,6 +83,57 @@ def test_prompt_is_the_training_evaluation_prompt(tiny_processor, record):
         assert len(sample.videos) == len(reference.videos) == 2  # 4 s at 1 fps: 2 pairs
         for mine, theirs in zip(sample.videos, reference.videos, strict=True):
             assert (mine == theirs).all()
+
+
+def test_binary_scope_prompt_is_the_binary_training_prompt(tiny_processor, record):
+    """--label-scope binary: the event question is the one a binary (Nexar) record trains on."""
+    import dataclasses
+
+    binary = dataclasses.replace(record, label="event", label_scope="binary")
+    built = build_record(
+        record.path("video"), record.path("imu"), record.path("gps"), label_scope="binary"
+    )
+    built.event_time = record.event_time
+    event = prompt_samples(load_clip(built, SPEC), built, SPEC.fps)[0]
+    reference = SceDataset([binary], SPEC, train=False, eval_tasks=("mcq",))[0]
+    collator = Collator(tiny_processor, mode="generate")
+    assert collator.texts([event]) == collator.texts([reference])
+    assert BINARY_EVENT_QUESTION in collator.texts([event])[0]
+    assert "C. normal driving" not in collator.texts([event])[0]  # not the 3-way question
+    assert event.meta["label_scope"] == reference.meta["label_scope"] == "binary"
+    with pytest.raises(ValueError, match="--label-scope must be one of"):
+        build_record(record.path("video"), label_scope="ternary")
+
+
+def test_binary_scope_answers_use_the_binary_parser():
+    texts = ["A. yes", "Collision Probability: 0.9", "A car brakes hard."]
+    fields = summarize(texts, [[0.6, 0.2, 0.2]], label_scope="binary")
+    event = fields["event"]
+    assert (
+        (event.label, event.valid)
+        == ("event", True)
+        == (
+            parse_binary_event("A. yes").label,
+            parse_binary_event("A. yes").valid,
+        )
+    )
+    assert event.option_probs == pytest.approx({"event": 0.75, "normal": 0.25})  # A, B only
+    # the 3-way parser would read "A" as a collision, a label binary training never taught
+    assert summarize(texts)["event"].label == "collision"
+    no = summarize(["B. no", "0.1", ""], label_scope="binary")["event"]
+    assert (no.label, no.valid) == ("normal", True)
+
+
+def test_cli_binary_scope(tiny_kit, record, capsys):
+    args = ["infer", "--model", str(tiny_kit), *clip_args(record), *WINDOW_ARGS]
+    code = main([*args, "--label-scope", "binary", "--max-new-tokens", "4", "--json"])
+    assert code == 0
+    event = json.loads(capsys.readouterr().out)["event"]
+    parsed = parse_binary_event(event["answer"])
+    assert (event["label"], event["valid"]) == (parsed.label, parsed.valid)
+    assert (event["label"] in BINARY_LABELS) if event["valid"] else event["label"] is None
+    assert list(event["option_probs"]) == list(BINARY_LABELS)
+    assert sum(event["option_probs"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_keyframe_prompt_is_the_training_keyframe_item(tiny_processor, record):
