@@ -2,12 +2,14 @@
 
 Input: one dict per evaluated item, as `SceModule.generate_batch` returns them (id, task, label,
 source, imu_on, reference, prediction, option_probs). Output: a `Summary` with flat scalars
-(e.g. `acc`, `f1/collision`, `binary/recall`, `source_nexar/acc`, `imu_off/acc`, `ll/acc`,
+(e.g. `acc`, `f1/collision`, `binary/recall`, `source_nexar/binary/acc`, `imu_off/acc`, `ll/acc`,
 `caption/rougeL`, `calibration/ece`, `reasoning/acc`, `closed_qa/acc`), figures and sample rows.
 
 Items of binary-scope records (`label_scope` "binary", Nexar) are read with the binary parser
 ("A. yes" / "B. no") and scored only in the binary SCE metrics (`binary/*`); the 3-class keys
-(`acc`, `f1/<class>`, confusion matrix) count 3-class items only.
+(`acc`, `f1/<class>`, confusion matrix) count 3-class items only, and a group without 3-class
+items (e.g. `source_nexar`) has none of them, only `n` (0) and `binary/*`, among them
+`binary/invalid_rate`. `Summary.to_json` is strict JSON: undefined values are null.
 
 The caller gathers every rank's items first, so the metric objects compute locally here
 (`sync_on_compute` off): syncing again would count each item once per rank.
