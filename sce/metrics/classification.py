@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MetricCollection, SumMetric
 from torchmetrics.classification import (
     BinaryAccuracy,
     BinaryF1Score,
@@ -109,7 +109,7 @@ class EventClassificationMetrics(nn.Module):
                 "stats": BinaryStatScores(),  # [tp, fp, tn, fn, support]
             }
         )
-        self.binary_invalid = MeanMetric()  # mean of "the answer did not parse" over every item
+        self.binary_invalid = SumMetric()  # items whose answer did not parse (any scope)
 
     @property
     def device(self) -> torch.device:
@@ -167,8 +167,7 @@ class EventClassificationMetrics(nn.Module):
             torch.tensor(p_bin, device=self.device).long(),
             torch.tensor(t_bin, device=self.device).long(),
         )
-        invalid = [float(p is None) for p in preds]
-        self.binary_invalid.update(torch.tensor(invalid, device=self.device, dtype=torch.float32))
+        self.binary_invalid.update(torch.tensor(float(preds.count(None)), device=self.device))
 
     def _is_binary(self, target: str, scope: str | None, i: int) -> bool:
         if scope not in (None, "three_class", "binary"):
@@ -226,7 +225,7 @@ class EventClassificationMetrics(nn.Module):
 
     def _binary_scalars(self) -> dict[str, float]:
         binary = _quiet_compute(self.binary)
-        invalid_rate = float(_quiet_compute(self.binary_invalid))
+        invalid = int(_quiet_compute(self.binary_invalid))
         tp, fp, tn, fn, positives = (int(v) for v in binary.pop("stats").tolist())
         n = tp + fp + tn + fn
         if n == 0:  # no item at all
@@ -234,7 +233,7 @@ class EventClassificationMetrics(nn.Module):
         out: dict[str, float] = {f"binary/{name}": float(v) for name, v in binary.items()}
         if not positives:
             out["binary/recall"] = out["binary/f1"] = math.nan  # no SCE target: undefined
-        return out | {"binary/invalid_rate": invalid_rate, "binary/n": n}
+        return out | {"binary/invalid_rate": invalid / n, "binary/n": n}
 
     def metric_names(self) -> list[str]:
         """Every key compute() can return, in a stable order (for tables)."""
