@@ -181,3 +181,14 @@ def test_image_and_video_placeholders_are_summarised_in_order(tiny_processor):
     assert "<|vision_start|><image 56x112: 8 tokens><|vision_end|>then" in chat
     assert "<|vision_start|><video 4x56x112: 16 tokens><|vision_end|>" in chat
     assert "pad|>" not in chat
+
+
+def test_window_shrunk_to_the_clip_is_shown(capsys, tiny_kit, synthetic_manifest, with_imu):
+    assert with_imu["windows"][0]["window_shrunk"] == 0.0  # 6 s fits the 7 s clip
+    # an 8 s window (24 frames at 3 fps) on the 7 s clip keeps 20 frames: 4 frames, 4/3 s lost
+    extra = ("--id", SAMPLE, "--data.before=5", "--data.after=3")
+    (window,) = _preview(capsys, tiny_kit, synthetic_manifest, *extra)["windows"]
+    assert len(window["frame_times"]) == 20
+    assert window["window_shrunk"] == pytest.approx(4 / 3)
+    assert main(_args(tiny_kit, synthetic_manifest, *extra)) == 0
+    assert "shrunk 1.333 s (4 frames)" in capsys.readouterr().out

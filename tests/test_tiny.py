@@ -28,6 +28,7 @@ NON_MODEL_KEYS = (
     "skipped",
     "dropped",
     "imu_unavailable",
+    "window_shrunk",
     "prob_positions",
     "prob_scales",
     "prob_targets",

@@ -143,3 +143,28 @@ def test_cached_plan_depends_on_the_telemetry_anchor(long_collision, tmp_path):
     )
     assert cache.misses >= 2
     assert not np.allclose(causal.telemetry.accel, centred.telemetry.accel)
+
+
+def test_shrunk_window_is_counted_from_plan_to_batch(long_collision, tmp_path, tiny_processor):
+    # Paper 001's 6 s window at 30 fps (180 frames) on a 5 s chunk (`sce data chunk --chunk 5`)
+    # keeps 150 frames: 1 s (30 frames) lost, recorded on the plan, the sample and the batch.
+    from sce.data.collate import Collator
+    from sce.data.dataset import SceDataset
+
+    chunk, *_ = chunk_record(
+        long_collision, 20.0, chunk=5.0, stride=5.0, margin=0.5, keep_cut=False
+    )
+    spec = WindowSpec(fps=30.0, width=64, height=36)
+    clip = plan_window(chunk, spec)
+    assert len(clip.frame_times) == 150 and spec.num_frames == 180
+    assert clip.shrunk == pytest.approx(1.0) and clip.shrunk * spec.fps == pytest.approx(30)
+    full = plan_window(long_collision, spec)  # the 20 s clip holds the whole window
+    assert (len(full.frame_times), full.shrunk) == (180, 0.0)
+    cached = load_clip(chunk, spec, FrameCache(tmp_path / "cache"))  # the plan cache keeps it
+    assert cached.shrunk == pytest.approx(1.0)
+    data = SceDataset([chunk, long_collision], spec, train=False)
+    samples = [data[0], data[1]]
+    assert samples[0].meta["window_shrunk"] == pytest.approx(1.0)
+    assert samples[1].meta["window_shrunk"] == 0.0
+    batch = Collator(tiny_processor, 100_000, mode="generate")(samples)
+    assert batch["window_shrunk"] == 1

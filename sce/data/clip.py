@@ -110,6 +110,10 @@ class ClipInputs:
     shifted: float  # seconds the window was shifted to stay inside the clip
     padded: float  # seconds of edge-frame padding
     fps: float = 0.0  # rate of the returned frames (the processor's temporal positions use it)
+    # Seconds cut off the event window to fit a shorter record span (a 5 s chunk with a 6 s
+    # window: 1 s); counted per batch as `window_shrunk` so a recipe's window never shrinks
+    # silently.
+    shrunk: float = 0.0
     # The frames are keyframes (paper 002): the prompt sends each as an image, not as a video.
     keyframes: bool = False
 
@@ -272,6 +276,7 @@ def plan_window(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
         shifted=float(getattr(window, "shifted", 0.0)),
         padded=float(getattr(window, "padded_before", 0.0) + getattr(window, "padded_after", 0.0)),
         fps=fps,
+        shrunk=float(getattr(window, "shrunk", 0.0)),
         keyframes=spec.scale is not None,
     )
 
@@ -328,7 +333,7 @@ def _file_key(path: Path | None) -> Path | str | None:
     return path if path.is_file() else f"missing:{path}"
 
 
-_PLAN_SCALARS = ("event_time", "shifted", "padded", "fps")
+_PLAN_SCALARS = ("event_time", "shifted", "padded", "fps", "shrunk")
 _PLAN_TEXTS = ("event_time_source", "imu_reason")
 _PLAN_FLAGS = ("keyframes",)
 

@@ -174,6 +174,7 @@ class SceDataset(Dataset):
                 "event_time_source": clip.event_time_source,
                 "window_shifted": clip.shifted,  # s the window moved to stay inside the clip
                 "window_padded": clip.padded,  # s of repeated edge frames
+                "window_shrunk": clip.shrunk,  # s cut off the window to fit the record's span
             },
         )
 

@@ -136,6 +136,7 @@ def window_preview(dataset, collator, item) -> dict[str, Any]:
         "event_time_source": clip.event_time_source,
         "window_shift": float(clip.shifted),
         "window_padding": float(clip.padded),
+        "window_shrunk": float(clip.shrunk),  # s cut off the window to fit the record's span
         "imu_on": sample.imu_on,
         "imu_reason": clip.imu_reason,
         "telemetry": telemetry_rows(clip.telemetry) if sample.imu_on else None,
@@ -308,7 +309,8 @@ def _window_lines(w: dict[str, Any], n: int, count: int) -> list[str]:
     return [
         f"=== window {n} of {count}{scale}: {len(w['frame_times'])} frames at {w['fps']:g} fps; "
         f"event at {w['event_time']:.3f} s ({w['event_time_source']}), shifted "
-        f"{w['window_shift']:+.3f} s, padded {w['window_padding']:.3f} s; {imu}{reason}",
+        f"{w['window_shift']:+.3f} s, padded {w['window_padding']:.3f} s, shrunk "
+        f"{w['window_shrunk']:.3f} s ({round(w['window_shrunk'] * w['fps'])} frames); {imu}{reason}",
         *_frame_table(w),
         "--- chat (as tokenized) ---",
         w["chat"],

@@ -59,6 +59,7 @@ class Window:
     shifted: float = 0.0  # seconds the requested window moved to fit the clip (+ = later)
     padded_before: float = 0.0  # seconds before the clip start, filled with the first frame
     padded_after: float = 0.0  # seconds after the clip end, filled with the last frame
+    shrunk: float = 0.0  # seconds cut off the requested length to fit a shorter span
 
     @property
     def length(self) -> float:
@@ -86,8 +87,9 @@ def event_window(
     what lies beyond its edges (a `normal` chunk right after a collision would see the impact).
     Shrinking keeps every chunk setting usable and the frame rate (and so the temporal
     positions) unchanged; only a clip shorter than 2 frames raises WindowError. Without `fps`
-    the window is cut to the clip's length. Raises WindowError if event_time is outside
-    [0, duration].
+    the window is cut to the clip's length. `shrunk` records the seconds lost (6 s at 30 fps on
+    a 5 s chunk: 150 of 180 frames, shrunk 1 s) so callers can count it. Raises WindowError if
+    event_time is outside [0, duration].
     """
     where = f"{name}: " if name else ""
     if not duration > 0:
@@ -99,9 +101,11 @@ def event_window(
             f"{where}event_time {event_time:.3f} s is outside the clip [0, {duration:.3f}] s"
         )
     length = _fitted_length(duration, before + after, fps, where)
+    asked = before + after if fps is None else even_frame_count(before + after, fps) / fps
     ideal = event_time - before - (length - before - after) / 2.0  # centred on the asked window
     start = min(max(ideal, 0.0), max(0.0, duration - length))
-    return Window(start=start, end=start + length, shifted=start - ideal)
+    shrunk = max(0.0, asked - length)
+    return Window(start=start, end=start + length, shifted=start - ideal, shrunk=shrunk)
 
 
 def even_frame_count(length: float, fps: float) -> int:

@@ -15,7 +15,7 @@ import lightning as L
 import torch
 
 from sce.assets import resolve_model_path
-from sce.data.collate import digit_token_ids
+from sce.data.collate import DATA_PROBLEM_COUNTS, digit_token_ids
 from sce.data.prompts import EVENT_OPTIONS
 from sce.models import adapters as adapter_lib
 from sce.models import losses as loss_lib
@@ -194,7 +194,7 @@ class SceModule(L.LightningModule):
         return torch.stack([p.sum() for p in trainable]).sum() * 0.0
 
     def _log_data_problems(self, batch: dict[str, Any], stage: str) -> None:
-        for key in ("skipped", "dropped", "imu_unavailable"):
+        for key in DATA_PROBLEM_COUNTS:
             if batch.get(key):
                 self.log(
                     f"data/{stage}_{key}",
