@@ -20,7 +20,9 @@ from sce.data.validate import (
 
 
 def _args(manifest: Path, no_decode: bool = False) -> argparse.Namespace:
-    return argparse.Namespace(manifest=str(manifest), before=4.0, after=2.0, no_decode=no_decode)
+    return argparse.Namespace(
+        manifest=str(manifest), before=4.0, after=2.0, no_decode=no_decode, fps=3.0
+    )
 
 
 def _absolute_rows(synthetic_manifest: Path) -> list[dict]:
@@ -456,3 +458,18 @@ def test_single_telemetry_defects(
     if detail is not None:
         assert report.examples[problem] == [detail]
     assert validate_command(_args(manifest, no_decode=True)) == 1
+
+
+def test_windows_that_would_shrink_are_counted(synthetic_manifest: Path, tmp_path: Path) -> None:
+    # Paper 001's 6 s window at 30 fps (180 frames) on a 5 s chunk of the 7 s clips keeps 150
+    # frames: a note (intended), not an error; whole 7 s clips hold the window.
+    rows = _absolute_rows(synthetic_manifest)
+    for row in rows[:2]:
+        row["metadata"] = {**row.get("metadata", {}), "clip_start": 1.0, "clip_end": 6.0}
+    path = tmp_path / "chunks.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = validate_manifest(path, before=4.0, after=2.0, decode=False, fps=30.0)
+    assert report.ok and report.notes == {"window_shrunk": 2}
+    assert report.note_examples["window_shrunk"][0].endswith("5.00 s of 6.00 s, 30 frames lost")
+    assert "note: window_shrunk: 2 of 9 records" in report.table()
+    assert not validate_manifest(synthetic_manifest, decode=False, fps=30.0).notes

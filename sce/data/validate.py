@@ -5,7 +5,9 @@ event window's start and end, that its duration covers the event window (an imag
 e.g. LingoQA, instead: that every `metadata.frames` image exists and opens), the IMU file's
 columns, units and monotonic time, GPS columns, the label, and that the event time lies inside
 the clip. Prints one table of problems with
-counts and the first samples of each; exits non-zero when any record has an error.
+counts and the first samples of each; exits non-zero when any record has an error. Also counts,
+as a note (not an error), the records whose event window at `--fps` the loader would shrink to
+fit their span (a chunk's [clip_start, clip_end], else the video): `window_shrunk`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ class ValidationReport:
     problems: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     bad_records: set[str] = field(default_factory=set)
+    # Notes: intended behaviour worth knowing (e.g. shrunk windows); they do not fail the check.
+    notes: Counter = field(default_factory=Counter)
+    note_examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def note(self, sample: str, note: str, detail: str = "") -> None:
+        self.notes[note] += 1
+        if len(self.note_examples[note]) < 3:
+            self.note_examples[note].append(f"{sample}{': ' + detail if detail else ''}")
 
     def add(self, sample: str, problem: str, detail: str = "") -> None:
         self.problems[problem] += 1
@@ -51,6 +61,9 @@ class ValidationReport:
         return not self.problems
 
     def table(self) -> str:
+        return "\n".join([self._problem_table(), *self._note_lines()])
+
+    def _problem_table(self) -> str:
         if self.ok:
             return f"{self.records} records checked: no problems"
         width = max(len(p) for p in self.problems)
@@ -59,6 +72,12 @@ class ValidationReport:
             lines.append(f"{problem:<{width}}  {count:>5}  {'; '.join(self.examples[problem])}")
         lines.append(f"{len(self.bad_records)} of {self.records} records have problems")
         return "\n".join(lines)
+
+    def _note_lines(self) -> list[str]:
+        return [
+            f"note: {note}: {count} of {self.records} records ({'; '.join(self.note_examples[note])})"
+            for note, count in self.notes.most_common()
+        ]
 
 
 def check_imu(record: ClipRecord, duration: float, report: ValidationReport) -> None:
@@ -156,8 +175,34 @@ def window_check_times(
     return np.clip(bounds, 0.0, span) + start
 
 
+def check_window_fits(
+    record: ClipRecord, duration: float, before: float, after: float, fps: float,
+    report: ValidationReport,
+) -> None:  # fmt: skip
+    """Note a record whose event window the loader would shrink to fit its span (the same
+    `event_window` the loader runs; the shrink depends on the span's length only)."""
+    try:
+        start, end = chunk_bounds(record, duration)
+        span = end - start
+        window = video_lib.event_window(span, span / 2.0, before, after, record.id, fps=fps)
+    except (ClipError, video_lib.WindowError) as err:
+        report.add(record.id, "window does not fit the span", str(err))
+        return
+    if window.shrunk > 0:
+        lost = round(window.shrunk * fps)
+        detail = (
+            f"{window.length:.2f} s of {window.length + window.shrunk:.2f} s, {lost} frames lost"
+        )
+        report.note(record.id, "window_shrunk", detail)
+
+
 def check_record(
-    record: ClipRecord, report: ValidationReport, before: float, after: float, decode: bool
+    record: ClipRecord,
+    report: ValidationReport,
+    before: float,
+    after: float,
+    decode: bool,
+    fps: float = 3.0,
 ) -> None:
     if record.metadata.get("frames"):
         check_image_sequence(record, report, decode)
@@ -179,12 +224,17 @@ def check_record(
         report.add(
             record.id, "event_time outside clip", f"{record.event_time:.2f} s of {duration:.2f} s"
         )
+    check_window_fits(record, duration, before, after, fps, report)
     check_imu(record, duration, report)
     check_gps(record, report)
 
 
 def validate_manifest(
-    path: str | Path, before: float = 4.0, after: float = 2.0, decode: bool = True
+    path: str | Path,
+    before: float = 4.0,
+    after: float = 2.0,
+    decode: bool = True,
+    fps: float = 3.0,
 ) -> ValidationReport:
     """Check every line of a manifest; never stops at the first problem."""
     path = Path(path)
@@ -216,7 +266,7 @@ def validate_manifest(
             report.add(where, "schema: duplicate id", first)
             continue
         seen[record.id] = line_no
-        check_record(record, report, before, after, decode)
+        check_record(record, report, before, after, decode, fps)
     return report
 
 
@@ -224,6 +274,7 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("manifest", help="manifest.jsonl to check")
     parser.add_argument("--before", type=float, default=4.0, help="seconds before the event (4)")
     parser.add_argument("--after", type=float, default=2.0, help="seconds after the event (2)")
+    parser.add_argument("--fps", type=float, default=3.0, help="window frame rate (3)")
     parser.add_argument("--no-decode", action="store_true", help="skip decoding test frames")
     return parser
 
@@ -232,6 +283,8 @@ def validate_command(args: argparse.Namespace) -> int:
     if not Path(args.manifest).is_file():
         print(f"manifest not found: {args.manifest}")
         return 2
-    report = validate_manifest(args.manifest, args.before, args.after, decode=not args.no_decode)
+    report = validate_manifest(
+        args.manifest, args.before, args.after, decode=not args.no_decode, fps=args.fps
+    )
     print(report.table())
     return 0 if report.ok else 1
