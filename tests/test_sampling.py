@@ -7,13 +7,14 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, Dataset
 
-from sce.data.sampling import ClassResampler, SamplerStateCallback, class_count
+from sce.data.sampling import ClassResampler, SamplerStateCallback
 from sce.data.schema import ClipRecord
 
 
@@ -30,14 +31,38 @@ def label_counts(labels: list[str], indices: list[int]) -> dict[str, int]:
 PAPER_001 = {"collision": 15, "near_collision": 2}
 
 
-def test_class_count_formula():
-    assert class_count(10, 15) == 150
-    assert class_count(300, 1 / 3) == 100
-    assert class_count(7, 1 / 3) == 2  # 2.33 -> 2
-    assert class_count(10, 2.5) == 25  # 2*10 + 5
-    assert class_count(3, 0.5) == 2  # round(1.5) = 2
-    assert class_count(5, 0.5) == 2  # round(2.5) = 2 (half to even)
-    assert class_count(5, 0) == 0
+def _counts(n: int, factor: float, epochs: int = 1) -> list[int]:
+    """The epoch counts of one class of `n` items with `factor` (plus 10 normals x1)."""
+    sampler = ClassResampler(["collision"] * n + ["normal"] * 10, {"collision": factor}, seed=5)
+    return [sampler.epoch_counts(e)[("*", "collision")] for e in range(epochs)]
+
+
+def test_integer_counts_are_exact_every_epoch():
+    assert _counts(10, 15, 5) == [150] * 5
+    assert _counts(300, 1 / 3, 5) == [100] * 5  # float noise is no fraction
+    assert _counts(10, 2.5, 5) == [25] * 5  # 2*10 + 5
+    assert _counts(5, 0, 5) == [0] * 5
+
+
+def test_fractional_counts_round_stochastically_with_the_exact_mean():
+    """A 1-item group with weight 0.25: 0 or 1 per epoch, 1 in a quarter of the epochs (before:
+    Python round(0.25) = 0 in every epoch, the group never trained); the same on every rank."""
+    epochs = 4000
+    for n, factor, low in ((1, 0.25, 0), (7, 1 / 3, 2), (5, 0.5, 2)):
+        counts = _counts(n, factor, epochs)
+        assert set(counts) == {low, low + 1}
+        assert np.mean(counts) == pytest.approx(n * factor, abs=0.03)
+    labels = ["collision"] + ["normal"] * 10
+    ranks = [
+        ClassResampler(labels, {"collision": 0.25}, seed=5, num_replicas=2, rank=r)
+        for r in (0, 1)
+    ]  # fmt: skip
+    for epoch in range(50):
+        assert ranks[0].epoch_counts(epoch) == ranks[1].epoch_counts(epoch)
+        assert ranks[0].epoch_indices(epoch) == ranks[1].epoch_indices(epoch)
+        shares = ranks[0].rank_indices(epoch) + ranks[1].rank_indices(epoch)
+        assert len(ranks[0].rank_indices(epoch)) == len(ranks[0]) == 6  # ceil(10.25 / 2)
+        assert sorted(shares) == sorted(ranks[0].epoch_indices(epoch))  # padded to 12
 
 
 def test_up_sampling_counts_exact():

@@ -11,10 +11,13 @@ serve (its mcq item, its caption item, ...). Factors apply per (task, class):
   `{"normal": 1/3}` down-samples Nexar negatives and `{"collision": 15}` never touches a binary
   "event".
 
-The count of a (task, class) group is `class_count(n, task_weight x factor)`: task weights (the
+The expected count of a (task, class) group is n x task_weight x factor: task weights (the
 dataset's `task_weights`) multiply the items of a task the same way (paper 001's "Reasoning MCQ
-x2"). `ClassResampler` builds each epoch from those counts exactly, shuffles it from
-(seed, epoch), splits it across ranks and can resume in the middle of an epoch.
+x2"). An integer count is exact in every epoch; a fractional one is rounded up or down per epoch
+(seeded stochastic rounding) so its mean over epochs is exact and a small group (1 item, weight
+0.25) still appears in a quarter of the epochs. `ClassResampler` builds each epoch from those
+counts, shuffles it from (seed, epoch), splits it across ranks and can resume in the middle of
+an epoch.
 
 Using it with Lightning
 -----------------------
@@ -49,14 +52,7 @@ ANY_TASK = "*"  # the task of items built without one (a plain list of labels)
 Factors = Mapping[str, "float | Mapping[str, float]"]
 
 
-def class_count(n: int, factor: float) -> int:
-    """Items of a class with `n` items in one epoch: floor(f)*n + round((f - floor(f))*n).
-
-    The integer part repeats every item; the fractional part draws a random subset of
-    round(frac * n) distinct items (Python `round`: halves go to the even number).
-    """
-    whole = math.floor(factor)
-    return whole * n + round((factor - whole) * n)
+_TOL = 1e-9  # float noise: 300 x (1/3) is 100 items, not 100 plus a draw
 
 
 def _check_labels(labels: Iterable[str]) -> list[str]:
@@ -137,6 +133,14 @@ def _group_items(tasks: Sequence[str], labels: Sequence[str]) -> dict[tuple[str,
     return {k: np.asarray(groups[k], dtype=np.int64) for k in ordered}
 
 
+_ROUNDING_STREAM = 1  # seeds the per-epoch rounding offset apart from the item draws
+
+
+def _points_below(x: float, offset: float) -> int:
+    """How many of offset, offset + 1, offset + 2, ... lie below x."""
+    return max(0, math.ceil(x - offset - _TOL))
+
+
 def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     """Fill the world size and rank from torch.distributed when it is initialized, else 1 and 0."""
     initialized = dist.is_available() and dist.is_initialized()
@@ -153,14 +157,13 @@ class ClassResampler(Sampler[int]):
     """Per-(task, class) up/down-sampling sampler with exact epoch counts, sharded across ranks.
 
     Epoch composition: a (task, class) group with `n` items and factor `f` (the task's weight
-    times the task's class factor, else the flat class factor, else 1) contributes
-    `class_count(n, f)` =
-    floor(f)*n + round((f - floor(f))*n) items: every item floor(f) times plus a random subset
-    (without repetition) of round(frac*n) items, redrawn each epoch. So `{"collision": 15}` on 10
-    collisions gives 150 entries and `{"normal": 1/3}` on 300 negatives exactly 100. Classes
-    missing from `factors` keep factor 1; 0 drops a class. The class counts are the same every
-    epoch; only which items fill the fractional part and the order change, both drawn from
-    numpy's generator seeded with (seed, epoch). `shuffle=False` keeps dataset-index order.
+    times the task's class factor, else the flat class factor, else 1) contributes f*n items
+    when that is an integer (every item floor(f) times plus a random subset without repetition,
+    redrawn each epoch): `{"collision": 15}` on 10 collisions gives 150 entries and
+    `{"normal": 1/3}` on 300 negatives exactly 100. A fractional f*n gives floor or ceil of it
+    per epoch with mean exactly f*n (`epoch_counts`). Classes missing from `factors` keep factor
+    1; 0 drops a class. Everything random is drawn from numpy's generator seeded with
+    (seed, epoch), identical on every rank. `shuffle=False` keeps dataset-index order.
 
     Distributed: the epoch list (length N) is padded by repeating its start up to a multiple of
     `num_replicas` (or truncated to one with `drop_last=True`), and rank r takes positions
@@ -219,11 +222,14 @@ class ClassResampler(Sampler[int]):
         self.drop_last = drop_last
         self.num_replicas, self.rank = _world(num_replicas, rank)
         self._groups = _group_items(self.tasks, self.labels)
-        self.epoch_size = sum(self.epoch_counts().values())
-        if self.epoch_size == 0:
+        # Epochs hold floor(E) or ceil(E) entries (E: the expected total); the length is the
+        # larger, a shorter epoch is padded like the ranks' padding below.
+        expected = sum(self.expected_counts().values())
+        self.epoch_size = math.ceil(expected - _TOL)
+        if math.floor(expected + _TOL) == 0:
             raise ValueError(
-                f"ClassResampler: factors {factors} and task weights {task_weights} leave no "
-                "item in the epoch"
+                f"ClassResampler: data.class_factors {factors} and data.task_weights "
+                f"{task_weights} leave no item in some epochs ({expected:.3g} expected per epoch)"
             )
         if drop_last:
             self.num_samples = self.epoch_size // self.num_replicas
@@ -248,18 +254,39 @@ class ClassResampler(Sampler[int]):
         class_factor = per_task.get(label, self.factors[ANY_TASK].get(label, 1.0))
         return self.task_weights.get(task, 1.0) * class_factor
 
-    def epoch_counts(self) -> dict[tuple[str, str], int]:
-        """Entries per (task, class) in one epoch before padding: `class_count(n, factor)`."""
+    def expected_counts(self) -> dict[tuple[str, str], float]:
+        """Expected entries per (task, class) and epoch: items x factor (may be fractional)."""
         return {
-            (task, label): class_count(len(idx), self.factor(task, label))
+            (task, label): len(idx) * self.factor(task, label)
             for (task, label), idx in self._groups.items()
         }
 
-    def epoch_class_counts(self) -> dict[str, int]:
-        """Entries per class in one epoch before padding, summed over tasks (the 3-class labels
-        always, "event" when binary-scope items are present)."""
+    def epoch_counts(self, epoch: int | None = None) -> dict[tuple[str, str], int]:
+        """Entries per (task, class) in `epoch` (default: the current one) before padding.
+
+        Each group gets floor(expected) entries plus one with probability equal to the
+        fractional part, by systematic sampling: one uniform offset per epoch, drawn from
+        (seed, epoch) so every rank agrees, hits the groups' fractional parts laid end to end.
+        Each group's mean over epochs is exactly its expected count, and the epoch's total
+        stays within one of the expected total (the padding to `len(self)` makes up the rest).
+        """
+        epoch = self.epoch if epoch is None else epoch
+        offset = float(np.random.default_rng([self.seed, epoch, _ROUNDING_STREAM]).random())
+        counts, filled = {}, 0.0  # fractional parts laid end to end so far
+        for key, expected in self.expected_counts().items():
+            base = math.floor(expected + _TOL)
+            frac = max(0.0, expected - base - _TOL)
+            # the offset's points offset, offset + 1, ... falling in [filled, filled + frac)
+            hits = _points_below(filled + frac, offset) - _points_below(filled, offset)
+            counts[key] = base + hits
+            filled += frac
+        return counts
+
+    def epoch_class_counts(self, epoch: int | None = None) -> dict[str, int]:
+        """Entries per class in `epoch` (default: the current one) before padding, summed over
+        tasks (the 3-class labels always, "event" when binary-scope items are present)."""
         counts = {c: 0 for c in LABELS}
-        for (_, label), n in self.epoch_counts().items():
+        for (_, label), n in self.epoch_counts(epoch).items():
             counts[label] = counts.get(label, 0) + n
         return counts
 
@@ -268,11 +295,10 @@ class ClassResampler(Sampler[int]):
         epoch = self.epoch if epoch is None else epoch
         rng = np.random.default_rng([self.seed, epoch])
         parts = []
+        counts = self.epoch_counts(epoch)
         for (task, label), idx in self._groups.items():
-            factor = self.factor(task, label)
-            whole = math.floor(factor)
+            whole, extra = divmod(counts[(task, label)], len(idx))
             parts.append(np.tile(idx, whole))
-            extra = class_count(len(idx), factor) - whole * len(idx)
             parts.append(rng.permutation(idx)[:extra])  # a fresh subset every epoch
         order = np.concatenate(parts)
         order = rng.permutation(order) if self.shuffle else np.sort(order, kind="stable")
