@@ -149,7 +149,7 @@ def test_flat_factors_apply_to_every_task_and_task_entries_override():
         ("mcq", "collision"): 6, ("mcq", "normal"): 2,
         ("caption", "collision"): 1, ("caption", "normal"): 1,  # weight 0.5 x factor 1
     }  # fmt: skip
-    with pytest.raises(ValueError, match="per-task factors need the items' tasks"):
+    with pytest.raises(ValueError, match="per-task data.class_factors need the items' tasks"):
         ClassResampler(["normal"], {"mcq": {"normal": 2}})
     with pytest.raises(ValueError, match="factors\\['mcq'\\]': unknown class 'crash'"):
         ClassResampler(["normal"], {"mcq": {"crash": 2}}, tasks=["mcq"])
@@ -183,8 +183,64 @@ def test_binary_records_resample_by_their_own_label():
     assert sampler.epoch_class_counts() == {
         "collision": 0, "near_collision": 0, "normal": 30, "event": 30
     }  # fmt: skip
-    paper001 = _dataset_sampler(records, {"mcq": 1.0}, {"mcq": {"collision": 15}})
+    with pytest.warns(UserWarning, match="data.class_factors \\['mcq.collision'\\] match no"):
+        paper001 = _dataset_sampler(records, {"mcq": 1.0}, {"mcq": {"collision": 15}})
     assert paper001.epoch_counts() == {("mcq", "event"): 30, ("mcq", "normal"): 90}
+
+
+def test_factors_and_task_weights_that_match_nothing_are_named():
+    """Paper 001's MCQ factors on binary-scope Nexar records (event / normal) change nothing, and
+    a caption weight without captions adds nothing: both are said, naming the config keys."""
+    records = _records({"event": 3, "normal": 5}, {}, scope="binary")
+    factors = {"mcq": {"collision": 15, "near_collision": 2}, "normal": 1}
+    with pytest.warns(UserWarning) as caught:
+        sampler = _dataset_sampler(records, {"mcq": 1.0, "caption": 1.0}, factors)
+    messages = [str(w.message) for w in caught]
+    assert any(
+        m.startswith("data.class_factors ['mcq.collision', 'mcq.near_collision'] match no")
+        and "['event', 'normal']" in m
+        for m in messages
+    ), messages
+    assert any(m.startswith("data.task_weights ['caption']: no record") for m in messages)
+    assert (sampler.unmatched_factors(), sampler.unserved_tasks()) == (
+        ["mcq.collision", "mcq.near_collision"], ["caption"]
+    )  # fmt: skip
+    with warnings.catch_warnings():  # matching factors: silent
+        warnings.simplefilter("error")
+        _dataset_sampler(records, {"mcq": 1.0}, {"mcq": {"event": 2}})
+    with pytest.raises(ValueError, match="data.class_factors\\['normal'\\]' must be a finite"):
+        ClassResampler(["normal"], {"normal": -1})
+    with pytest.raises(ValueError, match="'data.task_weights': unknown task 'story'"):
+        ClassResampler(["normal"], task_weights={"story": 1})
+    with pytest.raises(ValueError, match="data.task_weights: unknown task"):
+        _dataset_sampler(records, {"story": 1.0}, {})
+
+
+def test_fit_start_logs_the_epochs_task_class_counts(tiny_kit, synthetic_manifest, caplog):
+    import logging
+
+    from sce.data.datamodule import SceDataModule
+    from sce.data.schema import load_manifest
+
+    train = Counter(r.label for r in load_manifest(synthetic_manifest) if r.split == "train")
+    data = SceDataModule(
+        str(synthetic_manifest), str(tiny_kit), width=112, height=56,
+        task_weights={"mcq": 1}, class_factors={"mcq": {"collision": 3, "normal": 0.5}},
+    )  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        data.setup("fit")
+    (message,) = [r.getMessage() for r in caplog.records if "per (task, class)" in r.message]
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in message.splitlines()[2:-1]}
+    counts = data.train_sampler.epoch_counts()
+    assert counts[("mcq", "collision")] == 3 * train["collision"]
+    assert rows[("mcq", "collision")] == [str(train["collision"]), "3", str(3 * train["collision"])]
+    assert rows[("mcq", "near_collision")][-1] == str(train["near_collision"])
+    assert rows[("mcq", "normal")][:3] == [
+        str(train["normal"]),
+        "0.5",
+        str(counts[("mcq", "normal")]),
+    ]
+    assert set(rows) == {("mcq", c) for c in train}
 
 
 def yaml_data(name: str) -> dict:

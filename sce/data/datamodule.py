@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 
 from sce.assets import resolve_manifest, resolve_model_path
@@ -166,6 +167,11 @@ class SceDataModule(L.LightningDataModule):
             # Built here, not in train_dataloader(): a resumed run restores the sampler's
             # position before workers start drawing indices (SamplerStateCallback).
             self.train_sampler = self._train_sampler()
+            # What the class factors and task weights make of this manifest, once per fit.
+            rank_zero_info(
+                "data: training items per (task, class) and epoch "
+                f"(data.task_weights x data.class_factors):\n{self.train_sampler.counts_table()}"
+            )
 
     def _train_sampler(self):
         from sce.data.sampling import ClassResampler

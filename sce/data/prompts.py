@@ -375,11 +375,11 @@ def check_task_weights(weights: Mapping[str, float]) -> None:
     """Raise ValueError for an unknown task name or a negative / non-finite weight."""
     unknown = set(weights) - set(TASKS)
     if unknown:
-        raise ValueError(f"unknown task(s) {sorted(unknown)} in task weights; expected {TASKS}")
+        raise ValueError(f"data.task_weights: unknown task(s) {sorted(unknown)}; expected {TASKS}")
     for task, weight in weights.items():
         if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
             raise ValueError(
-                f"task weight of {task!r} must be a finite number >= 0, got {weight!r}"
+                f"data.task_weights[{task!r}] must be a finite number >= 0, got {weight!r}"
             )
 
 

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch.distributed as dist
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from sce.data.prompts import TASKS
@@ -97,15 +98,15 @@ def _check_factors(factors: Factors | None) -> dict[str, dict[str, float]]:
             for label, factor in value.items():
                 if label not in ALL_LABELS:
                     raise ValueError(
-                        f"ClassResampler: 'factors[{name!r}]': unknown class {label!r}; "
+                        f"ClassResampler: 'data.class_factors[{name!r}]': unknown class {label!r}; "
                         f"expected one of {ALL_LABELS}"
                     )
-                out[name][label] = _check_factor(f"factors[{name!r}][{label!r}]", factor)
+                out[name][label] = _check_factor(f"data.class_factors[{name!r}][{label!r}]", factor)
         elif name in ALL_LABELS:
-            out[ANY_TASK][name] = _check_factor(f"factors[{name!r}]", value)
+            out[ANY_TASK][name] = _check_factor(f"data.class_factors[{name!r}]", value)
         else:
             raise ValueError(
-                f"ClassResampler: 'factors': unknown class {name!r}; expected one of {ALL_LABELS} "
+                f"ClassResampler: 'data.class_factors': unknown class {name!r}; expected one of {ALL_LABELS} "
                 f"(every task) or a task of {TASKS} mapping to its class factors"
             )
     return out
@@ -116,9 +117,9 @@ def _check_task_weights(weights: Mapping[str, float] | None) -> dict[str, float]
     for task, weight in dict(weights or {}).items():
         if task not in TASKS:
             raise ValueError(
-                f"ClassResampler: 'task_weights': unknown task {task!r}; expected one of {TASKS}"
+                f"ClassResampler: 'data.task_weights': unknown task {task!r}; expected one of {TASKS}"
             )
-        out[task] = _check_factor(f"task_weights[{task!r}]", weight)
+        out[task] = _check_factor(f"data.task_weights[{task!r}]", weight)
     return out
 
 
@@ -211,7 +212,7 @@ class ClassResampler(Sampler[int]):
         self.factors = _check_factors(factors)
         if tasks is None and len(self.factors) > 1:
             raise ValueError(
-                "ClassResampler: per-task factors need the items' tasks (tasks=...), got "
+                "ClassResampler: per-task data.class_factors need the items' tasks (tasks=...), got "
                 f"{sorted(set(self.factors) - {ANY_TASK})}"
             )
         self.task_weights = _check_task_weights(task_weights)
@@ -222,6 +223,7 @@ class ClassResampler(Sampler[int]):
         self.drop_last = drop_last
         self.num_replicas, self.rank = _world(num_replicas, rank)
         self._groups = _group_items(self.tasks, self.labels)
+        self._warn_unmatched()
         # Epochs hold floor(E) or ceil(E) entries (E: the expected total); the length is the
         # larger, a shorter epoch is padded like the ranks' padding below.
         expected = sum(self.expected_counts().values())
@@ -246,6 +248,56 @@ class ClassResampler(Sampler[int]):
         """Build from manifest records (their `label` fields, one item each); kwargs as for the
         constructor."""
         return cls([r.label for r in records], **kwargs)
+
+    def unmatched_factors(self) -> list[str]:
+        """`data.class_factors` keys that match no item: "task.class" for a task entry, "class"
+        for a flat one (e.g. paper 001's `mcq.collision` on binary-scope Nexar records, whose
+        labels are event / normal)."""
+        present = set(self._groups)
+        out = []
+        for task, factors in self.factors.items():
+            for label in factors:
+                if task == ANY_TASK and not any(lbl == label for _, lbl in present):
+                    out.append(label)
+                elif task != ANY_TASK and (task, label) not in present:
+                    out.append(f"{task}.{label}")
+        return out
+
+    def unserved_tasks(self) -> list[str]:
+        """`data.task_weights` tasks with a weight > 0 that no item serves."""
+        served = {task for task, _ in self._groups}
+        return [t for t, w in self.task_weights.items() if w > 0 and t not in served]
+
+    def _warn_unmatched(self) -> None:
+        unmatched, unserved = self.unmatched_factors(), self.unserved_tasks()
+        classes = sorted({label for _, label in self._groups})
+        if unmatched:
+            rank_zero_warn(
+                f"data.class_factors {unmatched} match no training item (the items' classes are "
+                f"{classes}): these factors change nothing"
+            )
+        if unserved:
+            rank_zero_warn(
+                f"data.task_weights {unserved}: no record can serve these tasks (no label or "
+                "annotation for them): they add no item"
+            )
+
+    def counts_table(self, epoch: int | None = None) -> str:
+        """The epoch's entries per (task, class), with the expected count where it is
+        fractional, as a compact table (logged at fit start)."""
+        counts, expected = self.epoch_counts(epoch), self.expected_counts()
+        rows = [f"{'task':<12} {'class':<15} {'items':>6} {'factor':>7} {'epoch':>7}"]
+        for (task, label), idx in self._groups.items():
+            e = expected[(task, label)]
+            mean = "" if abs(e - round(e)) < _TOL else f" (mean {e:.2f})"
+            rows.append(
+                f"{task:<12} {label:<15} {len(idx):>6} {self.factor(task, label):>7.3g} "
+                f"{counts[(task, label)]:>7}{mean}"
+            )
+        epoch = self.epoch if epoch is None else epoch
+        total = sum(counts.values())
+        rows.append(f"epoch {epoch}: {total} entries; {len(self)} per rank x {self.num_replicas}")
+        return "\n".join(rows)
 
     def factor(self, task: str, label: str) -> float:
         """The factor of a (task, class) group: task weight x (task's class factor, else the
