@@ -79,3 +79,30 @@ def test_validate_fails_at_start_on_a_collapsing_release(
     )
     with pytest.raises(TemporalRopeError, match="18-frame video at 3 fps"):
         trainer.validate(module, datamodule=data)
+
+
+def test_keyframe_windows_skip_the_video_probe(
+    tiny_kit, synthetic_manifest, int_second_per_grid_ts
+):
+    """Paper 002 sends its keyframes as images: no video RoPE, so a release that collapses video
+    frames must not refuse the run (it used to probe an 18-frame video at 3 fps)."""
+    from types import SimpleNamespace
+
+    paper002 = SceDataModule(
+        str(synthetic_manifest),
+        str(tiny_kit),
+        fps=3.0,
+        before=6.0,
+        after=0.0,
+        window_scales=[6.0, 3.0, 1.5],
+    )
+    assert window_of(paper002) is None
+    module = SceModule(str(tiny_kit), finetuning="lora", rank=4, alpha=8)
+    module.configure_model()
+    module._trainer = SimpleNamespace(datamodule=paper002)
+    module._check_temporal_rope()  # no TemporalRopeError
+    assert module._rope_checked
+    same_without_scales = SimpleNamespace(
+        hparams={k: v for k, v in paper002.hparams.items() if k != "window_scales"}
+    )
+    assert window_of(same_without_scales) == (18, 3.0)

@@ -135,7 +135,8 @@ def _interval(model: nn.Module, fps: float) -> float:
 
 
 def window_of(datamodule: Any) -> tuple[int, float] | None:
-    """(frames, fps) of the datamodule's configured event window, or None when it has none.
+    """(frames, fps) of the datamodule's configured event window, or None when it has none
+    or sends no video (`window_scales`: paper 002's keyframes are images).
 
     Reads `fps`, `before`, `after` (and a `max_frames` cap when set) from its hyperparameters:
     the same frame count as `sce.data.clip.WindowSpec.num_frames`; a whole-clip window
@@ -143,6 +144,8 @@ def window_of(datamodule: Any) -> tuple[int, float] | None:
     """
     hparams = getattr(datamodule, "hparams", None)
     if hparams is None or not all(k in hparams for k in ("fps", "before", "after")):
+        return None
+    if hparams.get("window_scales"):  # keyframes go in as images (paper 002): no video RoPE
         return None
     from sce.data.clip import WindowSpec
 
