@@ -96,18 +96,19 @@ def module_from_checkpoint(
 ):
     """SceModule rebuilt from a checkpoint's hparams, base loaded, adapter weights restored."""
     from sce.checkpointing import check_trainable_keys
-    from sce.models.module import SceModule, resolve_dtype, restore_load_dtype
+    from sce.models.module import SceModule, restore_load_dtype
 
     if not isinstance(checkpoint, dict):
         where, checkpoint = str(checkpoint), read_checkpoint(checkpoint)
-    module = SceModule(**export_hparams(checkpoint["hyper_parameters"], model_path, dtype))
+    hparams = checkpoint["hyper_parameters"]
+    # The dtype the run loaded its base in (recorded at fit), not "auto" resolved on this machine.
+    dtype = dtype or hparams.get("load_dtype")
+    module = SceModule(**export_hparams(hparams, model_path, dtype))
     module.configure_model()
     state = checkpoint["state_dict"]
     check_trainable_keys(module, state, where)
     module.load_state_dict(state, strict=False)
-    restore_load_dtype(
-        module.model, resolve_dtype(module.hparams.dtype)
-    )  # fp32 masters: training only
+    restore_load_dtype(module.model, module.load_dtype)  # fp32 masters: training only
     module.model.eval()
     return module
 

@@ -117,6 +117,30 @@ def test_accumulated_gradient_equals_the_effective_batch_token_mean(
     assert _relative(per_micro, reference) > 0.2
 
 
+def test_logged_loss_is_the_effective_batch_token_mean(tiny_kit, micro_batches, tmp_path):
+    """accumulate 2 (MCQ + caption micro-batches): train/loss, logged once per optimizer step,
+    equals the token-mean loss of both samples in one batch within 1e-5 (the objective the
+    gradient follows); the mean of the two micro-batch means is far from it."""
+    mcq, caption, both = micro_batches
+    module = _module(tiny_kit, "micro_batch")
+    module.configure_model()
+    module.model.train()
+    with torch.no_grad():
+        reference = module.model_step(both).total.item()
+        micro_means = [module.model_step(b).total.item() for b in (mcq, caption)]
+    probe = GradientProbe(
+        str(tiny_kit), finetuning="full", dtype="float32", loss_normalization="effective_batch"
+    )
+    trainer = cpu_trainer(tmp_path, max_steps=1, accumulate_grad_batches=2, limit_val_batches=0)
+    loader = DataLoader([mcq, caption], batch_size=None, collate_fn=lambda b: b)
+    trainer.fit(probe, train_dataloaders=loader)
+    logged = trainer.logged_metrics
+    assert float(logged["train/loss_step"]) == pytest.approx(reference, abs=1e-5)
+    assert float(logged["train/window_tokens"]) == int((both["labels"] != -100).sum())
+    assert abs(sum(micro_means) / 2 - reference) > 1e-3  # a micro-batch mean: 100x the tolerance
+    assert "train/micro_batch_loss_step" in logged  # the micro-batch mean, renamed
+
+
 def test_token_weighted_keeps_the_value_and_scales_the_gradient():
     x = torch.tensor(2.0, requires_grad=True)
     loss = token_weighted(x * 3.0, n_tokens=5, accumulation=2)

@@ -6,6 +6,7 @@ AdamW steps applied straight to bf16 weights round away (8 significant bits): on
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -87,6 +88,59 @@ def test_master_weight_helpers():
     assert mixed_compute_dtype(model) is None
 
 
+def _lm_head_records(module: SceModule) -> list[tuple[bool, torch.dtype]]:
+    """(CPU autocast on, output dtype) of every lm_head call, recorded by a forward hook."""
+    records: list[tuple[bool, torch.dtype]] = []
+    head = module.model.get_output_embeddings()
+    head.register_forward_hook(
+        lambda _m, _i, out: records.append((torch.is_autocast_enabled("cpu"), out.dtype))
+    )
+    return records
+
+
+def test_generation_runs_in_the_trainers_precision(tiny_kit, synthetic_manifest, tmp_path):
+    """The evaluation callback generates from on_validation_epoch_end, outside Lightning's
+    precision context: under bf16-mixed, generate_batch must still run the fp32-master LM in
+    bf16 autocast (it ran in fp32 before), and without a trainer in the weights' own dtype."""
+    data = SceDataModule(
+        str(synthetic_manifest), str(tiny_kit), width=56, height=56, fps=1.0, eval_batch_size=1
+    )
+    data.setup("validate")
+    batch = next(iter(data.generation_dataloader("val", max_samples=1)))
+    module = SceModule(str(tiny_kit), finetuning="full", dtype="bfloat16", max_new_tokens=2)
+    module.configure_model()
+    records = _lm_head_records(module)
+    module.generate_batch(batch)
+    assert records and set(records) == {(False, torch.float32)}  # fp32 masters, no trainer
+    records.clear()
+    module.trainer = cpu_trainer(tmp_path, precision="bf16-mixed")
+    results = module.generate_batch(batch)
+    assert len(results) == 1
+    assert len(records) == 2 and set(records) == {(True, torch.bfloat16)}  # 2 new tokens
+
+
+def test_fsdp1_with_adapters_warns_about_the_fp32_base(tiny_kit):
+    """FSDP1 needs one dtype per FlatParameter (torch's _flat_param refuses mixed dtypes, with
+    use_orig_params too), and a decoder-layer unit holds the fp32 adapters and their frozen
+    base: the base goes to fp32, with a warning that names the extra memory."""
+    from types import SimpleNamespace
+
+    from sce.models.distributed import fsdp_strategy
+
+    module = SceModule(str(tiny_kit), finetuning="lora", rank=4, alpha=8, dtype="bfloat16")
+    module._trainer = SimpleNamespace(strategy=fsdp_strategy())
+    with pytest.warns(UserWarning, match=r"frozen base weights are cast to float32 \(\+0\.\d+ GiB"):
+        module.configure_model()
+    assert {p.dtype for p in module.parameters()} == {torch.float32}
+    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+    full = SceModule(str(tiny_kit), finetuning="full", dtype="bfloat16")
+    full._trainer = SimpleNamespace(strategy=fsdp_strategy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a full fine-tune pays for fp32 masters anyway
+        full.configure_model()
+    assert frozen > 0
+
+
 def test_fsdp1_gets_one_fp32_dtype_per_flat_parameter(tiny_kit):
     """FSDP1 flattens each unit's parameters into one tensor of one dtype; the root unit holds
     trainable embeddings and the frozen merger, so under FSDP1 every weight is fp32 (FSDP's
@@ -122,3 +176,25 @@ def test_export_serves_a_full_finetune_in_the_load_dtype(tiny_kit):
     module = module_from_checkpoint(checkpoint)
     assert {p.dtype for p in module.parameters()} == {torch.bfloat16}
     assert module.model.get_input_embeddings().weight[0, 0].item() == 1.0 + 2**-7
+
+
+def test_auto_dtype_export_uses_the_dtype_the_run_loaded(tiny_kit, monkeypatch):
+    """model.dtype: auto resolves per machine (bf16 on CUDA, fp32 on CPU): a bf16 GPU run
+    exported on CPU must come back in bf16, from the load dtype recorded at fit time."""
+    import sce.models.module as module_lib
+    from sce.checkpointing import adapter_only
+    from sce.export import module_from_checkpoint
+
+    monkeypatch.setattr(module_lib.torch.cuda, "is_available", lambda: True)  # the GPU run
+    trained = SceModule(str(tiny_kit), finetuning="full", dtype="auto")
+    trained.configure_model()
+    assert trained.hparams.load_dtype == "bfloat16"
+    checkpoint = {
+        "hyper_parameters": dict(trained.hparams),
+        "state_dict": adapter_only(trained, trained.state_dict()),
+    }
+    monkeypatch.undo()  # export on CPU, where "auto" alone would mean float32
+    assert module_lib.resolve_dtype("auto") == torch.float32
+    module = module_from_checkpoint(checkpoint)
+    assert {p.dtype for p in module.parameters()} == {torch.bfloat16}
+    assert module_from_checkpoint(checkpoint, dtype="float32").load_dtype == torch.float32

@@ -8,6 +8,7 @@ state; the frozen base is reloaded from `model_path`.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import nullcontext
 from typing import Any, Literal
 
@@ -49,7 +50,9 @@ class SceModule(L.LightningModule):
             supervised tokens of the whole effective batch (every accumulation step and rank),
             as Hugging Face's Trainer does since its 2024 gradient-accumulation fix;
             "micro_batch": each micro-batch's token mean, averaged over accumulation steps and
-            ranks (Lightning's default, kept for comparison). See `token_weighted`.
+            ranks (Lightning's default, kept for comparison). See `token_weighted`. Under
+            "effective_batch", train/loss is the window's token-mean loss, logged once per
+            optimizer step, and train/micro_batch_loss each micro-batch's mean.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class SceModule(L.LightningModule):
                 f"got {loss_normalization!r}"
             )
         self._window_tokens = 0  # supervised tokens of this rank's current accumulation window
+        self._window_loss_sum: torch.Tensor | float = 0.0  # sum of loss_i * n_tokens_i there
 
     # ------------------------------------------------------------------ model construction
     def configure_model(self) -> None:
@@ -97,6 +101,9 @@ class SceModule(L.LightningModule):
         # from_pretrained returns eval mode and Lightning keeps module modes as they are at fit
         # start: without this, adapter dropout would silently stay off in training.
         self.model = load_model(self.hparams).train()
+        # "auto" resolves per machine (bf16 on CUDA, fp32 on CPU): record what this run loaded,
+        # so a checkpoint exported on another machine comes back in the training dtype.
+        self.hparams["load_dtype"] = dtype_name(resolve_dtype(self.hparams.dtype))
         self.tokenizer = load_tokenizer(resolve_model_path(self.hparams.model_path))
         self.digit_ids = digit_token_ids(self.tokenizer)
         self.option_ids = option_token_ids(self.tokenizer)
@@ -113,7 +120,7 @@ class SceModule(L.LightningModule):
             f"{counts['total']:,} parameters ({counts['trainable_pct']:.2f}%)"
         )
         if _is_fsdp1(self._trainer):  # FSDP1 flat parameters need one dtype per unit
-            keep_master_weights_fp32(self.model, frozen_too=True)
+            fsdp1_uniform_fp32(self.model, self.hparams.finetuning)
         if self.device_mesh is not None:  # ModelParallelStrategy: FSDP2 after the adapters exist
             from sce.models.distributed import shard_model
 
@@ -166,6 +173,18 @@ class SceModule(L.LightningModule):
                 pos_weight=self.hparams.pos_weight,
             )
 
+    @property
+    def load_dtype(self) -> torch.dtype:
+        """The dtype the base weights were loaded in when the module was fit (recorded in the
+        hparams, hence in checkpoints), else `model.dtype` resolved on this machine."""
+        recorded = self.hparams.get("load_dtype")
+        return DTYPES[recorded] if recorded else resolve_dtype(self.hparams.dtype)
+
+    def _logs_window_loss(self) -> bool:
+        """Whether train/loss is the effective-batch window loss logged once per optimizer
+        step (`on_before_optimizer_step`) rather than the micro-batch mean."""
+        return self.hparams.loss_normalization == "effective_batch"
+
     def _shared_step(self, batch: dict[str, Any], stage: str) -> loss_lib.LossOutput | None:
         self._log_data_problems(batch, stage)
         if batch.get("empty"):
@@ -173,7 +192,10 @@ class SceModule(L.LightningModule):
         out = self.model_step(batch)
         size = batch["input_ids"].shape[0]
         on_step = stage == "train"
-        terms = {"loss": out.total, "ce": out.ce, "mse": out.mse}
+        # Under effective-batch normalisation the optimised objective is the window's token
+        # mean, logged as train/loss per optimizer step; the micro-batch mean keeps its own name.
+        loss_name = "micro_batch_loss" if on_step and self._logs_window_loss() else "loss"
+        terms = {loss_name: out.total, "ce": out.ce, "mse": out.mse}
         for name, value in terms.items():  # per step in training, per epoch (synced) in eval
             self.log(
                 f"{stage}/{name}",
@@ -211,6 +233,7 @@ class SceModule(L.LightningModule):
             return loss
         n_tokens = 0 if out is None else out.n_tokens
         self._window_tokens += n_tokens
+        self._window_loss_sum = self._window_loss_sum + loss.detach().float() * n_tokens
         return token_weighted(loss, n_tokens, self._accumulation())
 
     def _accumulation(self) -> int:
@@ -219,12 +242,19 @@ class SceModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Effective-batch normalisation: divide the accumulated token-weighted gradients by the
-        supervised tokens of the whole window, summed over ranks (before clipping)."""
+        supervised tokens of the whole window, summed over ranks (before clipping), and log
+        the window's loss sum(loss_i * n_tokens_i) / tokens as train/loss: the objective this
+        gradient follows, from the same all-reduced totals."""
         if self.hparams.loss_normalization != "effective_batch":
             return
-        local = torch.tensor(float(self._window_tokens), device=self.device)
-        total = float(self._trainer.strategy.reduce(local, reduce_op="sum"))
-        self._window_tokens = 0
+        local = torch.stack(
+            [
+                torch.as_tensor(self._window_loss_sum, dtype=torch.float32, device=self.device),
+                torch.tensor(float(self._window_tokens), device=self.device),
+            ]
+        )
+        loss_sum, total = self._trainer.strategy.reduce(local, reduce_op="sum").tolist()
+        self._window_tokens, self._window_loss_sum = 0, 0.0
         # DDP / FSDP average gradients over ranks: multiply that division back.
         factor = self._trainer.world_size / max(total, 1.0)
         for group in optimizer.param_groups:
@@ -232,6 +262,14 @@ class SceModule(L.LightningModule):
                 if param.grad is not None:
                     param.grad.mul_(factor)
         self.log("train/window_tokens", total, on_step=True, on_epoch=False)
+        self.log(
+            "train/loss",
+            loss_sum / max(total, 1.0),
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+            batch_size=1,
+        )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._shared_step(batch, "val")
@@ -258,14 +296,15 @@ class SceModule(L.LightningModule):
             return []
         was_training = self.model.training
         self.model.eval()
-        out = self.model.generate(
-            **loss_lib.model_inputs(batch, self.model.config),
-            max_new_tokens=max_new_tokens or self.hparams.max_new_tokens,
-            do_sample=False,
-            return_dict_in_generate=True,
-            output_logits=True,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
+        with self._precision_context():
+            out = self.model.generate(
+                **loss_lib.model_inputs(batch, self.model.config),
+                max_new_tokens=max_new_tokens or self.hparams.max_new_tokens,
+                do_sample=False,
+                return_dict_in_generate=True,
+                output_logits=True,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
         if was_training:
             self.model.train()
         prompt_len = batch["input_ids"].shape[1]
@@ -278,6 +317,16 @@ class SceModule(L.LightningModule):
                 {**meta, "prediction": texts[i].strip(), "option_probs": option_probs[i].tolist()}
             )
         return results
+
+    def _precision_context(self):
+        """The trainer's forward precision context (bf16 autocast under bf16-mixed).
+
+        Lightning enters it around training/validation/predict steps only; the evaluation
+        callback generates from `on_validation_epoch_end`, where fp32 master weights would
+        otherwise run the whole LM in fp32 (twice the memory and time, other numerics).
+        """
+        plugin = getattr(self._trainer, "precision_plugin", None)
+        return plugin.forward_context() if plugin is not None else nullcontext()
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
@@ -445,6 +494,40 @@ def restore_load_dtype(model: torch.nn.Module, dtype: torch.dtype) -> None:
     for name, param in model.named_parameters():
         if param.is_floating_point() and param.dtype != dtype and "lora_" not in name:
             param.data = param.data.to(dtype)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The `model.dtype` name of a torch dtype (torch.bfloat16 -> "bfloat16")."""
+    return next(name for name, value in DTYPES.items() if value == dtype)
+
+
+def fsdp1_uniform_fp32(model: torch.nn.Module, finetuning: str) -> int:
+    """Cast every floating parameter to float32 for FSDP1; warn with the cost for adapters.
+
+    FSDP1 flattens each unit's parameters into one FlatParameter and refuses mixed dtypes in
+    one (torch.distributed.fsdp._flat_param: "Must flatten tensors with uniform dtype"), with
+    `use_orig_params=True` too. QwenFSDPStrategy's units are whole decoder layers / vision
+    blocks, holding a LoRA/DoRA layer's fp32 adapter next to its frozen base weight, so the
+    frozen base goes to fp32 as well (MixedPrecision still computes in bf16). For a full fine-tune
+    that is what its fp32 masters cost anyway; for adapters it doubles the frozen base's memory,
+    so say so: ModelParallelStrategy (FSDP2) keeps the base in bf16. Returns how many were cast.
+    """
+    frozen_bytes = sum(
+        p.numel() * (4 - p.element_size())
+        for p in model.parameters()
+        if not p.requires_grad and p.is_floating_point() and p.dtype != torch.float32
+    )
+    cast = keep_master_weights_fp32(model, frozen_too=True)
+    if frozen_bytes and finetuning != "full":
+        warnings.warn(
+            f"FSDP1 (QwenFSDPStrategy) with finetuning={finetuning!r}: the frozen base weights "
+            f"are cast to float32 (+{frozen_bytes / 2**30:.2f} GiB before sharding, about "
+            "+14 GiB for a 7B model) because an FSDP1 unit holds one dtype and the adapters are "
+            "fp32 masters. Use trainer.strategy: sce.models.distributed."
+            "AdapterModelParallelStrategy (FSDP2) to keep the frozen base in bf16.",
+            stacklevel=2,
+        )
+    return cast
 
 
 def mixed_compute_dtype(model: torch.nn.Module) -> torch.dtype | None:
