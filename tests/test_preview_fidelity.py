@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import poisoned_telemetry
 
 from sce.cli import main
 from sce.data.prompts import BINARY_EVENT_QUESTION, EVENT_QUESTION
@@ -33,7 +34,6 @@ DEMO = EXPERIMENTS / "demo.yaml"  # paper 000's window: 4 s before + 2 s after, 
 PAPER002 = EXPERIMENTS / "paper002_risk.yaml"
 PAPER003 = EXPERIMENTS / "paper003_instruction.yaml"
 SMALL = ("--data.width=112", "--data.height=56")  # the papers' frame sizes cost seconds here
-POISON = 1000.0  # telemetry a prompt must not read
 IMU_RATE = 100.0  # Hz, the synthetic IMU
 VIDEO_FPS = 30.0  # the synthetic video
 # generate_clip's collision for this seed: 10 s, impact (argmax |a_x|) at 4.78 s.
@@ -49,24 +49,6 @@ def preview(config: Path, kit: Path, manifest: Path, sample_id: str, *extra: str
         code = main(args)
     assert code == 0, out.getvalue()
     return json.loads(out.getvalue())
-
-
-def _poisoned(record: ClipRecord, keep, folder: Path, record_id: str) -> ClipRecord:
-    """A copy of `record` whose IMU/GPS samples at times failing `keep(t)` read POISON."""
-    folder.mkdir(parents=True, exist_ok=True)
-    imu = pd.read_csv(record.path("imu"))
-    imu.loc[~keep(imu["t"].to_numpy()), ["ax", "ay", "az", "gz"]] = POISON
-    gps = pd.read_csv(record.path("gps"))
-    gps.loc[~keep(gps["t"].to_numpy()), "speed"] = POISON
-    imu.to_csv(folder / "imu.csv", index=False)
-    gps.to_csv(folder / "gps.csv", index=False)
-    return dataclasses.replace(
-        record,
-        id=record_id,
-        video=str(record.path("video")),
-        imu=str(folder / "imu.csv"),
-        gps=str(folder / "gps.csv"),
-    )
 
 
 def _moved(record: ClipRecord, **changes) -> ClipRecord:
@@ -129,8 +111,8 @@ def test_chunk_previews_show_only_their_span(chunks, tiny_kit, tmp_path):
         assert [row["t"] for row in window["telemetry"]] == window["frame_times"]
         # Every telemetry sample comes from the span: poisoning all IMU/GPS samples outside
         # it changes nothing the preview shows.
-        inside = _poisoned(
-            chunk, lambda t, a=lo, b=hi: (t >= a) & (t <= b), tmp_path / chunk.id, "inside"
+        inside = poisoned_telemetry(
+            chunk, lambda t, a=lo, b=hi: (t >= a) & (t <= b), tmp_path / chunk.id, id="inside"
         )
         write_manifest([inside], tmp_path / chunk.id / "manifest.jsonl")
         (clean,) = preview(DEMO, tiny_kit, tmp_path / chunk.id / "manifest.jsonl", "inside")[
@@ -212,7 +194,9 @@ def risk(crash, tmp_path_factory) -> Path:
     annotated 0.1 ("low")."""
     root = tmp_path_factory.mktemp("risk")
     record = _moved(crash, id="risk", annotations={"probability": 0.872})
-    future = _poisoned(record, lambda t: t <= CRASH_TIME + 1e-9, root / "future", "future")
+    future = poisoned_telemetry(
+        record, lambda t: t <= CRASH_TIME + 1e-9, root / "future", id="future"
+    )
     low = dataclasses.replace(record, id="low", annotations={"probability": 0.1})
     return write_manifest([record, future, low], root / "manifest.jsonl")
 

@@ -9,11 +9,11 @@ the prompt is built from) must come out identical to the one from the clean file
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import poisoned_telemetry
 
 from sce.data import video as video_lib
 from sce.data.cache import FrameCache
@@ -21,8 +21,6 @@ from sce.data.chunking import chunk_record
 from sce.data.clip import ClipError, ClipInputs, WindowSpec, load_clip, plan_window
 from sce.data.schema import ClipRecord, load_manifest
 from sce.data.synthetic import generate_synthetic_dataset
-
-POISON = 1000.0
 
 
 @pytest.fixture(scope="module")
@@ -33,18 +31,6 @@ def long_collision(tmp_path_factory) -> ClipRecord:
         progress=False,
     )  # fmt: skip
     return next(r for r in load_manifest(manifest) if r.label == "collision")
-
-
-def _poisoned(record: ClipRecord, keep, folder: Path) -> ClipRecord:
-    """The record with every IMU/GPS sample whose time fails `keep(t)` set to POISON."""
-    folder.mkdir(parents=True, exist_ok=True)
-    imu = pd.read_csv(record.path("imu"))
-    imu.loc[~keep(imu["t"].to_numpy()), ["ax", "ay", "az", "gz"]] = POISON
-    gps = pd.read_csv(record.path("gps"))
-    gps.loc[~keep(gps["t"].to_numpy()), "speed"] = POISON
-    imu.to_csv(folder / "imu.csv", index=False)
-    gps.to_csv(folder / "gps.csv", index=False)
-    return dataclasses.replace(record, imu=str(folder / "imu.csv"), gps=str(folder / "gps.csv"))
 
 
 def _assert_same_plan(clean: ClipInputs, poisoned: ClipInputs) -> None:
@@ -78,7 +64,9 @@ def test_chunk_prompt_reads_only_its_span(long_collision, tmp_path, event_time):
         idx = video_lib.frame_indices(clean.frame_times, info.fps, info.n_frames)
         assert lo <= idx.min() / info.fps and idx.max() / info.fps <= hi
         assert lo <= clean.event_time <= hi
-        outside = _poisoned(chunk, lambda t, a=lo, b=hi: (t >= a) & (t <= b), tmp_path / chunk.id)
+        outside = poisoned_telemetry(
+            chunk, lambda t, a=lo, b=hi: (t >= a) & (t <= b), tmp_path / chunk.id
+        )
         _assert_same_plan(clean, plan_window(outside, spec))
 
 
@@ -124,7 +112,7 @@ def test_anticipation_prompt_reads_nothing_after_its_last_frame(long_collision, 
     last = clean.frame_times[-1]
     if scale is not None:
         assert last == pytest.approx(long_collision.event_time)  # the last keyframe: the event
-    future = _poisoned(long_collision, lambda t: t <= last, tmp_path / "future")
+    future = poisoned_telemetry(long_collision, lambda t: t <= last, tmp_path / "future")
     _assert_same_plan(clean, plan_window(future, spec))
     # Before: the centred 3 s block of the 6 s scale's last keyframe averaged 1.5 s of the
     # impact's aftermath into "the event" (about -3 m/s^2 instead of about -1 m/s^2).

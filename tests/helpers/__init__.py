@@ -22,3 +22,30 @@ def cpu_trainer(tmp_path: Path, **kwargs: Any) -> L.Trainer:
         default_root_dir=str(tmp_path),
     )
     return L.Trainer(**(defaults | kwargs))
+
+
+POISON = 1000.0  # a telemetry value no prompt may show
+
+
+def poisoned_telemetry(record, keep, folder: Path, **changes: Any):
+    """A copy of `record` (a ClipRecord) whose IMU/GPS samples at times failing `keep(t)` read
+    POISON, written to `folder`: a prompt that reads any of them shows 1000 m/s² or km/h.
+    `changes` replace other record fields (e.g. id)."""
+    import dataclasses
+
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    imu = pd.read_csv(record.path("imu"))
+    imu.loc[~keep(imu["t"].to_numpy()), ["ax", "ay", "az", "gz"]] = POISON
+    gps = pd.read_csv(record.path("gps"))
+    gps.loc[~keep(gps["t"].to_numpy()), "speed"] = POISON
+    imu.to_csv(folder / "imu.csv", index=False)
+    gps.to_csv(folder / "gps.csv", index=False)
+    return dataclasses.replace(
+        record,
+        video=str(record.path("video")),
+        imu=str(folder / "imu.csv"),
+        gps=str(folder / "gps.csv"),
+        **changes,
+    )
