@@ -22,22 +22,14 @@ from sce.data.collate import Collator, Sample
 from sce.data.prompts import EVENT_QUESTION, Telemetry, build_user_content, mcq_answer
 from sce.models import adapters as adapter_lib
 from sce.models.losses import compute_losses
-from sce.models.tiny import TinySpec, build_config, build_processor, train_tokenizer
-
-# Qwen2.5-VL-7B-Instruct sizes (config.json of the public checkpoint).
-QWEN25_VL_7B = dict(
-    hidden_size=3584,
-    intermediate_size=18944,
-    num_hidden_layers=28,
-    num_attention_heads=28,
-    num_key_value_heads=4,
-    vision_hidden_size=1280,
-    vision_intermediate_size=3420,
-    vision_depth=32,
-    vision_heads=16,
-    mrope_section=[16, 24, 24],
+from sce.models.tiny import (
+    QWEN25_VL_7B,
+    QWEN25_VL_7B_VOCAB,
+    TinySpec,
+    build_config,
+    build_processor,
+    train_tokenizer,
 )
-VOCAB_7B = 152064
 
 
 def build_model(size: str, device: str, dtype: torch.dtype):
@@ -50,7 +42,7 @@ def build_model(size: str, device: str, dtype: torch.dtype):
     processor = build_processor(tokenizer, spec)
     config = build_config(tokenizer, spec)
     if size != "tiny":
-        config.text_config.vocab_size = VOCAB_7B
+        config.text_config.vocab_size = QWEN25_VL_7B_VOCAB
         config.vision_config.fullatt_block_indexes = [7, 15, 23, 31]
     from transformers import Qwen2_5_VLForConditionalGeneration
 

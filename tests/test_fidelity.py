@@ -428,17 +428,20 @@ def _qwen25_vl_7b_on_meta():
     """Qwen2.5-VL-7B-Instruct's sizes (its config.json), weights on the meta device."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
+    from sce.models.tiny import QWEN25_VL_7B as SIZES
+    from sce.models.tiny import QWEN25_VL_7B_VOCAB
+
+    text = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
     config = Qwen2_5_VLConfig(
-        text_config=dict(
-            hidden_size=3584,
-            intermediate_size=18944,
-            num_hidden_layers=28,
-            num_attention_heads=28,
-            num_key_value_heads=4,
-            vocab_size=152064,
-        ),
+        text_config={key: SIZES[key] for key in (*text, "num_key_value_heads")}
+        | {"vocab_size": QWEN25_VL_7B_VOCAB},
+        # 2 vision blocks: the tower is frozen and not counted, only its output width matters
         vision_config=dict(
-            depth=2, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584
+            depth=2,
+            hidden_size=SIZES["vision_hidden_size"],
+            intermediate_size=SIZES["vision_intermediate_size"],
+            num_heads=SIZES["vision_heads"],
+            out_hidden_size=SIZES["hidden_size"],
         ),
     )
     with torch.device("meta"):

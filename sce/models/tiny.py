@@ -163,6 +163,23 @@ class TinySpec:
     max_pixels: int = 28 * 28 * 64
 
 
+# Qwen2.5-VL-7B-Instruct's sizes (config.json of the public checkpoint) as TinySpec fields, for
+# measurements at real size without the weights (benchmarks, parameter counts on the meta device).
+QWEN25_VL_7B = dict(
+    hidden_size=3584,
+    intermediate_size=18944,
+    num_hidden_layers=28,
+    num_attention_heads=28,
+    num_key_value_heads=4,
+    vision_hidden_size=1280,
+    vision_intermediate_size=3420,
+    vision_depth=32,
+    vision_heads=16,
+    mrope_section=[16, 24, 24],
+)
+QWEN25_VL_7B_VOCAB = 152064
+
+
 def build_config(tokenizer, spec: TinySpec):
     """A Qwen2_5_VLConfig with tiny sizes and token ids taken from the tokenizer."""
     from transformers import Qwen2_5_VLConfig
