@@ -1,8 +1,10 @@
 """Generation-based evaluation: the numbers the papers report, computed during training.
 
 Token-level accuracy says little in this domain; what counts is the class the model *says*.
-Every `every_n_epochs` validation epochs (and at test), the callback generates answers for up to
-`max_samples` items of the split (sharded across ranks, gathered on every rank), parses them,
+Every `every_n_epochs` validation epochs (and at test), the callback generates answers for the
+split's fixed evaluation subset: `max_samples` items or `per_class` clips of each class, stratified
+by class and source and drawn once from data.eval_seed (sce.data.subset), the same in every epoch,
+run and rank count (sharded across ranks, gathered on every rank), parses them,
 and logs namespaced scalars (`val_gen/acc`, `val_gen/f1/collision`, per source and IMU setting),
 the confusion matrix and reliability diagram as images (items of binary-scope records, e.g. Nexar,
 count only in `binary/*`; see sce.metrics.evaluate), a text table of sample generations, and
@@ -28,7 +30,9 @@ class GenerationEvaluation(Callback):
 
     Args:
         every_n_epochs: run at the end of every n-th validation epoch (0: only at test).
-        max_samples: items per evaluation (None: the whole split).
+        max_samples: items per evaluation (None: the whole split), stratified by class and
+            source; a clip brings all its items (tasks x IMU settings).
+        per_class: instead of max_samples, this many clips of every class (paper 001: 66).
         max_new_tokens: generation length (None: the module's max_new_tokens).
         num_text_samples: rows of the sample-generation table logged to TensorBoard.
         bertscore_model: local folder of a BERT-style encoder for BERTScore (None: skipped).
@@ -41,7 +45,14 @@ class GenerationEvaluation(Callback):
         max_new_tokens: int | None = None,
         num_text_samples: int = 8,
         bertscore_model: str | None = None,
+        per_class: int | None = None,
     ):
+        if max_samples is not None and per_class is not None:
+            raise ValueError(
+                "GenerationEvaluation: set max_samples or per_class, not both "
+                f"(got max_samples={max_samples}, per_class={per_class})"
+            )
+        self.per_class = per_class
         self.every_n_epochs = every_n_epochs
         self.max_samples = max_samples
         self.max_new_tokens = max_new_tokens
@@ -72,11 +83,12 @@ class GenerationEvaluation(Callback):
 
     def generate(self, trainer: Trainer, pl_module: LightningModule, split: str) -> list[dict]:
         max_samples, max_new_tokens = self.max_samples, self.max_new_tokens
+        per_class = self.per_class
         if trainer.fast_dev_run:  # a smoke test: one short batch exercises the whole path
-            max_samples = trainer.datamodule.eval_batch_size
+            max_samples, per_class = trainer.datamodule.eval_batch_size, None
             max_new_tokens = min(max_new_tokens or 16, 16)
         loader = trainer.datamodule.generation_dataloader(
-            split, max_samples, trainer.global_rank, trainer.world_size
+            split, max_samples, trainer.global_rank, trainer.world_size, per_class=per_class
         )
         results: list[dict[str, Any]] = []
         bar = tqdm(loader, desc=f"generate {split}", leave=False, disable=trainer.global_rank != 0)

@@ -47,6 +47,9 @@ class SceDataModule(L.LightningDataModule):
         on_bad_sample: "error" or "skip" (counted and logged as data/*_skipped).
         cache_dir: optional frame cache folder (decoded windows reused across runs).
         seed: re-sampling seed.
+        eval_seed: seed of the evaluation subsets (GenerationEvaluation's max_samples /
+            per_class) and of the evaluation items' choices (which VQA pair is asked); apart
+            from `seed` so runs trained with different seeds are scored on the same items.
         window_scales: multi-scale keyframe windows before the event (paper 002: [6, 3, 1.5]);
             each record gives one item per scale with 3 keyframes (start, middle, end).
         telemetry_anchor: where each frame's IMU block sits: "centered" on the frame, "causal"
@@ -84,6 +87,7 @@ class SceDataModule(L.LightningDataModule):
         on_bad_sample: str = "error",
         cache_dir: str | None = None,
         seed: int = 0,
+        eval_seed: int = 0,
         window_scales: list[float] | None = None,
         telemetry_anchor: Literal["auto", "centered", "causal"] = "auto",
         window: str = "event",
@@ -156,6 +160,7 @@ class SceDataModule(L.LightningDataModule):
                 on_bad_sample=hp.on_bad_sample,
                 cache=self._cache(),
                 window_scales=hp.window_scales,
+                eval_seed=hp.eval_seed,
             )
         return self.datasets[split]
 
@@ -237,16 +242,24 @@ class SceDataModule(L.LightningDataModule):
         return self.generation_dataloader("test")
 
     def generation_dataloader(
-        self, split: str, max_samples: int | None = None, rank: int = 0, world_size: int = 1
+        self,
+        split: str,
+        max_samples: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        per_class: int | None = None,
     ) -> DataLoader:
         """Prompt-only batches (left padded) of a split for generation-based evaluation.
 
-        The first `max_samples` items are sharded across ranks (rank r takes items r, r+W, ...).
+        The split's fixed evaluation subset (`max_samples` items or `per_class` clips of each
+        class, stratified by class and source, drawn from data.eval_seed over the whole split)
+        is sharded across ranks: rank r takes subset items r, r+W, ...
         """
         dataset = self.dataset(split)
-        n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
-        subset = Subset(dataset, list(range(rank, n, world_size)))
-        return self._loader(subset, self.eval_batch_size, "generate")
+        indices = dataset.evaluation_subset(max_samples, per_class)
+        return self._loader(
+            Subset(dataset, indices[rank::world_size]), self.eval_batch_size, "generate"
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {}

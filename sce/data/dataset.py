@@ -5,6 +5,10 @@ serve (its mcq item, its caption item, ...), so the sampler can re-sample per (t
 001 up-samples the MCQ items, not the clips. Each drops the telemetry with probability
 `imu_dropout` (paper 000: 0.5). Evaluation items never drop telemetry: "with IMU" and "video only" are separate
 evaluation settings (`imu_settings=("on", "off")`), each item tagged with its setting.
+
+Training items draw their choices (IMU dropout, which VQA pair) from torch's RNG, per epoch and
+worker. Evaluation items draw theirs from a seed derived from (eval_seed, record id, task, IMU
+setting, scale): the same question every epoch and run, and the global RNG is never touched.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from sce.data.clip import ClipError, WindowSpec, load_clip
 from sce.data.collate import Sample
 from sce.data.prompts import available_tasks, build_user_content, make_task, training_tasks
 from sce.data.schema import ClipRecord
+from sce.data.subset import evaluation_subset, stable_seed
 
 IMU_SETTINGS = ("on", "off")
 
@@ -54,6 +59,7 @@ class SceDataset(Dataset):
         window_scales: multi-scale keyframe windows ending at the event (paper 002, e.g.
             [6.0, 3.0, 1.5]): one item per record and scale, each with the scale's 3 keyframes
             as 3 images.
+        eval_seed: seed of the evaluation items' choices (e.g. which VQA pair is asked).
     """
 
     def __init__(
@@ -69,6 +75,7 @@ class SceDataset(Dataset):
         on_bad_sample: str = "error",
         cache=None,
         window_scales: Sequence[float] | None = None,
+        eval_seed: int = 0,
     ):
         if not 0.0 <= imu_dropout <= 1.0:
             raise ValueError(f"imu_dropout must be in [0, 1], got {imu_dropout}")
@@ -85,6 +92,7 @@ class SceDataset(Dataset):
         self.imu_dropout = imu_dropout
         self.on_bad_sample = on_bad_sample
         self.cache = cache
+        self.eval_seed = eval_seed
         self.problems: Counter[str] = Counter()
         scales = list(window_scales) if window_scales else [None]
         if train:
@@ -120,15 +128,36 @@ class SceDataset(Dataset):
         """Per-item tasks (for the per-(task, class) re-sampler)."""
         return [item.task for item in self.items]
 
+    def evaluation_subset(
+        self, max_items: int | None = None, per_class: int | None = None
+    ) -> list[int]:
+        """Item indices of the fixed evaluation subset (sce.data.subset), from eval_seed."""
+        return evaluation_subset(
+            [r.id for r in self.records],
+            [(r.label, r.source) for r in self.records],
+            [item.record for item in self.items],
+            self.eval_seed,
+            max_items,
+            per_class,
+        )
+
     def __getitem__(self, index: int) -> Sample | None:
         item = self.items[index]
         record = self.records[item.record]
         try:
-            return self._build(item, record, random.Random(_draw_seed()))
+            return self._build(item, record, self._rng(item, record))
         except ClipError:
             if self.on_bad_sample == "skip":
                 return None
             raise
+
+    def _rng(self, item: Item, record: ClipRecord) -> random.Random:
+        """Training: a fresh draw from torch's RNG. Evaluation: fixed by the item itself."""
+        if item.imu == "train":
+            return random.Random(_draw_seed())
+        return random.Random(
+            stable_seed(self.eval_seed, record.id, item.task, item.imu, item.scale)
+        )
 
     def sample(self, item: Item, seed: int = 0) -> Sample:
         """The Sample of an explicit item, built as __getitem__ builds one; an item with a task
