@@ -93,6 +93,7 @@ class SceDataset(Dataset):
         self.on_bad_sample = on_bad_sample
         self.cache = cache
         self.eval_seed = eval_seed
+        self._subsets: dict[tuple[int | None, int | None], list[int]] = {}
         self.problems: Counter[str] = Counter()
         scales = list(window_scales) if window_scales else [None]
         if train:
@@ -131,15 +132,19 @@ class SceDataset(Dataset):
     def evaluation_subset(
         self, max_items: int | None = None, per_class: int | None = None
     ) -> list[int]:
-        """Item indices of the fixed evaluation subset (sce.data.subset), from eval_seed."""
-        return evaluation_subset(
-            [r.id for r in self.records],
-            [(r.label, r.source) for r in self.records],
-            [item.record for item in self.items],
-            self.eval_seed,
-            max_items,
-            per_class,
-        )
+        """Item indices of the fixed evaluation subset (sce.data.subset), from eval_seed: drawn
+        once over the whole split, before any sharding across ranks."""
+        key = (max_items, per_class)
+        if key not in self._subsets:
+            self._subsets[key] = evaluation_subset(
+                [r.id for r in self.records],
+                [(r.label, r.source) for r in self.records],
+                [item.record for item in self.items],
+                self.eval_seed,
+                max_items,
+                per_class,
+            )
+        return self._subsets[key]
 
     def __getitem__(self, index: int) -> Sample | None:
         item = self.items[index]
