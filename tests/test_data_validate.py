@@ -85,16 +85,22 @@ def test_bad_records_are_found_and_counted(bad_manifest: Path) -> None:
         "schema: label": 1,
         "schema: duplicate id": 1,
     }
-    assert report.examples["video does not decode"][0].startswith("corrupt: ")
-    assert [e.split(":")[0] for e in report.examples["imu unreadable"]] == ["header", "binary"]
+    # every example names the manifest line and, where it could be read, the record's id
+    assert report.examples["video does not decode"][0].startswith("line 2, id 'corrupt': ")
+    assert [e.split(":")[0] for e in report.examples["imu unreadable"]] == [
+        "line 3, id 'header'",
+        "line 6, id 'binary'",
+    ]
     assert "lacks column(s) ['t']" in report.examples["imu unreadable"][0]
-    assert report.examples["event_time outside clip"] == ["outside: 12.00 s of 7.00 s"]
-    assert report.examples["imu shorter than video"] == ["short: 2.0 s of 7.0 s"]
-    assert report.examples["invalid JSON"][0].startswith("line 7")
+    assert report.examples["event_time outside clip"] == ["line 4, id 'outside': 12.00 s of 7.00 s"]
+    assert report.examples["imu shorter than video"] == ["line 5, id 'short': 2.0 s of 7.0 s"]
+    assert report.examples["invalid JSON"][0].startswith("line 7: ")  # no id can be read
     assert report.examples["schema: label"][0].startswith(
-        "line 8: record 'synth_0_00006': unknown label 'crash'"
+        "line 8, id 'synth_0_00006': unknown label 'crash'"
     )
-    assert report.examples["schema: duplicate id"][0].startswith("line 9: ")
+    assert report.examples["schema: duplicate id"] == [
+        "line 9, id 'synth_0_00000': first on line 1"
+    ]
     assert len(report.bad_records) == 8
 
 
@@ -102,7 +108,7 @@ def test_table_lists_problems_with_counts(bad_manifest: Path) -> None:
     table = validate_manifest(bad_manifest).table().splitlines()
     assert table[0].split() == ["problem", "count", "examples"]
     rows = {line[: line.index("  ")].strip(): line for line in table[2:-1]}
-    assert rows["imu unreadable"].split("  ")[-1].startswith("header: ")
+    assert rows["imu unreadable"].split("  ")[-1].startswith("line 3, id 'header': ")
     assert rows["imu unreadable"].split()[2] == "2"
     assert rows["event_time outside clip"].split()[3] == "1"
     assert table[2].startswith("imu unreadable")  # most common first
@@ -173,7 +179,7 @@ def test_image_sequence_bad_image_names_sample(tmp_path: Path, broken: str, imag
     assert dict(report.problems) == {"image missing or unreadable": 1}
     assert report.bad_records == {"seg1"}
     example = report.examples["image missing or unreadable"][0]
-    assert example.startswith("seg1: field 'metadata.frames': 1 of 3 images, first ")
+    assert example.startswith("line 2, id 'seg1': field 'metadata.frames': 1 of 3 images, first ")
     assert f"images/seg1/{image}" in example
 
 
@@ -321,30 +327,36 @@ def test_accel_in_milli_g_flagged(telemetry_report: ValidationReport, synthetic_
     """Clip 0's largest |a| is gravity on z, 9.95 m/s^2 = 1014.3 mg > 200."""
     a_max = np.abs(_load_csv(str(load_manifest(synthetic_manifest)[0].path("imu")))[:, 1:4]).max()
     assert 9.9 < a_max < 10.0  # hand-check of the premise
-    expected = f"mg: max |a| {a_max * 1000 / G:.1f}"
+    expected = f"line 2, id 'mg': max |a| {a_max * 1000 / G:.1f}"
     assert report_examples(telemetry_report, "imu accel out of range (units?)") == [expected]
 
 
 def test_gyro_in_deg_per_s_flagged(telemetry_report: ValidationReport) -> None:
     """1 rad/s written as 57.2958 deg/s exceeds the 50 (rad/s) bound."""
     examples = report_examples(telemetry_report, "imu gyro out of range (deg/s?)")
-    assert examples == ["deg: max |w| 57.3"]
+    assert examples == ["line 3, id 'deg': max |w| 57.3"]
 
 
 def test_gps_speed_in_km_per_h_flagged(telemetry_report: ValidationReport) -> None:
     """30.901 m/s * 3.6 = 111.24 km/h > 100."""
     examples = report_examples(telemetry_report, "gps speed out of range (km/h?)")
-    assert examples == ["kmh: max 111.2"]
+    assert examples == ["line 8, id 'kmh': max 111.2"]
 
 
 def test_nan_accel_rows_counted(telemetry_report: ValidationReport) -> None:
-    assert report_examples(telemetry_report, "imu has NaN samples") == ["nan_accel: 4 rows"]
+    assert report_examples(telemetry_report, "imu has NaN samples") == [
+        "line 4, id 'nan_accel': 4 rows"
+    ]
 
 
 def test_non_monotonic_and_missing_time_unreadable(telemetry_report: ValidationReport) -> None:
     """A time step back, a repeated stamp and a NaN stamp each name the file's line."""
     examples = report_examples(telemetry_report, "imu unreadable")
-    assert [e.split(":")[0] for e in examples] == ["swap", "dup", "nan_t"]
+    assert [e.split(":")[0] for e in examples] == [
+        "line 5, id 'swap'",
+        "line 6, id 'dup'",
+        "line 7, id 'nan_t'",
+    ]
     assert examples[0].endswith(
         "swap.csv: line 103, column 't': time not strictly increasing (1.010000 -> 1.000000)"
     )
@@ -353,7 +365,7 @@ def test_non_monotonic_and_missing_time_unreadable(telemetry_report: ValidationR
     )
     assert examples[2].endswith("nan_t.csv: line 52, column 't': missing time stamp")
     gps = report_examples(telemetry_report, "gps unreadable")
-    assert len(gps) == 1 and gps[0].startswith("gps_swap: ")
+    assert len(gps) == 1 and gps[0].startswith("line 9, id 'gps_swap': ")
     assert gps[0].endswith(
         "gps_swap.csv: line 6, column 't': time not strictly increasing (4.000000 -> 3.000000)"
     )
@@ -443,7 +455,7 @@ def _gyro_nan(imu: np.ndarray, gps: np.ndarray) -> tuple[str, np.ndarray]:
         pytest.param(
             _gyro_nan,
             "imu has NaN samples",
-            "bad: 2 rows",
+            "line 1, id 'bad': 2 rows",
         ),
     ],
 )
@@ -473,3 +485,44 @@ def test_windows_that_would_shrink_are_counted(synthetic_manifest: Path, tmp_pat
     assert report.note_examples["window_shrunk"][0].endswith("5.00 s of 6.00 s, 30 frames lost")
     assert "note: window_shrunk: 2 of 9 records" in report.table()
     assert not validate_manifest(synthetic_manifest, decode=False, fps=30.0).notes
+
+
+def test_schema_problems_name_line_and_id(
+    synthetic_manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Each schema problem names its manifest line and, wherever it could be read, the id."""
+    good = _absolute_rows(synthetic_manifest)
+    no_id = {k: v for k, v in good[3].items() if k != "id"}
+    lines = [
+        json.dumps(good[0]),  # line 1: fine
+        '{"id": "clip_a", "video": ',  # line 2: (a) JSON cut short: no id can be read
+        json.dumps({**good[1], "id": "clip_b", "video": "missing/clip_b.mp4"}),  # (b)
+        json.dumps({**good[2], "id": "clip_c", "event_time": "4.5"}),  # (c) a bad field
+        json.dumps({**no_id, "label": "crash"}),  # line 5: (d) no id
+        json.dumps({**good[4], "id": "clip_e", "label": "event"}),  # label scope
+        json.dumps({**good[5], "id": "clip_f", "annotations": {"probability": 87}}),  # range
+    ]
+    path = tmp_path / "manifest.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    report = validate_manifest(path, decode=False)
+    assert report.records == 7 and len(report.bad_records) == 6
+    assert report.examples["invalid JSON"] == ["line 2: Expecting value"]
+    assert report.examples["schema: video"] == [
+        f"line 3, id 'clip_b': file not found: {tmp_path / 'missing/clip_b.mp4'}"
+    ]
+    assert report.examples["schema: event_time"] == [
+        "line 4, id 'clip_c': expected seconds as a number, got '4.5'"
+    ]
+    assert report.examples["schema: id"] == ["line 5: missing"]
+    assert report.examples["schema: label"] == [
+        "line 6, id 'clip_e': label 'event' belongs to label_scope 'binary', but the record's "
+        "label_scope is 'three_class' (labels ('collision', 'near_collision', 'normal'))"
+    ]
+    assert report.examples["schema: annotations.probability"] == [
+        "line 7, id 'clip_f': must be within [0, 1] (a percentage?), got 87"
+    ]
+    assert validate_command(_args(path, no_decode=True)) == 1
+    out = capsys.readouterr().out
+    for examples in report.examples.values():
+        assert examples[0] in out
+    assert "6 of 7 records have problems" in out

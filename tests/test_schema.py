@@ -72,45 +72,45 @@ def _drop(data: dict, key: str) -> dict:
         (
             {**_good(2), "label_scope": "binary"},
             "label",
-            "record 'clip2': label 'collision' belongs to label_scope 'three_class', but the "
+            "label 'collision' belongs to label_scope 'three_class', but the "
             "record's label_scope is 'binary' (labels ('event', 'normal'))",
         ),
         (
             {**_good(2), "label": "event"},
             "label",
-            "record 'clip2': label 'event' belongs to label_scope 'binary'",
+            "label 'event' belongs to label_scope 'binary'",
         ),
         (
             {**_good(2), "label_scope": "ternary"},
             "label_scope",
-            "record 'clip2': unknown scope 'ternary'",
+            "unknown scope 'ternary'",
         ),
         ({**_good(0)}, "id", "duplicate id 'clip0' (first on line 1)"),
         # paper 002's probability target: a number within [0, 1]
         (
             {**_good(2), "annotations": {"probability": 87}},
             "annotations.probability",
-            "record 'clip2': must be within [0, 1] (a percentage?), got 87",
+            "must be within [0, 1] (a percentage?), got 87",
         ),
         (
             {**_good(2), "annotations": {"probability": "0.87"}},
             "annotations.probability",
-            "record 'clip2': expected a number, got a string '0.87'",
+            "expected a number, got a string '0.87'",
         ),
         (
             {**_good(2), "annotations": {"probability": -0.1}},
             "annotations.probability",
-            "record 'clip2': must be within [0, 1], got -0.1",
+            "must be within [0, 1], got -0.1",
         ),
         (
             {**_good(2), "annotations": {"probability": 1000}},
             "annotations.probability",
-            "record 'clip2': must be within [0, 1], got 1000",  # no percentage hint
+            "must be within [0, 1], got 1000",  # no percentage hint
         ),
         (
             {**_good(2), "annotations": {"probability": True}},
             "annotations.probability",
-            "record 'clip2': expected a number, got bool True",
+            "expected a number, got bool True",
         ),
     ],
 )
@@ -119,8 +119,12 @@ def test_bad_record_names_line_and_field(folder: Path, bad: dict, field: str, de
     with pytest.raises(ManifestError) as err:
         load_manifest(path)
     message = str(err.value)
-    assert f"{path} line 3: field '{field}'" in message
+    # the id is named wherever it can be read (not for `"id": 7`)
+    record_id = bad["id"] if isinstance(bad.get("id"), str) else None
+    located = f"{path} line 3" + (f", id {record_id!r}" if record_id else "")
+    assert f"{located}: field '{field}'" in message
     assert detail in message
+    assert (err.value.where, err.value.field) == (located, field)
 
 
 def test_binary_scope_round_trip(folder: Path) -> None:
@@ -140,7 +144,7 @@ def test_binary_scope_round_trip(folder: Path) -> None:
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_event_time(folder: Path, value: str) -> None:
     line = json.dumps(_good(2)).replace('"event_time": 4.5', f'"event_time": {value}')
-    with pytest.raises(ManifestError, match="line 3: field 'event_time'"):
+    with pytest.raises(ManifestError, match="line 3, id 'clip2': field 'event_time'"):
         load_manifest(_bad_third_line(folder, line))
 
 
@@ -150,9 +154,7 @@ def test_non_finite_probability(folder: Path, value: str) -> None:
     line = line.replace('"probability": 0.5', f'"probability": {value}')
     with pytest.raises(ManifestError) as err:
         load_manifest(_bad_third_line(folder, line))
-    assert "line 3: field 'annotations.probability': record 'clip2': must be finite" in str(
-        err.value
-    )
+    assert "line 3, id 'clip2': field 'annotations.probability': must be finite" in str(err.value)
 
 
 def test_probability_in_range_loads(folder: Path) -> None:
@@ -165,7 +167,7 @@ def test_bad_json_names_line(folder: Path) -> None:
     path = _bad_third_line(folder, '{"id": "clip2", "video": ')
     with pytest.raises(ManifestError, match=r"line 3: invalid JSON"):
         load_manifest(path)
-    path = _bad_third_line(folder, "[1, 2]")
+    path = _bad_third_line(folder, "[1, 2]")  # parses, but no id can be read from a list
     with pytest.raises(ManifestError, match="line 3: expected a JSON object, got list"):
         load_manifest(path)
 
@@ -226,5 +228,30 @@ def test_splits_filter(folder: Path) -> None:
 
 def test_duplicate_id_in_other_split_still_fails(folder: Path) -> None:
     path = _write_lines(folder, [json.dumps(_good(0, "train")), json.dumps(_good(0, "val"))])
-    with pytest.raises(ManifestError, match="line 2: field 'id': duplicate"):
+    with pytest.raises(ManifestError, match="line 2, id 'clip0': field 'id': duplicate"):
         load_manifest(path, splits=["train"])
+
+
+def test_load_error_names_line_id_field_and_file(folder: Path) -> None:
+    """The error a training run stops on names the line, the record's id, the field and the
+    missing file; the same parts are attributes for reports."""
+    bad = {**_good(2), "id": "clip_b", "video": "videos/clip_b.mp4"}
+    path = _bad_third_line(folder, json.dumps(bad))
+    with pytest.raises(ManifestError) as err:
+        load_manifest(path)
+    missing = folder / "videos/clip_b.mp4"
+    assert str(err.value) == (
+        f"{path} line 3, id 'clip_b': field 'video': file not found: {missing}"
+    )
+    assert (err.value.where, err.value.field) == (f"{path} line 3, id 'clip_b'", "video")
+    assert err.value.detail == f"file not found: {missing}"
+
+
+def test_error_without_readable_id_names_the_line_only(folder: Path) -> None:
+    path = _bad_third_line(folder, json.dumps(_drop(_good(2), "id")))
+    with pytest.raises(ManifestError) as err:
+        load_manifest(path)
+    assert str(err.value) == f"{path} line 3: field 'id': missing"
+    path = _bad_third_line(folder, json.dumps({**_good(2), "id": ""}))  # empty: not readable
+    with pytest.raises(ManifestError, match=r"line 3: field 'id': missing$"):
+        load_manifest(path)

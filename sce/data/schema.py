@@ -47,7 +47,25 @@ REQUIRED_FIELDS: tuple[str, ...] = ("id", "video", "label", "source", "split")
 
 
 class ManifestError(ValueError):
-    """A manifest record is malformed; the message names the file, line and field."""
+    """A manifest record is malformed; the message names the file, line, record id and field.
+
+    Errors raised for one record also carry their parts, so a report can group and print them
+    without parsing the message: `where` (the line, and the id when it could be read), `field`
+    and `detail` (what is wrong with the field).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        where: str | None = None,
+        field: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.where = where
+        self.field = field
+        self.detail = detail
 
 
 @dataclass
@@ -86,18 +104,32 @@ class ClipRecord:
         return data
 
 
+def readable_id(data: Any) -> str | None:
+    """The record's id when it can be read (a non-empty string under "id"), else None."""
+    record_id = data.get("id") if isinstance(data, dict) else None
+    return record_id if isinstance(record_id, str) and record_id else None
+
+
+def name_record(where: str, record_id: str | None) -> str:
+    """`where` (e.g. "manifest.jsonl line 3") plus the record's id when known:
+    "manifest.jsonl line 3, id 'clip_b'"; every record error is located through this."""
+    return where if record_id is None else f"{where}, id {record_id!r}"
+
+
 def _fail(where: str, field_name: str, message: str) -> ManifestError:
-    return ManifestError(f"{where}: field '{field_name}': {message}")
+    return ManifestError(
+        f"{where}: field '{field_name}': {message}", where=where, field=field_name, detail=message
+    )
 
 
-def _check_label(where: str, record_id: str, label: str, scope: Any) -> None:
+def _check_label(where: str, label: str, scope: Any) -> None:
     """The label must belong to the record's scope: a binary record cannot claim a 3-class
     collision, and "event" (collision or near-collision) needs label_scope "binary"."""
     if scope not in SCOPE_LABELS:
         raise _fail(
             where,
             "label_scope",
-            f"record {record_id!r}: unknown scope {scope!r}; expected one of {LABEL_SCOPES}",
+            f"unknown scope {scope!r}; expected one of {LABEL_SCOPES}",
         )
     allowed = SCOPE_LABELS[scope]
     if label in allowed:
@@ -107,15 +139,13 @@ def _check_label(where: str, record_id: str, label: str, scope: Any) -> None:
         raise _fail(
             where,
             "label",
-            f"record {record_id!r}: label {label!r} belongs to label_scope {other!r}, but the "
+            f"label {label!r} belongs to label_scope {other!r}, but the "
             f"record's label_scope is {scope!r} (labels {allowed})",
         )
-    raise _fail(
-        where, "label", f"record {record_id!r}: unknown label {label!r}; expected one of {allowed}"
-    )
+    raise _fail(where, "label", f"unknown label {label!r}; expected one of {allowed}")
 
 
-def _check_probability(where: str, record_id: str, value: Any) -> None:
+def _check_probability(where: str, value: Any) -> None:
     """`annotations.probability` (paper 002's collision-probability target), when given, is a
     JSON number within [0, 1]: a string, NaN / Infinity or a percentage would train a target the
     answer text cannot state."""
@@ -124,16 +154,12 @@ def _check_probability(where: str, record_id: str, value: Any) -> None:
     field_name = "annotations.probability"
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         kind = "a string" if isinstance(value, str) else type(value).__name__
-        raise _fail(
-            where, field_name, f"record {record_id!r}: expected a number, got {kind} {value!r}"
-        )
+        raise _fail(where, field_name, f"expected a number, got {kind} {value!r}")
     if not math.isfinite(value):
-        raise _fail(where, field_name, f"record {record_id!r}: must be finite, got {value!r}")
+        raise _fail(where, field_name, f"must be finite, got {value!r}")
     if not 0 <= value <= 1:
         hint = " (a percentage?)" if 1 < value <= 100 else ""
-        raise _fail(
-            where, field_name, f"record {record_id!r}: must be within [0, 1]{hint}, got {value!r}"
-        )
+        raise _fail(where, field_name, f"must be within [0, 1]{hint}, got {value!r}")
 
 
 def parse_record(
@@ -141,10 +167,13 @@ def parse_record(
 ) -> ClipRecord:
     """Validate one decoded JSON object and return it as a ClipRecord.
 
-    `where` names the record in errors (e.g. "manifest.jsonl line 7").
+    `where` locates the record in errors (e.g. "manifest.jsonl line 7"); every error adds the
+    record's id to it when the id can be read ("manifest.jsonl line 7, id 'clip_b'").
     """
+    where = name_record(where, readable_id(data))
     if not isinstance(data, dict):
-        raise ManifestError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        detail = f"expected a JSON object, got {type(data).__name__}"
+        raise ManifestError(f"{where}: {detail}", where=where, detail=detail)
     for name in REQUIRED_FIELDS:
         if name not in data or data[name] in (None, ""):
             raise _fail(where, name, "missing")
@@ -152,7 +181,7 @@ def parse_record(
         if not isinstance(data[name], str):
             raise _fail(where, name, f"expected a string, got {data[name]!r}")
     scope = data.get("label_scope", "three_class")
-    _check_label(where, data["id"], data["label"], scope)
+    _check_label(where, data["label"], scope)
     if data["split"] not in SPLITS:
         raise _fail(where, "split", f"unknown split {data['split']!r}; expected one of {SPLITS}")
     event_time = data.get("event_time")
@@ -167,7 +196,7 @@ def parse_record(
     for name in ("metadata", "annotations"):
         if not isinstance(data.get(name, {}), dict):
             raise _fail(where, name, "expected a JSON object")
-    _check_probability(where, data["id"], (data.get("annotations") or {}).get("probability"))
+    _check_probability(where, (data.get("annotations") or {}).get("probability"))
     unknown = set(data) - {f for f in ClipRecord.__dataclass_fields__ if f != "root"}
     if unknown:
         raise _fail(where, sorted(unknown)[0], "unknown field")
@@ -231,12 +260,15 @@ def load_manifest(
             where = f"{path} line {line_no}"
             try:
                 data = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ManifestError(f"{where}: invalid JSON ({err.msg})") from err
+            except json.JSONDecodeError as err:  # no id can be read: the line alone
+                detail = f"invalid JSON ({err.msg})"
+                raise ManifestError(f"{where}: {detail}", where=where, detail=detail) from err
             record = parse_record(data, path.parent, where, check_files)
             if record.id in seen:
                 raise _fail(
-                    where, "id", f"duplicate id {record.id!r} (first on line {seen[record.id]})"
+                    name_record(where, record.id),
+                    "id",
+                    f"duplicate id {record.id!r} (first on line {seen[record.id]})",
                 )
             seen[record.id] = line_no
             if keep is None or record.split in keep:

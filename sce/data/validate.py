@@ -5,7 +5,8 @@ event window's start and end, that its duration covers the event window (an imag
 e.g. LingoQA, instead: that every `metadata.frames` image exists and opens), the IMU file's
 columns, units and monotonic time, GPS columns, the label, and that the event time lies inside
 the clip. Prints one table of problems with
-counts and the first samples of each; exits non-zero when any record has an error. Also counts,
+counts and the first samples of each, every sample named by its manifest line and, wherever it
+could be read, its id ("line 3, id 'clip_b'"); exits non-zero when any record has an error. Also counts,
 as a note (not an error), the records whose event window at `--fps` the loader would shrink to
 fit their span (a chunk's [clip_start, clip_end], else the video): `window_shrunk`.
 """
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from sce.data import imu as imu_lib
 from sce.data import video as video_lib
 from sce.data.clip import ClipError, chunk_bounds
-from sce.data.schema import ClipRecord, ManifestError, parse_record
+from sce.data.schema import ClipRecord, ManifestError, name_record, parse_record
 
 # Plausibility bounds for units: m/s^2, rad/s, m/s. They catch gross unit mistakes (milli-g,
 # fast turns logged in deg/s, km/h above 100); accel in g, deg/s at ordinary yaw rates and km/h
@@ -44,17 +45,26 @@ class ValidationReport:
     # Notes: intended behaviour worth knowing (e.g. shrunk windows); they do not fail the check.
     notes: Counter = field(default_factory=Counter)
     note_examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    # Manifest line of each parsed record's id: examples name both ("line 3, id 'clip_b'").
+    lines: dict[str, int] = field(default_factory=dict)
 
     def note(self, sample: str, note: str, detail: str = "") -> None:
         self.notes[note] += 1
         if len(self.note_examples[note]) < 3:
-            self.note_examples[note].append(f"{sample}{': ' + detail if detail else ''}")
+            self.note_examples[note].append(self._example(sample, detail))
 
     def add(self, sample: str, problem: str, detail: str = "") -> None:
+        """Count `problem` for `sample`: a parsed record's id, or the manifest line that did
+        not parse into a record ("line 2", "line 3, id 'clip_b'")."""
         self.problems[problem] += 1
         self.bad_records.add(sample)
         if len(self.examples[problem]) < 3:
-            self.examples[problem].append(f"{sample}{': ' + detail if detail else ''}")
+            self.examples[problem].append(self._example(sample, detail))
+
+    def _example(self, sample: str, detail: str) -> str:
+        if sample in self.lines:
+            sample = name_record(f"line {self.lines[sample]}", sample)
+        return f"{sample}{': ' + detail if detail else ''}"
 
     @property
     def ok(self) -> bool:
@@ -240,32 +250,26 @@ def validate_manifest(
     path = Path(path)
     report = ValidationReport()
     lines = path.read_text().splitlines()
-    seen: dict[str, int] = {}  # load_manifest rejects duplicate ids, so report them here too
     for line_no, line in enumerate(tqdm(lines, desc="validate", unit="clip"), start=1):
         if not line.strip():
             continue
         report.records += 1
-        where = f"line {line_no}"
+        where = f"line {line_no}"  # the manifest is named on the command line
         try:
             data = json.loads(line)
             # An image sequence's files are checked per image in check_record, naming the sample.
-            record = parse_record(
-                data, path.parent, f"{path} {where}", check_files=not _image_sequence(data)
-            )
-        except json.JSONDecodeError as err:
+            record = parse_record(data, path.parent, where, check_files=not _image_sequence(data))
+        except json.JSONDecodeError as err:  # no id can be read: the line alone
             report.add(where, "invalid JSON", err.msg)
             continue
-        except ManifestError as err:
-            field_name = (
-                str(err).split("field '")[-1].split("'")[0] if "field '" in str(err) else "?"
-            )
-            report.add(where, f"schema: {field_name}", str(err).split(": ", 2)[-1])
+        except ManifestError as err:  # err.where: the line, and the id when it could be read
+            report.add(err.where or where, f"schema: {err.field or 'record'}", err.detail or "")
             continue
-        if record.id in seen:
-            first = f"{record.id!r} (first on line {seen[record.id]})"
-            report.add(where, "schema: duplicate id", first)
+        if record.id in report.lines:
+            first = f"first on line {report.lines[record.id]}"
+            report.add(name_record(where, record.id), "schema: duplicate id", first)
             continue
-        seen[record.id] = line_no
+        report.lines[record.id] = line_no
         check_record(record, report, before, after, decode, fps)
     return report
 

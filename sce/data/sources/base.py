@@ -249,7 +249,8 @@ def finish(
         if "frames" in record.metadata:
             record.metadata["frames"] = [relative_to(p, folder) for p in record.metadata["frames"]]
         data = record.to_json()
-        parse_record(data, folder, where=f"{report.source} record {record.id!r}", check_files=False)
+        # parse_record adds the record's id: "nexar record, id 'x': field ...".
+        parse_record(data, folder, where=f"{report.source} record", check_files=False)
         rows.append(data)
         report.counts[(record.split, record.label)] += 1
     write_manifest(rows, report.manifest)
