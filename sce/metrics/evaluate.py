@@ -3,7 +3,7 @@
 Input: one dict per evaluated item, as `SceModule.generate_batch` returns them (id, task, label,
 source, imu_on, reference, prediction, option_probs). Output: a `Summary` with flat scalars
 (e.g. `acc`, `f1/collision`, `binary/recall`, `source_nexar/binary/acc`, `imu_off/acc`, `ll/acc`,
-`caption/rougeL`, `calibration/ece`, `reasoning/acc`, `closed_qa/acc`), figures and sample rows.
+`caption/rougeL`, `instruction/bleu4`, `calibration/ece`, `reasoning/acc`, `closed_qa/acc`), figures and sample rows.
 
 Items of binary-scope records (`label_scope` "binary", Nexar) are read with the binary parser
 ("A. yes" / "B. no") and scored only in the binary SCE metrics (`binary/*`); the 3-class keys
@@ -30,6 +30,7 @@ from sce.data.prompts import default_collision_probability
 from sce.data.schema import BINARY_LABELS, LABELS
 from sce.metrics.calibration import CalibrationMetrics
 from sce.metrics.classification import EventClassificationMetrics, GroupedMetrics
+from sce.metrics.instruction import instruction_metrics
 from sce.metrics.parsing import (
     ParsedAnswer,
     parse_binary_event,
@@ -211,6 +212,8 @@ def summarize(
         scalars.update({k: v for k, v in reasoning.items() if "/" not in k[len("reasoning/") :]})
     if "caption" in by_task:
         scalars.update(caption_metrics(by_task["caption"], bertscore_model))
+    if "instruction" in by_task:
+        scalars.update(instruction_metrics(by_task["instruction"], bertscore_model))
     if "vqa" in by_task:
         vqa = by_task["vqa"]
         scalars["closed_qa/acc"] = closed_qa_accuracy(
