@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -22,8 +22,11 @@ from sce.data import video as video_lib
 from sce.data.prompts import Telemetry
 from sce.data.schema import ClipRecord
 
-TELEMETRY_ANCHORS: tuple[str, ...] = ("auto", *imu_lib.ANCHORS)
-WINDOW_MODES = ("event", "whole")
+TelemetryAnchor = Literal["auto", "centered", "causal"]
+WindowMode = Literal["event", "whole"]
+TELEMETRY_ANCHORS: tuple[str, ...] = get_args(TelemetryAnchor)
+WINDOW_MODES: tuple[str, ...] = get_args(WindowMode)
+assert TELEMETRY_ANCHORS[1:] == imu_lib.ANCHORS  # "auto" + the anchors sce.data.imu computes
 
 
 class ClipError(ValueError):
@@ -49,11 +52,11 @@ class WindowSpec:
     # window around the event), "causal" = the W samples up to the frame and nothing after the
     # last one, or "auto": causal exactly when the window ends at the event (a paper-002
     # multi-scale window, or after == 0), so an anticipation prompt never sees the impact.
-    telemetry_anchor: Literal["auto", "centered", "causal"] = "auto"
+    telemetry_anchor: TelemetryAnchor = "auto"
     # "event": the [-before, +after] window; "whole": the record's whole span at `fps`, or
     # `max_frames` spread uniformly over a span longer than max_frames / fps (paper 003:
     # "2 fps, at most 128 frames"; `whole_clip_window`). before/after are unused then.
-    window: str = "event"
+    window: WindowMode = "event"
     max_frames: int | None = None
     # Per-frame pixel cap with Qwen's smart_resize rounding (paper 003: 16,384 pixels); frames
     # are decoded at the capped size (sce.data.video_processing.at_model_size). None: no cap.

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 
 from sce.assets import resolve_manifest, resolve_model_path
-from sce.data.clip import WindowSpec
+from sce.data.clip import TelemetryAnchor, WindowMode, WindowSpec
 from sce.data.collate import Collator
 from sce.data.dataset import SceDataset
 from sce.data.schema import ManifestError, load_manifest
@@ -89,8 +89,8 @@ class SceDataModule(L.LightningDataModule):
         seed: int = 0,
         eval_seed: int = 0,
         window_scales: list[float] | None = None,
-        telemetry_anchor: Literal["auto", "centered", "causal"] = "auto",
-        window: str = "event",
+        telemetry_anchor: TelemetryAnchor = "auto",
+        window: WindowMode = "event",
         max_frames: int | None = None,
         max_pixels: int | None = None,
     ):

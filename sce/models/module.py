@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import nullcontext
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import lightning as L
 import torch
@@ -86,7 +86,7 @@ class SceModule(L.LightningModule):
         self.tokenizer = None
         self.neftune: NEFTune | None = None
         self.strict_loading = False  # checkpoints hold only the trainable parameters
-        if loss_normalization not in ("effective_batch", "micro_batch"):
+        if loss_normalization not in get_args(LossNormalization):
             raise ValueError(
                 "model.loss_normalization must be 'effective_batch' or 'micro_batch', "
                 f"got {loss_normalization!r}"
