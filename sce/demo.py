@@ -9,11 +9,17 @@ Stages (all through the same DataModule, LightningModule and callbacks as real r
    stands in for that pretraining (it sees captions only, never the event question);
 4. the recipe: the warmed-up base trained on the 3-way event question and captions with IMU
    dropout 0.5 (paper 000's prompts), the language model fully trained and the vision tower
-   frozen (papers 001/003), then evaluated on held-out clips with IMU. `finetuning="dora"`
-   runs the same stage with DoRA adapters (merged before evaluation).
+   frozen (papers 001/003), then evaluated on held-out clips with IMU and video only (paper 000
+   Table V). `finetuning="dora"` runs the same stage with DoRA adapters (merged before
+   evaluation).
+
+Both training stages validate every epoch (curves `val/loss` in TensorBoard); the recipe stage
+also generates answers on the validation clips every `val_generation_every` epochs
+(`val_gen/imu_on/acc`, `val_gen/imu_off/acc`, ...).
 
 Writes `<out>/metrics.json` (both evaluations), TensorBoard logs under `<out>/tensorboard`, and
-prints a table of per-class precision/recall/F1 and accuracy, untrained vs trained.
+prints a table of per-class precision/recall/F1 and accuracy, untrained vs trained, each with
+IMU and video only.
 """
 
 from __future__ import annotations
@@ -51,6 +57,9 @@ class DemoConfig:
     finetuning: str = "full"
     rank: int = 16
     recipe_lr: float = 2e-3
+    # Generation on the validation clips (both IMU settings) every n recipe epochs: the
+    # val_gen/* curves. Validation loss is logged every epoch of both stages.
+    val_generation_every: int = 5
 
 
 def _datamodule(manifest: Path, model_dir: Path, cfg: DemoConfig, **kwargs: Any) -> SceDataModule:
@@ -67,7 +76,9 @@ def _datamodule(manifest: Path, model_dir: Path, cfg: DemoConfig, **kwargs: Any)
     )
 
 
-def _trainer(out: Path, name: str, epochs: int, callbacks: list) -> L.Trainer:
+def _trainer(
+    out: Path, name: str, epochs: int, callbacks: list, validate: bool = False
+) -> L.Trainer:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     return L.Trainer(
@@ -80,15 +91,19 @@ def _trainer(out: Path, name: str, epochs: int, callbacks: list) -> L.Trainer:
         enable_checkpointing=False,
         num_sanity_val_steps=0,
         log_every_n_steps=5,
-        limit_val_batches=0,
+        limit_val_batches=None if validate else 0,
         enable_model_summary=False,
     )
 
 
+# Every evaluation asks each held-out clip twice: with IMU and video only (paper 000 Table V).
+EVAL_IMU = ("on", "off")
+
+
 def evaluate(model_dir: Path, manifest: Path, out: Path, name: str, cfg: DemoConfig) -> dict:
-    """Generation-based test metrics of a model folder, with IMU, no adapters trained."""
+    """Generation-based test metrics of a model folder, with IMU and video only."""
     module = SceModule(str(model_dir), finetuning="none", max_new_tokens=8)
-    data = _datamodule(manifest, model_dir, cfg)
+    data = _datamodule(manifest, model_dir, cfg, eval_imu=EVAL_IMU)
     evaluation = GenerationEvaluation(every_n_epochs=0, max_samples=None)
     _trainer(out, name, 1, [evaluation]).test(module, datamodule=data, verbose=False)
     return evaluation.last["test"].to_json()
@@ -97,8 +112,16 @@ def evaluate(model_dir: Path, manifest: Path, out: Path, name: str, cfg: DemoCon
 def warm_up(base_dir: Path, manifest: Path, out: Path, cfg: DemoConfig) -> Path:
     """Full fine-tuning on captions only; saves the warmed-up model as a new base folder."""
     module = SceModule(str(base_dir), finetuning="full", lr=cfg.warmup_lr, scheduler="cosine")
-    data = _datamodule(manifest, base_dir, cfg, task_weights={"caption": 1.0}, imu_dropout=0.5)
-    _trainer(out, "warmup", cfg.warmup_epochs, []).fit(module, datamodule=data)
+    data = _datamodule(
+        manifest,
+        base_dir,
+        cfg,
+        task_weights={"caption": 1.0},
+        imu_dropout=0.5,
+        eval_tasks=("caption",),  # val/loss: the caption loss this stage trains
+    )
+    trainer = _trainer(out, "warmup", cfg.warmup_epochs, [], validate=True)
+    trainer.fit(module, datamodule=data)
     warm_dir = out / "model_warm"
     module.model.save_pretrained(warm_dir)
     data.processor.save_pretrained(warm_dir)
@@ -119,9 +142,16 @@ def train_recipe(base_dir: Path, manifest: Path, out: Path, cfg: DemoConfig) -> 
     )
     # items per record and epoch: one per clip on average, 4 event questions to 1 caption
     data = _datamodule(
-        manifest, base_dir, cfg, task_weights={"mcq": 0.8, "caption": 0.2}, imu_dropout=0.5
+        manifest,
+        base_dir,
+        cfg,
+        task_weights={"mcq": 0.8, "caption": 0.2},
+        imu_dropout=0.5,
+        eval_imu=EVAL_IMU,
     )
-    _trainer(out, "recipe", cfg.recipe_epochs, []).fit(module, datamodule=data)
+    curves = GenerationEvaluation(every_n_epochs=cfg.val_generation_every, max_samples=None)
+    trainer = _trainer(out, "recipe", cfg.recipe_epochs, [curves], validate=True)
+    trainer.fit(module, datamodule=data)
     return module
 
 
@@ -168,21 +198,46 @@ def run_demo(
     return results
 
 
+SUMMARY_METRICS = ("acc", "ll/acc", "macro_f1", "binary/acc", "invalid_rate") + tuple(
+    f"{m}/{label}" for label in LABELS for m in ("precision", "recall", "f1")
+)
+# (column header, result stage, IMU setting)
+SUMMARY_COLUMNS = (
+    ("untrained IMU", "untrained", "on"),
+    ("untrained video", "untrained", "off"),
+    ("trained IMU", "trained", "on"),
+    ("trained video", "trained", "off"),
+)
+
+
 def summary_table(results: dict) -> str:
-    """Per-class P/R/F1 and accuracy, untrained vs trained, as aligned text."""
-    rows = [("metric", "untrained", "trained")]
-    keys = ["acc", "ll/acc", "macro_f1", "binary/acc", "invalid_rate"]
-    keys += [f"{m}/{label}" for label in LABELS for m in ("precision", "recall", "f1")]
-    for key in keys:
-        rows.append(
-            (key, *(_fmt(results[s]["scalars"].get(key)) for s in ("untrained", "trained")))
-        )
+    """Per-class P/R/F1 and accuracy, untrained vs trained, each with IMU and video only
+    (the `imu_on/` and `imu_off/` scalars), as aligned text. The last column adds the video-only
+    change vs with IMU, as paper 000 Table V does."""
+    rows = [("metric", *(header for header, _, _ in SUMMARY_COLUMNS), "video - IMU")]
+    for key in SUMMARY_METRICS:
+        values = [_setting(results[stage], imu, key) for _, stage, imu in SUMMARY_COLUMNS]
+        with_imu, video_only = values[2], values[3]
+        change = None if None in (with_imu, video_only) else video_only - with_imu
+        rows.append((key, *(_fmt(v) for v in values), _fmt(change, signed=True)))
     width = max(len(r[0]) for r in rows)
-    lines = [f"{r[0]:<{width}}  {r[1]:>9}  {r[2]:>9}" for r in rows]
+    lines = [f"{r[0]:<{width}}" + "".join(f"  {c:>15}" for c in r[1:]) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
-    header = f"sce demo: held-out synthetic clips with IMU ({results.get('seconds', '?')} s)"
+    header = (
+        "sce demo: held-out synthetic clips, with IMU and video only "
+        f"({results.get('seconds', '?')} s)"
+    )
     return "\n".join([header, *lines])
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _setting(result: dict, imu: str, key: str) -> float | None:
+    """A metric of one IMU setting: `imu_on/<key>` (`ll/imu_on/acc` for `ll/acc`)."""
+    head, sep, rest = key.partition("/")
+    name = f"ll/imu_{imu}/{rest}" if head == "ll" and sep else f"imu_{imu}/{key}"
+    return result["scalars"].get(name)
+
+
+def _fmt(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
