@@ -13,6 +13,7 @@ resolved config is saved in the run folder). The other subcommands are plain arg
     sce export / sce infer        merged model folder / one-clip inference
     sce budget --config X         visual tokens and sequence length of a config
     sce sweep ABLATION.yaml       run each variant of an ablation
+    sce report RUN... --paper P   a paper's tables from run folders (markdown + CSV)
 """
 
 from __future__ import annotations
