@@ -37,6 +37,7 @@ from sce.callbacks.evaluation import GenerationEvaluation
 from sce.data.datamodule import SceDataModule
 from sce.data.schema import LABELS
 from sce.metrics.evaluate import json_safe
+from sce.model_record import training_record, write_training_record
 from sce.models.module import SceModule
 
 
@@ -128,7 +129,9 @@ def warm_up(base_dir: Path, manifest: Path, out: Path, cfg: DemoConfig) -> Path:
     return warm_dir
 
 
-def train_recipe(base_dir: Path, manifest: Path, out: Path, cfg: DemoConfig) -> SceModule:
+def train_recipe(
+    base_dir: Path, manifest: Path, out: Path, cfg: DemoConfig
+) -> tuple[SceModule, SceDataModule]:
     """The event recipe at tiny scale: event question + captions, IMU dropout 0.5 (paper 000)."""
     module = SceModule(
         str(base_dir),
@@ -152,7 +155,7 @@ def train_recipe(base_dir: Path, manifest: Path, out: Path, cfg: DemoConfig) -> 
     curves = GenerationEvaluation(every_n_epochs=cfg.val_generation_every, max_samples=None)
     trainer = _trainer(out, "recipe", cfg.recipe_epochs, [curves], validate=True)
     trainer.fit(module, datamodule=data)
-    return module
+    return module, data
 
 
 def run_demo(
@@ -182,14 +185,17 @@ def run_demo(
     base_dir = build_tiny_kit(out / "model_base", seed=seed)
     results = {"untrained": evaluate(base_dir, manifest, out, "untrained", cfg)}
     warm_dir = warm_up(base_dir, manifest, out, cfg)
-    module = train_recipe(warm_dir, manifest, out, cfg)
+    module, recipe_data = train_recipe(warm_dir, manifest, out, cfg)
     merged_dir = out / "model_trained"
     model = module.model
+    record = training_record(recipe_data.hparams)  # the window and tasks sce infer uses
     if hasattr(model, "merge_and_unload"):  # adapters: keep them, then merge for inference
         model.save_pretrained(out / "adapter")
+        write_training_record(out / "adapter", record)
         model = model.merge_and_unload()
     model.save_pretrained(merged_dir)
     SceDataModule(str(manifest), str(warm_dir))._load_processor().save_pretrained(merged_dir)
+    write_training_record(merged_dir, record)
     results["trained"] = evaluate(merged_dir, manifest, out, "trained", cfg)
     results["seconds"] = round(time.time() - start, 1)
     (out / "metrics.json").write_text(json.dumps(json_safe(results), indent=2, allow_nan=False))

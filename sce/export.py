@@ -13,6 +13,10 @@ writes
                    `AutoProcessor.from_pretrained`, vision tower and merger included.
     OUT/export.json  where it came from (checkpoint, base, mode, step).
 
+Both model folders get `sce_training.json` (sce.model_record): the run's window settings and
+trained tasks from the checkpoint's `datamodule_hyper_parameters`, which `sce infer` uses by
+default. A checkpoint saved without a datamodule has none; export.json then says so.
+
 The module is rebuilt from the checkpoint's `hyper_parameters` (base = `model_path` unless
 `--model-path` overrides it, e.g. when the base lives elsewhere on this machine), the adapter
 weights are loaded and checked (every trainable parameter must be in the checkpoint), and each
@@ -160,7 +164,20 @@ def export_checkpoint(
     from sce.assets import resolve_model_path
 
     ckpt = read_checkpoint(checkpoint)
+    from sce.model_record import training_record, write_training_record
+
     mode = ckpt["hyper_parameters"].get("finetuning")
+    data_hparams = ckpt.get("datamodule_hyper_parameters")
+    record = training_record(data_hparams) if isinstance(data_hparams, dict) else None
+
+    def with_record(save: Callable[[Path], None]) -> Callable[[Path], None]:
+        def write(folder: Path) -> None:
+            save(folder)
+            if record is not None:
+                write_training_record(folder, record)
+
+        return write
+
     if mode == "none":
         raise ExportError(f"{checkpoint}: finetuning 'none' trained nothing; nothing to export")
     module = module_from_checkpoint(ckpt, model_path, dtype, where=str(checkpoint))
@@ -169,7 +186,9 @@ def export_checkpoint(
     adapter_dir = None
     model = module.model
     if hasattr(model, "merge_and_unload"):  # PEFT: adapter folder first, merging changes weights
-        adapter_dir = _write_folder(out / "adapter", lambda d: _save_adapter(model, d), overwrite)
+        adapter_dir = _write_folder(
+            out / "adapter", with_record(lambda d: _save_adapter(model, d)), overwrite
+        )
         model = model.merge_and_unload()
     processor = AutoProcessor.from_pretrained(base)
 
@@ -177,7 +196,7 @@ def export_checkpoint(
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
 
-    merged_dir = _write_folder(out / "merged", save_merged, overwrite)
+    merged_dir = _write_folder(out / "merged", with_record(save_merged), overwrite)
     result = ExportResult(
         out_dir=str(out),
         adapter=str(adapter_dir) if adapter_dir else None,
@@ -186,7 +205,11 @@ def export_checkpoint(
         finetuning=str(mode),
         global_step=ckpt.get("global_step"),
     )
-    info = {**asdict(result), "checkpoint": str(Path(checkpoint).resolve())}
+    info = {
+        **asdict(result),
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "training_record": record or "none: the checkpoint has no datamodule_hyper_parameters",
+    }
     (out / "export.json").write_text(json.dumps(info, indent=2) + "\n")
     return result
 

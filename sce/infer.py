@@ -19,10 +19,19 @@ the A/B/C logits at the first answer token, as in evaluation) are reported too.
 is trained on, the yes/no `BINARY_EVENT_QUESTION`, and reads its answer with
 `parse_binary_event`; the option probabilities are then those of A (event) and B (normal).
 
-Window settings (`--fps/--width/--height/--before/--after/--layout`) must match the training
-data config, like the prompt itself. `--window-scale S` asks about one multi-scale keyframe
-window of S s ending at the event (paper 002's data.window_scales): its 3 keyframes go in as
-3 images, as in training.
+Window settings (`--fps/--width/--height/--before/--after/--layout/...`) must match the
+training data config, like the prompt itself. A model folder written by `sce export` or
+`sce demo` records them (`sce_training.json`, see sce.model_record), and sce infer uses them by
+default; a flag that differs from the recorded value wins, with a warning on stderr. Without a
+record the built-in defaults below apply (paper 000: 3 fps, [-4 s, +2 s], 420x240).
+`--window-scale S` asks about one multi-scale keyframe window of S s ending at the event (paper
+002's data.window_scales; default: the record's first scale): its 3 keyframes go in as 3 images,
+as in training.
+
+The probability question is asked only of a model whose record says it was trained on it;
+otherwise the collision probability reported is the event options' probability of collision
+(of "event" for `--label-scope binary`), marked as such. `--no-imu` (video only) reads no
+telemetry at all: the event time is then `--event-time` or the clip centre, never the IMU peak.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from typing import Any
 
 from sce.data.prompts import PROBABILITY_DECIMALS
 from sce.data.schema import LABEL_SCOPES
+from sce.model_record import read_training_record
 
 NON_LORA_FILE = "non_lora_trainable.safetensors"  # written by sce.export next to the adapter
 # (result field, training task whose question is asked)
@@ -43,6 +53,21 @@ QUESTIONS: tuple[tuple[str, str], ...] = (
     ("probability", "probability"),
     ("description", "caption"),
 )
+# sce infer's window flags (argparse dest) -> built-in default when neither the flag nor the
+# model's training record gives one. The names are the data.* settings of sce.model_record.
+WINDOW_DEFAULTS: dict[str, Any] = {
+    "fps": 3.0,
+    "before": 4.0,
+    "after": 2.0,
+    "width": 420,
+    "height": 240,
+    "layout": "interleaved",
+    "window": "event",
+    "max_frames": None,
+    "max_pixels": None,
+    "telemetry_anchor": "auto",
+}
+PROBABILITY_FROM_OPTIONS = "event option probabilities"
 
 
 class InferError(ValueError):
@@ -62,7 +87,11 @@ class EventAnswer:
 class ProbabilityAnswer:
     value: float | None  # in [0, 1], None when the answer is invalid
     valid: bool
-    answer: str
+    answer: str  # "" when the question was not asked
+    # "answer": the probability question's answer; PROBABILITY_FROM_OPTIONS: P(collision) (binary
+    # scope: P(event)) from the event question's option probabilities, for a model not trained
+    # on the probability question
+    source: str = "answer"
 
 
 @dataclass
@@ -75,6 +104,8 @@ class InferenceResult:
     event: EventAnswer
     collision_probability: ProbabilityAnswer
     description: str
+    # the window settings the clip was asked with (fps, before, after, width, height, ...)
+    window: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,7 +126,8 @@ class InferenceResult:
             lines.append(f"event option probabilities: {probs}")
         prob = self.collision_probability
         if prob.valid:  # the answer's precision (paper 002: "0.872")
-            lines.append(f"collision probability: {prob.value:.{PROBABILITY_DECIMALS}f}")
+            origin = "" if prob.source == "answer" else f" (from the {prob.source})"
+            lines.append(f"collision probability: {prob.value:.{PROBABILITY_DECIMALS}f}{origin}")
         else:
             lines.append(f"collision probability: INVALID ANSWER: {prob.answer!r}")
         lines.append(f"description: {self.description}")
@@ -211,9 +243,16 @@ def build_record(
     )
 
 
-def prompt_samples(clip, record, fps: float, layout: str = "interleaved", use_imu: bool = True):
-    """One generation Sample per question, built exactly like the evaluation items (the event
-    question of `record.label_scope`)."""
+def prompt_samples(
+    clip,
+    record,
+    fps: float,
+    layout: str = "interleaved",
+    use_imu: bool = True,
+    questions: tuple[tuple[str, str], ...] = QUESTIONS,
+):
+    """One generation Sample per (result field, task) of `questions`, built exactly like the
+    evaluation items (the event question of `record.label_scope`)."""
     from sce.data.collate import Sample
     from sce.data.prompts import (
         CAPTION_QUESTION,
@@ -226,7 +265,7 @@ def prompt_samples(clip, record, fps: float, layout: str = "interleaved", use_im
     question_of["caption"] = CAPTION_QUESTION
     telemetry = clip.telemetry if use_imu else None
     samples = []
-    for name, task in QUESTIONS:
+    for name, task in questions:
         content, visuals = build_user_content(
             clip.frames,
             clip.frame_times,
@@ -290,12 +329,15 @@ def summarize(
     option_probs: list[list[float]] | None = None,
     label_scope: str = "three_class",
 ) -> dict[str, Any]:
-    """Parse the three answers (event, probability, description) into result fields; the event
-    answer with the parser of its question's scope."""
+    """Parse the answers into result fields: (event, probability, description) texts, or
+    (event, description) when the probability question was not asked (the collision
+    probability is then read from the event's option probabilities). The event answer is read
+    with the parser of its question's scope."""
     from sce.data.prompts import BINARY_OPTIONS, EVENT_OPTIONS
     from sce.metrics.parsing import parse_binary_event, parse_event_class, parse_probability
 
-    event_text, prob_text, description = texts
+    asked_probability = len(texts) == len(QUESTIONS)
+    event_text, *middle, description = texts
     binary = label_scope == "binary"
     parsed = parse_binary_event(event_text) if binary else parse_event_class(event_text)
     probs = {}
@@ -305,10 +347,15 @@ def summarize(
         if binary:  # renormalised over A, B: the softmax of their two logits
             letters = [p / (sum(letters) or 1.0) for p in letters]
         probs = dict(zip(options, letters, strict=True))
-    value = parse_probability(prob_text)
+    if asked_probability:
+        value = parse_probability(middle[0])
+        probability = ProbabilityAnswer(value, value is not None, middle[0])
+    else:
+        value = probs.get("event" if binary else "collision")
+        probability = ProbabilityAnswer(value, value is not None, "", PROBABILITY_FROM_OPTIONS)
     return {
         "event": EventAnswer(parsed.label, parsed.valid, parsed.reason, event_text, probs),
-        "collision_probability": ProbabilityAnswer(value, value is not None, prob_text),
+        "collision_probability": probability,
         "description": description,
     }
 
@@ -325,8 +372,13 @@ def infer_clip(
     use_imu: bool = True,
     max_new_tokens: int = 64,
     label_scope: str = "three_class",
+    ask_probability: bool = True,
 ) -> InferenceResult:
-    """Load the clip's event window and telemetry, ask the three questions, parse the answers.
+    """Load the clip's event window and telemetry, ask the questions, parse the answers.
+
+    `use_imu=False` (video only) reads no telemetry: the event time is `event_time` or the clip
+    centre, never the IMU peak. `ask_probability=False` (a model not trained on the probability
+    question) reports P(collision) from the event question's option probabilities instead.
 
     `spec` is a sce.data.clip.WindowSpec (default: 3 fps, [-4 s, +2 s], 420x240; with
     `spec.scale` a keyframe window whose keyframes are sent as images). `label_scope` "binary"
@@ -338,10 +390,13 @@ def infer_clip(
     from sce.data.video_processing import at_model_size
 
     spec = at_model_size(spec or WindowSpec(), processor)  # the pixels training saw
+    if not use_imu:  # video only: the telemetry is not read, not even for the event time
+        imu = gps = None
     record = build_record(video, imu, gps, event_time, label_scope)
     clip = load_clip(record, spec)
+    questions = tuple(q for q in QUESTIONS if ask_probability or q[1] != "probability")
     # the rate of the frames loaded (a long whole-clip window's is below spec.fps)
-    samples = prompt_samples(clip, record, clip.fps, layout, use_imu)
+    samples = prompt_samples(clip, record, clip.fps, layout, use_imu, questions)
     texts, option_probs = generate_answers(model, processor, samples, max_new_tokens)
     telemetry_used = use_imu and clip.telemetry is not None
     reason = clip.imu_reason if use_imu else "--no-imu"
@@ -352,10 +407,23 @@ def infer_clip(
         imu_used=telemetry_used,
         imu_reason="" if telemetry_used else reason,
         **summarize(texts, option_probs, label_scope),
+        window=_window_used(spec, layout),
     )
 
 
+def _window_used(spec, layout: str) -> dict[str, Any]:
+    names = [name for name in WINDOW_DEFAULTS if name != "layout"]
+    used = {name: getattr(spec, name) for name in names}
+    return {**used, "layout": layout, "window_scale": spec.scale}
+
+
 # ---------------------------------------------------------------------------- CLI
+
+
+RECORDED = (
+    "frames per second (window flags default to the model's sce_training.json, else paper "
+    "000's 3 fps, [-4 s, +2 s], 420x240, interleaved)"
+)
 
 
 def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -368,12 +436,12 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gps", default=None, help="GPS CSV: t, speed")
     parser.add_argument("--event-time", type=float, default=None, help="seconds from clip start")
     parser.add_argument("--no-imu", action="store_true", help="video only, even with --imu")
-    parser.add_argument("--fps", type=float, default=3.0)
-    parser.add_argument("--before", type=float, default=4.0, help="seconds before the event")
-    parser.add_argument("--after", type=float, default=2.0, help="seconds after the event")
+    parser.add_argument("--fps", type=float, default=None, help=RECORDED)
+    parser.add_argument("--before", type=float, default=None, help="seconds before the event")
+    parser.add_argument("--after", type=float, default=None, help="seconds after the event")
     parser.add_argument(
         "--window",
-        default="event",
+        default=None,
         choices=["event", "whole"],
         help="event: [-before, +after]; whole: the whole clip at --fps, at most --max-frames",
     )
@@ -381,10 +449,10 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-pixels", type=int, default=None, help="per-frame pixel cap (data.max_pixels)"
     )
-    parser.add_argument("--width", type=int, default=420)
-    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--height", type=int, default=None)
     parser.add_argument("--decoder", default="decord", choices=["decord", "pyav"])
-    parser.add_argument("--layout", default="interleaved", choices=["interleaved", "table"])
+    parser.add_argument("--layout", default=None, choices=["interleaved", "table"])
     parser.add_argument(
         "--window-scale",
         type=float,
@@ -406,28 +474,78 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def resolve_window_settings(
+    flags: dict[str, Any], record: dict[str, Any] | None
+) -> tuple[dict[str, Any], list[str]]:
+    """The window settings to ask with, and warnings: each is the flag's value when given
+    (warning when it differs from the model's training record), else the recorded value, else
+    WINDOW_DEFAULTS. `flags` maps setting names to flag values (None: not given); the keyframe
+    scale is `window_scale` (recorded: the first of `window_scales`)."""
+    recorded = dict(record["window"]) if record else {}
+    scales = recorded.pop("window_scales", None)
+    if scales:
+        recorded["window_scale"] = scales[0]
+    settings, warnings = {}, []
+    for name, default in {**WINDOW_DEFAULTS, "window_scale": None}.items():
+        flag = flags.get(name)
+        if flag is None:
+            settings[name] = recorded.get(name, default)
+            continue
+        settings[name] = flag
+        if name in recorded and recorded[name] != flag:
+            option = "--" + name.replace("_", "-")
+            warnings.append(
+                f"{option} {flag} overrides the model's training value {recorded[name]} "
+                "(sce_training.json): answers may be off"
+            )
+    return settings, warnings
+
+
+def _window_flags(args: argparse.Namespace) -> dict[str, Any]:
+    names = [*WINDOW_DEFAULTS, "window_scale"]
+    return {name: getattr(args, name, None) for name in names}
+
+
 def infer_command(args: argparse.Namespace) -> int:
+    import sys
+
     from sce.data.clip import ClipError, WindowSpec
 
     try:
+        record = read_training_record(args.adapter or _local_folder(args.model))
+    except ValueError as err:
+        print(f"sce infer: {err}")
+        return 2
+    settings, warnings = resolve_window_settings(_window_flags(args), record)
+    for warning in warnings:
+        print(f"sce infer: warning: {warning}", file=sys.stderr)
+    if record is None:
+        print(
+            "sce infer: the model folder has no sce_training.json (written by sce export / sce "
+            "demo): window flags or paper 000's defaults apply",
+            file=sys.stderr,
+        )
+    try:
         spec = WindowSpec(
-            args.fps,
-            args.before,
-            args.after,
-            args.width,
-            args.height,
+            settings["fps"],
+            settings["before"],
+            settings["after"],
+            settings["width"],
+            settings["height"],
             args.decoder,
-            scale=args.window_scale,
-            window=args.window,
-            max_frames=args.max_frames,
-            max_pixels=args.max_pixels,
+            scale=settings["window_scale"],
+            telemetry_anchor=settings["telemetry_anchor"],
+            window=settings["window"],
+            max_frames=settings["max_frames"],
+            max_pixels=settings["max_pixels"],
         )
     except ValueError as err:  # the window options (messages name the data.* keys they mirror)
         print(f"sce infer: {err}")
         return 2
     try:
-        if args.window_scale is not None and not args.window_scale > 0:
-            raise InferError(f"--window-scale must be positive seconds, got {args.window_scale}")
+        scale = settings["window_scale"]
+        if scale is not None and not scale > 0:
+            raise InferError(f"--window-scale must be positive seconds, got {scale}")
         build_record(args.video, args.imu, args.gps)  # fail on missing files before loading
         model, processor = load_inference_model(args.model, args.adapter, args.dtype, args.device)
         result = infer_clip(
@@ -438,16 +556,23 @@ def infer_command(args: argparse.Namespace) -> int:
             args.gps,
             args.event_time,
             spec,
-            args.layout,
+            settings["layout"],
             use_imu=not args.no_imu,
             max_new_tokens=args.max_new_tokens,
             label_scope=args.label_scope,
+            ask_probability=record is not None and "probability" in record["tasks"],
         )
     except (InferError, ClipError) as err:
         print(f"sce infer: {err}")
         return 2
     print(json.dumps(result.to_json(), indent=2) if args.json else result.to_text())
     return 0
+
+
+def _local_folder(model: str) -> Path | None:
+    """The model's folder when it is a local one (a hub id or tiny:SEED has no record)."""
+    path = Path(model).expanduser()
+    return path if path.is_dir() else None
 
 
 __all__ = [
@@ -463,5 +588,6 @@ __all__ = [
     "infer_command",
     "load_inference_model",
     "prompt_samples",
+    "resolve_window_settings",
     "summarize",
 ]

@@ -17,6 +17,7 @@ from sce.data.datamodule import SceDataModule
 from sce.data.prompts import EVENT_QUESTION, build_user_content
 from sce.export import NON_LORA_FILE, module_from_checkpoint, read_checkpoint
 from sce.infer import attach_adapter
+from sce.model_record import read_training_record
 from sce.models.losses import model_inputs
 from sce.models.module import SceModule
 
@@ -86,6 +87,18 @@ def test_export_writes_adapter_merged_and_info(exported: Path, checkpoint: Path,
     assert AutoProcessor.from_pretrained(exported / "merged").tokenizer is not None
     leftovers = [p.name for p in exported.iterdir() if p.name.startswith(".")]
     assert leftovers == []  # temporary folders renamed or removed
+
+
+def test_export_records_the_training_window_in_both_model_folders(exported: Path):
+    # the checkpoint fixture's data: fps=1, before=2, after=2, 112x56, task_weights {"mcq": 1}
+    for folder in ("merged", "adapter"):
+        record = read_training_record(exported / folder)
+        window = record["window"]
+        assert (window["fps"], window["before"], window["after"]) == (1, 2, 2)
+        assert (window["width"], window["height"], window["layout"]) == (112, 56, "interleaved")
+        assert record["tasks"] == ["mcq"]
+    info = json.loads((exported / "export.json").read_text())
+    assert info["training_record"] == read_training_record(exported / "merged")
 
 
 def test_merged_logits_equal_adapter_logits_and_visual_weights_are_the_base(

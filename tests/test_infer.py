@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from sce.data.dataset import SceDataset
 from sce.data.prompts import BINARY_EVENT_QUESTION
 from sce.data.schema import BINARY_LABELS, LABELS, load_manifest
 from sce.infer import (
+    PROBABILITY_FROM_OPTIONS,
     EventAnswer,
     InferenceResult,
     ProbabilityAnswer,
@@ -22,6 +24,7 @@ from sce.infer import (
     summarize,
 )
 from sce.metrics.parsing import parse_binary_event, parse_event_class, parse_probability
+from sce.model_record import training_record, write_training_record
 
 SPEC = WindowSpec(fps=1, before=2, after=2, width=112, height=56)
 WINDOW_ARGS = ["--fps", "1", "--before", "2", "--after", "2", "--width", "112", "--height", "56"]
@@ -62,12 +65,14 @@ def test_cli_json_has_the_three_fields_with_consistent_parsing(tiny_kit, record,
     assert list(event["option_probs"]) == list(LABELS)
     assert sum(event["option_probs"].values()) == pytest.approx(1.0, abs=1e-5)
 
+    # the tiny kit has no training record: it was not trained on the probability question, so
+    # P(collision) is the event options' probability, and the question is not asked
     prob = out["collision_probability"]
-    assert prob["value"] == parse_probability(prob["answer"])
-    assert prob["valid"] is (prob["value"] is not None)
-    if prob["valid"]:
-        assert 0.0 <= prob["value"] <= 1.0
+    assert prob["source"] == PROBABILITY_FROM_OPTIONS and prob["answer"] == ""
+    assert prob["value"] == event["option_probs"]["collision"] and prob["valid"]
     assert isinstance(out["description"], str)
+    assert (out["window"]["fps"], out["window"]["before"], out["window"]["after"]) == (1, 2, 2)
+    assert (out["window"]["width"], out["window"]["height"]) == (112, 56)
 
 
 def test_prompt_is_the_training_evaluation_prompt(tiny_processor, record):
@@ -207,3 +212,61 @@ def test_bad_inputs_give_clear_errors(tiny_kit, record, tmp_path, capsys):
     assert "field 'event_time' = 99.000 s is outside the clip" in capsys.readouterr().out
     assert main([*args, "--adapter", str(tmp_path)]) == 2
     assert "not a PEFT adapter folder" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def recorded_kit(tiny_kit: Path, tmp_path_factory) -> Path:
+    """The tiny kit with a training record: trained at 1 fps, [-2 s, +2 s], 112x56, on the event
+    and probability questions."""
+    folder = tmp_path_factory.mktemp("recorded") / "model"
+    shutil.copytree(tiny_kit, folder)
+    window = {"fps": 1.0, "before": 2.0, "after": 2.0, "width": 112, "height": 56}
+    write_training_record(folder, {"window": window, "tasks": ["mcq", "probability"]})
+    return folder
+
+
+def test_infer_uses_the_recorded_window_and_warns_on_overrides(recorded_kit, record, capsys):
+    args = ["infer", "--model", str(recorded_kit), *clip_args(record), "--max-new-tokens", "4"]
+    assert main([*args, "--json"]) == 0
+    captured = capsys.readouterr()
+    window = json.loads(captured.out)["window"]
+    assert (window["fps"], window["before"], window["after"]) == (1.0, 2.0, 2.0)
+    assert (window["width"], window["height"]) == (112, 56)
+    assert "warning" not in captured.err
+    # a flag that differs from the record wins, with a warning naming both values
+    assert main([*args, "--fps", "2", "--width", "112", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["window"]["fps"] == 2.0
+    assert "--fps 2.0 overrides the model's training value 1.0" in captured.err
+    assert "--width" not in captured.err  # equal to the record: no warning
+
+
+def test_probability_question_is_asked_only_of_models_trained_on_it(recorded_kit, record, capsys):
+    args = ["infer", "--model", str(recorded_kit), *clip_args(record), "--max-new-tokens", "4"]
+    assert main([*args, "--json"]) == 0
+    prob = json.loads(capsys.readouterr().out)["collision_probability"]
+    assert prob["source"] == "answer" and prob["answer"] != ""
+    assert prob["value"] == parse_probability(prob["answer"])
+
+
+def test_video_only_takes_no_event_time_from_the_imu(tiny_kit, record, capsys):
+    args = ["infer", "--model", str(tiny_kit), *clip_args(record), *WINDOW_ARGS, "--json"]
+    assert main([*args, "--max-new-tokens", "2"]) == 0
+    with_imu = json.loads(capsys.readouterr().out)
+    assert with_imu["event_time_source"] == "imu"
+    assert main([*args, "--max-new-tokens", "2", "--no-imu"]) == 0
+    video_only = json.loads(capsys.readouterr().out)
+    assert (video_only["event_time_source"], video_only["imu_used"]) == ("center", False)
+    assert video_only["event_time"] == pytest.approx(3.5, abs=0.05)  # the 7 s clip's centre
+    assert video_only["imu_reason"] == "--no-imu"
+
+
+def test_training_record_lists_window_settings_and_trained_tasks():
+    hparams = {"fps": 2.0, "before": 0.0, "after": 0.0, "width": 448, "height": 252,
+               "layout": "table", "window": "whole", "max_frames": 128, "max_pixels": 16384,
+               "window_scales": None, "telemetry_anchor": "auto", "batch_size": 8,
+               "task_weights": {"instruction": 1.0, "caption": 0.0, "mcq": 0.5}}  # fmt: skip
+    record = training_record(hparams)
+    assert record["tasks"] == ["instruction", "mcq"]  # weight 0 trains nothing
+    assert record["window"]["max_frames"] == 128 and "batch_size" not in record["window"]
+    assert training_record({})["tasks"] == ["mcq"]  # SceDataset's default mix

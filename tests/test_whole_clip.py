@@ -184,7 +184,7 @@ def test_training_and_infer_decode_at_the_capped_size(synthetic_manifest, tiny_k
 
     seen = {}
 
-    def spy(clip, record, fps, layout, use_imu):
+    def spy(clip, record, fps, layout, use_imu, questions):
         seen.update(shape=clip.frames.shape, fps=fps, clip_fps=clip.fps)
         raise Stop
 
