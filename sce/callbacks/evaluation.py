@@ -9,6 +9,11 @@ and logs namespaced scalars (`val_gen/acc`, `val_gen/f1/collision`, per source a
 the confusion matrix and reliability diagram as images (items of binary-scope records, e.g. Nexar,
 count only in `binary/*`; see sce.metrics.evaluate), a text table of sample generations, and
 writes `metrics.json` (latest) and `evaluations/<split>_step<N>.json` in the run folder.
+
+BERTScore (captions, instructions) needs a local encoder: `bertscore_model`, else the folder in
+$SCE_BERTSCORE_MODEL, read at `bertscore_layer` (default: bert-score's recommended layer for the
+model). Without one, the run says once at the start of fit / validate / test that BERTScore is
+skipped. Reasoning items (a think trace, then the answer) get their own, longer generation budget.
 """
 
 from __future__ import annotations
@@ -19,10 +24,19 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from tqdm import tqdm
 
 from sce.metrics.evaluate import Summary, json_safe, summarize
+from sce.metrics.text import BERTSCORE_MODEL_ENV, BERTScoreEncoder, resolve_bertscore_encoder
+
+# Tasks scored with BERTScore (sce.metrics.evaluate): captions (paper 000 Table I) and
+# instructions (paper 003). Closed QA is scored by accuracy only.
+BERTSCORE_TASKS = ("caption", "instruction")
+# Generation budget of a reasoning item: the think trace comes before the answer, so the answer
+# budget (often 16-256 tokens) would cut the trace and leave the think block unclosed, which is
+# scored invalid. 1024 tokens holds a few hundred words of step-by-step reasoning.
+REASONING_MAX_NEW_TOKENS = 1024
 
 
 class GenerationEvaluation(Callback):
@@ -35,7 +49,15 @@ class GenerationEvaluation(Callback):
         per_class: instead of max_samples, this many clips of every class (paper 001: 66).
         max_new_tokens: generation length (None: the module's max_new_tokens).
         num_text_samples: rows of the sample-generation table logged to TensorBoard.
-        bertscore_model: local folder of a BERT-style encoder for BERTScore (None: skipped).
+        bertscore_model: local folder of a BERT-style encoder for BERTScore (None: the folder
+            in $SCE_BERTSCORE_MODEL; neither: BERTScore skipped, said once at start).
+        bertscore_layer: the encoder layer BERTScore matches (None: bert-score's recommended
+            layer for the model, e.g. 17 for roberta-large; the last layer for a model not in
+            its table).
+        reasoning_max_new_tokens: generation length of reasoning items (a think trace, then the
+            answer); they get the larger of this and the answer budget. A batch's budget is the
+            largest of its items' (the evaluation items are ordered by task, so reasoning items
+            share batches).
     """
 
     def __init__(
@@ -46,6 +68,8 @@ class GenerationEvaluation(Callback):
         num_text_samples: int = 8,
         bertscore_model: str | None = None,
         per_class: int | None = None,
+        bertscore_layer: int | None = None,
+        reasoning_max_new_tokens: int = REASONING_MAX_NEW_TOKENS,
     ):
         if max_samples is not None and per_class is not None:
             raise ValueError(
@@ -58,7 +82,33 @@ class GenerationEvaluation(Callback):
         self.max_new_tokens = max_new_tokens
         self.num_text_samples = num_text_samples
         self.bertscore_model = bertscore_model
+        self.bertscore_layer = bertscore_layer
+        self.reasoning_max_new_tokens = reasoning_max_new_tokens
+        self.bertscore: BERTScoreEncoder | None = None
+        self._bertscore_resolved = False
         self.last: dict[str, Summary] = {}
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Resolve the BERTScore encoder once per fit / validate / test, so a bad folder fails
+        before training and a missing one is said once, not every epoch."""
+        self.bertscore = self._resolve_bertscore()
+        if self.bertscore is not None:
+            rank_zero_info(f"GenerationEvaluation: {self.bertscore.describe()}")
+            return
+        evaluates = stage != "fit" or self.every_n_epochs > 0
+        needing = [t for t in _eval_tasks(trainer) if t in BERTSCORE_TASKS]
+        if evaluates and needing:
+            rank_zero_warn(
+                f"GenerationEvaluation: BERTScore is skipped for {', '.join(needing)} (no "
+                "encoder configured). To enable it, set the callback's bertscore_model (e.g. "
+                "--trainer.callbacks.init_args.bertscore_model) or the environment variable "
+                f"{BERTSCORE_MODEL_ENV} to a local encoder folder (e.g. roberta-large saved with "
+                "save_pretrained)."
+            )
+
+    def _resolve_bertscore(self) -> BERTScoreEncoder | None:
+        self._bertscore_resolved = True
+        return resolve_bertscore_encoder(self.bertscore_model, self.bertscore_layer)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or self.every_n_epochs <= 0:
@@ -73,7 +123,14 @@ class GenerationEvaluation(Callback):
     # ------------------------------------------------------------------ core
     def evaluate(self, trainer: Trainer, pl_module: LightningModule, split: str) -> Summary:
         results = self.generate(trainer, pl_module, split)
-        summary = summarize(results, bertscore_model=self.bertscore_model)
+        if not self._bertscore_resolved:  # evaluate() called outside a Trainer stage
+            self.bertscore = self._resolve_bertscore()
+        encoder = self.bertscore
+        summary = summarize(
+            results,
+            bertscore_model=None if encoder is None else encoder.path,
+            bertscore_layer=None if encoder is None else encoder.num_layers,
+        )
         self.last[split] = summary
         prefix = f"{split}_gen"
         for name, value in summary.scalars.items():
@@ -82,20 +139,30 @@ class GenerationEvaluation(Callback):
         return summary
 
     def generate(self, trainer: Trainer, pl_module: LightningModule, split: str) -> list[dict]:
-        max_samples, max_new_tokens = self.max_samples, self.max_new_tokens
-        per_class = self.per_class
+        max_samples, per_class = self.max_samples, self.per_class
+        budgets = self.token_budgets(pl_module.hparams.get("max_new_tokens", 64))
         if trainer.fast_dev_run:  # a smoke test: one short batch exercises the whole path
             max_samples, per_class = trainer.datamodule.eval_batch_size, None
-            max_new_tokens = min(max_new_tokens or 16, 16)
+            budgets = {task: min(n, 16) for task, n in budgets.items()}
         loader = trainer.datamodule.generation_dataloader(
             split, max_samples, trainer.global_rank, trainer.world_size, per_class=per_class
         )
         results: list[dict[str, Any]] = []
         bar = tqdm(loader, desc=f"generate {split}", leave=False, disable=trainer.global_rank != 0)
         for batch in bar:
+            budget = max(
+                (budgets.get(m["task"], budgets["*"]) for m in batch.get("meta", [])),
+                default=budgets["*"],
+            )
             batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-            results.extend(pl_module.generate_batch(batch, max_new_tokens))
+            results.extend(pl_module.generate_batch(batch, budget))
         return _gather(results)
+
+    def token_budgets(self, module_default: int) -> dict[str, int]:
+        """max_new_tokens per task ("*": every task but reasoning): the callback's
+        max_new_tokens (else the module's); reasoning items at least reasoning_max_new_tokens."""
+        answer = self.max_new_tokens or module_default
+        return {"*": answer, "reasoning": max(answer, self.reasoning_max_new_tokens)}
 
     @rank_zero_only
     def _write(
@@ -117,6 +184,12 @@ class GenerationEvaluation(Callback):
             f"{split}_gen/samples", summary.samples_markdown(self.num_text_samples), step
         )
         writer.flush()
+
+
+def _eval_tasks(trainer: Trainer) -> tuple[str, ...]:
+    """The datamodule's evaluation tasks (data.eval_tasks), () when it declares none."""
+    hparams = getattr(getattr(trainer, "datamodule", None), "hparams", None) or {}
+    return tuple(hparams.get("eval_tasks", ()))
 
 
 def _gather(results: list[dict]) -> list[dict]:

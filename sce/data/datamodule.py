@@ -233,10 +233,11 @@ class SceDataModule(L.LightningDataModule):
         return self.hparams.eval_batch_size or self.hparams.batch_size
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("val"), self.eval_batch_size, "train")
+        # Loss items only: evaluation-only items (reasoning without a trace) have no target.
+        return self._loader(self.dataset("val").loss_view(), self.eval_batch_size, "train")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("test"), self.eval_batch_size, "train")
+        return self._loader(self.dataset("test").loss_view(), self.eval_batch_size, "train")
 
     def predict_dataloader(self) -> DataLoader:
         return self.generation_dataloader("test")
@@ -257,9 +258,8 @@ class SceDataModule(L.LightningDataModule):
         """
         dataset = self.dataset(split)
         indices = dataset.evaluation_subset(max_samples, per_class)
-        return self._loader(
-            Subset(dataset, indices[rank::world_size]), self.eval_batch_size, "generate"
-        )
+        shard = dataset.by_task(indices[rank::world_size])  # one task per batch
+        return self._loader(Subset(dataset, shard), self.eval_batch_size, "generate")
 
     def state_dict(self) -> dict[str, Any]:
         return {}

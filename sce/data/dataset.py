@@ -6,6 +6,11 @@ serve (its mcq item, its caption item, ...), so the sampler can re-sample per (t
 `imu_dropout` (paper 000: 0.5). Evaluation items never drop telemetry: "with IMU" and "video only" are separate
 evaluation settings (`imu_settings=("on", "off")`), each item tagged with its setting.
 
+Evaluation items exist for every task in `eval_tasks` that a record can answer; the reasoning
+question (paper 001's reasoning mode) is asked of every record, also without a reasoning trace
+(`sce.data.prompts.evaluation_tasks`); such items are scored by generation only and left out of
+the validation loss (`loss_view`).
+
 Training items draw their choices (IMU dropout, which VQA pair) from torch's RNG, per epoch and
 worker. Evaluation items draw theirs from a seed derived from (eval_seed, record id, task, IMU
 setting, scale): the same question every epoch and run, and the global RNG is never touched.
@@ -20,11 +25,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from sce.data.clip import ClipError, WindowSpec, load_clip
 from sce.data.collate import Sample
-from sce.data.prompts import available_tasks, build_user_content, make_task, training_tasks
+from sce.data.prompts import (
+    available_tasks,
+    build_user_content,
+    evaluation_tasks,
+    make_task,
+    training_tasks,
+)
 from sce.data.schema import ClipRecord
 from sce.data.subset import evaluation_subset, stable_seed
 
@@ -106,14 +117,15 @@ class SceDataset(Dataset):
                 )
             ]
         else:
-            # A task is asked only of records whose annotations can answer it.
+            # A task is asked only of records that can answer it (reasoning: every record,
+            # `evaluation_tasks`).
             self.items = [
                 Item(i, setting, task, scale)
                 for i, record in enumerate(self.records)
                 for scale in scales
                 for setting in imu_settings
                 for task in eval_tasks
-                if task in available_tasks(record.label, record.annotations)
+                if task in evaluation_tasks(record.label, record.annotations, record.label_scope)
             ]
 
     def __len__(self) -> int:
@@ -128,6 +140,28 @@ class SceDataset(Dataset):
     def tasks(self) -> list[str]:
         """Per-item tasks (for the per-(task, class) re-sampler)."""
         return [item.task for item in self.items]
+
+    def loss_indices(self) -> list[int]:
+        """Items whose answer is a training target (validation / test loss): all but the
+        evaluation-only ones, e.g. a reasoning item of a record without a reasoning trace,
+        whose reference holds no trace to score a loss on."""
+        return [k for k, item in enumerate(self.items) if self._has_target(item)]
+
+    def _has_target(self, item: Item) -> bool:
+        record = self.records[item.record]
+        return item.task in available_tasks(record.label, record.annotations, record.label_scope)
+
+    def loss_view(self) -> Dataset:
+        """The dataset of the loss items (`loss_indices`): itself when that is every item."""
+        indices = self.loss_indices()
+        return self if len(indices) == len(self.items) else Subset(self, indices)
+
+    def by_task(self, indices: Sequence[int]) -> list[int]:
+        """`indices` grouped by task (in eval_tasks order, stable within a task), so each
+        generation batch holds one task and one generation budget (a reasoning item's think
+        trace runs far longer than an answer)."""
+        order = {task: k for k, task in enumerate(dict.fromkeys(self.tasks))}
+        return sorted(indices, key=lambda i: order[self.items[i].task])
 
     def evaluation_subset(
         self, max_items: int | None = None, per_class: int | None = None

@@ -315,6 +315,17 @@ def available_tasks(
     return tasks
 
 
+def evaluation_tasks(
+    label: str, annotations: Mapping[str, Any], scope: str = "three_class"
+) -> list[str]:
+    """Tasks a record can be asked at evaluation: those it can serve (`available_tasks`), plus
+    reasoning for every record. Paper 001's reasoning-mode accuracy (Table 9) asks every test
+    clip the event question with the reasoning instruction and scores the answer after
+    `</think>`, which needs only the label, not a reasoning annotation."""
+    tasks = available_tasks(label, annotations, scope)
+    return tasks if "reasoning" in tasks else [*tasks, "reasoning"]
+
+
 def _reasoning_of(annotations: Mapping[str, Any], label: str) -> str | None:
     reasoning = annotations.get("reasoning")
     if isinstance(reasoning, Mapping):
@@ -347,8 +358,11 @@ def make_task(
         qa = rng.choice(list(annotations["vqa"]))
         return TaskItem(task, _vqa_question(qa), _vqa_answer(qa))
     if task == "reasoning":
+        # Without an annotated trace (an evaluation-only item, see `evaluation_tasks`) the
+        # reference is the final answer alone: what reasoning mode is scored on.
         think = _reasoning_of(annotations, label)
-        answer = f"<think>{think}</think>{event_answer(label, scope)}"
+        final = event_answer(label, scope)
+        answer = final if think is None else f"<think>{think}</think>{final}"
         return TaskItem(task, event_question(scope) + REASONING_SUFFIX, answer)
     if task == "instruction":
         text = f"{'Yes' if label != 'normal' else 'No'}, {LABEL_TEXT[label]}. {annotations['instruction']}"

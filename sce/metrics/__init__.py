@@ -25,6 +25,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "parse_event_class",
         "parse_letter",
         "parse_probability",
+        "reasoning_mode_answer",
         "split_reasoning",
     ),
     "sce.metrics.classification": (
@@ -45,6 +46,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "reliability_diagram",
     ),
     "sce.metrics.text": (
+        "BERTSCORE_MODEL_ENV",
+        "BERTScoreEncoder",
         "BERTScoreF1",
         "CaptionMetrics",
         "ClosedQAAccuracy",
@@ -52,6 +55,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "closed_qa_accuracy",
         "closed_qa_correct",
         "normalize_answer",
+        "recommended_layer",
+        "resolve_bertscore_encoder",
         "rouge_l_f1",
     ),
     "sce.metrics.report": (

@@ -3,7 +3,10 @@
 Input: one dict per evaluated item, as `SceModule.generate_batch` returns them (id, task, label,
 source, imu_on, reference, prediction, option_probs). Output: a `Summary` with flat scalars
 (e.g. `acc`, `f1/collision`, `binary/recall`, `source_nexar/binary/acc`, `imu_off/acc`, `ll/acc`,
-`caption/rougeL`, `instruction/bleu4`, `calibration/ece`, `reasoning/acc`, `closed_qa/acc`), figures and sample rows.
+`caption/rougeL`, `instruction/bleu4`, `calibration/ece`, `reasoning/acc`, `closed_qa/acc`), figures
+and sample rows. Event, caption and closed-QA keys also exist per IMU setting present in the items
+(`imu_on/acc`, `imu_off/caption/rougeL`, `imu_on/closed_qa/acc`: paper 000 Table V); the
+reasoning-mode keys (paper 001 Table 9) are the event keys under `reasoning/`.
 
 Items of binary-scope records (`label_scope` "binary", Nexar) are read with the binary parser
 ("A. yes" / "B. no") and scored only in the binary SCE metrics (`binary/*`); the 3-class keys
@@ -36,9 +39,10 @@ from sce.metrics.parsing import (
     parse_binary_event,
     parse_event_class,
     parse_probability,
+    reasoning_mode_answer,
 )
 from sce.metrics.report import confusion_matrix_figure, figure_to_array
-from sce.metrics.text import CaptionMetrics, closed_qa_accuracy
+from sce.metrics.text import bertscore_f1, closed_qa_correct, rouge_l_f1
 
 EVENT_TASKS = ("mcq",)
 
@@ -175,10 +179,66 @@ def _flatten(results: dict[str, dict[str, float]], prefix: str) -> dict[str, flo
     return out
 
 
-def caption_metrics(items: list[dict], bertscore_model: str | None) -> dict[str, float]:
-    metric = _local(CaptionMetrics(encoder_path=bertscore_model))
-    metric.update([i["prediction"] for i in items], [i["reference"] for i in items])
-    return {f"caption/{k}": v for k, v in metric.compute().items()}
+def _imu_subsets(items: list[dict]) -> list[tuple[str, list[int]]]:
+    """("", every item) and ("imu_<on|off>/", its items) for each IMU setting present: the same
+    groups as the event metrics' `imu_on/...` keys (paper 000 Table V: with IMU / video only)."""
+    settings = ["on" if i["imu_on"] else "off" for i in items]
+    subsets = [("", list(range(len(items))))]
+    for setting in sorted(set(settings)):
+        subsets.append((f"imu_{setting}/", [k for k, s in enumerate(settings) if s == setting]))
+    return subsets
+
+
+def _mean(values: list[float], index: list[int]) -> float:
+    return sum(values[k] for k in index) / len(index) if index else math.nan
+
+
+def caption_metrics(
+    items: list[dict], bertscore_model: str | None, bertscore_layer: int | None = None
+) -> dict[str, float]:
+    """`caption/{n,rougeL,bertscore_f1}` over all items and `imu_<on|off>/caption/...` per IMU
+    setting. Each pair is scored once (ROUGE-L and BERTScore F1 of a pair do not depend on the
+    other pairs); a group's value is the mean over its pairs (torchmetrics' ROUGEScore and
+    CaptionMetrics average the same way)."""
+    preds, refs = [i["prediction"] for i in items], [i["reference"] for i in items]
+    per_pair = {"rougeL": rouge_l_f1(preds, refs)}
+    bert = bertscore_f1(preds, refs, bertscore_model, bertscore_layer)
+    if bert is not None:
+        per_pair["bertscore_f1"] = bert
+    out: dict[str, float] = {}
+    for head, index in _imu_subsets(items):
+        out[f"{head}caption/n"] = float(len(index))
+        out.update({f"{head}caption/{k}": _mean(v, index) for k, v in per_pair.items()})
+    return out
+
+
+def closed_qa_metrics(items: list[dict]) -> dict[str, float]:
+    """`closed_qa/{n,acc}` over all items and `imu_<on|off>/closed_qa/...` per IMU setting."""
+    correct = [float(closed_qa_correct(i["prediction"], i["reference"])) for i in items]
+    out: dict[str, float] = {}
+    for head, index in _imu_subsets(items):
+        out[f"{head}closed_qa/n"] = float(len(index))
+        out[f"{head}closed_qa/acc"] = _mean(correct, index)
+    return out
+
+
+def reasoning_metrics(items: list[dict]) -> dict[str, float]:
+    """Paper 001's reasoning-mode accuracy (Table 9): the event question asked with the
+    reasoning instruction, scored on the answer after `</think>` only (`reasoning_mode_answer`).
+
+    A response without a closed think block is invalid (counted wrong): Table 9 reports n/a
+    for the model that "fails to respond with reasoning traces, even when prompted", so an
+    answer given without a trace is not a reasoning-mode answer. Keys: every event-metric key
+    under `reasoning/` (`reasoning/acc`, `reasoning/f1/<class>`, `reasoning/binary/acc`,
+    `reasoning/imu_on/acc`, ...) and `reasoning/no_trace_rate` (responses without a closed
+    think block)."""
+    answers = [reasoning_mode_answer(i["prediction"]) for i in items]
+    scored = [{**item, "prediction": a} for item, a in zip(items, answers, strict=True)]
+    scalars, _ = event_metrics(scored, "reasoning/")
+    scalars["reasoning/no_trace_rate"] = (
+        sum(a is None for a in answers) / len(answers) if answers else math.nan
+    )
+    return scalars
 
 
 def calibration_metrics(items: list[dict]) -> tuple[dict[str, float], Any]:
@@ -192,9 +252,15 @@ def calibration_metrics(items: list[dict]) -> tuple[dict[str, float], Any]:
 
 
 def summarize(
-    results: list[dict[str, Any]], bertscore_model: str | None = None, max_samples: int = 64
+    results: list[dict[str, Any]],
+    bertscore_model: str | None = None,
+    max_samples: int = 64,
+    bertscore_layer: int | None = None,
 ) -> Summary:
-    """Metrics of every task present in `results` (see the module docstring for the keys)."""
+    """Metrics of every task present in `results` (see the module docstring for the keys).
+
+    bertscore_model / bertscore_layer: the local BERTScore encoder and its layer (None: no
+    BERTScore; layer None: bert-score's recommended layer, see sce.metrics.text)."""
     by_task: dict[str, list[dict]] = {}
     for item in results:
         by_task.setdefault(item["task"], []).append(item)
@@ -208,17 +274,15 @@ def summarize(
         confusion = matrix.int().tolist()
         figures["confusion_matrix"] = confusion_matrix_figure(matrix, LABELS)
     if "reasoning" in by_task:
-        reasoning, _ = event_metrics(by_task["reasoning"], "reasoning/")
-        scalars.update({k: v for k, v in reasoning.items() if "/" not in k[len("reasoning/") :]})
+        scalars.update(reasoning_metrics(by_task["reasoning"]))
     if "caption" in by_task:
-        scalars.update(caption_metrics(by_task["caption"], bertscore_model))
+        scalars.update(caption_metrics(by_task["caption"], bertscore_model, bertscore_layer))
     if "instruction" in by_task:
-        scalars.update(instruction_metrics(by_task["instruction"], bertscore_model))
-    if "vqa" in by_task:
-        vqa = by_task["vqa"]
-        scalars["closed_qa/acc"] = closed_qa_accuracy(
-            [i["prediction"] for i in vqa], [i["reference"] for i in vqa]
+        scalars.update(
+            instruction_metrics(by_task["instruction"], bertscore_model, bertscore_layer)
         )
+    if "vqa" in by_task:
+        scalars.update(closed_qa_metrics(by_task["vqa"]))
     if "probability" in by_task:
         calibration, figure = calibration_metrics(by_task["probability"])
         scalars.update(calibration)

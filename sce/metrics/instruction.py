@@ -58,8 +58,11 @@ def self_bleu4(preds: Sequence[str]) -> float:
     return sum(scores) / len(scores)
 
 
-def instruction_metrics(items: list[dict], bertscore_model: str | None) -> dict[str, float]:
-    """`instruction/{n,bleu4,distinct4,self_bleu4}` and `bertscore_f1` when an encoder is set."""
+def instruction_metrics(
+    items: list[dict], bertscore_model: str | None, bertscore_layer: int | None = None
+) -> dict[str, float]:
+    """`instruction/{n,bleu4,distinct4,self_bleu4}` and `bertscore_f1` when an encoder is set
+    (read at `bertscore_layer`; None: bert-score's recommended layer, sce.metrics.text)."""
     preds = [instruction_part(i["prediction"]) for i in items]
     targets = [instruction_part(i["reference"]) for i in items]
     out = {
@@ -68,7 +71,7 @@ def instruction_metrics(items: list[dict], bertscore_model: str | None) -> dict[
         "instruction/distinct4": distinct_n(preds, 4),
         "instruction/self_bleu4": self_bleu4(preds),
     }
-    scores = bertscore_f1(preds, targets, bertscore_model)
+    scores = bertscore_f1(preds, targets, bertscore_model, bertscore_layer)
     if scores is not None:
         out["instruction/bertscore_f1"] = sum(scores) / len(scores) if scores else math.nan
     return out

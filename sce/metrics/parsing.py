@@ -79,6 +79,16 @@ def split_reasoning(text: str) -> tuple[str | None, str, bool]:
     return think, _unwrap_answer(text[last.end() :]), True
 
 
+def reasoning_mode_answer(text: str | None) -> str | None:
+    """The final answer of a reasoning-mode response (paper 001 Table 9): the text after the
+    closing `</think>`, or None when there is no closed think block (unclosed, or no trace at
+    all). The think trace itself is never read for the answer."""
+    if not isinstance(text, str) or not _THINK_CLOSE.search(text):
+        return None
+    _, answer, valid = split_reasoning(text)
+    return answer if valid else None
+
+
 def _unwrap_answer(answer: str) -> str:
     tagged = _ANSWER_TAG.search(answer)
     return (tagged.group(1) if tagged else answer).strip()

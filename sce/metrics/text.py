@@ -9,19 +9,26 @@ never a download. torchmetrics' BERTScore is not used: in torchmetrics 1.9 it pa
 and references in length-sorted order, so per-pair scores are permuted (an identical pair does
 not score 1; torchmetrics issue #2728). Per-pair F1 is computed in `update` (without idf weighting
 it does not depend on the rest of the corpus) and only the sum and count are synced.
+The encoder is read at bert-score's recommended layer for the model (its own table,
+`bert_score.utils.model2layers`: roberta-large 17), identified from the folder's config.json or
+name (`recommended_layer`); a model not in the table falls back to its last layer, with a
+warning. `resolve_bertscore_encoder` takes the folder from a config value or $SCE_BERTSCORE_MODEL.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.aggregation import SumMetric
@@ -50,6 +57,9 @@ def rouge_l_f1(preds: Sequence[str | None], targets: Sequence[str]) -> list[floa
 
 # ---------------------------------------------------------------------------- BERTScore
 
+BERTSCORE_MODEL_ENV = "SCE_BERTSCORE_MODEL"
+_HUB_CACHE_FOLDER = re.compile(r"^models--(.+)$")  # huggingface_hub's models--<org>--<name>
+
 
 def _check_encoder(encoder_path: str | Path) -> Path:
     path = Path(encoder_path).expanduser()
@@ -61,12 +71,118 @@ def _check_encoder(encoder_path: str | Path) -> Path:
     return path
 
 
+def _encoder_config(encoder_path: str | Path) -> dict[str, Any]:
+    path = _check_encoder(encoder_path) / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"BERTScore encoder: {path} is not valid JSON: {error}") from error
+
+
 def encoder_num_layers(encoder_path: str | Path) -> int:
-    """num_hidden_layers of a local encoder (the default layer when none is configured)."""
-    config = json.loads((_check_encoder(encoder_path) / "config.json").read_text())
+    """num_hidden_layers of a local encoder (its last layer)."""
+    config = _encoder_config(encoder_path)
     if "num_hidden_layers" not in config:
-        raise ValueError(f"{encoder_path}/config.json has no num_hidden_layers; pass num_layers")
+        raise ValueError(
+            f"{encoder_path}/config.json has no num_hidden_layers; set the BERTScore layer "
+            "(GenerationEvaluation bertscore_layer)"
+        )
     return int(config["num_hidden_layers"])
+
+
+def _model_names(path: Path) -> list[str]:
+    """What the folder says it is, most explicit first: config.json's `_name_or_path` /
+    `name_or_path` (transformers 4 saves the hub name there; 5 drops it), the folder's name,
+    and the repo of a huggingface_hub cache snapshot (models--FacebookAI--roberta-large/...)."""
+    config = _encoder_config(path)
+    names = [str(config[key]) for key in ("_name_or_path", "name_or_path") if config.get(key)]
+    names.append(path.resolve().name)
+    for parent in path.resolve().parents:
+        if match := _HUB_CACHE_FOLDER.match(parent.name):
+            names.append(match.group(1).replace("--", "/"))
+            break
+    return names
+
+
+def bertscore_table_name(encoder_path: str | Path) -> str | None:
+    """The model of bert-score's layer table (`bert_score.utils.model2layers`) that a local
+    encoder folder is, or None. A name matches a table entry exactly or by its last part
+    ("FacebookAI/roberta-large" and a folder named "roberta-large" are "roberta-large")."""
+    from bert_score.utils import model2layers
+
+    by_base: dict[str, list[str]] = {}
+    for key in model2layers:
+        by_base.setdefault(key.rsplit("/", 1)[-1].lower(), []).append(key)
+    for name in _model_names(Path(encoder_path).expanduser()):
+        if name in model2layers:
+            return name
+        matches = by_base.get(name.rstrip("/").rsplit("/", 1)[-1].lower(), [])
+        if len(matches) == 1:
+            return matches[0]
+    return None
+
+
+def recommended_layer(encoder_path: str | Path) -> tuple[int, str | None]:
+    """(layer, table name): bert-score's recommended layer for a named model (roberta-large:
+    17), else the encoder's last layer with a note (table name None)."""
+    from bert_score.utils import model2layers
+
+    name = bertscore_table_name(encoder_path)
+    if name is None:
+        layer = encoder_num_layers(encoder_path)
+        rank_zero_warn(
+            f"BERTScore: encoder {encoder_path} is not in bert-score's layer table "
+            "(bert_score.utils.model2layers; identified from config.json _name_or_path and the "
+            f"folder name): using its last layer, {layer}. Set bertscore_layer to choose one."
+        )
+        return layer, None
+    layer = model2layers[name]
+    _check_layer(encoder_path, layer, f"bert-score's layer for {name}")
+    return layer, name
+
+
+def _check_layer(encoder_path: str | Path, layer: int, what: str) -> None:
+    depth = _encoder_config(encoder_path).get("num_hidden_layers")
+    if layer < 0 or (depth is not None and layer > int(depth)):
+        raise ValueError(
+            f"BERTScore encoder {encoder_path}: {what} is {layer}, but the encoder has "
+            f"{depth} layers (valid: 0..{depth})"
+        )
+
+
+@dataclass(frozen=True)
+class BERTScoreEncoder:
+    """A resolved BERTScore setting: the local encoder folder and the layer it is read at."""
+
+    path: str
+    num_layers: int
+    table_name: str | None = None  # bert-score's name of the model, when it is in the table
+
+    def describe(self) -> str:
+        source = f"bert-score's layer for {self.table_name}" if self.table_name else "set"
+        return f"BERTScore encoder {self.path}, layer {self.num_layers} ({source})"
+
+
+def resolve_bertscore_encoder(
+    model: str | Path | None = None,
+    layer: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> BERTScoreEncoder | None:
+    """The BERTScore encoder to use, or None (BERTScore skipped).
+
+    model: a local encoder folder; when None, the folder named by $SCE_BERTSCORE_MODEL (unset
+    or empty: no encoder). layer: the hidden layer to match; None: bert-score's recommended
+    layer for the model (`recommended_layer`)."""
+    environ = os.environ if environ is None else environ
+    folder = model if model is not None else (environ.get(BERTSCORE_MODEL_ENV) or None)
+    if folder is None:
+        return None
+    path = _check_encoder(folder)
+    if layer is not None:
+        _check_layer(path, int(layer), "bertscore_layer")
+        return BERTScoreEncoder(str(path), int(layer), bertscore_table_name(path))
+    chosen, name = recommended_layer(path)
+    return BERTScoreEncoder(str(path), chosen, name)
 
 
 @lru_cache(maxsize=4)
@@ -96,9 +212,9 @@ def bertscore_f1(
 ) -> list[float] | None:
     """BERTScore F1 per pair with a local encoder; None when no encoder is configured.
 
-    num_layers: the hidden layer whose embeddings are matched (bert-score's choice for
-    roberta-large is 17); default: the encoder's last layer. baseline_path: a local bert-score
-    baseline file to rescale with (optional).
+    num_layers: the hidden layer whose embeddings are matched; default: bert-score's recommended
+    layer for the model (roberta-large: 17; `recommended_layer`), the last layer for a model not
+    in its table. baseline_path: a local bert-score baseline file to rescale with (optional).
     """
     if encoder_path is None:
         return None
@@ -107,7 +223,7 @@ def bertscore_f1(
     if not preds:
         return []
     path = _check_encoder(encoder_path)
-    layers = num_layers if num_layers is not None else encoder_num_layers(path)
+    layers = num_layers if num_layers is not None else recommended_layer(path)[0]
     baseline = None if baseline_path is None else str(Path(baseline_path).expanduser())
     scorer = _scorer(str(path), layers, str(torch.device(device)), batch_size, baseline)
     _, _, f1 = scorer.score(_texts(preds), _texts(targets), verbose=False, batch_size=batch_size)
@@ -135,7 +251,9 @@ class BERTScoreF1(Metric):
     ) -> None:
         super().__init__(**kwargs)
         self.encoder_path = str(_check_encoder(encoder_path))
-        self.num_layers = num_layers if num_layers is not None else encoder_num_layers(encoder_path)
+        self.num_layers = (
+            num_layers if num_layers is not None else recommended_layer(encoder_path)[0]
+        )
         self.batch_size = batch_size
         self.encoder_device = device
         self.baseline_path = baseline_path
