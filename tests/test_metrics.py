@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.encoders import build_tiny_encoder
 
 from sce.metrics.calibration import (
     CalibrationMetrics,
@@ -458,34 +459,11 @@ def test_rouge_l_matches_rouge_score_package():
 
 # ---------------------------------------------------------------------------- BERTScore
 
-WORDS = (
-    "the a car truck ego vehicle brakes hard collides with avoids pedestrian road sunny rain "
-    "night turns left right stops at red light parked van cyclist bus lane"
-).split()
-
 
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory) -> Path:
     """A 2-layer BERT with random weights and a WordPiece vocabulary, saved like a real one."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    tokenizer = BertTokenizerFast(vocab=str(vocab), model_max_length=64)
-    assert tokenizer.unk_token_id not in tokenizer("the ego car")["input_ids"]
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(WORDS) + 5,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny_bert"))
 
 
 def hand_bertscore(folder: Path, layer: int, cand: str, ref: str) -> float:
