@@ -37,6 +37,7 @@ from sce.callbacks.evaluation import GenerationEvaluation
 from sce.data.datamodule import SceDataModule
 from sce.data.schema import LABELS
 from sce.metrics.evaluate import json_safe
+from sce.metrics.report import compact_table
 from sce.model_record import training_record, write_training_record
 from sce.models.module import SceModule
 
@@ -204,46 +205,18 @@ def run_demo(
     return results
 
 
+# the compact metrics plus per-class precision and recall
 SUMMARY_METRICS = ("acc", "ll/acc", "macro_f1", "binary/acc", "invalid_rate") + tuple(
     f"{m}/{label}" for label in LABELS for m in ("precision", "recall", "f1")
-)
-# (column header, result stage, IMU setting)
-SUMMARY_COLUMNS = (
-    ("untrained IMU", "untrained", "on"),
-    ("untrained video", "untrained", "off"),
-    ("trained IMU", "trained", "on"),
-    ("trained video", "trained", "off"),
 )
 
 
 def summary_table(results: dict) -> str:
-    """Per-class P/R/F1 and accuracy, untrained vs trained, each with IMU and video only
-    (the `imu_on/` and `imu_off/` scalars), as aligned text. The last column adds the video-only
-    change vs with IMU, as paper 000 Table V does."""
-    rows = [("metric", *(header for header, _, _ in SUMMARY_COLUMNS), "video - IMU")]
-    for key in SUMMARY_METRICS:
-        values = [_setting(results[stage], imu, key) for _, stage, imu in SUMMARY_COLUMNS]
-        with_imu, video_only = values[2], values[3]
-        change = None if None in (with_imu, video_only) else video_only - with_imu
-        rows.append((key, *(_fmt(v) for v in values), _fmt(change, signed=True)))
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{r[0]:<{width}}" + "".join(f"  {c:>15}" for c in r[1:]) for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
+    """Per-class P/R/F1 and accuracy, untrained vs trained, each with IMU and video only, and
+    the trained model's video-only change vs with IMU (paper 000 Table V), as aligned text."""
+    evaluations = {stage: results[stage]["scalars"] for stage in ("untrained", "trained")}
     header = (
         "sce demo: held-out synthetic clips, with IMU and video only "
         f"({results.get('seconds', '?')} s)"
     )
-    return "\n".join([header, *lines])
-
-
-def _setting(result: dict, imu: str, key: str) -> float | None:
-    """A metric of one IMU setting: `imu_on/<key>` (`ll/imu_on/acc` for `ll/acc`)."""
-    head, sep, rest = key.partition("/")
-    name = f"ll/imu_{imu}/{rest}" if head == "ll" and sep else f"imu_{imu}/{key}"
-    return result["scalars"].get(name)
-
-
-def _fmt(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value:+.3f}" if signed else f"{value:.3f}"
+    return header + "\n" + compact_table(evaluations, SUMMARY_METRICS)

@@ -46,7 +46,7 @@ def test_summary_table_prints_both_imu_settings_and_the_video_only_change():
         {"untrained": _result(0.0, 0.0), "trained": _result(0.877, 0.745), "seconds": 1.0}
     )
     header, columns, rule, *rows = table.splitlines()
-    assert set(rule) == {"-"}
+    assert set(rule) == {"-", " "}
     assert columns.split() == [
         "metric", "untrained", "IMU", "untrained", "video", "trained", "IMU", "trained",
         "video", "video", "-", "IMU",

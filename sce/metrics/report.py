@@ -94,12 +94,15 @@ def format_table(
     rows: Sequence[Mapping[str, Any]],
     columns: Sequence[str] | None = None,
     float_format: str = ".3f",
+    column_formats: Mapping[str, str] | None = None,
 ) -> str:
     """Plain-text table, one line per row: text left-aligned, numbers right-aligned, "-" for a
-    missing value. columns default to every key, in order of first appearance."""
+    missing value. columns default to every key, in order of first appearance;
+    `column_formats` gives some columns their own float format (e.g. "+.3f" for a change)."""
     if columns is None:
         columns = list(dict.fromkeys(key for row in rows for key in row))
-    cells = [[_cell(row.get(col), float_format) for col in columns] for row in rows]
+    formats = {col: (column_formats or {}).get(col, float_format) for col in columns}
+    cells = [[_cell(row.get(col), formats[col]) for col in columns] for row in rows]
     widths = [max([len(col)] + [len(r[i][0]) for r in cells]) for i, col in enumerate(columns)]
     right = [all(r[i][1] for r in cells) if cells else False for i in range(len(columns))]
 
@@ -119,3 +122,55 @@ def group_rows(
 ) -> list[dict[str, Any]]:
     """Rows for `format_table` from `GroupedMetrics.compute()`: one row per group."""
     return [{group_column: group, **values} for group, values in results.items()]
+
+
+# The compact evaluation table: what a researcher reads first after a run (sce fit, sce test,
+# sce demo). Each metric is read per IMU setting: `imu_on/<key>` (`ll/imu_on/<rest>` for the
+# log-likelihood `ll/<rest>`).
+COMPACT_METRICS = (
+    "acc",
+    "ll/acc",
+    "macro_f1",
+    "binary/acc",
+    "invalid_rate",
+    "f1/collision",
+    "f1/near_collision",
+    "f1/normal",
+)
+IMU_SETTINGS = {"on": "IMU", "off": "video"}
+CHANGE_COLUMN = "video - IMU"
+
+
+def imu_setting_value(scalars: Mapping[str, float], imu: str, key: str) -> float | None:
+    """A metric of one IMU setting ("on" / "off"); None when the evaluation lacks it."""
+    head, sep, rest = key.partition("/")
+    name = f"ll/imu_{imu}/{rest}" if head == "ll" and sep else f"imu_{imu}/{key}"
+    value = scalars.get(name)
+    return None if value is None else float(value)
+
+
+def compact_table(
+    evaluations: Mapping[str, Mapping[str, float]], metrics: Sequence[str] = COMPACT_METRICS
+) -> str:
+    """Metrics (rows) of one or more evaluations' scalars, one column per evaluation and IMU
+    setting it has ("<name> IMU", "<name> video"), plus the last evaluation's video-only change
+    vs with IMU (paper 000 Table V) when it has both settings. Missing values print "-"."""
+    columns: list[tuple[str, str, str]] = []  # (header, evaluation, imu)
+    for name, scalars in evaluations.items():
+        for imu, label in IMU_SETTINGS.items():
+            if any(imu_setting_value(scalars, imu, key) is not None for key in metrics):
+                columns.append((f"{name} {label}".strip(), name, imu))
+    last = list(evaluations)[-1] if evaluations else None
+    with_change = {(last, "on"), (last, "off")} <= {(c[1], c[2]) for c in columns}
+    rows = []
+    for key in metrics:
+        row: dict[str, Any] = {"metric": key}
+        for header, name, imu in columns:
+            row[header] = imu_setting_value(evaluations[name], imu, key)
+        if with_change:
+            on = imu_setting_value(evaluations[last], "on", key)
+            off = imu_setting_value(evaluations[last], "off", key)
+            row[CHANGE_COLUMN] = None if on is None or off is None else off - on
+        rows.append(row)
+    headers = ["metric", *(c[0] for c in columns)] + ([CHANGE_COLUMN] if with_change else [])
+    return format_table(rows, headers, column_formats={CHANGE_COLUMN: "+.3f"})
