@@ -27,8 +27,15 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 def run_lightning_cli(args: list[str]):
-    """LightningCLI over SceModule and SceDataModule; data.processor_path follows the model."""
-    return _sce_cli_class()(args=args, **_lightning_cli_kwargs())
+    """LightningCLI over SceModule and SceDataModule; data.processor_path follows the model.
+
+    `--run DIR` names the run folder (sce.runs): `sce fit` writes everything there, and
+    `sce validate|test|predict --run DIR [--ckpt best|last]` take that run's config and
+    checkpoint and write their results beside its training results."""
+    from sce.runs import resolve_run_arguments
+
+    subcommand, rest = args[0], resolve_run_arguments(args[0], list(args[1:]))
+    return _sce_cli_class()(args=[subcommand, *rest], **_lightning_cli_kwargs(subcommand))
 
 
 def datamodule_from_cli(args: list[str]):
@@ -48,24 +55,65 @@ def datamodule_from_cli(args: list[str]):
 def _sce_cli_class():
     from lightning.pytorch.cli import LightningCLI
 
+    from sce import runs
+
     class SceCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
             parser.link_arguments("model.model_path", "data.processor_path")
+            parser.add_argument("--run", type=str | None, default=None, help=runs.RUN_HELP)
+
+        def before_instantiate_classes(self) -> None:
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            run = config.get("run")
+            if not run:
+                return
+            if self.subcommand == "fit":
+                runs.set_run_folder(config, run)
+            else:
+                runs.aim_loggers_at(config, runs.find_log_dir(run))
+
+        def before_fit(self) -> None:
+            _say(runs.start_message(self.trainer))
+
+        def after_fit(self) -> None:
+            _say(runs.fit_summary(self.trainer))
+
+        # Lightning's own results dump (one row per logged scalar, ~180 here) is replaced by
+        # the compact table of the generation metrics.
+        def validate(self, **kwargs) -> None:
+            self.trainer.validate(**{**kwargs, "verbose": False})
+            _say(runs.evaluation_summary(self.trainer, "val"))
+
+        def test(self, **kwargs) -> None:
+            self.trainer.test(**{**kwargs, "verbose": False})
+            _say(runs.evaluation_summary(self.trainer, "test"))
 
     return SceCLI
 
 
-def _lightning_cli_kwargs() -> dict:
-    from sce.checkpointing import AtomicCheckpointIO
+def _say(text: str) -> None:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if text and rank_zero_only.rank == 0:
+        print(text, flush=True)
+
+
+def _lightning_cli_kwargs(subcommand: str = "fit") -> dict:
     from sce.data.datamodule import SceDataModule
     from sce.models.module import SceModule
 
+    # fit's config.yaml is the run's recipe; other commands save theirs beside it under their
+    # own name instead of overwriting it
+    config_file = "config.yaml" if subcommand == "fit" else f"config_{subcommand}.yaml"
     return {
         "model_class": SceModule,
         "datamodule_class": SceDataModule,
-        "save_config_kwargs": {"overwrite": True},
+        "save_config_kwargs": {"overwrite": True, "config_filename": config_file},
         # Our re-sampler shards across ranks itself; checkpoints are written atomically.
-        "trainer_defaults": {"use_distributed_sampler": False, "plugins": [AtomicCheckpointIO()]},
+        "trainer_defaults": {
+            "use_distributed_sampler": False,
+            "plugins": [{"class_path": "sce.checkpointing.AtomicCheckpointIO"}],
+        },
         "parser_kwargs": {"parser_mode": "omegaconf"} if _has_omegaconf() else None,
     }
 

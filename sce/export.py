@@ -100,13 +100,13 @@ def module_from_checkpoint(
 ):
     """SceModule rebuilt from a checkpoint's hparams, base loaded, adapter weights restored."""
     from sce.checkpointing import check_trainable_keys
-    from sce.models.module import SceModule, restore_load_dtype
+    from sce.models.module import SceModule, recorded_load_dtype, restore_load_dtype
 
     if not isinstance(checkpoint, dict):
         where, checkpoint = str(checkpoint), read_checkpoint(checkpoint)
     hparams = checkpoint["hyper_parameters"]
     # The dtype the run loaded its base in (recorded at fit), not "auto" resolved on this machine.
-    dtype = dtype or hparams.get("load_dtype")
+    dtype = dtype or recorded_load_dtype(checkpoint)
     module = SceModule(**export_hparams(hparams, model_path, dtype))
     module.configure_model()
     state = checkpoint["state_dict"]

@@ -158,7 +158,6 @@ def test_fsdp1_gets_one_fp32_dtype_per_flat_parameter(tiny_kit):
 def test_export_serves_a_full_finetune_in_the_load_dtype(tiny_kit):
     """The fp32 masters are for training: a checkpoint rebuilt for export / inference holds the
     trained values in the run's dtype (bf16 here), adapters aside."""
-    from sce.checkpointing import adapter_only
     from sce.export import module_from_checkpoint
 
     trained = SceModule(str(tiny_kit), finetuning="full", dtype="bfloat16")
@@ -166,10 +165,8 @@ def test_export_serves_a_full_finetune_in_the_load_dtype(tiny_kit):
     embed = trained.model.get_input_embeddings().weight
     with torch.no_grad():
         embed[0, 0] = 1.0 + 2**-7  # representable in bf16
-    checkpoint = {
-        "hyper_parameters": dict(trained.hparams),
-        "state_dict": adapter_only(trained, trained.state_dict()),
-    }
+    checkpoint = {"hyper_parameters": dict(trained.hparams), "state_dict": trained.state_dict()}
+    trained.on_save_checkpoint(checkpoint)  # what Lightning's checkpoint holds
     assert checkpoint["state_dict"]["model.model.language_model.embed_tokens.weight"].dtype == (
         torch.float32
     )  # the checkpoint keeps the masters for resuming
@@ -182,17 +179,15 @@ def test_auto_dtype_export_uses_the_dtype_the_run_loaded(tiny_kit, monkeypatch):
     """model.dtype: auto resolves per machine (bf16 on CUDA, fp32 on CPU): a bf16 GPU run
     exported on CPU must come back in bf16, from the load dtype recorded at fit time."""
     import sce.models.module as module_lib
-    from sce.checkpointing import adapter_only
     from sce.export import module_from_checkpoint
 
     monkeypatch.setattr(module_lib.torch.cuda, "is_available", lambda: True)  # the GPU run
     trained = SceModule(str(tiny_kit), finetuning="full", dtype="auto")
     trained.configure_model()
-    assert trained.hparams.load_dtype == "bfloat16"
-    checkpoint = {
-        "hyper_parameters": dict(trained.hparams),
-        "state_dict": adapter_only(trained, trained.state_dict()),
-    }
+    assert trained.load_dtype == torch.bfloat16
+    assert "load_dtype" not in trained.hparams  # hparams are init arguments only
+    checkpoint = {"hyper_parameters": dict(trained.hparams), "state_dict": trained.state_dict()}
+    trained.on_save_checkpoint(checkpoint)  # what Lightning's checkpoint holds
     monkeypatch.undo()  # export on CPU, where "auto" alone would mean float32
     assert module_lib.resolve_dtype("auto") == torch.float32
     module = module_from_checkpoint(checkpoint)

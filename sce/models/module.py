@@ -23,6 +23,7 @@ from sce.models import losses as loss_lib
 from sce.models.neftune import NEFTune
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+LOAD_DTYPE_KEY = "sce_load_dtype"  # checkpoint key: the dtype the run loaded its base in
 LossNormalization = Literal["effective_batch", "micro_batch"]
 
 
@@ -102,8 +103,10 @@ class SceModule(L.LightningModule):
         # start: without this, adapter dropout would silently stay off in training.
         self.model = load_model(self.hparams).train()
         # "auto" resolves per machine (bf16 on CUDA, fp32 on CPU): record what this run loaded,
-        # so a checkpoint exported on another machine comes back in the training dtype.
-        self.hparams["load_dtype"] = dtype_name(resolve_dtype(self.hparams.dtype))
+        # so a checkpoint exported on another machine comes back in the training dtype. Kept
+        # out of the hparams: a checkpoint's hyper_parameters are SceModule's init arguments
+        # only, which `sce test --ckpt_path` parses back (LightningCLI rejects any other key).
+        self._recorded_load_dtype = dtype_name(resolve_dtype(self.hparams.dtype))
         self.tokenizer = load_tokenizer(resolve_model_path(self.hparams.model_path))
         self.digit_ids = digit_token_ids(self.tokenizer)
         self.option_ids = option_token_ids(self.tokenizer)
@@ -175,9 +178,9 @@ class SceModule(L.LightningModule):
 
     @property
     def load_dtype(self) -> torch.dtype:
-        """The dtype the base weights were loaded in when the module was fit (recorded in the
-        hparams, hence in checkpoints), else `model.dtype` resolved on this machine."""
-        recorded = self.hparams.get("load_dtype")
+        """The dtype the base weights were loaded in when the module was fit (recorded in
+        checkpoints as LOAD_DTYPE_KEY), else `model.dtype` resolved on this machine."""
+        recorded = getattr(self, "_recorded_load_dtype", None)
         return DTYPES[recorded] if recorded else resolve_dtype(self.hparams.dtype)
 
     def _logs_window_loss(self) -> bool:
@@ -378,6 +381,8 @@ class SceModule(L.LightningModule):
         from sce.checkpointing import adapter_only
 
         checkpoint["state_dict"] = adapter_only(self, checkpoint["state_dict"])
+        if getattr(self, "_recorded_load_dtype", None):
+            checkpoint[LOAD_DTYPE_KEY] = self._recorded_load_dtype
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint that lacks a trainable parameter (strict_loading is off, so
@@ -387,6 +392,14 @@ class SceModule(L.LightningModule):
 
         if "state_dict" in checkpoint:
             check_trainable_keys(self, checkpoint["state_dict"])
+
+
+def recorded_load_dtype(checkpoint: dict[str, Any]) -> str | None:
+    """The dtype a checkpoint's run loaded its base in (checkpoints before LOAD_DTYPE_KEY
+    carried it in their hyper_parameters)."""
+    return checkpoint.get(LOAD_DTYPE_KEY) or checkpoint.get("hyper_parameters", {}).get(
+        "load_dtype"
+    )
 
 
 def token_weighted(loss: torch.Tensor, n_tokens: int, accumulation: int = 1) -> torch.Tensor:

@@ -1,0 +1,204 @@
+"""Run folders: one option names a run, and a finished run's config and checkpoints are found.
+
+`sce fit --config X --run runs/exp1` writes everything of the run under runs/exp1: it sets
+`trainer.default_root_dir` and every logger's `save_dir` (the shipped configs pin both to the
+same folder, so `--trainer.default_root_dir` alone would leave the logs behind). Lightning then
+writes the log folder runs/exp1/tensorboard/version_N with config.yaml, checkpoints/
+(last.ckpt and the best ones), metrics.json and evaluations/ (GenerationEvaluation) and the
+TensorBoard events.
+
+`sce test --run runs/exp1 [--ckpt best|last]` finds that log folder (the newest one with a
+config.yaml), runs its config on its checkpoint and writes the test results into the same log
+folder, next to the training ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+RUN_HELP = (
+    "run folder: sets trainer.default_root_dir and every logger's save_dir (sce fit); the "
+    "finished run whose config and checkpoint to use (sce validate/test/predict)"
+)
+CKPT_CHOICES = ("best", "last")
+CONFIG_FILE = "config.yaml"  # what LightningCLI's SaveConfigCallback writes at fit
+
+
+class RunFolderError(ValueError):
+    """A run folder without what the command needs; the message names the folder."""
+
+
+def set_run_folder(config: Any, run: str) -> None:
+    """Point a parsed `sce fit` config (jsonargparse Namespace) at `run`: the trainer's
+    default_root_dir and the save_dir of every logger given as class_path/init_args."""
+    config.trainer.default_root_dir = run
+    for logger in _loggers(config):
+        logger.init_args.save_dir = run
+
+
+def aim_loggers_at(config: Any, log_dir: Path) -> None:
+    """Make the config's loggers write into an existing log folder `log_dir`
+    (save_dir/name/version), so a test's results land beside the run's training results."""
+    for logger in _loggers(config):
+        logger.init_args.save_dir = str(log_dir.parent.parent)
+        logger.init_args.name = log_dir.parent.name
+        logger.init_args.version = log_dir.name
+    config.trainer.default_root_dir = str(log_dir.parent.parent)
+
+
+def _loggers(config: Any) -> list[Any]:
+    loggers = config.trainer.get("logger")
+    if loggers is None or isinstance(loggers, bool):
+        return []
+    if not isinstance(loggers, list):
+        loggers = [loggers]
+    return [lg for lg in loggers if lg.get("init_args") is not None]
+
+
+def find_log_dir(run: str | Path) -> Path:
+    """The newest log folder of a run folder: `run` itself when it holds config.yaml, else the
+    most recently written config.yaml up to two levels down (tensorboard/version_N)."""
+    root = Path(run).expanduser()
+    if not root.is_dir():
+        raise RunFolderError(f"--run: folder not found: {root}")
+    if (root / CONFIG_FILE).is_file():
+        return root
+    found = [p for depth in ("*", "*/*") for p in root.glob(f"{depth}/{CONFIG_FILE}")]
+    if not found:
+        raise RunFolderError(
+            f"--run {root}: no {CONFIG_FILE} in it or two levels down; is it the folder "
+            "sce fit --run wrote (or its trainer.default_root_dir)?"
+        )
+    return max(found, key=lambda p: p.stat().st_mtime).parent
+
+
+def find_checkpoint(log_dir: Path, which: str = "best") -> Path:
+    """log_dir/checkpoints/last.ckpt ("last"), or the best checkpoint ModelCheckpoint recorded
+    in last.ckpt ("best"; the last one when the run monitored nothing). A run copied elsewhere
+    is found by file name inside its own checkpoints/ folder."""
+    if which not in CKPT_CHOICES:
+        raise RunFolderError(f"--ckpt must be one of {CKPT_CHOICES}, got {which!r}")
+    folder = log_dir / "checkpoints"
+    last = folder / "last.ckpt"
+    if not last.is_file():
+        present = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+        if len(present) == 1:
+            return folder / present[0]
+        raise RunFolderError(
+            f"{folder}: no last.ckpt (found {present or 'no checkpoints'}); pass --ckpt_path"
+        )
+    if which == "last":
+        return last
+    best = _best_model_path(last)
+    if not best:
+        return last
+    path = Path(best)
+    return path if path.is_file() else folder / path.name
+
+
+def _best_model_path(last: Path) -> str | None:
+    import torch
+
+    # mmap: only the callback states are read, not the weights
+    state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    for key, value in (state.get("callbacks") or {}).items():
+        if str(key).startswith("ModelCheckpoint") and value.get("best_model_path"):
+            return str(value["best_model_path"])
+    return None
+
+
+def resolve_run_arguments(subcommand: str, args: list[str]) -> list[str]:
+    """`sce validate|test|predict --run DIR [--ckpt best|last] ...` as LightningCLI arguments:
+    the run's config first (later flags override it), its checkpoint as --ckpt_path unless one
+    is given. `--run` stays (SceCLI aims the loggers at the run's log folder)."""
+    run = _option(args, "--run")
+    if subcommand == "fit" or run is None:
+        if _option(args, "--ckpt") is not None:
+            raise RunFolderError("--ckpt best|last needs --run DIR (sce validate/test/predict)")
+        return args
+    log_dir = find_log_dir(run)
+    which = _option(args, "--ckpt") or "best"
+    args = _without(args, "--ckpt")
+    extra = ["--config", str(log_dir / CONFIG_FILE)]
+    if _option(args, "--ckpt_path") is None:
+        extra += ["--ckpt_path", str(find_checkpoint(log_dir, which))]
+    return extra + args
+
+
+def _option(args: list[str], name: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _without(args: list[str], name: str) -> list[str]:
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return out
+
+
+# ---------------------------------------------------------------------------- messages
+
+
+def start_message(trainer: Any) -> str:
+    """Where this fit writes: the run folder and the log folder inside it."""
+    return (
+        f"sce fit: run folder {trainer.default_root_dir}; config, checkpoints, evaluations and "
+        f"TensorBoard logs in {trainer.log_dir}"
+    )
+
+
+def fit_summary(trainer: Any) -> str:
+    """After fit: the checkpoints, the last validation metrics and the commands to run next."""
+    run = trainer.default_root_dir
+    lines = [f"sce fit: done; run folder {run} (log folder {trainer.log_dir})"]
+    best = last = None
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None:
+        best, last = checkpoint.best_model_path or None, checkpoint.last_model_path or None
+        score = checkpoint.best_model_score
+        monitored = f" ({checkpoint.monitor} {float(score):.4f})" if score is not None else ""
+        lines.append(f"checkpoints: best {best or '-'}{monitored}; last {last or '-'}")
+    table = _metrics_table(trainer, "val")
+    if table:
+        lines += ["last validation evaluation (generated answers):", table]
+    lines.append("next:")
+    lines.append(f"  sce test --run {run} --ckpt best      # test split, results into the run")
+    if best or last:
+        lines.append(f"  sce export --checkpoint {best or last} --out {run}/export")
+    lines.append(f"  sce report {run} --paper 000|001|002|003   # the paper's tables")
+    return "\n".join(lines)
+
+
+def evaluation_summary(trainer: Any, split: str) -> str:
+    """After validate/test: the compact table and where the results were written."""
+    table = _metrics_table(trainer, split)
+    where = trainer.log_dir or trainer.default_root_dir
+    if not table:
+        return (
+            f"sce: no generation evaluation ran (no GenerationEvaluation callback); logs in {where}"
+        )
+    return (
+        f"{split} evaluation (generated answers):\n{table}\n"
+        f"wrote {Path(where) / 'metrics.json'} and {Path(where) / 'evaluations'}/"
+    )
+
+
+def _metrics_table(trainer: Any, split: str) -> str | None:
+    from sce.callbacks.evaluation import GenerationEvaluation
+    from sce.metrics.report import compact_table
+
+    for callback in trainer.callbacks:
+        if isinstance(callback, GenerationEvaluation) and split in callback.last:
+            return compact_table({"": callback.last[split].scalars})
+    return None
