@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from sce.data.clip import WindowSpec
+from sce.data.collate import Collator
+from sce.data.dataset import SceDataset
 from sce.data.schema import ManifestError, load_manifest
 from sce.data.validate import validate_manifest
 
@@ -62,3 +65,113 @@ def test_validate_reports_every_bad_probability(tmp_path) -> None:
     assert report.examples["schema: annotations.probability"] == [
         f"line {i + 2}, id 'clip{i + 1}': {detail}" for i, (_, detail) in enumerate(PROBABILITIES)
     ]
+
+
+# ------------------------------------------------------------------ point 1: annotation fields
+BAD_ANNOTATIONS = [  # (annotations, field, detail): the issue's cases and their neighbours
+    ({"vqa": "x"}, "vqa", "expected a list of {question, answer} objects, got a string 'x'"),
+    ({"vqa": [{"question": "Wet road?"}]}, "vqa", "item 0: missing 'answer'"),
+    (
+        {"vqa": [{"question": "Q?", "answer": "A"}, {"question": "Q?", "answer": 2}]},
+        "vqa",
+        "item 1: 'answer': expected a string, got int 2",
+    ),
+    (
+        {"vqa": [{"question": "Q?", "answer": "A", "options": "A or B"}]},
+        "vqa",
+        "item 0: 'options': expected a list of strings or an object of strings, "
+        "got a string 'A or B'",
+    ),
+    ({"vqa": ["Q?"]}, "vqa", "item 0: expected an object, got a string 'Q?'"),
+    ({"probability": "high"}, "probability", "expected a number, got a string 'high'"),
+    ({"caption": 5}, "caption", "expected a string, got int 5"),
+    ({"caption": ["a", "b"]}, "caption", "expected a string, got a list ['a', 'b']"),
+    ({"reasoning": {"answer": "A"}}, "reasoning", "an object without 'think'"),
+    ({"reasoning": {"think": 1}}, "reasoning", "'think': expected a string, got int 1"),
+    ({"reasoning": ["step"]}, "reasoning", "expected a string, got a list ['step']"),
+    ({"instruction": {"text": "Brake."}}, "instruction", "expected a string, got an object"),
+]
+
+
+@pytest.mark.parametrize(("annotations", "field", "detail"), BAD_ANNOTATIONS)
+def test_malformed_annotation_is_named_at_load(tmp_path, annotations, field, detail) -> None:
+    good = _row(0, caption="A car brakes.", vqa=[{"question": "Q?", "answer": "B"}])
+    path = _manifest(tmp_path, [json.dumps(good), json.dumps(_row(1, **annotations))])
+    with pytest.raises(ManifestError) as err:
+        load_manifest(path)
+    assert str(err.value).startswith(
+        f"{path} line 2, id 'clip1': field 'annotations.{field}': {detail}"
+    )
+    assert (err.value.field, err.value.where) == (
+        f"annotations.{field}",
+        f"{path} line 2, id 'clip1'",
+    )
+
+
+def test_well_formed_annotations_load(tmp_path) -> None:
+    rows = [
+        _row(0, caption="A car brakes.", instruction="Keep distance.", probability=0.75),
+        _row(1, vqa=[{"question": "Q?", "answer": "B", "options": ["x", "y"]}]),
+        _row(2, vqa=[{"question": "Q?", "answer": "A", "options": {"A": "x", "B": "y"}}]),
+        _row(3, reasoning="The car ahead brakes.", caption=None),
+        _row(4, reasoning={"think": "It brakes.", "answer": "A"}, provenance={"vqa": {}}),
+    ]
+    records = load_manifest(_manifest(tmp_path, [json.dumps(r) for r in rows]))
+    assert [r.problem for r in records] == [""] * 5
+
+
+def test_validate_reports_malformed_annotations(tmp_path) -> None:
+    lines = [json.dumps(_row(i + 1, **a)) for i, (a, _, _) in enumerate(BAD_ANNOTATIONS)]
+    report = validate_manifest(_manifest(tmp_path, [json.dumps(_row(0))] + lines), decode=False)
+    schema = {k: v for k, v in report.problems.items() if k.startswith("schema")}
+    assert schema == {
+        "schema: annotations.vqa": 5,
+        "schema: annotations.probability": 1,
+        "schema: annotations.caption": 2,
+        "schema: annotations.reasoning": 3,
+        "schema: annotations.instruction": 1,
+    }
+    assert report.examples["schema: annotations.vqa"][:2] == [
+        "line 2, id 'clip1': expected a list of {question, answer} objects, got a string 'x'",
+        "line 3, id 'clip2': item 0: missing 'answer'",
+    ]
+    assert "no problems" not in report.table()
+
+
+def test_malformed_annotations_are_skipped_and_counted(
+    synthetic_manifest, tmp_path, tiny_processor
+) -> None:
+    """Under data.on_bad_sample=skip the record loads with its problem, and every one of its
+    samples is skipped: the collator counts them as data/train_skipped."""
+    from sce.data.datamodule import SceDataModule
+
+    rows = [
+        r.to_json() | {"video": str(r.path("video")), "imu": None, "gps": None}
+        for r in load_manifest(synthetic_manifest, splits=["train"])
+    ][:3]
+    rows[1]["annotations"] = {"vqa": [{"question": "Wet road?"}], "caption": "A crash."}
+    path = tmp_path / "manifest.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ManifestError, match="line 2, id '.*': field 'annotations.vqa'"):
+        load_manifest(path)
+    data = SceDataModule(
+        str(path),
+        processor_path="unused",
+        on_bad_sample="skip",
+        task_weights={"mcq": 1.0, "caption": 1.0},
+    )
+    data.processor = object()  # the samples below are never batched
+    with pytest.warns(UserWarning, match=r"1 train record\(s\) with malformed annotations"):
+        records = data.split_records("train")
+    assert [bool(r.problem) for r in records] == [False, True, False]
+    assert "field 'annotations.vqa': item 0: missing 'answer'" in records[1].problem
+    spec = WindowSpec(fps=3.0, before=4.0, after=2.0, width=112, height=56)
+    weights = {"mcq": 1.0, "caption": 1.0}
+    skipping = SceDataset(records, spec, train=True, task_weights=weights, on_bad_sample="skip")
+    assert [(i.record, i.task) for i in skipping.items][2:4] == [(1, "mcq"), (1, "caption")]
+    samples = [skipping[i] for i in (0, 2, 3)]
+    assert samples[1] is None and samples[2] is None and samples[0].id == records[0].id
+    assert Collator(tiny_processor)(samples)["skipped"] == 2  # logged as data/train_skipped
+    strict = SceDataset(records, spec, train=True, task_weights=weights)
+    with pytest.raises(ManifestError, match="field 'annotations.vqa': item 0: missing 'answer'"):
+        strict[2]

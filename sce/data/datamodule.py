@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Subset
 
 from sce.assets import resolve_manifest, resolve_model_path
@@ -139,9 +139,16 @@ class SceDataModule(L.LightningDataModule):
         return FrameCache(self.hparams.cache_dir)
 
     def split_records(self, split: str):
-        records = load_manifest(self.manifest, splits=[split])
+        on_bad = self.hparams.on_bad_sample
+        records = load_manifest(self.manifest, splits=[split], on_bad_sample=on_bad)
         if not records:
             raise ManifestError(f"{self.manifest}: no records in split {split!r}")
+        bad = [r.problem for r in records if r.problem]
+        if bad:  # only under on_bad_sample=skip: load_manifest raises otherwise
+            rank_zero_warn(
+                f"data: {len(bad)} {split} record(s) with malformed annotations; their samples "
+                f"are skipped and counted in data/{split}_skipped. First: {bad[0]}"
+            )
         return records
 
     def dataset(self, split: str) -> SceDataset:

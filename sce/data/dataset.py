@@ -36,7 +36,7 @@ from sce.data.prompts import (
     make_task,
     training_tasks,
 )
-from sce.data.schema import ClipRecord
+from sce.data.schema import ClipRecord, ManifestError
 from sce.data.subset import evaluation_subset, stable_seed
 
 IMU_SETTINGS = ("on", "off")
@@ -183,6 +183,10 @@ class SceDataset(Dataset):
     def __getitem__(self, index: int) -> Sample | None:
         item = self.items[index]
         record = self.records[item.record]
+        if record.problem:  # malformed annotations, kept by load_manifest(on_bad_sample="skip")
+            if self.on_bad_sample == "skip":
+                return None
+            raise ManifestError(record.problem)
         try:
             return self._build(item, record, self._rng(item, record))
         except ClipError:

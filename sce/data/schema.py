@@ -21,7 +21,13 @@ source       str, e.g. "synthetic", "nexar", "bddx", "lingoqa", "private"
 split        "train" | "val" | "test"
 metadata     dict, free (weather, light, scene, other_agent, impact_side, ...); a
              `driver_video` path makes a dual-view clip (road on top, driver below; paper 003)
-annotations  dict, free: caption, vqa, mcq, reasoning, probability, instruction
+annotations  dict: caption, vqa, mcq, reasoning, probability, instruction, and free keys
+             (provenance, qa, ...). The fields the prompts read are checked on load
+             (`check_annotations`): caption and instruction are strings, vqa a list of
+             {question, answer[, options]} objects, reasoning a string or {think, ...},
+             probability a number in [0, 1]. Under `on_bad_sample="skip"` a record whose
+             annotations are malformed is kept with its `problem` set, and the dataset skips
+             (and counts) its samples.
 
 An image-sequence clip (LingoQA) sets `metadata.frames` (image paths, in time order, at
 `metadata.frames_fps`, default 1) and `video` to their folder.
@@ -34,7 +40,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 LABELS: tuple[str, ...] = ("collision", "near_collision", "normal")  # label_scope "three_class"
 BINARY_LABELS: tuple[str, ...] = ("event", "normal")  # label_scope "binary": event / no event
@@ -44,6 +50,7 @@ LABEL_SCOPES: tuple[str, ...] = tuple(SCOPE_LABELS)
 ALL_LABELS: tuple[str, ...] = ("collision", "near_collision", "event", "normal")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 REQUIRED_FIELDS: tuple[str, ...] = ("id", "video", "label", "source", "split")
+OnBadSample = Literal["error", "skip"]  # data.on_bad_sample
 
 
 class ManifestError(ValueError):
@@ -84,6 +91,9 @@ class ClipRecord:
     annotations: dict[str, Any] = field(default_factory=dict)
     label_scope: str = "three_class"
     root: str = ""  # folder of the manifest; not serialized
+    problem: str = (
+        ""  # why the record's samples are skipped (malformed annotations); not serialized
+    )
 
     def path(self, name: str) -> Path | None:
         """Absolute path of the `video`, `imu` or `gps` field (None when the field is null)."""
@@ -100,8 +110,12 @@ class ClipRecord:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data.pop("root")
+        for name in NOT_SERIALIZED:
+            data.pop(name)
         return data
+
+
+NOT_SERIALIZED: tuple[str, ...] = ("root", "problem")  # ClipRecord fields no manifest holds
 
 
 def readable_id(data: Any) -> str | None:
@@ -145,6 +159,21 @@ def _check_label(where: str, label: str, scope: Any) -> None:
     raise _fail(where, "label", f"unknown label {label!r}; expected one of {allowed}")
 
 
+def _shown(value: Any) -> str:
+    """A short description of a JSON value for an error: its kind and a clipped repr."""
+    kind = {str: "a string", dict: "an object", list: "a list"}.get(
+        type(value), type(value).__name__
+    )
+    text = repr(value)
+    return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _check_text(where: str, field_name: str, value: Any, detail: str = "") -> None:
+    """A string (an annotation the answer text quotes): anything else would be str()-ed."""
+    if not isinstance(value, str):
+        raise _fail(where, field_name, f"{detail}expected a string, got {_shown(value)}")
+
+
 def _check_probability(where: str, value: Any) -> None:
     """`annotations.probability` (paper 002's collision-probability target), when given, is a
     JSON number within [0, 1]: a string, NaN / Infinity or a percentage would train a target the
@@ -153,8 +182,7 @@ def _check_probability(where: str, value: Any) -> None:
         return
     field_name = "annotations.probability"
     if not isinstance(value, (int, float)) or isinstance(value, bool):
-        kind = "a string" if isinstance(value, str) else type(value).__name__
-        raise _fail(where, field_name, f"expected a number, got {kind} {value!r}")
+        raise _fail(where, field_name, f"expected a number, got {_shown(value)}")
     if not math.isfinite(value):
         raise _fail(where, field_name, f"must be finite, got {value!r}")
     if not 0 <= value <= 1:
@@ -162,13 +190,71 @@ def _check_probability(where: str, value: Any) -> None:
         raise _fail(where, field_name, f"must be within [0, 1]{hint}, got {value!r}")
 
 
+def _check_vqa(where: str, items: Any) -> None:
+    """`annotations.vqa`: a list of {question, answer[, options]} objects; options a list of
+    strings (lettered A, B, ...) or an object letter -> text (sce.data.prompts._vqa_question)."""
+    field_name = "annotations.vqa"
+    if not isinstance(items, list):
+        detail = f"expected a list of {{question, answer}} objects, got {_shown(items)}"
+        raise _fail(where, field_name, detail)
+    for k, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise _fail(where, field_name, f"item {k}: expected an object, got {_shown(item)}")
+        for key in ("question", "answer"):
+            if key not in item:
+                raise _fail(where, field_name, f"item {k}: missing '{key}'")
+            _check_text(where, field_name, item[key], f"item {k}: '{key}': ")
+            if not item[key].strip():
+                raise _fail(where, field_name, f"item {k}: '{key}' is empty")
+        options = item.get("options")
+        texts = options.values() if isinstance(options, dict) else options
+        if options is not None and (
+            not isinstance(options, (list, dict)) or not all(isinstance(t, str) for t in texts)
+        ):
+            detail = f"item {k}: 'options': expected a list of strings or an object of strings"
+            raise _fail(where, field_name, f"{detail}, got {_shown(options)}")
+
+
+def _check_reasoning(where: str, value: Any) -> None:
+    """`annotations.reasoning`: the think trace as a string, or the labeling pipeline's object
+    {think, answer, label} whose 'think' is a string."""
+    field_name = "annotations.reasoning"
+    if not isinstance(value, dict):
+        _check_text(where, field_name, value)
+    elif "think" not in value:
+        raise _fail(where, field_name, "an object without 'think'")
+    else:
+        _check_text(where, field_name, value["think"], "'think': ")
+
+
+def check_annotations(where: str, annotations: dict[str, Any]) -> None:
+    """Raise ManifestError naming the first malformed annotation field the prompts read.
+
+    A null field is absent. Other keys (provenance, qa, structured_caption, ...) are free.
+    """
+    for name in ("caption", "instruction"):
+        if annotations.get(name) is not None:
+            _check_text(where, f"annotations.{name}", annotations[name])
+    if annotations.get("vqa") is not None:
+        _check_vqa(where, annotations["vqa"])
+    if annotations.get("reasoning") is not None:
+        _check_reasoning(where, annotations["reasoning"])
+    _check_probability(where, annotations.get("probability"))
+
+
 def parse_record(
-    data: Any, root: str | Path, where: str = "record", check_files: bool = True
+    data: Any,
+    root: str | Path,
+    where: str = "record",
+    check_files: bool = True,
+    on_bad_sample: OnBadSample = "error",
 ) -> ClipRecord:
     """Validate one decoded JSON object and return it as a ClipRecord.
 
     `where` locates the record in errors (e.g. "manifest.jsonl line 7"); every error adds the
     record's id to it when the id can be read ("manifest.jsonl line 7, id 'clip_b'").
+    Malformed annotations raise too, unless `on_bad_sample` is "skip": the record then comes
+    back with `problem` set to that error's message (its clip and label are sound).
     """
     where = name_record(where, readable_id(data))
     if not isinstance(data, dict):
@@ -196,8 +282,7 @@ def parse_record(
     for name in ("metadata", "annotations"):
         if not isinstance(data.get(name, {}), dict):
             raise _fail(where, name, "expected a JSON object")
-    _check_probability(where, (data.get("annotations") or {}).get("probability"))
-    unknown = set(data) - {f for f in ClipRecord.__dataclass_fields__ if f != "root"}
+    unknown = set(data) - (set(ClipRecord.__dataclass_fields__) - set(NOT_SERIALIZED))
     if unknown:
         raise _fail(where, sorted(unknown)[0], "unknown field")
     record = ClipRecord(
@@ -216,6 +301,12 @@ def parse_record(
     )
     if check_files:
         _check_files(record, where)
+    try:
+        check_annotations(where, record.annotations)
+    except ManifestError as err:
+        if on_bad_sample != "skip":
+            raise
+        record.problem = str(err)
     return record
 
 
@@ -238,7 +329,10 @@ def _check_files(record: ClipRecord, where: str) -> None:
 
 
 def load_manifest(
-    path: str | Path, check_files: bool = True, splits: Iterable[str] | None = None
+    path: str | Path,
+    check_files: bool = True,
+    splits: Iterable[str] | None = None,
+    on_bad_sample: OnBadSample = "error",
 ) -> list[ClipRecord]:
     """Read and validate a manifest.jsonl; errors name the file, line and field.
 
@@ -246,6 +340,8 @@ def load_manifest(
         path: the manifest file; relative paths inside it resolve against its folder.
         check_files: also check that the video/imu/gps files exist.
         splits: keep only these splits (None keeps all).
+        on_bad_sample: "skip" keeps a record with malformed annotations, its `problem` set
+            (the dataset skips and counts its samples); "error" raises.
     """
     path = Path(path)
     if not path.is_file():
@@ -263,7 +359,7 @@ def load_manifest(
             except json.JSONDecodeError as err:  # no id can be read: the line alone
                 detail = f"invalid JSON ({err.msg})"
                 raise ManifestError(f"{where}: {detail}", where=where, detail=detail) from err
-            record = parse_record(data, path.parent, where, check_files)
+            record = parse_record(data, path.parent, where, check_files, on_bad_sample)
             if record.id in seen:
                 raise _fail(
                     name_record(where, record.id),
