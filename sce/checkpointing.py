@@ -97,6 +97,23 @@ def check_trainable_keys(
         )
 
 
+class NonFiniteWeightsError(FloatingPointError):
+    """A checkpoint would hold NaN or infinite weights: it is not written."""
+
+
+def require_finite(state_dict: Mapping[str, Any]) -> None:
+    """Raise NonFiniteWeightsError naming the first floating tensor of `state_dict` that holds
+    a NaN or an infinity: such a checkpoint would resume or export a broken model."""
+    for name, value in state_dict.items():
+        local = value.to_local() if hasattr(value, "to_local") else value  # a DTensor's shard
+        if torch.is_tensor(local) and local.is_floating_point() and not local.isfinite().all():
+            bad = int((~local.isfinite()).sum())
+            raise NonFiniteWeightsError(
+                f"refusing to save a checkpoint: parameter {clean_parameter_name(name)!r} holds "
+                f"{bad} non-finite value(s) of {local.numel()}"
+            )
+
+
 # ---------------------------------------------------------------------------- atomic writes
 
 

@@ -54,6 +54,10 @@ class SceModule(L.LightningModule):
             ranks (Lightning's default, kept for comparison). See `token_weighted`. Under
             "effective_batch", train/loss is the window's token-mean loss, logged once per
             optimizer step, and train/micro_batch_loss each micro-batch's mean.
+        max_nonfinite_steps: training batches whose loss is NaN or infinite are skipped (they
+            add no gradient; an optimizer step left without any batch updates nothing), counted
+            as train/nonfinite_skipped and named (their sample ids) in a warning; one more than
+            this many over the run stops it with an error.
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class SceModule(L.LightningModule):
         gradient_checkpointing: bool = False,
         max_new_tokens: int = 64,
         loss_normalization: LossNormalization = "effective_batch",
+        max_nonfinite_steps: int = 10,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -94,6 +99,9 @@ class SceModule(L.LightningModule):
             )
         self._window_tokens = 0  # supervised tokens of this rank's current accumulation window
         self._window_loss_sum: torch.Tensor | float = 0.0  # sum of loss_i * n_tokens_i there
+        self._window_nonfinite = 0  # batches of this rank's window skipped for a non-finite loss
+        self.nonfinite_batches = 0  # skipped so far in the run, all ranks (saved in checkpoints)
+        self._last_nonfinite: list[str] = []  # sample ids of this rank's last skipped batch
 
     # ------------------------------------------------------------------ model construction
     def configure_model(self) -> None:
@@ -193,6 +201,9 @@ class SceModule(L.LightningModule):
         if batch.get("empty"):
             return None
         out = self.model_step(batch)
+        if stage == "train" and not torch.isfinite(out.total.detach()).all():
+            self._skip_nonfinite(batch, out.total)
+            return None  # no gradient, no log: it would poison the epoch aggregates
         size = batch["input_ids"].shape[0]
         on_step = stage == "train"
         # Under effective-batch normalisation the optimised objective is the window's token
@@ -210,6 +221,21 @@ class SceModule(L.LightningModule):
                 sync_dist=not on_step,
             )
         return out
+
+    def _skip_nonfinite(self, batch: dict[str, Any], loss: torch.Tensor) -> None:
+        """Count a training batch whose loss is NaN/inf and name its samples; it is then
+        trained as an empty batch (a zero loss: no gradient, and DDP ranks stay in step)."""
+        self._window_nonfinite += 1
+        self._last_nonfinite = [str(m.get("id")) for m in batch.get("meta", [])]
+        count = self.nonfinite_batches + self._window_nonfinite
+        warnings.warn(
+            f"step {self.global_step}: non-finite training loss ({loss.detach().float().item()})"
+            f" on samples {self._last_nonfinite}: batch skipped ({count} on this run so far; "
+            f"model.max_nonfinite_steps={self.hparams.max_nonfinite_steps})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        self.log("train/nonfinite_skipped", 1.0, reduce_fx="sum", on_step=False, on_epoch=True)
 
     def _empty_batch_loss(self) -> torch.Tensor:
         """A zero loss over every trainable parameter, for a batch whose samples were all
@@ -232,11 +258,11 @@ class SceModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self._shared_step(batch, "train")
         loss = self._empty_batch_loss() if out is None else out.total
-        if self.hparams.loss_normalization == "micro_batch":
-            return loss
         n_tokens = 0 if out is None else out.n_tokens
         self._window_tokens += n_tokens
         self._window_loss_sum = self._window_loss_sum + loss.detach().float() * n_tokens
+        if self.hparams.loss_normalization == "micro_batch":
+            return loss
         return token_weighted(loss, n_tokens, self._accumulation())
 
     def _accumulation(self) -> int:
@@ -244,20 +270,29 @@ class SceModule(L.LightningModule):
         return int(getattr(trainer, "accumulate_grad_batches", 1) or 1) if trainer else 1
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Effective-batch normalisation: divide the accumulated token-weighted gradients by the
-        supervised tokens of the whole window, summed over ranks (before clipping), and log
-        the window's loss sum(loss_i * n_tokens_i) / tokens as train/loss: the objective this
-        gradient follows, from the same all-reduced totals."""
+        """Once per optimizer step, from the window's totals summed over ranks: count the
+        batches skipped for a non-finite loss (fail past model.max_nonfinite_steps), drop the
+        update of a window left without a supervised token (zero gradients would still move
+        AdamW's weights through its moments and weight decay), and, under effective-batch
+        normalisation, divide the accumulated token-weighted gradients by the window's tokens
+        (before clipping) and log the window's loss sum(loss_i * n_tokens_i) / tokens as
+        train/loss: the objective this gradient follows."""
+        local = torch.tensor(
+            [float(self._window_loss_sum), self._window_tokens, self._window_nonfinite],
+            dtype=torch.float32,
+            device=self.device,
+        )
+        reduced = self._trainer.strategy.reduce(local, reduce_op="sum").tolist()
+        loss_sum, total, nonfinite = reduced
+        self._window_tokens, self._window_loss_sum, self._window_nonfinite = 0, 0.0, 0
+        self._count_nonfinite(int(nonfinite))
+        if total == 0:
+            for group in optimizer.param_groups:
+                for param in group["params"]:
+                    param.grad = None  # AdamW leaves a parameter without a gradient untouched
+            return
         if self.hparams.loss_normalization != "effective_batch":
             return
-        local = torch.stack(
-            [
-                torch.as_tensor(self._window_loss_sum, dtype=torch.float32, device=self.device),
-                torch.tensor(float(self._window_tokens), device=self.device),
-            ]
-        )
-        loss_sum, total = self._trainer.strategy.reduce(local, reduce_op="sum").tolist()
-        self._window_tokens, self._window_loss_sum = 0, 0.0
         # DDP / FSDP average gradients over ranks: multiply that division back.
         factor = self._trainer.world_size / max(total, 1.0)
         for group in optimizer.param_groups:
@@ -273,6 +308,19 @@ class SceModule(L.LightningModule):
             on_epoch=True,
             batch_size=1,
         )
+
+    def _count_nonfinite(self, skipped: int) -> None:
+        """Add this window's skipped batches (all ranks) to the run's count; past the limit,
+        stop the run (every rank raises: the count is all-reduced)."""
+        self.nonfinite_batches += skipped
+        limit = self.hparams.max_nonfinite_steps
+        if skipped and self.nonfinite_batches > limit:
+            raise FloatingPointError(
+                f"training loss was NaN or infinite in {self.nonfinite_batches} batches, more "
+                f"than model.max_nonfinite_steps={limit} (last at step {self.global_step}, "
+                f"samples {self._last_nonfinite or 'on another rank'}). Check the data "
+                "(`sce data validate`), the learning rate and the precision."
+            )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._shared_step(batch, "val")
@@ -378,11 +426,13 @@ class SceModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep only trainable parameters: an adapter checkpoint is megabytes, not gigabytes."""
-        from sce.checkpointing import adapter_only
+        from sce.checkpointing import adapter_only, require_finite
 
         checkpoint["state_dict"] = adapter_only(self, checkpoint["state_dict"])
         if getattr(self, "_recorded_load_dtype", None):
             checkpoint[LOAD_DTYPE_KEY] = self._recorded_load_dtype
+        require_finite(checkpoint["state_dict"])
+        checkpoint["sce_nonfinite_batches"] = self.nonfinite_batches
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint that lacks a trainable parameter (strict_loading is off, so
@@ -392,6 +442,7 @@ class SceModule(L.LightningModule):
 
         if "state_dict" in checkpoint:
             check_trainable_keys(self, checkpoint["state_dict"])
+        self.nonfinite_batches = int(checkpoint.get("sce_nonfinite_batches", 0))
 
 
 def recorded_load_dtype(checkpoint: dict[str, Any]) -> str | None:

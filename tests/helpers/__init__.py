@@ -49,3 +49,14 @@ def poisoned_telemetry(record, keep, folder: Path, **changes: Any):
         gps=str(folder / "gps.csv"),
         **changes,
     )
+
+
+def poisoned_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a collated training batch whose pixels are NaN: the model's loss on it is NaN
+    (as a probability target of 1e20 or an overflowing activation would make it)."""
+    poisoned = dict(batch)
+    for key in ("pixel_values", "pixel_values_videos"):
+        if key in batch:
+            poisoned[key] = batch[key].clone().fill_(float("nan"))
+    poisoned["meta"] = [{**m, "id": f"poisoned_{m['id']}"} for m in batch["meta"]]
+    return poisoned
