@@ -175,3 +175,40 @@ def test_malformed_annotations_are_skipped_and_counted(
     strict = SceDataset(records, spec, train=True, task_weights=weights)
     with pytest.raises(ManifestError, match="field 'annotations.vqa': item 0: missing 'answer'"):
         strict[2]
+
+
+# ------------------------------------------------------------------ point 6: non-UTF-8 lines
+def _latin1_manifest(folder: Path) -> Path:
+    """12 good lines, then line 13 with a Latin-1 "é" (byte 0xE9) in its caption."""
+    path = _manifest(folder, [json.dumps(_row(i)) for i in range(12)])
+    caption = json.dumps(_row(12, caption="Caf\u00e9 corner"), ensure_ascii=False)
+    with path.open("ab") as handle:
+        handle.write(caption.encode("latin-1") + b"\n")
+    return path
+
+
+def test_invalid_utf8_line_is_named_at_load(tmp_path) -> None:
+    path = _latin1_manifest(tmp_path)
+    byte = path.read_bytes().splitlines()[12].index(b"\xe9")
+    with pytest.raises(ManifestError) as err:
+        load_manifest(path)
+    assert str(err.value) == f"{path} line 13: not valid UTF-8 at byte {byte}"
+
+
+def test_invalid_utf8_line_is_reported_by_validate(tmp_path) -> None:
+    path = _latin1_manifest(tmp_path)
+    byte = path.read_bytes().splitlines()[12].index(b"\xe9")
+    report = validate_manifest(path, decode=False)
+    assert report.records == 13
+    assert report.problems["not valid UTF-8"] == 1
+    assert report.examples["not valid UTF-8"] == [f"line 13: not valid UTF-8 at byte {byte}"]
+
+
+def test_invalid_utf8_line_is_named_in_fit(tmp_path) -> None:
+    """The datamodule loads its split through load_manifest: same error, before any batch."""
+    from sce.data.datamodule import SceDataModule
+
+    path = _latin1_manifest(tmp_path)
+    data = SceDataModule(str(path), processor_path="unused")
+    with pytest.raises(ManifestError, match=r"manifest.jsonl line 13: not valid UTF-8 at byte"):
+        data.split_records("train")

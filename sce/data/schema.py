@@ -328,6 +328,17 @@ def _check_files(record: ClipRecord, where: str) -> None:
             raise _fail(where, name, f"file not found: {path}")
 
 
+def decode_line(raw: bytes, where: str) -> str:
+    """One manifest line as text; invalid UTF-8 raises ManifestError "<where>: not valid UTF-8
+    at byte N" (N counted from the line's start, 0-based, as `xxd` shows the line) instead of
+    a bare UnicodeDecodeError naming neither file nor line."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        detail = f"not valid UTF-8 at byte {err.start}"
+        raise ManifestError(f"{where}: {detail}", where=where, detail=detail) from None
+
+
 def load_manifest(
     path: str | Path,
     check_files: bool = True,
@@ -349,11 +360,12 @@ def load_manifest(
     keep = set(splits) if splits is not None else None
     records: list[ClipRecord] = []
     seen: dict[str, int] = {}
-    with path.open() as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if not raw.strip():
                 continue
             where = f"{path} line {line_no}"
+            line = decode_line(raw, where)
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as err:  # no id can be read: the line alone

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from sce.data import imu as imu_lib
 from sce.data import video as video_lib
 from sce.data.clip import ClipError, chunk_bounds
-from sce.data.schema import ClipRecord, ManifestError, name_record, parse_record
+from sce.data.schema import ClipRecord, ManifestError, decode_line, name_record, parse_record
 
 # Plausibility bounds for units: m/s^2, rad/s, m/s. They catch gross unit mistakes (milli-g,
 # fast turns logged in deg/s, km/h above 100); accel in g, deg/s at ordinary yaw rates and km/h
@@ -249,14 +249,19 @@ def validate_manifest(
     """Check every line of a manifest; never stops at the first problem."""
     path = Path(path)
     report = ValidationReport()
-    lines = path.read_text().splitlines()
-    for line_no, line in enumerate(tqdm(lines, desc="validate", unit="clip"), start=1):
-        if not line.strip():
+    lines = path.read_bytes().split(b"\n")
+    for line_no, raw in enumerate(tqdm(lines, desc="validate", unit="clip"), start=1):
+        if not raw.strip():
             continue
         report.records += 1
         where = f"line {line_no}"  # the manifest is named on the command line
         try:
-            data = json.loads(line)
+            text = decode_line(raw, where)
+        except ManifestError as err:  # no id can be read: the line alone
+            report.add(where, "not valid UTF-8", err.detail or "")
+            continue
+        try:
+            data = json.loads(text)
             # An image sequence's files are checked per image in check_record, naming the sample.
             record = parse_record(data, path.parent, where, check_files=not _image_sequence(data))
         except json.JSONDecodeError as err:  # no id can be read: the line alone
