@@ -6,7 +6,8 @@ Both take a `TeacherPrompt` (system text + ordered text/frame parts) and return 
 standard library only. Frames travel as base64 JPEG data URLs in `image_url` parts, in prompt
 order. The API key is read from an environment variable (default SCE_TEACHER_API_KEY; none is
 sent when it is unset), goes only into the Authorization header, and is scrubbed from every error
-message; `repr` never shows it. Transient failures (connection errors, timeouts, HTTP 408/409/425/
+message and every reply (masked before any text is cut, so no part of it survives a cut); `repr`
+never shows it. Transient failures (connection errors, timeouts, HTTP 408/409/425/
 429/5xx) are retried with exponential backoff (honouring Retry-After); 401/403/404 stop the run
 (`TeacherFatalError`: a wrong key or model name would fail every request); other 4xx fail the
 one item. A semaphore caps the requests in flight, whatever the number of calling threads.
@@ -41,6 +42,8 @@ log = logging.getLogger("sce.labeling")
 DEFAULT_API_KEY_ENV = "SCE_TEACHER_API_KEY"
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 FATAL_STATUS = frozenset({401, 403, 404})
+ERROR_BODY_CHARS = 300  # of an HTTP error body, in the error message
+ERROR_BODY_READ = 1 << 16  # bytes read of it: the key is masked in these before the cut
 
 
 class TeacherError(RuntimeError):
@@ -175,6 +178,8 @@ class OpenAIChatBackend:
         return f"OpenAIChatBackend(url={self.url!r}, model={self.model!r}, key={key})"
 
     def _scrub(self, text: str) -> str:
+        """`text` with the API key masked: apply it to whole texts, before any cut (a cut key
+        no longer matches and would leak all but its cut-off end)."""
         return text.replace(self._api_key, "***") if self._api_key else text
 
     def request_body(self, prompt: TeacherPrompt, schema: dict[str, Any] | None = None) -> dict:
@@ -235,14 +240,17 @@ class OpenAIChatBackend:
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise _Transient(f"response is not JSON: {raw[:200]!r}") from None
-        return reply_text(data)
+            text = self._scrub(raw.decode("utf-8", "replace"))
+            raise _Transient(f"response is not JSON: {text[:200]!r}") from None
+        # A server may echo the request (key included) in a 200 reply: the reply is stored.
+        return self._scrub(reply_text(data))
 
     def _raise_for_status(self, err: urllib.error.HTTPError) -> None:
         try:
-            detail = err.read()[:300].decode("utf-8", "replace")
+            body = err.read(ERROR_BODY_READ).decode("utf-8", "replace")
         except Exception:  # the body is only for the message
-            detail = ""
+            body = ""
+        detail = self._scrub(body)[:ERROR_BODY_CHARS]
         message = self._scrub(f"HTTP {err.code} from {self.url}: {detail}".strip())
         if err.code in RETRY_STATUS:
             retry_after = err.headers.get("Retry-After") if err.headers else None
