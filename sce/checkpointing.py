@@ -154,11 +154,43 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """TorchCheckpointIO whose local saves are atomic (temporary file + os.replace).
+class CheckpointSourceError(ValueError):
+    """A checkpoint path this project refuses to load from (an HTTP(S) URL)."""
 
-    Remote paths (s3://, gs://, ...) go through Lightning's default writer.
+
+def refuse_url(path: Any) -> None:
+    """Raise CheckpointSourceError for an http(s):// checkpoint path.
+
+    Lightning fetches such a path with torch.hub's downloader, unpickles it with
+    weights_only=False unless told otherwise (code in the file runs) and caches it by file
+    name (a later URL ending in the same name silently loads the old file). Refusing is the
+    simpler safe choice: loading safely from a URL would need our own downloader, size limits
+    and cache keys, while downloading the file yourself keeps its origin visible.
     """
+    text = str(path)
+    if text.split("://", 1)[0].lower() in ("http", "https"):
+        raise CheckpointSourceError(
+            f"ckpt_path {text!r}: checkpoints are not loaded from HTTP(S) URLs (Lightning would "
+            "unpickle the download with weights_only=False and cache it by file name). Download "
+            "the file, check its origin, and pass the local path."
+        )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """TorchCheckpointIO whose local saves are atomic (temporary file + os.replace), and whose
+    loads are weights-only (tensors and plain containers: no code runs), from local or fsspec
+    paths; HTTP(S) URLs are refused (`refuse_url`).
+
+    Remote saves (s3://, gs://, ...) go through Lightning's default writer.
+    """
+
+    def load_checkpoint(
+        self, path, *args: Any, weights_only: bool | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Lightning's load with `weights_only=True` whatever was asked (`fit(weights_only=...)`
+        or Lightning's remote default False)."""
+        refuse_url(path)
+        return super().load_checkpoint(path, *args, weights_only=True, **kwargs)
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path, storage_options: Any | None = None
@@ -305,11 +337,13 @@ def resume_callbacks() -> list[Callback]:
 __all__ = [
     "AtomicCheckpointIO",
     "CheckpointMismatchError",
+    "CheckpointSourceError",
     "RNGStateCallback",
     "adapter_only",
     "atomic_torch_save",
     "check_trainable_keys",
     "collect_rng_states",
+    "refuse_url",
     "resume_callbacks",
     "set_rng_states",
     "trainable_keys",

@@ -1,0 +1,81 @@
+"""Checkpoints never run code and leave no crash debris (issue 14 points 8 and 11)."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+
+from sce.checkpointing import AtomicCheckpointIO, CheckpointSourceError
+
+
+class Payload:
+    """Unpickling this runs Path.touch(marker): the stand-in for a crafted checkpoint."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _crafted_checkpoint(folder: Path) -> tuple[Path, Path]:
+    marker = folder / "code_ran"
+    path = folder / "crafted.ckpt"
+    torch.save({"state_dict": {}, "x": Payload(marker)}, path)
+    return path, marker
+
+
+def test_local_checkpoint_loads_weights_only(tmp_path) -> None:
+    """Even when weights_only=False is asked (Lightning's default for URLs), no code runs."""
+    path, marker = _crafted_checkpoint(tmp_path)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        AtomicCheckpointIO().load_checkpoint(path, weights_only=False)
+    assert not marker.exists()
+    torch.save({"state_dict": {"w": torch.ones(2)}}, tmp_path / "plain.ckpt")
+    loaded = AtomicCheckpointIO().load_checkpoint(tmp_path / "plain.ckpt")
+    assert loaded["state_dict"]["w"].tolist() == [1.0, 1.0]
+
+
+def test_url_checkpoint_is_refused_before_any_download(tmp_path) -> None:
+    path, marker = _crafted_checkpoint(tmp_path)
+    requests: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server naming)
+            requests.append(self.path)
+            data = path.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}/last.ckpt"
+    try:
+        with pytest.raises(CheckpointSourceError) as err:
+            AtomicCheckpointIO().load_checkpoint(url, weights_only=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert str(err.value).startswith(
+        f"ckpt_path '{url}': checkpoints are not loaded from HTTP(S) URLs"
+    )
+    assert "Download the file, check its origin, and pass the local path" in str(err.value)
+    assert requests == [] and not marker.exists()
+
+
+def test_cli_trainer_uses_the_safe_checkpoint_io() -> None:
+    from sce.cli import _lightning_cli_kwargs
+
+    plugins = _lightning_cli_kwargs()["trainer_defaults"]["plugins"]
+    assert [type(p) for p in plugins] == [AtomicCheckpointIO]
