@@ -14,7 +14,9 @@ Writing
     in the checkpoint's own folder, fsyncs it and `os.replace`s it over the target: a crash
     mid-write leaves the previous checkpoint intact, never a truncated one. (Lightning's default
     goes through an fsspec transaction whose temporary file lives in the system temp folder, so
-    the final move can be a cross-device copy.)
+    the final move can be a cross-device copy.) A process killed mid-write (kill -9) leaves its
+    checkpoint-sized temporary behind; `StaleTemporaryCleaner` removes those of the run's
+    checkpoint folders at fit start. Loads are weights-only, and http(s) paths are refused.
 
 Exact mid-epoch resume (`resume_callbacks()`)
     - `SamplerStateCallback` (sce.data.sampling) stores the ClassResampler's position, so the
@@ -47,8 +49,10 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
 
 from sce.models.distributed import clean_parameter_name
 
@@ -120,6 +124,9 @@ def require_finite(state_dict: Mapping[str, Any]) -> None:
 def _is_local(path: str | Path) -> bool:
     text = str(path)
     return "://" not in text or text.startswith("file://")
+
+
+TEMPORARY_GLOB = ".*.tmp"  # atomic_torch_save's temporaries: ".<name>.<random>.tmp"
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
@@ -201,6 +208,43 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path)
             return
         atomic_torch_save(checkpoint, path)
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporaries `atomic_torch_save` left in `folder` when a process died while
+    writing (kill -9, power loss: its own cleanup never ran); returns what was removed. Call it
+    before this run writes there: a temporary that exists then belongs to no live write."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(TEMPORARY_GLOB) if p.is_file() and _is_checkpoint_temp(p)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def _is_checkpoint_temp(path: Path) -> bool:
+    """ ".last.ckpt.k3j2h1.tmp": a checkpoint's temporary (not any hidden .tmp file)."""
+    return f"{ModelCheckpoint.FILE_EXTENSION}." in path.name
+
+
+class StaleTemporaryCleaner(Callback):
+    """At fit start, rank 0 removes the crash leftovers of atomic checkpoint writes from every
+    ModelCheckpoint folder of this run (each one checkpoint-sized, never removed otherwise)."""
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        for callback in trainer.checkpoint_callbacks:
+            folder = getattr(callback, "dirpath", None)
+            if folder is None or not _is_local(folder):
+                continue
+            removed = remove_stale_temporaries(str(folder).removeprefix("file://"))
+            if removed:
+                rank_zero_info(
+                    f"[sce] removed {len(removed)} stale checkpoint temporaries from {folder} "
+                    f"(left by a crash during a write): {[p.name for p in removed]}"
+                )
 
 
 # ---------------------------------------------------------------------------- RNG states
@@ -328,10 +372,11 @@ class RNGStateCallback(Callback):
 
 
 def resume_callbacks() -> list[Callback]:
-    """The callbacks exact mid-epoch resume needs: sampler position and RNG states."""
+    """The callbacks exact mid-epoch resume needs (sampler position and RNG states), and the
+    cleaner of crashed checkpoint writes' temporaries."""
     from sce.data.sampling import SamplerStateCallback
 
-    return [SamplerStateCallback(), RNGStateCallback()]
+    return [SamplerStateCallback(), RNGStateCallback(), StaleTemporaryCleaner()]
 
 
 __all__ = [
@@ -339,11 +384,13 @@ __all__ = [
     "CheckpointMismatchError",
     "CheckpointSourceError",
     "RNGStateCallback",
+    "StaleTemporaryCleaner",
     "adapter_only",
     "atomic_torch_save",
     "check_trainable_keys",
     "collect_rng_states",
     "refuse_url",
+    "remove_stale_temporaries",
     "resume_callbacks",
     "set_rng_states",
     "trainable_keys",

@@ -79,3 +79,26 @@ def test_cli_trainer_uses_the_safe_checkpoint_io() -> None:
 
     plugins = _lightning_cli_kwargs()["trainer_defaults"]["plugins"]
     assert [type(p) for p in plugins] == [AtomicCheckpointIO]
+
+
+# ------------------------------------------------------------------ point 11: crash leftovers
+def test_stale_checkpoint_temporaries_are_removed_at_fit_start(tmp_path) -> None:
+    """A write killed mid-way leaves ".last.ckpt.<random>.tmp" (checkpoint-sized); the next
+    fit into that folder removes it and keeps everything else."""
+    from helpers import cpu_trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from sce.checkpointing import StaleTemporaryCleaner, atomic_torch_save, resume_callbacks
+
+    folder = tmp_path / "checkpoints"
+    atomic_torch_save({"w": torch.zeros(4)}, folder / "last.ckpt")
+    crashed = folder / ".last.ckpt.k3j2h1ab.tmp"  # as tempfile.mkstemp names it
+    crashed.write_bytes(b"\0" * 100_000)
+    other = folder / ".editor-swap.tmp"  # not a checkpoint's temporary: kept
+    other.write_bytes(b"notes")
+    trainer = cpu_trainer(
+        tmp_path, enable_checkpointing=True, callbacks=[ModelCheckpoint(dirpath=folder)]
+    )
+    cleaner = next(c for c in resume_callbacks() if isinstance(c, StaleTemporaryCleaner))
+    cleaner.on_fit_start(trainer, None)
+    assert sorted(p.name for p in folder.iterdir()) == [".editor-swap.tmp", "last.ckpt"]
