@@ -3,14 +3,19 @@ describes and asserts the error naming file, line, record id and field, or the c
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from sce.data.clip import WindowSpec
 from sce.data.collate import Collator
 from sce.data.dataset import SceDataset
+from sce.data.prompts import Telemetry
 from sce.data.schema import ManifestError, load_manifest
 from sce.data.validate import validate_manifest
 
@@ -212,3 +217,75 @@ def test_invalid_utf8_line_is_named_in_fit(tmp_path) -> None:
     data = SceDataModule(str(path), processor_path="unused")
     with pytest.raises(ManifestError, match=r"manifest.jsonl line 13: not valid UTF-8 at byte"):
         data.split_records("train")
+
+
+# ------------------------------------------------------------------ point 4: physical telemetry
+SPEC = WindowSpec(fps=3.0, before=4.0, after=2.0, width=112, height=56)
+NON_FINITE_TEXT = re.compile(r"\b(nan|inf|infinity)\b", re.IGNORECASE)
+
+
+def _with_telemetry(record, folder: Path, imu=None, gps=None):
+    """A copy of `record` (absolute paths) whose IMU / GPS tables are changed by `imu(df)` /
+    `gps(df)` and written to `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, change in (("imu", imu), ("gps", gps)):
+        table = pd.read_csv(record.path(name))
+        if change is not None:
+            change(table)
+        table.to_csv(folder / f"{name}.csv", index=False)
+        paths[name] = str(folder / f"{name}.csv")
+    return dataclasses.replace(record, video=str(record.path("video")), **paths)
+
+
+def _prompt_text(sample) -> str:
+    return "".join(c.get("text", "") for c in sample.user_content)
+
+
+def _at_event(table: pd.DataFrame, record, column: str, value: float) -> None:
+    table.loc[(table["t"] - record.event_time).abs().idxmin(), column] = value
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        ("ax", 1e308, "column 'ax': 1e+308 m/s² is beyond the physical bound 200 m/s²"),
+        ("ay", float("inf"), "column 'ay': inf m/s² is beyond the physical bound 200 m/s²"),
+        ("gz", -900.0, "column 'gz': -900 rad/s is beyond the physical bound 50 rad/s"),
+    ],
+)
+def test_unphysical_imu_never_reaches_a_prompt(
+    synthetic_manifest, tmp_path, tiny_processor, column, value, reason
+) -> None:
+    """The issue's 1e308 overflowed the block mean into `ax +inf`: now the IMU is unavailable,
+    with the reason, and counted as data/*_imu_unavailable."""
+    record = load_manifest(synthetic_manifest)[0]
+    bad = _with_telemetry(record, tmp_path, imu=lambda t: _at_event(t, record, column, value))
+    sample = SceDataset([bad], SPEC, train=False)[0]
+    assert not sample.imu_on and reason in sample.meta["imu_reason"]
+    assert sample.meta["imu_reason"].startswith(f"imu unreadable: {tmp_path / 'imu.csv'}: line ")
+    assert NON_FINITE_TEXT.search(_prompt_text(sample)) is None
+    assert Collator(tiny_processor)([sample])["imu_unavailable"] == 1
+
+
+def test_prompts_of_messy_telemetry_never_show_nan_or_inf(synthetic_manifest, tmp_path) -> None:
+    """NaN gaps (bridged or not), 1e308 and inf: every evaluation prompt of every record reads
+    finite numbers or 'unavailable'; and a Telemetry holding NaN cannot be built."""
+    records = load_manifest(synthetic_manifest)
+    changes = [
+        None,  # untouched
+        lambda t: t.loc.__setitem__((slice(300, 302), "ax"), float("nan")),  # bridged gap
+        lambda t: t.loc.__setitem__((slice(None), "ay"), float("nan")),  # all NaN
+        lambda t: t.loc.__setitem__((450, "az"), 1e308),
+    ]
+    messy = [
+        _with_telemetry(r, tmp_path / r.id, imu=change)
+        for r, change in zip(records, changes, strict=False)
+    ]
+    dataset = SceDataset(messy, SPEC, train=False, eval_tasks=("mcq",))
+    samples = [dataset[i] for i in range(len(dataset))]
+    assert [s.imu_on for s in samples] == [True, True, False, False]
+    assert all(NON_FINITE_TEXT.search(_prompt_text(s)) is None for s in samples)
+    frames = np.zeros(3)
+    with pytest.raises(ValueError, match="telemetry field 'yaw_delta' holds non-finite"):
+        Telemetry(frames, np.zeros((3, 3)), np.array([0.0, np.nan, 0.0]), None)

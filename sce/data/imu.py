@@ -45,6 +45,16 @@ Anchor = Literal["centered", "causal"]
 ANCHORS: tuple[str, ...] = ("centered", "causal")
 
 
+# Physical bounds (m/s^2, rad/s, m/s), applied when telemetry is loaded and by `sce data
+# validate`. They catch gross unit mistakes (milli-g, fast turns logged in deg/s, km/h above
+# 100) and overflow-sized garbage (1e308 would overflow the block mean into inf); accel in g,
+# deg/s at ordinary yaw rates and km/h in city traffic fall inside them and pass (a lower bound
+# on |a| would also reject IMUs that report gravity-free linear acceleration).
+MAX_ABS_ACCEL = 200.0
+MAX_ABS_GYRO = 50.0
+MAX_SPEED = 100.0
+
+
 class ImuError(ValueError):
     """Malformed or unusable telemetry file; the message names the file and the column/row."""
 
@@ -185,21 +195,42 @@ def _check_time(t: np.ndarray, path: Path) -> None:
         )
 
 
-def load_imu(path: str | Path) -> ImuSignal:
+def _check_bounds(path: str | Path, cols: dict[str, np.ndarray], names, bound: float, unit: str):
+    """ImuError naming the first row of `names` columns whose |value| exceeds `bound` (NaN,
+    a missing sample, passes: `synchronize` bridges or rejects gaps)."""
+    for name in names:
+        beyond = np.flatnonzero(np.abs(cols[name]) > bound)
+        if beyond.size:
+            value = cols[name][beyond[0]]
+            raise ImuError(
+                f"{path}: line {beyond[0] + 2}, column '{name}': {value:g} {unit} is beyond the "
+                f"physical bound {bound:g} {unit} (units?); telemetry not used"
+            )
+
+
+def load_imu(path: str | Path, bounded: bool = True) -> ImuSignal:
     """Load an IMU CSV with header t,ax,ay,az,gx,gy,gz (s, m/s^2, rad/s).
 
     Empty cells or "nan" are kept as NaN (gaps are handled by `synchronize`); unparsable
-    values, a missing column, non-increasing time or fewer than 2 rows raise ImuError.
+    values, a missing column, non-increasing time or fewer than 2 rows raise ImuError, and so,
+    when `bounded`, does a value beyond MAX_ABS_ACCEL / MAX_ABS_GYRO (infinities included):
+    such a sample is no measurement, and would reach the prompt as inf or overflow.
     """
     cols = _read_columns(path, IMU_COLUMNS)
+    if bounded:
+        _check_bounds(path, cols, ("ax", "ay", "az"), MAX_ABS_ACCEL, "m/s²")
+        _check_bounds(path, cols, ("gx", "gy", "gz"), MAX_ABS_GYRO, "rad/s")
     accel = np.stack([cols["ax"], cols["ay"], cols["az"]], axis=1)
     gyro = np.stack([cols["gx"], cols["gy"], cols["gz"]], axis=1)
     return ImuSignal(t=cols["t"], accel=accel, gyro=gyro, path=str(path))
 
 
-def load_gps(path: str | Path) -> GpsSignal:
-    """Load a GPS CSV with header t,speed (s, m/s). Negative speeds raise ImuError."""
+def load_gps(path: str | Path, bounded: bool = True) -> GpsSignal:
+    """Load a GPS CSV with header t,speed (s, m/s). Negative speeds raise ImuError, and so,
+    when `bounded`, do speeds above MAX_SPEED."""
     cols = _read_columns(path, GPS_COLUMNS)
+    if bounded:
+        _check_bounds(path, cols, ("speed",), MAX_SPEED, "m/s")
     neg = np.flatnonzero(cols["speed"] < 0)
     if neg.size:
         raise ImuError(

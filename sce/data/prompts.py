@@ -100,6 +100,14 @@ class Telemetry:
     yaw_delta: np.ndarray  # [T] rad, heading change per frame
     speed: np.ndarray | None  # [T] m/s, or None without GPS
 
+    def __post_init__(self) -> None:
+        # No prompt may read "nan" or "inf": loading bounds the samples (sce.data.imu) and
+        # drops unusable signals, so a non-finite value here is a bug upstream.
+        for name in ("accel", "yaw_delta", "speed"):
+            value = getattr(self, name)
+            if value is not None and not np.isfinite(value).all():
+                raise ValueError(f"telemetry field {name!r} holds non-finite values: {value}")
+
 
 def mcq_answer(label: str) -> str:
     """Answer to the event question, e.g. 'B. near-collision'."""

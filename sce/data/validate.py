@@ -27,13 +27,11 @@ from sce.data import video as video_lib
 from sce.data.clip import ClipError, chunk_bounds
 from sce.data.schema import ClipRecord, ManifestError, decode_line, name_record, parse_record
 
-# Plausibility bounds for units: m/s^2, rad/s, m/s. They catch gross unit mistakes (milli-g,
-# fast turns logged in deg/s, km/h above 100); accel in g, deg/s at ordinary yaw rates and km/h
-# in city traffic fall inside them and pass (a lower bound on |a| would also reject IMUs that
-# report gravity-free linear acceleration).
-MAX_ABS_ACCEL = 200.0
-MAX_ABS_GYRO = 50.0
-MAX_SPEED = 100.0
+# The physical bounds training applies when it loads telemetry (sce.data.imu); validate loads
+# unbounded to report the largest value.
+MAX_ABS_ACCEL = imu_lib.MAX_ABS_ACCEL
+MAX_ABS_GYRO = imu_lib.MAX_ABS_GYRO
+MAX_SPEED = imu_lib.MAX_SPEED
 
 
 @dataclass
@@ -95,7 +93,7 @@ def check_imu(record: ClipRecord, duration: float, report: ValidationReport) -> 
     if path is None:
         return
     try:
-        imu = imu_lib.load_imu(path)
+        imu = imu_lib.load_imu(path, bounded=False)
     except (ValueError, OSError) as err:  # ImuError, or UnicodeDecodeError for a binary file
         report.add(record.id, "imu unreadable", str(err))
         return
@@ -119,7 +117,7 @@ def check_gps(record: ClipRecord, report: ValidationReport) -> None:
     if path is None:
         return
     try:
-        gps = imu_lib.load_gps(path)
+        gps = imu_lib.load_gps(path, bounded=False)
     except (ValueError, OSError) as err:  # ImuError, or UnicodeDecodeError for a binary file
         report.add(record.id, "gps unreadable", str(err))
         return

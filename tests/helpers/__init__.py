@@ -24,12 +24,14 @@ def cpu_trainer(tmp_path: Path, **kwargs: Any) -> L.Trainer:
     return L.Trainer(**(defaults | kwargs))
 
 
-POISON = 1000.0  # a telemetry value no prompt may show
+# Telemetry values no clean prompt shows, yet inside the physical bounds loading applies
+# (sce.data.imu: |a| <= 200 m/s², |w| <= 50 rad/s, speed <= 100 m/s), so the file stays usable.
+POISON = {"accel": 150.0, "gyro": 40.0, "speed": 90.0}
 
 
 def poisoned_telemetry(record, keep, folder: Path, **changes: Any):
     """A copy of `record` (a ClipRecord) whose IMU/GPS samples at times failing `keep(t)` read
-    POISON, written to `folder`: a prompt that reads any of them shows 1000 m/s² or km/h.
+    POISON, written to `folder`: a prompt that reads any of them shows 150 m/s² or 90 m/s.
     `changes` replace other record fields (e.g. id)."""
     import dataclasses
 
@@ -37,9 +39,11 @@ def poisoned_telemetry(record, keep, folder: Path, **changes: Any):
 
     folder.mkdir(parents=True, exist_ok=True)
     imu = pd.read_csv(record.path("imu"))
-    imu.loc[~keep(imu["t"].to_numpy()), ["ax", "ay", "az", "gz"]] = POISON
+    poisoned = ~keep(imu["t"].to_numpy())
+    imu.loc[poisoned, ["ax", "ay", "az"]] = POISON["accel"]
+    imu.loc[poisoned, "gz"] = POISON["gyro"]
     gps = pd.read_csv(record.path("gps"))
-    gps.loc[~keep(gps["t"].to_numpy()), "speed"] = POISON
+    gps.loc[~keep(gps["t"].to_numpy()), "speed"] = POISON["speed"]
     imu.to_csv(folder / "imu.csv", index=False)
     gps.to_csv(folder / "gps.csv", index=False)
     return dataclasses.replace(
