@@ -289,3 +289,39 @@ def test_prompts_of_messy_telemetry_never_show_nan_or_inf(synthetic_manifest, tm
     frames = np.zeros(3)
     with pytest.raises(ValueError, match="telemetry field 'yaw_delta' holds non-finite"):
         Telemetry(frames, np.zeros((3, 3)), np.array([0.0, np.nan, 0.0]), None)
+
+
+# ------------------------------------------------------------------ point 5: GPS counted
+def _speed_shown(sample) -> bool:
+    return " m/s\n" in _prompt_text(sample) or " m/s," in _prompt_text(sample)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda t: t.drop(t.index[1:], inplace=True), "column 't': needs at least 2 samples"),
+        (lambda t: t.loc.__setitem__((3, "speed"), 150.0), "150 m/s is beyond the physical"),
+        (lambda t: t.loc.__setitem__((slice(1, 6), "speed"), np.nan), "gps unusable: "),
+    ],
+    ids=["one_row", "beyond_bound", "long_gap"],
+)
+def test_gps_problems_are_named_and_counted(
+    synthetic_manifest, tmp_path, tiny_processor, change, reason
+) -> None:
+    """The issue's one-row GPS file silently removed speed from the prompt: now the reason is
+    in the sample's meta and the batch counts it (logged as data/<stage>_gps_unavailable)."""
+    from sce.data.collate import DATA_PROBLEM_COUNTS
+
+    record = load_manifest(synthetic_manifest)[0]
+    clean = SceDataset([_with_telemetry(record, tmp_path / "clean")], SPEC, train=False)[0]
+    bad = _with_telemetry(record, tmp_path / "bad", gps=change)
+    sample = SceDataset([bad], SPEC, train=False)[0]
+    assert clean.meta["gps_reason"] == "" and _speed_shown(clean)
+    assert (
+        reason in sample.meta["gps_reason"]
+        and str(tmp_path / "bad" / "gps.csv") in (sample.meta["gps_reason"])
+    )
+    assert sample.imu_on and not _speed_shown(sample)  # the IMU stays, without speed
+    batch = Collator(tiny_processor)([clean, sample])
+    assert (batch["gps_unavailable"], batch["imu_unavailable"]) == (1, 0)
+    assert "gps_unavailable" in DATA_PROBLEM_COUNTS  # SceModule logs every one of these

@@ -119,6 +119,8 @@ class ClipInputs:
     shrunk: float = 0.0
     # The frames are keyframes (paper 002): the prompt sends each as an image, not as a video.
     keyframes: bool = False
+    # Why the GPS speed is missing ("" when usable), counted per batch as `gps_unavailable`.
+    gps_reason: str = ""
 
 
 def chunk_bounds(record: ClipRecord, duration: float) -> tuple[float, float]:
@@ -170,13 +172,14 @@ def load_record_imu(record: ClipRecord):
 
 
 def _load_gps(record: ClipRecord):
+    """(Gps, "") or (None, why it is unavailable) for a record's GPS file."""
     path = record.path("gps")
     if path is None:
-        return None
+        return None, "no gps file in manifest"
     try:
-        return imu_lib.load_gps(path)
-    except (ValueError, OSError):  # ImuError, or UnicodeDecodeError for a binary file
-        return None
+        return imu_lib.load_gps(path), ""
+    except (ValueError, OSError) as err:  # ImuError, or UnicodeDecodeError for a binary file
+        return None, f"gps unreadable: {err}"
 
 
 def load_image_sequence(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
@@ -201,6 +204,7 @@ def load_image_sequence(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
         event_time=float(times[len(times) // 2]),
         event_time_source="center",
         imu_reason="image sequence: no telemetry",
+        gps_reason="image sequence: no telemetry",
         shifted=0.0,
         padded=0.0,
         fps=fps,
@@ -260,11 +264,12 @@ def plan_window(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
         window, times, fps = keyframe_window(event_time, end - start, spec)
         times = times + start
     telemetry = None
+    gps, gps_reason = _load_gps(record)
     if imu is not None:
         # the chunk's span bounds the telemetry as it bounds the frames
-        synced = imu_lib.synchronize(
-            imu, _load_gps(record), times, fps, anchor=spec.anchor, span=(start, end)
-        )
+        synced = imu_lib.synchronize(imu, gps, times, fps, anchor=spec.anchor, span=(start, end))
+        if gps is not None and synced.speed is None:
+            gps_reason = f"gps unusable: {synced.gps_reason}"
         if synced.available:
             telemetry = Telemetry(times, synced.accel, synced.yaw_delta, synced.speed)
         else:
@@ -276,6 +281,7 @@ def plan_window(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
         event_time=event_time + start,
         event_time_source=source,
         imu_reason=imu_reason,
+        gps_reason=gps_reason,
         shifted=float(getattr(window, "shifted", 0.0)),
         padded=float(getattr(window, "padded_before", 0.0) + getattr(window, "padded_after", 0.0)),
         fps=fps,
@@ -337,7 +343,7 @@ def _file_key(path: Path | None) -> Path | str | None:
 
 
 _PLAN_SCALARS = ("event_time", "shifted", "padded", "fps", "shrunk")
-_PLAN_TEXTS = ("event_time_source", "imu_reason")
+_PLAN_TEXTS = ("event_time_source", "imu_reason", "gps_reason")
 _PLAN_FLAGS = ("keyframes",)
 
 

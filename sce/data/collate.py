@@ -36,7 +36,7 @@ PROBABILITY_DIGITS = 1 + PROBABILITY_DECIMALS
 
 VISUAL_TYPES = {"video": 4, "image": 3}  # placeholder type -> dims of its array
 # Per-batch counts of data problems the collator reports (logged as `data/{stage}_{name}`).
-DATA_PROBLEM_COUNTS = ("skipped", "dropped", "imu_unavailable", "window_shrunk")
+DATA_PROBLEM_COUNTS = ("skipped", "dropped", "imu_unavailable", "gps_unavailable", "window_shrunk")
 
 
 @dataclass
@@ -196,6 +196,8 @@ class Collator:
         batch["dropped"] = len(too_long)
         # Clips whose telemetry is missing or unusable (not the deliberate dropout/off setting).
         batch["imu_unavailable"] = sum(bool(s.meta.get("imu_reason")) for s in samples)
+        # Clips whose GPS speed is missing or unusable (the prompt then shows no speed).
+        batch["gps_unavailable"] = sum(bool(s.meta.get("gps_reason")) for s in samples)
         # Event windows cut shorter than asked to fit their record's span (e.g. short chunks).
         batch["window_shrunk"] = sum(s.meta.get("window_shrunk", 0.0) > 0 for s in samples)
         if self.mode == "train":

@@ -241,6 +241,7 @@ class SceDataset(Dataset):
                 "imu_setting": item.imu,
                 "label_scope": record.label_scope,  # binary records: binary metrics only
                 "imu_reason": clip.imu_reason,
+                "gps_reason": clip.gps_reason,
                 "scale": item.scale,
                 "event_time": clip.event_time,
                 "event_time_source": clip.event_time_source,

@@ -109,6 +109,7 @@ class SyncedTelemetry:
     reason: str  # "" when everything is usable, else why IMU and/or GPS was dropped
     fs: float  # IMU rate used for blocking and integration (Hz)
     window_samples: int  # W = floor(fs / fps)
+    gps_reason: str = ""  # why `speed` is None ("" when it is not)
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,13 +370,14 @@ def synchronize(
         accel, yaw, why = _imu_blocks(imu.between(lo, hi), query, rate, max_gap_s)
         if why:
             reasons.append(f"{imu.path or 'imu'}: {why}")
-    speed = None
+    speed, gps_reason = None, "no GPS"
     if gps is not None:
         query = np.clip(frame_times, lo, hi)
         inside = gps.between(lo, hi)
         speed, why = _resample(inside.t, inside.speed, query, max_gps_gap_s, "speed")
+        gps_reason = f"{gps.path or 'gps'}: {why}" if why else ""
         if why:
-            reasons.append(f"{gps.path or 'gps'}: {why}")
+            reasons.append(gps_reason)
     return SyncedTelemetry(
         frame_times=frame_times,
         accel=accel,
@@ -385,6 +387,7 @@ def synchronize(
         reason="; ".join(reasons),
         fs=rate,
         window_samples=w,
+        gps_reason=gps_reason,
     )
 
 
