@@ -16,7 +16,7 @@ from sce.data.clip import WindowSpec
 from sce.data.collate import Collator
 from sce.data.dataset import SceDataset
 from sce.data.prompts import Telemetry
-from sce.data.schema import ManifestError, load_manifest
+from sce.data.schema import ClipRecord, ManifestError, load_manifest
 from sce.data.validate import validate_manifest
 
 
@@ -325,3 +325,70 @@ def test_gps_problems_are_named_and_counted(
     batch = Collator(tiny_processor)([clean, sample])
     assert (batch["gps_unavailable"], batch["imu_unavailable"]) == (1, 0)
     assert "gps_unavailable" in DATA_PROBLEM_COUNTS  # SceModule logs every one of these
+
+
+# ------------------------------------------------------------------ point 10: paths from manifests
+def test_unreadable_telemetry_reasons_quote_no_file_content(tmp_path) -> None:
+    """The issue pointed `imu` at /etc/passwd: its first line showed up in the reason (and the
+    frame cache). Reasons now name file, line and column, never the content."""
+    from sce.data.clip import load_record_imu
+
+    secret = "root:x:0:0:root:/root:/bin/bash"
+    cases = {
+        "passwd.csv": f"{secret}\ndaemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n",
+        "cell.csv": f"t,ax,ay,az,gx,gy,gz\n0,0,0,9.8,0,0,0\n0.01,{secret},0,9.8,0,0,0\n",
+        "binary.csv": "",
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "binary.csv").write_bytes(b"t,ax\n" + secret.encode() + b"\xff\xfe" * 50)
+    reasons = {}
+    for name in cases:
+        record = ClipRecord(
+            "clip0", "clip.mp4", "normal", "private", "train", imu=name, root=str(tmp_path)
+        )
+        reasons[name] = load_record_imu(record)[1]
+    assert reasons == {
+        "passwd.csv": f"imu unreadable: {tmp_path / 'passwd.csv'}: the header lacks "
+        "column(s) ['t', 'ax', 'ay', 'az', 'gx', 'gy', 'gz']; expected "
+        "['t', 'ax', 'ay', 'az', 'gx', 'gy', 'gz']",
+        "cell.csv": f"imu unreadable: {tmp_path / 'cell.csv'}: line 3, column 'ax': not a number",
+        "binary.csv": f"imu unreadable: {tmp_path / 'binary.csv'}: not a UTF-8 text (CSV) file",
+    }
+    assert not any("root" in r.replace(str(tmp_path), "") for r in reasons.values())
+
+
+def test_allowed_roots_refuse_files_outside(tmp_path) -> None:
+    data_root = tmp_path / "datasets"
+    data_root.mkdir()
+    (data_root / "clip.mp4").write_bytes(b"x")
+    (data_root / "clip.csv").write_text("t,ax\n")
+    (data_root / "escape.csv").symlink_to(tmp_path / "outside.csv")
+    (tmp_path / "outside.csv").write_text("t,ax\n")
+    rows = [
+        {**_row(0), "video": str(data_root / "clip.mp4"), "imu": "datasets/clip.csv"},
+        {**_row(1), "video": "datasets/clip.mp4", "imu": "datasets/../outside.csv"},
+        {**_row(2), "video": "datasets/clip.mp4", "imu": "datasets/escape.csv"},
+        {**_row(3), "video": "datasets/clip.mp4", "gps": "/etc/passwd"},
+    ]
+    roots = [str(data_root)]
+    for k, (field, shown) in enumerate(
+        [
+            ("imu", "datasets/../outside.csv"),
+            ("imu", "datasets/escape.csv"),
+            ("gps", "/etc/passwd"),
+        ],
+        start=1,
+    ):
+        path = _manifest(tmp_path, [json.dumps(rows[0]), json.dumps(rows[k])])
+        assert len(load_manifest(path, check_files=False)) == 2  # no roots: anywhere (by design)
+        with pytest.raises(ManifestError) as err:
+            load_manifest(path, allowed_roots=roots)
+        shown_path = shown if shown.startswith("/") else str(tmp_path / shown)
+        assert str(err.value) == (
+            f"{path} line 2, id 'clip{k}': field '{field}': {shown_path} is outside "
+            f"data.allowed_roots ['{data_root}']"
+        )
+    assert [
+        r.id for r in load_manifest(_manifest(tmp_path, [json.dumps(rows[0])]), allowed_roots=roots)
+    ] == ["clip0"]

@@ -61,6 +61,9 @@ class SceDataModule(L.LightningDataModule):
         max_frames: the most frames of a whole-clip window (even; required with "whole").
         max_pixels: per-frame pixel cap with Qwen's smart_resize rounding (paper 003: 16384);
             frames are decoded at the capped size. None: the processor's own limits only.
+        allowed_roots: opt-in folders every record's files (video, imu, gps, driver video,
+            frames) must lie in, after resolving symlinks and `..`; a record pointing elsewhere
+            fails the load, naming line, id and field. None (default): any readable path.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class SceDataModule(L.LightningDataModule):
         window: WindowMode = "event",
         max_frames: int | None = None,
         max_pixels: int | None = None,
+        allowed_roots: list[str] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -139,8 +143,13 @@ class SceDataModule(L.LightningDataModule):
         return FrameCache(self.hparams.cache_dir)
 
     def split_records(self, split: str):
-        on_bad = self.hparams.on_bad_sample
-        records = load_manifest(self.manifest, splits=[split], on_bad_sample=on_bad)
+        hp = self.hparams
+        records = load_manifest(
+            self.manifest,
+            splits=[split],
+            on_bad_sample=hp.on_bad_sample,
+            allowed_roots=hp.allowed_roots,
+        )
         if not records:
             raise ManifestError(f"{self.manifest}: no records in split {split!r}")
         bad = [r.problem for r in records if r.problem]

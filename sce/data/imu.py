@@ -123,10 +123,8 @@ def _parse_float(value: str, path: Path, line: int, column: str) -> float:
         return math.nan
     try:
         return float(value)
-    except ValueError:
-        raise ImuError(
-            f"{path}: line {line}, column '{column}': cannot parse {value!r} as a number"
-        ) from None
+    except ValueError:  # the cell is not quoted: reasons never copy file content (issue 14)
+        raise ImuError(f"{path}: line {line}, column '{column}': not a number") from None
 
 
 def _read_columns(path: str | Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -162,13 +160,22 @@ def _read_fast(path: Path, columns: tuple[str, ...]) -> np.ndarray | None:
 
 
 def _read_checked(path: Path, columns: tuple[str, ...]) -> np.ndarray:
+    """The line-by-line reader. Its errors name the line and column but never quote the file:
+    reasons are logged, cached and printed, and a manifest may point at any readable file."""
+    try:
+        return _read_rows(path, columns)
+    except UnicodeDecodeError:
+        raise ImuError(f"{path}: not a UTF-8 text (CSV) file") from None
+
+
+def _read_rows(path: Path, columns: tuple[str, ...]) -> np.ndarray:
     with path.open(newline="") as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in columns if c not in header]
         if missing:
             raise ImuError(
-                f"{path}: header {header} lacks column(s) {missing}; expected {list(columns)}"
+                f"{path}: the header lacks column(s) {missing}; expected {list(columns)}"
             )
         pos = {c: header.index(c) for c in columns}
         rows: list[list[float]] = []

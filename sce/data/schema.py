@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -248,6 +248,7 @@ def parse_record(
     where: str = "record",
     check_files: bool = True,
     on_bad_sample: OnBadSample = "error",
+    allowed_roots: Sequence[str | Path] | None = None,
 ) -> ClipRecord:
     """Validate one decoded JSON object and return it as a ClipRecord.
 
@@ -255,6 +256,7 @@ def parse_record(
     record's id to it when the id can be read ("manifest.jsonl line 7, id 'clip_b'").
     Malformed annotations raise too, unless `on_bad_sample` is "skip": the record then comes
     back with `problem` set to that error's message (its clip and label are sound).
+    `allowed_roots` (opt-in): every file of the record must lie inside one of these folders.
     """
     where = name_record(where, readable_id(data))
     if not isinstance(data, dict):
@@ -299,6 +301,8 @@ def parse_record(
         label_scope=scope,
         root=str(root),
     )
+    if allowed_roots:
+        check_allowed_roots(record, allowed_roots, where)
     if check_files:
         _check_files(record, where)
     try:
@@ -308,6 +312,34 @@ def parse_record(
             raise
         record.problem = str(err)
     return record
+
+
+def record_paths(record: ClipRecord) -> list[tuple[str, Path]]:
+    """(field, absolute path) of every file a record points to: video, imu, gps,
+    metadata.driver_video and each metadata.frames image."""
+    paths = [(name, record.path(name)) for name in ("video", "imu", "gps")]
+    driver = record.metadata.get("driver_video")
+    if isinstance(driver, str) and driver:
+        paths.append(("metadata.driver_video", Path(record.root) / driver))  # absolute stays
+    frames = record.metadata.get("frames")
+    if isinstance(frames, list):
+        paths += [("metadata.frames", Path(record.root) / f) for f in frames if isinstance(f, str)]
+    return [(name, path) for name, path in paths if path is not None]
+
+
+def check_allowed_roots(record: ClipRecord, roots: Sequence[str | Path], where: str) -> None:
+    """Raise ManifestError unless every file of the record lies inside one of `roots` (after
+    resolving symlinks and `..`): the opt-in `data.allowed_roots` of shared services, where a
+    manifest must not make the loader read arbitrary files (e.g. /etc/passwd as an IMU)."""
+    resolved = [Path(r).expanduser().resolve() for r in roots]
+    for name, path in record_paths(record):
+        real = path.resolve()
+        if not any(real.is_relative_to(root) for root in resolved):
+            raise _fail(
+                where,
+                name,
+                f"{path} is outside data.allowed_roots {[str(r) for r in resolved]}",
+            )
 
 
 def _check_files(record: ClipRecord, where: str) -> None:
@@ -344,6 +376,7 @@ def load_manifest(
     check_files: bool = True,
     splits: Iterable[str] | None = None,
     on_bad_sample: OnBadSample = "error",
+    allowed_roots: Sequence[str | Path] | None = None,
 ) -> list[ClipRecord]:
     """Read and validate a manifest.jsonl; errors name the file, line and field.
 
@@ -353,6 +386,8 @@ def load_manifest(
         splits: keep only these splits (None keeps all).
         on_bad_sample: "skip" keeps a record with malformed annotations, its `problem` set
             (the dataset skips and counts its samples); "error" raises.
+        allowed_roots: folders every record's files must lie in (None: anywhere; datasets
+            usually live outside the manifest's folder, so absolute and `..` paths are fine).
     """
     path = Path(path)
     if not path.is_file():
@@ -371,7 +406,9 @@ def load_manifest(
             except json.JSONDecodeError as err:  # no id can be read: the line alone
                 detail = f"invalid JSON ({err.msg})"
                 raise ManifestError(f"{where}: {detail}", where=where, detail=detail) from err
-            record = parse_record(data, path.parent, where, check_files, on_bad_sample)
+            record = parse_record(
+                data, path.parent, where, check_files, on_bad_sample, allowed_roots
+            )
             if record.id in seen:
                 raise _fail(
                     name_record(where, record.id),
