@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sce.data.collate import Collator, Sample
+from sce.data.collate import DATA_PROBLEM_COUNTS, Collator, Sample
 from sce.data.prompts import build_user_content
 from sce.models.tiny import SPECIAL_TOKENS, THINK_TOKENS, build_tiny_kit
 
@@ -25,10 +25,7 @@ QWEN_TOKENS = (
 # Collator bookkeeping and loss targets; everything else (labels included) goes to the model.
 NON_MODEL_KEYS = (
     "meta",
-    "skipped",
-    "dropped",
-    "imu_unavailable",
-    "window_shrunk",
+    *DATA_PROBLEM_COUNTS,
     "prob_positions",
     "prob_scales",
     "prob_targets",
