@@ -74,11 +74,15 @@ def test_url_checkpoint_is_refused_before_any_download(tmp_path) -> None:
     assert requests == [] and not marker.exists()
 
 
-def test_cli_trainer_uses_the_safe_checkpoint_io() -> None:
-    from sce.cli import _lightning_cli_kwargs
+def test_cli_trainer_uses_the_safe_checkpoint_io(tmp_path) -> None:
+    from sce.cli import _lightning_cli_kwargs, _sce_cli_class
 
-    plugins = _lightning_cli_kwargs()["trainer_defaults"]["plugins"]
-    assert [type(p) for p in plugins] == [AtomicCheckpointIO]
+    # the trainer the CLI builds (the plugin is given as a class_path, so the saved
+    # config.yaml can be loaded again)
+    args = ["--model.model_path=tiny:0", "--data.manifest=m.jsonl", "--trainer.logger=false"]
+    args += [f"--trainer.default_root_dir={tmp_path}"]
+    cli = _sce_cli_class()(args=args, run=False, **_lightning_cli_kwargs())
+    assert type(cli.trainer.strategy.checkpoint_io) is AtomicCheckpointIO
 
 
 # ------------------------------------------------------------------ point 11: crash leftovers
