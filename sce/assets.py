@@ -3,8 +3,10 @@
     model.model_path: tiny:SEED           the offline tiny Qwen2.5-VL kit (built on first use)
     data.manifest:    synthetic:N:SEED    N synthetic clips (8 s, 224x128; generated on first use)
 
-Built assets live in `$SCE_CACHE` (default `runs/cache`) and are built into a temporary folder
-that is renamed into place, so concurrent ranks or runs never see a half-written asset.
+Built assets live in `$SCE_CACHE` (default: the user cache folder, `$XDG_CACHE_HOME/sce` or
+`~/.cache/sce`, so a command run from another working directory finds the same kit and records
+an absolute path) and are built into a temporary folder that is renamed into place, so
+concurrent ranks or runs never see a half-written asset.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from pathlib import Path
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("SCE_CACHE", "runs/cache"))
+    """`$SCE_CACHE`, else the user cache folder's `sce/` (absolute, whatever the cwd)."""
+    if os.environ.get("SCE_CACHE"):
+        return Path(os.environ["SCE_CACHE"]).expanduser()
+    user_cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(user_cache).expanduser().absolute() / "sce"
 
 
 def _build_once(target: Path, build: Callable[[Path], object]) -> Path:

@@ -34,7 +34,11 @@ def tiny_builds(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, int]]:
 
 def test_cache_root_default_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("SCE_CACHE", raising=False)
-    assert cache_root() == Path("runs/cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "sce"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.chdir(tmp_path)  # the default does not depend on the working directory
+    assert cache_root() == Path.home() / ".cache" / "sce" and cache_root().is_absolute()
     monkeypatch.setenv("SCE_CACHE", str(tmp_path))
     assert cache_root() == tmp_path
 
