@@ -664,7 +664,9 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"frame: {r['width']}x{r['height']} -> {r['resized_width']}x{r['resized_height']} "
             f"after resize{_cap_text(r)}: {per_block}",
             f"visual tokens per {unit}: {r['visual_tokens_per_clip']:,}",
-            f"text tokens ({r['text_tokens_method']}, 3-way event question + answer): "
+            f"text tokens ({r['text_tokens_method']}; the case reported: one event-question "
+            "item, question + answer; caption / reasoning / instruction answers add their own "
+            f"length): "
             f"{r['text_tokens']:,} with telemetry ({r['telemetry_tokens']:+,} for telemetry), "
             f"{r['text_tokens_video_only']:,} video only",
             f"total: {r['total_tokens']:,} of max_length {r['max_length']:,} with telemetry "
@@ -744,11 +746,20 @@ def budget_command(args: argparse.Namespace) -> int:
     report = budget_report(config)
     max_tokens = args.max_tokens or report["max_length"]
     grid = budget_grid(config, max_tokens)
+    # exit status 1 when the config's own item does not fit its own max_length (with
+    # telemetry: the longer prompt), so a script or CI step stops there
+    status = 0 if report["fits"] else 1
     if args.json:
         print(json.dumps({"report": report, "grid": grid, "max_tokens": max_tokens}, indent=2))
-        return 0
+        return status
     print(f"config: {args.config}")
     print(format_report(report))
     print()
     print(format_grid(grid, max_tokens))
-    return 0
+    if status:
+        print(
+            f"\nsce budget: {args.config} does not fit its own data.max_length "
+            f"({report['total_tokens']:,} > {report['max_length']:,} tokens with telemetry): "
+            "raise data.max_length or lower data.fps / the frame size"
+        )
+    return status

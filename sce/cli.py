@@ -108,6 +108,9 @@ def _lightning_cli_kwargs(subcommand: str = "fit") -> dict:
     return {
         "model_class": SceModule,
         "datamodule_class": SceDataModule,
+        # SceModule.configure_optimizers builds AdamW + the scheduler from model.* settings:
+        # LightningCLI's --optimizer / --lr_scheduler would be silently ignored, so they are off
+        "auto_configure_optimizers": False,
         "save_config_kwargs": {"overwrite": True, "config_filename": config_file},
         # Our re-sampler shards across ranks itself; checkpoints are written atomically.
         "trainer_defaults": {
@@ -196,9 +199,40 @@ def _optional_commands():
     return commands.REGISTRY
 
 
+# Known-harmless third-party warnings (regexes on the message), silenced so that the first lines
+# of a run are sce's own: each was checked and does not affect results.
+KNOWN_HARMLESS_WARNINGS = (
+    r"LightningCLI's args parameter",  # sce hands LightningCLI its own slice of argv on purpose
+    r"`is_gradient_checkpointing` is deprecated",  # transformers 5 rename, read by peft
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # lightning's pytree on torch 2.14
+)
+ADVERTISEMENT_PREFIX = "💡 Tip"  # Lightning's logger advertisement at every Trainer start
+
+
+def _not_advertisement(record) -> bool:
+    return not str(record.msg).startswith(ADVERTISEMENT_PREFIX)
+
+
+def quiet_known_noise() -> None:
+    """Silence KNOWN_HARMLESS_WARNINGS and Lightning's advertisement line (info log)."""
+    import logging
+
+    for pattern in KNOWN_HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+    # the loggers Lightning's rank_zero_info writes to (a logger's filter sees its own records)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if _not_advertisement not in logger.filters:
+            logger.addFilter(_not_advertisement)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_COMMANDS:
+        import lightning.pytorch  # noqa: F401  (its log handlers exist from import on)
+
+        quiet_known_noise()
         run_lightning_cli(argv)
         return 0
     parser, handlers = build_parser()

@@ -24,11 +24,13 @@ class SceDataModule(L.LightningDataModule):
     Args:
         manifest: canonical manifest.jsonl (see sce/data/schema.py), or `synthetic:N:SEED`.
         processor_path: folder or hub id of the processor (linked to model.model_path by the CLI).
-        fps, before, after: event window [t_e - before, t_e + after] sampled at fps (paper 000:
-            3 fps, 4 s / 2 s = 18 frames).
-        width, height: frame size before the processor's resize to multiples of 28. Frames
-            are decoded straight at the size the model sees (420x240 -> 420x252 for Qwen),
-            one resize from the source instead of two; the token count is the same.
+        fps: frames per second sampled from the window (paper 000: 3; paper 001: 30).
+        before: seconds of the event window before the event time t_e (paper 000: 4).
+        after: seconds of the event window after t_e (paper 000: 2; 6 s at 3 fps = 18 frames).
+        width: frame width before the processor's resize to a multiple of 28 (paper 000: 420).
+            Frames are decoded straight at the size the model sees (420x240 -> 420x252 for
+            Qwen), one resize from the source instead of two; the token count is the same.
+        height: frame height, as width (paper 000: 240).
         decoder: "decord" or "pyav".
         layout: "interleaved" (frame pairs + per-frame telemetry) or "table".
         task_weights: training task mix, e.g. {"mcq": 1, "caption": 1, "vqa": 1, "reasoning": 2}:
@@ -42,8 +44,12 @@ class SceDataModule(L.LightningDataModule):
             flat {"normal": 0.333} for every task (paper 002); a task entry overrides the flat
             one. Classes are the records' own labels ("event" / "normal" for a binary-scope
             record). None disables.
-        batch_size, eval_batch_size, num_workers: dataloaders.
-        max_length: sequence limit (visual tokens are never cut); overflow: "error" or "drop".
+        batch_size: training micro-batch per device.
+        eval_batch_size: validation/test/generation batch (default: batch_size).
+        num_workers: data-loader worker processes.
+        max_length: sequence limit in tokens (visual tokens are never cut).
+        overflow: what a sample longer than max_length does: "error" or "drop" (counted as
+            data/*_dropped).
         on_bad_sample: "error" or "skip" (counted and logged as data/*_skipped).
         cache_dir: optional frame cache folder (decoded windows reused across runs).
         seed: re-sampling seed.

@@ -35,16 +35,25 @@ class SceModule(L.LightningModule):
             `tiny:SEED` for the offline tiny kit (sce/assets.py).
         finetuning: "dora" (paper 000), "lora", "full" (LM trained, vision frozen), "qlora", or
             "none" (the base model as is: zero-shot baselines with the same prompts).
-        rank, alpha, dropout: adapter hyperparameters (DoRA r=32, alpha=64 in paper 000).
+        rank: adapter rank r (paper 000: DoRA r=32).
+        alpha: adapter scaling alpha (paper 000: 64); the update is scaled by alpha / rank.
+        dropout: dropout on the adapter input (paper 002: 0.10).
         targets: "all" (q,k,v,o,gate,up,down of the LM), "qv" or "qkvo" (paper 002).
-        train_vision, train_merger: unfreeze the vision tower / the merger (off by default).
+        train_vision: train the vision tower too (frozen in every paper recipe).
+        train_merger: train the vision-language merger (projector) too (frozen by default).
         dtype: weights dtype: "auto" (bfloat16 on CUDA, float32 on CPU), "bfloat16", "float32".
         attn_implementation: "auto" (flash_attention_2 when installed and on CUDA, else sdpa).
         neftune_alpha: NEFTune noise alpha (paper 000: 5); 0 disables.
-        mse_weight, pos_weight: probability MSE term weight and positive-class weight (paper 002).
-        lr, weight_decay, betas: AdamW.
-        scheduler: "cosine", "cosine_with_restarts", "linear" or "constant"; warmup_ratio and
-            num_cycles (restarts) as in transformers' schedulers.
+        mse_weight: weight of the probability task's MSE term next to cross-entropy (paper 002:
+            5).
+        pos_weight: MSE weight of positive (collision) targets (paper 002: 3).
+        lr: AdamW learning rate (peak, after warmup).
+        weight_decay: AdamW weight decay (decoupled).
+        betas: AdamW betas.
+        scheduler: "cosine", "cosine_with_restarts", "linear" or "constant" (transformers'
+            schedulers, stepped per optimizer step).
+        warmup_ratio: fraction of the optimizer steps spent in linear warmup (paper 002: 0.1).
+        num_cycles: restarts of "cosine_with_restarts".
         gradient_checkpointing: recompute activations (use_reentrant=False).
         max_new_tokens: generation length for evaluation.
         loss_normalization: "effective_batch" (default): the training loss is normalised by the
