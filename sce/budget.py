@@ -46,19 +46,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-DATA_KEYS = (
-    "fps",
-    "before",
-    "after",
-    "width",
-    "height",
-    "layout",
-    "max_length",
-    "window_scales",
-    "window",
-    "max_frames",
-    "max_pixels",
-)
+from sce.model_record import WINDOW_SETTINGS
+
+# the data.* settings that shape an item (shared with the model folders' training record), and
+# the sequence limit it is checked against
+DATA_KEYS = (*WINDOW_SETTINGS, "max_length")
 WHOLE_CLIP_EXAMPLES = (16.0, 100.0)  # s: clip lengths the whole-clip report shows
 GRID_FPS = (1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0)
 GRID_SIZES = ((224, 128), (320, 180), (420, 240), (640, 360), (854, 480), (1280, 720))
