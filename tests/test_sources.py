@@ -637,7 +637,15 @@ def test_report_summary_table() -> None:
 
 
 def test_registry_and_prepare(tmp_path: Path, tiny_mp4: Path) -> None:
-    assert set(SOURCES) == {"nexar", "nexar_hf", "bddx", "lingoqa", "private", "synthetic"}
+    assert set(SOURCES) == {
+        "nexar",
+        "nexar_hf",
+        "bddx",
+        "lingoqa",
+        "private",
+        "synthetic",
+        "comma2k19",
+    }
     assert SOURCES["bddx"] is convert_bddx
     root = kaggle_root(tmp_path, tiny_mp4, [[1, 2.0, 1.0, 1]])
     report = prepare("nexar", root, tmp_path / "m.jsonl", split="train")

@@ -24,6 +24,7 @@ from typing import Any
 from sce.data.schema import SPLITS, load_manifest
 from sce.data.sources.base import ConversionReport, SourceError, finish
 from sce.data.sources.bddx import convert_bddx
+from sce.data.sources.comma2k19 import convert_comma2k19
 from sce.data.sources.lingoqa import convert_lingoqa
 from sce.data.sources.nexar import convert_nexar, convert_nexar_hf
 from sce.data.sources.private import convert_private
@@ -34,6 +35,7 @@ __all__ = [
     "SourceError",
     "add_prepare_arguments",
     "convert_bddx",
+    "convert_comma2k19",
     "convert_lingoqa",
     "convert_nexar",
     "convert_nexar_hf",
@@ -86,6 +88,7 @@ SOURCES: dict[str, Callable[..., ConversionReport]] = {
     "lingoqa": convert_lingoqa,
     "private": convert_private,
     "synthetic": convert_synthetic,
+    "comma2k19": convert_comma2k19,
 }
 
 
