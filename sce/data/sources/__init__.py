@@ -25,6 +25,7 @@ from sce.data.schema import SPLITS, load_manifest
 from sce.data.sources.base import ConversionReport, SourceError, finish
 from sce.data.sources.bddx import convert_bddx
 from sce.data.sources.comma2k19 import convert_comma2k19
+from sce.data.sources.gopro import convert_gopro
 from sce.data.sources.lingoqa import convert_lingoqa
 from sce.data.sources.nexar import convert_nexar, convert_nexar_hf
 from sce.data.sources.private import convert_private
@@ -36,6 +37,7 @@ __all__ = [
     "add_prepare_arguments",
     "convert_bddx",
     "convert_comma2k19",
+    "convert_gopro",
     "convert_lingoqa",
     "convert_nexar",
     "convert_nexar_hf",
@@ -89,6 +91,7 @@ SOURCES: dict[str, Callable[..., ConversionReport]] = {
     "private": convert_private,
     "synthetic": convert_synthetic,
     "comma2k19": convert_comma2k19,
+    "gopro": convert_gopro,
 }
 
 
