@@ -645,6 +645,7 @@ def test_registry_and_prepare(tmp_path: Path, tiny_mp4: Path) -> None:
         "private",
         "synthetic",
         "comma2k19",
+        "gopro",
     }
     assert SOURCES["bddx"] is convert_bddx
     root = kaggle_root(tmp_path, tiny_mp4, [[1, 2.0, 1.0, 1]])
