@@ -26,6 +26,7 @@ from sce.data import imu as imu_lib
 from sce.data import video as video_lib
 from sce.data.clip import ClipError, chunk_bounds
 from sce.data.schema import ClipRecord, ManifestError, decode_line, name_record, parse_record
+from sce.data.telemetry_checks import check_telemetry_clocks
 
 # The physical bounds training applies when it loads telemetry (sce.data.imu); validate loads
 # unbounded to report the largest value.
@@ -235,6 +236,7 @@ def check_record(
     check_window_fits(record, duration, before, after, fps, report)
     check_imu(record, duration, report)
     check_gps(record, report)
+    check_telemetry_clocks(record, duration, report)  # device clocks and rates (issue 16)
 
 
 def validate_manifest(

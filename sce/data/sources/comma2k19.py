@@ -219,6 +219,9 @@ def convert_comma2k19(
             "device_clock_zero_s": zero,  # boot-clock time of the first frame
             "frame_rate_hz": measured_rate(frame_times),
             "measured_rate_hz": rates,
+            # u-blox configured at 10 Hz; the IMU's nominal is left to the validator's default
+            # (paper 000's 100 Hz): comma's sensor loop is nominally 100 Hz, it measures 104.3.
+            "nominal_rate_hz": {"gps": 10.0},
         }
         if (folder / "can_speed.csv").is_file():
             metadata["can_speed"] = relative_to(folder / "can_speed.csv", out_manifest.parent)

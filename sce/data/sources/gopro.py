@@ -37,6 +37,10 @@ from sce.data.sources.telemetry_io import (
     write_speed_csv,
 )
 
+# GoPro's GPMF documentation: ACCL/GYRO at 200 Hz, GPS5 at 18 Hz (HERO5 and later, MAX);
+# GPS9 (HERO11+) at 10 Hz. `sce data validate` compares the measured rates with these.
+NOMINAL_IMU_HZ = 200.0
+NOMINAL_GPS_HZ = {"GPS5": 18.0, "GPS9": 10.0}
 GPS_SPEED_COLUMN = 3  # GPS5 / GPS9: latitude, longitude, altitude, 2-D speed, 3-D speed, ...
 GPS9_FIX_COLUMN = 8
 MIN_FIX = 2  # 0 no lock, 2 a 2-D fix, 3 a 3-D fix
@@ -80,6 +84,15 @@ def gps_speed(telemetry: GpmfTelemetry) -> tuple[np.ndarray, np.ndarray] | None:
     speed[fix < MIN_FIX] = np.nan
     keep = increasing_samples(gps.t, f"{key} time stamps")
     return gps.t[keep], speed[keep]
+
+
+def nominal_rates(sensors: dict[str, Sensor]) -> dict[str, float]:
+    """The documented rates of the file's IMU and GPS streams (`metadata.nominal_rate_hz`)."""
+    rates = {"imu": NOMINAL_IMU_HZ}
+    gps = next((k for k in NOMINAL_GPS_HZ if k in sensors), None)
+    if gps is not None:
+        rates["gps"] = NOMINAL_GPS_HZ[gps]
+    return rates
 
 
 def imu_arrays(telemetry: GpmfTelemetry, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -150,6 +163,7 @@ def convert_gopro(
             "measured_rate_hz": {
                 k: sensors[k].rate for k in ("ACCL", "GYRO", "GPS5", "GPS9") if k in sensors
             },
+            "nominal_rate_hz": nominal_rates(sensors),
             "gpmf_orientation": {
                 k: sensors[k].orientation for k in ("ACCL", "GYRO") if sensors[k].orientation
             },
