@@ -17,6 +17,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from sce.data import alignment as alignment_lib
 from sce.data import imu as imu_lib
 from sce.data import video as video_lib
 from sce.data.prompts import Telemetry
@@ -165,8 +166,8 @@ def load_record_imu(record: ClipRecord):
     path = record.path("imu")
     if path is None:
         return None, "no imu file in manifest"
-    try:
-        return imu_lib.load_imu(path), ""
+    try:  # in the vehicle frame: a real device's mounting rotation applied (issue 16)
+        return alignment_lib.align_record_imu(imu_lib.load_imu(path), record), ""
     except (ValueError, OSError) as err:  # ImuError, or UnicodeDecodeError for a binary file
         return None, f"imu unreadable: {err}"
 
@@ -213,14 +214,15 @@ def load_image_sequence(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
 
 @functools.cache
 def plan_code_version() -> str:
-    """Hash of the code that computes a window plan (this module, sce.data.imu, sce.data.video).
+    """Hash of the code that computes a window plan (this module, sce.data.imu, sce.data.video,
+    sce.data.alignment).
 
     Part of every cached plan's key: after any change to the window, event-time or telemetry
     logic, plans cached by the older code are recomputed instead of silently reused (frames stay
     cached: their key does not include it).
     """
     digest = hashlib.sha256()
-    for module in (sys.modules[__name__], imu_lib, video_lib):
+    for module in (sys.modules[__name__], imu_lib, video_lib, alignment_lib):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -314,6 +316,7 @@ def _cached_plan(record: ClipRecord, spec: WindowSpec, cache) -> ClipInputs:
         "imu": _file_key(record.path("imu")),
         "gps": _file_key(record.path("gps")),
         "event_time": record.event_time,
+        "imu_rotation": record.metadata.get("imu_rotation"),
         "clip_start": record.metadata.get("clip_start"),
         "clip_end": record.metadata.get("clip_end"),
         "fps": spec.fps,

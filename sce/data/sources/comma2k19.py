@@ -33,9 +33,12 @@ from __future__ import annotations
 import fractions
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from sce.data.alignment import record_alignment
+from sce.data.imu import GpsSignal, ImuSignal
 from sce.data.schema import LABELS, ClipRecord
 from sce.data.sources.base import (
     DEFAULT_TEST_FRACTION,
@@ -155,9 +158,10 @@ def remux_hevc(source: Path, target: Path, frame_times: np.ndarray) -> Path:
     return target
 
 
-def convert_segment(segment: Path, folder: Path, zero: float) -> dict[str, object]:
+def convert_segment(segment: Path, folder: Path, zero: float, imu_axes: str) -> dict[str, Any]:
     """Write the segment's IMU, GPS and CAN speed CSVs into `folder` on the video time base
-    (boot time - `zero`); returns the measured rates (Hz) for the record's metadata."""
+    (boot time - `zero`); returns metadata: measured rates (Hz) and the mounting rotation
+    (`imu_axes`, see `sce.data.alignment.record_alignment`)."""
     t_acc, accel = load_series(segment / ACCEL, 3)
     t_gyr, gyro = load_series(segment / GYRO, 3)
     if not np.array_equal(t_acc, t_gyr):  # separate sensor events: gyro onto the accel stamps
@@ -170,7 +174,9 @@ def convert_segment(segment: Path, folder: Path, zero: float) -> dict[str, objec
         t_can, can = load_series(segment / CAN_SPEED, 1)
         write_speed_csv(folder / "can_speed.csv", t_can - zero, can[:, 0])
         rates["can_speed"] = measured_rate(t_can)
-    return rates
+    imu = ImuSignal(t_acc - zero, accel[:, :3], gyro[:, :3], str(folder / "imu.csv"))
+    gps = GpsSignal(t_gps - zero, gnss[:, GNSS_SPEED_COLUMN], str(folder / "gps.csv"))
+    return {"measured_rate_hz": rates, **record_alignment(imu, gps, imu_axes)}
 
 
 def convert_comma2k19(
@@ -185,6 +191,7 @@ def convert_comma2k19(
     out_dir: str | Path | None = None,
     label: str = "normal",
     video_name: str = "video.hevc",
+    imu_axes: str = "estimate",
 ) -> ConversionReport:
     """Convert every comma2k19 segment under `root` (see the module docstring).
 
@@ -193,6 +200,9 @@ def convert_comma2k19(
         label: the label of every record ("normal": ordinary driving).
         video_name: the raw stream's file name in each segment folder.
         skip_missing: count and skip segments without their video instead of failing.
+        imu_axes: the mounting: "estimate" (from gravity, GPS speed and the gyro; stored as
+            `metadata.imu_rotation`), "comma_eon" / an explicit mapping such as "x,-y,-z",
+            or "none" (device axes as they are).
     """
     root, out_manifest = Path(root), Path(out_manifest)
     if label not in LABELS:
@@ -212,13 +222,13 @@ def convert_comma2k19(
         frame_times = load_frame_times(segment)
         zero = float(frame_times[0])
         remux_hevc(video, folder / "video.mp4", frame_times - zero)
-        rates = convert_segment(segment, folder, zero)
-        metadata: dict[str, object] = {
+        telemetry = convert_segment(segment, folder, zero, imu_axes)
+        metadata: dict[str, Any] = {
             "route": segment.parent.name,
             "segment": segment.name,
             "device_clock_zero_s": zero,  # boot-clock time of the first frame
             "frame_rate_hz": measured_rate(frame_times),
-            "measured_rate_hz": rates,
+            **telemetry,
             # u-blox configured at 10 Hz; the IMU's nominal is left to the validator's default
             # (paper 000's 100 Hz): comma's sensor loop is nominally 100 Hz, it measures 104.3.
             "nominal_rate_hz": {"gps": 10.0},

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sce.data.alignment import record_alignment
+from sce.data.imu import GpsSignal, ImuSignal
 from sce.data.schema import LABELS, ClipRecord
 from sce.data.sources.base import (
     DEFAULT_TEST_FRACTION,
@@ -122,6 +124,7 @@ def convert_gopro(
     skip_missing: bool = False,
     out_dir: str | Path | None = None,
     label: str = "normal",
+    imu_axes: str = "estimate",
 ) -> ConversionReport:
     """Convert GoPro MP4 files (see the module docstring).
 
@@ -130,6 +133,9 @@ def convert_gopro(
         label: the label of every record.
         skip_missing: count and skip files without a GPMF track (or without ACCL/GYRO)
             instead of failing.
+        imu_axes: the mounting: "estimate" (from gravity, GPS speed and the gyro; stored as
+            `metadata.imu_rotation`), an explicit mapping of the camera's axes such as
+            "z,x,y", or "none".
     """
     root, out_manifest = Path(root), Path(out_manifest)
     if label not in LABELS:
@@ -158,12 +164,15 @@ def convert_gopro(
         else:
             report.notes["no_gps"] += 1
         sensors = telemetry.sensors
+        imu = ImuSignal(t, accel, gyro, str(folder / "imu.csv"))
+        speed = None if gps is None else GpsSignal(*gps)
         metadata = {
             "video_fps": telemetry.video_fps,
             "measured_rate_hz": {
                 k: sensors[k].rate for k in ("ACCL", "GYRO", "GPS5", "GPS9") if k in sensors
             },
             "nominal_rate_hz": nominal_rates(sensors),
+            **record_alignment(imu, speed, imu_axes),
             "gpmf_orientation": {
                 k: sensors[k].orientation for k in ("ACCL", "GYRO") if sensors[k].orientation
             },
