@@ -373,6 +373,7 @@ def infer_clip(
     max_new_tokens: int = 64,
     label_scope: str = "three_class",
     ask_probability: bool = True,
+    imu_axes: str = "none",
 ) -> InferenceResult:
     """Load the clip's event window and telemetry, ask the questions, parse the answers.
 
@@ -382,7 +383,9 @@ def infer_clip(
 
     `spec` is a sce.data.clip.WindowSpec (default: 3 fps, [-4 s, +2 s], 420x240; with
     `spec.scale` a keyframe window whose keyframes are sent as images). `label_scope` "binary"
-    asks the yes/no event question of binary-scope (Nexar) training records.
+    asks the yes/no event question of binary-scope (Nexar) training records. `imu_axes` is the
+    IMU's mounting, as in `sce data prepare` ("none": the CSV is in the vehicle frame already;
+    "estimate"; or a mapping such as "x,-y,-z", see sce.data.alignment).
     Raises InferError for missing files and ClipError for an unreadable video or an event time
     outside the clip.
     """
@@ -393,6 +396,15 @@ def infer_clip(
     if not use_imu:  # video only: the telemetry is not read, not even for the event time
         imu = gps = None
     record = build_record(video, imu, gps, event_time, label_scope)
+    if imu_axes != "none" and record.imu is not None:
+        from sce.data.alignment import AlignmentError, record_alignment
+        from sce.data.imu import load_gps, load_imu
+
+        try:
+            speed = None if record.gps is None else load_gps(record.gps)
+            record.metadata.update(record_alignment(load_imu(record.imu), speed, imu_axes))
+        except (AlignmentError, ValueError) as err:
+            raise InferError(f"--imu-axes {imu_axes!r}: {err}") from err
     clip = load_clip(record, spec)
     questions = tuple(q for q in QUESTIONS if ask_probability or q[1] != "probability")
     # the rate of the frames loaded (a long whole-clip window's is below spec.fps)
@@ -436,6 +448,12 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gps", default=None, help="GPS CSV: t, speed")
     parser.add_argument("--event-time", type=float, default=None, help="seconds from clip start")
     parser.add_argument("--no-imu", action="store_true", help="video only, even with --imu")
+    parser.add_argument(
+        "--imu-axes",
+        default="none",
+        help="IMU mounting: none (CSV already x forward, y left, z up), estimate (from gravity, "
+        "GPS speed and gyro), or a mapping such as x,-y,-z (see sce data prepare)",
+    )
     parser.add_argument("--fps", type=float, default=None, help=RECORDED)
     parser.add_argument("--before", type=float, default=None, help="seconds before the event")
     parser.add_argument("--after", type=float, default=None, help="seconds after the event")
@@ -561,6 +579,7 @@ def infer_command(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens,
             label_scope=args.label_scope,
             ask_probability=record is not None and "probability" in record["tasks"],
+            imu_axes=args.imu_axes,
         )
     except (InferError, ClipError) as err:
         print(f"sce infer: {err}")
