@@ -17,6 +17,7 @@ REGISTRY: list[tuple[str, Callable[[argparse._SubParsersAction], dict[str, Handl
 
 def _data(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     from sce.data.chunking import add_chunk_arguments, chunk_command
+    from sce.data.mining import add_mine_arguments, mine_command
     from sce.data.prefill import add_cache_arguments, cache_command
     from sce.data.preview import add_preview_arguments, preview_command
     from sce.data.sources import add_prepare_arguments, prepare_command
@@ -39,7 +40,11 @@ def _data(sub: argparse._SubParsersAction) -> dict[str, Handler]:
             allow_abbrev=False,  # so --data.x / --model.x overrides pass through untouched
         )
     )
+    add_mine_arguments(
+        data_sub.add_parser("mine-events", help="candidate event windows from long recordings")
+    )
     handlers = {
+        "mine-events": mine_command,
         "prepare": prepare_command,
         "validate": validate_command,
         "chunk": chunk_command,
