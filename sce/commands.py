@@ -21,13 +21,27 @@ def _data(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     from sce.data.prefill import add_cache_arguments, cache_command
     from sce.data.preview import add_preview_arguments, preview_command
     from sce.data.sources import add_prepare_arguments, prepare_command
+    from sce.data.sources.layouts import prepare_epilog
+    from sce.data.sources.private import add_init_arguments, init_command
     from sce.data.validate import add_validate_arguments, validate_command
 
     data = sub.add_parser(
-        "data", help="prepare (convert), chunk, validate, cache or preview a manifest"
+        "data", help="init (own-data layout), prepare (convert), chunk, validate, cache or preview"
     )
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    add_prepare_arguments(data_sub.add_parser("prepare", help="convert a dataset to a manifest"))
+    add_prepare_arguments(
+        data_sub.add_parser(
+            "prepare",
+            help="convert a dataset to a manifest",
+            epilog=prepare_epilog(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    add_init_arguments(
+        data_sub.add_parser(
+            "init", help="write an empty own-data layout: folders, labels.csv, README.txt"
+        )
+    )
     add_validate_arguments(data_sub.add_parser("validate", help="check every record of a manifest"))
     add_chunk_arguments(data_sub.add_parser("chunk", help="cut long videos into short clips"))
     add_cache_arguments(
@@ -46,6 +60,7 @@ def _data(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     handlers = {
         "mine-events": mine_command,
         "prepare": prepare_command,
+        "init": init_command,
         "validate": validate_command,
         "chunk": chunk_command,
         "cache": cache_command,

@@ -31,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sce.data.schema import LABELS, SPLITS, ClipRecord, write_manifest
+from sce.data.splits import fill_empty_splits
 
 IMU_RATE = 100  # Hz
 GRAVITY = 9.81  # m/s^2
@@ -844,7 +845,9 @@ def assign_splits(labels: Sequence[str], fractions: Sequence[float]) -> list[str
     """Stratified split names: each class is divided by `fractions` (train, val, test).
 
     Largest-remainder rounding per class; every split with a positive fraction gets at least one
-    clip of a class that has enough clips (so 9 balanced clips give every split every class).
+    clip of a class that has enough clips (so 9 balanced clips give every split every class),
+    and every such split at least one clip when there are enough clips overall
+    (`sce.data.splits.fill_empty_splits`: 6 clips at 60/20/20 give 3/2/1, not 3/3/0).
     """
     if len(fractions) != len(SPLITS) or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(
@@ -866,7 +869,10 @@ def assign_splits(labels: Sequence[str], fractions: Sequence[float]) -> list[str
         names = [SPLITS[k] for k in range(len(SPLITS)) for _ in range(counts[k])]
         for i, name in zip(idx, names, strict=True):
             out[i] = name
-    return out
+    splits = dict(enumerate(out))
+    asked = [SPLITS[k] for k in positive]
+    fill_empty_splits(splits, dict(enumerate(labels)), range(len(labels)), asked)
+    return [splits[i] for i in range(len(labels))]
 
 
 def _check_args(clips: int, seed: int, duration: float, fps: int, width: int, height: int) -> None:

@@ -26,6 +26,7 @@ from sce.data.schema import (
     parse_record,
     write_manifest,
 )
+from sce.data.splits import empty_split_warning, fill_empty_splits, split_fractions_asked
 
 DEFAULT_VAL_FRACTION = 0.05  # paper 000 uses a 90/5/5 split
 DEFAULT_TEST_FRACTION = 0.05
@@ -51,6 +52,7 @@ class ConversionReport:
     reasons: Counter[str] = field(default_factory=Counter)
     notes: Counter[str] = field(default_factory=Counter)
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (split, label) -> records
+    warnings: list[str] = field(default_factory=list)  # printed last by `summary`
 
     def skip(self, reason: str) -> None:
         """Count one skipped source unit."""
@@ -81,6 +83,7 @@ class ConversionReport:
         lines.append(f"skipped {self.n_skipped}" + _format_counter(self.reasons))
         if self.notes:
             lines.append("notes" + _format_counter(self.notes))
+        lines += [f"warning: {text}" for text in self.warnings]
         return "\n".join(lines)
 
 
@@ -167,20 +170,26 @@ def assign_splits(
 
     Within each label the groups are sorted, shuffled with `Random(f"{seed}:{label}")`, and the
     first round(n * test_fraction) go to test, the next round(n * val_fraction) to val, the rest
-    to train (round half up). One label's assignment does not depend on the other labels.
+    to train (round half up). One label's assignment does not depend on the other labels,
+    except on small sets: a split with a positive fraction that comes out empty takes one group
+    when there are at least as many groups as asked splits (`sce.data.splits.fill_empty_splits`:
+    6 clips at 90/5/5 give train 4, val 1, test 1 instead of 6, 0, 0).
     """
     check_fractions(val_fraction, test_fraction)
     by_label: dict[str, list[str]] = defaultdict(list)
     for group, label in groups.items():
         by_label[label].append(group)
     result: dict[str, str] = {}
+    order: list[str] = []
     for label, members in sorted(by_label.items()):
         members.sort()
         random.Random(f"{seed}:{label}").shuffle(members)
+        order += members
         n_test = math.floor(len(members) * test_fraction + 0.5)
         n_val = min(math.floor(len(members) * val_fraction + 0.5), len(members) - n_test)
         for i, group in enumerate(members):
             result[group] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    fill_empty_splits(result, groups, order, split_fractions_asked(val_fraction, test_fraction))
     return result
 
 
@@ -255,6 +264,11 @@ def finish(
         report.counts[(record.split, record.label)] += 1
     write_manifest(rows, report.manifest)
     report.n_records = len(rows)
+    if split is None:  # a forced split empties the others on purpose
+        per_split = Counter(record.split for record in records)
+        asked = split_fractions_asked(val_fraction, test_fraction)
+        if warning := empty_split_warning(per_split, asked):
+            report.warnings.append(warning)
     return report
 
 

@@ -1,0 +1,74 @@
+"""`sce data prepare --help`: one epilog paragraph per source, read from the converters.
+
+Each paragraph is the converter's first docstring line, the layout block of its module
+docstring (the `::` block naming the converter, else the module's only or first one) and its
+`-o KEY=VALUE` options with their defaults, so a new converter documents itself here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+import textwrap
+from collections.abc import Callable
+
+# The common arguments every converter takes (flags of `sce data prepare`), not `-o` options.
+COMMON = ("root", "out_manifest", "split", "seed", "val_fraction", "test_fraction", "skip_missing")
+
+
+def layout_block(module_doc: str, function_name: str) -> list[str]:
+    """The indented lines after the layout's `::` header ("Layout::", "Kaggle layout
+    (`convert_nexar`)::") that names `function_name` or, when no header names a converter, the
+    first one, in a module docstring."""
+    lines = module_doc.splitlines()
+    headers = [
+        i
+        for i, line in enumerate(lines)
+        if line.rstrip().endswith("::") and "layout" in line.lower()
+    ]
+    named = [i for i in headers if f"`{function_name}`" in lines[i]]
+    if not named and any("`convert_" in lines[i] for i in headers):
+        return []
+    chosen = (named or headers)[:1]
+    block: list[str] = []
+    for line in lines[chosen[0] + 1 :] if chosen else []:
+        if line.strip() and not line.startswith(" "):
+            break
+        block.append(line.rstrip())
+    return textwrap.dedent("\n".join(line for line in block if line)).splitlines()
+
+
+def source_options(converter: Callable) -> list[str]:
+    """`KEY=DEFAULT` for each source-specific keyword option of a converter."""
+    options = []
+    for name, param in inspect.signature(converter).parameters.items():
+        if name in COMMON or param.kind is not inspect.Parameter.KEYWORD_ONLY:
+            continue
+        options.append(f"{name}={param.default!r}")
+    return options
+
+
+def source_help(name: str, converter: Callable) -> str:
+    """The epilog paragraph of one source."""
+    summary = (inspect.getdoc(converter) or "").split("\n", 1)[0]
+    summary = re.sub(r"\s*\(see the module docstring[^)]*\)", "", summary)
+    module_doc = inspect.getdoc(sys.modules[converter.__module__]) or ""
+    lines = [f"--source {name}: {summary}"]
+    lines += [f"    {line}" for line in layout_block(module_doc, converter.__name__)]
+    options = source_options(converter)
+    if options:
+        lines.append(f"    -o options: {', '.join(options)}")
+    return "\n".join(lines)
+
+
+def prepare_epilog() -> str:
+    """Every registered source's layout and options (`sce data prepare --help`)."""
+    from sce.data.sources import SOURCES
+
+    paragraphs = [source_help(name, converter) for name, converter in SOURCES.items()]
+    own = (
+        "Own data: `sce data init --source private DIR` writes the private layout with a "
+        "README.txt\nexplaining every column and unit (README.md: 'Bring your own data')."
+    )
+    return "sources:\n\n" + "\n\n".join([*paragraphs, own])
