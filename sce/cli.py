@@ -159,6 +159,38 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_errors() -> tuple[type[Exception], ...]:
+    """The errors sce.data raises for bad input; each message names the sample and file."""
+    from sce.data.clip import ClipError
+    from sce.data.collate import SequenceTooLongError
+    from sce.data.imu import ImuError
+    from sce.data.schema import ManifestError
+    from sce.data.video import VideoError, WindowError
+
+    return (ManifestError, ClipError, ImuError, VideoError, WindowError, SequenceTooLongError)
+
+
+def _report_data_error(command: str, err: Exception) -> int:
+    """Print a data error as its message plus where it was raised (exit 2); SCE_TRACEBACK=1
+    re-raises it with the whole traceback."""
+    import os
+    import traceback
+
+    if os.environ.get("SCE_TRACEBACK"):
+        raise err
+    frame = traceback.extract_tb(err.__traceback__)[-1]
+    # An error raised in a DataLoader worker is re-raised with the worker's traceback in its
+    # message; its last line is the original "module.ClassName: message".
+    message = str(err).strip().splitlines()[-1] if "Original Traceback" in str(err) else str(err)
+    print(f"sce {command}: data error ({type(err).__name__}): {message}", file=sys.stderr)
+    print(
+        f"  raised at {frame.filename}:{frame.lineno} in {frame.name}; "
+        "SCE_TRACEBACK=1 shows the traceback",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     parser = argparse.ArgumentParser(
         prog="sce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -233,7 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         import lightning.pytorch  # noqa: F401  (its log handlers exist from import on)
 
         quiet_known_noise()
-        run_lightning_cli(argv)
+        try:
+            run_lightning_cli(argv)
+        except _data_errors() as err:  # bad data: the cause in a few lines, not ~30 frames
+            return _report_data_error(argv[0], err)
         return 0
     parser, handlers = build_parser()
     args, extra = parser.parse_known_args(argv)

@@ -42,7 +42,13 @@ def _data(sub: argparse._SubParsersAction) -> dict[str, Handler]:
             "init", help="write an empty own-data layout: folders, labels.csv, README.txt"
         )
     )
-    add_validate_arguments(data_sub.add_parser("validate", help="check every record of a manifest"))
+    add_validate_arguments(
+        data_sub.add_parser(
+            "validate",
+            help="check every record of a manifest (--config X: as sce fit would use it)",
+            allow_abbrev=False,  # so --data.x / --model.x overrides pass through untouched
+        )
+    )
     add_chunk_arguments(data_sub.add_parser("chunk", help="cut long videos into short clips"))
     add_cache_arguments(
         data_sub.add_parser("cache", help="decode a config's windows into its cache")

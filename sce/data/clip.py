@@ -269,7 +269,15 @@ def plan_window(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
     gps, gps_reason = _load_gps(record)
     if imu is not None:
         # the chunk's span bounds the telemetry as it bounds the frames
-        synced = imu_lib.synchronize(imu, gps, times, fps, anchor=spec.anchor, span=(start, end))
+        try:
+            synced = imu_lib.synchronize(
+                imu, gps, times, fps, anchor=spec.anchor, span=(start, end)
+            )
+        except ValueError as err:  # an IMU slower than the frame rate: time stamps in ms?
+            raise ClipError(
+                f"sample {record.id!r}: file {record.path('imu')}: {err} (column 't' in ms? "
+                "expected seconds from the clip start)"
+            ) from err
         if gps is not None and synced.speed is None:
             gps_reason = f"gps unusable: {synced.gps_reason}"
         if synced.available:

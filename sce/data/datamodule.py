@@ -157,7 +157,10 @@ class SceDataModule(L.LightningDataModule):
             allowed_roots=hp.allowed_roots,
         )
         if not records:
-            raise ManifestError(f"{self.manifest}: no records in split {split!r}")
+            raise ManifestError(
+                f"{self.manifest}: no records in split {split!r} (sce data validate "
+                f"{self.manifest} lists the records per split and class)"
+            )
         bad = [r.problem for r in records if r.problem]
         if bad:  # only under on_bad_sample=skip: load_manifest raises otherwise
             rank_zero_warn(

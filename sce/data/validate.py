@@ -14,6 +14,7 @@ fit their span (a chunk's [clip_start, clip_end], else the video): `window_shrun
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -25,8 +26,16 @@ from tqdm import tqdm
 from sce.data import imu as imu_lib
 from sce.data import video as video_lib
 from sce.data.clip import ClipError, chunk_bounds
-from sce.data.schema import ClipRecord, ManifestError, decode_line, name_record, parse_record
-from sce.data.telemetry_checks import check_telemetry_clocks
+from sce.data.schema import (
+    ALL_LABELS,
+    SPLITS,
+    ClipRecord,
+    ManifestError,
+    decode_line,
+    name_record,
+    parse_record,
+)
+from sce.data.telemetry_checks import check_telemetry_clocks, clock_stats
 
 # The physical bounds training applies when it loads telemetry (sce.data.imu); validate loads
 # unbounded to report the largest value.
@@ -46,6 +55,10 @@ class ValidationReport:
     note_examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     # Manifest line of each parsed record's id: examples name both ("line 3, id 'clip_b'").
     lines: dict[str, int] = field(default_factory=dict)
+    # Findings about the manifest as a whole (splits, task weights) that do not fail the check.
+    warnings: list[str] = field(default_factory=list)
+    # The records per (split, label), printed as a table.
+    split_counts: Counter = field(default_factory=Counter)
 
     def note(self, sample: str, note: str, detail: str = "") -> None:
         self.notes[note] += 1
@@ -60,6 +73,13 @@ class ValidationReport:
         if len(self.examples[problem]) < 3:
             self.examples[problem].append(self._example(sample, detail))
 
+    def add_dataset(self, problem: str, detail: str) -> None:
+        """Count a problem of the manifest as a whole (an empty split, a task weight no record
+        serves): an error that names no single record."""
+        self.problems[problem] += 1
+        if len(self.examples[problem]) < 3:
+            self.examples[problem].append(detail)
+
     def _example(self, sample: str, detail: str) -> str:
         if sample in self.lines:
             sample = name_record(f"line {self.lines[sample]}", sample)
@@ -70,17 +90,41 @@ class ValidationReport:
         return not self.problems
 
     def table(self) -> str:
+        """The problems with counts and examples, then the notes."""
         return "\n".join([self._problem_table(), *self._note_lines()])
+
+    def overview(self) -> str:
+        """Records per split and class, then the warnings (printed before `table`)."""
+        return "\n".join([*self._split_lines(), *(f"warning: {w}" for w in self.warnings)])
 
     def _problem_table(self) -> str:
         if self.ok:
-            return f"{self.records} records checked: no problems"
+            warned = f"; {len(self.warnings)} warning(s) above" if self.warnings else ""
+            return f"{self.records} records checked: no problems{warned}"
         width = max(len(p) for p in self.problems)
         lines = [f"{'problem':<{width}}  count  examples", "-" * (width + 40)]
         for problem, count in self.problems.most_common():
             lines.append(f"{problem:<{width}}  {count:>5}  {'; '.join(self.examples[problem])}")
         lines.append(f"{len(self.bad_records)} of {self.records} records have problems")
         return "\n".join(lines)
+
+    def _split_lines(self) -> list[str]:
+        """Records per split and class, the table `sce data prepare` prints."""
+        if not self.split_counts:
+            return []
+        labels = [c for c in ALL_LABELS if any(label == c for _, label in self.split_counts)]
+        rows = [["split", *labels, "total"]]
+        for split in SPLITS:
+            cells = [self.split_counts[(split, label)] for label in labels]
+            rows.append([split, *map(str, cells), str(sum(cells))])
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        return [
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+            for row in rows
+        ]
 
     def _note_lines(self) -> list[str]:
         return [
@@ -89,7 +133,45 @@ class ValidationReport:
         ]
 
 
-def check_imu(record: ClipRecord, duration: float, report: ValidationReport) -> None:
+CLOCK_HINT = "timestamps in ms, or epoch seconds? expected seconds from the clip start"
+
+
+def telemetry_clock_problems(
+    t: np.ndarray, duration: float, kind: str, fps: float | None = None
+) -> list[tuple[str, str]]:
+    """(problem, detail) pairs for the clock mistakes that break or silently degrade training
+    and that `sce.data.telemetry_checks.check_telemetry_clocks` (no overlap with the video,
+    late start, rate off nominal, jitter; run beside this) lets through:
+
+    - a span more than twice the video plus 1 s: a 100 Hz file stamped in ms spans 1,000x its
+      video yet overlaps it from t = 0, so no overlap check sees it;
+    - for the IMU, a rate below the frame rate `fps`: each frame's block needs
+      W = floor(fs / fps) >= 1 samples, and training stops on the clip.
+    """
+    stats = clock_stats(t)
+    problems: list[tuple[str, str]] = []
+    length = stats.end - stats.start
+    if length > 2.0 * duration + 1.0:
+        detail = f"t {stats.start:.3f} to {stats.end:.3f} s ({length:.1f} s) for a {duration:.2f} s video"
+        problems.append((f"{kind} time span far longer than the video", f"{detail}: {CLOCK_HINT}"))
+    if kind == "imu" and fps is not None and stats.median_rate < fps:
+        detail = f"{stats.median_rate:.3g} Hz < {fps:g} fps (each frame needs an IMU sample)"
+        problems.append(("imu rate below the frame rate", f"{detail}: {CLOCK_HINT}"))
+    return problems
+
+
+def report_clock(
+    record: ClipRecord, t: np.ndarray, duration: float, kind: str, fps: float | None,
+    report: ValidationReport,
+) -> None:  # fmt: skip
+    """Add `telemetry_clock_problems` of one file to the report, naming the file."""
+    for problem, text in telemetry_clock_problems(t, duration, kind, fps):
+        report.add(record.id, problem, f"{record.path(kind)}: {text}")
+
+
+def check_imu(
+    record: ClipRecord, duration: float, report: ValidationReport, fps: float | None = None
+) -> None:
     path = record.path("imu")
     if path is None:
         return
@@ -109,11 +191,12 @@ def check_imu(record: ClipRecord, duration: float, report: ValidationReport) -> 
     nan_rows = int((np.isnan(imu.accel).any(axis=1) | np.isnan(imu.gyro).any(axis=1)).sum())
     if nan_rows:
         report.add(record.id, "imu has NaN samples", f"{nan_rows} rows")
-    if imu.t[-1] < duration - 1.0:
+    if imu.t[-1] < duration - 1.0 and imu.t[0] < duration:  # else: the clock is wrong
         report.add(record.id, "imu shorter than video", f"{imu.t[-1]:.1f} s of {duration:.1f} s")
+    report_clock(record, imu.t, duration, "imu", fps, report)
 
 
-def check_gps(record: ClipRecord, report: ValidationReport) -> None:
+def check_gps(record: ClipRecord, report: ValidationReport, duration: float | None = None) -> None:
     path = record.path("gps")
     if path is None:
         return
@@ -127,6 +210,8 @@ def check_gps(record: ClipRecord, report: ValidationReport) -> None:
     speed = gps.speed[np.isfinite(gps.speed)]
     if speed.size and speed.max() > MAX_SPEED:
         report.add(record.id, "gps speed out of range (km/h?)", f"max {speed.max():.1f}")
+    if duration is not None:
+        report_clock(record, gps.t, duration, "gps", None, report)
 
 
 def _image_sequence(data: object) -> bool:
@@ -234,9 +319,37 @@ def check_record(
             record.id, "event_time outside clip", f"{record.event_time:.2f} s of {duration:.2f} s"
         )
     check_window_fits(record, duration, before, after, fps, report)
-    check_imu(record, duration, report)
-    check_gps(record, report)
+    check_imu(record, duration, report, fps)
+    check_gps(record, report, duration)
     check_telemetry_clocks(record, duration, report)  # device clocks and rates (issue 16)
+
+
+def check_splits(records: list[ClipRecord], report: ValidationReport, for_fit: bool) -> None:
+    """Records per (split, label). An empty train or val split beside records in the other is
+    an error `for_fit` (`sce data validate --config`: `sce fit` stops on it), else a warning (a
+    manifest may serve labeling or evaluation only); an empty test split and a split that lacks
+    a class the manifest has (never trained on, or no per-class metric there) are warnings."""
+    report.split_counts.update((r.split, r.label) for r in records)
+    per_split = Counter(r.split for r in records)
+    shown = ", ".join(f"{split} {per_split[split]}" for split in SPLITS)
+    for empty, other in (("val", "train"), ("train", "val")):
+        if per_split[other] and not per_split[empty]:
+            detail = f"no {empty} records ({shown}): sce fit needs {empty} records"
+            if for_fit:
+                report.add_dataset("split empty", detail)
+            else:
+                report.warnings.append(f"split {empty!r} is empty: {detail}")
+    if per_split["train"] and not per_split["test"]:
+        report.warnings.append(f"split 'test' is empty ({shown}): sce test needs test records")
+    labels = Counter(r.label for r in records)
+    for split in SPLITS:
+        have = {r.label for r in records if r.split == split}
+        missing = [label for label in ALL_LABELS if labels[label] and label not in have]
+        if have and missing:
+            counts = ", ".join(f"{label} {labels[label]}" for label in missing)
+            report.warnings.append(
+                f"split {split!r} has no {' / '.join(missing)} record (manifest: {counts})"
+            )
 
 
 def validate_manifest(
@@ -245,10 +358,15 @@ def validate_manifest(
     after: float = 2.0,
     decode: bool = True,
     fps: float = 3.0,
+    datamodule=None,
 ) -> ValidationReport:
-    """Check every line of a manifest; never stops at the first problem."""
+    """Check every line of a manifest, then its splits; never stops at the first problem.
+
+    With `datamodule` (the SceDataModule `sce fit` builds, `sce data validate --config`) also
+    what training will do with each record (`check_training_plan`)."""
     path = Path(path)
     report = ValidationReport()
+    records: list[ClipRecord] = []
     lines = path.read_bytes().split(b"\n")
     for line_no, raw in enumerate(tqdm(lines, desc="validate", unit="clip"), start=1):
         if not raw.strip():
@@ -275,25 +393,141 @@ def validate_manifest(
             report.add(name_record(where, record.id), "schema: duplicate id", first)
             continue
         report.lines[record.id] = line_no
+        records.append(record)
         check_record(record, report, before, after, decode, fps)
+    check_splits(records, report, for_fit=datamodule is not None)
+    if datamodule is not None:
+        check_training_plan(records, datamodule, report)
     return report
 
 
+# --------------------------------------------------------------------- --config: training
+def check_training_plan(records: list[ClipRecord], datamodule, report: ValidationReport) -> None:
+    """What `sce fit` with this data module does with each record: its window plan
+    (`sce.data.clip.plan_window`: window times, frame indices, event time, telemetry sync; the
+    video is opened for its duration only, never decoded) at every window scale, and which
+    tasks its task weights and evaluation tasks can find. Records that already have a problem
+    are not planned again."""
+    from sce.data.clip import plan_window
+
+    hparams = datamodule.hparams
+    check_loadable(datamodule, report)
+    scales = list(hparams.window_scales or [None])
+    for record in records:
+        if record.id in report.bad_records or record.metadata.get("frames"):
+            continue
+        for scale in scales:
+            spec = dataclasses.replace(datamodule.spec, scale=scale)
+            try:
+                plan = plan_window(record, spec)
+            except Exception as err:  # what training would stop on: ClipError, or a crash
+                report.add(record.id, "window plan fails (sce fit stops here)", str(err))
+                break
+            if record.imu is not None and plan.telemetry is None:
+                report.add(record.id, "imu dropped by the window plan", plan.imu_reason)
+            if record.gps is not None and plan.gps_reason:
+                report.add(record.id, "gps dropped by the window plan", plan.gps_reason)
+    check_tasks(records, hparams.task_weights, hparams.eval_tasks, report)
+
+
+def check_loadable(datamodule, report: ValidationReport) -> None:
+    """The load `sce fit` runs per split (data.allowed_roots, data.on_bad_sample)."""
+    from sce.data.schema import load_manifest
+
+    hparams = datamodule.hparams
+    try:
+        load_manifest(
+            datamodule.manifest,
+            on_bad_sample=hparams.on_bad_sample,
+            allowed_roots=hparams.allowed_roots,
+        )
+    except ManifestError as err:
+        report.add_dataset("manifest load fails (sce fit stops here)", str(err))
+
+
+def check_tasks(
+    records: list[ClipRecord],
+    task_weights: dict[str, float] | None,
+    eval_tasks: list[str],
+    report: ValidationReport,
+) -> None:
+    """An error for each task with a training weight that no train record can serve and each
+    evaluation task no val record can be asked (e.g. a caption weight without captions)."""
+    from sce.data.prompts import available_tasks, evaluation_tasks
+
+    asked = {
+        ("train", "data.task_weights", available_tasks): {
+            task: weight for task, weight in (task_weights or {"mcq": 1.0}).items() if weight > 0
+        },
+        ("val", "data.eval_tasks", evaluation_tasks): {task: None for task in eval_tasks},
+    }
+    for (split, option, serves), tasks in asked.items():
+        chosen = [r for r in records if r.split == split]
+        for task in tasks if chosen else ():
+            if not any(task in serves(r.label, r.annotations, r.label_scope) for r in chosen):
+                weight = "" if tasks[task] is None else f" = {tasks[task]:g}"
+                report.add_dataset(
+                    f"{option}: no record serves the task",
+                    f"{option} {task!r}{weight}, but none of the {len(chosen)} {split} records "
+                    f"has annotations.{task}",
+                )
+
+
 def add_validate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("manifest", help="manifest.jsonl to check")
-    parser.add_argument("--before", type=float, default=4.0, help="seconds before the event (4)")
-    parser.add_argument("--after", type=float, default=2.0, help="seconds after the event (2)")
-    parser.add_argument("--fps", type=float, default=3.0, help="window frame rate (3)")
+    parser.description = (
+        "Check every record of a manifest. With --config, check it as `sce fit` would use it: "
+        "arguments other than these go to the `sce fit` parser (--data.manifest=M, --data.fps=5)."
+    )
+    parser.add_argument("manifest", nargs="?", help="manifest.jsonl (default with --config: "
+                        "the config's data.manifest)")  # fmt: skip
+    parser.add_argument(
+        "--config", default=None, help="experiment YAML: check what `sce fit` would do with it"
+    )
+    parser.add_argument("--before", type=float, default=None, help="seconds before the event (4)")
+    parser.add_argument("--after", type=float, default=None, help="seconds after the event (2)")
+    parser.add_argument("--fps", type=float, default=None, help="window frame rate (3)")
     parser.add_argument("--no-decode", action="store_true", help="skip decoding test frames")
+    parser.set_defaults(config_overrides=[])
     return parser
 
 
 def validate_command(args: argparse.Namespace) -> int:
-    if not Path(args.manifest).is_file():
-        print(f"manifest not found: {args.manifest}")
+    datamodule = None
+    window = {"before": args.before, "after": args.after, "fps": args.fps}
+    config, overrides = getattr(args, "config", None), getattr(args, "config_overrides", [])
+    if config:
+        if any(value is not None for value in window.values()):
+            print("sce data validate: with --config, set the window as sce fit does "
+                  "(--data.before=..., --data.after=..., --data.fps=...)")  # fmt: skip
+            return 2
+        datamodule = config_datamodule(config, args.manifest, overrides)
+        spec = datamodule.spec
+        window = {"before": spec.before, "after": spec.after, "fps": spec.fps}
+        manifest = datamodule.manifest
+    elif overrides:
+        print(f"sce data validate: unrecognized arguments (without --config): "
+              f"{' '.join(overrides)}")  # fmt: skip
         return 2
-    report = validate_manifest(
-        args.manifest, args.before, args.after, decode=not args.no_decode, fps=args.fps
-    )
-    print(report.table())
+    else:
+        manifest = args.manifest
+        window = {"before": 4.0, "after": 2.0, "fps": 3.0} | {
+            k: v for k, v in window.items() if v is not None
+        }
+    if not manifest or not Path(manifest).is_file():
+        print(f"manifest not found: {manifest}")
+        return 2
+    report = validate_manifest(manifest, decode=not args.no_decode, datamodule=datamodule, **window)
+    print("\n".join(text for text in (report.overview(), report.table()) if text))
     return 0 if report.ok else 1
+
+
+def config_datamodule(config: str, manifest: str | None, overrides: list[str]):
+    """The SceDataModule `sce fit --config CONFIG [overrides]` builds (sce.cli's parser); a
+    positional manifest is `--data.manifest=MANIFEST` (so `--data.manifest M` works as well)."""
+    from sce.cli import datamodule_from_cli
+
+    overrides = list(overrides)
+    if manifest is not None:
+        overrides = [o for o in overrides if o != "--data.manifest"]
+        overrides.append(f"--data.manifest={manifest}")
+    return datamodule_from_cli(["--config", config, *overrides])
