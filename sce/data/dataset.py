@@ -11,9 +11,14 @@ question (paper 001's reasoning mode) is asked of every record, also without a r
 (`sce.data.prompts.evaluation_tasks`); such items are scored by generation only and left out of
 the validation loss (`loss_view`).
 
-Training items draw their choices (IMU dropout, which VQA pair) from torch's RNG, per epoch and
-worker. Evaluation items draw theirs from a seed derived from (eval_seed, record id, task, IMU
-setting, scale): the same question every epoch and run, and the global RNG is never touched.
+Every random choice of a sample (IMU dropout, which VQA pair) comes from one seeded
+`random.Random`, never from a process's global RNG. A training item fetched through the
+training sampler (`ClassResampler`) draws from the seed its `SampleIndex` carries, a pure
+function of (data.seed, epoch, position in the epoch): the same prompt whichever DataLoader
+worker builds it, with any number of workers, and after a mid-epoch resume. (A training item
+fetched by a plain int, outside the sampler, draws its seed from torch's RNG.) Evaluation
+items draw from a seed derived from (eval_seed, record id, task, IMU setting, scale): the
+same question every epoch and run, and the global RNG is never touched.
 """
 
 from __future__ import annotations
@@ -181,6 +186,8 @@ class SceDataset(Dataset):
         return self._subsets[key]
 
     def __getitem__(self, index: int) -> Sample | None:
+        """The sample of item `index` (an int, or the sampler's `SampleIndex`, whose
+        `draw_seed` seeds a training item's random choices); None for a skipped bad sample."""
         item = self.items[index]
         record = self.records[item.record]
         if record.problem:  # malformed annotations, kept by load_manifest(on_bad_sample="skip")
@@ -188,16 +195,18 @@ class SceDataset(Dataset):
                 return None
             raise ManifestError(record.problem)
         try:
-            return self._build(item, record, self._rng(item, record))
+            return self._build(item, record, self._rng(index, item, record))
         except ClipError:
             if self.on_bad_sample == "skip":
                 return None
             raise
 
-    def _rng(self, item: Item, record: ClipRecord) -> random.Random:
-        """Training: a fresh draw from torch's RNG. Evaluation: fixed by the item itself."""
+    def _rng(self, index: int, item: Item, record: ClipRecord) -> random.Random:
+        """Training: seeded by the sampler's per-sample seed (`SampleIndex.draw_seed`), or a
+        fresh draw from torch's RNG for a plain index. Evaluation: fixed by the item itself."""
         if item.imu == "train":
-            return random.Random(_draw_seed())
+            seed = getattr(index, "draw_seed", None)
+            return random.Random(_draw_seed() if seed is None else seed)
         return random.Random(
             stable_seed(self.eval_seed, record.id, item.task, item.imu, item.scale)
         )
@@ -253,6 +262,7 @@ class SceDataset(Dataset):
 
 
 def _draw_seed() -> int:
-    """Per-draw seed from torch's RNG: seeded by Lightning's seed_everything in the main process
-    and per worker by the DataLoader, so runs are reproducible and workers differ."""
+    """Seed of a training item fetched by a plain index (not through `ClassResampler`), from
+    torch's RNG: reproducible under torch.manual_seed, but it depends on the process drawing
+    it (a DataLoader worker's generator), so only sampler-keyed draws survive a resume exactly."""
     return int(torch.randint(0, 2**31 - 1, ()).item())

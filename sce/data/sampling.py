@@ -19,6 +19,12 @@ x2"). An integer count is exact in every epoch; a fractional one is rounded up o
 counts, shuffles it from (seed, epoch), splits it across ranks and can resume in the middle of
 an epoch.
 
+Every index it yields is a `SampleIndex`: the dataset index, carrying `draw_seed`, the seed of
+that sample's random choices (IMU dropout, question choice), a pure function of (seed, epoch,
+position in the epoch) (`draw_seed`). The dataset draws from it instead of a process's RNG, so
+a sample's prompt is the same whichever worker builds it, however many workers there are, and
+after a mid-epoch resume.
+
 Using it with Lightning
 -----------------------
 - Pass the sampler to the training `DataLoader` (`sampler=...`) and create the Trainer with
@@ -48,6 +54,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from sce.data.prompts import TASKS
 from sce.data.schema import ALL_LABELS, LABELS, ClipRecord
+from sce.data.subset import stable_seed
 
 ANY_TASK = "*"  # the task of items built without one (a plain list of labels)
 Factors = Mapping[str, "float | Mapping[str, float]"]
@@ -135,6 +142,33 @@ def _group_items(tasks: Sequence[str], labels: Sequence[str]) -> dict[tuple[str,
 
 
 _ROUNDING_STREAM = 1  # seeds the per-epoch rounding offset apart from the item draws
+_DRAW_STREAM = "sample-draw"  # keeps the per-sample seeds apart from any other stable_seed use
+
+
+def draw_seed(seed: int, epoch: int, position: int) -> int:
+    """Seed of the random choices of the sample at `position` (0-based, in the epoch list all
+    ranks share) of `epoch`: the same in every process, worker and run. Keyed by position, not
+    dataset index, so the copies of an up-sampled item draw independently."""
+    return stable_seed(_DRAW_STREAM, seed, epoch, position)
+
+
+class SampleIndex(int):
+    """A dataset index (an int everywhere an index is expected) carrying `draw_seed`, the seed of
+    its sample's random choices (`SceDataset` reads it). Pickles with its seed, so it reaches
+    DataLoader workers intact."""
+
+    draw_seed: int
+
+    def __new__(cls, index: int, draw_seed: int) -> SampleIndex:
+        obj = super().__new__(cls, index)
+        obj.draw_seed = draw_seed
+        return obj
+
+    def __reduce__(self) -> tuple[type, tuple[int, int]]:
+        return (SampleIndex, (int(self), self.draw_seed))
+
+    def __repr__(self) -> str:
+        return f"SampleIndex({int(self)}, draw_seed={self.draw_seed})"
 
 
 def _points_below(x: float, offset: float) -> int:
@@ -165,6 +199,10 @@ class ClassResampler(Sampler[int]):
     per epoch with mean exactly f*n (`epoch_counts`). Classes missing from `factors` keep factor
     1; 0 drops a class. Everything random is drawn from numpy's generator seeded with
     (seed, epoch), identical on every rank. `shuffle=False` keeps dataset-index order.
+
+    Iterating yields `SampleIndex`es: each index carries `draw_seed(seed, epoch, position)`,
+    position being its place in the epoch list shared by all ranks (padding included), from
+    which the dataset draws the sample's own random choices.
 
     Distributed: the epoch list (length N) is padded by repeating its start up to a multiple of
     `num_replicas` (or truncated to one with `drop_last=True`), and rank r takes positions
@@ -386,10 +424,11 @@ class ClassResampler(Sampler[int]):
         epoch, start = self.epoch, self._consumed if self._resume else 0
         self._resume, self._consumed = False, start
         self._iter_origin = origin = (epoch, start)
+        step = self.num_replicas
         try:
-            for index in self.rank_indices(epoch)[start:]:
+            for local, index in enumerate(self.rank_indices(epoch)[start:], start):
                 self._consumed += 1
-                yield index
+                yield SampleIndex(index, draw_seed(self.seed, epoch, self.rank + local * step))
         finally:
             if self._iter_origin is origin:  # an abandoned older iterator must not clear it
                 self._iter_origin = None
