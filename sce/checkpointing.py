@@ -21,19 +21,24 @@ Writing
 Exact mid-epoch resume (`resume_callbacks()`)
     - `SamplerStateCallback` (sce.data.sampling) stores the ClassResampler's position, so the
       resumed epoch yields exactly the samples not yet trained on.
+    - Per-sample randomness (IMU dropout, question choice) is seeded by the sampler: each
+      index it yields carries a seed that is a pure function of (data.seed, epoch,
+      position in the epoch) (`sce.data.sampling.SampleIndex`), so a sample's prompt does not
+      depend on which DataLoader worker builds it, on the number of workers, or on a resume.
+      The DataLoaders draw their workers' base seeds from their own generator, never from the
+      global one.
     - `RNGStateCallback` stores torch (CPU and CUDA), numpy and Python `random` states, which
-      Lightning does not checkpoint. Per-sample randomness (IMU dropout, task draw via the
-      dataset's `_draw_seed`) and NEFTune noise come from torch's global generator, so without
-      it a resumed run draws other prompts and other noise. The state is restored in
-      `on_train_start`, after Lightning has created the training DataLoader iterator (whose
-      creation consumes one draw for its base seed), i.e. at the same point of the random stream
-      as after the saved batch. Validation and the sanity check are made RNG-neutral: the state
-      from before them is put back afterwards, so evaluating does not change training draws.
-    Exact, to the bit, holds with `num_workers=0` and a sized DataLoader (Lightning then does
-    not prefetch ahead). With worker processes, each worker's generator is seeded from the
-    iterator's base seed; a resumed epoch is then reproducible but draws other per-sample
-    randomness than the uninterrupted one (making it exact would need per-sample seeds derived
-    from (seed, epoch, position) in the dataset).
+      Lightning does not checkpoint: NEFTune noise (and adapter dropout) come from torch's
+      global generator in the training process, so without it a resumed run draws other
+      noise. The state is restored in `on_train_start`. Validation and the sanity check are
+      made RNG-neutral: the state from before them is put back afterwards, so evaluating does
+      not change training draws.
+    - `EpochAggregatesCallback` stores the running epoch aggregates of the training logs
+      (train/loss_epoch, data/train_* counts, ...) and folds them back after a mid-epoch
+      resume, so the resumed epoch logs the values of the uninterrupted run.
+    Resumed step losses and epoch values are bitwise those of the uninterrupted run, with
+    `num_workers=0` or any number of workers, for a checkpoint in the middle or at the end of
+    an epoch (tests/test_checkpoint_resume.py), on the same machine and world size.
 """
 
 from __future__ import annotations
@@ -371,24 +376,179 @@ class RNGStateCallback(Callback):
             set_rng_states(held)
 
 
+# ---------------------------------------------------------------------------- epoch aggregates
+
+_META_FIELDS = (
+    "fx",
+    "name",
+    "prog_bar",
+    "logger",
+    "on_step",
+    "on_epoch",
+    "enable_graph",
+    "add_dataloader_idx",
+    "dataloader_idx",
+    "metric_attribute",
+)
+
+
+def _training_results(trainer: Trainer) -> Any:
+    """The training loop's result collection (`self.log` values of training hooks), also while
+    validation runs."""
+    return trainer.fit_loop.epoch_loop._results
+
+
+def collect_epoch_aggregates(results: Any) -> dict[str, dict[str, Any]]:
+    """The running state of every epoch-level tensor value logged in this epoch so far: its
+    `self.log` arguments, running value and (means) summed batch size. Tensors, strings,
+    numbers and None only, so checkpoints still load with `weights_only=True`."""
+    out = {}
+    for key, metric in results.items():
+        meta = metric.meta
+        if not metric.is_tensor or not meta.on_epoch or metric.has_reset:
+            continue
+        entry = {field: getattr(meta, field) for field in _META_FIELDS}
+        entry.update(
+            reduce_fx=meta.reduce_fx.__name__,
+            sync_dist=meta.sync.should,
+            rank_zero_only=meta.sync.rank_zero_only,
+            value=metric.value.detach().cpu().clone(),
+        )
+        if meta.is_mean_reduction:
+            entry["cumulated_batch_size"] = metric.cumulated_batch_size.detach().cpu().clone()
+        out[key] = entry
+    return out
+
+
+def _restored_metric(entry: Mapping[str, Any], trainer: Trainer) -> Any:
+    """An empty result metric with the `self.log` arguments of `entry` (as LightningModule.log
+    builds them, so a later log of the same value passes Lightning's same-arguments check)."""
+    from lightning.pytorch.trainer.connectors.logger_connector.result import (
+        _Metadata,
+        _ResultMetric,
+        _Sync,
+    )
+
+    meta = _Metadata(
+        **{field: entry[field] for field in _META_FIELDS}, reduce_fx=entry["reduce_fx"]
+    )
+    meta.sync = _Sync(
+        fn=trainer.strategy.reduce,
+        _should=entry["sync_dist"],
+        rank_zero_only=entry["rank_zero_only"],
+    )
+    return _ResultMetric(meta, is_tensor=True)
+
+
+def merge_epoch_aggregates(
+    results: Any, saved: Mapping[str, Mapping[str, Any]], trainer: Trainer
+) -> None:
+    """Fold the pre-resume running states `saved` (`collect_epoch_aggregates`) into `results`:
+    a value logged since the resume is combined with its saved part as its reduction does
+    (sum and mean: added; max, min), one not logged since is created from it."""
+    for key, entry in saved.items():
+        metric = results.get(key)
+        if metric is None:
+            metric = results[key] = _restored_metric(entry, trainer)
+        device = metric.value.device
+        value = entry["value"].to(device)
+        if metric.meta.is_max_reduction or metric.meta.is_min_reduction:
+            metric.value = metric.meta.reduce_fx(value, metric.value)
+        else:  # sum, mean: a + b == b + a exactly, so one batch since the resume stays bitwise
+            metric.value = metric.value + value
+        if metric.meta.is_mean_reduction:
+            size = entry["cumulated_batch_size"].to(device)
+            metric.cumulated_batch_size = metric.cumulated_batch_size + size
+        metric.has_reset = False
+        metric._computed = None
+        metric._update_count = max(metric._update_count, 1)  # "compute before update" warns
+
+
+class EpochAggregatesCallback(Callback):
+    """Save the running epoch aggregates (the `_epoch` values of `self.log(on_epoch=True)` in
+    training: train/loss_epoch, the data/train_* counts, ...) in checkpoints, and fold them back
+    after a mid-epoch resume, so the resumed epoch logs the values of the uninterrupted run
+    instead of those of its post-resume batches only.
+
+    Lightning keeps these sums in the training loop's result collection, which it neither
+    checkpoints nor lets be preset: its first log of each hook in a loop's first batch resets
+    that hook's values. So the saved state is folded in at the end of the first training batch
+    after the resume (its own logs done: merging one batch into the saved sum is exact), and
+    only if that batch belongs to the saved epoch (a checkpoint from an epoch's end resumes with
+    the next epoch). Every rank saves and gets back its own state; another world size restores
+    nothing, with a warning. Values logged as torchmetrics objects keep their state in the
+    module and are not covered.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None  # loaded, merged after the first batch
+        self._trainer: Trainer | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._trainer = None
+
+    def state_dict(self) -> dict[str, Any]:
+        trainer = self._trainer
+        if trainer is None:
+            return {}
+        if self._pending is not None:  # saved before the first resumed batch ended
+            return self._pending
+        state = {
+            "epoch": trainer.current_epoch,
+            "metrics": collect_epoch_aggregates(_training_results(trainer)),
+        }
+        ranks = _all_ranks(state)
+        return {"world_size": len(ranks), "ranks": ranks}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = dict(state_dict) if state_dict else None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        if pending.get("world_size") != trainer.world_size:
+            warnings.warn(
+                f"checkpoint epoch aggregates are from {pending.get('world_size')} processes, "
+                f"this run has {trainer.world_size}: this epoch's logged values cover the "
+                "batches since the resume only",
+                stacklevel=2,
+            )
+            return
+        state = pending["ranks"][trainer.global_rank]
+        if state["epoch"] == trainer.current_epoch:
+            merge_epoch_aggregates(_training_results(trainer), state["metrics"], trainer)
+
+
 def resume_callbacks() -> list[Callback]:
-    """The callbacks exact mid-epoch resume needs (sampler position and RNG states), and the
-    cleaner of crashed checkpoint writes' temporaries."""
+    """The callbacks exact mid-epoch resume needs (sampler position, RNG states and the epoch
+    aggregates), and the cleaner of crashed checkpoint writes' temporaries."""
     from sce.data.sampling import SamplerStateCallback
 
-    return [SamplerStateCallback(), RNGStateCallback(), StaleTemporaryCleaner()]
+    return [
+        SamplerStateCallback(),
+        RNGStateCallback(),
+        EpochAggregatesCallback(),
+        StaleTemporaryCleaner(),
+    ]
 
 
 __all__ = [
     "AtomicCheckpointIO",
     "CheckpointMismatchError",
     "CheckpointSourceError",
+    "EpochAggregatesCallback",
     "RNGStateCallback",
     "StaleTemporaryCleaner",
     "adapter_only",
     "atomic_torch_save",
     "check_trainable_keys",
+    "collect_epoch_aggregates",
     "collect_rng_states",
+    "merge_epoch_aggregates",
     "refuse_url",
     "remove_stale_temporaries",
     "resume_callbacks",

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Subset
 
@@ -238,6 +239,11 @@ class SceDataModule(L.LightningDataModule):
             collate_fn=self.collator(mode),
             persistent_workers=workers > 0,
             pin_memory=False,
+            # Its own generator: creating an iterator draws the workers' base seed from it, not
+            # from the global RNG, whose training stream (NEFTune noise) then does not depend on
+            # when iterators are made (a resume at an epoch's end makes none). The samples' own
+            # draws are keyed by the sampler (SampleIndex), not by worker seeds.
+            generator=torch.Generator().manual_seed(self.hparams.seed),
         )
 
     def _world(self) -> tuple[int, int]:
