@@ -53,7 +53,9 @@ class SceDataModule(L.LightningDataModule):
             data/*_dropped).
         on_bad_sample: "error" or "skip" (counted and logged as data/*_skipped).
         cache_dir: optional frame cache folder (decoded windows reused across runs).
-        seed: re-sampling seed.
+        seed: seed of the training data: each epoch's re-sampling and order, and each
+            sample's random choices (IMU dropout, VQA question), keyed by (seed, epoch,
+            position) so they do not depend on seed_everything, workers or a resume.
         eval_seed: seed of the evaluation subsets (GenerationEvaluation's max_samples /
             per_class) and of the evaluation items' choices (which VQA pair is asked); apart
             from `seed` so runs trained with different seeds are scored on the same items.
