@@ -237,6 +237,8 @@ KNOWN_HARMLESS_WARNINGS = (
     r"LightningCLI's args parameter",  # sce hands LightningCLI its own slice of argv on purpose
     r"`is_gradient_checkpointing` is deprecated",  # transformers 5 rename, read by peft
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # lightning's pytree on torch 2.14
+    # wrong for sce: SamplerStateCallback restores the sampler's position (exact resume)
+    r"You're resuming from a checkpoint that ended before the epoch ended",
 )
 ADVERTISEMENT_PREFIX = "💡 Tip"  # Lightning's logger advertisement at every Trainer start
 

@@ -56,7 +56,7 @@ def test_known_harmless_warnings_and_the_advertisement_are_silenced():
         warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", stacklevel=1)
         warnings.warn("a warning sce does not know", stacklevel=1)
     assert [str(w.message) for w in caught] == ["a warning sce does not know"]
-    assert len(KNOWN_HARMLESS_WARNINGS) == 3
+    assert len(KNOWN_HARMLESS_WARNINGS) == 4
     from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
     seen = []
