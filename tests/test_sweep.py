@@ -19,7 +19,7 @@ DEMO = ROOT / "experiments" / "demo.yaml"
 ABLATIONS = sorted((ROOT / "experiments" / "ablations").glob("*.yaml"))
 
 # Stands in for `sce fit`: reads the variant's config, writes metrics.json and the resolved
-# config.yaml into its run folder; fps 5 crashes.
+# config.yaml into its run folder; fps 5 crashes. Accuracy fps / 10 + seed / 100.
 FAKE_FIT = r"""
 import json, sys
 from pathlib import Path
@@ -28,8 +28,10 @@ cfg = yaml.safe_load(Path(sys.argv[1]).read_text())
 fps = cfg["data"]["fps"]
 if fps == 5.0:
     sys.exit("boom: fake trainer failed")
-acc = fps / 10
-scalars = {"acc": acc, "macro_f1": acc / 2, "f1/collision": None, "f1/normal": 0.5, "n": 9.0}
+assert cfg["data"].get("seed", 0) == cfg["seed_everything"]
+acc = fps / 10 + cfg["seed_everything"] / 100
+scalars = {"acc": acc, "macro_f1": acc / 2, "f1/collision": None, "f1/normal": 0.5, "n": 9.0,
+           "ll/acc": 1 - acc, "imu_off/acc": 0.25}
 record = {"split": "val", "step": 4, "scalars": scalars}
 run_dir = Path(cfg["trainer"]["default_root_dir"])
 (run_dir / "metrics.json").write_text(json.dumps(record))
@@ -247,7 +249,11 @@ def test_run_sweep_records_status_metrics_and_hparams(fake_sweep):
         "macro_f1": 0.1,
         "f1/collision": None,
         "f1/normal": 0.5,
+        "ll/acc": 0.8,
+        "imu_off/acc": 0.25,
     }
+    assert on_disk["seconds"] == pytest.approx(sum(e["seconds"] for e in entries.values()))
+    assert "spread" not in on_disk and "runs" not in entries["fps2"]  # the unseeded layout
     assert entries["fps2"]["budget"]["frames_per_clip"] == 12
     assert entries["fps2"]["budget"]["visual_tokens_per_clip"] == 6 * 8
     assert entries["fps1"]["values"] == {"data.fps": 1.0}
@@ -275,6 +281,143 @@ def test_cli_exit_codes_overwrite_and_only(fake_sweep, monkeypatch, capsys):
     names = [e["name"] for e in json.loads((out / "fps" / "sweep.json").read_text())["variants"]]
     assert names == ["fps1", "fps5", "fps2"]  # earlier entries kept, ablation order
     assert main([*args, "--only", "fps1", "--overwrite"]) == 0
+
+
+# ------------------------------------------------------------------------------ seeds, resume
+def counting(calls: list[str]):
+    """fake_command that records which runs it was asked to train."""
+
+    def command(variant: sw.Variant) -> list[str]:
+        calls.append(variant.run_name)
+        return fake_command(variant)
+
+    return command
+
+
+def seeded_plan(ablation: Path, out: Path, only=("fps1", "fps2"), **kwargs) -> sw.SweepPlan:
+    return sw.plan_sweep(ablation, only=list(only), out=out, seeds=[3, 7], **kwargs)
+
+
+def test_seeds_plan_one_run_folder_per_variant_and_seed(fake_sweep):
+    ablation, out = fake_sweep
+    plan = seeded_plan(ablation, out)
+    assert [v.run_name for v in plan.variants] == [
+        "fps1/seed3",
+        "fps1/seed7",
+        "fps2/seed3",
+        "fps2/seed7",
+    ]
+    run = plan.variants[1]
+    assert run.run_dir == out / "fps" / "fps1" / "seed7"
+    assert run.config["seed_everything"] == 7 and run.config["data"]["seed"] == 7
+    # eval_seed untouched: every seed is scored on the same evaluation items
+    assert {v.config["data"].get("eval_seed") for v in plan.variants} == {None}
+    assert run.config["trainer"]["default_root_dir"] == str(run.run_dir)
+    logger = run.config["trainer"]["logger"]["init_args"]
+    assert (logger["name"], logger["version"]) == ("fps", "fps1/seed7")
+    text = sw.format_plan(plan)
+    assert "sweep fps: 2 variant(s) x 2 seed(s) [3, 7] of" in text
+    assert text.count("  fps1: fps=1") == 1
+    assert f"fit --config {out / 'fps' / 'fps2' / 'seed7' / sw.CONFIG_NAME}" in text
+    with pytest.raises(sw.SweepError, match="--seeds sets"):
+        sw.plan_sweep(ablation, sets=["data.seed=1"], out=out, seeds=[0, 1])
+    with pytest.raises(sw.SweepError, match="distinct"):
+        sw.plan_sweep(ablation, out=out, seeds=[1, 1])
+
+
+def test_seeded_sweep_records_runs_means_and_sample_std(fake_sweep):
+    ablation, out = fake_sweep
+    calls: list[str] = []
+    plan = seeded_plan(ablation, out, only=("fps1", "fps5", "fps2"))
+    summary = sw.run_sweep(plan, command=counting(calls), echo=False)
+    assert len(calls) == 6
+    assert sorted(p.parent.relative_to(out).as_posix() for p in out.glob("*/*/*/metrics.json")) == [
+        "fps/fps1/seed3",
+        "fps/fps1/seed7",
+        "fps/fps2/seed3",
+        "fps/fps2/seed7",
+    ]
+    on_disk = json.loads((out / "fps" / sw.SUMMARY_NAME).read_text())
+    assert on_disk["variants"] == summary["variants"]
+    assert "sample standard deviation" in on_disk["spread"]
+    entries = {e["name"]: e for e in on_disk["variants"]}
+    fps1 = entries["fps1"]
+    assert (fps1["status"], fps1["seeds"], fps1["n_ok"]) == ("ok", [3, 7], 2)
+    assert [(r["seed"], r["status"]) for r in fps1["runs"]] == [(3, "ok"), (7, "ok")]
+    assert [r["metrics"]["acc"] for r in fps1["runs"]] == pytest.approx([0.13, 0.17])
+    # mean of 0.13 and 0.17; sample std |0.17 - 0.13| / sqrt(2) (the population std is 0.02)
+    assert fps1["metrics"]["acc"] == pytest.approx(0.15)
+    assert fps1["std"]["acc"] == pytest.approx(0.04 / 2**0.5)
+    assert fps1["metrics"]["macro_f1"] == pytest.approx(0.075)
+    assert fps1["std"]["macro_f1"] == pytest.approx(0.02 / 2**0.5)
+    assert fps1["metrics"]["ll/acc"] == pytest.approx(0.85)
+    assert (fps1["metrics"]["f1/normal"], fps1["std"]["f1/normal"]) == (0.5, 0.0)
+    assert "f1/collision" not in fps1["metrics"]  # null in every run: no mean
+    assert entries["fps2"]["metrics"]["acc"] == pytest.approx(0.25)
+    assert fps1["seconds"] == pytest.approx(sum(r["seconds"] for r in fps1["runs"]), abs=0.11)
+    assert on_disk["seconds"] == pytest.approx(sum(e["seconds"] for e in entries.values()))
+    fps5 = entries["fps5"]
+    assert (fps5["status"], fps5["n_ok"], fps5["metrics"]) == ("failed", 0, {})
+    assert "boom" in fps5["runs"][1]["error"]
+
+    text = sw.format_summary(on_disk)
+    assert "mean ± sample std over seeds" in text
+    line = next(x for x in text.splitlines() if x.strip().startswith("fps1"))
+    assert "2/2 seeds ok" in line
+    assert "acc 0.150 ± 0.028" in line and "ll/acc 0.850 ± 0.028" in line
+    assert "IMU off acc 0.250 ± 0.000" in line
+    assert "[fps5/seed7] failed" in text
+
+
+def test_resume_skips_exactly_the_finished_runs(fake_sweep, capsys):
+    ablation, out = fake_sweep
+    first: list[str] = []
+    sw.run_sweep(seeded_plan(ablation, out, only=("fps1", "fps5")), command=counting(first))
+    assert len(first) == 4  # fps1 seeds 3, 7 ok; fps5 seeds 3, 7 fail
+    (out / "fps" / "fps1" / "seed7" / "metrics.json").unlink()  # as if it died before the end
+    (out / "fps" / "fps1" / "seed3" / "kept").write_text("")
+    (out / "fps" / "fps5" / "seed3" / "stale").write_text("")
+    with pytest.raises(sw.SweepError, match="--resume"):
+        sw.run_sweep(seeded_plan(ablation, out, only=("fps1", "fps5")), command=fake_command)
+    capsys.readouterr()
+
+    again: list[str] = []
+    plan = seeded_plan(ablation, out, only=("fps1", "fps5", "fps2"))
+    summary = sw.run_sweep(plan, command=counting(again), echo=False, resume=True)
+    assert again == ["fps1/seed7", "fps5/seed3", "fps5/seed7", "fps2/seed3", "fps2/seed7"]
+    assert "skipping 1 finished run(s) (fps1/seed3); 5 to run" in capsys.readouterr().out
+    assert (out / "fps" / "fps1" / "seed3" / "kept").exists()  # the skipped folder is untouched
+    assert not (out / "fps" / "fps5" / "seed3" / "stale").exists()  # reruns start clean
+    entries = {e["name"]: e for e in summary["variants"]}
+    assert entries["fps1"]["n_ok"] == 2 and entries["fps1"]["metrics"]["acc"] == pytest.approx(0.15)
+
+    none: list[str] = []
+    sw.run_sweep(seeded_plan(ablation, out), command=counting(none), echo=False, resume=True)
+    assert none == []
+    changed = seeded_plan(ablation, out, sets=["data.batch_size=3"])
+    with pytest.raises(sw.SweepError, match="data.batch_size differ"):
+        sw.run_sweep(changed, command=fake_command, resume=True)
+    unseeded = sw.plan_sweep(ablation, only=["fps1"], out=out)
+    with pytest.raises(sw.SweepError, match="holds runs per seed"):
+        sw.run_sweep(unseeded, command=fake_command, resume=True)
+
+
+def test_cli_resume_unseeded_reruns_failed_variants_only(fake_sweep, monkeypatch, capsys):
+    ablation, out = fake_sweep
+    calls: list[str] = []
+    monkeypatch.setattr(sw, "variant_command", counting(calls))
+    args = ["sweep", str(ablation), "--out", str(out), "--no-budget"]
+    assert main(args) == 1 and calls == ["fps1", "fps5", "fps2"]
+    calls.clear()
+    assert main([*args, "--resume"]) == 1 and calls == ["fps5"]
+    captured = capsys.readouterr()
+    assert "skipping 2 finished run(s) (fps1, fps2); 1 to run" in captured.out
+    assert "1 variant(s) failed: fps5" in captured.err
+    with pytest.raises(SystemExit, match="2"):
+        main([*args, "--resume", "--overwrite"])  # argparse: one or the other
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert main([*args, "--seeds", "0,1"]) == 2  # seed runs inside unseeded run folders
+    assert "holds an unseeded run" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ end to end
