@@ -818,6 +818,9 @@ def write_report(sweep_dir: str | Path, notebook: Path = NOTEBOOK, engine: str =
             f"notebook not found: {notebook} (it ships in the repository's notebooks/)"
         )
     nb = json.loads(notebook.read_text())
+    for cell in nb["cells"]:  # multi-line sources are stored as lists of lines
+        if isinstance(cell["source"], list):
+            cell["source"] = "".join(cell["source"])
     _inject_sweep_dir(nb, sweep_dir)
     if engine == "auto":
         engine = "nbclient" if _have("nbclient", "nbformat", "ipykernel") else "inprocess"
@@ -866,8 +869,9 @@ def _execute_nbclient(nb: dict[str, Any], cwd: Path) -> dict[str, Any]:
     )
     try:
         client.execute(env=env)
-    except Exception as err:
-        raise NotebookError(str(err).strip().splitlines()[-1]) from err
+    except Exception as err:  # CellExecutionError's text ends with the cell's "Error: message"
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        raise NotebookError(lines[-1]) from err
     finally:
         nb.update(node)
     return nb
@@ -888,13 +892,12 @@ def _execute_in_process(nb: dict[str, Any]) -> None:
         if cell["cell_type"] != "code":
             continue
         count += 1
-        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
         stdout = io.StringIO()
         cell["execution_count"], cell["outputs"] = count, []
         try:
             with contextlib.redirect_stdout(stdout), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*non-interactive.*")
-                value = _run_cell(source, namespace, f"<cell {count}>")
+                value = _run_cell(cell["source"], namespace, f"<cell {count}>")
         except Exception as err:
             cell["outputs"] = [*_stream(stdout), _error_output(err)]
             plt.close("all")
@@ -1037,7 +1040,9 @@ def _report(sweep_dir: Path) -> int:
     try:
         path = write_report(sweep_dir)
     except (NotebookError, SweepError) as err:
-        print(f"sce sweep --report: {err} (see {sweep_dir / REPORT_NAME})", file=sys.stderr)
+        partial = sweep_dir / REPORT_NAME
+        where = f" (the notebook up to the failing cell: {partial})" if partial.is_file() else ""
+        print(f"sce sweep --report: {err}{where}", file=sys.stderr)
         return 1
     figures = sorted(p.name for p in (sweep_dir / "figures").glob("*.png"))
     print(f"report: {path}")
