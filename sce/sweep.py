@@ -506,7 +506,7 @@ def _final_metrics(run_dir: Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ hparams
 def variant_hparams(variant: Variant, swept: Sequence[str]) -> dict[str, Any]:
-    """Flat hyperparameters for TensorBoard: swept keys, key settings, token budget."""
+    """Flat hyperparameters for TensorBoard: swept keys, key settings, token budget, seed."""
     resolved = _resolved_config(variant)
     keys = list(dict.fromkeys([*swept, *KEY_HPARAMS]))
     params: dict[str, Any] = {}
@@ -520,6 +520,8 @@ def variant_hparams(variant: Variant, swept: Sequence[str]) -> dict[str, Any]:
         if variant.budget and key in variant.budget:
             params[f"budget/{key}"] = variant.budget[key]
     params["variant"] = variant.name
+    if variant.seed is not None:
+        params["seed"] = variant.seed
     return params
 
 

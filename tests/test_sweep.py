@@ -359,6 +359,8 @@ def test_seeded_sweep_records_runs_means_and_sample_std(fake_sweep):
     fps5 = entries["fps5"]
     assert (fps5["status"], fps5["n_ok"], fps5["metrics"]) == ("failed", 0, {})
     assert "boom" in fps5["runs"][1]["error"]
+    params, _ = hparams_of(out / "fps" / "fps2" / "seed7")
+    assert (params["variant"], params["seed"], params["data.fps"]) == ("fps2", 7, 2.0)
 
     text = sw.format_summary(on_disk)
     assert "mean ± sample std over seeds" in text
@@ -421,6 +423,18 @@ def test_cli_resume_unseeded_reruns_failed_variants_only(fake_sweep, monkeypatch
 
 
 # ------------------------------------------------------------------------------ end to end
+TINY_OVERRIDES = {
+    "data.manifest": "synthetic:9:0",
+    "data.batch_size": 2,
+    "trainer.max_epochs": 1,
+    "trainer.max_steps": 2,
+    "trainer.limit_val_batches": 1,
+    "trainer.log_every_n_steps": 1,
+    "trainer.callbacks.0.init_args.max_samples": 3,
+    "trainer.callbacks.0.init_args.max_new_tokens": 4,
+}
+
+
 @pytest.mark.slow
 def test_tiny_sweep_end_to_end(tmp_path, monkeypatch):
     """Two real `sce fit` runs of the tiny model (about 40 s), then the notebook on them."""
@@ -431,16 +445,7 @@ def test_tiny_sweep_end_to_end(tmp_path, monkeypatch):
     ablation = write_ablation(
         tmp_path / "tinyfps.yaml",
         {"fps1": {"data.fps": 1.0}, "fps2": {"data.fps": 2.0}},
-        overrides={
-            "data.manifest": "synthetic:9:0",
-            "data.batch_size": 2,
-            "trainer.max_epochs": 1,
-            "trainer.max_steps": 2,
-            "trainer.limit_val_batches": 1,
-            "trainer.log_every_n_steps": 1,
-            "trainer.callbacks.0.init_args.max_samples": 3,
-            "trainer.callbacks.0.init_args.max_new_tokens": 4,
-        },
+        overrides=TINY_OVERRIDES,
     )
     out = tmp_path / "sweeps"
     assert main(["sweep", str(ablation), "--out", str(out)]) == 0
@@ -462,3 +467,34 @@ def test_tiny_sweep_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("SCE_SWEEP_DIR", str(out / "tinyfps"))
     NotebookClient(nb, kernel_name="python3", timeout=120).execute()
     assert (out / "tinyfps" / "figures" / "train_loss.png").is_file()
+
+
+@pytest.mark.slow
+def test_tiny_seeded_sweep_with_report(tmp_path, monkeypatch, capsys):
+    """One variant, two seeds, real `sce fit` (about 40 s): Lightning writes each run into its
+    seed folder, the seeds train differently, are scored on the same items, and --report
+    writes the executed notebook and its figures."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("SCE_CACHE", str(tmp_path / "cache"))
+    ablation = write_ablation(
+        tmp_path / "tinyseed.yaml", {"fps1": {"data.fps": 1.0}}, overrides=TINY_OVERRIDES
+    )
+    out = tmp_path / "sweeps"
+    assert main(["sweep", str(ablation), "--out", str(out), "--seeds", "0,1", "--report"]) == 0
+    variant_dir = out / "tinyseed" / "fps1"
+    assert sorted(p.name for p in variant_dir.iterdir()) == ["seed0", "seed1"]
+    losses = []
+    for seed in (0, 1):
+        config = yaml.safe_load((variant_dir / f"seed{seed}" / "config.yaml").read_text())
+        assert (config["seed_everything"], config["data"]["seed"]) == (seed, seed)
+        assert config["data"]["eval_seed"] == 0
+        events = EventAccumulator(str(variant_dir / f"seed{seed}"))
+        events.Reload()
+        losses.append([e.value for e in events.Scalars("train/loss_step")])
+    assert losses[0] != losses[1]
+    entry = json.loads((out / "tinyseed" / "sweep.json").read_text())["variants"][0]
+    assert (entry["status"], entry["n_ok"]) == ("ok", 2) and "acc" in entry["std"]
+    assert (out / "tinyseed" / "ablations.ipynb").is_file()
+    assert (out / "tinyseed" / "figures" / "val_loss.png").is_file()
+    assert "mean ± sample std over seeds" in capsys.readouterr().out
