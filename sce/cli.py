@@ -263,10 +263,8 @@ def quiet_known_noise() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_known_noise()  # imports nothing: filters by message and logger name
     if argv and argv[0] in LIGHTNING_COMMANDS:
-        import lightning.pytorch  # noqa: F401  (its log handlers exist from import on)
-
-        quiet_known_noise()
         try:
             run_lightning_cli(argv)
         except _data_errors() as err:  # bad data: the cause in a few lines, not ~30 frames
