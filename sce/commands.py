@@ -85,6 +85,7 @@ SIMPLE_COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("export", "sce.export", "adapter checkpoint -> PEFT adapter + merged model folders"),
     ("infer", "sce.infer", "event class, collision probability and description of a clip"),
     ("budget", "sce.budget", "frames, visual/text tokens and sequence length of a config"),
+    ("plan", "sce.plan", "predicted peak GPU memory per device of one training step of a config"),
     ("sweep", "sce.sweep", "run every variant of an ablation YAML"),
     ("report", "sce.report", "a paper's tables from run folders, markdown and CSV"),
 )

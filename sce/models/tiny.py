@@ -178,6 +178,20 @@ QWEN25_VL_7B = dict(
     mrope_section=[16, 24, 24],
 )
 QWEN25_VL_7B_VOCAB = 152064
+# Qwen2.5-VL-3B-Instruct's (same vision tower; tied input/output embeddings).
+QWEN25_VL_3B = dict(
+    hidden_size=2048,
+    intermediate_size=11008,
+    num_hidden_layers=36,
+    num_attention_heads=16,
+    num_key_value_heads=2,
+    vision_hidden_size=1280,
+    vision_intermediate_size=3420,
+    vision_depth=32,
+    vision_heads=16,
+    mrope_section=[16, 24, 24],
+)
+QWEN25_VL_3B_VOCAB = 151936
 
 
 def build_config(tokenizer, spec: TinySpec):
