@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import gc
 import json
 import re
 from collections.abc import Mapping
@@ -53,6 +54,7 @@ GiB = 2**30
 CATEGORIES = ("parameters", "gradients", "optimizer state", "activations", "temporaries")
 NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit + 8-bit absmax/64 + fp32 per 256
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+CUDA_CONTEXT = 0.5 * 2**30  # bytes a CUDA context takes outside the allocator (kept free)
 
 
 # ------------------------------------------------------------------------------ architectures
@@ -139,12 +141,13 @@ class Setup:
     targets: Any = "all"
     dtype: str = "bfloat16"
     checkpointing: bool = True
-    strategy: str = "ddp"  # ddp | fsdp | single
+    strategy: str = "single"  # single | ddp | fsdp
     devices: int = 1
     micro_batch: int = 1
     seq_len: int = 4096
     visual_tokens: int = 0
     supervised_tokens: int = 64
+    accumulate: bool = False  # gradient accumulation: gradients live through forward/backward
     device: str = "cuda"  # "cuda": foreach AdamW, fused attention; "cpu": for validation
     text_overrides: dict[str, Any] = field(default_factory=dict)
     vision_overrides: dict[str, Any] = field(default_factory=dict)
@@ -184,6 +187,7 @@ def setup_from_config(
         strategy="fsdp" if is_fsdp else ("ddp" if n > 1 else "single"),
         devices=n,
         micro_batch=int(data.get("batch_size", 1)),
+        accumulate=int(trainer.get("accumulate_grad_batches") or 1) > 1,
         seq_len=int(budget["total_tokens"]),
         visual_tokens=int(budget["visual_tokens_per_clip"]),
     )
@@ -359,7 +363,26 @@ def _autocast(device: str, dtype: str, backward: bool = False):
     return torch.autocast(device, dtype=getattr(torch, dtype))
 
 
-def trace_step(setup: Setup, num_layers: int, batch: int, device: str = "meta") -> dict[str, Any]:
+def _collect_after_each_block(model: torch.nn.Module) -> None:
+    """Run Python's cyclic collector after every decoder layer's forward and backward.
+
+    MemTracker's module hooks put autograd nodes in reference cycles; what they hold is then
+    freed only when the collector happens to run (22-44 GiB for the same 7B step, depending on
+    what ran before). Collecting at each layer boundary frees it where the model itself does:
+    a step without the tracker leaves no tensor in cyclic garbage."""
+
+    def collect(*_):
+        gc.collect()
+
+    for name, module in model.named_modules():
+        if re.search(r"\.layers\.\d+$", name):
+            module.register_forward_hook(collect)
+            module.register_full_backward_hook(collect)
+
+
+def trace_step(
+    setup: Setup, num_layers: int, batch: int, device: str = "meta", count_flops: bool = True
+) -> dict[str, Any]:
     """Peak bytes by category of the forward+backward phase and of the optimizer step, and the
     step's FLOPs, for `num_layers` decoder layers and `batch` samples (steady state: AdamW state
     exists from an untracked first step)."""
@@ -384,27 +407,35 @@ def trace_step(setup: Setup, num_layers: int, batch: int, device: str = "meta") 
 
     forward_backward()  # untracked first step: AdamW state exists in the tracked one
     optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    if not setup.accumulate:  # accumulating: the gradients of earlier micro-batches are there
+        optimizer.zero_grad(set_to_none=True)
+    _collect_after_each_block(model)
     tracker_class = _tracker_class()
     flops = FlopCounterMode(display=False)
+    # Cyclic garbage (autograd/checkpoint frames) is freed when Python's collector runs, which
+    # depends on what ran before: start each tracked phase from a collection, so the trace is the
+    # same whatever ran earlier in the process.
+    gc.collect()
     fb = tracker_class()
     fb.track_external(model, optimizer)
     with fb:
         forward_backward()
-    with flops:  # separately: FlopCounterMode's module tracking keeps checkpointed tensors alive
-        forward_backward()
-    model.zero_grad(set_to_none=True)
+    gc.collect()
     opt = tracker_class()
     opt.track_external(model, optimizer)
     with opt:
         optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if count_flops:  # apart: FlopCounterMode's module tracking keeps checkpointed tensors alive
+        with flops:
+            forward_backward()
     root = [p for n, p in model.named_parameters() if not re.search(r"\.(layers|blocks)\.", n)]
     return {
         "root_params": sum(p.numel() for p in root),
         "root_trainable": sum(p.numel() for p in root if p.requires_grad),
         "forward_backward": _snapshot_bytes(fb.get_tracker_snapshot("peak")),
         "optimizer_step": _snapshot_bytes(opt.get_tracker_snapshot("peak")),
-        "flops": int(flops.get_total_flops()),
+        "flops": int(flops.get_total_flops()) if count_flops else 0,
     }
 
 
@@ -471,7 +502,8 @@ def plan(setup: Setup, gpu_memory: float | None = None, max_batch: int = 64) -> 
     total, cats, phase = peak_with_vision(setup.micro_batch)
     largest = None
     if gpu_memory:
-        fitting = [b for b in range(1, max_batch + 1) if peak_with_vision(b)[0] <= gpu_memory]
+        usable = gpu_memory - CUDA_CONTEXT
+        fitting = [b for b in range(1, max_batch + 1) if peak_with_vision(b)[0] <= usable]
         largest = max(fitting) if fitting else 0
     f = [traces[k]["flops"] for k in ((1, 1), (2, 1), (1, 2), (2, 2))]
     flops = _extrapolate(*({"f": v} for v in f), layers, setup.micro_batch)["f"]
@@ -482,7 +514,7 @@ def plan(setup: Setup, gpu_memory: float | None = None, max_batch: int = 64) -> 
         "peak_bytes": total,
         "phase": phase,
         "gpu_memory": gpu_memory,
-        "fits": None if gpu_memory is None else total <= gpu_memory,
+        "fits": None if gpu_memory is None else total <= gpu_memory - CUDA_CONTEXT,
         "largest_micro_batch": largest,
         "flops_per_device": flops,
     }
@@ -540,10 +572,14 @@ def format_plan(p: Mapping[str, Any]) -> str:
         lines.append(f"  {name:<16} {p['categories'][name] / GiB:8.2f} GiB")
     lines.append(f"  {'total':<16} {p['peak_bytes'] / GiB:8.2f} GiB")
     if p["gpu_memory"]:
-        head = (p["gpu_memory"] - p["peak_bytes"]) / GiB
+        head = (p["gpu_memory"] - CUDA_CONTEXT - p["peak_bytes"]) / GiB
         verdict = "fits" if p["fits"] else "does NOT fit"
-        lines.append(f"{verdict} in {p['gpu_memory'] / GiB:.1f} GiB: headroom {head:+.2f} GiB")
+        lines.append(
+            f"{verdict} in {p['gpu_memory'] / GiB:.1f} GiB ({CUDA_CONTEXT / GiB:.1f} GiB kept for the "
+            f"CUDA context): headroom {head:+.2f} GiB"
+        )
         lines.append(f"largest micro-batch that fits: {p['largest_micro_batch']}")
+        lines.append("not counted: allocator fragmentation (keep some headroom)")
     lines.append(f"step FLOPs per device: {p['flops_per_device']:.3e} (with recompute)")
     return "\n".join(lines)
 
@@ -599,3 +635,21 @@ def state_bytes(setup: Setup) -> dict[str, float]:
         "optimizer state": 8 * trainable / shards,
         "trainable": trainable,
     }
+
+
+def measure_step(setup: Setup, num_layers: int, batch: int) -> dict[str, Any]:
+    """The step really run on CPU tensors (random weights) under the same tracker, with the
+    process's peak RSS above its RSS before the model was built (run it in a fresh process)."""
+    import resource
+
+    import psutil
+
+    before = psutil.Process().memory_info().rss
+    traced = trace_step(setup, num_layers, batch, device="cpu", count_flops=False)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    return {**traced, "rss_peak_bytes": peak_rss - before}
+
+
+def peak_of(trace: Mapping[str, Any]) -> float:
+    """The larger of a trace's forward+backward and optimizer-step peaks, in bytes."""
+    return max(sum(trace[p].values()) for p in ("forward_backward", "optimizer_step"))
