@@ -1,10 +1,12 @@
 """Training-step benchmark: a Qwen2.5-VL with the real 7B sizes and random weights (no download).
 
 DoRA r=32 (paper 000) and LoRA r=32 on all LM linear layers, gradient checkpointing, bf16,
-18-frame 420x240 clips with interleaved telemetry (the paper-000 prompt). Prints step time,
-tokens/s and peak GPU memory per mode.
+18-frame 420x240 clips with interleaved telemetry (the paper-000 prompt). Prints, per mode,
+`sce plan`'s predicted peak next to the measured one (torch.cuda.max_memory_allocated), step
+time, tokens/s and MFU (the plan's FLOPs count over the step time and the GPU's bf16 peak).
 
-    python benchmarks/bench_train_step.py                     # 7B sizes on CUDA (H100/H200)
+    python benchmarks/bench_train_step.py --modes dora,lora,full   # 7B sizes on CUDA (H100/H200)
+    python benchmarks/bench_train_step.py --plan-only              # no GPU: the predictions only
     python benchmarks/bench_train_step.py --size tiny --device cpu --steps 2   # smoke run
 
 Weights are random, so the numbers measure speed and memory, not learning.
@@ -112,6 +114,37 @@ def bench(mode: str, args) -> dict:
     }
 
 
+# Dense bf16 tensor-core peaks (FLOP/s) for MFU; other GPUs: --peak-tflops.
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L40S": 362e12}
+
+
+def predicted(mode: str, batch_size: int, tokens: int) -> dict:
+    """sce plan's peak and FLOPs for this benchmark's step (one device, no accumulation)."""
+    from sce.plan import Setup, plan
+
+    setup = Setup(
+        "Qwen/Qwen2.5-VL-7B-Instruct", mode, rank=32, alpha=64, micro_batch=batch_size,
+        seq_len=tokens, visual_tokens=1215,
+    )  # fmt: skip
+    return plan(setup)
+
+
+def peak_flops(args) -> float:
+    if args.peak_tflops:
+        return args.peak_tflops * 1e12
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
+    return next((v for k, v in PEAK_BF16.items() if k in name), float("nan"))
+
+
+def plan_only(args) -> None:
+    tokens = 2027  # sce budget of the paper-000 item (18 frames + telemetry)
+    print(f"no GPU: predictions only (7B sizes, batch {args.batch_size} x {tokens} tokens)")
+    for mode in args.modes.split(","):
+        p = predicted(mode, args.batch_size, tokens)
+        print(f"{mode:<6} predicted peak {p['peak_bytes'] / 2**30:6.1f} GiB  "
+              f"FLOPs/step {p['flops_per_device']:.3e}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=["7b", "tiny"], default="7b")
@@ -119,20 +152,32 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--modes", default="dora,lora")
+    parser.add_argument("--modes", default="dora,lora,full")
+    parser.add_argument("--plan-only", action="store_true", help="print the predictions only")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="GPU bf16 peak for MFU")
     args = parser.parse_args()
+    if args.plan_only or (args.size == "7b" and args.device != "cuda"):
+        plan_only(args)
+        return
     rows = [bench(mode, args) for mode in args.modes.split(",")]
     print(
         f"Qwen2.5-VL {args.size} sizes, random weights, {args.device}, batch {args.batch_size} "
         f"x 18 frames 420x240 (+ telemetry), gradient checkpointing"
     )
     print(
-        f"{'mode':<6} {'attn':<18} {'trainable M':>11} {'step s':>8} {'tokens/s':>10} {'tokens':>7} {'peak GiB':>9}"
+        f"{'mode':<6} {'attn':<18} {'trainable M':>11} {'step s':>8} {'tokens/s':>10} "
+        f"{'tokens':>7} {'peak GiB':>9} {'plan GiB':>9} {'MFU':>6}"
     )
     for r in rows:
+        plan_gib, mfu = float("nan"), float("nan")
+        if args.size == "7b":
+            p = predicted(r["mode"], args.batch_size, r["tokens"] // args.batch_size)
+            plan_gib = p["peak_bytes"] / 2**30
+            mfu = p["flops_per_device"] / r["step_s"] / peak_flops(args)
         print(
             f"{r['mode']:<6} {r['attn']:<18} {r['trainable_M']:>11.1f} {r['step_s']:>8.3f} "
-            f"{r['tokens_per_s']:>10.0f} {r['tokens']:>7} {r['peak_GiB']:>9.1f}"
+            f"{r['tokens_per_s']:>10.0f} {r['tokens']:>7} {r['peak_GiB']:>9.1f} {plan_gib:>9.1f} "
+            f"{mfu:>6.1%}"
         )
 
 
