@@ -386,7 +386,6 @@ def trace_step(
     """Peak bytes by category of the forward+backward phase and of the optimizer step, and the
     step's FLOPs, for `num_layers` decoder layers and `batch` samples (steady state: AdamW state
     exists from an untracked first step)."""
-    from torch.utils.flop_counter import FlopCounterMode
 
     model, language_model, lm_head = build_meta_model(setup, num_layers, device)
     model.train()
@@ -410,6 +409,18 @@ def trace_step(
     if not setup.accumulate:  # accumulating: the gradients of earlier micro-batches are there
         optimizer.zero_grad(set_to_none=True)
     _collect_after_each_block(model)
+    try:
+        gc.collect()
+        gc.freeze()  # the per-layer collections then scan only what the step creates: fast
+        return _tracked_phases(setup, model, optimizer, forward_backward, count_flops)
+    finally:
+        gc.unfreeze()
+
+
+def _tracked_phases(setup, model, optimizer, forward_backward, count_flops) -> dict[str, Any]:
+    """MemTracker over forward+backward, then over the AdamW step; FLOPs of a third step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     tracker_class = _tracker_class()
     flops = FlopCounterMode(display=False)
     # Cyclic garbage (autograd/checkpoint frames) is freed when Python's collector runs, which
