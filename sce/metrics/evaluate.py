@@ -140,13 +140,16 @@ def parse_item(item: dict) -> ParsedAnswer:
 
 
 def event_metrics(items: list[dict], prefix: str = "") -> tuple[dict[str, float], Any]:
-    """3-class + binary metrics of generated answers, overall and per source / IMU setting."""
+    """3-class + binary metrics of generated answers, overall and per source / IMU setting, and
+    the [3, 4] confusion matrix (true class x predicted class + "invalid")."""
     grouped = _local(GroupedMetrics(EventClassificationMetrics, _declared(items)))
     preds = [parse_item(i).label for i in items]
     targets, scopes = [i["label"] for i in items], [_scope(i) for i in items]
     grouped.update(preds, targets, scopes, groups=_groups(items))
     scalars = _flatten(grouped.compute(), prefix)
-    return scalars, grouped["all"].confusion_matrix()
+    # the invalid column keeps each row summing to the class support, so the matrix agrees with
+    # the logged recall (an invalid answer counts against recall)
+    return scalars, grouped["all"].confusion_matrix(include_invalid=True)
 
 
 def likelihood_metrics(items: list[dict]) -> dict[str, float]:
