@@ -622,3 +622,24 @@ def test_metrics_sync_across_two_ranks(tmp_path):
             sum(rouge_l_f1([p for p, _ in ROUGE_PAIRS], [r for _, r in ROUGE_PAIRS]))
             / len(ROUGE_PAIRS)
         )
+
+
+def test_alarm_metrics_rank_event_probability_from_option_probs():
+    """P(event) = P(A) + P(B) for 3-class items, P(A) for binary ones; AUROC and AP by hand."""
+    from sce.metrics.evaluate import alarm_metrics, event_probability
+
+    items = [
+        {"label": "collision", "option_probs": [0.5, 0.3, 0.2]},  # 0.8
+        {"label": "near_collision", "option_probs": [0.1, 0.2, 0.7]},  # 0.3
+        {"label": "normal", "option_probs": [0.2, 0.2, 0.6]},  # 0.4
+        {"label": "event", "option_probs": [0.9, 0.05, 0.05]},  # binary: 0.9
+        {"label": "normal", "option_probs": [0.1, 0.1, 0.8]},  # 0.2
+        {"label": "normal", "option_probs": None},  # not scored
+    ]
+    assert [round(event_probability(i), 6) for i in items[:5]] == [0.8, 0.3, 0.4, 0.9, 0.2]
+    scores = alarm_metrics(items)
+    # positives 0.9, 0.8, 0.3; negatives 0.4, 0.2: 5 of 6 pairs ranked right
+    assert scores["alarm/auroc"] == pytest.approx(5 / 6)
+    # ranked: 0.9 P, 0.8 P, 0.4 N, 0.3 P, 0.2 N -> AP = (1 + 1 + 3/4) / 3
+    assert scores["alarm/ap"] == pytest.approx((1 + 1 + 0.75) / 3)
+    assert alarm_metrics(items[2:3]) == {}  # one class only: undefined, not NaN

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 from helpers import cpu_trainer
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -79,6 +80,9 @@ def test_evaluation_writes_tensorboard_scalars_images_and_text(
     summary = evaluation.last["val"]
     assert summary.scalars["n"] == summary.scalars["items"] > 0
     n = summary.scalars["n"]
+    # the evaluation JSON carries each sample's option probabilities (A, B, C sum to 1)
+    assert all(sum(s["option_probs"]) == pytest.approx(1.0, abs=1e-3) for s in summary.samples)
+    assert '"option_probs"' in metrics
     # rows include the invalid column: they sum to the class supports, the whole to n
     assert sum(map(sum, summary.confusion)) == n
     assert [sum(row) for row in summary.confusion] == [

@@ -161,7 +161,31 @@ def likelihood_metrics(items: list[dict]) -> dict[str, float]:
     preds = [_likeliest(i) for i in scored]
     targets, scopes = [i["label"] for i in scored], [_scope(i) for i in scored]
     grouped.update(preds, targets, scopes, groups=_groups(scored))
-    return _flatten(grouped.compute(), "ll/")
+    return _flatten(grouped.compute(), "ll/") | alarm_metrics(scored)
+
+
+def event_probability(item: dict) -> float:
+    """P(event) of the binary alarm from the option probabilities: P(collision) +
+    P(near_collision) (letters A + B) of a 3-class item, P(A = event) of a binary one."""
+    probs = item["option_probs"]
+    return float(probs[0] if _scope(item) == "binary" else probs[0] + probs[1])
+
+
+def alarm_metrics(items: list[dict]) -> dict[str, float]:
+    """Threshold-free metrics of the binary alarm (event vs normal) from the option
+    probabilities: `alarm/auroc` and `alarm/ap` (average precision). A safety detector is
+    chosen by its operating point; these rank every one. Empty when one class is absent."""
+    from torchmetrics.functional.classification import binary_auroc, binary_average_precision
+
+    scored = [i for i in items if i.get("option_probs")]
+    target = torch.tensor([int(i["label"] != "normal") for i in scored])
+    if target.numel() == 0 or target.min() == target.max():
+        return {}
+    scores = torch.tensor([event_probability(i) for i in scored], dtype=torch.float64)
+    return {
+        "alarm/auroc": float(binary_auroc(scores, target)),
+        "alarm/ap": float(binary_average_precision(scores, target)),
+    }
 
 
 def _likeliest(item: dict) -> str:
@@ -293,7 +317,16 @@ def summarize(
     samples = [
         {
             k: item.get(k)
-            for k in ("id", "task", "label", "source", "imu_on", "reference", "prediction")
+            for k in (
+                "id",
+                "task",
+                "label",
+                "source",
+                "imu_on",
+                "reference",
+                "prediction",
+                "option_probs",
+            )
         }
         for item in results[:max_samples]
     ]
