@@ -78,6 +78,11 @@ def _sce_cli_class():
         def after_fit(self) -> None:
             _say(runs.fit_summary(self.trainer))
 
+        def before_predict(self) -> None:  # answers go to <log dir>/predictions.jsonl
+            from sce.callbacks.predictions import PredictionFileWriter
+
+            self.trainer.callbacks.append(PredictionFileWriter())
+
         # Lightning's own results dump (one row per logged scalar, ~180 here) is replaced by
         # the compact table of the generation metrics.
         def validate(self, **kwargs) -> None:

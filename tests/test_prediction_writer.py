@@ -1,0 +1,80 @@
+"""`sce predict` writes predictions.jsonl (issue 15 point 5)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+from sce.callbacks.predictions import PREDICTIONS_FILE, PredictionFileWriter
+from sce.metrics.parsing import parse_event_class
+
+
+def test_prediction_writer_writes_one_line_per_item_with_parsed_class(tmp_path):
+    batches = [
+        [
+            {
+                "id": "a",
+                "label": "collision",
+                "task": "mcq",
+                "imu_on": True,
+                "prediction": "A. collision",
+                "option_probs": [0.7, 0.2, 0.1],
+            },
+            {
+                "id": "b",
+                "label": "normal",
+                "task": "mcq",
+                "imu_on": False,
+                "prediction": "gibberish",
+                "option_probs": [0.3, 0.3, 0.4],
+            },
+        ],
+        [
+            {
+                "id": "c",
+                "label": "near_collision",
+                "task": "mcq",
+                "imu_on": True,
+                "prediction": "B. near-collision",
+                "option_probs": [0.1, 0.8, 0.1],
+            },
+        ],
+    ]
+    writer = PredictionFileWriter()
+    trainer = SimpleNamespace(log_dir=str(tmp_path), default_root_dir=str(tmp_path))
+    writer.write_on_epoch_end(trainer, None, batches, [])
+    lines = [json.loads(x) for x in (tmp_path / PREDICTIONS_FILE).read_text().splitlines()]
+    assert [x["id"] for x in lines] == ["a", "b", "c"]
+    items = [i for b in batches for i in b]
+    assert [x["parsed"] for x in lines] == [parse_event_class(i["prediction"]).label for i in items]
+    assert [x["valid"] for x in lines] == [True, False, True]
+    assert lines[0]["option_probs"] == [0.7, 0.2, 0.1] and lines[1]["imu_on"] is False
+
+
+def test_sce_predict_writes_predictions_jsonl(tmp_path, tiny_kit, synthetic_manifest, monkeypatch):
+    """`sce predict --run DIR` writes one parsed line per predicted item into the run."""
+    from pathlib import Path
+
+    from sce.cli import main
+
+    experiments = Path(__file__).resolve().parents[1] / "experiments"
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "exp1"
+    fast = [
+        f"--model.model_path={tiny_kit}", f"--data.manifest={synthetic_manifest}",
+        '--data.eval_imu=["on"]', "--data.width=56", "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
+        "--trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+    assert main(["fit", "--config", str(experiments / "demo.yaml"), "--run", str(run), *fast]) == 0
+    predict = ["predict", "--run", str(run), "--ckpt", "last", "--trainer.limit_predict_batches=1"]
+    assert main(predict) == 0
+    written = list(run.rglob(PREDICTIONS_FILE))
+    assert len(written) == 1
+    lines = [json.loads(x) for x in written[0].read_text().splitlines()]
+    assert lines and all(
+        {"id", "label", "task", "imu_on", "prediction", "parsed", "valid", "option_probs"} <= set(x)
+        for x in lines
+    )
+    mcq = [x for x in lines if x["task"] == "mcq"]
+    assert [x["parsed"] for x in mcq] == [parse_event_class(x["prediction"]).label for x in mcq]
