@@ -1,5 +1,5 @@
 """The researcher's loop as the README runs it (issue 15): own data scaffold -> prepare ->
-validate -> fit -> test -> export -> infer, on the tiny kit, each step through `sce`'s own
+validate -> fit -> test -> export -> infer -> predict, on the tiny kit, each step through `sce`'s own
 command line, each step reading what the previous one wrote."""
 
 from __future__ import annotations
@@ -75,3 +75,9 @@ def test_own_data_to_answers(tmp_path, tiny_kit, synthetic_manifest, monkeypatch
     answer = json.loads(capsys.readouterr().out)
     assert answer["window"]["width"] == 112 and answer["window"]["fps"] == 3.0  # as trained
     assert answer["event_time_source"] == "manifest" or answer["event_time_source"] == "imu"
+
+    predict = ["predict", "--run", str(run), "--ckpt", "last", "--trainer.limit_predict_batches=1"]
+    assert main(predict) == 0
+    lines = (log_dir / "predictions.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    assert lines and {"id", "label", "prediction", "parsed", "valid", "option_probs"} <= set(first)
