@@ -69,6 +69,9 @@ def test_evaluation_writes_tensorboard_scalars_images_and_text(
     events.Reload()
     tags = events.Tags()
     assert {"val_gen/acc", "val_gen/invalid_rate", "val_gen/ll/acc"} <= set(tags["scalars"])
+    # no probability task in this run: no MSE curves (issue 15 point 6)
+    assert "val/ce" in tags["scalars"] and "val/loss" in tags["scalars"]
+    assert not {"train/mse", "val/mse"} & set(tags["scalars"])
     assert "val_gen/confusion_matrix" in tags["images"]
     assert any("val_gen/samples" in t for t in tags["tensors"])
     text = events.Tensors([t for t in tags["tensors"] if "val_gen/samples" in t][0])[0]
@@ -138,3 +141,21 @@ def test_empty_training_batch_still_backpropagates_a_zero_loss(tiny_kit):
     trainable = [p for p in module.parameters() if p.requires_grad]
     assert trainable and all(p.grad is not None and not p.grad.any() for p in trainable)
     assert module.validation_step({"empty": True, "skipped": 1, "dropped": 0}, 0) is None
+
+
+def test_mse_is_logged_exactly_for_stages_that_ask_the_probability_question(tiny_kit):
+    from types import SimpleNamespace
+
+    module = SceModule(str(tiny_kit), finetuning="none")
+
+    def with_data(**hparams):
+        module._trainer = SimpleNamespace(datamodule=SimpleNamespace(hparams=hparams))
+        return {s: module._stage_has_probability_task(s) for s in ("train", "val", "test")}
+
+    assert with_data(task_weights={"probability": 1.0}, eval_tasks=["probability"]) == {
+        "train": True, "val": True, "test": True,
+    }  # fmt: skip
+    assert with_data(task_weights={"mcq": 1.0, "probability": 0.0}, eval_tasks=["mcq"]) == {
+        "train": False, "val": False, "test": False,
+    }  # fmt: skip
+    assert with_data(task_weights=None, eval_tasks=["mcq", "probability"])["train"] is False

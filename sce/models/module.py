@@ -218,7 +218,9 @@ class SceModule(L.LightningModule):
         # Under effective-batch normalisation the optimised objective is the window's token
         # mean, logged as train/loss per optimizer step; the micro-batch mean keeps its own name.
         loss_name = "micro_batch_loss" if on_step and self._logs_window_loss() else "loss"
-        terms = {loss_name: out.total, "ce": out.ce, "mse": out.mse}
+        terms = {loss_name: out.total, "ce": out.ce}
+        if self._stage_has_probability_task(stage):
+            terms["mse"] = out.mse
         for name, value in terms.items():  # per step in training, per epoch (synced) in eval
             self.log(
                 f"{stage}/{name}",
@@ -245,6 +247,20 @@ class SceModule(L.LightningModule):
             stacklevel=2,
         )
         self.log("train/nonfinite_skipped", 1.0, reduce_fx="sum", on_step=False, on_epoch=True)
+
+    def _stage_has_probability_task(self, stage: str) -> bool:
+        """Whether the stage's task mix asks the probability question (then `<stage>/mse` is
+        logged). Decided from the data settings, the same on every rank, never per batch: a
+        metric logged on some ranks only would stall the epoch-end sync. True without a data
+        module that says otherwise."""
+        trainer = self._trainer
+        hparams = getattr(getattr(trainer, "datamodule", None), "hparams", None)
+        if hparams is None:
+            return True
+        if stage == "train":
+            weights = hparams.get("task_weights") or {"mcq": 1.0}
+            return (weights.get("probability") or 0) > 0
+        return "probability" in (hparams.get("eval_tasks") or ())
 
     def _empty_batch_loss(self) -> torch.Tensor:
         """A zero loss over every trainable parameter, for a batch whose samples were all
