@@ -72,6 +72,8 @@ def test_evaluation_writes_tensorboard_scalars_images_and_text(
     # no probability task in this run: no MSE curves (issue 15 point 6)
     assert "val/ce" in tags["scalars"] and "val/loss" in tags["scalars"]
     assert not {"train/mse", "val/mse"} & set(tags["scalars"])
+    # hp_metric (HParams tab) is the main metric: no checkpoint monitor here, so accuracy
+    assert events.Scalars("hp_metric")[-1].value == events.Scalars("val_gen/acc")[-1].value
     assert "val_gen/confusion_matrix" in tags["images"]
     assert any("val_gen/samples" in t for t in tags["tensors"])
     text = events.Tensors([t for t in tags["tensors"] if "val_gen/samples" in t][0])[0]

@@ -135,6 +135,9 @@ class GenerationEvaluation(Callback):
         prefix = f"{split}_gen"
         for name, value in summary.scalars.items():
             pl_module.log(f"{prefix}/{name}", float(value), sync_dist=False, rank_zero_only=True)
+        main = main_metric(trainer, summary) if split == "val" else None
+        if main is not None:  # TensorBoard's HParams tab ranks runs by hp_metric
+            pl_module.log("hp_metric", main, sync_dist=False, rank_zero_only=True)
         self._write(trainer, pl_module, split, summary)
         return summary
 
@@ -190,6 +193,16 @@ def _eval_tasks(trainer: Trainer) -> tuple[str, ...]:
     """The datamodule's evaluation tasks (data.eval_tasks), () when it declares none."""
     hparams = getattr(getattr(trainer, "datamodule", None), "hparams", None) or {}
     return tuple(hparams.get("eval_tasks", ()))
+
+
+def main_metric(trainer: Trainer, summary: Summary) -> float | None:
+    """The run's main validation metric: the checkpoint callback's monitored `val_gen/...`
+    metric (the recipe's choice, e.g. val_gen/calibration/brier for paper 002), else accuracy;
+    None when the evaluation lacks it (e.g. a run without the event question)."""
+    monitor = getattr(trainer.checkpoint_callback, "monitor", None) or ""
+    name = monitor.removeprefix("val_gen/") if monitor.startswith("val_gen/") else "acc"
+    value = summary.scalars.get(name)
+    return None if value is None else float(value)
 
 
 def _gather(results: list[dict]) -> list[dict]:
