@@ -98,6 +98,8 @@ class SceModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.model = None
+        # stages logging <stage>/mse; narrowed in setup() from the data settings
+        self._mse_stages = {"train", "val", "test"}
         self.tokenizer = None
         self.neftune: NEFTune | None = None
         self.strict_loading = False  # checkpoints hold only the trainable parameters
@@ -219,7 +221,7 @@ class SceModule(L.LightningModule):
         # mean, logged as train/loss per optimizer step; the micro-batch mean keeps its own name.
         loss_name = "micro_batch_loss" if on_step and self._logs_window_loss() else "loss"
         terms = {loss_name: out.total, "ce": out.ce}
-        if self._stage_has_probability_task(stage):
+        if stage in self._mse_stages:
             terms["mse"] = out.mse
         for name, value in terms.items():  # per step in training, per epoch (synced) in eval
             self.log(
@@ -247,6 +249,12 @@ class SceModule(L.LightningModule):
             stacklevel=2,
         )
         self.log("train/nonfinite_skipped", 1.0, reduce_fx="sum", on_step=False, on_epoch=True)
+
+    def setup(self, stage: str) -> None:
+        """Decide once per run, not per step, which stages log `<stage>/mse`."""
+        self._mse_stages = {
+            name for name in ("train", "val", "test") if self._stage_has_probability_task(name)
+        }
 
     def _stage_has_probability_task(self, stage: str) -> bool:
         """Whether the stage's task mix asks the probability question (then `<stage>/mse` is
