@@ -333,7 +333,7 @@ def summarize(
     (event, description) when the probability question was not asked (the collision
     probability is then read from the event's option probabilities). The event answer is read
     with the parser of its question's scope."""
-    from sce.data.prompts import BINARY_OPTIONS, EVENT_OPTIONS
+    from sce.labels import BINARY_OPTION_LETTERS, OPTION_LETTERS
     from sce.metrics.parsing import parse_binary_event, parse_event_class, parse_probability
 
     asked_probability = len(texts) == len(QUESTIONS)
@@ -342,7 +342,7 @@ def summarize(
     parsed = parse_binary_event(event_text) if binary else parse_event_class(event_text)
     probs = {}
     if option_probs:  # softmax over the A/B/C letters; the binary question's options are A, B
-        options = list((BINARY_OPTIONS if binary else EVENT_OPTIONS).values())
+        options = list((BINARY_OPTION_LETTERS if binary else OPTION_LETTERS).values())
         letters = [float(p) for p in option_probs[0][: len(options)]]
         if binary:  # renormalised over A, B: the softmax of their two logits
             letters = [p / (sum(letters) or 1.0) for p in letters]

@@ -37,10 +37,12 @@ from typing import Any, Literal, get_args
 
 import yaml
 
+from sce.labels import LABELS
+
 Paper = Literal["000", "001", "002", "003"]
 PAPERS: tuple[str, ...] = get_args(Paper)
 SEARCH_DEPTH = 2  # runs/<x>/tensorboard/version_<k>/metrics.json
-CLASSES = ("collision", "near_collision", "normal")
+CLASSES = LABELS  # the 3-class table columns, in option order
 
 
 class ReportError(ValueError):

@@ -192,8 +192,8 @@ class FakeTelemetry:
 
 
 def synthetic_inputs(record, fps=3.0, size=(32, 24), before=4.0, after=2.0, with_frames=True):
-    """ClipInputs without decoding anything: frame k is filled with 10*k; a_x = -k m/s^2."""
-    from sce.labeling.prompts import ClipInputs
+    """TeacherClipInputs without decoding anything: frame k is filled with 10*k; a_x = -k m/s^2."""
+    from sce.labeling.prompts import TeacherClipInputs
 
     n = int(round((before + after) * fps))
     times = np.round(np.arange(n) / fps, 6)
@@ -205,7 +205,7 @@ def synthetic_inputs(record, fps=3.0, size=(32, 24), before=4.0, after=2.0, with
     )
     accel = np.stack([-np.arange(n, dtype=float), np.full(n, 0.5), np.full(n, 9.8)], axis=1)
     telemetry = FakeTelemetry(times, accel, np.full(n, 0.01), np.linspace(10, 4, n))
-    return ClipInputs(frame_times=times, frames=frames, telemetry=telemetry, event_time=before,
+    return TeacherClipInputs(frame_times=times, frames=frames, telemetry=telemetry, event_time=before,
                       source_size=(640, 480), fps=fps)  # fmt: skip
 
 

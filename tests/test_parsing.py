@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
+from sce import labels
+from sce.data import prompts
+from sce.labeling.templates import TEACHER_EVENT_OPTIONS
 from sce.metrics.parsing import (
     BINARY_OPTION_LETTERS,
     OPTION_LETTERS,
@@ -20,22 +26,68 @@ def label(text: str | None, mode: str = "auto") -> str | None:
     return parse_event_class(text, mode).label
 
 
-def test_option_letters_match_the_prompt_module():
+def test_one_label_definition_drives_the_prompts_and_the_parser():
     assert OPTION_LETTERS == {"A": "collision", "B": "near_collision", "C": "normal"}
-    prompts = pytest.importorskip("sce.data.prompts")
-    assert prompts.EVENT_OPTIONS == OPTION_LETTERS
-    # the training target of the event question parses back to its own class
-    for cls in OPTION_LETTERS.values():
+    assert BINARY_OPTION_LETTERS == {"A": "event", "B": "normal"}
+    # the parser, the prompts and the teacher use the sce.labels objects, not copies
+    assert OPTION_LETTERS is labels.OPTION_LETTERS
+    assert BINARY_OPTION_LETTERS is labels.BINARY_OPTION_LETTERS
+    # the prompt's option lines are the letters and display names of sce.labels
+    assert prompts.EVENT_QUESTION.splitlines()[1:4] == [
+        "A. collision",
+        "B. near-collision",
+        "C. normal driving",
+    ]
+    assert prompts.BINARY_EVENT_QUESTION.splitlines()[1:3] == ["A. yes", "B. no"]
+    assert [letter for letter, _, _ in TEACHER_EVENT_OPTIONS] == ["A", "B", "C"]
+    assert [label for _, label, _ in TEACHER_EVENT_OPTIONS] == list(labels.LABELS)
+    # each training target parses back to its own class, by letter and by the whole answer
+    assert [prompts.mcq_answer(c) for c in labels.LABELS] == [
+        "A. collision",
+        "B. near-collision",
+        "C. normal driving",
+    ]
+    for cls in labels.LABELS:
         assert label(prompts.mcq_answer(cls), mode="letter") == cls
         assert label(prompts.mcq_answer(cls)) == cls
-
-
-def test_binary_letters_match_the_prompt_module():
-    prompts = pytest.importorskip("sce.data.prompts")
-    assert prompts.BINARY_OPTIONS == BINARY_OPTION_LETTERS
-    for cls in BINARY_OPTION_LETTERS.values():  # "A. yes" / "B. no" parse back to their class
+        assert label(labels.LABEL_TEXT[cls], mode="strict") == cls  # the display name alone
+    assert [prompts.binary_answer(c) for c in labels.BINARY_LABELS] == ["A. yes", "B. no"]
+    for cls in labels.BINARY_LABELS:
         assert parse_binary_event(prompts.binary_answer(cls), "letter").label == cls
         assert parse_binary_event(prompts.binary_answer(cls)).label == cls
+        assert parse_binary_event(labels.BINARY_OPTION_TEXT[cls]).label == cls  # "yes" / "no"
+
+
+def _letter_label_maps(tree: ast.AST) -> list[int]:
+    """Lines of dict literals that map an option letter to a label ({"A": "collision", ...})."""
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Dict)
+        and node.keys
+        and all(
+            isinstance(k, ast.Constant) and isinstance(k.value, str) and len(k.value) == 1
+            for k in node.keys
+        )
+        and all(isinstance(v, ast.Constant) and v.value in labels.ALL_LABELS for v in node.values)
+    ]
+
+
+def test_labels_and_option_letters_are_defined_only_in_sce_labels():
+    package = Path(labels.__file__).parent
+    copies = {}
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        lines = _letter_label_maps(tree)
+        lines += [  # a tuple literal of the three classes in their option order
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Tuple)
+            and [getattr(e, "value", None) for e in node.elts] == list(labels.LABELS)
+        ]
+        if lines and path != Path(labels.__file__):
+            copies[str(path.relative_to(package))] = lines
+    assert copies == {}
 
 
 @pytest.mark.parametrize(

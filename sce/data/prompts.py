@@ -37,6 +37,14 @@ from typing import Any
 
 import numpy as np
 
+from sce.labels import (
+    BINARY_OPTION_LETTERS,
+    BINARY_OPTION_TEXT,
+    LABEL_TEXT,
+    LETTER_OF_LABEL,
+    OPTION_LETTERS,
+)
+
 LAYOUTS = ("interleaved", "table")
 TASKS = ("mcq", "caption", "vqa", "reasoning", "probability", "instruction")
 
@@ -45,29 +53,15 @@ SYSTEM_PROMPT = (
     "is given, and report safety-critical events: collision, near-collision or normal driving."
 )
 
-# Lettered options of the 3-way event question (also used by the answer parser).
-EVENT_OPTIONS: dict[str, str] = {"A": "collision", "B": "near_collision", "C": "normal"}
-LABEL_TEXT: dict[str, str] = {
-    "collision": "collision",
-    "near_collision": "near-collision",
-    "normal": "normal driving",
-    "event": "collision or near-collision",  # binary scope (Nexar): the source knows no more
-}
-LETTER_OF_LABEL: dict[str, str] = {label: letter for letter, label in EVENT_OPTIONS.items()}
-# Lettered options of the binary event question (label_scope "binary"): the same letters A, B
-# as the 3-way question, so option-letter parsing and the letter log-likelihood scoring apply.
-BINARY_OPTIONS: dict[str, str] = {"A": "event", "B": "normal"}
-BINARY_OPTION_TEXT: dict[str, str] = {"event": "yes", "normal": "no"}
-
 EVENT_QUESTION = (
     "Which event occurs in this clip?\n"
-    + "\n".join(f"{letter}. {LABEL_TEXT[label]}" for letter, label in EVENT_OPTIONS.items())
+    + "\n".join(f"{letter}. {LABEL_TEXT[label]}" for letter, label in OPTION_LETTERS.items())
     + "\nAnswer with the letter."
 )
 BINARY_EVENT_QUESTION = (
     "Does a safety-critical event (a collision or a near-collision) occur in this clip?\n"
     + "\n".join(
-        f"{letter}. {BINARY_OPTION_TEXT[label]}" for letter, label in BINARY_OPTIONS.items()
+        f"{letter}. {BINARY_OPTION_TEXT[label]}" for letter, label in BINARY_OPTION_LETTERS.items()
     )
     + "\nAnswer with the letter."
 )
@@ -116,12 +110,12 @@ def mcq_answer(label: str) -> str:
 
 def mcq_options() -> list[str]:
     """All answers of the event question, in option order (for log-likelihood scoring)."""
-    return [mcq_answer(label) for label in EVENT_OPTIONS.values()]
+    return [mcq_answer(label) for label in OPTION_LETTERS.values()]
 
 
 def binary_answer(label: str) -> str:
     """Answer to the binary event question: 'A. yes' (event) or 'B. no' (normal)."""
-    letter = {v: k for k, v in BINARY_OPTIONS.items()}[label]
+    letter = {v: k for k, v in BINARY_OPTION_LETTERS.items()}[label]
     return f"{letter}. {BINARY_OPTION_TEXT[label]}"
 
 
@@ -133,7 +127,7 @@ def event_question(scope: str = "three_class") -> str:
 def event_answer(label: str, scope: str = "three_class") -> str:
     """The answer to `event_question(scope)`; a label outside the scope raises ValueError (a
     binary record's "event" is never turned into a 3-class collision)."""
-    options = BINARY_OPTIONS if scope == "binary" else EVENT_OPTIONS
+    options = BINARY_OPTION_LETTERS if scope == "binary" else OPTION_LETTERS
     if label not in options.values():
         raise ValueError(
             f"label {label!r} is not a {scope!r} label; expected one of {tuple(options.values())}"

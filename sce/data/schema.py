@@ -42,12 +42,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-LABELS: tuple[str, ...] = ("collision", "near_collision", "normal")  # label_scope "three_class"
-BINARY_LABELS: tuple[str, ...] = ("event", "normal")  # label_scope "binary": event / no event
-SCOPE_LABELS: dict[str, tuple[str, ...]] = {"three_class": LABELS, "binary": BINARY_LABELS}
-LABEL_SCOPES: tuple[str, ...] = tuple(SCOPE_LABELS)
-# Every label of any scope, most severe first (split stratification, report tables).
-ALL_LABELS: tuple[str, ...] = ("collision", "near_collision", "event", "normal")
+# The labels are defined once in sce.labels; re-exported here, where the manifest is read.
+from sce.labels import (  # noqa: F401 (LABELS, BINARY_LABELS: re-exported)
+    ALL_LABELS,
+    BINARY_LABELS,
+    LABEL_SCOPES,
+    LABELS,
+    SCOPE_LABELS,
+)
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 REQUIRED_FIELDS: tuple[str, ...] = ("id", "video", "label", "source", "split")
 OnBadSample = Literal["error", "skip"]  # data.on_bad_sample

@@ -15,8 +15,8 @@ from sce.labeling.pipeline import (
     run_labeling,
 )
 from sce.labeling.prompts import (
-    ClipInputs,
     PromptOptions,
+    TeacherClipInputs,
     TeacherPrompt,
     build_teacher_prompt,
     load_clip_inputs,
@@ -34,7 +34,7 @@ __all__ = [
     "TASKS",
     "TEMPLATES",
     "AnswerError",
-    "ClipInputs",
+    "TeacherClipInputs",
     "LabelingSummary",
     "OpenAIChatBackend",
     "PromptOptions",

@@ -37,7 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from sce.data.schema import ClipRecord, load_manifest, write_manifest
-from sce.labeling.prompts import ClipInputs, PromptOptions, build_teacher_prompt, load_clip_inputs
+from sce.labeling.prompts import (
+    PromptOptions,
+    TeacherClipInputs,
+    build_teacher_prompt,
+    load_clip_inputs,
+)
 from sce.labeling.teacher import TeacherBackend, TeacherError, TeacherFatalError
 from sce.labeling.templates import (
     LOCAL_TASKS,
@@ -164,7 +169,7 @@ class _Run:
 
     backend: TeacherBackend | None
     store: ResultStore
-    loader: Callable[..., ClipInputs]
+    loader: Callable[..., TeacherClipInputs]
     loader_kwargs: dict[str, Any]
     options: PromptOptions
     answer_retries: int
@@ -190,7 +195,7 @@ def _result(
 
 
 def _run_teacher_task(
-    run: _Run, record: ClipRecord, inputs: ClipInputs, task: str, version: str
+    run: _Run, record: ClipRecord, inputs: TeacherClipInputs, task: str, version: str
 ) -> dict[str, Any]:
     """Ask the teacher (again after a malformed answer) and validate; raises only when fatal."""
     start = time.monotonic()
@@ -242,7 +247,7 @@ def _scene_caption(run: _Run, record: ClipRecord) -> str | None:
     return caption if isinstance(caption, str) and caption.strip() else None
 
 
-def _run_item(run: _Run, record: ClipRecord, inputs: ClipInputs | None, error: str | None,
+def _run_item(run: _Run, record: ClipRecord, inputs: TeacherClipInputs | None, error: str | None,
               task: str, version: str) -> dict[str, Any]:  # fmt: skip
     if error is not None:
         return _result(record, task, version, "failed", reason=error)
@@ -401,7 +406,7 @@ def run_labeling(
     splits: Iterable[str] | None = None,
     limit: int | None = None,
     check_files: bool = True,
-    inputs_loader: Callable[..., ClipInputs] | None = None,
+    inputs_loader: Callable[..., TeacherClipInputs] | None = None,
     progress: bool = True,
 ) -> LabelingSummary:
     """Label every clip of `manifest` with `tasks` and write the labeled manifest to `out`.

@@ -65,7 +65,7 @@ class TeacherPrompt:
 
 
 @dataclass
-class ClipInputs:
+class TeacherClipInputs:
     """Decoded inputs of one clip: the sampled frames and the telemetry synchronized to them.
 
     frames: uint8 [T, H, W, 3] (None when only text is needed); frame_times: [T] seconds from the
@@ -111,7 +111,7 @@ def load_clip_inputs(
     after: float = 2.0,
     with_frames: bool = True,
     decoder: str = "decord",
-) -> ClipInputs:
+) -> TeacherClipInputs:
     """The record's event window and synchronized telemetry, cut by `sce.data.clip.load_clip`
     (the same window, event time and telemetry as the student's dataset).
 
@@ -128,7 +128,7 @@ def load_clip_inputs(
     clip = load_clip(record, spec)
     detections = _experts(record.metadata).get("detections") or []
     needs_size = any(isinstance(d, Mapping) and "box_px" in d for d in detections)
-    return ClipInputs(
+    return TeacherClipInputs(
         frame_times=np.asarray(clip.frame_times, dtype=float),
         frames=clip.frames if with_frames else None,
         telemetry=clip.telemetry,
@@ -304,7 +304,7 @@ def frame_telemetry_text(telemetry: Any, k: int) -> str:
     return text
 
 
-def _header(inputs: ClipInputs, n_frames: int, with_frames: bool) -> str:
+def _header(inputs: TeacherClipInputs, n_frames: int, with_frames: bool) -> str:
     times = inputs.frame_times
     fps = inputs.fps or (1.0 / float(np.median(np.diff(times))) if len(times) > 1 else None)
     lines = [
@@ -327,7 +327,7 @@ def _header(inputs: ClipInputs, n_frames: int, with_frames: bool) -> str:
 
 
 def _frame_text(
-    inputs: ClipInputs, k: int, objects: Sequence[FrameObject], max_objects: int
+    inputs: TeacherClipInputs, k: int, objects: Sequence[FrameObject], max_objects: int
 ) -> str:
     t = float(inputs.frame_times[k])
     rel = f" ({t - inputs.event_time:+.2f} s from t_e)" if inputs.event_time is not None else ""
@@ -345,7 +345,7 @@ def _frame_text(
 
 def build_teacher_prompt(
     record: ClipRecord,
-    inputs: ClipInputs,
+    inputs: TeacherClipInputs,
     template: TaskTemplate,
     options: PromptOptions | None = None,
     scene_caption: str | None = None,

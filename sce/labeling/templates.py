@@ -33,32 +33,26 @@ from typing import Any
 
 import numpy as np
 
-from sce.data.prompts import EVENT_OPTIONS as STUDENT_EVENT_OPTIONS
 from sce.data.schema import ALL_LABELS
+from sce.labels import OPTION_LETTERS
 
-# The 3-way event question of paper 001, with the student's letter order (sce.data.prompts), so a
-# kept think trace and the answer the dataset appends to it agree. Paper 001 orders the options
-# collision / normal / near-collision; the order carries no meaning.
+# The 3-way event question of paper 001 as the teacher is asked it, with the student's letters
+# (sce.labels.OPTION_LETTERS), so a kept think trace and the answer the dataset appends to it
+# agree. Paper 001 orders the options collision / normal / near-collision; the order carries no
+# meaning. The teacher's options describe each event in a sentence (the student's name it).
 _OPTION_TEXT: dict[str, str] = {
     "collision": "The ego vehicle hits another vehicle, a person or an object.",
     "near_collision": "The ego vehicle almost hits something but the impact is avoided.",
     "normal": "The ego vehicle keeps driving normally and nothing happens.",
 }
-EVENT_QUESTION = (
+TEACHER_EVENT_QUESTION = (
     "The dashcam of the ego vehicle records a driving event in this clip. "
     "Which kind of event takes place?"
 )
-EVENT_OPTIONS: tuple[tuple[str, str, str], ...] = tuple(
-    (letter, label, _OPTION_TEXT[label]) for letter, label in STUDENT_EVENT_OPTIONS.items()
+# (letter, label, option sentence) of the teacher's event question, in option order.
+TEACHER_EVENT_OPTIONS: tuple[tuple[str, str, str], ...] = tuple(
+    (letter, label, _OPTION_TEXT[label]) for letter, label in OPTION_LETTERS.items()
 )
-LETTER_TO_LABEL: dict[str, str] = {letter: label for letter, label, _ in EVENT_OPTIONS}
-LABEL_TO_LETTER: dict[str, str] = {label: letter for letter, label, _ in EVENT_OPTIONS}
-
-LABEL_PHRASES: dict[str, str] = {
-    "collision": "a collision",
-    "near_collision": "a near-collision",
-    "normal": "normal driving",
-}
 
 _ALIASES: dict[str, tuple[str, ...]] = {
     "weather": ("weather",),
@@ -427,7 +421,9 @@ REASONING_VQA_V1 = TaskTemplate(
 )
 
 _EVENT_MCQ = (
-    EVENT_QUESTION + "\n" + "\n".join(f"{letter}. {text}" for letter, _, text in EVENT_OPTIONS)
+    TEACHER_EVENT_QUESTION
+    + "\n"
+    + "\n".join(f"{letter}. {text}" for letter, _, text in TEACHER_EVENT_OPTIONS)
 )
 
 REASONING_V1 = TaskTemplate(

@@ -1,6 +1,6 @@
 """Validation of teacher answers: JSON extraction, per-task schemas, normalization, filters.
 
-`parse_answer(task, text, label)` returns a `ParsedAnswer` (the normalized value, plus a filter
+`parse_answer(task, text, label)` returns a `TeacherAnswer` (the normalized value, plus a filter
 verdict), or raises `AnswerError` with the reason when the answer is malformed; the pipeline then
 asks again and finally records the item as failed with that reason.
 
@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sce.labeling.templates import LETTER_TO_LABEL
+from sce.labels import LABELS, OPTION_LETTERS
 
 _STR = {"type": "string", "minLength": 1}
 _LETTER4 = {"type": "string", "enum": ["A", "B", "C", "D"]}
@@ -84,7 +84,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["think", "answer"],
         "properties": {
             "think": {"type": "string", "minLength": 20},
-            "answer": {"type": "string", "enum": ["A", "B", "C"]},
+            "answer": {"type": "string", "enum": list(OPTION_LETTERS)},
         },
     },
 }
@@ -95,8 +95,9 @@ class AnswerError(ValueError):
 
 
 @dataclass
-class ParsedAnswer:
-    """A valid answer: `value` is what goes into the annotations; `filtered` says it is not kept."""
+class TeacherAnswer:
+    """A valid teacher answer: `value` is what goes into the annotations; `filtered` says it is
+    not kept. (Not sce.metrics.parsing.ParsedAnswer, the student's event answer.)"""
 
     value: dict[str, Any]
     filtered: bool = False
@@ -251,14 +252,14 @@ def _is_event_item(item: Mapping[str, Any]) -> bool:
     if "event" in item["dimension"].lower():
         return True
     named = {label_of_text(o) for o in item["options"]}
-    return {"collision", "near_collision", "normal"} <= named
+    return set(LABELS) <= named
 
 
 # ---------------------------------------------------------------------------------------------
 # Per-task parsers
 
 
-def _parse_caption(data: Any, label: str | None) -> ParsedAnswer:
+def _parse_caption(data: Any, label: str | None) -> TeacherAnswer:
     data = _lower_keys(data)
     if isinstance(data, dict) and isinstance(data.get("questions"), list):
         data["questions"] = [_lower_keys(q) for q in data["questions"]]
@@ -267,10 +268,10 @@ def _parse_caption(data: Any, label: str | None) -> ParsedAnswer:
                 q["type"] = q["type"].strip().lower().replace("-ended", "")
     _require(data, "caption")
     questions = [{k: q[k] for k in ("type", "question", "answer")} for q in data["questions"]]
-    return ParsedAnswer({"caption": data["caption"].strip(), "questions": questions})
+    return TeacherAnswer({"caption": data["caption"].strip(), "questions": questions})
 
 
-def _parse_vqa(data: Any, label: str | None) -> ParsedAnswer:
+def _parse_vqa(data: Any, label: str | None) -> TeacherAnswer:
     if isinstance(data, list):  # paper 001's output is a bare list of triplets
         data = {"items": data}
     data = _lower_keys(data)
@@ -292,7 +293,7 @@ def _parse_vqa(data: Any, label: str | None) -> ParsedAnswer:
         raise AnswerError(
             "vqa answer has no event-type question (collision / near collision / normal)"
         )
-    parsed = ParsedAnswer({"items": items})
+    parsed = TeacherAnswer({"items": items})
     event = event_items[0]
     said = label_of_text(event["options"][ord(event["answer"]) - ord("A")])
     if label is not None and said is not None and not _answer_matches(said, label):
@@ -301,7 +302,7 @@ def _parse_vqa(data: Any, label: str | None) -> ParsedAnswer:
     return parsed
 
 
-def _parse_reasoning_vqa(data: Any, label: str | None) -> ParsedAnswer:
+def _parse_reasoning_vqa(data: Any, label: str | None) -> TeacherAnswer:
     data = _lower_keys(data)
     if isinstance(data, dict):
         data["options"] = _options(data.get("options"))
@@ -313,7 +314,7 @@ def _parse_reasoning_vqa(data: Any, label: str | None) -> ParsedAnswer:
     _require(data, "reasoning_vqa")
     value = {k: data[k] for k in ("question", "options", "answer", "reasons")}
     _answer_in_range(value, "reasoning_vqa")
-    return ParsedAnswer(value)
+    return TeacherAnswer(value)
 
 
 _ANSWER_LINE = re.compile(r"(?i:answer)(?:\s+is)?\s*[:\-]?\s*\**\s*[\(\[]?([A-C])\b")
@@ -334,7 +335,7 @@ def _answer_matches(answer: str, label: str) -> bool:
     return answer != "normal" if label == "event" else answer == label
 
 
-def _parse_reasoning(text: str, label: str | None) -> ParsedAnswer:
+def _parse_reasoning(text: str, label: str | None) -> TeacherAnswer:
     think, _ = split_think(text)
     try:
         data = _lower_keys(extract_json(text))
@@ -346,17 +347,17 @@ def _parse_reasoning(text: str, label: str | None) -> ParsedAnswer:
         data["answer"] = _letter(data.get("answer"))
     _require(data, "reasoning")
     answer = data["answer"]
-    value = {"think": data["think"].strip(), "answer": answer, "label": LETTER_TO_LABEL[answer]}
-    parsed = ParsedAnswer(value)
-    if label is not None and not _answer_matches(LETTER_TO_LABEL[answer], label):
+    value = {"think": data["think"].strip(), "answer": answer, "label": OPTION_LETTERS[answer]}
+    parsed = TeacherAnswer(value)
+    if label is not None and not _answer_matches(OPTION_LETTERS[answer], label):
         parsed.filtered = True
         parsed.filter_reason = (
-            f"answer {answer} ({LETTER_TO_LABEL[answer]}) but ground truth is {label!r}"
+            f"answer {answer} ({OPTION_LETTERS[answer]}) but ground truth is {label!r}"
         )
     return parsed
 
 
-def parse_answer(task: str, text: str, label: str | None = None) -> ParsedAnswer:
+def parse_answer(task: str, text: str, label: str | None = None) -> TeacherAnswer:
     """Validate and normalize the teacher's reply for `task` against its schema.
 
     Args:

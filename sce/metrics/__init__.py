@@ -7,8 +7,9 @@ Typical use in an evaluation callback::
     grouped.update([p.label for p in parsed], labels, scopes, groups={"source": ..., "imu": ...})
     logger.log_metrics(grouped.compute_flat("val"))
 
-Names are imported lazily, so `from sce.metrics.parsing import OPTION_LETTERS` (prompt building,
-dataloader workers) does not load torchmetrics or matplotlib.
+Names are imported lazily, so `from sce.metrics.parsing import parse_event_class` (dataloader
+workers) does not load torchmetrics or matplotlib. OPTION_LETTERS and BINARY_OPTION_LETTERS are
+re-exported from sce.labels, where they are defined.
 """
 
 from __future__ import annotations

@@ -31,10 +31,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sce.data.schema import LABELS
+from sce.labels import BINARY_OPTION_LETTERS, BINARY_OPTION_TEXT, LABELS, OPTION_LETTERS
 
-# Letters of the 3-way event question (the prompt module asks with this order).
-OPTION_LETTERS: dict[str, str] = {"A": "collision", "B": "near_collision", "C": "normal"}
 MODES: tuple[str, ...] = ("auto", "strict", "letter")
 
 
@@ -157,9 +155,7 @@ def parse_letter(text: str | None, options: str | Sequence[str] = "ABCD") -> str
 
 # ---------------------------------------------------------------------------- label phrases
 
-_NEAR = "near_collision"
-_COLL = "collision"
-_NORM = "normal"
+_COLL, _NEAR, _NORM = LABELS
 
 _HIT = (
     r"(?:collid\w*|hit|hits|hitting|crash\w*|strik\w*|struck|rear ended|run into|runs into|"
@@ -385,9 +381,9 @@ def parse_event_class(
 
 # ---------------------------------------------------------------------------- binary answers
 
-# Letters of the binary event question asked of binary-scope records (sce.data.prompts).
-BINARY_OPTION_LETTERS: dict[str, str] = {"A": "event", "B": "normal"}
-_YES_NO = re.compile(r"^(yes|no)\b")
+# "yes" -> "event", "no" -> "normal": the words the binary question's options use.
+_LABEL_OF_OPTION_TEXT = {text: label for label, text in BINARY_OPTION_TEXT.items()}
+_YES_NO = re.compile(rf"^({'|'.join(_LABEL_OF_OPTION_TEXT)})\b")
 
 
 def binary_side(label: str) -> str:
@@ -439,7 +435,7 @@ def parse_binary_event(text: str | None, mode: str = "auto") -> ParsedAnswer:
     norm = _normalize(answer)
     explicit = BINARY_OPTION_LETTERS[letter] if letter else None
     if explicit is None and (match := _YES_NO.match(norm)):
-        explicit = "event" if match.group(1) == "yes" else "normal"
+        explicit = _LABEL_OF_OPTION_TEXT[match.group(1)]
         reason = f"leading {match.group(1)}"
     free = mode == "auto"
     if explicit is None:

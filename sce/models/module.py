@@ -17,7 +17,7 @@ import torch
 
 from sce.assets import resolve_model_path
 from sce.data.collate import DATA_PROBLEM_COUNTS, digit_token_ids
-from sce.data.prompts import EVENT_OPTIONS
+from sce.labels import OPTION_LETTERS
 from sce.models import adapters as adapter_lib
 from sce.models import losses as loss_lib
 from sce.models.neftune import NEFTune
@@ -515,7 +515,7 @@ def load_tokenizer(model_path: str):
 def option_token_ids(tokenizer) -> list[int]:
     """Token id of each event option letter, in option order (A, B, C)."""
     ids = []
-    for letter in EVENT_OPTIONS:
+    for letter in OPTION_LETTERS:
         encoded = tokenizer(letter, add_special_tokens=False)["input_ids"]
         if len(encoded) != 1:
             raise ValueError(f"option letter {letter!r} is not a single token: {encoded}")
