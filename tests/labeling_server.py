@@ -12,7 +12,6 @@ import re
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -181,18 +180,9 @@ def canned_responder(body: dict[str, Any], headers: dict[str, str], n: int) -> t
     return chat_reply(canned_answer(task_of(body), label_in_prompt(body)))
 
 
-@dataclass
-class FakeTelemetry:
-    frame_times: np.ndarray
-    accel: np.ndarray
-    yaw_delta: np.ndarray
-    speed: np.ndarray | None
-    available: bool = True
-    reason: str = ""
-
-
 def synthetic_inputs(record, fps=3.0, size=(32, 24), before=4.0, after=2.0, with_frames=True):
     """TeacherClipInputs without decoding anything: frame k is filled with 10*k; a_x = -k m/s^2."""
+    from sce.data.prompts import Telemetry
     from sce.labeling.prompts import TeacherClipInputs
 
     n = int(round((before + after) * fps))
@@ -204,7 +194,7 @@ def synthetic_inputs(record, fps=3.0, size=(32, 24), before=4.0, after=2.0, with
         else None
     )
     accel = np.stack([-np.arange(n, dtype=float), np.full(n, 0.5), np.full(n, 9.8)], axis=1)
-    telemetry = FakeTelemetry(times, accel, np.full(n, 0.01), np.linspace(10, 4, n))
+    telemetry = Telemetry(times, accel, np.full(n, 0.01), np.linspace(10, 4, n))
     return TeacherClipInputs(frame_times=times, frames=frames, telemetry=telemetry, event_time=before,
                       source_size=(640, 480), fps=fps)  # fmt: skip
 

@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from labeling_server import (  # noqa: E402
     ChatServer,
-    FakeTelemetry,
     canned_answer,
     canned_responder,
     chat_reply,
@@ -35,6 +34,7 @@ from labeling_server import (  # noqa: E402
     write_manifest_files,
 )
 
+from sce.data.prompts import Telemetry  # noqa: E402
 from sce.data.schema import ClipRecord, load_manifest  # noqa: E402
 from sce.labeling import (  # noqa: E402
     AnswerError,
@@ -134,7 +134,7 @@ def test_structured_caption_from_metadata():
 
 def test_structured_caption_telemetry_peaks():
     times = np.array([0.0, 1 / 3, 2 / 3, 1.0])
-    tele = FakeTelemetry(
+    tele = Telemetry(
         frame_times=times,
         accel=np.array([[0.5, 0.1, 9.8], [-7.25, -2.0, 9.8], [-1.0, 0.4, 9.8], [0.2, 0.0, 9.8]]),
         yaw_delta=np.radians([1.0, 2.0, 3.0, 4.0]),
@@ -210,9 +210,7 @@ def test_teacher_prompt_interleaves_frames_telemetry_and_expert_outputs():
 def test_teacher_prompt_without_telemetry_or_frames():
     record = _record("normal")
     inputs = synthetic_inputs(record)
-    inputs.telemetry = FakeTelemetry(
-        inputs.frame_times, None, None, None, available=False, reason="no IMU file"
-    )
+    inputs.telemetry, inputs.telemetry_reason = None, "no IMU file"  # what load_clip_inputs gives
     prompt = build_teacher_prompt(
         record, inputs, get_template("vqa"), PromptOptions(include_frames=False)
     )
@@ -667,3 +665,23 @@ def test_transformers_backend_on_the_tiny_kit(tmp_path):
     )
     assert summary.failed == 1  # random weights do not write JSON: recorded, not dropped
     assert summary.failures[0]["reason"].startswith("malformed answer after 1 attempts")
+
+
+def test_teacher_inputs_hold_the_students_telemetry(synthetic_manifest):
+    """The teacher prompt states the student's per-frame telemetry (one telemetry type)."""
+    from sce.data.clip import WindowSpec, load_clip
+    from sce.labeling.prompts import frame_telemetry_text, load_clip_inputs
+
+    record = load_manifest(synthetic_manifest)[0]
+    inputs = load_clip_inputs(record, size=(32, 24), with_frames=False)
+    student = load_clip(record, WindowSpec(fps=3.0, before=4.0, after=2.0, width=32, height=24))
+    assert type(inputs.telemetry) is Telemetry and len(inputs.frame_times) == 18
+    for name in ("frame_times", "accel", "yaw_delta", "speed"):
+        np.testing.assert_array_equal(
+            getattr(inputs.telemetry, name), getattr(student.telemetry, name)
+        )
+    prompt = build_teacher_prompt(
+        record, inputs, get_template("vqa"), PromptOptions(include_frames=False)
+    )
+    assert prompt.text.count("m/s^2, heading") == 18
+    assert frame_telemetry_text(student.telemetry, 17) in prompt.text

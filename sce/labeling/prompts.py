@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from sce.data.prompts import Telemetry
 from sce.data.schema import ClipRecord
 from sce.labeling.templates import TaskTemplate, structured_caption
 
@@ -69,15 +70,15 @@ class TeacherClipInputs:
     """Decoded inputs of one clip: the sampled frames and the telemetry synchronized to them.
 
     frames: uint8 [T, H, W, 3] (None when only text is needed); frame_times: [T] seconds from the
-    clip start; telemetry: a SyncedTelemetry-like object (frame_times, accel [T, 3],
-    yaw_delta [T], speed [T] or None, available, reason) or None; event_time: seconds from the
-    clip start; source_size: (W, H) of the source video, to scale pixel boxes; fps: the sampling
+    clip start; telemetry: the student's per-frame telemetry (sce.data.prompts.Telemetry, the
+    same values the student's prompt states), None when the IMU is unusable; event_time: seconds
+    from the clip start; source_size: (W, H) of the source video, to scale pixel boxes; fps: the sampling
     rate; telemetry_reason: why there is no telemetry.
     """
 
     frame_times: np.ndarray
     frames: np.ndarray | None = None
-    telemetry: Any = None
+    telemetry: Telemetry | None = None
     event_time: float | None = None
     source_size: tuple[int, int] | None = None
     fps: float | None = None
@@ -289,16 +290,12 @@ TELEMETRY_LEGEND = (
 )
 
 
-def telemetry_available(telemetry: Any) -> bool:
-    return telemetry is not None and bool(getattr(telemetry, "available", True))
-
-
-def frame_telemetry_text(telemetry: Any, k: int) -> str:
+def frame_telemetry_text(telemetry: Telemetry, k: int) -> str:
     """One frame's sensor text: 'a=(-6.50, +0.20, +9.80) m/s^2, heading +1.20 deg, speed 12.1'."""
     ax, ay, az = (float(v) for v in np.asarray(telemetry.accel)[k])
     heading = np.degrees(float(telemetry.yaw_delta[k]))
     text = f"a=({ax:+.2f}, {ay:+.2f}, {az:+.2f}) m/s^2, heading {heading:+.2f} deg"
-    speed = getattr(telemetry, "speed", None)
+    speed = telemetry.speed
     if speed is not None and np.isfinite(float(speed[k])):
         text += f", speed {float(speed[k]):.1f} m/s"
     return text
@@ -314,14 +311,10 @@ def _header(inputs: TeacherClipInputs, n_frames: int, with_frames: bool) -> str:
     ]
     if inputs.event_time is not None:
         lines.append(f"The candidate event time is t_e = {inputs.event_time:.2f} s.")
-    if telemetry_available(inputs.telemetry):
+    if inputs.telemetry is not None:
         lines.append(TELEMETRY_LEGEND)
     else:
-        reason = (
-            getattr(inputs.telemetry, "reason", None)
-            or inputs.telemetry_reason
-            or "no IMU data for this clip"
-        )
+        reason = inputs.telemetry_reason or "no IMU data for this clip"
         lines.append(f"Telemetry: unavailable ({reason}).")
     return "\n".join(lines) + "\n"
 
@@ -332,7 +325,7 @@ def _frame_text(
     t = float(inputs.frame_times[k])
     rel = f" ({t - inputs.event_time:+.2f} s from t_e)" if inputs.event_time is not None else ""
     text = f"Frame {k + 1}/{len(inputs.frame_times)}, t = {t:.2f} s{rel}"
-    if telemetry_available(inputs.telemetry):
+    if inputs.telemetry is not None:
         text += ": " + frame_telemetry_text(inputs.telemetry, k)
     if objects:
         shown = ", ".join(
@@ -387,7 +380,7 @@ def build_teacher_prompt(
         record.metadata,
         label=record.label if options.reveal_label else None,
         event_time=inputs.event_time,
-        telemetry=inputs.telemetry if telemetry_available(inputs.telemetry) else None,
+        telemetry=inputs.telemetry,
     )
     context = f"\nWhat the clip shows: {caption}\n"
     if scene_caption:

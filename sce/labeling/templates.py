@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from sce.data.prompts import Telemetry
 from sce.data.schema import ALL_LABELS
 from sce.labels import OPTION_LETTERS
 
@@ -137,28 +138,30 @@ def _article(noun: str) -> str:
     return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
 
 
-def telemetry_peaks(telemetry: Any, event_time: float | None = None) -> dict[str, float]:
-    """Peaks of a synchronized telemetry object (SyncedTelemetry-like), in SI units.
+def telemetry_peaks(
+    telemetry: Telemetry | None, event_time: float | None = None
+) -> dict[str, float]:
+    """Peaks of a clip's per-frame telemetry (None: no usable IMU), in SI units.
 
     Returns any of: peak_long_accel (signed m/s^2 with the largest |a_x|) and its time
     peak_long_time (s), peak_lat_accel (largest |a_y|), heading_change_deg (sum of yaw deltas),
     speed_start / speed_end / speed_at_event (m/s). Missing signals are left out.
     """
-    if telemetry is None or not getattr(telemetry, "available", True):
+    if telemetry is None:
         return {}
     peaks: dict[str, float] = {}
     times = np.asarray(telemetry.frame_times, dtype=float)
-    accel = getattr(telemetry, "accel", None)
-    if accel is not None and len(accel):
+    accel = telemetry.accel
+    if len(accel):
         accel = np.asarray(accel, dtype=float)
         k = int(np.nanargmax(np.abs(accel[:, 0])))
         peaks["peak_long_accel"] = float(accel[k, 0])
         peaks["peak_long_time"] = float(times[k])
         peaks["peak_lat_accel"] = float(np.nanmax(np.abs(accel[:, 1])))
-    yaw = getattr(telemetry, "yaw_delta", None)
-    if yaw is not None and len(yaw):
+    yaw = telemetry.yaw_delta
+    if len(yaw):
         peaks["heading_change_deg"] = float(np.degrees(np.nansum(np.asarray(yaw, dtype=float))))
-    speed = getattr(telemetry, "speed", None)
+    speed = telemetry.speed
     if speed is not None and len(speed):
         speed = np.asarray(speed, dtype=float)
         peaks["speed_start"] = float(speed[0])
@@ -297,7 +300,7 @@ def structured_caption(
     metadata: Mapping[str, Any],
     label: str | None = None,
     event_time: float | None = None,
-    telemetry: Any = None,
+    telemetry: Telemetry | None = None,
 ) -> str:
     """A caption built programmatically from a clip's metadata (paper 001's detailed captions).
 
@@ -305,7 +308,7 @@ def structured_caption(
         metadata: the record's metadata (keys in the module docstring; unknown keys are ignored).
         label: the ground-truth event label; when given, the caption states the event type.
         event_time: seconds from the clip start of the event, mentioned in the event sentence.
-        telemetry: a SyncedTelemetry-like object; its peaks (braking, heading, speed) are added.
+        telemetry: the per-frame telemetry (None: no usable IMU); its peaks (braking, heading, speed) are added.
     """
     if label is not None and label not in ALL_LABELS:
         raise ValueError(
