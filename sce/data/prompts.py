@@ -87,7 +87,12 @@ NO_TELEMETRY = "Telemetry: unavailable."
 
 @dataclass
 class Telemetry:
-    """Per-frame telemetry for the prompt (already synchronized to the frames)."""
+    """Per-frame telemetry for the prompt (already synchronized to the frames).
+
+    The usable values of an `sce.data.imu.SyncedTelemetry` (the synchronizer's verdict, which
+    may be unavailable and carries its reasons and rates): this is what flows on (window cache,
+    the student's and the teacher's prompts), so IMU values are always present and finite here.
+    """
 
     frame_times: np.ndarray  # [T] seconds from the clip start
     accel: np.ndarray  # [T, 3] m/s^2, block-averaged
