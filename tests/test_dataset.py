@@ -163,7 +163,7 @@ def test_bad_arguments() -> None:
         SceDataset([], SPEC, train=True, imu_dropout=1.5)
     with pytest.raises(ValueError, match="on_bad_sample"):
         SceDataset([], SPEC, train=True, on_bad_sample="ignore")
-    with pytest.raises(ValueError, match="imu setting"):
+    with pytest.raises(ValueError, match="data.eval_imu"):
         SceDataset([], SPEC, train=False, imu_settings=("on", "maybe"))
 
 

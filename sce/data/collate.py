@@ -21,11 +21,12 @@ the model): it raises an error naming the sample, or is dropped and counted when
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from sce.choices import check_choice
 from sce.data.prompts import PROBABILITY_DECIMALS, build_messages
 from sce.data.video_processing import with_fast_video_processor
 
@@ -36,6 +37,8 @@ PROBABILITY_DIGITS = 1 + PROBABILITY_DECIMALS
 
 VISUAL_TYPES = {"video": 4, "image": 3}  # placeholder type -> dims of its array
 # Per-batch counts of data problems the collator reports (logged as `data/{stage}_{name}`).
+CollateMode = Literal["train", "generate"]  # answers supervised | prompt only
+Overflow = Literal["error", "drop"]  # data.overflow: a sample longer than max_length
 DATA_PROBLEM_COUNTS = ("skipped", "dropped", "imu_unavailable", "gps_unavailable", "window_shrunk")
 
 
@@ -117,12 +120,14 @@ class Collator:
     """
 
     def __init__(
-        self, processor, max_length: int = 4096, mode: str = "train", overflow: str = "error"
+        self,
+        processor,
+        max_length: int = 4096,
+        mode: CollateMode = "train",
+        overflow: Overflow = "error",
     ):
-        if mode not in ("train", "generate"):
-            raise ValueError(f"collator mode must be 'train' or 'generate', got {mode!r}")
-        if overflow not in ("error", "drop"):
-            raise ValueError(f"overflow must be 'error' or 'drop', got {overflow!r}")
+        check_choice("collator mode", mode, CollateMode)
+        check_choice("data.overflow", overflow, Overflow)
         # A copy whose Qwen video preprocessing is the bit-identical fast path (the caller's
         # processor is not modified: it may be saved with an exported model).
         self.processor = processor = with_fast_video_processor(processor)

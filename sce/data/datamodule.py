@@ -12,11 +12,24 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Subset
 
 from sce.assets import resolve_manifest, resolve_model_path
+from sce.choices import check_choice, check_choices
 from sce.data.clip import TelemetryAnchor, WindowMode, WindowSpec
-from sce.data.collate import Collator
-from sce.data.dataset import SceDataset
-from sce.data.schema import ManifestError, load_manifest
+from sce.data.collate import CollateMode, Collator, Overflow
+from sce.data.dataset import ImuSetting, SceDataset
+from sce.data.prompts import Layout, Task
+from sce.data.schema import ManifestError, OnBadSample, load_manifest
+from sce.data.video import Backend
 from sce.data.video_processing import at_model_size
+
+# The string options of SceDataModule (the `sce fit` parser offers and checks the same choices
+# from the signature; telemetry_anchor and window are checked by WindowSpec).
+OPTION_CHOICES = {
+    "decoder": Backend,
+    "layout": Layout,
+    "overflow": Overflow,
+    "on_bad_sample": OnBadSample,
+}
+LIST_OPTION_CHOICES = {"eval_imu": ImuSetting, "eval_tasks": Task}
 
 
 class SceDataModule(L.LightningDataModule):
@@ -84,19 +97,19 @@ class SceDataModule(L.LightningDataModule):
         after: float = 2.0,
         width: int = 420,
         height: int = 240,
-        decoder: str = "decord",
-        layout: str = "interleaved",
-        task_weights: dict[str, float] | None = None,
+        decoder: Backend = "decord",
+        layout: Layout = "interleaved",
+        task_weights: dict[Task, float] | None = None,
         imu_dropout: float = 0.5,
-        eval_imu: Sequence[str] = ("on",),
-        eval_tasks: Sequence[str] = ("mcq",),
+        eval_imu: Sequence[ImuSetting] = ("on",),
+        eval_tasks: Sequence[Task] = ("mcq",),
         class_factors: dict[str, float | dict[str, float]] | None = None,
         batch_size: int = 2,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         max_length: int = 4096,
-        overflow: str = "error",
-        on_bad_sample: str = "error",
+        overflow: Overflow = "error",
+        on_bad_sample: OnBadSample = "error",
         cache_dir: str | None = None,
         seed: int = 0,
         eval_seed: int = 0,
@@ -107,6 +120,7 @@ class SceDataModule(L.LightningDataModule):
         max_pixels: int | None = None,
         allowed_roots: list[str] | None = None,
     ):
+        check_options(locals())  # the parser's checks, for direct construction
         super().__init__()
         self.save_hyperparameters()
         if window_scales and window != "event":
@@ -223,7 +237,7 @@ class SceDataModule(L.LightningDataModule):
         )
 
     # ------------------------------------------------------------------ loaders
-    def collator(self, mode: str) -> Collator:
+    def collator(self, mode: CollateMode) -> Collator:
         return Collator(
             self._load_processor(), self.hparams.max_length, mode, self.hparams.overflow
         )
@@ -296,3 +310,14 @@ class SceDataModule(L.LightningDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         return {}
+
+
+def check_options(args: dict[str, Any]) -> None:
+    """SceDataModule's string options (its init `args`) against their Literal choices, as the
+    `sce fit` parser checks them: direct construction (notebooks, tests) fails on a typo before
+    the processor or any data loads."""
+    for name, alias in OPTION_CHOICES.items():
+        check_choice(f"data.{name}", args[name], alias)
+    for name, alias in LIST_OPTION_CHOICES.items():
+        check_choices(f"data.{name}", args[name], alias)
+    check_choices("data.task_weights", args["task_weights"] or {}, Task)

@@ -28,23 +28,28 @@ import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch.utils.data import Dataset, Subset
 
+from sce.choices import check_choice, check_choices, choices_of
 from sce.data.clip import ClipError, WindowSpec, load_clip
 from sce.data.collate import Sample
 from sce.data.prompts import (
+    Layout,
+    Task,
     available_tasks,
     build_user_content,
     evaluation_tasks,
     make_task,
     training_tasks,
 )
-from sce.data.schema import ClipRecord, ManifestError
+from sce.data.schema import ClipRecord, ManifestError, OnBadSample
 from sce.data.subset import evaluation_subset, stable_seed
 
-IMU_SETTINGS = ("on", "off")
+ImuSetting = Literal["on", "off"]  # data.eval_imu: evaluated with telemetry / video only
+IMU_SETTINGS: tuple[str, ...] = choices_of(ImuSetting)
 
 
 @dataclass(frozen=True)
@@ -83,23 +88,22 @@ class SceDataset(Dataset):
         records: Sequence[ClipRecord],
         spec: WindowSpec,
         train: bool,
-        layout: str = "interleaved",
-        task_weights: Mapping[str, float] | None = None,
+        layout: Layout = "interleaved",
+        task_weights: Mapping[Task, float] | None = None,
         imu_dropout: float = 0.5,
-        imu_settings: Sequence[str] = ("on",),
-        eval_tasks: Sequence[str] = ("mcq",),
-        on_bad_sample: str = "error",
+        imu_settings: Sequence[ImuSetting] = ("on",),
+        eval_tasks: Sequence[Task] = ("mcq",),
+        on_bad_sample: OnBadSample = "error",
         cache=None,
         window_scales: Sequence[float] | None = None,
         eval_seed: int = 0,
     ):
         if not 0.0 <= imu_dropout <= 1.0:
             raise ValueError(f"imu_dropout must be in [0, 1], got {imu_dropout}")
-        if on_bad_sample not in ("error", "skip"):
-            raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
-        bad = set(imu_settings) - set(IMU_SETTINGS)
-        if bad:
-            raise ValueError(f"unknown imu setting(s) {sorted(bad)}; expected {IMU_SETTINGS}")
+        check_choice("data.layout", layout, Layout)
+        check_choice("data.on_bad_sample", on_bad_sample, OnBadSample)
+        check_choices("data.eval_imu", imu_settings, ImuSetting)
+        check_choices("data.eval_tasks", eval_tasks, Task)
         self.records = list(records)
         self.spec = spec
         self.train = train

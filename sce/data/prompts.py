@@ -33,7 +33,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -45,8 +45,10 @@ from sce.labels import (
     OPTION_LETTERS,
 )
 
-LAYOUTS = ("interleaved", "table")
-TASKS = ("mcq", "caption", "vqa", "reasoning", "probability", "instruction")
+Layout = Literal["interleaved", "table"]  # data.layout
+Task = Literal["mcq", "caption", "vqa", "reasoning", "probability", "instruction"]
+LAYOUTS: tuple[str, ...] = get_args(Layout)
+TASKS: tuple[str, ...] = get_args(Task)
 
 SYSTEM_PROMPT = (
     "You are a driving safety analyst. You watch dashcam video, read the vehicle telemetry when it "

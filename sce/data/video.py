@@ -24,7 +24,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 import torch
@@ -356,7 +356,7 @@ def read_frames(
     elif backend == "pyav":
         reader = _read_pyav
     else:
-        raise ValueError(f"backend must be 'decord' or 'pyav', got {backend!r}")
+        raise ValueError(f"backend must be one of {list(get_args(Backend))}, got {backend!r}")
     info = video_info(path)
     idx = frame_indices(times, info.fps, info.n_frames)
     try:

@@ -20,20 +20,27 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
 
+from sce.choices import check_choice, choices_of
+
 ATTENTION_PROJECTIONS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_PROJECTIONS: tuple[str, ...] = ("gate_proj", "up_proj", "down_proj")
 LM_PROJECTIONS: tuple[str, ...] = ATTENTION_PROJECTIONS + MLP_PROJECTIONS
-TARGET_PRESETS: dict[str, tuple[str, ...]] = {
+TargetPreset = Literal["all", "qv", "qkvo"]  # model.targets
+TARGET_PRESETS: dict[TargetPreset, tuple[str, ...]] = {
     "all": LM_PROJECTIONS,
     "qv": ("q_proj", "v_proj"),
     "qkvo": ATTENTION_PROJECTIONS,
 }
-MODES: tuple[str, ...] = ("dora", "lora", "full", "qlora")
-ATTN_IMPLEMENTATIONS: tuple[str, ...] = ("auto", "eager", "sdpa", "flash_attention_2")
+assert tuple(TARGET_PRESETS) == choices_of(TargetPreset)
+AdapterMode = Literal["dora", "lora", "full", "qlora"]  # model.finetuning, bar "none"
+MODES: tuple[str, ...] = choices_of(AdapterMode)
+AttnImplementation = Literal["auto", "eager", "sdpa", "flash_attention_2"]
+ATTN_IMPLEMENTATIONS: tuple[str, ...] = choices_of(AttnImplementation)
 
 
 class QLoRAUnavailableError(RuntimeError):
@@ -152,8 +159,7 @@ def apply_finetuning(
         targets: "all" | "qv" | "qkvo" | list of projection names (ignored for "full").
         train_vision / train_merger: unfreeze the vision tower / the merger (projector).
     """
-    if mode not in MODES:
-        raise ValueError(f"finetuning mode must be one of {list(MODES)}, got {mode!r}")
+    check_choice("finetuning mode", mode, AdapterMode)
     if mode == "full":
         for name, param in model.named_parameters():
             param.requires_grad_(not is_visual_param(name))
@@ -289,8 +295,7 @@ def flash_attention_available() -> bool:
 
 def resolve_attn_implementation(requested: str = "auto") -> str:
     """ "auto" -> flash_attention_2 when usable, else "sdpa"; explicit choices are checked."""
-    if requested not in ATTN_IMPLEMENTATIONS:
-        raise ValueError(f"attn_implementation must be one of {list(ATTN_IMPLEMENTATIONS)}")
+    check_choice("attn_implementation", requested, AttnImplementation)
     if requested == "auto":
         return "flash_attention_2" if flash_attention_available() else "sdpa"
     if requested == "flash_attention_2" and not flash_attention_available():
@@ -307,10 +312,13 @@ def adapted_module_names(model: nn.Module) -> list[str]:
 
 
 __all__ = [
+    "AdapterMode",
+    "AttnImplementation",
     "LM_PROJECTIONS",
     "MODES",
     "QLoRAUnavailableError",
     "TARGET_PRESETS",
+    "TargetPreset",
     "adapted_module_names",
     "apply_finetuning",
     "count_parameters",

@@ -9,22 +9,38 @@ state; the frozen base is reloaded from `model_path`.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from contextlib import nullcontext
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import lightning as L
 import torch
 
 from sce.assets import resolve_model_path
+from sce.choices import check_choice, choices_of
 from sce.data.collate import DATA_PROBLEM_COUNTS, digit_token_ids
 from sce.labels import OPTION_LETTERS
 from sce.models import adapters as adapter_lib
 from sce.models import losses as loss_lib
+from sce.models.adapters import AdapterMode, AttnImplementation, TargetPreset
 from sce.models.neftune import NEFTune
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-LOAD_DTYPE_KEY = "sce_load_dtype"  # checkpoint key: the dtype the run loaded its base in
+# The string options of SceModule: the `sce fit` parser offers and checks these choices.
+Finetuning = Literal[AdapterMode, "none"]  # "none": the base model as is (zero-shot)
+DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
+Scheduler = Literal["cosine", "cosine_with_restarts", "linear", "constant"]  # transformers names
 LossNormalization = Literal["effective_batch", "micro_batch"]
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+assert ("auto", *DTYPES) == choices_of(DtypeName)
+LOAD_DTYPE_KEY = "sce_load_dtype"  # checkpoint key: the dtype the run loaded its base in
+OPTION_CHOICES = {
+    "finetuning": Finetuning,
+    "dtype": DtypeName,
+    "attn_implementation": AttnImplementation,
+    "scheduler": Scheduler,
+    "loss_normalization": LossNormalization,
+}
 
 
 class SceModule(L.LightningModule):
@@ -72,22 +88,22 @@ class SceModule(L.LightningModule):
     def __init__(
         self,
         model_path: str,
-        finetuning: str = "dora",
+        finetuning: Finetuning = "dora",
         rank: int = 32,
         alpha: int = 64,
         dropout: float = 0.0,
-        targets: str = "all",
+        targets: TargetPreset | list[str] = "all",
         train_vision: bool = False,
         train_merger: bool = False,
-        dtype: str = "auto",
-        attn_implementation: str = "auto",
+        dtype: DtypeName = "auto",
+        attn_implementation: AttnImplementation = "auto",
         neftune_alpha: float = 0.0,
         mse_weight: float = 5.0,
         pos_weight: float = 3.0,
         lr: float = 5e-5,
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
-        scheduler: str = "cosine",
+        scheduler: Scheduler = "cosine",
         warmup_ratio: float = 0.0,
         num_cycles: int = 1,
         gradient_checkpointing: bool = False,
@@ -95,6 +111,7 @@ class SceModule(L.LightningModule):
         loss_normalization: LossNormalization = "effective_batch",
         max_nonfinite_steps: int = 10,
     ):
+        check_options(locals())  # the parser's checks, for direct construction
         super().__init__()
         self.save_hyperparameters()
         self.model = None
@@ -103,11 +120,6 @@ class SceModule(L.LightningModule):
         self.tokenizer = None
         self.neftune: NEFTune | None = None
         self.strict_loading = False  # checkpoints hold only the trainable parameters
-        if loss_normalization not in get_args(LossNormalization):
-            raise ValueError(
-                "model.loss_normalization must be 'effective_batch' or 'micro_batch', "
-                f"got {loss_normalization!r}"
-            )
         self._window_tokens = 0  # supervised tokens of this rank's current accumulation window
         self._window_loss_sum: torch.Tensor | float = 0.0  # sum of loss_i * n_tokens_i there
         self._window_nonfinite = 0  # batches of this rank's window skipped for a non-finite loss
@@ -523,12 +535,21 @@ def option_token_ids(tokenizer) -> list[int]:
     return ids
 
 
+def check_options(args: Mapping[str, Any]) -> None:
+    """SceModule's string options (its init `args`) against their Literal choices, as the
+    `sce fit` parser checks them: direct construction (notebooks, tests) fails on a typo
+    before any weights load."""
+    for name, alias in OPTION_CHOICES.items():
+        check_choice(f"model.{name}", args[name], alias)
+    if isinstance(args["targets"], str):  # a list names projections (checked by adapters)
+        check_choice("model.targets", args["targets"], TargetPreset)
+
+
 def resolve_dtype(name: str) -> torch.dtype:
     """model.dtype as a torch dtype: "auto" is bfloat16 on CUDA, float32 on CPU."""
     if name == "auto":
         name = "bfloat16" if torch.cuda.is_available() else "float32"
-    if name not in DTYPES:
-        raise ValueError(f"model.dtype must be one of auto, {', '.join(DTYPES)}; got {name!r}")
+    check_choice("model.dtype", name, DtypeName)
     return DTYPES[name]
 
 
