@@ -43,7 +43,7 @@ class WindowSpec:
     after: float = 2.0
     width: int = 420
     height: int = 240
-    decoder: str = "decord"
+    decoder: video_lib.Backend = "decord"
     # Multi-scale keyframe mode (paper 002): a window of `scale` s ending at the event, sampled
     # only at the keyframe fractions (start, middle, end), each keyframe a separate image in the
     # prompt; None = the [-before, +after] window, one video.

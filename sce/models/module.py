@@ -54,7 +54,8 @@ class SceModule(L.LightningModule):
         rank: adapter rank r (paper 000: DoRA r=32).
         alpha: adapter scaling alpha (paper 000: 64); the update is scaled by alpha / rank.
         dropout: dropout on the adapter input (paper 002: 0.10).
-        targets: "all" (q,k,v,o,gate,up,down of the LM), "qv" or "qkvo" (paper 002).
+        targets: "all" (q,k,v,o,gate,up,down of the LM), "qv" or "qkvo" (paper 002), or a
+            list of those projection names.
         train_vision: train the vision tower too (frozen in every paper recipe).
         train_merger: train the vision-language merger (projector) too (frozen by default).
         dtype: weights dtype: "auto" (bfloat16 on CUDA, float32 on CPU), "bfloat16", "float32".
