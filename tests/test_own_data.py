@@ -13,15 +13,14 @@ import pytest
 
 from sce.cli import main
 from sce.data.schema import load_manifest
-from sce.data.sources.base import assign_splits
-from sce.data.synthetic import assign_splits as synthetic_splits
+from sce.data.splits import assign_splits
 
 SIX = ["collision", "near_collision", "normal"] * 2  # 6 clips, 2 per class
 
 
 def test_six_clips_get_a_val_and_a_test_clip() -> None:
     groups = {f"clip{i}": label for i, label in enumerate(SIX)}
-    splits = assign_splits(groups, seed=0, val_fraction=0.05, test_fraction=0.05)
+    splits = dict(zip(groups, assign_splits(SIX, (0.9, 0.05, 0.05), 0, list(groups)), strict=True))
     # before: 6 / 0 / 0 (0.3 clips per class rounds to 0 for val and test)
     assert Counter(splits.values()) == Counter({"train": 4, "val": 1, "test": 1})
     # one clip each from two classes; train keeps every class
@@ -30,18 +29,18 @@ def test_six_clips_get_a_val_and_a_test_clip() -> None:
         {("test", "collision"): 1, ("val", "near_collision"): 1}
     )
     # synthetic data at 60/20/20: before 3 / 3 / 0; the test clip comes from val, not train
-    synth = synthetic_splits(SIX, (0.6, 0.2, 0.2))
+    synth = assign_splits(SIX, (0.6, 0.2, 0.2))
     assert Counter(synth) == Counter({"train": 3, "val": 2, "test": 1})
     assert {lab for s, lab in zip(synth, SIX, strict=True) if s == "train"} == set(SIX)
 
 
 @pytest.mark.parametrize(("n", "expected"), [(2, (2, 0, 0)), (3, (1, 1, 1)), (4, (2, 1, 1))])
 def test_small_sets_fill_val_and_test_from_three_clips(n: int, expected: tuple) -> None:
-    splits = assign_splits({f"c{i}": "normal" for i in range(n)}, 0, 0.05, 0.05)
-    assert tuple(Counter(splits.values())[s] for s in ("train", "val", "test")) == expected
+    splits = assign_splits(["normal"] * n, (0.9, 0.05, 0.05), seed=0)
+    assert tuple(Counter(splits)[s] for s in ("train", "val", "test")) == expected
     # a fraction of 0 asks for no split: nothing is moved into it
-    none = assign_splits({f"c{i}": "normal" for i in range(n)}, 0, 0.05, 0.0)
-    assert "test" not in none.values()
+    none = assign_splits(["normal"] * n, (0.95, 0.05, 0.0), seed=0)
+    assert "test" not in none
 
 
 def own_six(root: Path, synthetic_manifest: Path, extra: dict[str, list[str]]) -> list[str]:

@@ -31,8 +31,9 @@ from sce.data.sources import (
     prepare,
     prepare_command,
 )
-from sce.data.sources.base import assign_splits
-from sce.data.sources.bddx import make_caption, video_id_of
+from sce.data.sources.base import fill_splits
+from sce.data.sources.bddx import bddx_records, make_caption, video_id_of
+from sce.data.splits import assign_splits
 
 # ---------------------------------------------------------------------------------- fixtures
 
@@ -162,7 +163,7 @@ def test_nexar_missing_video_skip_or_raise(tmp_path: Path, tiny_mp4: Path) -> No
         ([["x7", "", "", 0]], r"line 2: column 'id': not a non-negative integer: 'x7'"),
         (
             [[4, "", "", 0], [4, "", "", 0]],
-            r"line 3: column 'id': duplicate id 4 \(first at .*line 2\)",
+            r"line 3, id 'nexar_00004': duplicate record id \(first at .*line 2\)",
         ),
     ],
 )
@@ -178,7 +179,7 @@ def test_nexar_missing_column_and_bad_option(tmp_path: Path) -> None:
     write_csv(tmp_path / "train.csv", ["id", "time_of_event", "time_of_alert"], [[1, "", ""]])
     with pytest.raises(SourceError, match=r"train\.csv: missing column 'target'"):
         convert_nexar(tmp_path, tmp_path / "m.jsonl")
-    with pytest.raises(TypeError, match="positive_label"):  # no 3-class label can be invented
+    with pytest.raises(ValueError, match="no option 'positive_label'"):  # no 3-class label
         convert_nexar(tmp_path, tmp_path / "m.jsonl", positive_label="collision")
 
 
@@ -594,11 +595,18 @@ def test_private_malformed_rows(tmp_path: Path, tiny_mp4: Path, row: list, patte
 # ------------------------------------------------------------------------- splits and report
 
 
-def test_assign_splits_counts_round_half_up_and_independence() -> None:
+def seeded_splits(groups: dict[str, str], seed: int, val: float, test: float) -> dict[str, str]:
+    """The converters' assignment: one split per group, seeded (`sce.data.splits.assign_splits`)."""
+    names = assign_splits(list(groups.values()), (1 - val - test, val, test), seed, list(groups))
+    return dict(zip(groups, names, strict=True))
+
+
+def test_assign_splits_counts_largest_remainder_and_independence() -> None:
     groups = {f"c{i:02d}": "collision" for i in range(20)} | {f"n{i}": "normal" for i in range(10)}
-    splits = assign_splits(groups, seed=0, val_fraction=0.05, test_fraction=0.2)
+    splits = seeded_splits(groups, seed=0, val=0.05, test=0.2)
     counts = Counter((groups[g], s) for g, s in splits.items())
-    # collision: 20 * 0.2 = 4 test, 20 * 0.05 = 1 val; normal: 2 test, 0.5 -> 1 val (half up)
+    # collision: 20 * 0.2 = 4 test, 20 * 0.05 = 1 val; normal: 7.5 / 0.5 / 2 -> 8 / 0 / 2 by
+    # largest remainder, then val takes one clip (every asked split gets each class of >= 3)
     assert counts == Counter(
         {
             ("collision", "test"): 4,
@@ -610,10 +618,60 @@ def test_assign_splits_counts_round_half_up_and_independence() -> None:
         }
     )
     only_collision = {g: lab for g, lab in groups.items() if lab == "collision"}
-    again = assign_splits(only_collision, seed=0, val_fraction=0.05, test_fraction=0.2)
+    again = seeded_splits(only_collision, seed=0, val=0.05, test=0.2)
     assert again == {g: splits[g] for g in only_collision}  # other labels do not move these
+    assert seeded_splits(groups, seed=1, val=0.05, test=0.2) != splits  # the seed draws
     with pytest.raises(ValueError, match="val_fraction \\+ test_fraction must be < 1"):
-        assign_splits(groups, seed=0, val_fraction=0.5, test_fraction=0.5)
+        fill_splits([], seed=0, val_fraction=0.5, test_fraction=0.5)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "fractions", "expected"),
+    [
+        # 30 clips at 90/5/5: 27 / 1.5 / 1.5 -> 27 / 2 / 1 (rounding each split half up on its
+        # own, the converters' old rule, gave 26 / 2 / 2: train lost a clip to rounding)
+        ({"collision": 30}, (0.9, 0.05, 0.05), {"collision": (27, 2, 1)}),
+        # a class with one clip per asked split gets one in each; two clips cannot
+        (
+            {"collision": 3, "normal": 2},
+            (0.9, 0.05, 0.05),
+            {"collision": (1, 1, 1), "normal": (2, 0, 0)},
+        ),
+        # 10 per class at 60/20/20 (the synthetic default): exactly 6 / 2 / 2 each
+        (
+            {"collision": 10, "near_collision": 10, "normal": 10},
+            (0.6, 0.2, 0.2),
+            {"collision": (6, 2, 2), "near_collision": (6, 2, 2), "normal": (6, 2, 2)},
+        ),
+        # a zero fraction asks for no split: nothing goes there, even on a tiny set
+        ({"normal": 4}, (0.8, 0.2, 0.0), {"normal": (3, 1, 0)}),
+    ],
+)
+def test_one_split_assigner_counts_per_split_per_class(
+    sizes: dict[str, int], fractions: tuple, expected: dict[str, tuple]
+) -> None:
+    labels = [label for label, n in sizes.items() for _ in range(n)]
+    for seed in (None, 0, 7):  # the synthetic generator's order, the converters' seeded shuffle
+        keys = [f"k{i:03d}" for i in range(len(labels))]
+        splits = assign_splits(labels, fractions, seed, keys)
+        counts = Counter(zip(labels, splits, strict=True))
+        got = {lab: tuple(counts[(lab, s)] for s in ("train", "val", "test")) for lab in sizes}
+        assert got == expected
+
+
+def test_prepare_names_both_records_of_a_duplicate_id(tmp_path: Path, tiny_mp4: Path) -> None:
+    # ids 7 and 7.0 are one Nexar clip (pandas writes "7.0"): two rows, one record id
+    root = kaggle_root(
+        tmp_path, tiny_mp4, [[7, 2.0, 1.0, 1], [8, "", "", 0], ["7.0", "", "", 0]], [7, 8]
+    )
+    csv_path = root / "train.csv"
+    with pytest.raises(SourceError) as err:
+        prepare("nexar", root, tmp_path / "m.jsonl", split="train")
+    assert str(err.value) == (
+        f"nexar: {csv_path} line 4, id 'nexar_00007': duplicate record id "
+        f"(first at {csv_path} line 2)"
+    )
+    assert not (tmp_path / "m.jsonl").exists()  # nothing written
 
 
 def test_report_summary_table() -> None:
@@ -647,7 +705,8 @@ def test_registry_and_prepare(tmp_path: Path, tiny_mp4: Path) -> None:
         "comma2k19",
         "gopro",
     }
-    assert SOURCES["bddx"] is convert_bddx
+    assert SOURCES["bddx"] is bddx_records
+    assert convert_bddx.func is prepare and convert_bddx.args == ("bddx",)
     root = kaggle_root(tmp_path, tiny_mp4, [[1, 2.0, 1.0, 1]])
     report = prepare("nexar", root, tmp_path / "m.jsonl", split="train")
     assert report.counts == Counter({("train", "event"): 1})

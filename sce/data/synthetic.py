@@ -30,8 +30,8 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from sce.data.schema import LABELS, SPLITS, ClipRecord, write_manifest
-from sce.data.splits import fill_empty_splits
+from sce.data.schema import LABELS, ClipRecord, write_manifest
+from sce.data.splits import assign_splits
 
 IMU_RATE = 100  # Hz
 GRAVITY = 9.81  # m/s^2
@@ -839,40 +839,6 @@ def _metadata(sc: Scenario, kin: Kinematics, duration: float, fps: int, size) ->
         "width": size[0],
         "height": size[1],
     }
-
-
-def assign_splits(labels: Sequence[str], fractions: Sequence[float]) -> list[str]:
-    """Stratified split names: each class is divided by `fractions` (train, val, test).
-
-    Largest-remainder rounding per class; every split with a positive fraction gets at least one
-    clip of a class that has enough clips (so 9 balanced clips give every split every class),
-    and every such split at least one clip when there are enough clips overall
-    (`sce.data.splits.fill_empty_splits`: 6 clips at 60/20/20 give 3/2/1, not 3/3/0).
-    """
-    if len(fractions) != len(SPLITS) or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(
-            f"split_fractions must be 3 non-negative numbers summing to 1: {fractions}"
-        )
-    out = [""] * len(labels)
-    positive = [k for k, f in enumerate(fractions) if f > 0]
-    for label in dict.fromkeys(labels):
-        idx = [i for i, lab in enumerate(labels) if lab == label]
-        exact = np.array(fractions) * len(idx)
-        counts = np.floor(exact).astype(int)
-        for k in np.argsort(-(exact - counts), kind="stable")[: len(idx) - counts.sum()]:
-            counts[k] += 1
-        if len(idx) >= len(positive):
-            for k in positive:
-                if counts[k] == 0:
-                    counts[int(np.argmax(counts))] -= 1
-                    counts[k] = 1
-        names = [SPLITS[k] for k in range(len(SPLITS)) for _ in range(counts[k])]
-        for i, name in zip(idx, names, strict=True):
-            out[i] = name
-    splits = dict(enumerate(out))
-    asked = [SPLITS[k] for k in positive]
-    fill_empty_splits(splits, dict(enumerate(labels)), range(len(labels)), asked)
-    return [splits[i] for i in range(len(labels))]
 
 
 def _check_args(clips: int, seed: int, duration: float, fps: int, width: int, height: int) -> None:

@@ -1,13 +1,14 @@
 """Converters from public and private dataset layouts to the canonical manifest.
 
-Every converter has the signature::
+Every converter is a record generator::
 
-    convert_<name>(root, out_manifest, split=None, seed=0, val_fraction=0.05,
-                   test_fraction=0.05, *, skip_missing=False, **source_options)
-        -> ConversionReport
+    <name>_records(ctx: SourceContext, *, **source_options) -> Iterator[SourceRecord]
 
-and writes `out_manifest` with paths relative to its folder. `prepare` dispatches by name
-through `SOURCES`; `add_prepare_arguments` / `prepare_command` are the CLI
+and `prepare(source, root, out, split=None, seed=0, val_fraction=None, test_fraction=None, *,
+skip_missing=False, **source_options)` drives one through `SOURCES`: it owns the split options,
+the duplicate-id check and the manifest writing (paths relative to its folder).
+`convert_<name>(root, out, ...)` is `prepare` bound to one source. `add_prepare_arguments` /
+`prepare_command` are the CLI
 `sce data prepare --source nexar --root DIR --out manifest.jsonl [--skip-missing]`.
 """
 
@@ -17,23 +18,39 @@ import argparse
 import inspect
 import json
 import sys
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sce.data.schema import SPLITS, load_manifest
-from sce.data.sources.base import ConversionReport, SourceError, finish
-from sce.data.sources.bddx import convert_bddx
-from sce.data.sources.comma2k19 import convert_comma2k19
-from sce.data.sources.gopro import convert_gopro
-from sce.data.sources.lingoqa import convert_lingoqa
-from sce.data.sources.nexar import convert_nexar, convert_nexar_hf
-from sce.data.sources.private import convert_private
+from sce.data.sources.base import (
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_VAL_FRACTION,
+    ConversionReport,
+    SourceContext,
+    SourceError,
+    SourceRecord,
+    check_split,
+    check_unique_ids,
+    fill_splits,
+    write_records,
+)
+from sce.data.sources.bddx import bddx_records
+from sce.data.sources.comma2k19 import comma2k19_records
+from sce.data.sources.gopro import gopro_records
+from sce.data.sources.lingoqa import lingoqa_records
+from sce.data.sources.nexar import nexar_hf_records, nexar_records
+from sce.data.sources.private import private_records
+from sce.data.splits import empty_split_warning, split_fractions_asked
 
 __all__ = [
     "SOURCES",
     "ConversionReport",
+    "SourceContext",
     "SourceError",
+    "SourceRecord",
     "add_prepare_arguments",
     "convert_bddx",
     "convert_comma2k19",
@@ -48,70 +65,112 @@ __all__ = [
 ]
 
 
-def convert_synthetic(
+def synthetic_records(
+    ctx: SourceContext, *, clips: int = 60, **generator_options: Any
+) -> Iterator[SourceRecord]:
+    """Generate a synthetic dataset into `root`; its records keep the generator's splits.
+
+    The generator (`sce.data.synthetic.generate_synthetic_dataset`) assigns stratified splits;
+    `val_fraction`/`test_fraction` become its `split_fractions` when given. Other keyword options
+    (duration, fps, width, height, preset, progress) go to the generator. Nothing can be missing.
+    """
+    from sce.data.synthetic import generate_synthetic_dataset  # heavy (PyAV); only when used
+
+    if ctx.val_fraction is not None or ctx.test_fraction is not None:
+        val, test = ctx.val_fraction or 0.0, ctx.test_fraction or 0.0
+        generator_options["split_fractions"] = (round(1.0 - val - test, 12), val, test)
+    generated = generate_synthetic_dataset(
+        ctx.root, clips=clips, seed=ctx.seed, **generator_options
+    )
+    for line, record in enumerate(load_manifest(generated, check_files=True), start=1):
+        for name in ("video", "imu", "gps"):  # absolute: prepare makes them relative to out
+            path = record.path(name)
+            setattr(record, name, None if path is None else str(path))
+        yield SourceRecord(record, f"{generated} line {line}")
+
+
+SOURCES: dict[str, Callable[..., Iterator[SourceRecord]]] = {
+    "nexar": nexar_records,
+    "nexar_hf": nexar_hf_records,
+    "bddx": bddx_records,
+    "lingoqa": lingoqa_records,
+    "private": private_records,
+    "synthetic": synthetic_records,
+    "comma2k19": comma2k19_records,
+    "gopro": gopro_records,
+}
+
+
+def _check_options(source: str, generator: Callable[..., Any], opts: dict[str, Any]) -> None:
+    params = inspect.signature(generator).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    names = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    for key in opts:
+        if key not in names:
+            raise ValueError(f"source {source!r} has no option {key!r}; its options: {names}")
+
+
+def prepare(
+    source: str,
     root: str | Path,
-    out_manifest: str | Path,
+    out: str | Path,
     split: str | None = None,
     seed: int = 0,
     val_fraction: float | None = None,
     test_fraction: float | None = None,
     *,
     skip_missing: bool = False,
-    clips: int = 60,
-    **generator_options: Any,
+    **options: Any,
 ) -> ConversionReport:
-    """Generate a synthetic dataset into `root` and write its manifest to `out_manifest`.
+    """Convert `root` (a `source` layout) into the manifest `out`.
 
-    The generator (`sce.data.synthetic.generate_synthetic_dataset`) assigns stratified splits;
-    `val_fraction`/`test_fraction` become its `split_fractions` when given, `split` overrides
-    them all. Other keyword options (duration, fps, width, height, preset, progress) go to the
-    generator. `skip_missing` is accepted for a uniform signature; nothing can be missing.
+    Args:
+        source: a name of `SOURCES`.
+        root, out: the dataset (folder or file) and the manifest to write.
+        split: give every record this split; None keeps the source's own splits and assigns
+            the missing ones, seeded and stratified by label (`fill_splits`).
+        seed, val_fraction, test_fraction: that assignment (fractions default to 0.05 each;
+            the synthetic generator uses its own 60/20/20 unless they are given).
+        skip_missing: count and skip entries whose files are missing instead of raising.
+        options: the source's own keyword options (`sce data prepare -o KEY=VALUE`).
+
+    Raises SourceError on bad source data and on a repeated record id (naming both records).
     """
-    from sce.data.synthetic import generate_synthetic_dataset  # heavy (PyAV); only when used
-
-    del skip_missing
-    if val_fraction is not None or test_fraction is not None:
-        val, test = val_fraction or 0.0, test_fraction or 0.0
-        generator_options["split_fractions"] = (round(1.0 - val - test, 12), val, test)
-    generated = generate_synthetic_dataset(Path(root), clips=clips, seed=seed, **generator_options)
-    records = load_manifest(generated, check_files=True)
-    for record in records:  # absolute paths: finish() makes them relative to out_manifest
-        for name in ("video", "imu", "gps"):
-            path = record.path(name)
-            setattr(record, name, None if path is None else str(path))
-    report = ConversionReport("synthetic", Path(out_manifest))
-    return finish(records, report, split=split, seed=seed, val_fraction=0.0, test_fraction=0.0)
-
-
-SOURCES: dict[str, Callable[..., ConversionReport]] = {
-    "nexar": convert_nexar,
-    "nexar_hf": convert_nexar_hf,
-    "bddx": convert_bddx,
-    "lingoqa": convert_lingoqa,
-    "private": convert_private,
-    "synthetic": convert_synthetic,
-    "comma2k19": convert_comma2k19,
-    "gopro": convert_gopro,
-}
-
-
-def _check_options(source: str, converter: Callable[..., Any], opts: dict[str, Any]) -> None:
-    params = inspect.signature(converter).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    names = [n for n in params if n not in ("root", "out_manifest")]
-    for key in opts:
-        if key not in names:
-            raise ValueError(f"source {source!r} has no option {key!r}; its options: {names}")
-
-
-def prepare(source: str, root: str | Path, out: str | Path, **opts: Any) -> ConversionReport:
-    """Convert `root` (a `source` layout) into the manifest `out`; options go to the converter."""
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; expected one of {sorted(SOURCES)}")
-    converter = SOURCES[source]
-    _check_options(source, converter, opts)
-    return converter(Path(root), Path(out), **opts)
+    generator = SOURCES[source]
+    _check_options(source, generator, options)
+    if split is not None:
+        check_split(split, "argument", "split")
+    report = ConversionReport(source, Path(out))
+    ctx = SourceContext(
+        Path(root), Path(out), report, split, seed, val_fraction, test_fraction, skip_missing
+    )
+    records = list(generator(ctx, **options))
+    check_unique_ids(records, source)
+    val = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
+    test = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
+    if split is not None:
+        for item in records:
+            item.record.split = split
+    fill_splits(records, seed, val, test)
+    write_records(records, report)
+    if split is None:  # a forced split empties the others on purpose
+        per_split = Counter(item.record.split for item in records)
+        if warning := empty_split_warning(per_split, split_fractions_asked(val, test)):
+            report.warnings.append(warning)
+    return report
+
+
+convert_nexar = partial(prepare, "nexar")
+convert_nexar_hf = partial(prepare, "nexar_hf")
+convert_bddx = partial(prepare, "bddx")
+convert_lingoqa = partial(prepare, "lingoqa")
+convert_private = partial(prepare, "private")
+convert_synthetic = partial(prepare, "synthetic")
+convert_comma2k19 = partial(prepare, "comma2k19")
+convert_gopro = partial(prepare, "gopro")
 
 
 def _parse_option(text: str) -> tuple[str, Any]:

@@ -1,9 +1,11 @@
 """Shared pieces of the source converters: report, CSV/number parsing, splits, manifest writing.
 
-Every converter builds `ClipRecord`s with *absolute* paths and `split=""` where the source has no
-split, then calls `finish`, which assigns the missing splits (seeded, stratified by label, by
-group so that records cut from one video never straddle splits), rewrites the paths relative to
-the manifest's folder, validates every record against the schema and writes the manifest.
+Every converter yields `SourceRecord`s: a `ClipRecord` with *absolute* paths and `split=""`
+where the source has no split, where it came from and its split group. `sce.data.sources.prepare`
+drives them: it checks the ids are unique, assigns the missing splits (`fill_splits`: seeded,
+stratified by label, by group so that records cut from one video never straddle splits) and
+writes the manifest (`write_records`: paths relative to the manifest's folder, every record
+validated against the schema).
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-import random
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from sce.data.schema import (
     parse_record,
     write_manifest,
 )
-from sce.data.splits import empty_split_warning, fill_empty_splits, split_fractions_asked
+from sce.data.splits import assign_splits
 
 DEFAULT_VAL_FRACTION = 0.05  # paper 000 uses a 90/5/5 split
 DEFAULT_TEST_FRACTION = 0.05
@@ -160,60 +161,73 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
         )
 
 
+# ----------------------------------------------------------------------------- records
+
+
+@dataclass
+class SourceRecord:
+    """One record a converter yields: the record (absolute paths, split "" when the source has
+    none), where it came from ('<file> line <n>') and its split group (records of one group,
+    e.g. the actions cut from one video, share a split; None: the record is its own group)."""
+
+    record: ClipRecord
+    where: str
+    group: str | None = None
+
+
+@dataclass
+class SourceContext:
+    """What `prepare` hands a converter: the input, the manifest it will write, the report to
+    count skips in, and the shared options (a converter reads `split` only to ignore its own
+    split files when a split is forced; the synthetic generator reads the fractions)."""
+
+    root: Path
+    out_manifest: Path
+    report: ConversionReport
+    split: str | None = None
+    seed: int = 0
+    val_fraction: float | None = None
+    test_fraction: float | None = None
+    skip_missing: bool = False
+
+
 # ----------------------------------------------------------------------------- splits
 
 
-def assign_splits(
-    groups: dict[str, str], seed: int, val_fraction: float, test_fraction: float
-) -> dict[str, str]:
-    """Seeded split per group, stratified by the group's label.
-
-    Within each label the groups are sorted, shuffled with `Random(f"{seed}:{label}")`, and the
-    first round(n * test_fraction) go to test, the next round(n * val_fraction) to val, the rest
-    to train (round half up). One label's assignment does not depend on the other labels,
-    except on small sets: a split with a positive fraction that comes out empty takes one group
-    when there are at least as many groups as asked splits (`sce.data.splits.fill_empty_splits`:
-    6 clips at 90/5/5 give train 4, val 1, test 1 instead of 6, 0, 0).
-    """
-    check_fractions(val_fraction, test_fraction)
-    by_label: dict[str, list[str]] = defaultdict(list)
-    for group, label in groups.items():
-        by_label[label].append(group)
-    result: dict[str, str] = {}
-    order: list[str] = []
-    for label, members in sorted(by_label.items()):
-        members.sort()
-        random.Random(f"{seed}:{label}").shuffle(members)
-        order += members
-        n_test = math.floor(len(members) * test_fraction + 0.5)
-        n_val = min(math.floor(len(members) * val_fraction + 0.5), len(members) - n_test)
-        for i, group in enumerate(members):
-            result[group] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
-    fill_empty_splits(result, groups, order, split_fractions_asked(val_fraction, test_fraction))
-    return result
+def check_unique_ids(records: Sequence[SourceRecord], source: str) -> None:
+    """Raise SourceError naming both records (and where each came from) of a repeated id."""
+    first: dict[str, SourceRecord] = {}
+    for item in records:
+        earlier = first.setdefault(item.record.id, item)
+        if earlier is not item:
+            raise SourceError(
+                f"{source}: {item.where}, id {item.record.id!r}: duplicate record id "
+                f"(first at {earlier.where})"
+            )
 
 
-def _fill_splits(
-    records: list[ClipRecord],
-    group_of: dict[str, str],
-    seed: int,
-    val_fraction: float,
-    test_fraction: float,
+def fill_splits(
+    records: Sequence[SourceRecord], seed: int, val_fraction: float, test_fraction: float
 ) -> None:
-    """Give every record with split "" the split of its group (group = record id by default)."""
-    pending = [r for r in records if not r.split]
+    """Give every record with split "" its group's seeded, stratified split
+    (`sce.data.splits.assign_splits`; a group's label is its most severe record label)."""
+    check_fractions(val_fraction, test_fraction)
+    pending = [item for item in records if not item.record.split]
     if not pending:
         return
     group_labels: dict[str, str] = {}
-    for record in pending:
-        group = group_of.get(record.id, record.id)
+    for item in pending:
+        group = item.group or item.record.id
         previous = group_labels.get(group)
-        # a group's label is its most severe record label (ALL_LABELS order)
-        if previous is None or ALL_LABELS.index(record.label) < ALL_LABELS.index(previous):
-            group_labels[group] = record.label
-    splits = assign_splits(group_labels, seed, val_fraction, test_fraction)
-    for record in pending:
-        record.split = splits[group_of.get(record.id, record.id)]
+        label = item.record.label
+        if previous is None or ALL_LABELS.index(label) < ALL_LABELS.index(previous):
+            group_labels[group] = label
+    fractions = (1.0 - val_fraction - test_fraction, val_fraction, test_fraction)
+    groups = list(group_labels)
+    names = assign_splits([group_labels[g] for g in groups], fractions, seed, keys=groups)
+    split_of = dict(zip(groups, names, strict=True))
+    for item in pending:
+        item.record.split = split_of[item.group or item.record.id]
 
 
 # ----------------------------------------------------------------------------- writing
@@ -224,33 +238,11 @@ def relative_to(path: str | Path, folder: Path) -> str:
     return Path(os.path.relpath(Path(path).absolute(), folder.absolute())).as_posix()
 
 
-def finish(
-    records: list[ClipRecord],
-    report: ConversionReport,
-    *,
-    split: str | None,
-    seed: int,
-    val_fraction: float,
-    test_fraction: float,
-    group_of: dict[str, str] | None = None,
-) -> ConversionReport:
-    """Assign splits, relativize paths, validate and write `report.manifest`.
-
-    `split` (when given) overrides every record's split; otherwise records with split ""
-    get a seeded stratified split by group (`group_of`: record id -> group, default the id).
-    """
-    if split is not None:
-        check_split(split, "argument", "split")
-        for record in records:
-            record.split = split
-    _fill_splits(records, group_of or {}, seed, val_fraction, test_fraction)
+def write_records(records: Sequence[SourceRecord], report: ConversionReport) -> None:
+    """Relativize the paths, validate every record and write `report.manifest`."""
     folder = report.manifest.absolute().parent
-    seen: set[str] = set()
     rows: list[dict[str, Any]] = []
-    for record in records:
-        if record.id in seen:
-            raise SourceError(f"{report.source}: duplicate record id {record.id!r}")
-        seen.add(record.id)
+    for record in (item.record for item in records):
         for name in ("video", "imu", "gps"):
             value = getattr(record, name)
             if value is not None:
@@ -264,12 +256,6 @@ def finish(
         report.counts[(record.split, record.label)] += 1
     write_manifest(rows, report.manifest)
     report.n_records = len(rows)
-    if split is None:  # a forced split empties the others on purpose
-        per_split = Counter(record.split for record in records)
-        asked = split_fractions_asked(val_fraction, test_fraction)
-        if warning := empty_split_warning(per_split, asked):
-            report.warnings.append(warning)
-    return report
 
 
 def missing_file(

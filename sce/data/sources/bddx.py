@@ -31,17 +31,16 @@ skip_missing=True (otherwise a missing video raises, naming the row).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
 from sce.data.schema import ClipRecord
 from sce.data.sources.base import (
-    DEFAULT_TEST_FRACTION,
-    DEFAULT_VAL_FRACTION,
     ConversionReport,
+    SourceContext,
     SourceError,
-    finish,
+    SourceRecord,
     parse_seconds,
     read_csv_rows,
 )
@@ -158,42 +157,30 @@ def _row_records(
     return records
 
 
-def convert_bddx(
-    root: str | Path,
-    out_manifest: str | Path,
-    split: str | None = None,
-    seed: int = 0,
-    val_fraction: float = DEFAULT_VAL_FRACTION,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
+def bddx_records(
+    ctx: SourceContext,
     *,
-    skip_missing: bool = False,
     csv_name: str = "BDD-X-Annotations_v1.csv",
     video_dir: str = "videos",
     video_ext: str | Sequence[str] = (".mov", ".mp4"),
     split_dir: str | None = None,
     max_actions: int = MAX_ACTIONS,
-) -> ConversionReport:
+) -> Iterator[SourceRecord]:
     """Convert BDD-X (see the module docstring for layout, records and splits).
 
-    Args:
-        root: dataset folder.
-        out_manifest: manifest to write; paths inside are relative to its folder.
-        split: give every record this split (split files are then ignored).
-        seed, val_fraction, test_fraction: split assignment when there are no split files.
-        skip_missing: count and skip rows whose video is missing instead of raising.
+    A forced `ctx.split` ignores the split files; `ctx.skip_missing` counts and skips rows
+    whose video is missing instead of raising. Options:
         csv_name: the annotation CSV, relative to root.
         video_dir: the video folder, relative to root.
         video_ext: extension(s) tried in order for `<videoid><ext>`.
         split_dir: folder of train/val/test.txt relative to root (default: root).
         max_actions: action slots per row.
     """
-    root = Path(root)
+    root, report = ctx.root, ctx.report
     extensions = [video_ext] if isinstance(video_ext, str) else list(video_ext)
     extensions = [e if e.startswith(".") else f".{e}" for e in extensions]
-    report = ConversionReport("bddx", Path(out_manifest))
-    exact, by_video = ({}, {}) if split is not None else read_split_files(root / (split_dir or ""))
-    records: list[ClipRecord] = []
-    group_of: dict[str, str] = {}
+    forced = ctx.split is not None
+    exact, by_video = ({}, {}) if forced else read_split_files(root / (split_dir or ""))
     rows = read_csv_rows(root / csv_name, [VIDEO_COLUMN], skip_blank=False)
     for row_index, (where, row) in enumerate(rows, start=1):
         where = f"{where} (row {row_index})"
@@ -215,22 +202,11 @@ def convert_bddx(
                 continue
         path = _find_video(root / video_dir, video, extensions)
         if path is None:
-            if skip_missing:
+            if ctx.skip_missing:
                 report.skip("missing_video")
                 continue
             tried = ", ".join(str(root / video_dir / f"{video}{e}") for e in extensions)
             raise SourceError(f"{where}: video not found (tried {tried}); skip_missing=True skips")
-        row_records = _row_records(row, where, row_index, video, path, max_actions)
-        for record in row_records:
+        for record in _row_records(row, where, row_index, video, path, max_actions):
             record.split = row_split
-            group_of[record.id] = video
-        records.extend(row_records)
-    return finish(
-        records,
-        report,
-        split=split,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        group_of=group_of,
-    )
+            yield SourceRecord(record, where, group=video)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import fractions
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +42,9 @@ from sce.data.alignment import record_alignment
 from sce.data.imu import GpsSignal, ImuSignal
 from sce.data.schema import LABELS, ClipRecord
 from sce.data.sources.base import (
-    DEFAULT_TEST_FRACTION,
-    DEFAULT_VAL_FRACTION,
-    ConversionReport,
+    SourceContext,
     SourceError,
-    finish,
+    SourceRecord,
     missing_file,
     relative_to,
 )
@@ -179,43 +178,36 @@ def convert_segment(segment: Path, folder: Path, zero: float, imu_axes: str) -> 
     return {"measured_rate_hz": rates, **record_alignment(imu, gps, imu_axes)}
 
 
-def convert_comma2k19(
-    root: str | Path,
-    out_manifest: str | Path,
-    split: str | None = None,
-    seed: int = 0,
-    val_fraction: float = DEFAULT_VAL_FRACTION,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
+def comma2k19_records(
+    ctx: SourceContext,
     *,
-    skip_missing: bool = False,
     out_dir: str | Path | None = None,
     label: str = "normal",
     video_name: str = "video.hevc",
     imu_axes: str = "estimate",
-) -> ConversionReport:
+) -> Iterator[SourceRecord]:
     """Convert every comma2k19 segment under `root` (see the module docstring).
 
     Args:
         out_dir: where each record's mp4 and CSVs go (default: `comma2k19/` beside the manifest).
         label: the label of every record ("normal": ordinary driving).
         video_name: the raw stream's file name in each segment folder.
-        skip_missing: count and skip segments without their video instead of failing.
         imu_axes: the mounting: "estimate" (from gravity, GPS speed and the gyro; stored as
             `metadata.imu_rotation`), "comma_eon" / an explicit mapping such as "x,-y,-z",
             or "none" (device axes as they are).
+
+    `ctx.skip_missing` counts and skips segments without their video instead of failing.
     """
-    root, out_manifest = Path(root), Path(out_manifest)
+    root, out_manifest, report = ctx.root, ctx.out_manifest, ctx.report
     if label not in LABELS:
         raise ValueError(f"label must be one of {LABELS}, got {label!r}")
     out_dir = Path(out_dir) if out_dir is not None else out_manifest.absolute().parent / "comma2k19"
-    report = ConversionReport("comma2k19", out_manifest)
     segments = find_segments(root)
     if not segments:
         raise SourceError(f"{root}: no comma2k19 segment (no global_pose/frame_times below it)")
-    records, group_of = [], {}
     for segment in segments:
         video = segment / video_name
-        if missing_file(video, f"segment {segment}", report, skip_missing):
+        if missing_file(video, f"segment {segment}", report, ctx.skip_missing):
             continue
         record_id, route = segment_id(segment)
         folder = out_dir / record_id
@@ -235,25 +227,14 @@ def convert_comma2k19(
         }
         if (folder / "can_speed.csv").is_file():
             metadata["can_speed"] = relative_to(folder / "can_speed.csv", out_manifest.parent)
-        records.append(
-            ClipRecord(
-                id=record_id,
-                video=str(folder / "video.mp4"),
-                label=label,
-                source="comma2k19",
-                split="",
-                imu=str(folder / "imu.csv"),
-                gps=str(folder / "gps.csv"),
-                metadata=metadata,
-            )
+        record = ClipRecord(
+            id=record_id,
+            video=str(folder / "video.mp4"),
+            label=label,
+            source="comma2k19",
+            split="",
+            imu=str(folder / "imu.csv"),
+            gps=str(folder / "gps.csv"),
+            metadata=metadata,
         )
-        group_of[record_id] = route
-    return finish(
-        records,
-        report,
-        split=split,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        group_of=group_of,
-    )
+        yield SourceRecord(record, f"segment {segment}", group=route)

@@ -17,6 +17,7 @@ Labels: GoPro files carry none; every record gets `label` (default "normal").
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +26,9 @@ from sce.data.alignment import record_alignment
 from sce.data.imu import GpsSignal, ImuSignal
 from sce.data.schema import LABELS, ClipRecord
 from sce.data.sources.base import (
-    DEFAULT_TEST_FRACTION,
-    DEFAULT_VAL_FRACTION,
-    ConversionReport,
+    SourceContext,
     SourceError,
-    finish,
+    SourceRecord,
 )
 from sce.data.sources.gpmf import GpmfTelemetry, Sensor, read_gpmf
 from sce.data.sources.telemetry_io import (
@@ -113,46 +112,39 @@ def imu_arrays(telemetry: GpmfTelemetry, where: str) -> tuple[np.ndarray, np.nda
     return t, accel.values[keep, :3], rates
 
 
-def convert_gopro(
-    root: str | Path,
-    out_manifest: str | Path,
-    split: str | None = None,
-    seed: int = 0,
-    val_fraction: float = DEFAULT_VAL_FRACTION,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
+def gopro_records(
+    ctx: SourceContext,
     *,
-    skip_missing: bool = False,
     out_dir: str | Path | None = None,
     label: str = "normal",
     imu_axes: str = "estimate",
-) -> ConversionReport:
+) -> Iterator[SourceRecord]:
     """Convert GoPro MP4 files (see the module docstring).
 
     Args:
         out_dir: where each record's CSVs go (default: `gopro/` beside the manifest).
         label: the label of every record.
-        skip_missing: count and skip files without a GPMF track (or without ACCL/GYRO)
-            instead of failing.
         imu_axes: the mounting: "estimate" (from gravity, GPS speed and the gyro; stored as
             `metadata.imu_rotation`), an explicit mapping of the camera's axes such as
             "z,x,y", or "none".
+
+    `ctx.skip_missing` counts and skips files without a GPMF track (or without ACCL/GYRO)
+    instead of failing.
     """
-    root, out_manifest = Path(root), Path(out_manifest)
+    root, out_manifest, report = ctx.root, ctx.out_manifest, ctx.report
     if label not in LABELS:
         raise ValueError(f"label must be one of {LABELS}, got {label!r}")
     out_dir = Path(out_dir) if out_dir is not None else out_manifest.absolute().parent / "gopro"
-    report = ConversionReport("gopro", out_manifest)
     videos = find_videos(root)
     if not videos:
         raise SourceError(f"{root}: no .mp4 file")
-    records = []
     for video in videos:
         rid = record_id(video, root)
         try:
             telemetry = read_gpmf(video)
             t, accel, gyro = imu_arrays(telemetry, str(video))
         except SourceError:
-            if not skip_missing:
+            if not ctx.skip_missing:
                 raise
             report.skip("no_gpmf_imu")
             continue
@@ -177,23 +169,14 @@ def convert_gopro(
                 k: sensors[k].orientation for k in ("ACCL", "GYRO") if sensors[k].orientation
             },
         }
-        records.append(
-            ClipRecord(
-                id=rid,
-                video=str(video.absolute()),
-                label=label,
-                source="gopro",
-                split="",
-                imu=str(folder / "imu.csv"),
-                gps=None if gps is None else str(folder / "gps.csv"),
-                metadata=metadata,
-            )
+        record = ClipRecord(
+            id=rid,
+            video=str(video.absolute()),
+            label=label,
+            source="gopro",
+            split="",
+            imu=str(folder / "imu.csv"),
+            gps=None if gps is None else str(folder / "gps.csv"),
+            metadata=metadata,
         )
-    return finish(
-        records,
-        report,
-        split=split,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-    )
+        yield SourceRecord(record, str(video))

@@ -1,8 +1,9 @@
 """`sce data prepare --help`: one epilog paragraph per source, read from the converters.
 
-Each paragraph is the converter's first docstring line, the layout block of its module
-docstring (the `::` block naming the converter, else the module's only or first one) and its
-`-o KEY=VALUE` options with their defaults, so a new converter documents itself here.
+Each paragraph is the record generator's first docstring line, the layout block of its module
+docstring (the `::` block naming the generator, else the module's only or first one) and its
+`-o KEY=VALUE` options (its keyword-only parameters) with their defaults, so a new converter
+documents itself here.
 """
 
 from __future__ import annotations
@@ -13,13 +14,10 @@ import sys
 import textwrap
 from collections.abc import Callable
 
-# The common arguments every converter takes (flags of `sce data prepare`), not `-o` options.
-COMMON = ("root", "out_manifest", "split", "seed", "val_fraction", "test_fraction", "skip_missing")
-
 
 def layout_block(module_doc: str, function_name: str) -> list[str]:
     """The indented lines after the layout's `::` header ("Layout::", "Kaggle layout
-    (`convert_nexar`)::") that names `function_name` or, when no header names a converter, the
+    (`nexar_records`)::") that names `function_name` or, when no header names a converter, the
     first one, in a module docstring."""
     lines = module_doc.splitlines()
     headers = [
@@ -28,7 +26,7 @@ def layout_block(module_doc: str, function_name: str) -> list[str]:
         if line.rstrip().endswith("::") and "layout" in line.lower()
     ]
     named = [i for i in headers if f"`{function_name}`" in lines[i]]
-    if not named and any("`convert_" in lines[i] for i in headers):
+    if not named and any(re.search(r"`\w+_records`", lines[i]) for i in headers):
         return []
     chosen = (named or headers)[:1]
     block: list[str] = []
@@ -40,13 +38,9 @@ def layout_block(module_doc: str, function_name: str) -> list[str]:
 
 
 def source_options(converter: Callable) -> list[str]:
-    """`KEY=DEFAULT` for each source-specific keyword option of a converter."""
-    options = []
-    for name, param in inspect.signature(converter).parameters.items():
-        if name in COMMON or param.kind is not inspect.Parameter.KEYWORD_ONLY:
-            continue
-        options.append(f"{name}={param.default!r}")
-    return options
+    """`KEY=DEFAULT` for each source-specific option (keyword-only parameter) of a converter."""
+    parameters = inspect.signature(converter).parameters.items()
+    return [f"{n}={p.default!r}" for n, p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
 def source_help(name: str, converter: Callable) -> str:

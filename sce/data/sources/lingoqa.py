@@ -24,7 +24,7 @@ splits be assigned per segment, seeded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,9 @@ import pandas as pd
 
 from sce.data.schema import ClipRecord
 from sce.data.sources.base import (
-    DEFAULT_TEST_FRACTION,
-    DEFAULT_VAL_FRACTION,
-    ConversionReport,
+    SourceContext,
     SourceError,
-    finish,
+    SourceRecord,
     is_empty,
 )
 
@@ -117,44 +115,32 @@ def _read_segments(path: Path, segments: dict[str, dict[str, Any]]) -> None:
             qa.setdefault("answers", [qa["answer"]]).append(answer)
 
 
-def convert_lingoqa(
-    root: str | Path,
-    out_manifest: str | Path,
-    split: str | None = None,
-    seed: int = 0,
-    val_fraction: float = DEFAULT_VAL_FRACTION,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
+def lingoqa_records(
+    ctx: SourceContext,
     *,
-    skip_missing: bool = False,
     parquet: str | Sequence[str] | None = None,
-) -> ConversionReport:
+) -> Iterator[SourceRecord]:
     """Convert LingoQA parquet(s) (see the module docstring for the record layout).
 
-    Args:
-        root: a parquet file, or a folder holding them.
-        out_manifest: manifest to write; paths inside are relative to its folder.
-        split: give every record this split; None assigns seeded splits per segment.
-        seed, val_fraction, test_fraction: the split assignment.
-        skip_missing: count and skip segments with a missing image instead of raising.
+    `ctx.root` is a parquet file, or a folder holding them; `ctx.skip_missing` counts and
+    skips segments with a missing image instead of raising. Option:
         parquet: file name(s) relative to root (default: every *.parquet in root).
     """
-    root = Path(root)
-    report = ConversionReport("lingoqa", Path(out_manifest))
+    root, report = ctx.root, ctx.report
     segments: dict[str, dict[str, Any]] = {}
     for path in _parquet_files(root, parquet):
         _read_segments(path, segments)
-    records: list[ClipRecord] = []
     for segment, entry in segments.items():
         missing = next((p for p in entry["frames"] if not p.is_file()), None)
         if missing is not None:
-            if skip_missing:
+            if ctx.skip_missing:
                 report.skip("missing_frames")
                 continue
             raise SourceError(
                 f"{entry['where']}: segment {segment!r}: image not found: {missing} "
                 "(skip_missing=True skips such segments)"
             )
-        records.append(
+        yield SourceRecord(
             ClipRecord(
                 id=f"lingoqa_{segment}",
                 video=str(entry["frames"][0].parent),
@@ -163,13 +149,6 @@ def convert_lingoqa(
                 split="",
                 metadata={"frames": [str(p) for p in entry["frames"]], "segment_id": segment},
                 annotations={"vqa": list(entry["vqa"].values())},
-            )
+            ),
+            entry["where"],
         )
-    return finish(
-        records,
-        report,
-        split=split,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-    )

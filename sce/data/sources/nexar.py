@@ -1,11 +1,11 @@
 """Nexar dashcam collision prediction dataset -> canonical manifest (Kaggle and Hugging Face).
 
-Kaggle layout (`convert_nexar`)::
+Kaggle layout (`nexar_records`)::
 
     root/train.csv            id,time_of_event,time_of_alert,target
     root/train/00822.mp4      video of id 822 (zero-padded to 5 digits)
 
-Hugging Face layout (`convert_nexar_hf`)::
+Hugging Face layout (`nexar_hf_records`)::
 
     root/train/positive/metadata.csv   file_name,time_of_event,time_of_alert,
     root/train/negative/metadata.csv   light_conditions,weather,scene
@@ -27,16 +27,16 @@ sources in a merged manifest.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sce.data.schema import ClipRecord
 from sce.data.sources.base import (
-    DEFAULT_TEST_FRACTION,
-    DEFAULT_VAL_FRACTION,
     ConversionReport,
+    SourceContext,
     SourceError,
-    finish,
+    SourceRecord,
     missing_file,
     parse_seconds,
     read_csv_rows,
@@ -96,78 +96,45 @@ def _parse_id(value: str, where: str) -> int:
     return int(number)
 
 
-def convert_nexar(
-    root: str | Path,
-    out_manifest: str | Path,
-    split: str | None = None,
-    seed: int = 0,
-    val_fraction: float = DEFAULT_VAL_FRACTION,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
+def nexar_records(
+    ctx: SourceContext,
     *,
-    skip_missing: bool = False,
     csv_name: str = "train.csv",
     video_dir: str = "train",
-) -> ConversionReport:
+) -> Iterator[SourceRecord]:
     """Convert the Kaggle layout (`root/train.csv`, `root/train/{id:05d}.mp4`).
 
-    Args:
-        root: dataset folder.
-        out_manifest: manifest to write; paths inside are relative to its folder.
-        split: give every record this split; None assigns seeded splits stratified by label.
-        seed, val_fraction, test_fraction: the split assignment.
-        skip_missing: count and skip rows whose video is missing instead of raising.
-        csv_name, video_dir: the CSV and the video folder, relative to root.
+    `ctx.root` is the dataset folder; `csv_name`, `video_dir`: the CSV and the video folder,
+    relative to it. `ctx.skip_missing` counts and skips rows whose video is missing.
     """
-    root = Path(root)
-    report = ConversionReport("nexar", Path(out_manifest))
-    records: list[ClipRecord] = []
-    first_line: dict[int, str] = {}
+    root, report = ctx.root, ctx.report
     for where, row in read_csv_rows(root / csv_name, KAGGLE_COLUMNS):
-        clip_id = _parse_id(row["id"], where)
-        if clip_id in first_line:
-            raise SourceError(
-                f"{where}: column 'id': duplicate id {clip_id} (first at {first_line[clip_id]})"
-            )
-        first_line[clip_id] = where
+        clip_id = _parse_id(row["id"], where)  # a repeated id: prepare's duplicate-id check
         target = _parse_target(row["target"], where)
         video = root / video_dir / f"{clip_id:05d}.mp4"
-        if missing_file(video, where, report, skip_missing):
+        if missing_file(video, where, report, ctx.skip_missing):
             continue
-        records.append(_record(f"nexar_{clip_id:05d}", video, target, row, where, report))
-    return finish(
-        records,
-        report,
-        split=split,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-    )
+        yield SourceRecord(
+            _record(f"nexar_{clip_id:05d}", video, target, row, where, report), where
+        )
 
 
-def convert_nexar_hf(
-    root: str | Path,
-    out_manifest: str | Path,
-    split: str | None = None,
-    seed: int = 0,
-    val_fraction: float = DEFAULT_VAL_FRACTION,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
+def nexar_hf_records(
+    ctx: SourceContext,
     *,
-    skip_missing: bool = False,
     subset: str = "train",
-) -> ConversionReport:
+) -> Iterator[SourceRecord]:
     """Convert the Hugging Face layout (`root/<subset>/{positive,negative}/metadata.csv`).
 
-    Args as `convert_nexar`; `subset` is the folder under root ("train", "test-public", ...).
+    As `nexar_records`; `subset` is the folder under root ("train", "test-public", ...).
     Light conditions, weather and scene go into the metadata. At least one of the two class
     folders must have a metadata.csv.
     """
-    base = Path(root) / subset
-    report = ConversionReport("nexar_hf", Path(out_manifest))
+    base, report = ctx.root / subset, ctx.report
     csvs = {name: base / name / "metadata.csv" for name in HF_CLASS_FOLDERS}
     if not any(path.is_file() for path in csvs.values()):
         raise SourceError(f"no metadata.csv in {base}/positive or {base}/negative")
     prefix = "nexar_" if subset == "train" else f"nexar_{subset}_"
-    records: list[ClipRecord] = []
     for name, path in csvs.items():
         if not path.is_file():
             report.notes[f"no_{name}_folder"] += 1
@@ -176,7 +143,7 @@ def convert_nexar_hf(
             if not row["file_name"]:
                 raise SourceError(f"{where}: column 'file_name': empty")
             video = path.parent / row["file_name"]
-            if missing_file(video, where, report, skip_missing):
+            if missing_file(video, where, report, ctx.skip_missing):
                 continue
             extra = {k: row[k] for k in HF_METADATA_COLUMNS if row.get(k)}
             extra["nexar_subset"] = subset
@@ -189,12 +156,4 @@ def convert_nexar_hf(
                 report,
                 extra,
             )
-            records.append(rec)
-    return finish(
-        records,
-        report,
-        split=split,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-    )
+            yield SourceRecord(rec, where)

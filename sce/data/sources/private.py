@@ -30,17 +30,17 @@ import argparse
 import csv
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sce.data.schema import LABELS, ClipRecord
 from sce.data.sources.base import (
-    DEFAULT_TEST_FRACTION,
-    DEFAULT_VAL_FRACTION,
     ConversionReport,
+    SourceContext,
     SourceError,
+    SourceRecord,
     check_split,
-    finish,
     is_empty,
     missing_file,
     parse_seconds,
@@ -121,15 +121,9 @@ def _telemetry(
     return False, None
 
 
-def convert_private(
-    root: str | Path,
-    out_manifest: str | Path,
-    split: str | None = None,
-    seed: int = 0,
-    val_fraction: float = DEFAULT_VAL_FRACTION,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
+def private_records(
+    ctx: SourceContext,
     *,
-    skip_missing: bool = False,
     labels: str = "labels.csv",
     video_dir: str = "videos",
     imu_dir: str = "imu",
@@ -137,33 +131,23 @@ def convert_private(
     video_ext: str = ".mp4",
     require_imu: bool = False,
     require_gps: bool = False,
-) -> ConversionReport:
+) -> Iterator[SourceRecord]:
     """Convert the mp4 + IMU/GPS CSV folder layout (see the module docstring).
 
-    Args:
-        root: dataset folder.
-        out_manifest: manifest to write; paths inside are relative to its folder.
-        split: give every record this split (overrides the split column).
-        seed, val_fraction, test_fraction: assignment of rows without a split.
-        skip_missing: count and skip rows whose video (or required IMU/GPS) is missing.
+    `ctx.skip_missing` counts and skips rows whose video (or required IMU/GPS) is missing;
+    a forced split overrides the split column. Options:
         labels, video_dir, imu_dir, gps_dir: locations relative to root.
         video_ext: video file extension.
         require_imu, require_gps: treat a missing telemetry file like a missing video.
     """
-    root = Path(root)
+    root, report, skip_missing = ctx.root, ctx.report, ctx.skip_missing
     ext = video_ext if video_ext.startswith(".") else f".{video_ext}"
-    report = ConversionReport("private", Path(out_manifest))
-    records: list[ClipRecord] = []
-    first_line: dict[str, str] = {}
+    labeled: set[str] = set()  # a repeated id is prepare's duplicate-id check
     for where, row in read_csv_rows(root / labels, ("id", "label")):
         clip_id = row["id"]
         if not clip_id:
             raise SourceError(f"{where}: column 'id': empty")
-        if clip_id in first_line:
-            raise SourceError(
-                f"{where}: column 'id': duplicate id {clip_id!r} (first at {first_line[clip_id]})"
-            )
-        first_line[clip_id] = where
+        labeled.add(clip_id)
         label = normalize_label(row["label"], where)
         event_time = parse_seconds(row.get("event_time"), where, "event_time")
         row_split = check_split(row["split"], where) if row.get("split") else ""
@@ -193,7 +177,7 @@ def convert_private(
         if skip_gps:
             continue
         annotations, metadata = own_annotations(row, report)
-        records.append(
+        yield SourceRecord(
             ClipRecord(
                 id=clip_id,
                 video=str(video),
@@ -205,21 +189,14 @@ def convert_private(
                 event_time=event_time,
                 metadata=metadata,
                 annotations=annotations,
-            )
+            ),
+            where,
         )
     video_folder = root / video_dir
     if video_folder.is_dir():
-        unlabeled = {p.stem for p in video_folder.glob(f"*{ext}")} - set(first_line)
+        unlabeled = {p.stem for p in video_folder.glob(f"*{ext}")} - labeled
         if unlabeled:
             report.notes["unlabeled_video"] += len(unlabeled)
-    return finish(
-        records,
-        report,
-        split=split,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-    )
 
 
 # ----------------------------------------------------------------------- sce data init
