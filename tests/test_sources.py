@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import shutil
 import sys
 import types
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -789,3 +791,74 @@ def test_synthetic_with_the_real_generator(tmp_path: Path) -> None:
     assert report.n_records == 3
     assert sorted(r.label for r in recs) == ["collision", "near_collision", "normal"]
     assert all(raw_lines(out)[r.id]["video"].startswith("../data/") for r in recs)
+
+
+# ------------------------------------------------------------- manifests unchanged by prepare()
+
+
+def _placeholder(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")  # converters only check that a video exists
+
+
+def _nexar_layout(root: Path, n: int) -> None:
+    rows = [[i, *([3.0, 2.0, 1] if i % 3 == 0 else ["", "", 0])] for i in range(n)]
+    write_csv(root / "train.csv", KAGGLE_HEADER, rows)
+    for i in range(n):
+        _placeholder(root / "train" / f"{i:05d}.mp4")
+
+
+def _private_layout(root: Path, n: int) -> None:
+    rows = []
+    for i in range(n):
+        label = "collision" if i % 10 == 0 else "near_collision" if i % 4 == 0 else "normal"
+        event_time = 4.0 if label != "normal" else ""
+        rows.append([f"c{i:04d}", label, event_time, "test" if i % 17 == 0 else ""])
+        _placeholder(root / "videos" / f"c{i:04d}.mp4")
+    write_csv(root / "labels.csv", ["id", "label", "event_time", "split"], rows)
+
+
+def _bddx_layout(root: Path, n: int) -> None:
+    header = ["Input.Video"] + [
+        f"Answer.{k}{c}" for k in (1, 2) for c in ("start", "end", "action", "justification")
+    ]
+    row = [1, 3, "The car slows", "because a light", 4, 6, "It stops", "red light"]
+    write_csv(
+        root / "BDD-X-Annotations_v1.csv",
+        header,
+        [[f"https://x/v{i:03d}.mov", *row] for i in range(n)],
+    )
+    for i in range(n):
+        _placeholder(root / "videos" / f"v{i:03d}.mov")
+
+
+@pytest.mark.parametrize(
+    ("source", "layout", "n", "fractions", "sha256"),
+    [
+        ("nexar", _nexar_layout, 100, {}, "2f4c721b114d070e2c02c4d06d5eed7c"),
+        ("bddx", _bddx_layout, 60, {}, "24cfea695279d3a9872ed64900b7db24"),
+        (
+            "private",
+            _private_layout,
+            300,
+            {"val_fraction": 0.05, "test_fraction": 0.2},
+            "f65cb276739b4036ab508e3a2e2a6105",
+        ),
+    ],
+)
+def test_prepare_writes_the_manifests_the_converters_wrote(
+    tmp_path: Path,
+    source: str,
+    layout: Callable[[Path, int], None],
+    n: int,
+    fractions: dict,
+    sha256: str,
+) -> None:
+    """Byte-identical to the manifests of the per-converter code before `prepare` (hashes taken
+    from it): assigned splits, groups (BDD-X videos) and a split column. Sizes where the old
+    half-up rounding and the one assigner's largest remainder agree."""
+    root = tmp_path / "d" / f"{source}{n}"
+    layout(root, n)
+    out = tmp_path / "o" / "manifest.jsonl"
+    prepare(source, root, out, seed=0, **fractions)
+    assert hashlib.sha256(out.read_bytes()).hexdigest()[:32] == sha256
