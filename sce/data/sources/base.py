@@ -21,6 +21,7 @@ from typing import Any
 
 from sce.data.schema import (
     ALL_LABELS,
+    LABELS,
     SPLITS,
     ClipRecord,
     ManifestError,
@@ -189,6 +190,18 @@ class SourceContext:
     val_fraction: float | None = None
     test_fraction: float | None = None
     skip_missing: bool = False
+
+    def output_folder(self, out_dir: str | Path | None, name: str) -> Path:
+        """Where a converter that writes files (comma2k19's mp4s, CSVs) puts them: `out_dir`,
+        else `<name>/` beside the manifest."""
+        return Path(out_dir) if out_dir is not None else self.out_manifest.absolute().parent / name
+
+
+def check_label(label: str) -> str:
+    """A 3-class label given as an option (every record of a telemetry source gets it)."""
+    if label not in LABELS:
+        raise ValueError(f"label must be one of {LABELS}, got {label!r}")
+    return label
 
 
 # ----------------------------------------------------------------------------- splits

@@ -40,11 +40,12 @@ import numpy as np
 
 from sce.data.alignment import record_alignment
 from sce.data.imu import GpsSignal, ImuSignal
-from sce.data.schema import LABELS, ClipRecord
+from sce.data.schema import ClipRecord
 from sce.data.sources.base import (
     SourceContext,
     SourceError,
     SourceRecord,
+    check_label,
     missing_file,
     relative_to,
 )
@@ -198,10 +199,8 @@ def comma2k19_records(
 
     `ctx.skip_missing` counts and skips segments without their video instead of failing.
     """
-    root, out_manifest, report = ctx.root, ctx.out_manifest, ctx.report
-    if label not in LABELS:
-        raise ValueError(f"label must be one of {LABELS}, got {label!r}")
-    out_dir = Path(out_dir) if out_dir is not None else out_manifest.absolute().parent / "comma2k19"
+    root, report, label = ctx.root, ctx.report, check_label(label)
+    out_dir = ctx.output_folder(out_dir, "comma2k19")
     segments = find_segments(root)
     if not segments:
         raise SourceError(f"{root}: no comma2k19 segment (no global_pose/frame_times below it)")
@@ -226,7 +225,7 @@ def comma2k19_records(
             "nominal_rate_hz": {"gps": 10.0},
         }
         if (folder / "can_speed.csv").is_file():
-            metadata["can_speed"] = relative_to(folder / "can_speed.csv", out_manifest.parent)
+            metadata["can_speed"] = relative_to(folder / "can_speed.csv", ctx.out_manifest.parent)
         record = ClipRecord(
             id=record_id,
             video=str(folder / "video.mp4"),

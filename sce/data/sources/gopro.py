@@ -24,11 +24,12 @@ import numpy as np
 
 from sce.data.alignment import record_alignment
 from sce.data.imu import GpsSignal, ImuSignal
-from sce.data.schema import LABELS, ClipRecord
+from sce.data.schema import ClipRecord
 from sce.data.sources.base import (
     SourceContext,
     SourceError,
     SourceRecord,
+    check_label,
 )
 from sce.data.sources.gpmf import GpmfTelemetry, Sensor, read_gpmf
 from sce.data.sources.telemetry_io import (
@@ -131,10 +132,8 @@ def gopro_records(
     `ctx.skip_missing` counts and skips files without a GPMF track (or without ACCL/GYRO)
     instead of failing.
     """
-    root, out_manifest, report = ctx.root, ctx.out_manifest, ctx.report
-    if label not in LABELS:
-        raise ValueError(f"label must be one of {LABELS}, got {label!r}")
-    out_dir = Path(out_dir) if out_dir is not None else out_manifest.absolute().parent / "gopro"
+    root, report, label = ctx.root, ctx.report, check_label(label)
+    out_dir = ctx.output_folder(out_dir, "gopro")
     videos = find_videos(root)
     if not videos:
         raise SourceError(f"{root}: no .mp4 file")
