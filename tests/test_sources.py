@@ -862,3 +862,27 @@ def test_prepare_writes_the_manifests_the_converters_wrote(
     out = tmp_path / "o" / "manifest.jsonl"
     prepare(source, root, out, seed=0, **fractions)
     assert hashlib.sha256(out.read_bytes()).hexdigest()[:32] == sha256
+
+
+def test_synthetic_with_only_a_val_fraction_asks_for_no_test_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The generator splits with (0.5, 0.5, 0): prepare's empty-split warning must not ask for
+    test clips it was never going to get (the missing fraction is 0 for the generator)."""
+    calls: list[tuple] = []
+
+    def fake_generate(out_dir: Path, clips: int, seed: int, split_fractions: tuple) -> Path:
+        calls.append(split_fractions)
+        (out_dir / "videos").mkdir(parents=True)
+        records = []
+        for name, split in (("a", "train"), ("b", "val")):
+            (out_dir / "videos" / f"{name}.mp4").write_bytes(b"")
+            records.append(ClipRecord(name, f"videos/{name}.mp4", "normal", "synthetic", split))
+        return write_manifest(records, out_dir / "manifest.jsonl")
+
+    fake = types.SimpleNamespace(generate_synthetic_dataset=fake_generate)
+    monkeypatch.setitem(sys.modules, "sce.data.synthetic", fake)
+    report = prepare("synthetic", tmp_path / "data", tmp_path / "m.jsonl", val_fraction=0.5)
+    assert calls == [(0.5, 0.5, 0.0)]
+    assert report.counts == Counter({("train", "normal"): 1, ("val", "normal"): 1})
+    assert report.warnings == []

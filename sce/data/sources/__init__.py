@@ -77,8 +77,10 @@ def synthetic_records(
     from sce.data.synthetic import generate_synthetic_dataset  # heavy (PyAV); only when used
 
     if ctx.val_fraction is not None or ctx.test_fraction is not None:
-        val, test = ctx.val_fraction or 0.0, ctx.test_fraction or 0.0
-        generator_options["split_fractions"] = (round(1.0 - val - test, 12), val, test)
+        # one fraction given: the other is 0 here (prepare's empty-split warning reads them back)
+        ctx.val_fraction, ctx.test_fraction = ctx.val_fraction or 0.0, ctx.test_fraction or 0.0
+        train = round(1.0 - ctx.val_fraction - ctx.test_fraction, 12)
+        generator_options["split_fractions"] = (train, ctx.val_fraction, ctx.test_fraction)
     generated = generate_synthetic_dataset(
         ctx.root, clips=clips, seed=ctx.seed, **generator_options
     )
@@ -149,8 +151,9 @@ def prepare(
     )
     records = list(generator(ctx, **options))
     check_unique_ids(records, source)
-    val = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
-    test = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
+    # read back: a generator that splits its own records says with which fractions
+    val = DEFAULT_VAL_FRACTION if ctx.val_fraction is None else ctx.val_fraction
+    test = DEFAULT_TEST_FRACTION if ctx.test_fraction is None else ctx.test_fraction
     if split is not None:
         for item in records:
             item.record.split = split
