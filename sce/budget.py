@@ -27,25 +27,33 @@ clip at `fps`, `max_frames` spread over a longer one. The report shows a 16 s an
 and counts the total for the long one (the most frames). `data.max_pixels` caps every frame with
 smart_resize's rounding before the processor sees it (420x476 at 16,384 pixels: 112x112).
 
-    sce budget --config experiments/paper000_dora.yaml [--set data.fps=15] [--max-tokens 8192]
+    sce budget --config experiments/paper000_dora.yaml [--data.fps=15] [--max-tokens 8192]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import inspect
 import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from sce.data.video_processing import (
+    QWEN25_VL_DEFAULTS,
+    ProcessorSettings,
+    capped_frame_size,
+    image_tokens,
+    processor_settings,
+    smart_resize,
+    video_max_pixels,
+    visual_tokens,
+)
 from sce.model_record import WINDOW_SETTINGS
 
 # the data.* settings that shape an item (shared with the model folders' training record), and
@@ -54,106 +62,6 @@ DATA_KEYS = (*WINDOW_SETTINGS, "max_length")
 WHOLE_CLIP_EXAMPLES = (16.0, 100.0)  # s: clip lengths the whole-clip report shows
 GRID_FPS = (1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0)
 GRID_SIZES = ((224, 128), (320, 180), (420, 240), (640, 360), (854, 480), (1280, 720))
-
-
-@dataclass(frozen=True)
-class ProcessorSettings:
-    """The video processor numbers that decide the visual token count."""
-
-    patch_size: int = 14
-    merge_size: int = 2
-    temporal_patch_size: int = 2
-    min_pixels: int = 56 * 56
-    max_pixels: int = 12845056
-    cap_pixels_per_frame: bool = False
-    max_video_tokens: int = 128000
-    source: str = "Qwen2.5-VL defaults"
-
-    @property
-    def factor(self) -> int:
-        return self.patch_size * self.merge_size
-
-
-QWEN25_VL_DEFAULTS = ProcessorSettings()
-
-
-# ------------------------------------------------------------------------------ visual tokens
-def smart_resize(
-    height: int,
-    width: int,
-    factor: int = 28,
-    min_pixels: int = QWEN25_VL_DEFAULTS.min_pixels,
-    max_pixels: int = QWEN25_VL_DEFAULTS.max_pixels,
-) -> tuple[int, int]:
-    """(height, width) after Qwen2-VL's resize: transformers' own smart_resize."""
-    from transformers.models.qwen2_vl.video_processing_qwen2_vl import smart_resize as qwen_resize
-
-    if min(height, width) <= 0:
-        raise ValueError(f"frame size must be positive, got {width}x{height}")
-    if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"aspect ratio of {width}x{height} exceeds 200")
-    return qwen_resize(height, width, factor, min_pixels, max_pixels)
-
-
-def capped_frame_size(
-    width: int,
-    height: int,
-    max_pixels: int | None,
-    settings: ProcessorSettings = QWEN25_VL_DEFAULTS,
-) -> tuple[int, int]:
-    """(width, height) of a frame under the per-frame cap `data.max_pixels` (paper 003: 16,384
-    pixels), rounded like the processor's own `max_pixels` (smart_resize, factor 28, within
-    its min/max pixels): 420x476 -> 112x112. Unchanged without a cap.
-
-    Frames are decoded at this size (`sce.data.video_processing.at_model_size`); the processor
-    then leaves them as they are. Paper 003 only says "16,384 pixels maximum"; this is the
-    processor's (and qwen-vl-utils') reading of max_pixels. LLaMA-Factory, which the paper
-    trained with, first scales by sqrt(cap / pixels) with truncation and lets the processor
-    round afterwards: 420x476 -> 120x136 -> 112x140 (20 tokens per pair, not 16).
-    """
-    if max_pixels is None:
-        return width, height
-    cap = min(int(max_pixels), settings.max_pixels)
-    h, w = smart_resize(height, width, settings.factor, settings.min_pixels, cap)
-    return w, h
-
-
-def _video_max_pixels(num_frames: int, s: ProcessorSettings) -> int:
-    """Per-frame pixel cap; with cap_pixels_per_frame also an even share of the video budget."""
-    if not s.cap_pixels_per_frame:
-        return s.max_pixels
-    total = int(s.max_video_tokens * s.factor * s.factor * 0.9)
-    share = total * s.temporal_patch_size // num_frames
-    return max(min(s.max_pixels, share), int(s.min_pixels * 1.05))
-
-
-def visual_tokens(
-    num_frames: int,
-    width: int,
-    height: int,
-    settings: ProcessorSettings = QWEN25_VL_DEFAULTS,
-    **overrides: Any,
-) -> int:
-    """Visual tokens of one video of `num_frames` frames of width x height (before resizing).
-
-    `overrides` replace fields of `settings`, e.g. `visual_tokens(18, 420, 240, max_pixels=50176)`.
-    """
-    if num_frames <= 0:
-        raise ValueError(f"num_frames must be positive, got {num_frames}")
-    s = _with(settings, overrides)
-    h, w = smart_resize(height, width, s.factor, s.min_pixels, _video_max_pixels(num_frames, s))
-    grid_t = math.ceil(num_frames / s.temporal_patch_size)
-    return grid_t * (h // s.patch_size) * (w // s.patch_size) // (s.merge_size**2)
-
-
-def _with(settings: ProcessorSettings, overrides: Mapping[str, Any]) -> ProcessorSettings:
-    if not overrides:
-        return settings
-    fields = asdict(settings)
-    unknown = set(overrides) - set(fields)
-    if unknown:
-        raise TypeError(f"unknown processor setting(s): {sorted(unknown)}")
-    return ProcessorSettings(**{**fields, **overrides})
 
 
 def frames_per_clip(fps: float, before: float, after: float) -> int:
@@ -239,14 +147,6 @@ def clip_visual_tokens(
     return sum(visual_tokens(n, width, height, settings) for n in video_lengths(num_frames, layout))
 
 
-def image_tokens(width: int, height: int, settings: ProcessorSettings = QWEN25_VL_DEFAULTS) -> int:
-    """Visual tokens of one image: Qwen2-VL's image processor tiles it to one temporal patch,
-    so (H' / patch) * (W' / patch) / merge^2 after smart_resize (no per-frame video cap)."""
-    s = settings
-    h, w = smart_resize(height, width, s.factor, s.min_pixels, s.max_pixels)
-    return (h // s.patch_size) * (w // s.patch_size) // (s.merge_size**2)
-
-
 # ------------------------------------------------------------------------------ processor
 @functools.lru_cache(maxsize=8)
 def load_processor(model_path: str):
@@ -262,27 +162,6 @@ def load_processor(model_path: str):
         if Path(path).is_dir():
             raise
         return None
-
-
-def processor_settings(processor, source: str, kind: str = "video") -> ProcessorSettings:
-    """Settings read from a loaded processor's video processor, or its image processor for
-    `kind="image"` (keyframes), with defaults for missing fields."""
-    vp = getattr(processor, f"{kind}_processor", None)
-    if vp is None:
-        return QWEN25_VL_DEFAULTS
-    size = vp.size if isinstance(vp.size, Mapping) else vars(vp.size)
-    d = QWEN25_VL_DEFAULTS
-    return ProcessorSettings(
-        patch_size=int(getattr(vp, "patch_size", None) or d.patch_size),
-        merge_size=int(getattr(vp, "merge_size", None) or d.merge_size),
-        temporal_patch_size=int(getattr(vp, "temporal_patch_size", None) or d.temporal_patch_size),
-        min_pixels=int(size.get("shortest_edge") or d.min_pixels),
-        max_pixels=int(size.get("longest_edge") or d.max_pixels),
-        # The collator turns an unset cap off (frames arrive already sized for the model).
-        cap_pixels_per_frame=bool(getattr(vp, "cap_pixels_per_frame", False)),
-        max_video_tokens=int(getattr(vp, "max_video_tokens", None) or d.max_video_tokens),
-        source=source,
-    )
 
 
 # ------------------------------------------------------------------------------ text tokens
@@ -385,80 +264,18 @@ def text_tokens(
 
 
 # ------------------------------------------------------------------------------ config
-def load_config(path: str | Path, sets: Sequence[str] = ()) -> dict[str, Any]:
-    """A YAML config with `key.sub=value` overrides applied (values parsed as YAML)."""
-    config = yaml.safe_load(Path(path).read_text()) or {}
-    for key, value in parse_sets(sets).items():
-        set_dotted(config, key, value)
-    return config
+def resolved(config: Mapping[str, Any] | str | Path, overrides: Sequence[str] = ()) -> dict:
+    """`config` (a YAML path or a mapping with its sections) as `sce fit` resolves it: the
+    one config path (sce.config), with SceDataModule's defaults, links and types."""
+    from sce.config import resolve_config
 
-
-def add_set_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
-    """The repeatable `--set KEY=VALUE` config override (shared by budget and sweep)."""
-    parser.add_argument(
-        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help=help_text
-    )
-
-
-def parse_sets(items: Sequence[str]) -> dict[str, Any]:
-    """['data.fps=15', 'trainer.callbacks.0.init_args.max_samples=3'] -> {key: YAML value}."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
-    return out
-
-
-def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
-    """Set config[a][b][c] for 'a.b.c' (creates mappings; an integer part indexes a list)."""
-    parts = key.split(".")
-    node: Any = config
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(node, list):
-            if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
-                raise KeyError(f"{key}: {'.'.join(parts[:i]) or 'root'} is a list of {len(node)}")
-            if last:
-                node[int(part)] = value
-            else:
-                node = node[int(part)]
-            continue
-        if not isinstance(node, dict):
-            raise KeyError(f"{key}: {'.'.join(parts[:i])} is not a mapping")
-        if last:
-            node[part] = value
-        else:
-            if not isinstance(node.get(part), dict | list):
-                node[part] = {}
-            node = node[part]
-
-
-def get_dotted(config: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    node: Any = config
-    for part in key.split("."):
-        if isinstance(node, list) and part.lstrip("-").isdigit() and abs(int(part)) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, Mapping) and part in node:
-            node = node[part]
-        else:
-            return default
-    return node
-
-
-@functools.lru_cache(maxsize=1)
-def data_defaults() -> dict[str, Any]:
-    """SceDataModule's defaults for the keys the budget reads (a config may omit them)."""
-    from sce.data.datamodule import SceDataModule
-
-    params = inspect.signature(SceDataModule.__init__).parameters
-    return {k: params[k].default for k in DATA_KEYS}
+    return resolve_config(config, overrides)
 
 
 def data_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    data = dict(config.get("data") or {})
-    return {k: data.get(k, default) for k, default in data_defaults().items()}
+    """The data.* settings that shape an item, from a resolved config."""
+    data = config["data"]
+    return {k: data[k] for k in DATA_KEYS}
 
 
 def window_scales_of(d: Mapping[str, Any]) -> list[float]:
@@ -532,10 +349,10 @@ def visual_kind(d: Mapping[str, Any]) -> str:
 def budget_report(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     """Frames, visual and text tokens per clip and the total against data.max_length.
 
-    `config` is a parsed config (mapping with `data` and `model` sections) or a YAML path.
+    `config` is a YAML path or a mapping with `data` and `model` sections (resolved here, so
+    settings it leaves out take SceDataModule's defaults, as in `sce fit`).
     """
-    if not isinstance(config, Mapping):
-        config = load_config(config)
+    config = resolved(config)
     d = data_settings(config)
     model_path = model_path_of(config)
     processor, settings = resolve_processor(model_path, visual_kind(d))
@@ -549,7 +366,7 @@ def _report(d: Mapping[str, Any], s: ProcessorSettings, processor, model_path) -
     scales = window_scales_of(d)
     # Keyframe items are images only (no video block); windows are videos only.
     lengths = [] if scales else video_lengths(frames, layout)
-    max_pixels = s.max_pixels if scales else _video_max_pixels(lengths[0], s)
+    max_pixels = s.max_pixels if scales else video_max_pixels(lengths[0], s)
     resized_h, resized_w = smart_resize(height, width, s.factor, s.min_pixels, max_pixels)
     visual = clip_visual_tokens(frames, width, height, layout, s, keyframes=bool(scales))
     total, total_off = visual + text_on, visual + text_off
@@ -611,8 +428,10 @@ def budget_grid(
     sizes: Sequence[tuple[int, int]] = GRID_SIZES,
 ) -> list[dict[str, Any]]:
     """Total tokens per clip (with telemetry) for each (fps, width x height), with `fits`
-    against max_tokens. The window (before/after), layout and processor come from the config.
+    against max_tokens. The window (before/after), layout and processor come from the config
+    (a YAML path or mapping, resolved as in `budget_report`).
     """
+    config = resolved(config)
     d = data_settings(config)
     processor, s = resolve_processor(model_path_of(config), visual_kind(d))
     keyframe_images = visual_kind(d) == "image"
@@ -722,8 +541,9 @@ def format_grid(rows: Sequence[Mapping[str, Any]], max_tokens: int) -> str:
 
 # ------------------------------------------------------------------------------ CLI
 def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="experiment YAML")
-    add_set_argument(parser, "override a config value, e.g. --set data.fps=15 (repeatable)")
+    from sce.config import add_config_arguments
+
+    add_config_arguments(parser)
     parser.add_argument(
         "--max-tokens",
         type=int,
@@ -734,7 +554,7 @@ def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def budget_command(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.sets)
+    config = resolved(args.config, args.config_overrides)
     report = budget_report(config)
     max_tokens = args.max_tokens or report["max_length"]
     grid = budget_grid(config, max_tokens)

@@ -38,100 +38,16 @@ def run_lightning_cli(args: list[str]):
     return _sce_cli_class()(args=[subcommand, *rest], **_lightning_cli_kwargs(subcommand))
 
 
-def datamodule_from_cli(args: list[str]):
-    """The SceDataModule that `sce fit` builds from the same arguments (`--config X`,
-    `--data.manifest=M`, ...): the same parser, defaults and links, without building the model
-    or the trainer (`sce data preview` shows what this data module feeds the model)."""
-
-    class DataOnlyCLI(_sce_cli_class()):
-        def instantiate_classes(self) -> None:
-            self.datamodule = self.datamodule_class(**self.config.data.as_dict())
-
-    with warnings.catch_warnings():  # `args` is the caller's own slice of sys.argv
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        return DataOnlyCLI(args=args, run=False, **_lightning_cli_kwargs()).datamodule
-
-
 def _sce_cli_class():
-    from lightning.pytorch.cli import LightningCLI
+    from sce.config import sce_cli_class
 
-    from sce import runs
-
-    class SceCLI(LightningCLI):
-        def add_arguments_to_parser(self, parser) -> None:
-            parser.link_arguments("model.model_path", "data.processor_path")
-            parser.add_argument("--run", type=str | None, default=None, help=runs.RUN_HELP)
-
-        def before_instantiate_classes(self) -> None:
-            config = self.config[self.subcommand] if self.subcommand else self.config
-            run = config.get("run")
-            if not run:
-                return
-            if self.subcommand == "fit":
-                runs.set_run_folder(config, run)
-            else:
-                runs.aim_loggers_at(config, runs.find_log_dir(run))
-
-        def before_fit(self) -> None:
-            _say(runs.start_message(self.trainer))
-
-        def after_fit(self) -> None:
-            _say(runs.fit_summary(self.trainer))
-
-        def before_predict(self) -> None:  # answers go to <log dir>/predictions.jsonl
-            from sce.callbacks.predictions import PredictionFileWriter
-
-            self.trainer.callbacks.append(PredictionFileWriter())
-
-        # Lightning's own results dump (one row per logged scalar, ~180 here) is replaced by
-        # the compact table of the generation metrics.
-        def validate(self, **kwargs) -> None:
-            self.trainer.validate(**{**kwargs, "verbose": False})
-            _say(runs.evaluation_summary(self.trainer, "val"))
-
-        def test(self, **kwargs) -> None:
-            self.trainer.test(**{**kwargs, "verbose": False})
-            _say(runs.evaluation_summary(self.trainer, "test"))
-
-    return SceCLI
-
-
-def _say(text: str) -> None:
-    from lightning.pytorch.utilities import rank_zero_only
-
-    if text and rank_zero_only.rank == 0:
-        print(text, flush=True)
+    return sce_cli_class()
 
 
 def _lightning_cli_kwargs(subcommand: str = "fit") -> dict:
-    from sce.data.datamodule import SceDataModule
-    from sce.models.module import SceModule
+    from sce.config import lightning_cli_kwargs
 
-    # fit's config.yaml is the run's recipe; other commands save theirs beside it under their
-    # own name instead of overwriting it
-    config_file = "config.yaml" if subcommand == "fit" else f"config_{subcommand}.yaml"
-    return {
-        "model_class": SceModule,
-        "datamodule_class": SceDataModule,
-        # SceModule.configure_optimizers builds AdamW + the scheduler from model.* settings:
-        # LightningCLI's --optimizer / --lr_scheduler would be silently ignored, so they are off
-        "auto_configure_optimizers": False,
-        "save_config_kwargs": {"overwrite": True, "config_filename": config_file},
-        # Our re-sampler shards across ranks itself; checkpoints are written atomically.
-        "trainer_defaults": {
-            "use_distributed_sampler": False,
-            "plugins": [{"class_path": "sce.checkpointing.AtomicCheckpointIO"}],
-        },
-        "parser_kwargs": {"parser_mode": "omegaconf"} if _has_omegaconf() else None,
-    }
-
-
-def _has_omegaconf() -> bool:
-    try:
-        import omegaconf  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return lightning_cli_kwargs(subcommand)
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -196,7 +112,11 @@ def _report_data_error(command: str, err: Exception) -> int:
     return 2
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
+def build_parser(
+    argv: list[str] | None = None,
+) -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
+    """The `sce` parser and its handlers. With `argv`, only the command it names gets its
+    options (and imports its module): `sce --help` imports no command module and no torch."""
     parser = argparse.ArgumentParser(
         prog="sce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -224,16 +144,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     p.add_argument("--seed", type=int, default=0)
     handlers["tiny-model"] = _tiny_model
 
-    for _name, register in _optional_commands():
-        handlers.update(register(sub))
+    from sce.commands import COMMANDS
+
+    chosen = argv[0] if argv else None
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help)
+        if argv is None or chosen == command.name:
+            handlers[command.name] = command.configure(p, argv[1:] if argv else ())
     return parser, handlers
-
-
-def _optional_commands():
-    """Subcommands registered by their own modules (each returns {name: handler})."""
-    from sce import commands
-
-    return commands.REGISTRY
 
 
 # Known-harmless third-party warnings (regexes on the message), silenced so that the first lines
@@ -275,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         except _data_errors() as err:  # bad data: the cause in a few lines, not ~30 frames
             return _report_data_error(argv[0], err)
         return 0
-    parser, handlers = build_parser()
+    parser, handlers = build_parser(argv)
     args, extra = parser.parse_known_args(argv)
     if extra:
         # Only subcommands that pass arguments on to the `sce fit` parser take unknown ones

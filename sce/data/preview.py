@@ -361,7 +361,7 @@ def add_preview_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def preview_command(args: argparse.Namespace) -> int:
-    from sce.cli import datamodule_from_cli
+    from sce.config import datamodule_from_cli
     from sce.data.clip import ClipError
     from sce.data.collate import SequenceTooLongError
 

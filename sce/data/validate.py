@@ -522,9 +522,9 @@ def validate_command(args: argparse.Namespace) -> int:
 
 
 def config_datamodule(config: str, manifest: str | None, overrides: list[str]):
-    """The SceDataModule `sce fit --config CONFIG [overrides]` builds (sce.cli's parser); a
+    """The SceDataModule `sce fit --config CONFIG [overrides]` builds (sce.config's parser); a
     positional manifest is `--data.manifest=MANIFEST` (so `--data.manifest M` works as well)."""
-    from sce.cli import datamodule_from_cli
+    from sce.config import datamodule_from_cli
 
     overrides = list(overrides)
     if manifest is not None:

@@ -18,6 +18,10 @@ original.
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
@@ -159,8 +163,6 @@ def model_frame_size(
     `max_pixels` (data.max_pixels, paper 003) caps each frame first, with the same rounding
     (the processor's settings, else Qwen2.5-VL's): 420x476 at 16,384 pixels -> 112x112.
     """
-    from sce.budget import QWEN25_VL_DEFAULTS, capped_frame_size, processor_settings, smart_resize
-
     video_processor = getattr(processor, "video_processor", None)
     if Qwen2VLVideoProcessor is None or not isinstance(video_processor, Qwen2VLVideoProcessor):
         return capped_frame_size(width, height, max_pixels, QWEN25_VL_DEFAULTS)
@@ -195,3 +197,134 @@ def at_model_size(spec, processor):
 
     width, height = model_frame_size(processor, spec.width, spec.height, spec.max_pixels)
     return dataclasses.replace(spec, width=width, height=height)
+
+
+# ------------------------------------------------------------------ Qwen2-VL video geometry
+# (smart_resize, processor settings, visual-token counts: read by the collator's frame sizing
+# and by `sce budget`)
+@dataclass(frozen=True)
+class ProcessorSettings:
+    """The video processor numbers that decide the visual token count."""
+
+    patch_size: int = 14
+    merge_size: int = 2
+    temporal_patch_size: int = 2
+    min_pixels: int = 56 * 56
+    max_pixels: int = 12845056
+    cap_pixels_per_frame: bool = False
+    max_video_tokens: int = 128000
+    source: str = "Qwen2.5-VL defaults"
+
+    @property
+    def factor(self) -> int:
+        return self.patch_size * self.merge_size
+
+
+QWEN25_VL_DEFAULTS = ProcessorSettings()
+
+
+def smart_resize(
+    height: int,
+    width: int,
+    factor: int = 28,
+    min_pixels: int = QWEN25_VL_DEFAULTS.min_pixels,
+    max_pixels: int = QWEN25_VL_DEFAULTS.max_pixels,
+) -> tuple[int, int]:
+    """(height, width) after Qwen2-VL's resize: transformers' own smart_resize."""
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import smart_resize as qwen_resize
+
+    if min(height, width) <= 0:
+        raise ValueError(f"frame size must be positive, got {width}x{height}")
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio of {width}x{height} exceeds 200")
+    return qwen_resize(height, width, factor, min_pixels, max_pixels)
+
+
+def capped_frame_size(
+    width: int,
+    height: int,
+    max_pixels: int | None,
+    settings: ProcessorSettings = QWEN25_VL_DEFAULTS,
+) -> tuple[int, int]:
+    """(width, height) of a frame under the per-frame cap `data.max_pixels` (paper 003: 16,384
+    pixels), rounded like the processor's own `max_pixels` (smart_resize, factor 28, within
+    its min/max pixels): 420x476 -> 112x112. Unchanged without a cap.
+
+    Frames are decoded at this size (`sce.data.video_processing.at_model_size`); the processor
+    then leaves them as they are. Paper 003 only says "16,384 pixels maximum"; this is the
+    processor's (and qwen-vl-utils') reading of max_pixels. LLaMA-Factory, which the paper
+    trained with, first scales by sqrt(cap / pixels) with truncation and lets the processor
+    round afterwards: 420x476 -> 120x136 -> 112x140 (20 tokens per pair, not 16).
+    """
+    if max_pixels is None:
+        return width, height
+    cap = min(int(max_pixels), settings.max_pixels)
+    h, w = smart_resize(height, width, settings.factor, settings.min_pixels, cap)
+    return w, h
+
+
+def video_max_pixels(num_frames: int, s: ProcessorSettings) -> int:
+    """Per-frame pixel cap; with cap_pixels_per_frame also an even share of the video budget."""
+    if not s.cap_pixels_per_frame:
+        return s.max_pixels
+    total = int(s.max_video_tokens * s.factor * s.factor * 0.9)
+    share = total * s.temporal_patch_size // num_frames
+    return max(min(s.max_pixels, share), int(s.min_pixels * 1.05))
+
+
+def visual_tokens(
+    num_frames: int,
+    width: int,
+    height: int,
+    settings: ProcessorSettings = QWEN25_VL_DEFAULTS,
+    **overrides: Any,
+) -> int:
+    """Visual tokens of one video of `num_frames` frames of width x height (before resizing).
+
+    `overrides` replace fields of `settings`, e.g. `visual_tokens(18, 420, 240, max_pixels=50176)`.
+    """
+    if num_frames <= 0:
+        raise ValueError(f"num_frames must be positive, got {num_frames}")
+    s = _with(settings, overrides)
+    h, w = smart_resize(height, width, s.factor, s.min_pixels, video_max_pixels(num_frames, s))
+    grid_t = math.ceil(num_frames / s.temporal_patch_size)
+    return grid_t * (h // s.patch_size) * (w // s.patch_size) // (s.merge_size**2)
+
+
+def _with(settings: ProcessorSettings, overrides: Mapping[str, Any]) -> ProcessorSettings:
+    if not overrides:
+        return settings
+    fields = asdict(settings)
+    unknown = set(overrides) - set(fields)
+    if unknown:
+        raise TypeError(f"unknown processor setting(s): {sorted(unknown)}")
+    return ProcessorSettings(**{**fields, **overrides})
+
+
+def image_tokens(width: int, height: int, settings: ProcessorSettings = QWEN25_VL_DEFAULTS) -> int:
+    """Visual tokens of one image: Qwen2-VL's image processor tiles it to one temporal patch,
+    so (H' / patch) * (W' / patch) / merge^2 after smart_resize (no per-frame video cap)."""
+    s = settings
+    h, w = smart_resize(height, width, s.factor, s.min_pixels, s.max_pixels)
+    return (h // s.patch_size) * (w // s.patch_size) // (s.merge_size**2)
+
+
+def processor_settings(processor, source: str, kind: str = "video") -> ProcessorSettings:
+    """Settings read from a loaded processor's video processor, or its image processor for
+    `kind="image"` (keyframes), with defaults for missing fields."""
+    vp = getattr(processor, f"{kind}_processor", None)
+    if vp is None:
+        return QWEN25_VL_DEFAULTS
+    size = vp.size if isinstance(vp.size, Mapping) else vars(vp.size)
+    d = QWEN25_VL_DEFAULTS
+    return ProcessorSettings(
+        patch_size=int(getattr(vp, "patch_size", None) or d.patch_size),
+        merge_size=int(getattr(vp, "merge_size", None) or d.merge_size),
+        temporal_patch_size=int(getattr(vp, "temporal_patch_size", None) or d.temporal_patch_size),
+        min_pixels=int(size.get("shortest_edge") or d.min_pixels),
+        max_pixels=int(size.get("longest_edge") or d.max_pixels),
+        # The collator turns an unset cap off (frames arrive already sized for the model).
+        cap_pixels_per_frame=bool(getattr(vp, "cap_pixels_per_frame", False)),
+        max_video_tokens=int(getattr(vp, "max_video_tokens", None) or d.max_video_tokens),
+        source=source,
+    )
