@@ -116,7 +116,27 @@ def _parsed_cli(args: list[str], build_datamodule: bool = False):
 
     with warnings.catch_warnings():  # `args` is the caller's own slice of sys.argv
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        return ConfigOnlyCLI(args=args, run=False, **lightning_cli_kwargs())
+        try:  # a bad key or value raises (as a ConfigError) instead of exiting
+            return ConfigOnlyCLI(
+                args=args,
+                run=False,
+                parser_kwargs={"exit_on_error": False},
+                **lightning_cli_kwargs(),
+            )
+        except argparse.ArgumentError as err:
+            raise ConfigError(f"{_source(args)}: {err}") from err
+
+
+class ConfigError(ValueError):
+    """A config (file or override) the `sce fit` parser rejects; names the file and the key."""
+
+
+def _source(args: Sequence[str]) -> str:
+    """The config file named in `args` (or 'config' when it was given inline)."""
+    for flag, value in zip(args, args[1:], strict=False):
+        if flag == "--config":
+            return value if "\n" not in value else "config"
+    return "config"
 
 
 def _config_argument(config: str | Path | Mapping[str, Any]) -> str:

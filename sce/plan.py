@@ -156,7 +156,7 @@ class Setup:
 def setup_from_config(
     config: Mapping[str, Any], devices: int | None = None, model_path: str | None = None
 ) -> Setup:
-    """The Setup of an sce config (dict as loaded by `sce.budget.load_config`)."""
+    """The Setup of an sce config (dict as resolved by `sce.config.resolve_config`)."""
     from sce.budget import budget_report
 
     model = config.get("model") or {}
@@ -596,22 +596,21 @@ def format_plan(p: Mapping[str, Any]) -> str:
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
-    from sce.budget import add_set_argument
+    from sce.config import add_config_arguments
 
-    parser.add_argument("--config", required=True, help="experiment YAML")
+    add_config_arguments(parser)
     parser.add_argument("--devices", type=int, default=None, help="GPUs (default: trainer.devices)")
     parser.add_argument("--gpu-memory", default=None, help="memory per GPU, e.g. 24GiB or 80GB")
     parser.add_argument("--model", default=None, help="local model folder (its config.json)")
-    add_set_argument(parser, "override a config value, e.g. data.batch_size=4")
 
 
 def plan_command(args: argparse.Namespace) -> int:
     """Print the plan; exit 1 when the config does not fit --gpu-memory."""
     import warnings
 
-    from sce.budget import load_config
+    from sce.config import resolve_config
 
-    config = load_config(args.config, args.sets)
+    config = resolve_config(args.config, args.config_overrides)
     setup = setup_from_config(config, args.devices, args.model)
     gpu = parse_size(args.gpu_memory) if args.gpu_memory else None
     with warnings.catch_warnings():

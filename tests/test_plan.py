@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sce.budget import load_config
+from sce.config import resolve_config
 from sce.plan import (
     GiB,
     Setup,
@@ -35,7 +35,7 @@ SMALL_VISION = dict(depth=2, fullatt_block_indexes=[1], out_hidden_size=512)
 
 
 def recipe(name: str, **overrides) -> Setup:
-    setup = setup_from_config(load_config(EXPERIMENTS / f"{name}.yaml"))
+    setup = setup_from_config(resolve_config(EXPERIMENTS / f"{name}.yaml"))
     return Setup(**{**setup.__dict__, **overrides})
 
 
@@ -109,7 +109,7 @@ def test_paper000_fits_the_papers_4x24gb_at_micro_batch_1(capsys):
         assert re.search(rf"{category}\s+\d+\.\d\d GiB", out)
     assert "ddp x 4, micro-batch 1 x 2027 tokens" in out
     assert "largest micro-batch that fits: 1" in out
-    assert main([*command, "--set", "data.batch_size=2"]) == 1
+    assert main([*command, "--data.batch_size=2"]) == 1
     out = capsys.readouterr().out
     assert "micro-batch 2 x 2027 tokens" in out and "does NOT fit in 22.4 GiB" in out
 

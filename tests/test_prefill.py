@@ -81,7 +81,7 @@ def test_prefill_counts_and_names_failed_samples(
     ("data", "message"),
     [
         ({"cache_dir": None}, "field 'data.cache_dir' is not set"),
-        ({"frame_rate": 3}, "section 'data'"),
+        ({"frame_rate": 3}, "does not accept option 'frame_rate'"),
     ],
 )
 def test_prefill_config_errors_name_the_field(

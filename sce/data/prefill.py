@@ -5,17 +5,18 @@ in parallel, with a progress bar and a count of failures, so the first epoch of 
 is as fast as the later ones. It builds the config's own SceDataModule and calls the same
 `load_clip` that training calls, so the cache keys are exactly the ones training will look up.
 
-    sce data cache --config experiments/paper000_dora.yaml --set data.manifest=DATA/manifest.jsonl \\
-        [--set data.fps=5] [--splits train val] [--workers 8]
+    sce data cache --config experiments/paper000_dora.yaml --data.manifest=DATA/manifest.jsonl \\
+        [--data.fps=5] [--splits train val] [--workers 8]
 """
 
 from __future__ import annotations
 
 import argparse
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import yaml
 from torch.utils.data import DataLoader, Dataset
 
 SPLITS = ("train", "val", "test")
@@ -75,26 +76,29 @@ def prefill_split(dataset, workers: int, desc: str) -> tuple[Counter, list[tuple
     return counts, failures
 
 
-def datamodule_from_config(config: dict[str, Any], path: str):
-    """The config's SceDataModule, its processor linked to model.model_path as in `sce fit`."""
-    from sce.budget import model_path_of
-    from sce.data.datamodule import SceDataModule
+def datamodule_from_config(
+    config: Mapping[str, Any] | str, path: str, overrides: Sequence[str] = ()
+):
+    """The SceDataModule `sce fit --config CONFIG *overrides` builds (sce.config's parser:
+    its defaults, types and the processor linked to model.model_path). `config` is the YAML
+    path or a mapping of its sections; `path` names it in errors."""
+    from sce.config import datamodule_from_cli
 
-    data = dict(config.get("data") or {})
-    if not data.get("cache_dir"):
-        raise ValueError(f"{path}: field 'data.cache_dir' is not set (--set data.cache_dir=DIR)")
-    data["processor_path"] = model_path_of(config)
-    try:
-        return SceDataModule(**data)
-    except TypeError as err:
-        raise ValueError(f"{path}: section 'data': {err}") from err
+    source = path if not isinstance(config, Mapping) else yaml.safe_dump(dict(config))
+    datamodule = datamodule_from_cli(["--config", source, *overrides])
+    if not datamodule.hparams.cache_dir:
+        raise ValueError(f"{path}: field 'data.cache_dir' is not set (--data.cache_dir=DIR)")
+    return datamodule
 
 
-def prefill_cache(config: dict[str, Any], path: str, splits: Sequence[str], workers: int) -> int:
-    """Fill the config's frame cache for `splits`; prints a summary, returns the exit code."""
+def prefill_cache(
+    path: str, splits: Sequence[str], workers: int, overrides: Sequence[str] = ()
+) -> int:
+    """Fill the frame cache of the config at `path` (with `--data.x=...` overrides) for
+    `splits`; prints a summary, returns the exit code."""
     from sce.data.schema import ManifestError
 
-    datamodule = datamodule_from_config(config, path)
+    datamodule = datamodule_from_config(path, path, overrides)
     datamodule.setup("predict")  # loads the processor and checks the manifest
     failed = 0
     print(f"frame cache: {datamodule.hparams.cache_dir}")
@@ -118,20 +122,16 @@ def prefill_cache(config: dict[str, Any], path: str, splits: Sequence[str], work
 
 
 def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
-    from sce.budget import add_set_argument
+    from sce.config import add_config_arguments
 
-    parser.add_argument("--config", required=True, help="experiment YAML (reads data and model)")
-    add_set_argument(parser, "override a config value, e.g. data.cache_dir=runs/cache/frames")
+    add_config_arguments(parser)
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
     parser.add_argument("--workers", type=int, default=2, help="decoding processes (0: inline)")
 
 
 def cache_command(args: argparse.Namespace) -> int:
-    from sce.budget import load_config
-
     try:
-        config = load_config(args.config, args.sets)
-        return prefill_cache(config, args.config, args.splits, args.workers)
+        return prefill_cache(args.config, args.splits, args.workers, args.config_overrides)
     except (ValueError, KeyError, FileNotFoundError) as err:
         print(f"sce data cache: {err}")
         return 2
