@@ -201,7 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "config_overrides"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.config_overrides = extra
-    return int(handlers[args.command](args) or 0)
+    from sce.config import ConfigError
+
+    try:
+        return int(handlers[args.command](args) or 0)
+    except ConfigError as err:  # rejected by the `sce fit` parser: file, key and reason
+        print(f"sce {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -153,7 +153,8 @@ def resolve_config(
     default filled in, links applied, types checked. `config` is a YAML path or a mapping
     with the sections of one; `overrides` are `--data.fps=15` style arguments."""
     cli = _parsed_cli(["--config", _config_argument(config), *overrides])
-    resolved = cli.config.as_dict()
+    # the YAML LightningCLI saves as a run's config.yaml (plain lists and strings), read back
+    resolved = yaml.safe_load(cli.parser.dump(cli.config, skip_none=False, skip_validation=True))
     resolved.pop("config", None)  # the path(s) it was read from, not a setting
     return resolved
 
@@ -180,6 +181,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True)
         required=required,
         help=f"experiment YAML; override values with {OVERRIDE_SYNTAX}",
     )
+    add_override_arguments(parser)
+
+
+def add_override_arguments(parser: argparse.ArgumentParser) -> None:
+    """Let `--data.fps=15` style arguments through to `args.config_overrides` (sce.cli.main
+    collects them); the removed `--set KEY=VALUE` fails naming the new syntax."""
     parser.add_argument("--set", action=_ReplacedOption, help=argparse.SUPPRESS)
     parser.allow_abbrev = False  # so --data.x / --model.x overrides pass through untouched
     parser.set_defaults(config_overrides=[])
@@ -191,7 +198,11 @@ def override_keys(overrides: Sequence[str]) -> list[str]:
 
 
 def as_overrides(values: Mapping[str, Any]) -> list[str]:
-    """{'data.fps': 15} -> ['--data.fps=15'] (values as JSON, which the parser reads as YAML)."""
+    """{'data.fps': 15} -> ['--data.fps=15']: strings as they are (the parser types them as
+    its own command line would), other values as JSON (which it reads as YAML)."""
     import json
 
-    return [f"--{key}={json.dumps(value)}" for key, value in values.items()]
+    return [
+        f"--{key}={value if isinstance(value, str) else json.dumps(value)}"
+        for key, value in values.items()
+    ]

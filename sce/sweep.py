@@ -9,7 +9,7 @@ An ablation file (see experiments/ablations/) is a small delta on a base config:
       fps1: {data.fps: 1.0}
       fps3: {data.fps: 3.0}
 
-Each variant's config is base <- ablation `overrides` <- `--set` <- the variant's own values (the
+Each variant's config is base <- ablation `overrides` <- `--key=value` arguments <- the variant's own values (the
 swept values always win), plus the run folder: `trainer.default_root_dir` and a TensorBoard
 logger with save_dir=<out>, name=<name>, version=<variant>, so `<out>/<name>/<variant>/` holds the
 events, `metrics.json`, `config.yaml` and checkpoints, and `tensorboard --logdir <out>/<name>`
@@ -38,7 +38,7 @@ folder and the same merged config) and reruns the others, replacing their folder
 else its code cells in this process on matplotlib's Agg backend) and writes the executed
 notebook (`ablations.ipynb`), `figures/*.png` and `ablation_table.csv` into it.
 
-    sce sweep experiments/ablations/fps.yaml --base experiments/demo.yaml --set trainer.max_epochs=1
+    sce sweep experiments/ablations/fps.yaml --base experiments/demo.yaml --trainer.max_epochs=1
     sce sweep experiments/ablations/fps.yaml --seeds 0,1,2 --resume --report
 """
 
@@ -48,7 +48,6 @@ import argparse
 import ast
 import base64
 import contextlib
-import copy
 import io
 import json
 import math
@@ -68,7 +67,7 @@ from typing import Any
 
 import yaml
 
-from sce.budget import add_set_argument, get_dotted, parse_sets, set_dotted
+from sce.config import ConfigError, as_overrides, resolve_config
 
 CONFIG_NAME = "sweep_config.yaml"
 LOG_NAME = "sweep.log"
@@ -151,7 +150,7 @@ class SweepPlan:
     ablation: Path
     base: Path
     out_dir: Path  # <out>/<name>
-    overrides: dict[str, Any]  # ablation overrides, then --set
+    overrides: dict[str, Any]  # ablation overrides, then the --key=value arguments
     swept: list[str]  # keys the variants set
     variants: list[Variant] = field(default_factory=list)  # runs, variant by variant
     all_variants: list[str] = field(default_factory=list)  # every variant of the file, in order
@@ -224,16 +223,21 @@ def plan_sweep(
     out: str | Path = "runs/sweeps",
     seeds: Sequence[int] | None = None,
 ) -> SweepPlan:
-    """Merge base, overrides and each variant into the configs a sweep runs; with `seeds`, one
-    run per variant and seed (`seed_everything` and `data.seed` set to it)."""
+    """Resolve base, overrides and each variant into the configs a sweep runs; with `seeds`, one
+    run per variant and seed (`seed_everything` and `data.seed` set to it).
+
+    `sets` are `--data.fps=15` style arguments (or a {dotted key: value} mapping) for every
+    variant. Each run's config is resolved by the `sce fit` parser (sce.config) from
+    `--config BASE`, then the ablation's overrides, `sets`, the variant's values, the seed and
+    the run folder as `--key=value` arguments (later ones win): a typo or a bad value fails
+    here, before any run starts."""
     ablation = Path(ablation)
     spec = load_ablation(ablation)
     if base is None and not spec.get("base"):
         raise SweepError(f"{ablation}: no 'base' config; pass --base")
     base_path = find_base(base or spec["base"], ablation)
-    base_config = yaml.safe_load(base_path.read_text()) or {}
-    overrides = {**(spec.get("overrides") or {})}
-    overrides.update(sets if isinstance(sets, Mapping) else parse_sets(sets))
+    set_args = as_overrides(sets) if isinstance(sets, Mapping) else list(sets)
+    overrides = {**(spec.get("overrides") or {}), **_recorded(set_args)}
     names = list(spec["variants"])
     if only:
         missing = [n for n in only if n not in names]
@@ -258,13 +262,18 @@ def plan_sweep(
             continue
         values = dict(spec["variants"][name])
         for seed in seeds or [None]:
-            config = copy.deepcopy(base_config)
-            for key, value in {**overrides, **values}.items():
-                set_dotted(config, key, value)
             version = name if seed is None else f"{name}/{seed_folder(seed)}"
-            for key in SEED_KEYS if seed is not None else ():
-                set_dotted(config, key, seed)
-            _set_run_folder(config, Path(out), spec["name"], version)
+            args = [
+                *as_overrides(spec.get("overrides") or {}),
+                *set_args,
+                *as_overrides(values),
+                *as_overrides(dict.fromkeys(SEED_KEYS if seed is not None else (), seed)),
+                *as_overrides(_run_folder(Path(out), spec["name"], version)),
+            ]
+            try:
+                config = resolve_config(base_path, args)
+            except ConfigError as err:
+                raise SweepError(f"{ablation}: variant {name!r}: {err}") from err
             plan.variants.append(Variant(name, values, config, out_dir / version, seed=seed))
     return plan
 
@@ -280,15 +289,28 @@ def _check_seeds(
         raise SweepError(f"--seeds: expected distinct non-negative integers, got {seeds}")
     clash = sorted(set(keys) & set(SEED_KEYS))
     if clash:
-        raise SweepError(f"--seeds sets {list(SEED_KEYS)}; {ablation} or --set also sets {clash}")
+        raise SweepError(
+            f"--seeds sets {list(SEED_KEYS)}; {ablation} or an argument also sets {clash}"
+        )
     return seeds
 
 
-def _set_run_folder(config: dict[str, Any], out: Path, sweep: str, version: str) -> None:
+def _recorded(args: Sequence[str]) -> dict[str, Any]:
+    """{key: value} of `--key=value` arguments, as sweep.json and the plan list them."""
+    out: dict[str, Any] = {}
+    for i, arg in enumerate(args):
+        if not arg.startswith("--"):
+            continue
+        key, sep, value = arg[2:].partition("=")
+        if not sep:  # `--key value`
+            value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else ""
+        out[key] = yaml.safe_load(value) if value else None
+    return out
+
+
+def _run_folder(out: Path, sweep: str, version: str) -> dict[str, Any]:
     """One TensorBoard run per run folder: <out>/<sweep>/<version>, version 'fps1' or
     'fps1/seed0' (no hp_metric placeholder)."""
-    run_dir = out / sweep / version
-    set_dotted(config, "trainer.default_root_dir", str(run_dir))
     logger = {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
         "init_args": {
@@ -298,7 +320,20 @@ def _set_run_folder(config: dict[str, Any], out: Path, sweep: str, version: str)
             "default_hp_metric": False,
         },
     }
-    set_dotted(config, "trainer.logger", logger)
+    return {"trainer.default_root_dir": str(out / sweep / version), "trainer.logger": logger}
+
+
+def get_dotted(config: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """config[a][b][c] for 'a.b.c' (an integer part indexes a list); `default` if absent."""
+    node: Any = config
+    for part in key.split("."):
+        if isinstance(node, list) and part.lstrip("-").isdigit() and abs(int(part)) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, Mapping) and part in node:
+            node = node[part]
+        else:
+            return default
+    return node
 
 
 def attach_budgets(plan: SweepPlan) -> None:
@@ -957,13 +992,11 @@ def _error_output(err: Exception) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ CLI
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    from sce.config import add_override_arguments
+
     parser.add_argument("ablation", help="ablation YAML (experiments/ablations/*.yaml)")
     parser.add_argument("--base", help="base config instead of the ablation's `base`")
-    add_set_argument(
-        parser,
-        "override for every variant, e.g. --set trainer.max_epochs=1 (repeatable; "
-        "YAML values; list items by index: trainer.callbacks.0.init_args.max_samples=8)",
-    )
+    add_override_arguments(parser)  # --trainer.max_epochs=1 ...: for every variant
     parser.add_argument("--only", help="comma-separated variant names to run")
     parser.add_argument(
         "--seeds",
@@ -1008,7 +1041,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
     try:
         seeds = _parse_seeds(args.seeds)
-        plan = plan_sweep(args.ablation, args.base, args.sets, only, args.out, seeds)
+        plan = plan_sweep(args.ablation, args.base, args.config_overrides, only, args.out, seeds)
         if not args.no_budget:
             attach_budgets(plan)
         print(format_plan(plan))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from sce.cli import main
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 NO_MODEL = "sce-test/not-a-cached-model"  # not a folder, not in any cache: defaults + estimate
+NO_MANIFEST = "unused/manifest.jsonl"  # the parser requires one; the budget reads none
 
 
 def test_paper000_window_is_18_frames_and_1215_visual_tokens():
@@ -92,7 +94,8 @@ def test_estimate_counts_digits_words_and_symbols():
 
 
 def _tiny_config(tiny_kit: Path, **data) -> dict:
-    base = {"fps": 3.0, "before": 4.0, "after": 2.0, "width": 112, "height": 56}
+    base = {"manifest": NO_MANIFEST, "fps": 3.0, "before": 4.0, "after": 2.0, "width": 112}
+    base["height"] = 56
     return {"model": {"model_path": str(tiny_kit)}, "data": {**base, **data, "max_length": 900}}
 
 
@@ -135,14 +138,17 @@ def test_report_without_processor_uses_qwen_defaults():
 
 
 def test_missing_data_keys_take_the_datamodule_defaults():
-    report = b.budget_report({"model": {"model_path": NO_MODEL}, "data": {"fps": 1.0}})
+    report = b.budget_report(
+        {"model": {"model_path": NO_MODEL}, "data": {"manifest": NO_MANIFEST, "fps": 1.0}}
+    )
     assert (report["width"], report["height"], report["layout"]) == (420, 240, "interleaved")
     assert report["frames_per_clip"] == 6
     assert report["visual_tokens_per_clip"] == 3 * 135
 
 
 def test_grid_marks_what_fits():
-    config = {"model": {"model_path": NO_MODEL}, "data": {"before": 4.0, "after": 2.0}}
+    data = {"manifest": NO_MANIFEST, "before": 4.0, "after": 2.0}
+    config = {"model": {"model_path": NO_MODEL}, "data": data}
     rows = b.budget_grid(config, 2000, fps_values=(1.0, 3.0), sizes=((420, 240), (640, 360)))
     cells = {(r["fps"], r["width"]): r for r in rows}
     assert cells[(3.0, 420)]["visual_tokens"] == 1215
@@ -160,19 +166,22 @@ def test_grid_marks_what_fits():
     assert "420x240" in table and "640x360" in table and "*" in table
 
 
-def test_set_overrides_nested_keys_and_list_items():
-    config = {"trainer": {"callbacks": [{"init_args": {"max_samples": 36}}]}}
-    for key, value in b.parse_sets(
-        ["trainer.callbacks.0.init_args.max_samples=3", "data.fps=15", "data.class_factors=null"]
-    ).items():
-        b.set_dotted(config, key, value)
-    assert config["trainer"]["callbacks"][0]["init_args"]["max_samples"] == 3
-    assert config["data"] == {"fps": 15, "class_factors": None}
-    assert b.get_dotted(config, "trainer.callbacks.0.init_args.max_samples") == 3
-    with pytest.raises(KeyError, match="list of 1"):
-        b.set_dotted(config, "trainer.callbacks.1.init_args", {})
-    with pytest.raises(ValueError, match="key=value"):
-        b.parse_sets(["data.fps"])
+def test_budget_overrides_use_the_fit_syntax_and_parser(capsys):
+    """`sce budget --config X --data.fps=15`: the `sce fit` parser resolves the override
+    (types checked), so the window of paper 000 (4 s + 2 s) has 5x the frames of its 3 fps."""
+    config = str(EXPERIMENTS / "paper000_dora.yaml")
+    assert main(["budget", "--config", config, "--json"]) == 0
+    at_3 = json.loads(capsys.readouterr().out)["report"]
+    main(["budget", "--config", config, "--data.fps=15", "--json"])
+    at_15 = json.loads(capsys.readouterr().out)["report"]
+    assert (at_3["fps"], at_3["frames_per_clip"]) == (3.0, 18)
+    assert (at_15["fps"], at_15["frames_per_clip"]) == (15.0, 90)
+    assert at_15["visual_tokens_per_clip"] == 5 * at_3["visual_tokens_per_clip"] == 6075
+    assert main(["budget", "--config", config, "--data.fps=fast"]) == 2
+    assert 'Parser key "data.fps"' in capsys.readouterr().err  # a float, as for sce fit
+    with pytest.raises(SystemExit):  # the removed --set names the new syntax
+        main(["budget", "--config", config, "--set", "data.fps=15"])
+    assert "--data.fps=15" in capsys.readouterr().err
 
 
 def test_budget_command_prints_the_report(tmp_path, capsys):
@@ -180,9 +189,7 @@ def test_budget_command_prints_the_report(tmp_path, capsys):
     config["model"]["model_path"] = NO_MODEL
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert (
-        main(["budget", "--config", str(path), "--set", "data.fps=1", "--max-tokens", "1000"]) == 0
-    )
+    assert main(["budget", "--config", str(path), "--data.fps=1", "--max-tokens", "1000"]) == 0
     out = capsys.readouterr().out
     assert "-> 6 frames" in out
     assert "420x240 -> 420x252" in out

@@ -78,7 +78,7 @@ def test_plan_merges_base_overrides_sets_then_variant(tmp_path):
     )
     plan = sw.plan_sweep(
         ablation,
-        sets=["trainer.max_epochs=1", "data.fps=7", "trainer.callbacks.0.init_args.max_samples=3"],
+        sets=["--trainer.max_epochs=1", "--data.fps=7", "--data.eval_seed=3"],
         out=tmp_path / "out",
     )
     assert (plan.name, plan.swept, plan.base) == ("fps", ["data.fps"], DEMO)
@@ -87,7 +87,7 @@ def test_plan_merges_base_overrides_sets_then_variant(tmp_path):
     assert v.config["data"]["fps"] == 1.0  # the variant wins over --set and overrides
     assert v.config["trainer"]["max_epochs"] == 1  # --set wins over the ablation's overrides
     assert v.config["data"]["batch_size"] == 2
-    assert v.config["trainer"]["callbacks"][0]["init_args"]["max_samples"] == 3
+    assert v.config["data"]["eval_seed"] == 3
     assert v.config["model"]["rank"] == 16  # untouched base values stay
     assert v.run_dir == tmp_path / "out" / "fps" / "fps1"
     assert v.config["trainer"]["default_root_dir"] == str(v.run_dir)
@@ -199,8 +199,7 @@ def test_dry_run_prints_plan_and_budget_and_writes_nothing(tmp_path, tiny_kit, c
             "--dry-run",
             "--out",
             str(out),
-            "--set",
-            f"model.model_path={tiny_kit}",
+            f"--model.model_path={tiny_kit}",
         ]
     )
     assert code == 0
@@ -311,7 +310,7 @@ def test_seeds_plan_one_run_folder_per_variant_and_seed(fake_sweep):
     assert run.run_dir == out / "fps" / "fps1" / "seed7"
     assert run.config["seed_everything"] == 7 and run.config["data"]["seed"] == 7
     # eval_seed untouched: every seed is scored on the same evaluation items
-    assert {v.config["data"].get("eval_seed") for v in plan.variants} == {None}
+    assert {v.config["data"]["eval_seed"] for v in plan.variants} == {0}  # the default
     assert run.config["trainer"]["default_root_dir"] == str(run.run_dir)
     logger = run.config["trainer"]["logger"]["init_args"]
     assert (logger["name"], logger["version"]) == ("fps", "fps1/seed7")
@@ -320,7 +319,7 @@ def test_seeds_plan_one_run_folder_per_variant_and_seed(fake_sweep):
     assert text.count("  fps1: fps=1") == 1
     assert f"fit --config {out / 'fps' / 'fps2' / 'seed7' / sw.CONFIG_NAME}" in text
     with pytest.raises(sw.SweepError, match="--seeds sets"):
-        sw.plan_sweep(ablation, sets=["data.seed=1"], out=out, seeds=[0, 1])
+        sw.plan_sweep(ablation, sets=["--data.seed=1"], out=out, seeds=[0, 1])
     with pytest.raises(sw.SweepError, match="distinct"):
         sw.plan_sweep(ablation, out=out, seeds=[1, 1])
 
@@ -396,7 +395,7 @@ def test_resume_skips_exactly_the_finished_runs(fake_sweep, capsys):
     none: list[str] = []
     sw.run_sweep(seeded_plan(ablation, out), command=counting(none), echo=False, resume=True)
     assert none == []
-    changed = seeded_plan(ablation, out, sets=["data.batch_size=3"])
+    changed = seeded_plan(ablation, out, sets=["--data.batch_size=3"])
     with pytest.raises(sw.SweepError, match="data.batch_size differ"):
         sw.run_sweep(changed, command=fake_command, resume=True)
     unseeded = sw.plan_sweep(ablation, only=["fps1"], out=out)
