@@ -84,8 +84,8 @@ def test_plan_merges_base_overrides_sets_then_variant(tmp_path):
     assert (plan.name, plan.swept, plan.base) == ("fps", ["data.fps"], DEMO)
     assert [v.name for v in plan.variants] == ["fps1", "fps2"]
     v = plan.variants[0]
-    assert v.config["data"]["fps"] == 1.0  # the variant wins over --set and overrides
-    assert v.config["trainer"]["max_epochs"] == 1  # --set wins over the ablation's overrides
+    assert v.config["data"]["fps"] == 1.0  # the variant wins over the arguments and overrides
+    assert v.config["trainer"]["max_epochs"] == 1  # an argument wins over the ablation's overrides
     assert v.config["data"]["batch_size"] == 2
     assert v.config["data"]["eval_seed"] == 3
     assert v.config["model"]["rank"] == 16  # untouched base values stay
