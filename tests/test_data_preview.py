@@ -160,7 +160,7 @@ def test_wrong_split_names_the_records_split(capsys, tiny_kit, synthetic_manifes
 
 def test_other_commands_still_reject_unknown_arguments(tmp_path):
     with pytest.raises(SystemExit):
-        main(["budget", "--config", str(DEMO), "--data.fps=3"])
+        main(["synth", "--out", str(tmp_path), "--data.fps=3"])  # takes no config
 
 
 def test_image_and_video_placeholders_are_summarised_in_order(tiny_processor):

@@ -253,6 +253,7 @@ def test_whole_clip_budget_equals_the_collated_long_clip(tiny_kit, tiny_processo
 
     data = {"window": "whole", "fps": 2.0, "max_frames": 8, "max_pixels": 4000}
     data.update({"width": 420, "height": 476, "layout": "table", "max_length": 4096})
+    data["manifest"] = "unused/manifest.jsonl"  # the sce fit parser requires one; unread here
     report = b.budget_report({"model": {"model_path": str(tiny_kit)}, "data": data})
     times, rate = b.whole_clip_item(report["whole_clip"][-1]["duration_s"], 2.0, 8)
     assert (len(times), report["resized_width"], report["resized_height"]) == (8, 56, 56)
