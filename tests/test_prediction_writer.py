@@ -19,6 +19,8 @@ def test_prediction_writer_writes_one_line_per_item_with_parsed_class(tmp_path):
                 "imu_on": True,
                 "prediction": "A. collision",
                 "option_probs": [0.7, 0.2, 0.1],
+                "event_time": 4.5,
+                "event_time_source": "manifest",
             },
             {
                 "id": "b",
@@ -27,6 +29,8 @@ def test_prediction_writer_writes_one_line_per_item_with_parsed_class(tmp_path):
                 "imu_on": False,
                 "prediction": "gibberish",
                 "option_probs": [0.3, 0.3, 0.4],
+                "event_time": 2.25,
+                "event_time_source": "imu",
             },
         ],
         [
@@ -49,6 +53,19 @@ def test_prediction_writer_writes_one_line_per_item_with_parsed_class(tmp_path):
     assert [x["parsed"] for x in lines] == [parse_event_class(i["prediction"]).label for i in items]
     assert [x["valid"] for x in lines] == [True, False, True]
     assert lines[0]["option_probs"] == [0.7, 0.2, 0.1] and lines[1]["imu_on"] is False
+    assert [x["event_time_s"] for x in lines] == [4.5, 2.25, None]
+    assert [x["event_time_source"] for x in lines] == ["manifest", "imu", "none"]
+    assert all("event_time" not in x for x in lines)  # one name for it: event_time_s
+
+
+def test_event_time_fields_reject_an_unknown_source():
+    import pytest
+
+    from sce.callbacks.predictions import event_time_fields
+
+    assert event_time_fields(3.0, "center") == {"event_time_s": 3.0, "event_time_source": "center"}
+    with pytest.raises(ValueError, match="event_time_source"):
+        event_time_fields(3.0, "peak")
 
 
 def test_sce_predict_writes_predictions_jsonl(tmp_path, tiny_kit, synthetic_manifest, monkeypatch):
@@ -78,3 +95,10 @@ def test_sce_predict_writes_predictions_jsonl(tmp_path, tiny_kit, synthetic_mani
     )
     mcq = [x for x in lines if x["task"] == "mcq"]
     assert [x["parsed"] for x in mcq] == [parse_event_class(x["prediction"]).label for x in mcq]
+    # every synthetic record carries an annotated event time: the rows say so, with its value
+    annotated = {
+        r["id"]: r["event_time"]
+        for r in map(json.loads, synthetic_manifest.read_text().splitlines())
+    }
+    assert [x["event_time_source"] for x in lines] == ["manifest"] * len(lines)
+    assert [x["event_time_s"] for x in lines] == [annotated[x["id"]] for x in lines]

@@ -16,16 +16,40 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from sce.metrics.evaluate import parse_item
 
 PREDICTIONS_FILE = "predictions.jsonl"
+# where a window's event time came from (sce.data.clip.resolve_event_time)
+EVENT_TIME_SOURCES = ("manifest", "imu", "center")
 
 
 def prediction_record(item: dict[str, Any]) -> dict[str, Any]:
-    """One prediction as a JSON-ready dict: the item plus `parsed` (class or None) and `valid`."""
+    """One prediction as a JSON-ready dict: the item plus `parsed` (class or None), `valid`,
+    `event_time_s` (the window's event time, s from the video start; None when unknown) and
+    `event_time_source` (EVENT_TIME_SOURCES: "manifest" annotation, "imu" peak |a_x|, "center"
+    of the clip; "none" when the item does not say)."""
     parsed = parse_item(item) if item.get("prediction") is not None else None
+    fields = {k: v for k, v in item.items() if k != "event_time"}
     return {
-        **item,
+        **fields,
         "parsed": parsed.label if parsed else None,
         "valid": bool(parsed and parsed.valid),
+        **event_time_fields(item.get("event_time"), item.get("event_time_source")),
     }
+
+
+def event_time_fields(event_time: float | None, source: str | None) -> dict[str, Any]:
+    """`event_time_s` and `event_time_source` of a prediction row (sce predict, sce infer).
+
+    The source is where sce.data.clip.resolve_event_time placed the window: the manifest's
+    annotation, else the IMU peak, else the clip centre. A video-only row (imu_on false) of
+    a record with IMU keeps "imu": paper 000 places the window from the IMU peak when it cuts
+    the clip and its video-only ablation (Table V) removes the telemetry from the prompt only,
+    so the row says honestly that its window came from the IMU. (`sce infer --no-imu` on a raw
+    clip reads no IMU at all: its rows say "manifest" or "center".)
+    """
+    if event_time is None or source is None:
+        return {"event_time_s": None, "event_time_source": "none"}
+    if source not in EVENT_TIME_SOURCES:
+        raise ValueError(f"event_time_source must be one of {EVENT_TIME_SOURCES}, got {source!r}")
+    return {"event_time_s": float(event_time), "event_time_source": source}
 
 
 class PredictionFileWriter(BasePredictionWriter):
