@@ -5,6 +5,7 @@
     sce infer --model BASE --adapter runs/x/export/adapter --video clip.mp4 ...
     sce infer ... --window-scale 3 --layout table     (paper 002: 3 keyframes as images)
     sce infer ... --label-scope binary                 (a model trained on binary Nexar records)
+    sce infer --model M --manifest manifest.jsonl --split test --out answers.jsonl   (a batch)
 
 The clip goes through the training code path: a ClipRecord built on the fly, `load_clip` (event
 window, IMU/GPS synchronisation; event time from `--event-time`, else the IMU's peak |a_x|,
@@ -14,6 +15,11 @@ question, the collision probability and a description. Answers are parsed with
 `sce.metrics.parsing`; an answer that does not parse is reported as invalid with the reason and
 the raw text, never mapped to a class or a number. The event's option probabilities (softmax of
 the A/B/C logits at the first answer token, as in evaluation) are reported too.
+
+`--manifest M --split S --out F` answers every record of split S the same way (each record
+with its own IMU, GPS, event time and label scope; `--no-imu` and the window flags apply to
+all) and writes one JSON line per record with sce predict's predictions.jsonl fields
+(`batch_row`), outside Lightning.
 
 `--label-scope binary` asks the event question a binary-scope record (Nexar: event / normal)
 is trained on, the yes/no `BINARY_EVENT_QUESTION`, and reads its answer with
@@ -37,13 +43,14 @@ telemetry at all: the event time is then `--event-time` or the clip centre, neve
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sce.data.prompts import PROBABILITY_DECIMALS
-from sce.data.schema import LABEL_SCOPES
+from sce.data.schema import LABEL_SCOPES, ManifestError
 from sce.model_record import read_training_record
 
 NON_LORA_FILE = "non_lora_trainable.safetensors"  # written by sce.export next to the adapter
@@ -81,6 +88,9 @@ class EventAnswer:
     reason: str
     answer: str  # raw generated text
     option_probs: dict[str, float] = field(default_factory=dict)  # {"collision": p, ...}
+    # the softmax over the letters A, B, C at the first answer token, as sce predict's
+    # predictions.jsonl `option_probs` (not renormalised for the binary question)
+    letter_probs: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -354,7 +364,14 @@ def summarize(
         value = probs.get("event" if binary else "collision")
         probability = ProbabilityAnswer(value, value is not None, "", PROBABILITY_FROM_OPTIONS)
     return {
-        "event": EventAnswer(parsed.label, parsed.valid, parsed.reason, event_text, probs),
+        "event": EventAnswer(
+            parsed.label,
+            parsed.valid,
+            parsed.reason,
+            event_text,
+            probs,
+            [float(p) for p in option_probs[0]] if option_probs else [],
+        ),
         "collision_probability": probability,
         "description": description,
     }
@@ -389,10 +406,6 @@ def infer_clip(
     Raises InferError for missing files and ClipError for an unreadable video or an event time
     outside the clip.
     """
-    from sce.data.clip import WindowSpec, load_clip
-    from sce.data.video_processing import at_model_size
-
-    spec = at_model_size(spec or WindowSpec(), processor)  # the pixels training saw
     if not use_imu:  # video only: the telemetry is not read, not even for the event time
         imu = gps = None
     record = build_record(video, imu, gps, event_time, label_scope)
@@ -405,6 +418,33 @@ def infer_clip(
             record.metadata.update(record_alignment(load_imu(record.imu), speed, imu_axes))
         except (AlignmentError, ValueError) as err:
             raise InferError(f"--imu-axes {imu_axes!r}: {err}") from err
+    return infer_record(
+        model, processor, record, spec, layout, use_imu, max_new_tokens, ask_probability
+    )
+
+
+def infer_record(
+    model,
+    processor,
+    record,
+    spec=None,
+    layout: str = "interleaved",
+    use_imu: bool = True,
+    max_new_tokens: int = 64,
+    ask_probability: bool = True,
+) -> InferenceResult:
+    """Ask the questions about one ClipRecord (built by `build_record`, or a manifest's): its
+    event window and telemetry as in training, the event question of its label scope.
+
+    `use_imu=False` reads none of the record's telemetry (the event time is then the record's
+    annotation or the clip centre); see `infer_clip` for the other arguments.
+    """
+    from sce.data.clip import WindowSpec, load_clip
+    from sce.data.video_processing import at_model_size
+
+    spec = at_model_size(spec or WindowSpec(), processor)  # the pixels training saw
+    if not use_imu:
+        record = dataclasses.replace(record, imu=None, gps=None)
     clip = load_clip(record, spec)
     questions = tuple(q for q in QUESTIONS if ask_probability or q[1] != "probability")
     # the rate of the frames loaded (a long whole-clip window's is below spec.fps)
@@ -413,12 +453,12 @@ def infer_clip(
     telemetry_used = use_imu and clip.telemetry is not None
     reason = clip.imu_reason if use_imu else "--no-imu"
     return InferenceResult(
-        video=record.video,
+        video=str(record.path("video")),
         event_time=float(clip.event_time),
         event_time_source=clip.event_time_source,
         imu_used=telemetry_used,
         imu_reason="" if telemetry_used else reason,
-        **summarize(texts, option_probs, label_scope),
+        **summarize(texts, option_probs, record.label_scope),
         window=_window_used(spec, layout),
     )
 
@@ -427,6 +467,64 @@ def _window_used(spec, layout: str) -> dict[str, Any]:
     names = [name for name in WINDOW_DEFAULTS if name != "layout"]
     used = {name: getattr(spec, name) for name in names}
     return {**used, "layout": layout, "window_scale": spec.scale}
+
+
+def batch_row(record, result: InferenceResult) -> dict[str, Any]:
+    """One `sce infer --manifest` line: predictions.jsonl's fields (sce.callbacks.predictions)
+    for the record's event question, plus its split, video, collision probability (and where
+    it came from) and description."""
+    from sce.callbacks.predictions import prediction_record
+
+    item = {
+        "id": record.id,
+        "label": record.label,
+        "task": "mcq",
+        "source": record.source,
+        "split": record.split,
+        "imu_on": result.imu_used,
+        "label_scope": record.label_scope,
+        "imu_reason": result.imu_reason,
+        "prediction": result.event.answer,
+        "option_probs": result.event.letter_probs,
+        "event_time": result.event_time,
+        "event_time_source": result.event_time_source,
+    }
+    prob = result.collision_probability
+    return {
+        **prediction_record(item),
+        "video": result.video,
+        "collision_probability": prob.value,
+        "collision_probability_source": prob.source,
+        "description": result.description,
+    }
+
+
+def infer_manifest(
+    model,
+    processor,
+    records,
+    out: str | Path,
+    spec=None,
+    layout: str = "interleaved",
+    use_imu: bool = True,
+    max_new_tokens: int = 64,
+    ask_probability: bool = True,
+    progress: bool = True,
+) -> Path:
+    """`infer_record` on every record, one JSON line each (`batch_row`) written to `out` as it
+    is answered, with a progress bar. Returns the file written."""
+    from tqdm import tqdm
+
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        for record in tqdm(records, desc="sce infer", unit="clip", disable=not progress):
+            result = infer_record(
+                model, processor, record, spec, layout, use_imu, max_new_tokens, ask_probability
+            )
+            handle.write(json.dumps(batch_row(record, result)) + "\n")
+            handle.flush()
+    return path
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -443,7 +541,15 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--adapter", default=None, help="PEFT adapter folder (sce export OUT/adapter)"
     )
-    parser.add_argument("--video", required=True, help="mp4 clip")
+    parser.add_argument("--video", default=None, help="mp4 clip (or --manifest for a batch)")
+    parser.add_argument(
+        "--manifest",
+        default=None,
+        help="manifest.jsonl: answer every record of --split (each with its own IMU, GPS, event "
+        "time and label scope), one JSON line per record in --out",
+    )
+    parser.add_argument("--split", default="test", help="with --manifest: the split to answer")
+    parser.add_argument("--out", default=None, help="with --manifest: the JSON-lines file to write")
     parser.add_argument("--imu", default=None, help="IMU CSV: t, ax, ay, az, gx, gy, gz")
     parser.add_argument("--gps", default=None, help="GPS CSV: t, speed")
     parser.add_argument("--event-time", type=float, default=None, help="seconds from clip start")
@@ -564,8 +670,25 @@ def infer_command(args: argparse.Namespace) -> int:
         scale = settings["window_scale"]
         if scale is not None and not scale > 0:
             raise InferError(f"--window-scale must be positive seconds, got {scale}")
-        build_record(args.video, args.imu, args.gps)  # fail on missing files before loading
+        records = manifest_records(args)
+        if records is None:
+            build_record(args.video, args.imu, args.gps)  # fail on missing files before loading
         model, processor = load_inference_model(args.model, args.adapter, args.dtype, args.device)
+        ask_probability = record is not None and "probability" in record["tasks"]
+        if records is not None:
+            path = infer_manifest(
+                model,
+                processor,
+                records,
+                args.out,
+                spec,
+                settings["layout"],
+                use_imu=not args.no_imu,
+                max_new_tokens=args.max_new_tokens,
+                ask_probability=ask_probability,
+            )
+            print(f"sce infer: {len(records)} records of split {args.split!r} written to {path}")
+            return 0
         result = infer_clip(
             model,
             processor,
@@ -578,14 +701,40 @@ def infer_command(args: argparse.Namespace) -> int:
             use_imu=not args.no_imu,
             max_new_tokens=args.max_new_tokens,
             label_scope=args.label_scope,
-            ask_probability=record is not None and "probability" in record["tasks"],
+            ask_probability=ask_probability,
             imu_axes=args.imu_axes,
         )
-    except (InferError, ClipError) as err:
+    except (InferError, ClipError, ManifestError) as err:
         print(f"sce infer: {err}")
         return 2
     print(json.dumps(result.to_json(), indent=2) if args.json else result.to_text())
     return 0
+
+
+def manifest_records(args: argparse.Namespace):
+    """The records of `--split` in `--manifest` (None without --manifest: one clip, --video).
+    Each record brings its own files, event time and label scope, so the one-clip flags that
+    set those are refused with --manifest."""
+    from sce.data.schema import load_manifest
+
+    if args.manifest is None:
+        if args.video is None:
+            raise InferError("--video (one clip) or --manifest (a batch) is required")
+        return None
+    clip_flags = {"--video": args.video, "--imu": args.imu, "--gps": args.gps}
+    clip_flags["--event-time"] = args.event_time
+    given = [flag for flag, value in clip_flags.items() if value is not None]
+    if given:
+        raise InferError(f"--manifest answers the manifest's records: drop {', '.join(given)}")
+    if not args.out:
+        raise InferError("--manifest needs --out FILE (the JSON-lines file to write)")
+    records = load_manifest(args.manifest, splits=[args.split])
+    if not records:
+        splits = sorted({r.split for r in load_manifest(args.manifest, check_files=False)})
+        raise InferError(
+            f"--split {args.split!r}: no record of {args.manifest} is in it (splits: {splits})"
+        )
+    return records
 
 
 def _local_folder(model: str) -> Path | None:
@@ -601,11 +750,15 @@ __all__ = [
     "ProbabilityAnswer",
     "add_infer_arguments",
     "attach_adapter",
+    "batch_row",
     "build_record",
     "generate_answers",
     "infer_clip",
     "infer_command",
+    "infer_manifest",
+    "infer_record",
     "load_inference_model",
+    "manifest_records",
     "prompt_samples",
     "resolve_window_settings",
     "summarize",

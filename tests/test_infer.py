@@ -270,3 +270,47 @@ def test_training_record_lists_window_settings_and_trained_tasks():
     assert record["tasks"] == ["instruction", "mcq"]  # weight 0 trains nothing
     assert record["window"]["max_frames"] == 128 and "batch_size" not in record["window"]
     assert training_record({})["tasks"] == ["mcq"]  # SceDataset's default mix
+
+
+def test_manifest_batch_writes_one_row_per_record_of_the_split(
+    tiny_kit, synthetic_manifest, tmp_path, capsys
+):
+    """`sce infer --manifest M --split S --out F`: one predictions.jsonl-style line per record
+    of S, through the one-clip path (window from the model's sce_training.json)."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_kit, model)
+    window = {"fps": 1, "before": 2, "after": 2, "width": 112, "height": 56}
+    write_training_record(model, training_record({**window, "tasks": {"mcq": 1.0}}))
+    out = tmp_path / "answers" / "val.jsonl"
+    args = ["infer", "--model", str(model), "--manifest", str(synthetic_manifest)]
+    assert main([*args, "--split", "val", "--out", str(out), "--max-new-tokens", "4"]) == 0
+    assert str(out) in capsys.readouterr().out
+    records = load_manifest(synthetic_manifest, splits=["val"])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) > 0 and len(rows) == len(records)
+    assert [r["id"] for r in rows] == [r.id for r in records]
+    assert [r["label"] for r in rows] == [r.label for r in records]
+    for row, rec in zip(rows, records, strict=True):
+        assert (row["task"], row["split"], row["imu_on"]) == ("mcq", "val", True)
+        # the synthetic records are annotated: the manifest's event time, not the IMU peak
+        assert (row["event_time_s"], row["event_time_source"]) == (rec.event_time, "manifest")
+        parsed = parse_event_class(row["prediction"])
+        assert (row["parsed"], row["valid"]) == (parsed.label, parsed.valid)
+        assert len(row["option_probs"]) == 3 and sum(row["option_probs"]) == pytest.approx(1.0)
+        # no probability question in the recorded tasks: P(collision) is option A's probability
+        assert row["collision_probability"] == pytest.approx(row["option_probs"][0])
+        assert row["collision_probability_source"] == PROBABILITY_FROM_OPTIONS
+
+
+def test_manifest_batch_refuses_one_clip_flags_and_a_missing_split(
+    tiny_kit, synthetic_manifest, tmp_path, capsys
+):
+    args = ["infer", "--model", str(tiny_kit), "--manifest", str(synthetic_manifest)]
+    out = ["--out", str(tmp_path / "a.jsonl")]
+    assert main([*args, *out, "--event-time", "3"]) == 2
+    assert "drop --event-time" in capsys.readouterr().out
+    assert main([*args, *out, "--split", "holdout"]) == 2
+    assert "--split 'holdout'" in capsys.readouterr().out
+    assert main([*args]) == 2
+    assert "--out" in capsys.readouterr().out
+    assert not (tmp_path / "a.jsonl").exists()
