@@ -6,9 +6,12 @@ split's fixed evaluation subset: `max_samples` items or `per_class` clips of eac
 by class and source and drawn once from data.eval_seed (sce.data.subset), the same in every epoch,
 run and rank count (sharded across ranks, gathered on every rank), parses them,
 and logs namespaced scalars (`val_gen/acc`, `val_gen/f1/collision`, per source and IMU setting),
-the confusion matrix and reliability diagram as images (items of binary-scope records, e.g. Nexar,
-count only in `binary/*`; see sce.metrics.evaluate), a text table of sample generations, and
-writes `metrics.json` (latest) and `evaluations/<split>_step<N>.json` in the run folder.
+the confusion matrix, reliability diagram and the binary alarm's precision-recall curve as images
+(items of binary-scope records, e.g. Nexar, count only in `binary/*`; see sce.metrics.evaluate),
+the alarm's curve also in TensorBoard's PR CURVES tab, a text table of sample generations (all at
+the step of their scalars, sce.callbacks.tensorboard), and writes `metrics.json` (latest),
+`evaluations/<split>_step<N>.json` and `evaluations/<split>_step<N>_alarm_pr_curve.png` in the
+run folder.
 
 BERTScore (captions, instructions) needs a local encoder: `bertscore_model`, else the folder in
 $SCE_BERTSCORE_MODEL, read at `bertscore_layer` (default: bert-score's recommended layer for the
@@ -27,6 +30,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from tqdm import tqdm
 
+from sce.callbacks.tensorboard import MediaLogger
 from sce.metrics.evaluate import Summary, json_safe, summarize
 from sce.metrics.text import BERTSCORE_MODEL_ENV, BERTScoreEncoder, resolve_bertscore_encoder
 
@@ -37,6 +41,9 @@ BERTSCORE_TASKS = ("caption", "instruction")
 # budget (often 16-256 tokens) would cut the trace and leave the think block unclosed, which is
 # scored invalid. 1024 tokens holds a few hundred words of step-by-step reasoning.
 REASONING_MAX_NEW_TOKENS = 1024
+# figures also saved as PNG in evaluations/: the binary alarm's precision-recall curve (a safety
+# detector is chosen by its operating point)
+SAVED_FIGURES = ("alarm_pr_curve",)
 
 
 class GenerationEvaluation(Callback):
@@ -178,15 +185,15 @@ class GenerationEvaluation(Callback):
         (run_dir / "evaluations").mkdir(exist_ok=True)
         _write_json(run_dir / "evaluations" / f"{split}_step{step}.json", record)
         _write_json(run_dir / "metrics.json", record)
-        writer = _tensorboard_writer(trainer)
-        if writer is None:
-            return
-        for name, image in summary.images().items():
-            writer.add_image(f"{split}_gen/{name}", image, step, dataformats="HWC")
-        writer.add_text(
-            f"{split}_gen/samples", summary.samples_markdown(self.num_text_samples), step
-        )
-        writer.flush()
+        for name, figure in summary.figures.items():
+            if name in SAVED_FIGURES:  # next to the evaluation JSON, for the paper / a report
+                figure.savefig(run_dir / "evaluations" / f"{split}_step{step}_{name}.png")
+        media = MediaLogger(trainer)  # at the step of the scalars just logged
+        media.images(f"{split}_gen", summary.images())
+        media.text(f"{split}_gen/samples", summary.samples_markdown(self.num_text_samples))
+        if summary.alarm is not None:
+            media.pr_curve(f"{split}_gen/alarm/pr_curve", *summary.alarm)
+        media.flush()
 
 
 def _eval_tasks(trainer: Trainer) -> tuple[str, ...]:
@@ -212,15 +219,6 @@ def _gather(results: list[dict]) -> list[dict]:
     gathered: list[list[dict]] = [[] for _ in range(torch.distributed.get_world_size())]
     torch.distributed.all_gather_object(gathered, results)
     return [r for part in gathered for r in part]
-
-
-def _tensorboard_writer(trainer: Trainer):
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            return logger.experiment
-    return None
 
 
 def _write_json(path: Path, data: dict) -> None:

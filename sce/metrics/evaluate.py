@@ -41,7 +41,7 @@ from sce.metrics.parsing import (
     parse_probability,
     reasoning_mode_answer,
 )
-from sce.metrics.report import confusion_matrix_figure, figure_to_array
+from sce.metrics.report import confusion_matrix_figure, figure_to_array, pr_curve_figure
 from sce.metrics.text import bertscore_f1, closed_qa_correct, rouge_l_f1
 
 EVENT_TASKS = ("mcq",)
@@ -55,6 +55,8 @@ class Summary:
     confusion: list[list[int]] | None = None
     samples: list[dict[str, Any]] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)  # name -> matplotlib Figure
+    # the binary alarm's (targets, scores) (`alarm_scores`), for TensorBoard's PR curve
+    alarm: tuple[list[int], list[float]] | None = None
 
     def images(self) -> dict[str, np.ndarray]:
         """Figures as HWC uint8 arrays for TensorBoard's add_image."""
@@ -175,20 +177,48 @@ def event_probability(item: dict) -> float:
     return float(probs[0] if _scope(item) == "binary" else probs[0] + probs[1])
 
 
+def alarm_scores(items: list[dict]) -> tuple[list[int], list[float]] | None:
+    """(targets, scores) of the binary alarm: 1 for collision / near-collision / event, 0 for
+    normal, scored by `event_probability`; over the items with option probabilities. None when
+    one class is absent (no ranking metric is defined)."""
+    scored = [i for i in items if i.get("option_probs")]
+    targets = [int(i["label"] != "normal") for i in scored]
+    if len(set(targets)) < 2:
+        return None
+    return targets, [event_probability(i) for i in scored]
+
+
 def alarm_metrics(items: list[dict]) -> dict[str, float]:
     """Threshold-free metrics of the binary alarm (event vs normal) from the option
     probabilities: `alarm/auroc` and `alarm/ap` (average precision). A safety detector is
     chosen by its operating point; these rank every one. Empty when one class is absent."""
     from torchmetrics.functional.classification import binary_auroc, binary_average_precision
 
-    scored = [i for i in items if i.get("option_probs")]
-    target = torch.tensor([int(i["label"] != "normal") for i in scored])
-    if target.numel() == 0 or target.min() == target.max():
+    alarm = alarm_scores(items)
+    if alarm is None:
         return {}
-    scores = torch.tensor([event_probability(i) for i in scored], dtype=torch.float64)
+    target = torch.tensor(alarm[0])
+    scores = torch.tensor(alarm[1], dtype=torch.float64)
     return {
         "alarm/auroc": float(binary_auroc(scores, target)),
         "alarm/ap": float(binary_average_precision(scores, target)),
+    }
+
+
+def alarm_pr_curve(targets: list[int], scores: list[float]) -> dict[str, list[float]]:
+    """The alarm's precision-recall curve (torchmetrics' BinaryPrecisionRecallCurve, exact
+    thresholds): `precision` and `recall` at each distinct score taken as threshold (an item
+    alarms when its score >= threshold), ascending, then the (recall 0, precision 1) end point;
+    `thresholds` has one value fewer."""
+    from torchmetrics.classification import BinaryPrecisionRecallCurve
+
+    metric = _local(BinaryPrecisionRecallCurve(thresholds=None))
+    metric.update(torch.tensor(scores, dtype=torch.float64), torch.tensor(targets))
+    precision, recall, thresholds = metric.compute()
+    return {
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+        "thresholds": thresholds.tolist(),
     }
 
 
@@ -298,12 +328,18 @@ def summarize(
     scalars: dict[str, float] = {"items": float(len(results))}
     figures: dict[str, Any] = {}
     confusion = None
+    alarm = None
     if "mcq" in by_task:
         event, matrix = event_metrics(by_task["mcq"])
         scalars.update(event)
         scalars.update(likelihood_metrics(by_task["mcq"]))
         confusion = matrix.int().tolist()
         figures["confusion_matrix"] = confusion_matrix_figure(matrix, LABELS)
+        alarm = alarm_scores(by_task["mcq"])
+        if alarm is not None:
+            curve = alarm_pr_curve(*alarm)
+            ap = scalars["alarm/ap"]
+            figures["alarm_pr_curve"] = pr_curve_figure(curve["precision"], curve["recall"], ap)
     if "reasoning" in by_task:
         scalars.update(reasoning_metrics(by_task["reasoning"]))
     if "caption" in by_task:
@@ -334,4 +370,6 @@ def summarize(
         }
         for item in results[:max_samples]
     ]
-    return Summary(scalars=scalars, confusion=confusion, samples=samples, figures=figures)
+    return Summary(
+        scalars=scalars, confusion=confusion, samples=samples, figures=figures, alarm=alarm
+    )

@@ -66,6 +66,25 @@ def confusion_matrix_figure(
     return fig
 
 
+def pr_curve_figure(
+    precision: Sequence[float], recall: Sequence[float], ap: float, title: str | None = None
+) -> Figure:
+    """Precision (y) against recall (x) of the binary alarm, as a step curve (average precision
+    is the area under it, in the legend)."""
+    fig = Figure(figsize=(4.5, 4.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.step(list(recall), list(precision), where="post", label=f"AP = {ap:.3f}")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_xlabel("recall (collision or near-collision)")
+    ax.set_ylabel("precision")
+    ax.set_title(title or "alarm: P(collision) + P(near-collision)", fontsize=10)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
 def figure_to_array(fig: Figure) -> np.ndarray:
     """Render a figure to an RGB image [H, W, 3] uint8 (TensorBoard add_image with dataformats
     "HWC")."""

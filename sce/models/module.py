@@ -8,6 +8,8 @@ state; the frozen base is reloaded from `model_path`.
 
 from __future__ import annotations
 
+import math
+
 import warnings
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -186,10 +188,12 @@ class SceModule(L.LightningModule):
         self._rope_checked = True
 
     def configure_callbacks(self) -> list:
-        """Callbacks every run needs for exact mid-epoch resume: sampler position, RNG states."""
+        """Callbacks every run needs: exact mid-epoch resume (sampler position, RNG states) and
+        the training throughput (train/clips_per_sec)."""
+        from sce.callbacks.throughput import ClipsPerSecond
         from sce.checkpointing import resume_callbacks
 
-        return resume_callbacks()
+        return [*resume_callbacks(), ClipsPerSecond()]
 
     # ------------------------------------------------------------------ steps
     def model_step(self, batch: dict[str, Any]) -> loss_lib.LossOutput:
@@ -462,13 +466,17 @@ class SceModule(L.LightningModule):
         """`Trainer(gradient_clip_val=...)` by global norm under every strategy, FSDP included.
 
         Lightning refuses norm clipping under FSDP1 and would clip per shard; see
-        sce.models.distributed.clip_gradients. Logs the pre-clipping norm as train/grad_norm.
+        sce.models.distributed.clip_gradients. Logs the global gradient norm as train/grad_norm
+        on every optimizer step: the pre-clipping norm, or without norm clipping the norm
+        itself (clip_grad_norm with an infinite bound: the same cross-shard reduction, every
+        gradient multiplied by 1).
         """
-        from sce.models.distributed import clip_gradients
+        from sce.models.distributed import clip_grad_norm, clip_gradients
 
         norm = clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
-        if norm is not None:
-            self.log("train/grad_norm", norm.detach().float(), on_step=True, on_epoch=False)
+        if norm is None:
+            norm = clip_grad_norm(optimizer, math.inf, self._trainer)
+        self.log("train/grad_norm", norm.detach().float(), on_step=True, on_epoch=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep only trainable parameters: an adapter checkpoint is megabytes, not gigabytes."""
