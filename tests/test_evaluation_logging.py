@@ -161,8 +161,12 @@ def test_gradient_norm_is_logged_with_and_without_clipping():
         param = torch.nn.Parameter(torch.zeros(2))
         param.grad = torch.tensor([3.0, 4.0])
         optimizer = torch.optim.SGD([param], lr=0.1)
-        logged = {}
-        module = SimpleNamespace(_trainer=None, log=lambda k, v, **kw: logged.update({k: v}))
+        logged: dict = {}
+
+        def log(name, value, logged=logged, **kwargs):
+            logged[name] = value
+
+        module = SimpleNamespace(_trainer=None, log=log)
         SceModule.configure_gradient_clipping(module, optimizer, clip, None)
         assert float(logged["train/grad_norm"]) == approx(5.0)  # before clipping
         assert param.grad.tolist() == approx(grad_after, abs=1e-5)

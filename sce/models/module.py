@@ -9,7 +9,6 @@ state; the frozen base is reloaded from `model_path`.
 from __future__ import annotations
 
 import math
-
 import warnings
 from collections.abc import Mapping
 from contextlib import nullcontext
