@@ -81,9 +81,10 @@ def test_sce_predict_writes_predictions_jsonl(tmp_path, tiny_kit, synthetic_mani
         f"--model.model_path={tiny_kit}", f"--data.manifest={synthetic_manifest}",
         '--data.eval_imu=["on"]', "--data.width=56", "--trainer.max_epochs=1",
         "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
-        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1",
     ]  # fmt: skip
     assert main(["fit", "--config", str(experiments / "demo.yaml"), "--run", str(run), *fast]) == 0
+    _check_tensorboard(run)
     predict = ["predict", "--run", str(run), "--ckpt", "last", "--trainer.limit_predict_batches=1"]
     assert main(predict) == 0
     written = list(run.rglob(PREDICTIONS_FILE))
@@ -102,3 +103,27 @@ def test_sce_predict_writes_predictions_jsonl(tmp_path, tiny_kit, synthetic_mani
     }
     assert [x["event_time_source"] for x in lines] == ["manifest"] * len(lines)
     assert [x["event_time_s"] for x in lines] == [annotated[x["id"]] for x in lines]
+
+
+def _check_tensorboard(run):
+    """The fit's TensorBoard (issue 15 point 6): images and text at their scalars' step (the
+    validation after the only optimizer step: global_step 1, scalars at step 0), gradient norm
+    and clips/s logged (demo.yaml has no gradient clipping), no per-source copies (one source)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = {p.parent for p in run.rglob("events.out.tfevents.*")}
+    tb = EventAccumulator(str(events), size_guidance={"images": 0, "tensors": 0})
+    tb.Reload()
+    tags = tb.Tags()
+    (acc,) = tb.Scalars("val_gen/acc")
+    image_steps = {tag: [e.step for e in tb.Images(tag)] for tag in tags["images"]}
+    assert image_steps and all(steps == [acc.step] for steps in image_steps.values())
+    assert [e.step for e in tb.Tensors("val_gen/samples/text_summary")] == [acc.step]
+    # the binary alarm's precision-recall curve: image, PR CURVES tab, PNG beside the JSON
+    assert "val_gen/alarm_pr_curve" in image_steps
+    assert [e.step for e in tb.Tensors("val_gen/alarm/pr_curve")] == [acc.step]
+    assert len(list(run.rglob("evaluations/val_step1_alarm_pr_curve.png"))) == 1
+    (norm,) = tb.Scalars("train/grad_norm")
+    (rate,) = tb.Scalars("train/clips_per_sec")
+    assert norm.value > 0 and rate.value > 0
+    assert not [t for t in tags["scalars"] if "source_" in t]
