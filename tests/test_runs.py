@@ -34,7 +34,8 @@ def test_fit_then_test_in_one_run_folder(
     assert not (tmp_path / "runs").exists()  # nothing left at the config's pinned folders
     fit_config = (log_dir / "config.yaml").read_text()
     assert (log_dir / "checkpoints" / "last.ckpt").is_file()
-    assert [p.name for p in (log_dir / "evaluations").iterdir()] == ["val_step1.json"]
+    evaluations = log_dir / "evaluations"
+    assert [p.name for p in evaluations.glob("*.json")] == ["val_step1.json"]
 
     assert (
         main(["test", "--run", str(run), "--ckpt", "last", "--trainer.limit_test_batches=1"]) == 0
@@ -43,7 +44,7 @@ def test_fit_then_test_in_one_run_folder(
     assert "test evaluation (generated answers):" in out
     assert "Test metric" not in out  # Lightning's results dump is replaced by the table
     assert f"wrote {log_dir / 'metrics.json'}" in out
-    assert sorted(p.name for p in (log_dir / "evaluations").iterdir()) == [
+    assert sorted(p.name for p in evaluations.glob("*.json")) == [
         "test_step0.json",
         "val_step1.json",
     ]
