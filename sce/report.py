@@ -189,7 +189,22 @@ def _scalars(record: Any, path: Path, field_name: str = "scalars") -> dict[str, 
     bad = [k for k, v in scalars.items() if v is not None and not isinstance(v, (int, float))]
     if bad:
         raise ReportError(f"{path}: field {field_name}[{bad[0]!r}] is not a number or null")
-    return {k: (None if v is None else float(v)) for k, v in scalars.items()}
+    values = {k: (None if v is None else float(v)) for k, v in scalars.items()}
+    return values | _single_source_scalars(values, record.get("sources"))
+
+
+def _single_source_scalars(
+    scalars: dict[str, float | None], sources: Any
+) -> dict[str, float | None]:
+    """`source_<s>/<key>` for an evaluation of one source s, which logs no per-source copies
+    (they would repeat the overall keys): a Nexar-only test run still fills Table II's Nexar
+    row. Groups (`imu_on/...`) are not sources and are left out."""
+    if not (isinstance(sources, list) and len(sources) == 1):
+        return {}
+    if any(k.startswith("source_") for k in scalars):
+        return {}
+    prefix = f"source_{sources[0]}/"
+    return {prefix + k: v for k, v in scalars.items() if not k.startswith("imu_")}
 
 
 class _ConfigLoader(yaml.SafeLoader):

@@ -192,6 +192,22 @@ def test_paper000_tables_cell_by_cell(run_pair, tmp_path, capsys):
     assert f"wrote CSV: {out_dir / 'paper000_table1.csv'}" in out
 
 
+def test_a_nexar_only_evaluation_fills_the_nexar_row(tmp_path, capsys):
+    """An evaluation of one source logs no `source_<s>/` copies; its `sources` field says which
+    source it was, so Table II's Nexar row reads the overall binary metrics."""
+    scalars = {"binary/n": 10.0, "binary/precision": 0.8, "binary/recall": 0.5, "binary/acc": 0.7}
+    nexar = write_json(tmp_path / "nexar" / "metrics.json", evaluation("test", 5, scalars))
+    nexar.write_text(json.dumps({**json.loads(nexar.read_text()), "sources": ["nexar"]}))
+    other = write_json(tmp_path / "other" / "metrics.json", evaluation("test", 5, scalars))
+    other.write_text(json.dumps({**json.loads(other.read_text()), "sources": ["private"]}))
+    code, out = run_report(capsys, str(nexar.parent), str(other.parent), "--paper", "000")
+    assert code == 0
+    t2 = markdown_tables(out)[next(t for t in markdown_tables(out) if "Table II:" in t)]
+    body = {(row[0], row[1]): row[2:] for row in t2[1:]}
+    assert body[("nexar", "Nexar")][1:] == ["80.0", "50.0", "70.0"]
+    assert body[("other", "Nexar")][1:] == ["-", "-", "-"]
+
+
 def test_pooled_values_never_stand_for_one_imu_setting_of_a_mixed_run():
     run = r.Run("x", {"imu_on/n": 4.0, "imu_off/n": 4.0, "acc": 0.5, "caption/rougeL": 0.3})
     assert r.scalar_cell(run, r.SCE3, "on").value is None

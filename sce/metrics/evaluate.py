@@ -57,6 +57,9 @@ class Summary:
     figures: dict[str, Any] = field(default_factory=dict)  # name -> matplotlib Figure
     # the binary alarm's (targets, scores) (`alarm_scores`), for TensorBoard's PR curve
     alarm: tuple[list[int], list[float]] | None = None
+    # every source evaluated: with one, no `source_<s>/` keys are logged (they would repeat the
+    # overall ones), so readers such as `sce report` learn the source from here
+    sources: list[str] = field(default_factory=list)
 
     def images(self) -> dict[str, np.ndarray]:
         """Figures as HWC uint8 arrays for TensorBoard's add_image."""
@@ -83,6 +86,7 @@ class Summary:
                 "scalars": {k: float(v) for k, v in self.scalars.items()},
                 "confusion_matrix": self.confusion,
                 "labels": list(LABELS),
+                "sources": self.sources,
                 "samples": self.samples,
             }
         )
@@ -371,5 +375,10 @@ def summarize(
         for item in results[:max_samples]
     ]
     return Summary(
-        scalars=scalars, confusion=confusion, samples=samples, figures=figures, alarm=alarm
+        scalars=scalars,
+        confusion=confusion,
+        samples=samples,
+        figures=figures,
+        alarm=alarm,
+        sources=sorted({str(item["source"]) for item in results}),
     )
