@@ -16,10 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from labeling_server import (  # noqa: E402
+from helpers.labeling_server import (
     ChatServer,
     canned_answer,
     canned_responder,
@@ -34,9 +31,9 @@ from labeling_server import (  # noqa: E402
     write_manifest_files,
 )
 
-from sce.data.prompts import Telemetry  # noqa: E402
-from sce.data.schema import ClipRecord, load_manifest  # noqa: E402
-from sce.labeling import (  # noqa: E402
+from sce.data.prompts import Telemetry
+from sce.data.schema import ClipRecord, load_manifest
+from sce.labeling import (
     AnswerError,
     OpenAIChatBackend,
     PromptOptions,
@@ -50,8 +47,8 @@ from sce.labeling import (  # noqa: E402
     run_labeling,
     structured_caption,
 )
-from sce.labeling.prompts import ImagePart, TextPart  # noqa: E402
-from sce.labeling.templates import telemetry_peaks  # noqa: E402
+from sce.labeling.prompts import ImagePart, TextPart
+from sce.labeling.templates import telemetry_peaks
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = 18  # 3 fps x [-4 s, +2 s]
@@ -522,7 +519,7 @@ def test_killed_run_restarts_and_labels_every_item_exactly_once(tmp_path):
 
     with ChatServer(responder) as server:
         child = subprocess.Popen(
-            [sys.executable, str(Path(__file__).parent / "labeling_server.py"), str(manifest), str(out), server.url],
+            [sys.executable, str(Path(__file__).parent / "helpers" / "labeling_server.py"), str(manifest), str(out), server.url],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         try:

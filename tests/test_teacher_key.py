@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from labeling_server import (  # noqa: E402
+from helpers.labeling_server import (
     ChatServer,
     canned_answer,
     chat_reply,
@@ -21,7 +17,7 @@ from labeling_server import (  # noqa: E402
     write_manifest_files,
 )
 
-from sce.labeling import OpenAIChatBackend, run_labeling  # noqa: E402
+from sce.labeling import OpenAIChatBackend, run_labeling
 
 SECRET = "sk-test-9f8e7d6c5b4a3f2e1d0c-SECRET"
 

@@ -1,4 +1,4 @@
-"""Shared test helpers (importable as `helpers`: pytest puts tests/ on sys.path)."""
+"""Shared test helpers, imported as the `helpers` package (setup.cfg's pytest `pythonpath = tests`)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Test helpers for sce.labeling: a loopback chat-completions server, canned teacher answers,
 synthetic clip inputs, and a child-process entry point for the kill/restart test.
 
-Run as a script (`python labeling_server.py MANIFEST OUT URL`) it labels MANIFEST against the
+Run as a script (`python tests/helpers/labeling_server.py MANIFEST OUT URL`) it labels MANIFEST against the
 server at URL with synthetic inputs; the test kills it midway.
 """
 
