@@ -22,7 +22,7 @@ from sce.models.adapters import (
     trainable_parameter_names,
     trainable_state_dict,
 )
-from sce.models.tiny import TinySpec, build_tiny_kit
+from sce.models.tiny import TinySpec
 
 SPEC = TinySpec()
 HEAD_DIM = SPEC.hidden_size // SPEC.num_attention_heads
@@ -48,8 +48,8 @@ PEFT_PREFIX = "base_model.model.model.language_model.layers"
 
 
 @pytest.fixture(scope="module")
-def kit_path(tmp_path_factory):
-    return build_tiny_kit(tmp_path_factory.mktemp("tiny_adapters"))
+def kit_path(tiny_kit):
+    return tiny_kit
 
 
 def load(path):

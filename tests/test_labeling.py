@@ -631,12 +631,10 @@ def test_label_command_end_to_end_with_video_and_imu(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_transformers_backend_on_the_tiny_kit(tmp_path):
+def test_transformers_backend_on_the_tiny_kit(tmp_path, tiny_kit):
     from sce.labeling.teacher import TransformersBackend
-    from sce.models.tiny import build_tiny_kit
 
-    folder = build_tiny_kit(tmp_path / "kit", seed=0)
-    backend = TransformersBackend(folder, device="cpu", max_new_tokens=8)
+    backend = TransformersBackend(tiny_kit, device="cpu", max_new_tokens=8)
     record = _record("collision")
     prompt = build_teacher_prompt(
         record, synthetic_inputs(record, fps=1.0, size=(56, 56)), get_template("reasoning")

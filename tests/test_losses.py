@@ -31,15 +31,11 @@ from sce.models.losses import (
     probability_mse,
     supervised_cross_entropy,
 )
-from sce.models.tiny import build_tiny_kit
 
 
 @pytest.fixture(scope="module")
-def kit(tmp_path_factory):
-    from transformers import AutoProcessor
-
-    path = build_tiny_kit(tmp_path_factory.mktemp("tiny_losses"))
-    return path, AutoProcessor.from_pretrained(path)
+def kit(tiny_kit, tiny_processor):
+    return tiny_kit, tiny_processor
 
 
 def load(path):

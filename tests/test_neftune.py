@@ -9,17 +9,15 @@ import torch
 
 from sce.models.adapters import apply_finetuning
 from sce.models.neftune import NEFTune, noise_scale, text_token_mask, visual_placeholder_ids
-from sce.models.tiny import build_tiny_kit
 
 ALPHA = 5.0
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
+def model(tiny_kit):
     from transformers import AutoModelForImageTextToText
 
-    path = build_tiny_kit(tmp_path_factory.mktemp("tiny_neftune"))
-    return AutoModelForImageTextToText.from_pretrained(path)
+    return AutoModelForImageTextToText.from_pretrained(tiny_kit)  # its own copy: tests hook it
 
 
 def make_batch(config, layout: list[list[tuple[str, int]]]):
