@@ -15,6 +15,18 @@ signatures match the class:
 Axes: x longitudinal (negative = braking), y lateral (positive = left), z up (az includes
 gravity). Everything is drawn from `numpy.random.default_rng([seed, clip_index])`, so a seed
 gives byte-identical CSVs and manifest, and identical video frames.
+
+Options for the ablations (`SynthOptions`; the defaults leave every clip unchanged):
+
+- brief_events: the agent (and the impact's flash and shake) is visible for only
+  BRIEF_VISIBLE_S = 0.3 s, at a random offset in [-0.5, +0.5) s from the event time, and the
+  camera is stabilised (no pitch): 1 fps frames (spaced 1 s) catch it in about 30% of clips,
+  15 fps frames (spaced 0.067 s) always (paper 001 Table 3's frame-rate question).
+- telemetry_decides: near-collisions and normal clips look alike (the agent keeps a steady
+  follow distance, no brake lights, no pitch); only the IMU's hard braking tells them apart
+  (paper 000 Table V's IMU question). Collisions stay visible.
+- class_fractions: the train split's class mix (a long tail, e.g. 2% collision, 15%
+  near-collision); val and test stay balanced so collision F1 is measurable (paper 001 Table 7).
 """
 
 from __future__ import annotations
@@ -38,6 +50,8 @@ GRAVITY = 9.81  # m/s^2
 PRE_EVENT_S = 4.0  # the default window [-4 s, +2 s] around the event must fit in the clip
 POST_EVENT_S = 2.0
 CAMERA_HEIGHT = 1.3  # m
+BRIEF_VISIBLE_S = 0.3  # brief events: seconds the impact is visible (< 0.5 s, issue 17)
+BRIEF_OFFSET_S = 0.5  # brief events: the visible interval starts within +-0.5 s of t_e
 HFOV_DEG = 70.0
 
 LIGHTS = ("day", "dusk", "night")
@@ -148,6 +162,56 @@ class Kinematics:
     lead_distance: np.ndarray  # m
     lead_lateral: np.ndarray  # m, positive = right of the ego lane centre in the image
     event_time: float
+
+
+@dataclass(frozen=True)
+class SynthOptions:
+    """Generator options for the ablations; the defaults give the standard clips byte for byte.
+
+    brief_events: impacts visible for BRIEF_VISIBLE_S only, camera stabilised.
+    telemetry_decides: near-collision and normal clips look alike; the IMU decides.
+    class_fractions: {label: fraction} of the train split (val/test stay balanced), or None.
+    """
+
+    brief_events: bool = False
+    telemetry_decides: bool = False
+    class_fractions: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        fractions = self.class_fractions
+        if fractions is None:
+            return
+        if set(fractions) != set(LABELS) or min(fractions.values()) < 0:
+            raise ValueError(
+                f"class_fractions needs a fraction >= 0 per label {LABELS}: {fractions}"
+            )
+        if abs(sum(fractions.values()) - 1) > 1e-6:
+            raise ValueError(f"class_fractions must sum to 1: {fractions}")
+
+
+def apply_options(sc: Scenario, options: SynthOptions, rng: np.random.Generator) -> None:
+    """Mark the scenario for the renderer and the lead track (params keys; none by default).
+
+    `rng` is a spawned child generator, so the clip's own draws are the same as without options.
+    """
+    if options.brief_events:
+        start = sc.event_time + float(rng.uniform(-BRIEF_OFFSET_S, BRIEF_OFFSET_S))
+        sc.params["brief_start"] = start
+        sc.params["brief_end"] = start + BRIEF_VISIBLE_S
+        sc.params["stabilised"] = 1.0
+    if options.telemetry_decides:
+        sc.params["stabilised"] = 1.0
+        if sc.label != "collision":
+            sc.params["steady_lead"] = 1.0
+
+
+def agent_visible(sc: Scenario, time: float) -> bool:
+    """Whether the agent is drawn at `time` (always, except outside a brief event's interval)."""
+    if "brief_start" not in sc.params:
+        return True
+    if sc.label == "normal":
+        return False
+    return sc.params["brief_start"] <= time < sc.params["brief_end"]
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -294,6 +358,8 @@ def _lead_track(sc: Scenario, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Scripted distance and lateral position of the agent ahead."""
     p, te, d0 = sc.params, sc.event_time, sc.follow_distance
     lateral = np.zeros_like(t)
+    if "steady_lead" in p:  # telemetry_decides: the same steady picture for normal and near
+        return np.full_like(t, d0), lateral
     if sc.label == "normal":
         gap = d0 + p["gap_amp"] * np.sin(2 * np.pi * t / p["gap_period"])
         return gap, lateral
@@ -377,6 +443,8 @@ def simulate(sc: Scenario, rng: np.random.Generator, duration: float) -> Kinemat
     gx = rng.normal(0.0, 0.008, t.size) * moving
     gy = 0.002 * np.gradient(ax_true, dt) + rng.normal(0.0, 0.004, t.size)  # pitch with braking
     gap, lateral = _lead_track(sc, t)
+    if "brief_start" in p:  # brief events: the agent is seen at its closest, at the event
+        gap = np.full_like(t, np.interp(sc.event_time + 0.3, t, gap))
     return Kinematics(
         t=t,
         imu=np.round(np.stack([ax, ay, az, gx, gy, gz], axis=1), 4),
@@ -695,15 +763,17 @@ def render_frames(
             fog = FOG_COLOR.astype(np.uint16) * scene.haze[:, None, None]
             canvas = ((canvas * (256 - scene.haze)[:, None, None] + fog) >> 8).astype(np.uint8)
         braking = closing[i] < -2.0 or (sc.label == "near_collision" and time > sc.event_time - 0.6)
-        _draw_agent(
-            canvas,
-            scene,
-            sc,
-            kin.lead_distance[i],
-            kin.lead_lateral[i],
-            kin.curvature[i],
-            braking,
-        )
+        braking = braking and "steady_lead" not in sc.params
+        if agent_visible(sc, time):
+            _draw_agent(
+                canvas,
+                scene,
+                sc,
+                kin.lead_distance[i],
+                kin.lead_lateral[i],
+                kin.curvature[i],
+                braking,
+            )
         if scene.rain is not None:
             offset = (k * 7) % (scene.rain.shape[0] // 2)
             canvas[scene.rain[offset : offset + canvas.shape[0]]] = (170, 175, 185)
@@ -721,10 +791,11 @@ def _crop(
 ) -> np.ndarray:
     """Camera motion by cropping the canvas: pitch under braking, yaw jolt, impact shake, flash."""
     mx, my = scene.margin_x, scene.margin_y
-    dy = -kin.ax_true[i] * 0.05 * my
-    dx = scene.focal * kin.yaw_offset[i]
-    after = time - kin.event_time
-    if sc.label == "collision" and after >= 0:
+    stabilised = "stabilised" in sc.params
+    dy = 0.0 if stabilised else -kin.ax_true[i] * 0.05 * my
+    dx = 0.0 if stabilised else scene.focal * kin.yaw_offset[i]
+    after = time - sc.params.get("brief_start", kin.event_time)
+    if sc.label == "collision" and after >= 0 and agent_visible(sc, time):
         amp = math.exp(-after / 0.25)
         dx, dy = dx + jitter[0] * 0.5 * mx * amp, dy + jitter[1] * 0.5 * my * amp
     r0 = int(np.clip(round(my + dy), 0, 2 * my))
@@ -841,6 +912,36 @@ def _metadata(sc: Scenario, kin: Kinematics, duration: float, fps: int, size) ->
     }
 
 
+def class_counts(n: int, fractions: dict[str, float]) -> dict[str, int]:
+    """Clips per label for `n` clips at `fractions` (largest remainder, in LABELS order)."""
+    exact = np.array([fractions[label] for label in LABELS]) * n
+    counts = np.floor(exact).astype(int)
+    for k in np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]:
+        counts[k] += 1
+    return dict(zip(LABELS, counts.tolist(), strict=True))
+
+
+def long_tail_labels(
+    clips: int, seed: int, split_fractions: Sequence[float], fractions: dict[str, float]
+) -> tuple[list[str], list[str]]:
+    """Labels and splits: a train split with the class mix `fractions`, balanced val/test.
+
+    The train split holds round(clips x split_fractions[0]) clips; the rest are balanced
+    round-robin and divided between val and test in their ratio (stratified).
+    """
+    n_train = int(round(clips * split_fractions[0]))
+    train = [label for label, k in class_counts(n_train, fractions).items() for _ in range(k)]
+    held = [LABELS[i % len(LABELS)] for i in range(clips - n_train)]
+    rest = sum(split_fractions[1:])
+    held_splits = (
+        assign_splits(held, [0.0] + [f / rest for f in split_fractions[1:]]) if held else []
+    )
+    labels = train + held
+    splits = ["train"] * n_train + held_splits
+    order = np.random.default_rng([seed, 2**31 - 1]).permutation(clips)
+    return [labels[i] for i in order], [splits[i] for i in order]
+
+
 def _check_args(clips: int, seed: int, duration: float, fps: int, width: int, height: int) -> None:
     if clips < 1:
         raise ValueError(f"clips must be >= 1, got {clips}")
@@ -868,9 +969,12 @@ def generate_clip(
     width: int,
     height: int,
     preset: str = "ultrafast",
+    options: SynthOptions = SynthOptions(),
 ) -> ClipRecord:
     """Write one clip (video, IMU, GPS) under out_dir and return its manifest record."""
     sc = sample_scenario(rng, label, duration)
+    if options != SynthOptions():
+        apply_options(sc, options, rng.spawn(1)[0])
     kin = simulate(sc, rng, duration)
     n = kin.t.size - 1
     imu_path, gps_path = f"imu/{clip_id}.csv", f"gps/{clip_id}.csv"
@@ -881,6 +985,9 @@ def generate_clip(
     frames = render_frames(sc, kin, rng, fps, width, height)
     encode_video(frames, out_dir / video_path, fps, preset)
     meta = _metadata(sc, kin, duration, fps, (width, height))
+    if "brief_start" in sc.params:  # where the impact can be seen (the ablation's ground truth)
+        meta["visible_from_s"] = round(sc.params["brief_start"], 3)
+        meta["visible_to_s"] = round(sc.params["brief_end"], 3)
     return ClipRecord(
         id=clip_id,
         video=video_path,
@@ -907,6 +1014,7 @@ def generate_synthetic_dataset(
     split_fractions: Sequence[float] = (0.6, 0.2, 0.2),
     progress: bool = True,
     preset: str = "ultrafast",
+    options: SynthOptions = SynthOptions(),
 ) -> Path:
     """Write a synthetic dataset (videos/, imu/, gps/, manifest.jsonl) and return the manifest.
 
@@ -919,21 +1027,35 @@ def generate_synthetic_dataset(
         split_fractions: train/val/test fractions, stratified by class.
         progress: show a tqdm progress bar.
         preset: libx264 preset ("ultrafast" keeps a 60-clip demo around a minute).
+        options: ablation options (brief events, telemetry-decides, long-tail train split).
     """
     _check_args(clips, seed, duration, fps, width, height)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    labels = [LABELS[i % len(LABELS)] for i in range(clips)]
-    order = np.random.default_rng([seed, 2**31 - 1]).permutation(clips)
-    labels = [labels[i] for i in order]
-    splits = assign_splits(labels, split_fractions)
+    if options.class_fractions is None:
+        labels = [LABELS[i % len(LABELS)] for i in range(clips)]
+        order = np.random.default_rng([seed, 2**31 - 1]).permutation(clips)
+        labels = [labels[i] for i in order]
+        splits = assign_splits(labels, split_fractions)
+    else:
+        labels, splits = long_tail_labels(clips, seed, split_fractions, options.class_fractions)
     records = []
     for i in tqdm(range(clips), desc="synthetic clips", unit="clip", disable=not progress):
         rng = np.random.default_rng([seed, i])
         clip_id = f"synth_{seed}_{i:05d}"
         records.append(
             generate_clip(
-                out, clip_id, labels[i], splits[i], rng, duration, fps, width, height, preset
+                out,
+                clip_id,
+                labels[i],
+                splits[i],
+                rng,
+                duration,
+                fps,
+                width,
+                height,
+                preset,
+                options,
             )
         )
     return write_manifest(records, out / "manifest.jsonl")
