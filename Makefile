@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow lint format clean
+.PHONY: setup demo ablations test test-slow lint format clean
 
 $(STAMP): setup.cfg setup.py requirements.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -16,6 +16,10 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/sce demo
+
+# issue 17: IMU dropout, class balancing, fps on synthetic data, 3 seeds (< 60 min on 2 cores)
+ablations: $(STAMP)
+	$(BIN)/python -m sce.ablations
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

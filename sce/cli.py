@@ -51,8 +51,17 @@ def _lightning_cli_kwargs(subcommand: str = "fit") -> dict:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from sce.data.synthetic import generate_synthetic_dataset
+    from sce.data.schema import LABELS
+    from sce.data.synthetic import SynthOptions, generate_synthetic_dataset
 
+    fractions = args.class_fractions
+    options = SynthOptions(
+        brief_events=args.brief_events,
+        telemetry_decides=args.telemetry_decides,
+        class_fractions=dict(zip(LABELS, map(float, fractions.split(",")), strict=True))
+        if fractions
+        else None,
+    )
     manifest = generate_synthetic_dataset(
         args.out,
         clips=args.clips,
@@ -61,6 +70,7 @@ def _synth(args: argparse.Namespace) -> int:
         fps=args.fps,
         width=args.width,
         height=args.height,
+        options=options,
     )
     print(f"wrote {manifest}")
     return 0
@@ -137,6 +147,14 @@ def build_parser(
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=180)
+    p.add_argument("--brief-events", action="store_true", help="impacts visible for 0.3 s only")
+    p.add_argument(
+        "--telemetry-decides", action="store_true", help="near-collisions visible in the IMU only"
+    )
+    p.add_argument(
+        "--class-fractions",
+        help="train split's collision,near_collision,normal fractions (e.g. 0.02,0.15,0.83)",
+    )
     handlers["synth"] = _synth
 
     p = sub.add_parser("tiny-model", help="build the offline tiny Qwen2.5-VL kit")

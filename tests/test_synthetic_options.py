@@ -112,3 +112,14 @@ def test_long_tail_train_split_counts(tmp_path: Path) -> None:
 def test_class_fractions_must_cover_the_labels() -> None:
     with pytest.raises(ValueError, match="class_fractions"):
         SynthOptions(class_fractions={"collision": 1.0})
+
+
+def test_sce_synth_exposes_the_options(tmp_path: Path) -> None:
+    from sce.cli import main
+
+    args = ["synth", "--out", str(tmp_path), "--clips", "10", "--duration", "6", "--fps", "2"]
+    args += ["--width", "32", "--height", "16", "--brief-events", "--telemetry-decides"]
+    assert main(args + ["--class-fractions", "0.0,0.0,1.0"]) == 0
+    records = _records(tmp_path / "manifest.jsonl")
+    assert {r["label"] for r in records if r["split"] == "train"} == {"normal"}
+    assert all("visible_from_s" in r["metadata"] for r in records)

@@ -1,0 +1,298 @@
+"""`python -m sce.ablations` (`make ablations`): three of the papers' ablation directions on
+synthetic data and the tiny kit, on a CPU, with several seeds (issue 17).
+
+- imu_dropout (paper 000 Table V): telemetry-decides clips (near-collisions look like normal
+  driving; only the IMU shows the hard braking). Trained with IMU dropout 0.5 and without;
+  each evaluated with IMU and video only. Expected: IMU helps; dropout keeps video-only usable.
+- balancing (paper 001 Table 7): a long-tail train split (2% collision, 15% near-collision;
+  val balanced), trained unbalanced and up-sampled (collision x15, near-collision x2 event
+  questions, paper 001's factors). Expected: collision F1 near 0 unbalanced, above balanced.
+- fps (paper 001 Table 3): brief impacts (visible 0.3 s) sampled at 1, 3 and 15 fps. Trained
+  and evaluated video only (IMU dropout 1.0), so that the frames alone must show the impact
+  (sce's reading: paper 001 trains with telemetry, but then the IMU spike would decide every
+  clip whatever the frame rate). Expected: accuracy rises with fps.
+
+Every direction: one synthetic dataset (data seed 0) and one caption warm-up of the tiny kit
+(seed 0, the stand-in for pretraining, as in `sce demo`), then the recipe (the language model
+fully trained, vision frozen) once per variant and seed; the seed sets the initialisation
+order, the training data's order and draws (`data.seed`) and `seed_everything`; evaluation
+items stay fixed. Writes `<out>/ablation_table.csv` and `.md`: one row per direction, variant,
+evaluation setting and metric, with the mean, sample standard deviation and n over seeds, and
+the mean wall time of a run. `notebooks/ablations.ipynb` plots the table when it is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from sce.callbacks.evaluation import GenerationEvaluation
+from sce.data.datamodule import SceDataModule
+from sce.data.synthetic import SynthOptions, generate_synthetic_dataset
+from sce.metrics.report import imu_setting_value
+from sce.models.module import SceModule
+
+TABLE_COLUMNS = (
+    "direction",
+    "paper",
+    "variant",
+    "eval",
+    "metric",
+    "mean",
+    "std",
+    "n",
+    "seconds",
+)
+
+
+@dataclass(frozen=True)
+class Direction:
+    """One ablation: its data, the variants' datamodule settings and the metrics it reports."""
+
+    name: str
+    paper: str
+    options: SynthOptions
+    variants: dict[str, dict[str, Any]]  # variant -> SceDataModule kwargs
+    metrics: tuple[str, ...]
+
+
+LONG_TAIL = {"collision": 0.02, "near_collision": 0.15, "normal": 0.83}
+DIRECTIONS: dict[str, Direction] = {
+    "imu_dropout": Direction(
+        "imu_dropout",
+        "000 Table V",
+        SynthOptions(telemetry_decides=True),
+        {
+            "dropout0.5": {"imu_dropout": 0.5, "eval_imu": ("on", "off")},
+            "dropout0": {"imu_dropout": 0.0, "eval_imu": ("on", "off")},
+        },
+        ("acc", "f1/near_collision"),
+    ),
+    "balancing": Direction(
+        "balancing",
+        "001 Table 7",
+        SynthOptions(class_fractions=LONG_TAIL),
+        {
+            "unbalanced": {"class_factors": None},
+            "balanced": {"class_factors": {"mcq": {"collision": 15, "near_collision": 2}}},
+        },
+        ("f1/collision", "acc", "macro_f1"),
+    ),
+    "fps": Direction(
+        "fps",
+        "001 Table 3",
+        SynthOptions(brief_events=True),
+        {
+            f"fps{fps}": {"fps": float(fps), "imu_dropout": 1.0, "eval_imu": ("off",)}
+            for fps in (1, 3, 15)
+        },
+        ("acc", "f1/collision"),
+    ),
+}
+
+
+@dataclass
+class AblationConfig:
+    """Sizes of the run; the defaults are chosen so that all three directions x 3 seeds finish
+    in under 60 minutes on 2 CPU cores (see the slow test for the measured reduced run)."""
+
+    out: str = "runs/ablations"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    directions: tuple[str, ...] = tuple(DIRECTIONS)
+    variants: tuple[str, ...] | None = None  # None: all of each direction's variants
+    clips: int = 120  # per direction (the long tail: see long_tail_clips)
+    long_tail_clips: int = 200  # 120 train clips: 2 collisions, 18 near-collisions
+    clip_seconds: float = 7.0
+    video_size: tuple[int, int] = (160, 96)
+    frame_size: tuple[int, int] = (112, 56)
+    warmup_epochs: int = 4
+    epochs: int = 8
+    batch_size: int = 8
+    lr: float = 2e-3
+    extra: dict[str, Any] = field(default_factory=dict)  # more SceDataModule kwargs (tests)
+
+
+def _datamodule(manifest: Path, model_dir: Path, cfg: AblationConfig, seed: int, **kw: Any):
+    settings = {"eval_imu": ("on",), **kw, **cfg.extra}
+    return SceDataModule(
+        manifest=str(manifest),
+        processor_path=str(model_dir),
+        width=cfg.frame_size[0],
+        height=cfg.frame_size[1],
+        batch_size=cfg.batch_size,
+        eval_batch_size=12,
+        max_length=2048,
+        seed=seed,
+        **settings,
+    )
+
+
+def _trainer(out: Path, epochs: int, callbacks: list) -> L.Trainer:
+    return L.Trainer(
+        default_root_dir=str(out),
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        callbacks=callbacks,
+        use_distributed_sampler=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )
+
+
+def warm_up(base_dir: Path, manifest: Path, out: Path, cfg: AblationConfig) -> Path:
+    """Captions only, full fine-tuning (the stand-in for pretraining, as in `sce demo`)."""
+    L.seed_everything(0, workers=True)
+    module = SceModule(str(base_dir), finetuning="full", lr=cfg.lr, scheduler="cosine")
+    data = _datamodule(manifest, base_dir, cfg, 0, task_weights={"caption": 1.0})
+    _trainer(out, cfg.warmup_epochs, []).fit(module, datamodule=data)
+    warm_dir = out / "model_warm"
+    module.model.save_pretrained(warm_dir)
+    data.processor.save_pretrained(warm_dir)
+    return warm_dir
+
+
+def train_and_test(
+    warm_dir: Path, manifest: Path, out: Path, cfg: AblationConfig, seed: int, settings: dict
+) -> dict[str, float]:
+    """The event recipe (LM fully trained) for one variant and seed; test-split scalars."""
+    L.seed_everything(seed, workers=True)
+    module = SceModule(
+        str(warm_dir), finetuning="full", lr=cfg.lr, scheduler="cosine", warmup_ratio=0.05
+    )
+    data = _datamodule(
+        manifest, warm_dir, cfg, seed, task_weights={"mcq": 0.8, "caption": 0.2}, **settings
+    )
+    trainer = _trainer(out, cfg.epochs, [])
+    trainer.fit(module, datamodule=data)
+    evaluation = GenerationEvaluation(every_n_epochs=0, max_samples=None)
+    tester = _trainer(out, 1, [evaluation])
+    tester.test(module, datamodule=data, verbose=False)
+    return evaluation.last["test"].to_json()["scalars"]
+
+
+def _rows(direction: Direction, variant: str, runs: list[dict], settings: dict) -> list[dict]:
+    """Mean, sample std and n over seeds of each metric and evaluation setting."""
+    rows = []
+    for imu in settings.get("eval_imu", ("on",)):
+        for metric in direction.metrics:
+            values = [imu_setting_value(r["scalars"], imu, metric) for r in runs]
+            values = [v for v in values if v is not None]
+            rows.append(
+                {
+                    "direction": direction.name,
+                    "paper": direction.paper,
+                    "variant": variant,
+                    "eval": "imu" if imu == "on" else "video",
+                    "metric": metric,
+                    "mean": statistics.fmean(values) if values else float("nan"),
+                    "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                    "n": len(values),
+                    "seconds": statistics.fmean(r["seconds"] for r in runs),
+                }
+            )
+    return rows
+
+
+def run_direction(direction: Direction, cfg: AblationConfig, root: Path) -> list[dict]:
+    """Data, warm-up and every variant x seed of one direction; its table rows."""
+    from sce.models.tiny import build_tiny_kit
+
+    out = root / direction.name
+    clips = cfg.long_tail_clips if direction.options.class_fractions else cfg.clips
+    manifest = generate_synthetic_dataset(
+        out / "data",
+        clips=clips,
+        seed=0,
+        duration=cfg.clip_seconds,
+        width=cfg.video_size[0],
+        height=cfg.video_size[1],
+        progress=False,
+        options=direction.options,
+    )
+    warm_dir = warm_up(build_tiny_kit(out / "model_base", seed=0), manifest, out, cfg)
+    rows = []
+    for variant, settings in direction.variants.items():
+        if cfg.variants is not None and variant not in cfg.variants:
+            continue
+        runs = []
+        for seed in cfg.seeds:
+            start = time.time()
+            scalars = train_and_test(warm_dir, manifest, out / variant, cfg, seed, settings)
+            runs.append({"seed": seed, "scalars": scalars, "seconds": time.time() - start})
+        (out / variant).mkdir(parents=True, exist_ok=True)
+        (out / variant / "runs.json").write_text(json.dumps(runs, indent=2, default=str))
+        rows += _rows(direction, variant, runs, settings)
+    return rows
+
+
+def markdown_table(rows: Sequence[dict], seconds: float) -> str:
+    """The table as markdown: mean ± std (n seeds) per row, and the total wall time."""
+    lines = [
+        f"Ablations on synthetic data, tiny kit, CPU (total {seconds / 60:.1f} min)",
+        "",
+        "| direction | paper | variant | eval | metric | mean ± std | n | s/run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['direction']} | {r['paper']} | {r['variant']} | {r['eval']} | {r['metric']} "
+            f"| {r['mean']:.3f} ± {r['std']:.3f} | {r['n']} | {r['seconds']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_ablations(cfg: AblationConfig) -> list[dict]:
+    """Run the configured directions; write ablation_table.csv / .md under cfg.out."""
+    unknown = sorted(set(cfg.directions) - set(DIRECTIONS))
+    if unknown:
+        raise ValueError(f"unknown ablation direction(s) {unknown}; expected {list(DIRECTIONS)}")
+    start = time.time()
+    root = Path(cfg.out)
+    root.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    rows = []
+    for name in cfg.directions:
+        rows += run_direction(DIRECTIONS[name], cfg, root)
+    seconds = time.time() - start
+    with open(root / "ablation_table.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    (root / "ablation_table.md").write_text(markdown_table(rows, seconds))
+    print(markdown_table(rows, seconds))
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sce.ablations", description=__doc__)
+    parser.add_argument("--out", default=AblationConfig.out)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    parser.add_argument(
+        "--only", default=",".join(DIRECTIONS), help=f"directions: {','.join(DIRECTIONS)}"
+    )
+    args = parser.parse_args(argv)
+    cfg = AblationConfig(
+        out=args.out,
+        seeds=tuple(int(s) for s in args.seeds.split(",")),
+        directions=tuple(args.only.split(",")),
+    )
+    run_ablations(replace(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
