@@ -1,6 +1,6 @@
 """Adapter-only checkpoints that are written atomically and resume a run exactly.
 
-What a checkpoint holds
+What a checkpoint holds (the one adapter-state API: this module)
     `SceModule.on_save_checkpoint` keeps the trainable parameters only (`adapter_only`), so a
     DoRA checkpoint of a 7B model is megabytes; the frozen base is reloaded from
     `hyper_parameters["model_path"]`. Optimizer, LR scheduler and loop state are Lightning's.
@@ -8,6 +8,9 @@ What a checkpoint holds
     checkpoint of another mode/targets/rank load *nothing* without a word:
     `SceModule.on_load_checkpoint` (and `AdapterModelParallelStrategy` under FSDP2) call
     `check_trainable_keys`, which raises unless every trainable parameter is in the checkpoint.
+    Keys are `clean_parameter_name`s (no FSDP1 / checkpoint-wrapper / compile prefixes);
+    `gather_trainable_state_dict` builds the same adapter-only state from a live (also FSDP2-
+    sharded) model. sce.models.distributed uses these; this module imports nothing from it.
 
 Writing
     `AtomicCheckpointIO` (`Trainer(plugins=[AtomicCheckpointIO()])`) writes to a temporary file
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
@@ -59,7 +63,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 
-from sce.models.distributed import clean_parameter_name
+# Prefixes that wrappers insert into parameter names (FSDP1, activation checkpointing, compile).
+_WRAPPER_PREFIXES = re.compile(r"(?:_fsdp_wrapped_module|_checkpoint_wrapped_module|_orig_mod)\.")
 
 
 class CheckpointMismatchError(ValueError):
@@ -67,6 +72,11 @@ class CheckpointMismatchError(ValueError):
 
 
 # ---------------------------------------------------------------------------- state dicts
+
+
+def clean_parameter_name(name: str) -> str:
+    """A parameter name without FSDP1 / checkpoint-wrapper / torch.compile prefixes."""
+    return _WRAPPER_PREFIXES.sub("", name)
 
 
 def trainable_keys(module: torch.nn.Module) -> list[str]:
@@ -104,6 +114,26 @@ def check_trainable_keys(
             f"{where}: field 'state_dict' has {len(unknown)} parameters the model lacks, e.g. "
             f"{unknown[:3]}; {hint}"
         )
+
+
+def gather_trainable_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Full (unsharded) CPU copies of the trainable parameters, under clean names: the
+    adapter-only state a checkpoint holds (load it back with `check_trainable_keys` and
+    `module.load_state_dict(state, strict=False)`, as `SceModule.on_load_checkpoint` does).
+
+    Collective under FSDP2: every rank must call it (each DTensor is gathered in turn).
+    """
+    from torch.distributed.tensor import DTensor
+
+    out: dict[str, torch.Tensor] = {}
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        tensor = param.detach()
+        if isinstance(tensor, DTensor):
+            tensor = tensor.full_tensor()
+        out[clean_parameter_name(name)] = tensor.to("cpu", copy=True)
+    return out
 
 
 class NonFiniteWeightsError(FloatingPointError):
@@ -546,8 +576,10 @@ __all__ = [
     "adapter_only",
     "atomic_torch_save",
     "check_trainable_keys",
+    "clean_parameter_name",
     "collect_epoch_aggregates",
     "collect_rng_states",
+    "gather_trainable_state_dict",
     "merge_epoch_aggregates",
     "refuse_url",
     "remove_stale_temporaries",

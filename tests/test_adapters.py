@@ -1,4 +1,5 @@
-"""Adapters: exactly which parameters train, counts by hand, adapter-only checkpoints, QLoRA."""
+"""Adapters: exactly which parameters train, counts by hand, QLoRA (adapter-only checkpoints:
+tests/test_checkpoint_adapter_state.py)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,10 @@ from sce.models.adapters import (
     apply_finetuning,
     count_parameters,
     enable_gradient_checkpointing,
-    load_trainable_state_dict,
     quantization_config,
     resolve_attn_implementation,
     target_regex,
     trainable_parameter_names,
-    trainable_state_dict,
 )
 from sce.models.tiny import TinySpec
 
@@ -160,41 +159,6 @@ def _perturb_adapters(model, seed):
         for _, p in model.named_parameters():
             if p.requires_grad:
                 p.add_(torch.randn(p.shape, generator=gen) * 0.1)
-
-
-def test_trainable_state_dict_round_trip(kit_path):
-    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
-    trained = apply_finetuning(load(kit_path), "dora", rank=4, alpha=8, targets="qkvo").eval()
-    _perturb_adapters(trained, seed=1)
-    state = trainable_state_dict(trained)
-    assert set(state) == set(trainable_parameter_names(trained))
-    assert all(t.device.type == "cpu" for t in state.values())
-    with torch.no_grad():
-        want = trained(input_ids=ids).logits
-
-    fresh = apply_finetuning(load(kit_path), "dora", rank=4, alpha=8, targets="qkvo").eval()
-    with torch.no_grad():
-        assert not torch.allclose(fresh(input_ids=ids).logits, want, atol=1e-4)
-    load_trainable_state_dict(fresh, state)
-    with torch.no_grad():
-        got = fresh(input_ids=ids).logits
-    assert torch.allclose(got, want, atol=1e-6)
-    params = dict(fresh.named_parameters())
-    assert all(torch.equal(params[k], v) for k, v in state.items())
-
-
-def test_load_trainable_state_dict_errors(kit_path):
-    model = apply_finetuning(load(kit_path), "lora", rank=2, alpha=4, targets="qv")
-    state = trainable_state_dict(model)
-    with pytest.raises(KeyError, match="lacks"):
-        load_trainable_state_dict(model, {**state, "nope.weight": torch.zeros(1)})
-    partial = dict(list(state.items())[1:])
-    with pytest.raises(KeyError, match="lacks trainable"):
-        load_trainable_state_dict(model, partial)
-    load_trainable_state_dict(model, partial, strict=False)
-    name = next(iter(state))
-    with pytest.raises(ValueError, match="shape mismatch"):
-        load_trainable_state_dict(model, {**state, name: torch.zeros(3, 3)})
 
 
 def test_gradient_checkpointing_same_grads(kit_path):

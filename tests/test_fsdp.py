@@ -14,11 +14,11 @@ import pytest
 import torch
 from torch import nn
 
+from sce.checkpointing import clean_parameter_name
 from sce.models.distributed import (
     QwenFSDPStrategy,
     _fsdp_mesh,
     block_class_names,
-    clean_parameter_name,
     clip_grad_norm,
     clip_gradients,
     find_blocks,
@@ -125,7 +125,8 @@ import torch
 import torch.distributed as dist
 
 from sce.data.datamodule import SceDataModule
-from sce.models.distributed import gather_trainable_state_dict, is_sharded, model_parallel_strategy
+from sce.checkpointing import gather_trainable_state_dict
+from sce.models.distributed import is_sharded, model_parallel_strategy
 from sce.models.module import SceModule
 
 MANIFEST, KIT, OUT, MODE = sys.argv[1:5]

@@ -10,9 +10,8 @@ when `train_vision` / `train_merger` ask for it.
 Presets: "all" = q,k,v,o,gate,up,down (paper 000, DoRA r=32 alpha=64); "qv" (paper 002 baseline,
 LoRA r=8 alpha=16); "qkvo" (paper 002 enhanced).
 
-Adapter-only checkpoints are `trainable_state_dict(model)` (requires_grad parameters under their
-`model.state_dict()` names) and `load_trainable_state_dict(model, sd)` on a model prepared the
-same way.
+Adapter-only checkpoints (which parameters are saved, under which names, how they load back)
+are sce.checkpointing's: `gather_trainable_state_dict`, `adapter_only`, `check_trainable_keys`.
 """
 
 from __future__ import annotations
@@ -233,44 +232,6 @@ def trainable_parameter_names(model: nn.Module) -> list[str]:
     return [name for name, p in model.named_parameters() if p.requires_grad]
 
 
-def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Detached CPU copies of the trainable parameters: an adapter-only checkpoint."""
-    return {
-        name: p.detach().to("cpu", copy=True)
-        for name, p in model.named_parameters()
-        if p.requires_grad
-    }
-
-
-def load_trainable_state_dict(
-    model: nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = True
-) -> None:
-    """Copy a `trainable_state_dict` back into a model prepared with the same finetuning setup.
-
-    Raises KeyError for names the model lacks, or (strict) trainable parameters the state dict
-    lacks; ValueError on a shape mismatch.
-    """
-    params = dict(model.named_parameters())
-    unknown = sorted(set(state_dict) - set(params))
-    if unknown:
-        raise KeyError(f"checkpoint has parameters the model lacks: {unknown[:5]} ({len(unknown)})")
-    if strict:
-        missing = sorted(set(trainable_parameter_names(model)) - set(state_dict))
-        if missing:
-            raise KeyError(
-                f"checkpoint lacks trainable parameters: {missing[:5]} ({len(missing)}); "
-                "was it saved with the same mode/targets/rank?"
-            )
-    with torch.no_grad():
-        for name, value in state_dict.items():
-            if params[name].shape != value.shape:
-                raise ValueError(
-                    f"shape mismatch for {name}: model {tuple(params[name].shape)}, "
-                    f"checkpoint {tuple(value.shape)}"
-                )
-            params[name].copy_(value)
-
-
 def enable_gradient_checkpointing(model: nn.Module) -> None:
     """Non-reentrant activation checkpointing, input grads on, KV cache off.
 
@@ -326,13 +287,11 @@ __all__ = [
     "flash_attention_available",
     "is_merger_param",
     "is_visual_param",
-    "load_trainable_state_dict",
     "quantization_config",
     "require_qlora_support",
     "resolve_attn_implementation",
     "resolve_targets",
     "target_regex",
     "trainable_parameter_names",
-    "trainable_state_dict",
     "unwrap_model",
 ]

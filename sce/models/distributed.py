@@ -39,7 +39,6 @@ Adapter-only checkpoints
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -47,17 +46,14 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch import nn
 
+from sce.checkpointing import (
+    check_trainable_keys,
+    gather_trainable_state_dict,
+)
 from sce.models.adapters import unwrap_model
 
 # Qwen2.5-VL's repeated blocks (transformers 5.x; also the model's `_no_split_modules`).
 DEFAULT_BLOCK_CLASSES: tuple[str, ...] = ("Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock")
-# Prefixes that wrappers insert into parameter names (FSDP1, activation checkpointing, compile).
-_WRAPPER_PREFIXES = re.compile(r"(?:_fsdp_wrapped_module|_checkpoint_wrapped_module|_orig_mod)\.")
-
-
-def clean_parameter_name(name: str) -> str:
-    """A parameter name without FSDP1 / checkpoint-wrapper / torch.compile prefixes."""
-    return _WRAPPER_PREFIXES.sub("", name)
 
 
 def block_class_names(model: nn.Module) -> tuple[str, ...]:
@@ -175,31 +171,11 @@ class AdapterModelParallelStrategy(ModelParallelStrategy):
         return gather_trainable_state_dict(self.lightning_module)
 
     def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict[str, Any]:
-        from sce.checkpointing import check_trainable_keys
-
         path = self.broadcast(checkpoint_path)
         if not self._save_distributed_checkpoint:
             saved = torch.load(path, map_location="cpu", mmap=True, weights_only=weights_only)
             check_trainable_keys(self.lightning_module, saved.get("state_dict", {}), path)
         return super().load_checkpoint(path, weights_only=weights_only)
-
-
-def gather_trainable_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
-    """Full (unsharded) CPU copies of the trainable parameters, under clean names.
-
-    Collective under FSDP2: every rank must call it (each DTensor is gathered in turn).
-    """
-    from torch.distributed.tensor import DTensor
-
-    out: dict[str, torch.Tensor] = {}
-    for name, param in module.named_parameters():
-        if not param.requires_grad:
-            continue
-        tensor = param.detach()
-        if isinstance(tensor, DTensor):
-            tensor = tensor.full_tensor()
-        out[clean_parameter_name(name)] = tensor.to("cpu", copy=True)
-    return out
 
 
 def resolve_block_classes(names: Iterable[str | type] = DEFAULT_BLOCK_CLASSES) -> set[type]:
@@ -331,12 +307,10 @@ __all__ = [
     "AdapterModelParallelStrategy",
     "QwenFSDPStrategy",
     "block_class_names",
-    "clean_parameter_name",
     "clip_grad_norm",
     "clip_gradients",
     "find_blocks",
     "fsdp_strategy",
-    "gather_trainable_state_dict",
     "is_sharded",
     "model_parallel_strategy",
     "resolve_block_classes",
