@@ -161,6 +161,17 @@ class AdapterModelParallelStrategy(ModelParallelStrategy):
         )
 
     def setup_environment(self) -> None:
+        # Lightning validates devices x num_nodes against the launcher's world size only in the
+        # launcher it starts itself; under torchrun/SLURM (processes created outside) the stock
+        # ModelParallelStrategy has none, so a missing `trainer.num_nodes` surfaced as a device
+        # mesh error. Check it here, with the settings to change.
+        try:
+            self.cluster_environment.validate_settings(self.num_processes, self.num_nodes)
+        except ValueError as err:
+            raise ValueError(
+                f"{err} Set trainer.num_nodes to the number of machines and trainer.devices to "
+                "the processes per machine."
+            ) from err
         if self._data_parallel_size == "auto":  # the parent's "auto" means one per node
             self._data_parallel_size = self.num_nodes * self.num_processes
         super().setup_environment()
