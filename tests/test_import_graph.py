@@ -7,12 +7,6 @@ from pathlib import Path
 
 SCE = Path(__file__).parents[1] / "sce"
 
-# Cycles known to be fixed on another branch; the lead empties this set when it merges.
-# (issue 13 point 5: checkpoint/adapter-state code in one place, branch `gpuready`)
-KNOWN_CYCLES_TO_REMOVE: set[frozenset[str]] = {
-    frozenset({"sce.checkpointing", "sce.models.distributed"}),
-}
-
 
 def module_name(path: Path) -> str:
     name = ".".join(path.relative_to(SCE.parent).with_suffix("").parts)
@@ -90,5 +84,5 @@ def test_graph_sees_function_level_imports():
     assert "sce.config" in graph["sce.data.preview"]  # inside preview_command
 
 
-def test_sce_has_no_import_cycles_but_the_known_one():
-    assert cycles(import_graph()) <= KNOWN_CYCLES_TO_REMOVE
+def test_sce_has_no_import_cycles():
+    assert cycles(import_graph()) == set()
