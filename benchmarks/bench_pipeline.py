@@ -28,9 +28,9 @@ from sce.data.clip import WindowSpec
 from sce.data.collate import Collator
 from sce.data.dataset import SceDataset
 from sce.data.schema import load_manifest
-from sce.data.synthetic import generate_synthetic_dataset
 from sce.data.video_processing import at_model_size
 from sce.models.tiny import TinySpec, build_processor, train_tokenizer
+from sce.prepare.synthetic import generate_synthetic_dataset
 
 
 def naive_read_frames(path, times, size=(420, 240), backend="pyav", **_):

@@ -38,9 +38,9 @@ import torch
 
 from sce.callbacks.evaluation import GenerationEvaluation
 from sce.data.datamodule import SceDataModule
-from sce.data.synthetic import SynthOptions, generate_synthetic_dataset
 from sce.metrics.report import imu_setting_value
 from sce.models.module import SceModule
+from sce.prepare.synthetic import SynthOptions, generate_synthetic_dataset
 
 TABLE_COLUMNS = (
     "direction",

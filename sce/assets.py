@@ -69,7 +69,7 @@ def resolve_manifest(spec: str) -> str:
     if not spec.startswith("synthetic:"):
         return spec
     clips, seed = _parse_ints(spec, "data.manifest", 2)
-    from sce.data.synthetic import generate_synthetic_dataset
+    from sce.prepare.synthetic import generate_synthetic_dataset
 
     def build(folder: Path) -> None:
         generate_synthetic_dataset(

@@ -52,7 +52,7 @@ def _lightning_cli_kwargs(subcommand: str = "fit") -> dict:
 
 def _synth(args: argparse.Namespace) -> int:
     from sce.data.schema import LABELS
-    from sce.data.synthetic import SynthOptions, generate_synthetic_dataset
+    from sce.prepare.synthetic import SynthOptions, generate_synthetic_dataset
 
     fractions = args.class_fractions
     options = SynthOptions(

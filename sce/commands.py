@@ -33,13 +33,13 @@ class Command:
 
 
 DATA_COMMANDS: tuple[Command, ...] = (
-    Command("init", "sce.data.sources.private", "write an empty own-data layout: folders, labels.csv, README.txt"),
-    Command("prepare", "sce.data.sources", "convert a dataset to a manifest"),
-    Command("validate", "sce.data.validate", "check every record of a manifest (--config X: as sce fit would use it)"),
-    Command("chunk", "sce.data.chunking", "cut long videos into short clips"),
-    Command("cache", "sce.data.prefill", "decode a config's windows into its cache"),
-    Command("preview", "sce.data.preview", "what the model sees for one sample (--config X [--data.x=...] --id ID)"),
-    Command("mine-events", "sce.data.mining", "candidate event windows from long recordings", "mine"),
+    Command("init", "sce.prepare.sources.private", "write an empty own-data layout: folders, labels.csv, README.txt"),
+    Command("prepare", "sce.prepare.sources", "convert a dataset to a manifest"),
+    Command("validate", "sce.prepare.validate", "check every record of a manifest (--config X: as sce fit would use it)"),
+    Command("chunk", "sce.prepare.chunking", "cut long videos into short clips"),
+    Command("cache", "sce.prepare.prefill", "decode a config's windows into its cache"),
+    Command("preview", "sce.prepare.preview", "what the model sees for one sample (--config X [--data.x=...] --id ID)"),
+    Command("mine-events", "sce.prepare.mining", "candidate event windows from long recordings", "mine"),
 )  # fmt: skip
 
 PASS_THROUGH_DATA_COMMANDS = frozenset({"validate", "preview"})
@@ -60,7 +60,7 @@ class DataCommand(Command):
             if chosen is None or chosen == command.name:
                 handlers[command.name] = command.configure(p)
         if "prepare" in handlers:
-            from sce.data.sources.layouts import prepare_epilog
+            from sce.prepare.sources.layouts import prepare_epilog
 
             prepare = data_sub.choices["prepare"]
             prepare.epilog, prepare.formatter_class = (

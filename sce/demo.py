@@ -165,8 +165,8 @@ def run_demo(
     """Run every stage and return {"untrained": metrics, "trained": metrics}.
 
     `overrides` set DemoConfig fields (e.g. recipe_epochs=10, finetuning="dora")."""
-    from sce.data.synthetic import generate_synthetic_dataset
     from sce.models.tiny import build_tiny_kit
+    from sce.prepare.synthetic import generate_synthetic_dataset
 
     start = time.time()
     cfg = DemoConfig(clips=clips, seed=seed, **overrides)

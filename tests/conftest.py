@@ -41,7 +41,7 @@ def tiny_model(tiny_kit: Path):
 @pytest.fixture(scope="session")
 def synthetic_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """manifest.jsonl of 9 synthetic clips (3 per class, 7 s, 128x72, 30 fps, IMU + GPS)."""
-    from sce.data.synthetic import generate_synthetic_dataset
+    from sce.prepare.synthetic import generate_synthetic_dataset
 
     return generate_synthetic_dataset(
         tmp_path_factory.mktemp("synthetic"), progress=False, **SYNTHETIC

@@ -17,8 +17,8 @@ from sce.data.alignment import (
 from sce.data.clip import load_record_imu
 from sce.data.imu import GpsSignal, ImuSignal
 from sce.data.schema import ClipRecord, load_manifest
-from sce.data.sources import prepare
-from sce.data.synthetic import gps_track, sample_scenario, simulate
+from sce.prepare.sources import prepare
+from sce.prepare.synthetic import gps_track, sample_scenario, simulate
 
 
 def random_rotation(seed: int) -> np.ndarray:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-import sce.data.synthetic as synthetic_mod
 import sce.models.tiny as tiny_mod
+import sce.prepare.synthetic as synthetic_mod
 from sce.assets import _build_once, cache_root, resolve_manifest, resolve_model_path
 
 

@@ -17,7 +17,7 @@ from sce.data.collate import Collator
 from sce.data.dataset import SceDataset
 from sce.data.prompts import Telemetry
 from sce.data.schema import ClipRecord, ManifestError, load_manifest
-from sce.data.validate import validate_manifest
+from sce.prepare.validate import validate_manifest
 
 
 def _row(i: int, **annotations) -> dict:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from sce.data import video as video_lib
-from sce.data.chunking import chunk_command, chunk_record
 from sce.data.clip import ClipError, WindowSpec, load_clip
 from sce.data.schema import ClipRecord, load_manifest
-from sce.data.synthetic import generate_synthetic_dataset
+from sce.prepare.chunking import chunk_command, chunk_record
+from sce.prepare.synthetic import generate_synthetic_dataset
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from helpers.realdata import COMMA_SEGMENT, comma_segment_with_video, require, w
 from sce.data import imu as imu_lib
 from sce.data import video as video_lib
 from sce.data.schema import load_manifest
-from sce.data.sources import SourceError, add_prepare_arguments, prepare, prepare_command
+from sce.prepare.sources import SourceError, add_prepare_arguments, prepare, prepare_command
 
 
 @pytest.fixture(scope="module")

@@ -165,7 +165,7 @@ def test_other_commands_still_reject_unknown_arguments(tmp_path):
 
 def test_image_and_video_placeholders_are_summarised_in_order(tiny_processor):
     from sce.data.collate import Collator
-    from sce.data.preview import summarised_chat, visual_blocks
+    from sce.prepare.preview import summarised_chat, visual_blocks
 
     processor = Collator(tiny_processor).processor
     content = [{"type": "image"}, {"type": "text", "text": "then"}, {"type": "video"}]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sce.data.schema import load_manifest
-from sce.data.validate import (
+from sce.prepare.validate import (
     ValidationReport,
     add_validate_arguments,
     check_record,

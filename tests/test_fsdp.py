@@ -221,7 +221,7 @@ def _max_diff(a: dict, b: dict) -> float:
 
 @pytest.mark.slow
 def test_fsdp2_two_cpu_ranks_match_one_process_clip_globally_and_resume(tiny_kit, tmp_path):
-    from sce.data.synthetic import generate_synthetic_dataset
+    from sce.prepare.synthetic import generate_synthetic_dataset
 
     # 6 training clips: 3 steps of 2 samples (one per rank) per epoch, no padding
     manifest = generate_synthetic_dataset(

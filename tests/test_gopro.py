@@ -13,8 +13,8 @@ from helpers.realdata import GOPRO_SAMPLE, require
 from sce.data import imu as imu_lib
 from sce.data import video as video_lib
 from sce.data.schema import load_manifest
-from sce.data.sources import SourceError, prepare
-from sce.data.sources.gpmf import parse_klv, read_gpmf, read_payload
+from sce.prepare.sources import SourceError, prepare
+from sce.prepare.sources.gpmf import parse_klv, read_gpmf, read_payload
 
 
 def klv(key: str, kind: str, size: int, repeat: int, data: bytes) -> bytes:

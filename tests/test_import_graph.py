@@ -81,7 +81,7 @@ def test_cycle_finder_finds_a_cycle():
 def test_graph_sees_function_level_imports():
     graph = import_graph()
     assert "sce.data.video_processing" in graph["sce.budget"]  # top level
-    assert "sce.config" in graph["sce.data.preview"]  # inside preview_command
+    assert "sce.config" in graph["sce.prepare.preview"]  # inside preview_command
 
 
 def test_sce_has_no_import_cycles():

@@ -108,7 +108,7 @@ def test_structured_caption_from_metadata():
         "A near-collision happens: the ego vehicle comes dangerously close to a truck that is "
         "cutting in, but no contact is made."
     )
-    synthetic = {  # the keys sce.data.synthetic writes
+    synthetic = {  # the keys sce.prepare.synthetic writes
         "weather": "fog", "light": "dusk", "scene": "rural", "road": "dry", "other_agent": "car",
         "agent_color": "white", "crossing_from": "right", "evasive_action": "hard braking",
         "impact_side": None, "min_distance_m": 1.23, "peak_decel_ms2": -6.81,

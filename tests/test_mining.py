@@ -15,10 +15,10 @@ from sce.cli import main
 from sce.data.alignment import Alignment
 from sce.data.clip import WindowSpec, load_clip
 from sce.data.imu import ImuSignal
-from sce.data.mining import Thresholds, detect_events, mine_manifest
 from sce.data.schema import load_manifest
-from sce.data.sources import prepare
-from sce.data.synthetic import sample_scenario, simulate
+from sce.prepare.mining import Thresholds, detect_events, mine_manifest
+from sce.prepare.sources import prepare
+from sce.prepare.synthetic import sample_scenario, simulate
 
 PATTERN = ("normal", "near_collision", "normal", "collision", "normal", "near_collision", "normal")
 CLIP_S = 16.0

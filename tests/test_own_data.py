@@ -13,7 +13,7 @@ import pytest
 
 from sce.cli import main
 from sce.data.schema import load_manifest
-from sce.data.splits import assign_splits
+from sce.prepare.splits import assign_splits
 
 SIX = ["collision", "near_collision", "normal"] * 2  # 6 clips, 2 per class
 

@@ -24,9 +24,9 @@ from sce.data.clip import WindowSpec, load_clip, load_record_imu
 from sce.data.collate import Collator
 from sce.data.dataset import SceDataset
 from sce.data.schema import load_manifest
-from sce.data.sources import prepare
-from sce.data.validate import validate_manifest
 from sce.models.module import SceModule
+from sce.prepare.sources import prepare
+from sce.prepare.validate import validate_manifest
 
 SPEC = WindowSpec(fps=3, before=4, after=2, width=112, height=56)
 

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from sce.data.schema import ClipRecord, load_manifest, write_manifest
-from sce.data.sources import (
+from sce.prepare.sources import (
     SOURCES,
     ConversionReport,
     SourceError,
@@ -33,9 +33,9 @@ from sce.data.sources import (
     prepare,
     prepare_command,
 )
-from sce.data.sources.base import fill_splits
-from sce.data.sources.bddx import bddx_records, make_caption, video_id_of
-from sce.data.splits import assign_splits
+from sce.prepare.sources.base import fill_splits
+from sce.prepare.sources.bddx import bddx_records, make_caption, video_id_of
+from sce.prepare.splits import assign_splits
 
 # ---------------------------------------------------------------------------------- fixtures
 
@@ -598,7 +598,7 @@ def test_private_malformed_rows(tmp_path: Path, tiny_mp4: Path, row: list, patte
 
 
 def seeded_splits(groups: dict[str, str], seed: int, val: float, test: float) -> dict[str, str]:
-    """The converters' assignment: one split per group, seeded (`sce.data.splits.assign_splits`)."""
+    """The converters' assignment: one split per group, seeded (`sce.prepare.splits.assign_splits`)."""
     names = assign_splits(list(groups.values()), (1 - val - test, val, test), seed, list(groups))
     return dict(zip(groups, names, strict=True))
 
@@ -754,7 +754,7 @@ def test_synthetic_wrapper_rewrites_paths(tmp_path: Path, monkeypatch: pytest.Mo
 
     monkeypatch.setitem(
         sys.modules,
-        "sce.data.synthetic",
+        "sce.prepare.synthetic",
         types.SimpleNamespace(generate_synthetic_dataset=fake_generate),
     )
     out = tmp_path / "manifests" / "syn.jsonl"
@@ -774,7 +774,7 @@ def test_synthetic_wrapper_rewrites_paths(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_synthetic_with_the_real_generator(tmp_path: Path) -> None:
-    pytest.importorskip("sce.data.synthetic")
+    pytest.importorskip("sce.prepare.synthetic")
     out = tmp_path / "manifests" / "syn.jsonl"
     report = prepare(
         "synthetic",
@@ -881,7 +881,7 @@ def test_synthetic_with_only_a_val_fraction_asks_for_no_test_split(
         return write_manifest(records, out_dir / "manifest.jsonl")
 
     fake = types.SimpleNamespace(generate_synthetic_dataset=fake_generate)
-    monkeypatch.setitem(sys.modules, "sce.data.synthetic", fake)
+    monkeypatch.setitem(sys.modules, "sce.prepare.synthetic", fake)
     report = prepare("synthetic", tmp_path / "data", tmp_path / "m.jsonl", val_fraction=0.5)
     assert calls == [(0.5, 0.5, 0.0)]
     assert report.counts == Counter({("train", "normal"): 1, ("val", "normal"): 1})

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sce.data.schema import LABELS, SPLITS, ClipRecord, load_manifest
-from sce.data.synthetic import assign_splits, generate_synthetic_dataset, make_caption
+from sce.prepare.synthetic import assign_splits, generate_synthetic_dataset, make_caption
 
 CLIPS, SEED, DURATION, FPS, WIDTH, HEIGHT = 9, 5, 7.0, 30, 128, 72
 

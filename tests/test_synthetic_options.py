@@ -12,8 +12,8 @@ import av
 import numpy as np
 import pytest
 
-from sce.data.synthetic import SynthOptions, class_counts, generate_synthetic_dataset
 from sce.data.video import Window, frame_indices, window_frame_times
+from sce.prepare.synthetic import SynthOptions, class_counts, generate_synthetic_dataset
 
 SMALL = {"duration": 6.0, "fps": 10, "width": 64, "height": 32, "progress": False}
 VIDEO_FPS = 30

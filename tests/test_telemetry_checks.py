@@ -11,9 +11,9 @@ import pytest
 from helpers.realdata import comma_segment_with_video
 
 from sce.data.schema import load_manifest
-from sce.data.sources import prepare
-from sce.data.telemetry_checks import clock_stats
-from sce.data.validate import validate_manifest
+from sce.prepare.sources import prepare
+from sce.prepare.telemetry_checks import clock_stats
+from sce.prepare.validate import validate_manifest
 
 
 def one_record_manifest(

@@ -13,7 +13,7 @@ import pytest
 
 from sce.cli import main
 from sce.data.schema import ClipRecord, load_manifest, write_manifest
-from sce.data.validate import telemetry_clock_problems, validate_manifest
+from sce.prepare.validate import telemetry_clock_problems, validate_manifest
 
 DEMO = Path(__file__).resolve().parents[1] / "experiments" / "demo.yaml"
 CLOCK_HINT = "timestamps in ms, or epoch seconds? expected seconds from the clip start"
@@ -62,7 +62,7 @@ def test_clock_problems_name_id_file_and_measured_span(
     # a 100 Hz file stamped in ms reads as 0.1 Hz: slower than the 3 fps frames
     (example,) = reports["ms"].examples["imu rate below the frame rate"]
     assert example.startswith(f"line 1, id '{first}': {imu_file}: 0.1 Hz < 3 fps")
-    # epoch seconds never overlap the video: sce.data.telemetry_checks reports the offset
+    # epoch seconds never overlap the video: sce.prepare.telemetry_checks reports the offset
     (example,) = reports["epoch"].examples[
         "imu time range does not overlap the video (clock offset?)"
     ]

@@ -20,9 +20,9 @@ from sce.data.clip import WindowSpec, load_clip, plan_window
 from sce.data.collate import Collator
 from sce.data.dataset import SceDataset
 from sce.data.schema import ClipRecord, load_manifest
-from sce.data.synthetic import encode_video
 from sce.data.video import frame_indices
 from sce.data.video_processing import at_model_size, model_frame_size
+from sce.prepare.synthetic import encode_video
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 NATIVE_FPS = 4  # the test videos' frame rate: every frame a different colour

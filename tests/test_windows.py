@@ -17,10 +17,10 @@ from helpers import poisoned_telemetry
 
 from sce.data import video as video_lib
 from sce.data.cache import FrameCache
-from sce.data.chunking import chunk_record
 from sce.data.clip import ClipError, ClipInputs, WindowSpec, load_clip, plan_window
 from sce.data.schema import ClipRecord, load_manifest
-from sce.data.synthetic import generate_synthetic_dataset
+from sce.prepare.chunking import chunk_record
+from sce.prepare.synthetic import generate_synthetic_dataset
 
 
 @pytest.fixture(scope="module")

@@ -126,7 +126,7 @@ class ClipInputs:
 
 def chunk_bounds(record: ClipRecord, duration: float) -> tuple[float, float]:
     """The span of the video this record covers: [0, duration], or a chunk's
-    [metadata.clip_start, metadata.clip_end] (see sce.data.chunking)."""
+    [metadata.clip_start, metadata.clip_end] (see sce.prepare.chunking)."""
     start = float(record.metadata.get("clip_start", 0.0))
     end = float(record.metadata.get("clip_end", duration))
     if not 0.0 <= start < end <= duration + 1e-3:

@@ -22,7 +22,7 @@ Recognized metadata keys (all optional; aliases in parentheses):
     agent_color, min_distance_m (min_distance),
     peak_decel (peak_decel_ms2) / peak_accel (peak_accel_ms2) in m/s^2, heading_change_deg,
     speed_at_event (m/s) / ego_speed_kmh: used when no telemetry is given.
-(The keys of sce.data.synthetic's metadata are covered.)
+(The keys of sce.prepare.synthetic's metadata are covered.)
 """
 
 from __future__ import annotations

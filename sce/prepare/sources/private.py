@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from sce.data.schema import LABELS, ClipRecord
-from sce.data.sources.base import (
+from sce.prepare.sources.base import (
     ConversionReport,
     SourceContext,
     SourceError,

@@ -41,7 +41,7 @@ import numpy as np
 from sce.data.alignment import record_alignment
 from sce.data.imu import GpsSignal, ImuSignal
 from sce.data.schema import ClipRecord
-from sce.data.sources.base import (
+from sce.prepare.sources.base import (
     SourceContext,
     SourceError,
     SourceRecord,
@@ -49,7 +49,7 @@ from sce.data.sources.base import (
     missing_file,
     relative_to,
 )
-from sce.data.sources.telemetry_io import (
+from sce.prepare.sources.telemetry_io import (
     increasing_samples,
     measured_rate,
     resample_onto,

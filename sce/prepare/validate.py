@@ -35,7 +35,7 @@ from sce.data.schema import (
     name_record,
     parse_record,
 )
-from sce.data.telemetry_checks import check_telemetry_clocks, clock_stats
+from sce.prepare.telemetry_checks import check_telemetry_clocks, clock_stats
 
 # The physical bounds training applies when it loads telemetry (sce.data.imu); validate loads
 # unbounded to report the largest value.
@@ -140,7 +140,7 @@ def telemetry_clock_problems(
     t: np.ndarray, duration: float, kind: str, fps: float | None = None
 ) -> list[tuple[str, str]]:
     """(problem, detail) pairs for the clock mistakes that break or silently degrade training
-    and that `sce.data.telemetry_checks.check_telemetry_clocks` (no overlap with the video,
+    and that `sce.prepare.telemetry_checks.check_telemetry_clocks` (no overlap with the video,
     late start, rate off nominal, jitter; run beside this) lets through:
 
     - a span more than twice the video plus 1 s: a 100 Hz file stamped in ms spans 1,000x its

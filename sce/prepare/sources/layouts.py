@@ -58,7 +58,7 @@ def source_help(name: str, converter: Callable) -> str:
 
 def prepare_epilog() -> str:
     """Every registered source's layout and options (`sce data prepare --help`)."""
-    from sce.data.sources import SOURCES
+    from sce.prepare.sources import SOURCES
 
     paragraphs = [source_help(name, converter) for name, converter in SOURCES.items()]
     own = (

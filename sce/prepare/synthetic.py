@@ -43,7 +43,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sce.data.schema import LABELS, ClipRecord, write_manifest
-from sce.data.splits import assign_splits
+from sce.prepare.splits import assign_splits
 
 IMU_RATE = 100  # Hz
 GRAVITY = 9.81  # m/s^2

@@ -2,7 +2,7 @@
 
 Layout: `root` is one .mp4 or a folder searched recursively for .mp4/.MP4 files. Every file
 becomes one record whose `video` is the file itself (read in place) and whose IMU/GPS CSVs are
-extracted from its GPMF track (`sce.data.sources.gpmf`) into `out_dir/<id>/`:
+extracted from its GPMF track (`sce.prepare.sources.gpmf`) into `out_dir/<id>/`:
 
 - IMU: ACCL (m/s^2) and GYRO (rad/s), both in the camera's axes (the stream's MTRX applied),
   stamped on the video's time base; GYRO is interpolated onto the ACCL stamps when its own
@@ -25,14 +25,14 @@ import numpy as np
 from sce.data.alignment import record_alignment
 from sce.data.imu import GpsSignal, ImuSignal
 from sce.data.schema import ClipRecord
-from sce.data.sources.base import (
+from sce.prepare.sources.base import (
     SourceContext,
     SourceError,
     SourceRecord,
     check_label,
 )
-from sce.data.sources.gpmf import GpmfTelemetry, Sensor, read_gpmf
-from sce.data.sources.telemetry_io import (
+from sce.prepare.sources.gpmf import GpmfTelemetry, Sensor, read_gpmf
+from sce.prepare.sources.telemetry_io import (
     increasing_samples,
     resample_onto,
     write_imu_csv,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sce.data.sources.base import SourceError
+from sce.prepare.sources.base import SourceError
 
 
 def increasing_samples(t: np.ndarray, where: str) -> np.ndarray:

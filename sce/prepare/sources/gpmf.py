@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sce.data.sources.base import SourceError
+from sce.prepare.sources.base import SourceError
 
 # Type character -> numpy big-endian dtype and fixed-point divisor.
 _NUMERIC: dict[str, tuple[str, float]] = {

@@ -80,7 +80,7 @@ def check_clock(
     record: ClipRecord, kind: str, t: np.ndarray, span: tuple[float, float], report
 ) -> None:
     """Overlap, coverage, rate and jitter of one file's stamps `t` against the video `span`;
-    problems and notes go to `report` (a `sce.data.validate.ValidationReport`)."""
+    problems and notes go to `report` (a `sce.prepare.validate.ValidationReport`)."""
     stats = clock_stats(t)
     lo, hi = span
     overlap = min(stats.end, hi) - max(stats.start, lo)

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from sce.data.schema import ClipRecord
-from sce.data.sources.base import (
+from sce.prepare.sources.base import (
     SourceContext,
     SourceError,
     SourceRecord,

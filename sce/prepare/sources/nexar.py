@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sce.data.schema import ClipRecord
-from sce.data.sources.base import (
+from sce.prepare.sources.base import (
     ConversionReport,
     SourceContext,
     SourceError,

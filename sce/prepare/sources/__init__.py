@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sce.data.schema import SPLITS, load_manifest
-from sce.data.sources.base import (
+from sce.prepare.sources.base import (
     DEFAULT_TEST_FRACTION,
     DEFAULT_VAL_FRACTION,
     ConversionReport,
@@ -37,13 +37,13 @@ from sce.data.sources.base import (
     fill_splits,
     write_records,
 )
-from sce.data.sources.bddx import bddx_records
-from sce.data.sources.comma2k19 import comma2k19_records
-from sce.data.sources.gopro import gopro_records
-from sce.data.sources.lingoqa import lingoqa_records
-from sce.data.sources.nexar import nexar_hf_records, nexar_records
-from sce.data.sources.private import private_records
-from sce.data.splits import empty_split_warning, split_fractions_asked
+from sce.prepare.sources.bddx import bddx_records
+from sce.prepare.sources.comma2k19 import comma2k19_records
+from sce.prepare.sources.gopro import gopro_records
+from sce.prepare.sources.lingoqa import lingoqa_records
+from sce.prepare.sources.nexar import nexar_hf_records, nexar_records
+from sce.prepare.sources.private import private_records
+from sce.prepare.splits import empty_split_warning, split_fractions_asked
 
 __all__ = [
     "SOURCES",
@@ -70,11 +70,11 @@ def synthetic_records(
 ) -> Iterator[SourceRecord]:
     """Generate a synthetic dataset into `root`; its records keep the generator's splits.
 
-    The generator (`sce.data.synthetic.generate_synthetic_dataset`) assigns stratified splits;
+    The generator (`sce.prepare.synthetic.generate_synthetic_dataset`) assigns stratified splits;
     `val_fraction`/`test_fraction` become its `split_fractions` when given. Other keyword options
     (duration, fps, width, height, preset, progress) go to the generator. Nothing can be missing.
     """
-    from sce.data.synthetic import generate_synthetic_dataset  # heavy (PyAV); only when used
+    from sce.prepare.synthetic import generate_synthetic_dataset  # heavy (PyAV); only when used
 
     if ctx.val_fraction is not None or ctx.test_fraction is not None:
         # one fraction given: the other is 0 here (prepare's empty-split warning reads them back)

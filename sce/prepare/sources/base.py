@@ -1,7 +1,7 @@
 """Shared pieces of the source converters: report, CSV/number parsing, splits, manifest writing.
 
 Every converter yields `SourceRecord`s: a `ClipRecord` with *absolute* paths and `split=""`
-where the source has no split, where it came from and its split group. `sce.data.sources.prepare`
+where the source has no split, where it came from and its split group. `sce.prepare.sources.prepare`
 drives them: it checks the ids are unique, assigns the missing splits (`fill_splits`: seeded,
 stratified by label, by group so that records cut from one video never straddle splits) and
 writes the manifest (`write_records`: paths relative to the manifest's folder, every record
@@ -28,7 +28,7 @@ from sce.data.schema import (
     parse_record,
     write_manifest,
 )
-from sce.data.splits import assign_splits
+from sce.prepare.splits import assign_splits
 
 DEFAULT_VAL_FRACTION = 0.05  # paper 000 uses a 90/5/5 split
 DEFAULT_TEST_FRACTION = 0.05
@@ -223,7 +223,7 @@ def fill_splits(
     records: Sequence[SourceRecord], seed: int, val_fraction: float, test_fraction: float
 ) -> None:
     """Give every record with split "" its group's seeded, stratified split
-    (`sce.data.splits.assign_splits`; a group's label is its most severe record label)."""
+    (`sce.prepare.splits.assign_splits`; a group's label is its most severe record label)."""
     check_fractions(val_fraction, test_fraction)
     pending = [item for item in records if not item.record.split]
     if not pending:

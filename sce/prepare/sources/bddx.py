@@ -36,7 +36,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from sce.data.schema import ClipRecord
-from sce.data.sources.base import (
+from sce.prepare.sources.base import (
     ConversionReport,
     SourceContext,
     SourceError,
