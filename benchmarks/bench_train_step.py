@@ -20,8 +20,10 @@ import time
 import numpy as np
 import torch
 
-from sce.data.collate import Collator, Sample
-from sce.data.prompts import EVENT_QUESTION, Telemetry, build_user_content, mcq_answer
+from sce.data.collate import Collator
+from sce.data.dataset import Sample
+from sce.data.imu import FrameTelemetry
+from sce.data.prompts import EVENT_QUESTION, build_user_content, mcq_answer
 from sce.models import adapters as adapter_lib
 from sce.models.losses import compute_losses
 from sce.models.tiny import (
@@ -61,7 +63,7 @@ def make_batch(processor, batch_size: int, device: str) -> dict:
     for i in range(batch_size):
         frames = rng.integers(0, 255, (18, 252, 420, 3), dtype=np.uint8)
         times = 4.0 + np.arange(18) / 3.0
-        tele = Telemetry(
+        tele = FrameTelemetry(
             times, rng.normal(size=(18, 3)), rng.normal(size=18) * 0.01, rng.uniform(5, 20, 18)
         )
         content, videos = build_user_content(frames, times, tele, EVENT_QUESTION)

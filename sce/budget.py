@@ -167,10 +167,10 @@ def load_processor(model_path: str):
 # ------------------------------------------------------------------------------ text tokens
 def representative_telemetry(frame_times: np.ndarray):
     """Telemetry with wide, signed values (two-digit accelerations, heading and speed)."""
-    from sce.data.prompts import Telemetry
+    from sce.data.imu import FrameTelemetry
 
     n = len(frame_times)
-    return Telemetry(
+    return FrameTelemetry(
         frame_times=np.asarray(frame_times, dtype=float),
         accel=np.tile([-12.3, 4.5, 9.8], (n, 1)),
         yaw_delta=np.full(n, math.radians(-12.3)),

@@ -263,7 +263,7 @@ def prompt_samples(
 ):
     """One generation Sample per (result field, task) of `questions`, built exactly like the
     evaluation items (the event question of `record.label_scope`)."""
-    from sce.data.collate import Sample
+    from sce.data.dataset import Sample
     from sce.data.prompts import (
         CAPTION_QUESTION,
         PROBABILITY_QUESTION,

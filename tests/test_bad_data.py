@@ -15,7 +15,7 @@ import pytest
 from sce.data.clip import WindowSpec
 from sce.data.collate import Collator
 from sce.data.dataset import SceDataset
-from sce.data.prompts import Telemetry
+from sce.data.imu import FrameTelemetry
 from sce.data.schema import ClipRecord, ManifestError, load_manifest
 from sce.prepare.validate import validate_manifest
 
@@ -270,7 +270,7 @@ def test_unphysical_imu_never_reaches_a_prompt(
 
 def test_prompts_of_messy_telemetry_never_show_nan_or_inf(synthetic_manifest, tmp_path) -> None:
     """NaN gaps (bridged or not), 1e308 and inf: every evaluation prompt of every record reads
-    finite numbers or 'unavailable'; and a Telemetry holding NaN cannot be built."""
+    finite numbers or 'unavailable'; and a FrameTelemetry holding NaN cannot be built."""
     records = load_manifest(synthetic_manifest)
     changes = [
         None,  # untouched
@@ -288,7 +288,7 @@ def test_prompts_of_messy_telemetry_never_show_nan_or_inf(synthetic_manifest, tm
     assert all(NON_FINITE_TEXT.search(_prompt_text(s)) is None for s in samples)
     frames = np.zeros(3)
     with pytest.raises(ValueError, match="telemetry field 'yaw_delta' holds non-finite"):
-        Telemetry(frames, np.zeros((3, 3)), np.array([0.0, np.nan, 0.0]), None)
+        FrameTelemetry(frames, np.zeros((3, 3)), np.array([0.0, np.nan, 0.0]), None)
 
 
 # ------------------------------------------------------------------ point 5: GPS counted

@@ -105,7 +105,8 @@ def _tiny_config(tiny_kit: Path, **data) -> dict:
 )
 def test_report_matches_the_collated_sequence(tiny_kit, tiny_processor, layout, fps, size, visual):
     """Budget totals equal the real processor's sequence length for the same prompt."""
-    from sce.data.collate import Collator, Sample
+    from sce.data.collate import Collator
+    from sce.data.dataset import Sample
 
     width, height = size
     config = _tiny_config(tiny_kit, fps=fps, width=width, height=height, layout=layout)
@@ -239,7 +240,8 @@ def test_paper002_report_is_per_scale_item():
 @pytest.mark.parametrize("layout", ["interleaved", "table"])
 def test_keyframe_report_matches_the_collated_item(tiny_kit, tiny_processor, layout):
     """Per-item totals equal the real processor's sequence for a 3-image keyframe item."""
-    from sce.data.collate import Collator, Sample
+    from sce.data.collate import Collator
+    from sce.data.dataset import Sample
 
     scales = [6.0, 3.0, 1.5]
     config = _tiny_config(tiny_kit, window_scales=scales, layout=layout)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from sce.data.collate import IGNORE_INDEX, Collator, Sample, SequenceTooLongError
-from sce.data.prompts import Telemetry, build_user_content, probability_answer
+from sce.data.collate import IGNORE_INDEX, Collator, SequenceTooLongError
+from sce.data.dataset import Sample
+from sce.data.imu import FrameTelemetry
+from sce.data.prompts import build_user_content, probability_answer
 
 H, W = 56, 112
 
@@ -28,7 +30,7 @@ def _sample(
     tele = None
     if telemetry:
         accel = np.tile([[-9.7, 0.3, 9.8]], (frames, 1))
-        tele = Telemetry(times, accel, np.full(frames, 0.01), np.full(frames, 12.1))
+        tele = FrameTelemetry(times, accel, np.full(frames, 0.01), np.full(frames, 12.1))
     content, videos = build_user_content(video, times, tele, "Which event?", layout)
     task = "probability" if target is not None else "mcq"
     return Sample(sid, content, videos, fps, answer, task, "collision", probability_target=target)

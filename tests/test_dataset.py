@@ -13,7 +13,8 @@ import sce.data.dataset as dataset_mod
 from sce.data import prompts as P
 from sce.data.clip import ClipError, ClipInputs, WindowSpec, load_clip
 from sce.data.dataset import SceDataset
-from sce.data.prompts import NO_TELEMETRY, Telemetry, mcq_answer, probability_answer
+from sce.data.imu import FrameTelemetry
+from sce.data.prompts import NO_TELEMETRY, mcq_answer, probability_answer
 from sce.data.schema import ClipRecord, load_manifest
 
 SPEC = WindowSpec(fps=3.0, before=4.0, after=2.0, width=112, height=56)
@@ -21,7 +22,9 @@ SPEC = WindowSpec(fps=3.0, before=4.0, after=2.0, width=112, height=56)
 
 def _stub_clip() -> ClipInputs:
     times = 0.5 + (np.arange(18) + 0.5) / 3.0
-    tele = Telemetry(times, np.tile([[-9.7, 0.3, 9.8]], (18, 1)), np.zeros(18), np.full(18, 10.0))
+    tele = FrameTelemetry(
+        times, np.tile([[-9.7, 0.3, 9.8]], (18, 1)), np.zeros(18), np.full(18, 10.0)
+    )
     return ClipInputs(
         frames=np.zeros((18, 2, 2, 3), np.uint8),
         frame_times=times,

@@ -12,8 +12,9 @@ import torch
 
 from sce.checkpointing import CheckpointMismatchError, adapter_only
 from sce.cli import main
-from sce.data.collate import Collator, Sample
+from sce.data.collate import Collator
 from sce.data.datamodule import SceDataModule
+from sce.data.dataset import Sample
 from sce.data.prompts import EVENT_QUESTION, build_user_content
 from sce.export import NON_LORA_FILE, module_from_checkpoint, read_checkpoint
 from sce.infer import attach_adapter

@@ -31,7 +31,7 @@ from helpers.labeling_server import (
     write_manifest_files,
 )
 
-from sce.data.prompts import Telemetry
+from sce.data.imu import FrameTelemetry
 from sce.data.schema import ClipRecord, load_manifest
 from sce.labeling import (
     AnswerError,
@@ -131,7 +131,7 @@ def test_structured_caption_from_metadata():
 
 def test_structured_caption_telemetry_peaks():
     times = np.array([0.0, 1 / 3, 2 / 3, 1.0])
-    tele = Telemetry(
+    tele = FrameTelemetry(
         frame_times=times,
         accel=np.array([[0.5, 0.1, 9.8], [-7.25, -2.0, 9.8], [-1.0, 0.4, 9.8], [0.2, 0.0, 9.8]]),
         yaw_delta=np.radians([1.0, 2.0, 3.0, 4.0]),
@@ -670,7 +670,7 @@ def test_teacher_inputs_hold_the_students_telemetry(synthetic_manifest):
     record = load_manifest(synthetic_manifest)[0]
     inputs = load_clip_inputs(record, size=(32, 24), with_frames=False)
     student = load_clip(record, WindowSpec(fps=3.0, before=4.0, after=2.0, width=32, height=24))
-    assert type(inputs.telemetry) is Telemetry and len(inputs.frame_times) == 18
+    assert type(inputs.telemetry) is FrameTelemetry and len(inputs.frame_times) == 18
     for name in ("frame_times", "accel", "yaw_delta", "speed"):
         np.testing.assert_array_equal(
             getattr(inputs.telemetry, name), getattr(student.telemetry, name)

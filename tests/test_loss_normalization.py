@@ -20,7 +20,8 @@ import torch
 from helpers import cpu_trainer
 from torch.utils.data import DataLoader
 
-from sce.data.collate import Collator, Sample
+from sce.data.collate import Collator
+from sce.data.dataset import Sample
 from sce.data.prompts import CAPTION_QUESTION, EVENT_QUESTION, build_user_content, mcq_answer
 from sce.models.module import SceModule, token_weighted
 

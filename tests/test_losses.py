@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sce.data.collate import Collator, Sample, digit_token_ids
+from sce.data.collate import Collator, digit_token_ids
+from sce.data.dataset import Sample
 from sce.data.prompts import (
     EVENT_QUESTION,
     PROBABILITY_QUESTION,

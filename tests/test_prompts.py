@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from sce.data import prompts as P
-from sce.data.prompts import Telemetry, build_messages, build_user_content, make_task
+from sce.data.imu import FrameTelemetry
+from sce.data.prompts import build_messages, build_user_content, make_task
 
 T = 18
 
@@ -18,11 +19,11 @@ def _frames(n: int = T) -> np.ndarray:
     return np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None, None], (n, 4, 6, 3)).copy()
 
 
-def _telemetry(speed: bool = True) -> Telemetry:
+def _telemetry(speed: bool = True) -> FrameTelemetry:
     k = np.arange(T)
     accel = np.stack([-9.7 + 0.5 * k, np.full(T, 0.3), np.full(T, 9.8)], axis=1)
     yaw = np.tile([0.01, -0.02], T // 2)  # 0.573 deg, -1.146 deg
-    return Telemetry(
+    return FrameTelemetry(
         frame_times=1.0 + k / 3.0,
         accel=accel,
         yaw_delta=yaw,
@@ -94,8 +95,8 @@ def test_table_layout_without_telemetry_or_speed() -> None:
     assert content[1]["text"].splitlines()[2] == "1.0 | -9.7 | +0.3 | +0.6 | -"
 
 
-def _keyframe_telemetry() -> Telemetry:
-    return Telemetry(
+def _keyframe_telemetry() -> FrameTelemetry:
+    return FrameTelemetry(
         frame_times=np.array([4.0, 5.5, 7.0]),
         accel=np.array([[-0.4, 0.3, 9.8], [-2.0, 0.1, 9.8], [-9.7, -1.2, 9.8]]),
         yaw_delta=np.array([0.0, 0.01, -0.02]),

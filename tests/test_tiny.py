@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sce.data.collate import DATA_PROBLEM_COUNTS, Collator, Sample
+from sce.data.collate import DATA_PROBLEM_COUNTS, Collator
+from sce.data.dataset import Sample
 from sce.data.prompts import build_user_content
 from sce.models.tiny import SPECIAL_TOKENS, THINK_TOKENS, build_tiny_kit
 

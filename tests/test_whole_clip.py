@@ -249,7 +249,7 @@ def test_paper003_budget_shows_short_and_long_clips_with_the_pixel_cap(tmp_path,
 
 def test_whole_clip_budget_equals_the_collated_long_clip(tiny_kit, tiny_processor):
     """The budget's total is the real sequence length of its longest whole-clip item."""
-    from sce.data.collate import Sample
+    from sce.data.dataset import Sample
 
     data = {"window": "whole", "fps": 2.0, "max_frames": 8, "max_pixels": 4000}
     data.update({"width": 420, "height": 476, "layout": "table", "max_length": 4096})

@@ -20,7 +20,7 @@ import numpy as np
 from sce.data import alignment as alignment_lib
 from sce.data import imu as imu_lib
 from sce.data import video as video_lib
-from sce.data.prompts import Telemetry
+from sce.data.imu import FrameTelemetry
 from sce.data.schema import ClipRecord
 
 TelemetryAnchor = Literal["auto", "centered", "causal"]
@@ -107,7 +107,7 @@ class WindowSpec:
 class ClipInputs:
     frames: np.ndarray  # [T, H, W, 3] uint8
     frame_times: np.ndarray  # [T] s from the clip start
-    telemetry: Telemetry | None  # None when no usable IMU
+    telemetry: FrameTelemetry | None  # None when no usable IMU
     event_time: float
     event_time_source: str  # "manifest", "imu" or "center"
     imu_reason: str  # why telemetry is missing ("" when present)
@@ -281,7 +281,7 @@ def plan_window(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
         if gps is not None and synced.speed is None:
             gps_reason = f"gps unusable: {synced.gps_reason}"
         if synced.available:
-            telemetry = Telemetry(times, synced.accel, synced.yaw_delta, synced.speed)
+            telemetry = FrameTelemetry(times, synced.accel, synced.yaw_delta, synced.speed)
         else:
             imu_reason = f"imu unusable: {synced.reason}"
     return ClipInputs(
@@ -375,7 +375,7 @@ def _plan_from_arrays(arrays: dict[str, np.ndarray]) -> ClipInputs:
     times = arrays["frame_times"]
     telemetry = None
     if "accel" in arrays:
-        telemetry = Telemetry(times, arrays["accel"], arrays["yaw_delta"], arrays.get("speed"))
+        telemetry = FrameTelemetry(times, arrays["accel"], arrays["yaw_delta"], arrays.get("speed"))
     return ClipInputs(
         frames=np.empty((0, 0, 0, 3), dtype=np.uint8),
         frame_times=times,

@@ -20,13 +20,13 @@ the model): it raises an error naming the sample, or is dropped and counted when
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from sce.choices import check_choice
+from sce.data.dataset import Sample
 from sce.data.prompts import PROBABILITY_DECIMALS, build_messages
 from sce.data.video_processing import with_fast_video_processor
 
@@ -35,64 +35,10 @@ IGNORE_INDEX = -100
 PROBABILITY_DIGITS = 1 + PROBABILITY_DECIMALS
 
 
-VISUAL_TYPES = {"video": 4, "image": 3}  # placeholder type -> dims of its array
 # Per-batch counts of data problems the collator reports (logged as `data/{stage}_{name}`).
 CollateMode = Literal["train", "generate"]  # answers supervised | prompt only
 Overflow = Literal["error", "drop"]  # data.overflow: a sample longer than max_length
 DATA_PROBLEM_COUNTS = ("skipped", "dropped", "imu_unavailable", "gps_unavailable", "window_shrunk")
-
-
-@dataclass
-class Sample:
-    """One prompt/answer pair as the dataset yields it.
-
-    `visuals[k]` is the array of the k-th visual placeholder of `user_content`: [T, H, W, 3]
-    uint8 (T even) for a video, [H, W, 3] uint8 for an image; `videos` / `images` split them.
-    """
-
-    id: str
-    user_content: list[dict[str, Any]]
-    visuals: list[np.ndarray]
-    fps: float
-    answer: str
-    task: str
-    label: str
-    source: str = "unknown"
-    imu_on: bool = True
-    probability_target: float | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        kinds = self.visual_kinds
-        if len(kinds) != len(self.visuals):
-            raise ValueError(
-                f"sample {self.id!r}: user_content has {len(kinds)} visual placeholders "
-                f"but {len(self.visuals)} visual arrays are given"
-            )
-        for k, (kind, array) in enumerate(zip(kinds, self.visuals, strict=True)):
-            if np.ndim(array) != VISUAL_TYPES[kind]:
-                raise ValueError(
-                    f"sample {self.id!r}: visual {k} has shape {np.shape(array)} but its "
-                    f"placeholder is {kind!r} (a {VISUAL_TYPES[kind]}-D array)"
-                )
-
-    @property
-    def visual_kinds(self) -> list[str]:
-        """'video' or 'image' for each visual placeholder of user_content, in order."""
-        return [c["type"] for c in self.user_content if c.get("type") in VISUAL_TYPES]
-
-    @property
-    def videos(self) -> list[np.ndarray]:
-        """The video arrays, in placeholder order."""
-        return self._of_kind("video")
-
-    @property
-    def images(self) -> list[np.ndarray]:
-        """The image arrays, in placeholder order."""
-        return self._of_kind("image")
-
-    def _of_kind(self, kind: str) -> list[np.ndarray]:
-        return [v for k, v in zip(self.visual_kinds, self.visuals, strict=True) if k == kind]
 
 
 class SequenceTooLongError(ValueError):

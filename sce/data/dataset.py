@@ -27,15 +27,15 @@ import dataclasses
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
 from sce.choices import check_choice, check_choices, choices_of
 from sce.data.clip import ClipError, WindowSpec, load_clip
-from sce.data.collate import Sample
 from sce.data.prompts import (
     Layout,
     Task,
@@ -50,6 +50,61 @@ from sce.data.subset import evaluation_subset, stable_seed
 
 ImuSetting = Literal["on", "off"]  # data.eval_imu: evaluated with telemetry / video only
 IMU_SETTINGS: tuple[str, ...] = choices_of(ImuSetting)
+
+VISUAL_TYPES = {"video": 4, "image": 3}  # placeholder type -> dims of its array
+
+
+@dataclass
+class Sample:
+    """One prompt/answer pair as the dataset yields it.
+
+    `visuals[k]` is the array of the k-th visual placeholder of `user_content`: [T, H, W, 3]
+    uint8 (T even) for a video, [H, W, 3] uint8 for an image; `videos` / `images` split them.
+    """
+
+    id: str
+    user_content: list[dict[str, Any]]
+    visuals: list[np.ndarray]
+    fps: float
+    answer: str
+    task: str
+    label: str
+    source: str = "unknown"
+    imu_on: bool = True
+    probability_target: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        kinds = self.visual_kinds
+        if len(kinds) != len(self.visuals):
+            raise ValueError(
+                f"sample {self.id!r}: user_content has {len(kinds)} visual placeholders "
+                f"but {len(self.visuals)} visual arrays are given"
+            )
+        for k, (kind, array) in enumerate(zip(kinds, self.visuals, strict=True)):
+            if np.ndim(array) != VISUAL_TYPES[kind]:
+                raise ValueError(
+                    f"sample {self.id!r}: visual {k} has shape {np.shape(array)} but its "
+                    f"placeholder is {kind!r} (a {VISUAL_TYPES[kind]}-D array)"
+                )
+
+    @property
+    def visual_kinds(self) -> list[str]:
+        """'video' or 'image' for each visual placeholder of user_content, in order."""
+        return [c["type"] for c in self.user_content if c.get("type") in VISUAL_TYPES]
+
+    @property
+    def videos(self) -> list[np.ndarray]:
+        """The video arrays, in placeholder order."""
+        return self._of_kind("video")
+
+    @property
+    def images(self) -> list[np.ndarray]:
+        """The image arrays, in placeholder order."""
+        return self._of_kind("image")
+
+    def _of_kind(self, kind: str) -> list[np.ndarray]:
+        return [v for k, v in zip(self.visual_kinds, self.visuals, strict=True) if k == kind]
 
 
 @dataclass(frozen=True)

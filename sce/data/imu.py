@@ -98,8 +98,9 @@ class GpsSignal:
 
 @dataclass(frozen=True)
 class SyncedTelemetry:
-    """Telemetry aligned to T frames. `accel`/`yaw_delta` are None when `available` is False;
-    `speed` is None when there is no usable GPS (see `reason`)."""
+    """Telemetry aligned to T frames: the synchronizer's verdict. `accel`/`yaw_delta` are None
+    when `available` is False; `speed` is None when there is no usable GPS (see `reason`). When
+    available, its values flow on as a `FrameTelemetry`."""
 
     frame_times: np.ndarray  # [T] s
     accel: np.ndarray | None  # [T, 3] m/s^2, block means
@@ -110,6 +111,31 @@ class SyncedTelemetry:
     fs: float  # IMU rate used for blocking and integration (Hz)
     window_samples: int  # W = floor(fs / fps)
     gps_reason: str = ""  # why `speed` is None ("" when it is not)
+
+
+@dataclass
+class FrameTelemetry:
+    """Per-frame telemetry as it flows on to the prompt (synchronized to the frames).
+
+    How it relates to `SyncedTelemetry`: `synchronize` returns a `SyncedTelemetry`, the
+    synchronizer's verdict (IMU values may be unavailable; it carries the reasons and rates).
+    When it is available, its usable values become a `FrameTelemetry` (`sce.data.clip`): what
+    the window cache, the student's prompt and the teacher's prompt read, so IMU values are
+    always present and finite here.
+    """
+
+    frame_times: np.ndarray  # [T] seconds from the clip start
+    accel: np.ndarray  # [T, 3] m/s^2, block-averaged
+    yaw_delta: np.ndarray  # [T] rad, heading change per frame
+    speed: np.ndarray | None  # [T] m/s, or None without GPS
+
+    def __post_init__(self) -> None:
+        # No prompt may read "nan" or "inf": loading bounds the samples (sce.data.imu) and
+        # drops unusable signals, so a non-finite value here is a bug upstream.
+        for name in ("accel", "yaw_delta", "speed"):
+            value = getattr(self, name)
+            if value is not None and not np.isfinite(value).all():
+                raise ValueError(f"telemetry field {name!r} holds non-finite values: {value}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from sce.data.imu import FrameTelemetry
 from sce.labels import (
     BINARY_OPTION_LETTERS,
     BINARY_OPTION_TEXT,
@@ -85,29 +86,6 @@ INSTRUCTION_QUESTION = (
 )
 TELEMETRY_HEADER = "t (s) | ax (m/s²) | ay (m/s²) | heading change (deg) | speed (m/s)"
 NO_TELEMETRY = "Telemetry: unavailable."
-
-
-@dataclass
-class Telemetry:
-    """Per-frame telemetry for the prompt (already synchronized to the frames).
-
-    The usable values of an `sce.data.imu.SyncedTelemetry` (the synchronizer's verdict, which
-    may be unavailable and carries its reasons and rates): this is what flows on (window cache,
-    the student's and the teacher's prompts), so IMU values are always present and finite here.
-    """
-
-    frame_times: np.ndarray  # [T] seconds from the clip start
-    accel: np.ndarray  # [T, 3] m/s^2, block-averaged
-    yaw_delta: np.ndarray  # [T] rad, heading change per frame
-    speed: np.ndarray | None  # [T] m/s, or None without GPS
-
-    def __post_init__(self) -> None:
-        # No prompt may read "nan" or "inf": loading bounds the samples (sce.data.imu) and
-        # drops unusable signals, so a non-finite value here is a bug upstream.
-        for name in ("accel", "yaw_delta", "speed"):
-            value = getattr(self, name)
-            if value is not None and not np.isfinite(value).all():
-                raise ValueError(f"telemetry field {name!r} holds non-finite values: {value}")
 
 
 def mcq_answer(label: str) -> str:
@@ -182,7 +160,7 @@ def _time_label(t: float) -> str:
     return f"t={t:.1f}s"
 
 
-def _pair_text(times: np.ndarray, tele: Telemetry | None, index: slice) -> str:
+def _pair_text(times: np.ndarray, tele: FrameTelemetry | None, index: slice) -> str:
     lines = []
     for k in range(index.start, index.stop):
         if tele is None:
@@ -196,7 +174,7 @@ def _pair_text(times: np.ndarray, tele: Telemetry | None, index: slice) -> str:
     return "\n".join(lines) + "\n"
 
 
-def telemetry_table(tele: Telemetry) -> str:
+def telemetry_table(tele: FrameTelemetry) -> str:
     rows = [TELEMETRY_HEADER]
     for k, t in enumerate(tele.frame_times):
         speed = "-" if tele.speed is None else f"{tele.speed[k]:.1f}"
@@ -217,7 +195,7 @@ def split_pairs(frames: np.ndarray) -> list[np.ndarray]:
 def build_user_content(
     frames: np.ndarray,
     frame_times: np.ndarray,
-    telemetry: Telemetry | None,
+    telemetry: FrameTelemetry | None,
     question: str,
     layout: str = "interleaved",
     keyframes: bool = False,
@@ -242,7 +220,7 @@ def build_user_content(
 
 
 def _pair_content(
-    frames: np.ndarray, frame_times: np.ndarray, telemetry: Telemetry | None
+    frames: np.ndarray, frame_times: np.ndarray, telemetry: FrameTelemetry | None
 ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
     """Interleaved videos: each frame pair, then the time/telemetry lines of its two frames."""
     videos = split_pairs(frames)
@@ -258,7 +236,7 @@ def _pair_content(
 
 
 def _keyframe_content(
-    frames: np.ndarray, frame_times: np.ndarray, telemetry: Telemetry | None, layout: str
+    frames: np.ndarray, frame_times: np.ndarray, telemetry: FrameTelemetry | None, layout: str
 ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
     """One image per keyframe. `table` (paper 002's prompt: "<image>\\n<image>\\n<image>\\n",
     then "three frames at times [T1, T2, T3]" and the table); `interleaved`: each image, then
@@ -278,7 +256,7 @@ def _keyframe_content(
     return content, images
 
 
-def _table_text(telemetry: Telemetry | None) -> str:
+def _table_text(telemetry: FrameTelemetry | None) -> str:
     return telemetry_table(telemetry) if telemetry else NO_TELEMETRY + "\n"
 
 
@@ -427,7 +405,7 @@ def training_tasks(
 
 def template_corpus() -> list[str]:
     """Template texts, so the tiny tokenizer learns this project's vocabulary."""
-    demo_tele = Telemetry(
+    demo_tele = FrameTelemetry(
         frame_times=np.array([1.3, 1.7]),
         accel=np.array([[-9.7, 0.3, 9.8], [-0.4, -1.2, 9.8]]),
         yaw_delta=np.array([0.01, -0.02]),

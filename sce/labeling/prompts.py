@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from sce.data.prompts import Telemetry
+from sce.data.imu import FrameTelemetry
 from sce.data.schema import ClipRecord
 from sce.labeling.templates import TaskTemplate, structured_caption
 
@@ -70,7 +70,7 @@ class TeacherClipInputs:
     """Decoded inputs of one clip: the sampled frames and the telemetry synchronized to them.
 
     frames: uint8 [T, H, W, 3] (None when only text is needed); frame_times: [T] seconds from the
-    clip start; telemetry: the student's per-frame telemetry (sce.data.prompts.Telemetry, the
+    clip start; telemetry: the student's per-frame telemetry (sce.data.imu.FrameTelemetry, the
     same values the student's prompt states), None when the IMU is unusable; event_time: seconds
     from the clip start; source_size: (W, H) of the source video, to scale pixel boxes; fps: the sampling
     rate; telemetry_reason: why there is no telemetry.
@@ -78,7 +78,7 @@ class TeacherClipInputs:
 
     frame_times: np.ndarray
     frames: np.ndarray | None = None
-    telemetry: Telemetry | None = None
+    telemetry: FrameTelemetry | None = None
     event_time: float | None = None
     source_size: tuple[int, int] | None = None
     fps: float | None = None
@@ -290,7 +290,7 @@ TELEMETRY_LEGEND = (
 )
 
 
-def frame_telemetry_text(telemetry: Telemetry, k: int) -> str:
+def frame_telemetry_text(telemetry: FrameTelemetry, k: int) -> str:
     """One frame's sensor text: 'a=(-6.50, +0.20, +9.80) m/s^2, heading +1.20 deg, speed 12.1'."""
     ax, ay, az = (float(v) for v in np.asarray(telemetry.accel)[k])
     heading = np.degrees(float(telemetry.yaw_delta[k]))

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from sce.data.prompts import Telemetry
+from sce.data.imu import FrameTelemetry
 from sce.data.schema import ALL_LABELS
 from sce.labels import OPTION_LETTERS
 
@@ -139,7 +139,7 @@ def _article(noun: str) -> str:
 
 
 def telemetry_peaks(
-    telemetry: Telemetry | None, event_time: float | None = None
+    telemetry: FrameTelemetry | None, event_time: float | None = None
 ) -> dict[str, float]:
     """Peaks of a clip's per-frame telemetry (None: no usable IMU), in SI units.
 
@@ -300,7 +300,7 @@ def structured_caption(
     metadata: Mapping[str, Any],
     label: str | None = None,
     event_time: float | None = None,
-    telemetry: Telemetry | None = None,
+    telemetry: FrameTelemetry | None = None,
 ) -> str:
     """A caption built programmatically from a clip's metadata (paper 001's detailed captions).
 

@@ -182,7 +182,7 @@ def canned_responder(body: dict[str, Any], headers: dict[str, str], n: int) -> t
 
 def synthetic_inputs(record, fps=3.0, size=(32, 24), before=4.0, after=2.0, with_frames=True):
     """TeacherClipInputs without decoding anything: frame k is filled with 10*k; a_x = -k m/s^2."""
-    from sce.data.prompts import Telemetry
+    from sce.data.imu import FrameTelemetry
     from sce.labeling.prompts import TeacherClipInputs
 
     n = int(round((before + after) * fps))
@@ -194,7 +194,7 @@ def synthetic_inputs(record, fps=3.0, size=(32, 24), before=4.0, after=2.0, with
         else None
     )
     accel = np.stack([-np.arange(n, dtype=float), np.full(n, 0.5), np.full(n, 9.8)], axis=1)
-    telemetry = Telemetry(times, accel, np.full(n, 0.01), np.linspace(10, 4, n))
+    telemetry = FrameTelemetry(times, accel, np.full(n, 0.01), np.linspace(10, 4, n))
     return TeacherClipInputs(frame_times=times, frames=frames, telemetry=telemetry, event_time=before,
                       source_size=(640, 480), fps=fps)  # fmt: skip
 
