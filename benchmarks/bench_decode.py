@@ -26,13 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from sce.data.cache import FrameCache
-from sce.data.video import (
-    event_window,
-    frame_indices,
-    read_frames,
-    resize_frames,
-    window_frame_times,
-)
+from sce.data.video import frame_indices, read_frames, resize_frames
+from sce.data.windows import event_window, window_frame_times
 
 SIZE = (420, 240)
 FPS_OUT = 3.0

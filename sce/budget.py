@@ -73,11 +73,10 @@ def frames_per_clip(fps: float, before: float, after: float) -> int:
 
 def whole_clip_item(duration: float, fps: float, max_frames: int) -> tuple[np.ndarray, float]:
     """(frame times, fps) of a whole-clip window over a clip of `duration` s, from the loader's
-    own `sce.data.clip.whole_clip_window` (16 s at 2 fps: 32 frames; 100 s: 128 at 1.28 fps)."""
-    from sce.data.clip import WindowSpec, whole_clip_window
+    own `sce.data.windows.whole_clip_window` (16 s at 2 fps: 32 frames; 100 s: 128 at 1.28 fps)."""
+    from sce.data.windows import whole_clip_window
 
-    spec = WindowSpec(fps=fps, window="whole", max_frames=int(max_frames))
-    _, times, rate = whole_clip_window(0.0, duration, spec)
+    _, times, rate = whole_clip_window(0.0, duration, fps, int(max_frames))
     return times, rate
 
 
@@ -99,11 +98,10 @@ def _keyframe_item(
     scale: float, fractions: Sequence[float], start: float = 10.0
 ) -> tuple[np.ndarray, float]:
     """(frame times, fps) of a `scale` s keyframe window starting at `start` s, from the loader's
-    own `sce.data.clip.keyframe_window`."""
-    from sce.data.clip import WindowSpec, keyframe_window
+    own `sce.data.windows.keyframe_window`."""
+    from sce.data.windows import keyframe_window
 
-    spec = WindowSpec(scale=scale, keyframes=tuple(fractions))
-    _, times, fps = keyframe_window(start + scale, start + scale + 1.0, spec)
+    _, times, fps = keyframe_window(start + scale, start + scale + 1.0, scale, tuple(fractions))
     return times, fps
 
 

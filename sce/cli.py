@@ -96,7 +96,8 @@ def _data_errors() -> tuple[type[Exception], ...]:
     from sce.data.collate import SequenceTooLongError
     from sce.data.imu import ImuError
     from sce.data.schema import ManifestError
-    from sce.data.video import VideoError, WindowError
+    from sce.data.video import VideoError
+    from sce.data.windows import WindowError
 
     return (ManifestError, ClipError, ImuError, VideoError, WindowError, SequenceTooLongError)
 

@@ -244,8 +244,8 @@ def test_frames_cached_for_other_frame_times_of_the_same_span_are_not_reused(
     spec, cache = dataclasses.replace(SPEC, scale=3.0), FrameCache(tmp_path / "cache")
     new_rule = clip_mod.keyframe_window
 
-    def old_rule(event_time, duration, window_spec):
-        window, times, fps = new_rule(event_time, duration, window_spec)
+    def old_rule(event_time, duration, scale, keyframes):
+        window, times, fps = new_rule(event_time, duration, scale, keyframes)
         return window, np.append(times, times[-1]), fps
 
     with monkeypatch.context() as patch:

@@ -329,7 +329,7 @@ def frames_of(config: dict) -> int:
     """Frames per window as sce samples them: the event window's count at data.fps, a whole-clip
     window's data.max_frames (the most a clip gets), or a multi-scale window's keyframes."""
     from sce.data.clip import WindowSpec
-    from sce.data.video import Window, window_frame_times
+    from sce.data.windows import Window, window_frame_times
 
     if lookup(config, "data.window_scales"):
         return len(WindowSpec().keyframes)

@@ -17,7 +17,7 @@ from sce.data.imu import (
     load_imu,
     synchronize,
 )
-from sce.data.video import Window, window_frame_times
+from sce.data.windows import Window, window_frame_times
 
 FS = 100.0
 

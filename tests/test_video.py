@@ -8,17 +8,13 @@ import av
 import numpy as np
 import pytest
 
-from sce.data.video import (
-    VideoError,
+from sce.data.video import VideoError, frame_indices, read_frames, stack_dual_view, video_info
+from sce.data.windows import (
     Window,
     WindowError,
     event_window,
-    frame_indices,
     multiscale_windows,
-    read_frames,
     sliding_chunks,
-    stack_dual_view,
-    video_info,
     window_frame_times,
 )
 

@@ -88,9 +88,9 @@ def test_long_clip_spreads_128_frames_over_all_of_it_at_the_true_rate(clips):
     [(16.0, 32, 2.0), (16.3, 32, 2.0), (64.0, 128, 2.0), (100.0, 128, 1.28), (0.6, 2, 2 / 0.6)],
 )
 def test_whole_clip_frame_counts_are_even_and_capped(seconds, frames, fps):
-    from sce.data.clip import whole_clip_window
+    from sce.data.windows import whole_clip_window
 
-    _, times, rate = whole_clip_window(10.0, 10.0 + seconds, WHOLE)
+    _, times, rate = whole_clip_window(10.0, 10.0 + seconds, WHOLE.fps, WHOLE.max_frames)
     assert (len(times), rate) == (frames, pytest.approx(fps))
     np.testing.assert_allclose(np.diff(times), 1 / rate)
     assert 10.0 < times[0] and times[-1] < 10.0 + seconds  # inside the span, centred

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import math
 import os
 import sys
 from dataclasses import dataclass
@@ -20,8 +19,10 @@ import numpy as np
 from sce.data import alignment as alignment_lib
 from sce.data import imu as imu_lib
 from sce.data import video as video_lib
+from sce.data import windows as windows_lib
 from sce.data.imu import FrameTelemetry
 from sce.data.schema import ClipRecord
+from sce.data.windows import keyframe_window, whole_clip_window
 
 TelemetryAnchor = Literal["auto", "centered", "causal"]
 WindowMode = Literal["event", "whole"]
@@ -56,7 +57,7 @@ class WindowSpec:
     telemetry_anchor: TelemetryAnchor = "auto"
     # "event": the [-before, +after] window; "whole": the record's whole span at `fps`, or
     # `max_frames` spread uniformly over a span longer than max_frames / fps (paper 003:
-    # "2 fps, at most 128 frames"; `whole_clip_window`). before/after are unused then.
+    # "2 fps, at most 128 frames"; `sce.data.windows.whole_clip_window`). before/after are unused then.
     window: WindowMode = "event"
     max_frames: int | None = None
     # Per-frame pixel cap with Qwen's smart_resize rounding (paper 003: 16,384 pixels); frames
@@ -214,15 +215,15 @@ def load_image_sequence(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
 
 @functools.cache
 def plan_code_version() -> str:
-    """Hash of the code that computes a window plan (this module, sce.data.imu, sce.data.video,
-    sce.data.alignment).
+    """Hash of the code that computes a window plan (this module, sce.data.windows, sce.data.imu,
+    sce.data.video, sce.data.alignment).
 
     Part of every cached plan's key: after any change to the window, event-time or telemetry
     logic, plans cached by the older code are recomputed instead of silently reused (frames stay
     cached: their key does not include it).
     """
     digest = hashlib.sha256()
-    for module in (sys.modules[__name__], imu_lib, video_lib, alignment_lib):
+    for module in (sys.modules[__name__], windows_lib, imu_lib, video_lib, alignment_lib):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -257,13 +258,13 @@ def plan_window(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
     imu, imu_reason = load_record_imu(record)
     event_time, source = resolve_event_time(record, end - start, imu, offset=start)
     if spec.window == "whole":
-        window, times, fps = whole_clip_window(start, end, spec)
+        window, times, fps = whole_clip_window(start, end, spec.fps, spec.max_frames)
     elif spec.scale is None:
         window = _event_window(record, end - start, event_time, spec)
-        times = video_lib.window_frame_times(window, spec.fps) + start
+        times = windows_lib.window_frame_times(window, spec.fps) + start
         fps = spec.fps
     else:
-        window, times, fps = keyframe_window(event_time, end - start, spec)
+        window, times, fps = keyframe_window(event_time, end - start, spec.scale, spec.keyframes)
         times = times + start
     telemetry = None
     gps, gps_reason = _load_gps(record)
@@ -302,12 +303,12 @@ def plan_window(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
 
 def _event_window(
     record: ClipRecord, duration: float, event_time: float, spec: WindowSpec
-) -> video_lib.Window:
+) -> windows_lib.Window:
     """The [-before, +after] window inside the record's span (shrunk to an even frame count
-    when the span is shorter, see `sce.data.video.event_window`)."""
+    when the span is shorter, see `sce.data.windows.event_window`)."""
     try:
-        return video_lib.event_window(duration, event_time, spec.before, spec.after, fps=spec.fps)
-    except video_lib.WindowError as err:
+        return windows_lib.event_window(duration, event_time, spec.before, spec.after, fps=spec.fps)
+    except windows_lib.WindowError as err:
         span = "metadata.clip_start/clip_end" if "clip_start" in record.metadata else "video"
         raise ClipError(
             f"sample {record.id!r}: field '{span}' (file {record.path('video')}): {err}"
@@ -384,50 +385,6 @@ def _plan_from_arrays(arrays: dict[str, np.ndarray]) -> ClipInputs:
         **{name: str(arrays[name]) for name in _PLAN_TEXTS},
         **{name: bool(arrays[name]) for name in _PLAN_FLAGS},
     )
-
-
-def whole_clip_window(
-    start: float, end: float, spec: WindowSpec
-) -> tuple[video_lib.Window, np.ndarray, float]:
-    """(window, frame times, fps) covering the whole span [start, end] s (paper 003: "2 fps, at
-    most 128 frames", LLaMA-Factory's video_fps / video_maxlen).
-
-    A span of up to max_frames / fps seconds gets the largest even count n <= length * fps,
-    spaced exactly 1 / fps and centred in the span (16 s at 2 fps: 32 frames at 0.25, 0.75, ...,
-    15.75 s). A longer span gets max_frames at the centres of equal intervals over all of it,
-    at the true rate n / length (100 s, 128 frames: 1.28 fps, 0.39 ... 99.61 s), which the
-    processor's `second_per_grid_ts` = 2 / fps needs. A span shorter than two frames at `fps`
-    gets two frames at its quarter points. The count is even (Qwen's temporal patch is 2), so
-    every frame is a distinct sample and none is an edge-frame repeat.
-
-    LLaMA-Factory takes floor(length * fps) frames (at most max_frames) by linspace from the
-    first to the last video frame and repeats the last one when the count is odd; here frames
-    sit at interval centres, like every sce window, and an odd count is rounded down instead.
-    """
-    length = end - start
-    n = 2 * int(math.floor(length * spec.fps / 2.0 + 1e-9))
-    if n >= spec.max_frames or n < 2:
-        n = min(max(n, 2), spec.max_frames)
-        fps = n / length  # spread over the whole span
-    else:
-        fps = spec.fps
-    centre = (start + end) / 2.0
-    times = centre + (np.arange(n, dtype=np.float64) - (n - 1) / 2.0) / fps
-    return video_lib.Window(start, end), times, fps
-
-
-def keyframe_window(event_time: float, duration: float, spec: WindowSpec):
-    """(window, keyframe times, fps) of one multi-scale window of `spec.scale` s ending at the
-    event (paper 002): exactly its keyframes (start, middle, end: event - scale, event -
-    scale / 2, event), each sent as a separate image, so nothing is repeated to fill Qwen's
-    temporal patch. `fps` (one frame per keyframe interval) sets the telemetry block of each
-    keyframe. Also used by `sce budget`."""
-    (scaled,) = video_lib.multiscale_windows(
-        event_time, scales=(spec.scale,), keyframes=spec.keyframes, duration=duration
-    )
-    times = np.clip(scaled.keyframe_times, 0.0, duration)
-    spacing = spec.scale * float(np.min(np.diff(sorted(spec.keyframes))))
-    return scaled.window, times, 1.0 / spacing
 
 
 def _driver_video(record: ClipRecord) -> Path | None:

@@ -10,7 +10,7 @@ Paper 000 (Sec. III-A/B) defines the event time as the sample of largest |a_x| a
 Block placement (`synchronize`'s anchor; the paper's index range (k-1)W+1 .. kW fixes the
 block length, not where frame k sits in it):
 - "centered": block k is the W samples centred on frame time t_k. With the frame times of
-  `sce.data.video.window_frame_times` (centres of the 1/fps frame intervals) the blocks tile
+  `sce.data.windows.window_frame_times` (centres of the 1/fps frame intervals) the blocks tile
   the event window exactly like the paper's partition, for paper 000's window around the event.
 - "causal": block k is the W samples up to t_k, and nothing after the last frame time is read
   (GPS included). Paper 002 anticipates a collision before it happens: a window that ends at

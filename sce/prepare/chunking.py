@@ -9,7 +9,7 @@ near-collision record without `event_time` takes t_e = argmax |a_x| of its IMU (
 without a usable IMU it raises ValueError naming the sample and 'event_time'. The clip loader
 (`sce.data.clip.load_clip`) reads only the chunk's span: frames, IMU/GPS samples and the IMU
 event time; a window longer than the chunk (the default 6 s in 5 s chunks) shrinks to the
-largest even frame count that fits (`sce.data.video.event_window`).
+largest even frame count that fits (`sce.data.windows.event_window`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from tqdm import tqdm
 from sce.data import video as video_lib
 from sce.data.clip import load_record_imu, resolve_event_time
 from sce.data.schema import ClipRecord, load_manifest, write_manifest
+from sce.data.windows import sliding_chunks
 
 
 def record_event_time(record: ClipRecord, duration: float) -> float | None:
@@ -50,7 +51,7 @@ def chunk_record(
 ) -> list[ClipRecord]:
     """The chunks of one record, as records of their own."""
     event_time = record_event_time(record, duration)
-    chunks = video_lib.sliding_chunks(
+    chunks = sliding_chunks(
         duration,
         chunk=chunk,
         stride=stride,

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from sce.data import imu as imu_lib
 from sce.data import video as video_lib
+from sce.data import windows as windows_lib
 from sce.data.clip import ClipError, chunk_bounds
 from sce.data.schema import (
     ALL_LABELS,
@@ -261,10 +262,10 @@ def window_check_times(
     span = end - start
     try:
         if record.event_time is None:
-            raise video_lib.WindowError("no event time")
-        window = video_lib.event_window(span, record.event_time, before, after, record.id)
+            raise windows_lib.WindowError("no event time")
+        window = windows_lib.event_window(span, record.event_time, before, after, record.id)
         bounds = np.array([window.start, window.end])
-    except video_lib.WindowError:
+    except windows_lib.WindowError:
         bounds = np.array([0.0, span])
     return np.clip(bounds, 0.0, span) + start
 
@@ -278,8 +279,8 @@ def check_window_fits(
     try:
         start, end = chunk_bounds(record, duration)
         span = end - start
-        window = video_lib.event_window(span, span / 2.0, before, after, record.id, fps=fps)
-    except (ClipError, video_lib.WindowError) as err:
+        window = windows_lib.event_window(span, span / 2.0, before, after, record.id, fps=fps)
+    except (ClipError, windows_lib.WindowError) as err:
         report.add(record.id, "window does not fit the span", str(err))
         return
     if window.shrunk > 0:
