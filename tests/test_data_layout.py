@@ -41,3 +41,19 @@ def test_data_imports_no_offline_tool():
     assert {s: sorted(i for i in graph[s] if i.startswith("sce.prepare")) for s in stages} == {
         s: [] for s in stages
     }
+
+
+def test_every_offline_tool_is_listed_once():
+    import sce.prepare
+
+    listed = re.findall(r"^- (\w+)/?\s", sce.prepare.__doc__, flags=re.MULTILINE)
+    folder = Path(sce.prepare.__file__).parent
+    modules = sorted(p.stem if p.is_file() else p.name for p in folder.iterdir() if _is_module(p))
+    assert len(listed) == len(set(listed)) == 9
+    assert sorted(listed) == modules
+
+
+def _is_module(path: Path) -> bool:
+    if path.is_dir():
+        return (path / "__init__.py").is_file()
+    return path.suffix == ".py" and path.stem != "__init__"
