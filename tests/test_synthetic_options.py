@@ -12,7 +12,8 @@ import av
 import numpy as np
 import pytest
 
-from sce.data.video import Window, frame_indices, window_frame_times
+from sce.data.video import frame_indices
+from sce.data.windows import Window, window_frame_times
 from sce.prepare.synthetic import SynthOptions, class_counts, generate_synthetic_dataset
 
 SMALL = {"duration": 6.0, "fps": 10, "width": 64, "height": 32, "progress": False}
