@@ -38,6 +38,7 @@ import torch
 
 from sce.callbacks.evaluation import GenerationEvaluation
 from sce.data.datamodule import SceDataModule
+from sce.demo import tiny_datamodule
 from sce.metrics.report import imu_setting_value
 from sce.models.module import SceModule
 from sce.prepare.synthetic import SynthOptions, generate_synthetic_dataset
@@ -122,19 +123,11 @@ class AblationConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # more SceDataModule kwargs (tests)
 
 
-def _datamodule(manifest: Path, model_dir: Path, cfg: AblationConfig, seed: int, **kw: Any):
+def _datamodule(
+    manifest: Path, model_dir: Path, cfg: AblationConfig, seed: int, **kw: Any
+) -> SceDataModule:
     settings = {"eval_imu": ("on",), **kw, **cfg.extra}
-    return SceDataModule(
-        manifest=str(manifest),
-        processor_path=str(model_dir),
-        width=cfg.frame_size[0],
-        height=cfg.frame_size[1],
-        batch_size=cfg.batch_size,
-        eval_batch_size=12,
-        max_length=2048,
-        seed=seed,
-        **settings,
-    )
+    return tiny_datamodule(manifest, model_dir, cfg.frame_size, cfg.batch_size, seed, **settings)
 
 
 def _trainer(out: Path, epochs: int, callbacks: list) -> L.Trainer:

@@ -64,18 +64,32 @@ class DemoConfig:
     val_generation_every: int = 5
 
 
-def _datamodule(manifest: Path, model_dir: Path, cfg: DemoConfig, **kwargs: Any) -> SceDataModule:
+def tiny_datamodule(
+    manifest: Path,
+    model_dir: Path,
+    frame_size: tuple[int, int],
+    batch_size: int,
+    seed: int,
+    **kwargs: Any,
+) -> SceDataModule:
+    """The data of an in-process CPU run on the tiny kit (`sce demo`, `make ablations`): frames
+    decoded at `frame_size` (width, height), a 2048-token limit, evaluation batches of 12;
+    kwargs are further SceDataModule settings."""
     return SceDataModule(
         manifest=str(manifest),
         processor_path=str(model_dir),
-        width=cfg.frame_size[0],
-        height=cfg.frame_size[1],
-        batch_size=cfg.batch_size,
+        width=frame_size[0],
+        height=frame_size[1],
+        batch_size=batch_size,
         eval_batch_size=12,
         max_length=2048,
-        seed=cfg.seed,
+        seed=seed,
         **kwargs,
     )
+
+
+def _datamodule(manifest: Path, model_dir: Path, cfg: DemoConfig, **kwargs: Any) -> SceDataModule:
+    return tiny_datamodule(manifest, model_dir, cfg.frame_size, cfg.batch_size, cfg.seed, **kwargs)
 
 
 def _trainer(
