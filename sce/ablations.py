@@ -37,6 +37,7 @@ import lightning as L
 import torch
 
 from sce.callbacks.evaluation import GenerationEvaluation
+from sce.cli import quiet_known_noise
 from sce.data.datamodule import SceDataModule
 from sce.demo import tiny_datamodule
 from sce.metrics.report import imu_setting_value
@@ -278,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--only", default=",".join(DIRECTIONS), help=f"directions: {','.join(DIRECTIONS)}"
     )
     args = parser.parse_args(argv)
+    quiet_known_noise()  # the same known-harmless warnings `sce` silences
     cfg = AblationConfig(
         out=args.out,
         seeds=tuple(int(s) for s in args.seeds.split(",")),
