@@ -254,3 +254,30 @@ def test_fsdp2_two_cpu_ranks_match_one_process_clip_globally_and_resume(tiny_kit
     assert _max_diff(ckpt["state_dict"], ranks[0]["states"][3]) == 0.0
     assert _max_diff(ranks[0]["resumed"][4], ref["states"][4]) < 1e-5
     assert _max_diff(ranks[1]["resumed"][4], ref["states"][4]) < 1e-5
+
+
+@pytest.mark.parametrize("strategy_class", ["QwenFSDPStrategy", "AdapterModelParallelStrategy"])
+def test_fsdp_strategies_refuse_a_world_size_that_devices_x_nodes_do_not_make(
+    strategy_class, monkeypatch
+):
+    """Under torchrun (2 processes) a config left at trainer.num_nodes 1 x devices 1 stops at
+    setup with the settings to change, for FSDP1 as for FSDP2 (Lightning checks it only in the
+    launcher it starts itself)."""
+    from lightning.pytorch.plugins.environments import TorchElasticEnvironment
+
+    import sce.models.distributed as distributed
+
+    for name, value in {
+        "WORLD_SIZE": "2",
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "GROUP_RANK": "0",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    strategy = getattr(distributed, strategy_class)()
+    strategy.cluster_environment = TorchElasticEnvironment()
+    strategy.parallel_devices = [torch.device("cpu")]
+    strategy.num_nodes = 1
+    with pytest.raises(ValueError, match=r"world size \(2\)\. Set trainer\.num_nodes"):
+        strategy.setup_environment()

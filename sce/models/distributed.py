@@ -161,17 +161,7 @@ class AdapterModelParallelStrategy(ModelParallelStrategy):
         )
 
     def setup_environment(self) -> None:
-        # Lightning validates devices x num_nodes against the launcher's world size only in the
-        # launcher it starts itself; under torchrun/SLURM (processes created outside) the stock
-        # ModelParallelStrategy has none, so a missing `trainer.num_nodes` surfaced as a device
-        # mesh error. Check it here, with the settings to change.
-        try:
-            self.cluster_environment.validate_settings(self.num_processes, self.num_nodes)
-        except ValueError as err:
-            raise ValueError(
-                f"{err} Set trainer.num_nodes to the number of machines and trainer.devices to "
-                "the processes per machine."
-            ) from err
+        check_world_size(self)
         if self._data_parallel_size == "auto":  # the parent's "auto" means one per node
             self._data_parallel_size = self.num_nodes * self.num_processes
         super().setup_environment()
@@ -213,6 +203,21 @@ def resolve_block_classes(names: Iterable[str | type] = DEFAULT_BLOCK_CLASSES) -
     return found
 
 
+def check_world_size(strategy: Any) -> None:
+    """Refuse a launch whose trainer.devices x trainer.num_nodes differs from the world size.
+
+    Lightning validates this only in the launcher it starts itself; under torchrun/SLURM
+    (processes created outside) the FSDP strategies have none, so a missing `trainer.num_nodes`
+    surfaced later as a device-mesh error (FSDP2) or a silently wrong rank layout (FSDP1)."""
+    try:
+        strategy.cluster_environment.validate_settings(strategy.num_processes, strategy.num_nodes)
+    except ValueError as err:
+        raise ValueError(
+            f"{err} Set trainer.num_nodes to the number of machines and trainer.devices to "
+            "the processes per machine."
+        ) from err
+
+
 class QwenFSDPStrategy(FSDPStrategy):
     """Lightning `FSDPStrategy` (FSDP1, CUDA only) for Qwen2.5-VL with PEFT adapters.
 
@@ -245,6 +250,10 @@ class QwenFSDPStrategy(FSDPStrategy):
         }
         options.update(kwargs)
         super().__init__(**options)
+
+    def setup_environment(self) -> None:
+        check_world_size(self)
+        super().setup_environment()
 
 
 def fsdp_strategy(**kwargs: Any) -> QwenFSDPStrategy:
