@@ -429,8 +429,23 @@ TINY_OVERRIDES = {
     "trainer.max_steps": 2,
     "trainer.limit_val_batches": 1,
     "trainer.log_every_n_steps": 1,
-    "trainer.callbacks.0.init_args.max_samples": 3,
-    "trainer.callbacks.0.init_args.max_new_tokens": 4,
+    # one parser for every command: a list item cannot be addressed by index, so the run's
+    # callbacks are given whole (demo.yaml's, with a smaller evaluation)
+    "trainer.callbacks": [
+        {
+            "class_path": "sce.callbacks.evaluation.GenerationEvaluation",
+            "init_args": {"every_n_epochs": 1, "max_samples": 3, "max_new_tokens": 4},
+        },
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {
+                "save_top_k": 1,
+                "monitor": "val_gen/acc",
+                "mode": "max",
+                "save_last": True,
+            },
+        },
+    ],
 }
 
 
