@@ -6,12 +6,14 @@ resolved config is saved in the run folder). The other subcommands are plain arg
     sce demo                      synthetic data + tiny model, trained and evaluated end to end
     sce synth --out DIR           synthetic dashcam clips with IMU/GPS and a manifest
     sce tiny-model --out DIR      the offline tiny Qwen2.5-VL kit
-    sce data prepare|chunk|validate|cache  convert datasets, cut long videos, check a manifest,
-                                  fill a frame cache
+    sce data init|prepare|chunk|validate|cache|mine-events  scaffold own data, convert
+                                  datasets, cut long videos, check a manifest, fill a frame
+                                  cache, find candidate events in unlabeled drives
     sce data preview --config X --id ID  what the model sees for one sample
     sce label ...                 teacher pseudo-labels
-    sce export / sce infer        merged model folder / one-clip inference
+    sce export / sce infer        model folders / answers for one clip or a manifest split
     sce budget --config X         visual tokens and sequence length of a config
+    sce plan --config X           peak GPU memory per device of one training step
     sce sweep ABLATION.yaml       run each variant of an ablation
     sce report RUN... --paper P   a paper's tables from run folders (markdown + CSV)
 """

@@ -400,7 +400,7 @@ def trace_step(
             ).last_hidden_state
             rows = hidden[:, -setup.supervised_tokens :].reshape(-1, hidden.shape[-1])
             logits = lm_head(rows)
-        loss = logits.float().logsumexp(-1).mean()  # CE on supervised rows only (sce.losses)
+        loss = logits.float().logsumexp(-1).mean()  # CE on supervised rows only (sce.models.losses)
         with _autocast(device, setup.dtype, backward=True):
             loss.backward()
 
