@@ -1,0 +1,67 @@
+"""The demo's generic warm-up questions (issue 17): what a clip shows and its telemetry reads,
+taken from the generator's metadata, never the event question."""
+
+from __future__ import annotations
+
+import json
+
+from sce.data.prompts import EVENT_QUESTION, available_tasks
+from sce.data.schema import load_manifest
+from sce.demo import DemoConfig
+from sce.demo_pretraining import generic_vqa, pretraining_manifest
+
+META = {
+    "weather": "rain",
+    "light": "night",
+    "scene": "urban",
+    "road": "wet",
+    "other_agent": "truck",
+    "agent_color": "teal",
+    "peak_decel_ms2": -9.7,
+    "ego_stopped": True,
+}
+
+
+def test_generic_questions_answer_from_the_metadata():
+    answers = [item["answer"] for item in generic_vqa(META)]
+    assert answers == [
+        "B. rain",
+        "C. night",
+        "A. urban",
+        "B. wet",
+        "B. truck",
+        "E. teal",
+        "C. over 7 m/s²",
+        "A. yes",
+    ]
+    assert generic_vqa({**META, "peak_decel_ms2": -0.4})[6]["answer"] == "A. under 2 m/s²"
+    assert generic_vqa({**META, "peak_decel_ms2": -4.8})[6]["answer"] == "B. 2 to 7 m/s²"
+
+
+def test_generic_questions_never_ask_the_event():
+    for item in generic_vqa(META):
+        assert item["question"] != EVENT_QUESTION
+        assert "collision" not in item["question"] + item["answer"]
+
+
+def test_pretraining_manifest_adds_vqa_and_keeps_the_rest(tmp_path):
+    record = {
+        "id": "c0",
+        "video": "videos/c0.mp4",
+        "label": "collision",
+        "source": "synthetic",
+        "split": "train",
+        "metadata": META,
+        "annotations": {"caption": "A truck."},
+    }
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(json.dumps(record) + "\n")
+    out = pretraining_manifest(manifest, tmp_path / "pretraining_manifest.jsonl")
+    (copy,) = load_manifest(out, check_files=False)
+    assert copy.annotations["caption"] == "A truck."
+    assert len(copy.annotations["vqa"]) == 8
+    assert "vqa" in available_tasks(copy.label, copy.annotations)
+
+
+def test_default_warm_up_stays_captions_only():
+    assert DemoConfig().warmup_task_weights == {"caption": 1.0}
