@@ -57,6 +57,9 @@ class DemoConfig:
     # generic questions of sce.demo_pretraining (what is seen and read, never the event), a
     # closer stand-in for pretraining that adapters need (issue 17).
     warmup_task_weights: dict[str, float] = field(default_factory=lambda: {"caption": 1.0})
+    # Sizes of the demo's kit (sce.models.tiny.TinySpec fields, e.g. {"hidden_size": 256});
+    # empty: the tiny:0 kit the tests pin.
+    kit_sizes: dict[str, int] = field(default_factory=dict)
     # The language model is fully trained, vision frozen (papers 001/003). DoRA/LoRA adapters
     # on this 0.7M-parameter random base stay near chance in the CPU budget (measured: 0.33
     # after 300 steps at lr 1e-2); they are exercised by the tests and the paper configs.
@@ -188,7 +191,7 @@ def run_demo(
     """Run every stage and return {"untrained": metrics, "trained": metrics}.
 
     `overrides` set DemoConfig fields (e.g. recipe_epochs=10, finetuning="dora")."""
-    from sce.models.tiny import build_tiny_kit
+    from sce.models.tiny import TinySpec, build_tiny_kit
     from sce.prepare.synthetic import generate_synthetic_dataset
 
     start = time.time()
@@ -206,7 +209,7 @@ def run_demo(
         width=width,
         height=height,
     )
-    base_dir = build_tiny_kit(out / "model_base", seed=seed)
+    base_dir = build_tiny_kit(out / "model_base", seed=seed, spec=TinySpec(**cfg.kit_sizes))
     results = {"untrained": evaluate(base_dir, manifest, out, "untrained", cfg)}
     warm_dir = warm_up(base_dir, manifest, out, cfg)
     module, recipe_data = train_recipe(warm_dir, manifest, out, cfg)
