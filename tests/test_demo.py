@@ -18,6 +18,10 @@ def test_demo_learns_the_event_classes(tmp_path, monkeypatch):
     assert trained["imu_on/acc"] > untrained["imu_on/acc"] + 0.3
     # every held-out clip is also asked video only (paper 000 Table V)
     assert trained["imu_off/n"] == trained["imu_on/n"] == 48
+    # the DoRA row (adapters on the frozen warmed-up base) is evaluated on the same clips
+    dora = results["dora"]["scalars"]
+    assert dora["imu_on/n"] == dora["imu_off/n"] == 48
+    assert (tmp_path / "demo" / "model_dora_adapter" / "adapter_config.json").is_file()
     saved = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert saved["trained"]["scalars"]["acc"] == pytest.approx(trained["acc"])
     assert list((tmp_path / "demo" / "tensorboard").rglob("events.out.tfevents.*"))

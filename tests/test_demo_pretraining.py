@@ -8,7 +8,8 @@ import json
 from sce.data.prompts import EVENT_QUESTION, available_tasks
 from sce.data.schema import load_manifest
 from sce.demo import DemoConfig
-from sce.demo_pretraining import generic_vqa, pretraining_manifest
+from sce.demo_pretraining import READ_BACK_PHRASES, generic_vqa, pretraining_manifest, read_back_vqa
+from sce.labels import LABEL_TEXT, LABELS
 
 META = {
     "weather": "rain",
@@ -59,8 +60,31 @@ def test_pretraining_manifest_adds_vqa_and_keeps_the_rest(tmp_path):
     out = pretraining_manifest(manifest, tmp_path / "pretraining_manifest.jsonl")
     (copy,) = load_manifest(out, check_files=False)
     assert copy.annotations["caption"] == "A truck."
-    assert len(copy.annotations["vqa"]) == 8
+    assert len(copy.annotations["vqa"]) == 8 + 4  # generic + read-back
+    assert copy.annotations["vqa"][:8] == generic_vqa(META)
     assert "vqa" in available_tasks(copy.label, copy.annotations)
+    # no question depends on the label: the same clip labelled normal gets the same questions
+    manifest.write_text(json.dumps({**record, "label": "normal"}) + "\n")
+    (normal,) = load_manifest(
+        pretraining_manifest(manifest, tmp_path / "p2.jsonl"), check_files=False
+    )
+    assert normal.annotations["vqa"] == copy.annotations["vqa"]
+
+
+def test_read_back_asks_which_phrase_a_letter_lists():
+    import random
+
+    items = read_back_vqa(random.Random("c0"))
+    assert len(items) == 4
+    for item in items:
+        letter = item["question"].removeprefix("Which option is listed as ").removesuffix("?")
+        options = item["options"]
+        assert len(options) == len(set(options)) == 3
+        assert item["answer"] == f"{letter}. {options[ord(letter) - 65]}"
+        assert item["question"] != EVENT_QUESTION
+    # the pool holds every label name, so the kit can write them as a pretrained base can
+    assert {LABEL_TEXT[label] for label in LABELS} <= set(READ_BACK_PHRASES)
+    assert read_back_vqa(random.Random("c0")) == items  # seeded by the clip id
 
 
 def test_default_warm_up_stays_captions_only():
