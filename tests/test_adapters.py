@@ -161,6 +161,45 @@ def _perturb_adapters(model, seed):
                 p.add_(torch.randn(p.shape, generator=gen) * 0.1)
 
 
+def test_token_layer_targets_adapt_lm_head_and_embeddings_and_merge_exactly(kit_path):
+    model = load(kit_path)
+    vocab = model.lm_head.out_features
+    hidden = SPEC.hidden_size
+    assert model.model.language_model.embed_tokens.num_embeddings == vocab
+    rank = 4
+    peft = apply_finetuning(
+        model, "dora", rank=rank, alpha=8, targets=["q_proj", "lm_head", "embed_tokens"]
+    )
+    trainable = set(trainable_parameter_names(peft))
+    assert "base_model.model.lm_head.lora_B.default.weight" in trainable
+    assert (
+        "base_model.model.model.language_model.embed_tokens.lora_embedding_A.default" in trainable
+    )
+    assert not any(".visual." in n for n in trainable)
+    # by hand: q_proj per layer r*(in+out) + out (DoRA magnitude); lm_head r*(hidden+vocab)
+    # + vocab; embeddings r*(vocab+hidden) + hidden
+    q = rank * (hidden + hidden) + hidden
+    head = rank * (hidden + vocab) + vocab
+    embed = rank * (vocab + hidden) + hidden
+    assert count_parameters(peft)["trainable"] == SPEC.num_hidden_layers * q + head + embed
+    # merged, the plain model computes exactly what the adapted one did
+    _perturb_adapters(peft, seed=3)
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3, 11, 12]])
+    with torch.no_grad():
+        adapted = peft(input_ids=ids).logits
+        merged = peft.merge_and_unload()(input_ids=ids).logits
+    assert torch.allclose(adapted, merged, atol=1e-4)
+    assert not torch.allclose(adapted, load(kit_path)(input_ids=ids).logits, atol=1e-2)
+
+
+def test_token_layer_targets_refuse_tied_embeddings(kit_path):
+    model = load(kit_path)
+    model.config.tie_word_embeddings = True  # as Qwen2.5-VL-3B
+    with pytest.raises(ValueError, match="ties lm_head to embed_tokens"):
+        apply_finetuning(model, "dora", targets=["q_proj", "lm_head"])
+    apply_finetuning(model, "dora", targets="all")  # decoder projections only: fine
+
+
 def test_gradient_checkpointing_same_grads(kit_path):
     ids = torch.tensor([[5, 17, 42, 99, 7, 3, 11, 12]])
 

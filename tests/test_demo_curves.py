@@ -90,4 +90,9 @@ def test_adapter_row_trains_dora_on_the_frozen_base_and_exports_a_merged_folder(
     base = dict(AutoModelForImageTextToText.from_pretrained(tiny_kit).named_parameters())
     assert merged.keys() == base.keys()  # no lora_* names left
     changed = {n for n in base if not torch.equal(merged[n], base[n])}
-    assert changed and all(n.endswith("_proj.weight") and ".language_model." in n for n in changed)
+    # the decoder projections and the token layers (DoRA row's targets), never the vision side
+    assert {"lm_head.weight", "model.language_model.embed_tokens.weight"} <= changed
+    assert all(
+        n.endswith("_proj.weight") and ".language_model.layers." in n
+        for n in changed - {"lm_head.weight", "model.language_model.embed_tokens.weight"}
+    )

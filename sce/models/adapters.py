@@ -8,7 +8,9 @@ regex anchored on `language_model.layers.N.(self_attn|mlp).<proj>` (transformers
 when `train_vision` / `train_merger` ask for it.
 
 Presets: "all" = q,k,v,o,gate,up,down (paper 000, DoRA r=32 alpha=64); "qv" (paper 002 baseline,
-LoRA r=8 alpha=16); "qkvo" (paper 002 enhanced).
+LoRA r=8 alpha=16); "qkvo" (paper 002 enhanced). A list of names may also add the token layers
+(`lm_head`, `embed_tokens`), which no paper adapts: `sce demo`'s DoRA row does, because its
+random tiny base never trained the rows of the answer words (README, "DoRA on the tiny base").
 
 Adapter-only checkpoints (which parameters are saved, under which names, how they load back)
 are sce.checkpointing's: `gather_trainable_state_dict`, `adapter_only`, `check_trainable_keys`.
@@ -29,6 +31,8 @@ from sce.choices import check_choice, choices_of
 ATTENTION_PROJECTIONS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_PROJECTIONS: tuple[str, ...] = ("gate_proj", "up_proj", "down_proj")
 LM_PROJECTIONS: tuple[str, ...] = ATTENTION_PROJECTIONS + MLP_PROJECTIONS
+TOKEN_LAYERS: tuple[str, ...] = ("lm_head", "embed_tokens")  # the LM's output head and input rows
+TARGET_NAMES: tuple[str, ...] = LM_PROJECTIONS + TOKEN_LAYERS
 TargetPreset = Literal["all", "qv", "qkvo"]  # model.targets
 TARGET_PRESETS: dict[TargetPreset, tuple[str, ...]] = {
     "all": LM_PROJECTIONS,
@@ -47,25 +51,26 @@ class QLoRAUnavailableError(RuntimeError):
 
 
 def resolve_targets(targets: str | Sequence[str]) -> tuple[str, ...]:
-    """Projection names for a preset ("all", "qv", "qkvo") or an explicit list of names."""
+    """Layer names for a preset ("all", "qv", "qkvo") or an explicit list of TARGET_NAMES."""
     if isinstance(targets, str):
         if targets not in TARGET_PRESETS:
             raise ValueError(
                 f"unknown adapter targets preset {targets!r}; use one of "
-                f"{sorted(TARGET_PRESETS)} or a list of {list(LM_PROJECTIONS)}"
+                f"{sorted(TARGET_PRESETS)} or a list of {list(TARGET_NAMES)}"
             )
         return TARGET_PRESETS[targets]
     names = tuple(targets)
-    unknown = [n for n in names if n not in LM_PROJECTIONS]
+    unknown = [n for n in names if n not in TARGET_NAMES]
     if unknown or not names:
         raise ValueError(
-            f"adapter targets must be a non-empty subset of {list(LM_PROJECTIONS)}, got {list(names)}"
+            f"adapter targets must be a non-empty subset of {list(TARGET_NAMES)}, got {list(names)}"
         )
     return names
 
 
 def target_regex(targets: str | Sequence[str] = "all") -> str:
-    """Regex (PEFT fullmatch) for the language model's decoder projections, never `visual.*`."""
+    """Regex (PEFT fullmatch) for the language model's decoder projections and, when named, its
+    token layers; never `visual.*`."""
     names = resolve_targets(targets)
     parts = []
     attn = [n for n in names if n in ATTENTION_PROJECTIONS]
@@ -75,9 +80,13 @@ def target_regex(targets: str | Sequence[str] = "all") -> str:
     if mlp:
         parts.append(r"mlp\.(?:" + "|".join(mlp) + ")")
     # (?!.*visual\.) is belt and braces: the vision blocks are named `blocks`, not `layers`.
-    return (
-        r"(?!.*visual\.)(?:.*\.)?(?:language_model|model)\.layers\.\d+\.(?:" + "|".join(parts) + ")"
-    )
+    lm = r"(?!.*visual\.)(?:.*\.)?(?:language_model|model)\."
+    alternatives = [lm + r"layers\.\d+\.(?:" + "|".join(parts) + ")"] if parts else []
+    if "embed_tokens" in names:
+        alternatives.append(lm + "embed_tokens")
+    if "lm_head" in names:
+        alternatives.append(r"(?:.*\.)?lm_head")
+    return alternatives[0] if len(alternatives) == 1 else "|".join(f"(?:{a})" for a in alternatives)
 
 
 def is_visual_param(name: str) -> bool:
@@ -182,6 +191,7 @@ def _apply_peft(
             )
     if rank <= 0 or alpha <= 0:
         raise ValueError(f"LoRA rank and alpha must be positive, got rank={rank}, alpha={alpha}")
+    _check_untied(model, targets)
     use_dora = mode == "dora"
     if use_dora and dropout > 0:
         warnings.warn(
@@ -199,6 +209,23 @@ def _apply_peft(
         bias="none",
     )
     return get_peft_model(model, config)
+
+
+def _check_untied(model: nn.Module, targets) -> None:
+    """Adapters on a token layer of a model that ties lm_head to embed_tokens (Qwen2.5-VL-3B)
+    would, once merged, change both layers through the one shared matrix: refuse them."""
+    token_layers = [n for n in resolve_targets(targets) if n in TOKEN_LAYERS]
+    if not token_layers:
+        return
+    config = model.config
+    text_config = getattr(config, "text_config", None)
+    if getattr(config, "tie_word_embeddings", False) or getattr(
+        text_config, "tie_word_embeddings", False
+    ):
+        raise ValueError(
+            f"adapter targets {token_layers}: this model ties lm_head to embed_tokens, so a merged "
+            "adapter would change both; leave the token layers out of model.targets"
+        )
 
 
 def _set_visual_trainable(model: nn.Module, train_vision: bool, train_merger: bool) -> None:
