@@ -33,9 +33,11 @@ def _perturb_adapters(model: torch.nn.Module, seed: int) -> None:
                 p.add_(torch.randn(p.shape, generator=gen) * 0.1)
 
 
-def test_adapter_state_round_trip(tiny_kit):
+# the paper presets, and the demo's DoRA row that also adapts the token layers
+@pytest.mark.parametrize("targets", ["qkvo", ["q_proj", "lm_head", "embed_tokens"]])
+def test_adapter_state_round_trip(tiny_kit, targets):
     ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
-    trained = _adapted(tiny_kit, "dora", rank=4, alpha=8, targets="qkvo")
+    trained = _adapted(tiny_kit, "dora", rank=4, alpha=8, targets=targets)
     _perturb_adapters(trained, seed=1)
     state = gather_trainable_state_dict(trained)
     assert set(state) == set(trainable_parameter_names(trained))
@@ -45,7 +47,7 @@ def test_adapter_state_round_trip(tiny_kit):
     with torch.no_grad():
         want = trained(input_ids=ids).logits
 
-    fresh = _adapted(tiny_kit, "dora", rank=4, alpha=8, targets="qkvo")
+    fresh = _adapted(tiny_kit, "dora", rank=4, alpha=8, targets=targets)
     with torch.no_grad():
         assert not torch.allclose(fresh(input_ids=ids).logits, want, atol=1e-4)
     check_trainable_keys(fresh, state)  # the load path of SceModule.on_load_checkpoint

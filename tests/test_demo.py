@@ -21,6 +21,7 @@ def test_demo_learns_the_event_classes(tmp_path, monkeypatch):
     # the DoRA row (adapters on the frozen warmed-up base) is evaluated on the same clips
     dora = results["dora"]["scalars"]
     assert dora["imu_on/n"] == dora["imu_off/n"] == 48
+    assert dora["imu_on/acc"] >= 0.70  # issue 17 (seed 0 on the 2-core dev machine: 0.938)
     assert (tmp_path / "demo" / "model_dora_adapter" / "adapter_config.json").is_file()
     saved = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert saved["trained"]["scalars"]["acc"] == pytest.approx(trained["acc"])
