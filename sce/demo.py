@@ -56,12 +56,9 @@ class DemoConfig:
     batch_size: int = 8
     warmup_lr: float = 2e-3
     # Warm-up task mix. {"caption": 1.0} is the demo's default; adding "vqa" also asks the
-    # generic questions of sce.demo_pretraining (what is seen and read, never the event), a
-    # closer stand-in for pretraining that adapters need (issue 17).
+    # generic and read-back questions of sce.demo_pretraining (never the event), tried as a
+    # richer stand-in for pretraining (README, "DoRA on the tiny base").
     warmup_task_weights: dict[str, float] = field(default_factory=lambda: {"caption": 1.0})
-    # Sizes of the demo's kit (sce.models.tiny.TinySpec fields, e.g. {"hidden_size": 256});
-    # empty: the tiny:0 kit the tests pin.
-    kit_sizes: dict[str, int] = field(default_factory=dict)
     # The language model is fully trained, vision frozen (papers 001/003): the "trained" row.
     finetuning: str = "full"
     recipe_lr: float = 2e-3
@@ -75,7 +72,7 @@ class DemoConfig:
     adapter_lr: float = 5e-3
     rank: int = 16
     # Generation on the validation clips (both IMU settings) every n recipe epochs: the
-    # val_gen/* curves. Validation loss is logged every epoch of both stages.
+    # val_gen/* curves. Validation loss is logged every epoch of every stage.
     val_generation_every: int = 5
 
 
@@ -230,7 +227,7 @@ def run_demo(
     """Run every stage and return {"untrained": metrics, "trained": metrics}.
 
     `overrides` set DemoConfig fields (e.g. recipe_epochs=10, finetuning="dora")."""
-    from sce.models.tiny import TinySpec, build_tiny_kit
+    from sce.models.tiny import build_tiny_kit
     from sce.prepare.synthetic import generate_synthetic_dataset
 
     start = time.time()
@@ -248,7 +245,7 @@ def run_demo(
         width=width,
         height=height,
     )
-    base_dir = build_tiny_kit(out / "model_base", seed=seed, spec=TinySpec(**cfg.kit_sizes))
+    base_dir = build_tiny_kit(out / "model_base", seed=seed)
     results = {"untrained": evaluate(base_dir, manifest, out, "untrained", cfg)}
     warm_dir = warm_up(base_dir, manifest, out, cfg)
     module, recipe_data = train_recipe(warm_dir, manifest, out, cfg)
