@@ -102,8 +102,8 @@ def tiny_datamodule(
 
 
 def _datamodule(manifest: Path, model_dir: Path, cfg: DemoConfig, **kwargs: Any) -> SceDataModule:
-    # Decoded windows are cached beside the data: every stage re-reads the same windows, and
-    # decoding was about half of each epoch's time (0.56 s vs 3.4 s per 18 batches).
+    # Decoded windows are cached beside the data: every stage re-reads the same windows (a DoRA
+    # recipe epoch: 10.9 s decoding each time, 7.2 s from the cache; the same frames).
     kwargs.setdefault("cache_dir", str(manifest.parent / "frame_cache"))
     return tiny_datamodule(manifest, model_dir, cfg.frame_size, cfg.batch_size, cfg.seed, **kwargs)
 
