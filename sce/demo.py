@@ -230,9 +230,10 @@ def adapter_config(cfg: DemoConfig) -> DemoConfig:
 def run_demo(
     out_dir: str | Path = "runs/demo", clips: int = 240, seed: int = 0, **overrides
 ) -> dict:
-    """Run every stage and return {"untrained": metrics, "trained": metrics}.
+    """Run every stage and return {"untrained": metrics, "trained": metrics (full FT),
+    "dora": metrics (the `cfg.adapter` row, unless adapter=""), "seconds": float}.
 
-    `overrides` set DemoConfig fields (e.g. recipe_epochs=10, finetuning="dora")."""
+    `overrides` set DemoConfig fields (e.g. recipe_epochs=10, adapter="lora")."""
     from sce.models.tiny import build_tiny_kit
     from sce.prepare.synthetic import generate_synthetic_dataset
 
@@ -262,8 +263,8 @@ def run_demo(
         module, recipe_data = train_recipe(
             warm_dir, manifest, out, adapter_cfg, f"recipe_{cfg.adapter}"
         )
-        dora_dir = export_recipe(module, recipe_data, warm_dir, out, f"model_{cfg.adapter}")
-        results[cfg.adapter] = evaluate(dora_dir, manifest, out, cfg.adapter, adapter_cfg)
+        adapter_dir = export_recipe(module, recipe_data, warm_dir, out, f"model_{cfg.adapter}")
+        results[cfg.adapter] = evaluate(adapter_dir, manifest, out, cfg.adapter, adapter_cfg)
     results["seconds"] = round(time.time() - start, 1)
     (out / "metrics.json").write_text(json.dumps(json_safe(results), indent=2, allow_nan=False))
     print(summary_table(results))
