@@ -14,9 +14,9 @@ Stages (all through the same DataModule, LightningModule and callbacks as real r
 5. the flagship recipe, DoRA adapters on the same frozen warmed-up base (merged before
    evaluation): "dora" (`adapter=""` skips it).
 
-Every training stage validates every epoch (curves `val/loss` in TensorBoard); the recipe stages
-also generate answers on the validation clips every `val_generation_every` epochs
-(`val_gen/imu_on/acc`, `val_gen/imu_off/acc`, ...).
+The warm-up validates every epoch (its caption loss, `val/loss` in TensorBoard); the recipes
+every `val_generation_every` epochs, their event-question `val/loss` and answers generated on the
+validation clips (`val_gen/imu_on/acc`, `val_gen/imu_off/acc`, ...).
 
 Writes `<out>/metrics.json` (every evaluation), TensorBoard logs under `<out>/tensorboard`, the
 model folders, and prints a table of per-class precision/recall/F1 and accuracy, untrained vs
@@ -86,8 +86,11 @@ def tiny_datamodule(
     **kwargs: Any,
 ) -> SceDataModule:
     """The data of an in-process CPU run on the tiny kit (`sce demo`, `make ablations`): frames
-    decoded at `frame_size` (width, height), a 2048-token limit, evaluation batches of 12;
-    kwargs are further SceDataModule settings."""
+    decoded at `frame_size` (width, height) and cached beside the manifest (every stage re-reads
+    the same windows; a demo DoRA recipe epoch: 10.9 s decoding each time, 7.2 s from the cache,
+    the same frames), a 2048-token limit, evaluation batches of 12; kwargs are further
+    SceDataModule settings."""
+    kwargs.setdefault("cache_dir", str(Path(manifest).parent / "frame_cache"))
     return SceDataModule(
         manifest=str(manifest),
         processor_path=str(model_dir),
@@ -102,9 +105,6 @@ def tiny_datamodule(
 
 
 def _datamodule(manifest: Path, model_dir: Path, cfg: DemoConfig, **kwargs: Any) -> SceDataModule:
-    # Decoded windows are cached beside the data: every stage re-reads the same windows (a DoRA
-    # recipe epoch: 10.9 s decoding each time, 7.2 s from the cache; the same frames).
-    kwargs.setdefault("cache_dir", str(manifest.parent / "frame_cache"))
     return tiny_datamodule(manifest, model_dir, cfg.frame_size, cfg.batch_size, cfg.seed, **kwargs)
 
 
@@ -201,9 +201,7 @@ def train_recipe(
     return module, data
 
 
-def export_recipe(
-    module: SceModule, data: SceDataModule, warm_dir: Path, out: Path, name: str
-) -> Path:
+def export_recipe(module: SceModule, data: SceDataModule, out: Path, name: str) -> Path:
     """Save a trained recipe as a model folder `<out>/<name>` that `from_pretrained` and
     `sce infer` load (processor and `sce_training.json` included); adapters are also kept
     unmerged in `<out>/<name>_adapter`, then merged into the folder."""
@@ -215,7 +213,7 @@ def export_recipe(
         model = model.merge_and_unload()
     model_dir = out / name
     model.save_pretrained(model_dir)
-    SceDataModule(data.hparams.manifest, str(warm_dir))._load_processor().save_pretrained(model_dir)
+    data._load_processor().save_pretrained(model_dir)  # the one the recipe trained with
     write_training_record(model_dir, record)
     return model_dir
 
@@ -256,14 +254,14 @@ def run_demo(
     results = {"untrained": evaluate(base_dir, manifest, out, "untrained", cfg)}
     warm_dir = warm_up(base_dir, manifest, out, cfg)
     module, recipe_data = train_recipe(warm_dir, manifest, out, cfg)
-    trained_dir = export_recipe(module, recipe_data, warm_dir, out, "model_trained")
+    trained_dir = export_recipe(module, recipe_data, out, "model_trained")
     results["trained"] = evaluate(trained_dir, manifest, out, "trained", cfg)
     if cfg.adapter:
         adapter_cfg = adapter_config(cfg)
         module, recipe_data = train_recipe(
             warm_dir, manifest, out, adapter_cfg, f"recipe_{cfg.adapter}"
         )
-        adapter_dir = export_recipe(module, recipe_data, warm_dir, out, f"model_{cfg.adapter}")
+        adapter_dir = export_recipe(module, recipe_data, out, f"model_{cfg.adapter}")
         results[cfg.adapter] = evaluate(adapter_dir, manifest, out, cfg.adapter, adapter_cfg)
     results["seconds"] = round(time.time() - start, 1)
     (out / "metrics.json").write_text(json.dumps(json_safe(results), indent=2, allow_nan=False))

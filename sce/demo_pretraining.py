@@ -90,16 +90,10 @@ def read_back_vqa(rng: random.Random) -> list[dict[str, Any]]:
     READ_BACK_OPTIONS phrases drawn by `rng` (seeded by the clip's id, never by its label)."""
     items = []
     for _ in range(READ_BACK_ITEMS):
-        options = rng.sample(READ_BACK_PHRASES, READ_BACK_OPTIONS)
-        index = rng.randrange(READ_BACK_OPTIONS)
-        letter = chr(65 + index)
-        items.append(
-            {
-                "question": READ_BACK_QUESTION.format(letter=letter),
-                "options": options,
-                "answer": f"{letter}. {options[index]}",
-            }
-        )
+        options = tuple(rng.sample(READ_BACK_PHRASES, READ_BACK_OPTIONS))
+        answer = _letter(options, options[rng.randrange(READ_BACK_OPTIONS)])
+        question = READ_BACK_QUESTION.format(letter=answer[0])
+        items.append({"question": question, "options": list(options), "answer": answer})
     return items
 
 

@@ -80,7 +80,7 @@ def test_adapter_row_trains_dora_on_the_frozen_base_and_exports_a_merged_folder(
     module, data = train_recipe(tiny_kit, synthetic_manifest, tmp_path, cfg, "recipe_dora")
     trainable = {n for n, p in module.model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)  # the base stays frozen
-    model_dir = export_recipe(module, data, tiny_kit, tmp_path, "model_dora")
+    model_dir = export_recipe(module, data, tmp_path, "model_dora")
     adapter_dir = tmp_path / "model_dora_adapter"
     assert json.loads((adapter_dir / "adapter_config.json").read_text())["use_dora"] is True
     assert json.loads((model_dir / "sce_training.json").read_text())
