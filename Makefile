@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 # issue 17: IMU dropout, class balancing, fps on synthetic data, 3 seeds (< 60 min on 2 cores)
 ablations: $(STAMP)
-	$(BIN)/python -m sce.ablations
+	$(BIN)/python -m sce.studies.ablations
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -122,7 +122,7 @@ PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L4
 
 def predicted(mode: str, batch_size: int, tokens: int) -> dict:
     """sce plan's peak and FLOPs for this benchmark's step (one device, no accumulation)."""
-    from sce.plan import Setup, plan
+    from sce.train.plan import Setup, plan
 
     setup = Setup(
         "Qwen/Qwen2.5-VL-7B-Instruct", mode, rank=32, alpha=64, micro_batch=batch_size,

@@ -22,8 +22,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from collections.abc import Callable
+
+from sce.common.known_warnings import (  # noqa: F401 (re-exported for tests and callers)
+    ADVERTISEMENT_PREFIX,
+    KNOWN_HARMLESS_WARNINGS,
+    quiet_known_noise,
+)
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -31,23 +36,23 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 def run_lightning_cli(args: list[str]):
     """LightningCLI over SceModule and SceDataModule; data.processor_path follows the model.
 
-    `--run DIR` names the run folder (sce.runs): `sce fit` writes everything there, and
+    `--run DIR` names the run folder (sce.train.runs): `sce fit` writes everything there, and
     `sce validate|test|predict --run DIR [--ckpt best|last]` take that run's config and
     checkpoint and write their results beside its training results."""
-    from sce.runs import resolve_run_arguments
+    from sce.train.runs import resolve_run_arguments
 
     subcommand, rest = args[0], resolve_run_arguments(args[0], list(args[1:]))
     return _sce_cli_class()(args=[subcommand, *rest], **_lightning_cli_kwargs(subcommand))
 
 
 def _sce_cli_class():
-    from sce.config import sce_cli_class
+    from sce.train.config import sce_cli_class
 
     return sce_cli_class()
 
 
 def _lightning_cli_kwargs(subcommand: str = "fit") -> dict:
-    from sce.config import lightning_cli_kwargs
+    from sce.train.config import lightning_cli_kwargs
 
     return lightning_cli_kwargs(subcommand)
 
@@ -86,7 +91,7 @@ def _tiny_model(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from sce.demo import run_demo
+    from sce.studies.demo import run_demo
 
     run_demo(out_dir=args.out, clips=args.clips, seed=args.seed)
     return 0
@@ -177,34 +182,6 @@ def build_parser(
 
 # Known-harmless third-party warnings (regexes on the message), silenced so that the first lines
 # of a run are sce's own: each was checked and does not affect results.
-KNOWN_HARMLESS_WARNINGS = (
-    r"LightningCLI's args parameter",  # sce hands LightningCLI its own slice of argv on purpose
-    r"`is_gradient_checkpointing` is deprecated",  # transformers 5 rename, read by peft
-    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # lightning's pytree on torch 2.14
-    # wrong for sce: SamplerStateCallback restores the sampler's position (exact resume)
-    r"You're resuming from a checkpoint that ended before the epoch ended",
-)
-ADVERTISEMENT_PREFIX = "💡 Tip"  # Lightning's logger advertisement at every Trainer start
-
-
-def _not_advertisement(record) -> bool:
-    return not str(record.msg).startswith(ADVERTISEMENT_PREFIX)
-
-
-def quiet_known_noise() -> None:
-    """Silence KNOWN_HARMLESS_WARNINGS and Lightning's advertisement line (info log)."""
-    import logging
-
-    for pattern in KNOWN_HARMLESS_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
-
-    # the loggers Lightning's rank_zero_info writes to (a logger's filter sees its own records)
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logger = logging.getLogger(name)
-        if _not_advertisement not in logger.filters:
-            logger.addFilter(_not_advertisement)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet_known_noise()  # imports nothing: filters by message and logger name
@@ -222,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "config_overrides"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.config_overrides = extra
-    from sce.config import ConfigError
+    from sce.train.config import ConfigError
 
     try:
         return int(handlers[args.command](args) or 0)

@@ -35,10 +35,10 @@ class Command:
 DATA_COMMANDS: tuple[Command, ...] = (
     Command("init", "sce.prepare.sources.private", "write an empty own-data layout: folders, labels.csv, README.txt"),
     Command("prepare", "sce.prepare.sources", "convert a dataset to a manifest"),
-    Command("validate", "sce.prepare.validate", "check every record of a manifest (--config X: as sce fit would use it)"),
+    Command("validate", "sce.train.checks", "check every record of a manifest (--config X: as sce fit would use it)"),
     Command("chunk", "sce.prepare.chunking", "cut long videos into short clips"),
-    Command("cache", "sce.prepare.prefill", "decode a config's windows into its cache"),
-    Command("preview", "sce.prepare.preview", "what the model sees for one sample (--config X [--data.x=...] --id ID)"),
+    Command("cache", "sce.train.prefill", "decode a config's windows into its cache"),
+    Command("preview", "sce.train.preview", "what the model sees for one sample (--config X [--data.x=...] --id ID)"),
     Command("mine-events", "sce.prepare.mining", "candidate event windows from long recordings", "mine"),
 )  # fmt: skip
 
@@ -73,10 +73,10 @@ class DataCommand(Command):
 COMMANDS: tuple[Command, ...] = (
     DataCommand("data", "", "init (own-data layout), prepare (convert), chunk, validate, cache or preview"),
     Command("label", "sce.labeling.pipeline", "teacher pseudo-labels into annotations"),
-    Command("export", "sce.export", "adapter checkpoint -> PEFT adapter + merged model folders"),
-    Command("infer", "sce.infer", "event class, collision probability and description of a clip"),
-    Command("budget", "sce.budget", "frames, visual/text tokens and sequence length of a config"),
-    Command("plan", "sce.plan", "predicted peak GPU memory per device of one training step of a config"),
-    Command("sweep", "sce.sweep", "run every variant of an ablation YAML"),
-    Command("report", "sce.report", "a paper's tables from run folders, markdown and CSV"),
+    Command("export", "sce.deploy.export", "adapter checkpoint -> PEFT adapter + merged model folders"),
+    Command("infer", "sce.deploy.infer", "event class, collision probability and description of a clip"),
+    Command("budget", "sce.train.budget", "frames, visual/text tokens and sequence length of a config"),
+    Command("plan", "sce.train.plan", "predicted peak GPU memory per device of one training step of a config"),
+    Command("sweep", "sce.studies.sweep", "run every variant of an ablation YAML"),
+    Command("report", "sce.evaluate.paper_tables", "a paper's tables from run folders, markdown and CSV"),
 )  # fmt: skip

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sce.ablations import DIRECTIONS, TABLE_COLUMNS, AblationConfig, run_ablations
+from sce.studies.ablations import DIRECTIONS, TABLE_COLUMNS, AblationConfig, run_ablations
 
 
 @pytest.mark.slow

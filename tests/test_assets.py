@@ -8,7 +8,7 @@ import pytest
 
 import sce.models.tiny as tiny_mod
 import sce.prepare.synthetic as synthetic_mod
-from sce.assets import _build_once, cache_root, resolve_manifest, resolve_model_path
+from sce.train.assets import _build_once, cache_root, resolve_manifest, resolve_model_path
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from sce import budget as b
 from sce.cli import main
+from sce.train import budget as b
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 NO_MODEL = "sce-test/not-a-cached-model"  # not a folder, not in any cache: defaults + estimate

@@ -1,5 +1,5 @@
-"""The one adapter-state API (sce.checkpointing): what an adapter-only checkpoint holds, how it
-loads back, and that sce.checkpointing and sce.models.distributed do not import each other."""
+"""The one adapter-state API (sce.models.checkpointing): what an adapter-only checkpoint holds, how it
+loads back, and that sce.models.checkpointing and sce.models.distributed do not import each other."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText
 
-from sce.checkpointing import (
+from sce.models.adapters import apply_finetuning, trainable_parameter_names
+from sce.models.checkpointing import (
     CheckpointMismatchError,
     adapter_only,
     check_trainable_keys,
     gather_trainable_state_dict,
 )
-from sce.models.adapters import apply_finetuning, trainable_parameter_names
 
 SCE = Path(__file__).resolve().parents[1] / "sce"
 
@@ -82,6 +82,6 @@ def _sce_imports(path: Path) -> set[str]:
 
 
 def test_checkpointing_does_not_import_distributed():
-    """sce.models.distributed builds on sce.checkpointing, never the other way round."""
-    assert "sce.checkpointing" in _sce_imports(SCE / "models" / "distributed.py")
+    """sce.models.distributed builds on sce.models.checkpointing, never the other way round."""
+    assert "sce.models.checkpointing" in _sce_imports(SCE / "models" / "distributed.py")
     assert not any(n.startswith("sce.models") for n in _sce_imports(SCE / "checkpointing.py"))

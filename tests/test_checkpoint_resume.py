@@ -20,7 +20,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.trainer.states import TrainerFn
 
-from sce.checkpointing import (
+from sce.data.datamodule import SceDataModule
+from sce.data.sampling import SamplerStateCallback
+from sce.models.checkpointing import (
     AtomicCheckpointIO,
     CheckpointMismatchError,
     EpochAggregatesCallback,
@@ -32,8 +34,6 @@ from sce.checkpointing import (
     merge_epoch_aggregates,
     set_rng_states,
 )
-from sce.data.datamodule import SceDataModule
-from sce.data.sampling import SamplerStateCallback
 from sce.models.module import SceModule
 
 # 3 train clips x (mcq, caption), collisions x3: 10 items, batches of 2 -> 5 batches per epoch

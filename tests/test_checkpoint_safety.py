@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sce.checkpointing import AtomicCheckpointIO, CheckpointSourceError
+from sce.models.checkpointing import AtomicCheckpointIO, CheckpointSourceError
 
 
 class Payload:
@@ -92,7 +92,7 @@ def test_stale_checkpoint_temporaries_are_removed_at_fit_start(tmp_path) -> None
     from helpers import cpu_trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from sce.checkpointing import StaleTemporaryCleaner, atomic_torch_save, resume_callbacks
+    from sce.models.checkpointing import StaleTemporaryCleaner, atomic_torch_save, resume_callbacks
 
     folder = tmp_path / "checkpoints"
     atomic_torch_save({"w": torch.zeros(4)}, folder / "last.ckpt")

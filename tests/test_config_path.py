@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from sce.cli import main
-from sce.config import ConfigError, resolve_config
+from sce.train.config import ConfigError, resolve_config
 
 ROOT = Path(__file__).parents[1]
 DEMO = ROOT / "experiments" / "demo.yaml"
@@ -74,7 +74,7 @@ def test_sweep_takes_fit_overrides_and_rejects_set(tmp_path, capsys):
     assert "every variant: data.fps=15, max_epochs=1" in capsys.readouterr().out.replace(
         "trainer.", ""
     )
-    from sce.sweep import plan_sweep
+    from sce.studies.sweep import plan_sweep
 
     plan = plan_sweep(ablation, sets=["--data.fps=15"], out=out)
     assert (plan.variants[0].config["data"]["fps"], plan.variants[0].config["model"]["rank"]) == (

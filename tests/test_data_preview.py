@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sce.budget import clip_visual_tokens, processor_settings
 from sce.cli import main
 from sce.data.prompts import NO_TELEMETRY, mcq_answer
 from sce.data.schema import load_manifest
+from sce.train.budget import clip_visual_tokens, processor_settings
 
 DEMO = Path(__file__).parents[1] / "experiments" / "demo.yaml"
 SAMPLE = "synth_0_00001"  # train split, near_collision, event_time 4.5 s
@@ -165,7 +165,7 @@ def test_other_commands_still_reject_unknown_arguments(tmp_path):
 
 def test_image_and_video_placeholders_are_summarised_in_order(tiny_processor):
     from sce.data.collate import Collator
-    from sce.prepare.preview import summarised_chat, visual_blocks
+    from sce.train.preview import summarised_chat, visual_blocks
 
     processor = Collator(tiny_processor).processor
     content = [{"type": "image"}, {"type": "text", "text": "then"}, {"type": "video"}]

@@ -10,13 +10,8 @@ import numpy as np
 import pytest
 
 from sce.data.schema import load_manifest
-from sce.prepare.validate import (
-    ValidationReport,
-    add_validate_arguments,
-    check_record,
-    validate_command,
-    validate_manifest,
-)
+from sce.prepare.validate import ValidationReport, check_record, validate_manifest
+from sce.train.checks import add_validate_arguments, validate_command
 
 
 def _args(manifest: Path, no_decode: bool = False) -> argparse.Namespace:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sce.demo import run_demo
+from sce.studies.demo import run_demo
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from sce.demo import DemoConfig, adapter_config, export_recipe, summary_table, train_recipe
+from sce.studies.demo import DemoConfig, adapter_config, export_recipe, summary_table, train_recipe
 
 
 def _scalars(run_dir) -> dict[str, list[tuple[int, float]]]:

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 
+from sce.common.labels import LABEL_TEXT, LABELS
 from sce.data.prompts import EVENT_QUESTION, available_tasks
 from sce.data.schema import load_manifest
-from sce.demo import DemoConfig
-from sce.demo_pretraining import READ_BACK_PHRASES, generic_vqa, pretraining_manifest, read_back_vqa
-from sce.labels import LABEL_TEXT, LABELS
+from sce.prepare.generic_questions import (
+    READ_BACK_PHRASES,
+    generic_vqa,
+    pretraining_manifest,
+    read_back_vqa,
+)
+from sce.studies.demo import DemoConfig
 
 META = {
     "weather": "rain",

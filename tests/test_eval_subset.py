@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from sce.callbacks.evaluation import GenerationEvaluation
 from sce.data.datamodule import SceDataModule
 from sce.data.dataset import SceDataset
 from sce.data.schema import ClipRecord
+from sce.evaluate.callback import GenerationEvaluation
 from tests.test_dataset import SPEC, stub_loader  # noqa: F401  (fixture)
 
 CAPTION = {"caption": "A car brakes."}

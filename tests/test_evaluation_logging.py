@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pytest import approx
 
-from sce.metrics.evaluate import summarize
+from sce.evaluate.summary import summarize
 
 
 def _item(label: str, answer: str, source: str, imu_on: bool, probs: list[float]) -> dict:
@@ -55,7 +55,7 @@ ALARM = [
 
 
 def test_alarm_precision_recall_curve_on_constructed_scores():
-    from sce.metrics.evaluate import alarm_pr_curve
+    from sce.evaluate.summary import alarm_pr_curve
 
     items = [_item(lbl, "C. normal", "synthetic", True, [a, b, c]) for lbl, a, b, c in ALARM]
     summary = summarize(items)
@@ -105,7 +105,7 @@ def test_media_goes_to_the_step_lightning_gives_the_scalars():
 
     import numpy as np
 
-    from sce.callbacks.tensorboard import MediaLogger
+    from sce.evaluate.media import MediaLogger
 
     trainer = SimpleNamespace(
         global_step=4,
@@ -130,7 +130,7 @@ def test_media_goes_to_the_step_lightning_gives_the_scalars():
 def test_clips_per_second_counts_the_clips_of_each_optimizer_step():
     from types import SimpleNamespace
 
-    from sce.callbacks.throughput import CLIPS_PER_SEC, ClipsPerSecond
+    from sce.models.throughput import CLIPS_PER_SEC, ClipsPerSecond
 
     now = [10.0]
     logged = []

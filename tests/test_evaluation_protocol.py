@@ -19,10 +19,10 @@ import yaml
 from helpers import cpu_trainer
 from helpers.encoders import build_tiny_encoder, config_only_encoder
 
-from sce.callbacks.evaluation import REASONING_MAX_NEW_TOKENS, GenerationEvaluation
 from sce.data.datamodule import SceDataModule
 from sce.data.prompts import REASONING_SUFFIX, event_answer, event_question
-from sce.metrics.evaluate import summarize
+from sce.evaluate.callback import REASONING_MAX_NEW_TOKENS, GenerationEvaluation
+from sce.evaluate.summary import summarize
 from sce.metrics.parsing import reasoning_mode_answer
 from sce.metrics.text import (
     BERTSCORE_MODEL_ENV,

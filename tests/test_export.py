@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from sce.checkpointing import CheckpointMismatchError, adapter_only
 from sce.cli import main
 from sce.data.collate import Collator
 from sce.data.datamodule import SceDataModule
 from sce.data.dataset import Sample
 from sce.data.prompts import EVENT_QUESTION, build_user_content
-from sce.export import NON_LORA_FILE, module_from_checkpoint, read_checkpoint
-from sce.infer import attach_adapter
-from sce.model_record import read_training_record
+from sce.deploy.export import NON_LORA_FILE, module_from_checkpoint, read_checkpoint
+from sce.deploy.infer import attach_adapter
+from sce.models.checkpointing import CheckpointMismatchError, adapter_only
 from sce.models.losses import model_inputs
 from sce.models.module import SceModule
+from sce.train.record import read_training_record
 
 
 def load_model(path):

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from sce.checkpointing import clean_parameter_name
+from sce.models.checkpointing import clean_parameter_name
 from sce.models.distributed import (
     QwenFSDPStrategy,
     _fsdp_mesh,
@@ -125,7 +125,7 @@ import torch
 import torch.distributed as dist
 
 from sce.data.datamodule import SceDataModule
-from sce.checkpointing import gather_trainable_state_dict
+from sce.models.checkpointing import gather_trainable_state_dict
 from sce.models.distributed import is_sharded, model_parallel_strategy
 from sce.models.module import SceModule
 

@@ -14,7 +14,7 @@ from sce.data.collate import Collator
 from sce.data.dataset import SceDataset
 from sce.data.prompts import BINARY_EVENT_QUESTION
 from sce.data.schema import BINARY_LABELS, LABELS, load_manifest
-from sce.infer import (
+from sce.deploy.infer import (
     PROBABILITY_FROM_OPTIONS,
     EventAnswer,
     InferenceResult,
@@ -24,7 +24,7 @@ from sce.infer import (
     summarize,
 )
 from sce.metrics.parsing import parse_binary_event, parse_event_class, parse_probability
-from sce.model_record import training_record, write_training_record
+from sce.train.record import training_record, write_training_record
 
 SPEC = WindowSpec(fps=1, before=2, after=2, width=112, height=56)
 WINDOW_ARGS = ["--fps", "1", "--before", "2", "--after", "2", "--width", "112", "--height", "56"]

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from sce.metrics.evaluate import summarize
+from sce.evaluate.summary import summarize
 from sce.metrics.instruction import bleu4, distinct_n, instruction_part, self_bleu4
 
 

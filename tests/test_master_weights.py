@@ -158,7 +158,7 @@ def test_fsdp1_gets_one_fp32_dtype_per_flat_parameter(tiny_kit):
 def test_export_serves_a_full_finetune_in_the_load_dtype(tiny_kit):
     """The fp32 masters are for training: a checkpoint rebuilt for export / inference holds the
     trained values in the run's dtype (bf16 here), adapters aside."""
-    from sce.export import module_from_checkpoint
+    from sce.deploy.export import module_from_checkpoint
 
     trained = SceModule(str(tiny_kit), finetuning="full", dtype="bfloat16")
     trained.configure_model()
@@ -179,7 +179,7 @@ def test_auto_dtype_export_uses_the_dtype_the_run_loaded(tiny_kit, monkeypatch):
     """model.dtype: auto resolves per machine (bf16 on CUDA, fp32 on CPU): a bf16 GPU run
     exported on CPU must come back in bf16, from the load dtype recorded at fit time."""
     import sce.models.module as module_lib
-    from sce.export import module_from_checkpoint
+    from sce.deploy.export import module_from_checkpoint
 
     monkeypatch.setattr(module_lib.torch.cuda, "is_available", lambda: True)  # the GPU run
     trained = SceModule(str(tiny_kit), finetuning="full", dtype="auto")

@@ -12,6 +12,7 @@ import pytest
 import torch
 from helpers.encoders import build_tiny_encoder
 
+from sce.evaluate.figures import confusion_matrix_figure, figure_to_array, format_table, group_rows
 from sce.metrics.calibration import (
     CalibrationMetrics,
     brier_score,
@@ -28,7 +29,6 @@ from sce.metrics.classification import (
     sce_probability,
 )
 from sce.metrics.parsing import ParsedAnswer
-from sce.metrics.report import confusion_matrix_figure, figure_to_array, format_table, group_rows
 from sce.metrics.text import (
     BERTScoreF1,
     CaptionMetrics,
@@ -170,7 +170,7 @@ def test_binary_scope_items_count_only_in_binary_metrics():
 
 
 def test_summary_scores_binary_items_in_binary_metrics_only():
-    from sce.metrics.evaluate import summarize
+    from sce.evaluate.summary import summarize
 
     def item(i, label, scope, prediction, probs):
         return {
@@ -217,7 +217,7 @@ def _mixed_scope_items() -> list[dict]:
 def test_groups_report_only_the_scopes_they_have_items_of():
     """A binary-only group (source_nexar) has no 3-class keys (no NaN acc / f1 with n = 0);
     binary/invalid_rate counts the binary items' unparseable answers."""
-    from sce.metrics.evaluate import summarize
+    from sce.evaluate.summary import summarize
 
     scalars = summarize(_mixed_scope_items()).scalars
     names = EventClassificationMetrics().metric_names()
@@ -253,8 +253,8 @@ def _strict_json(text: str):
 
 def test_metrics_json_is_strict_json(tmp_path):
     """metrics.json never holds a bare NaN / Infinity (not JSON): undefined values are null."""
-    from sce.callbacks.evaluation import _write_json
-    from sce.metrics.evaluate import summarize
+    from sce.evaluate.callback import _write_json
+    from sce.evaluate.summary import summarize
 
     record = {"split": "val", "step": 3, **summarize(_mixed_scope_items()).to_json()}
     record["scalars"]["recall/near_collision"] = math.nan  # e.g. a class absent from targets
@@ -626,7 +626,7 @@ def test_metrics_sync_across_two_ranks(tmp_path):
 
 def test_alarm_metrics_rank_event_probability_from_option_probs():
     """P(event) = P(A) + P(B) for 3-class items, P(A) for binary ones; AUROC and AP by hand."""
-    from sce.metrics.evaluate import alarm_metrics, event_probability
+    from sce.evaluate.summary import alarm_metrics, event_probability
 
     items = [
         {"label": "collision", "option_probs": [0.5, 0.3, 0.2]},  # 0.8

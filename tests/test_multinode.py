@@ -28,7 +28,7 @@ PROBE = """
 import torch
 from lightning.pytorch import Callback
 
-from sce.checkpointing import gather_trainable_state_dict
+from sce.models.checkpointing import gather_trainable_state_dict
 
 
 class DumpAdapters(Callback):

@@ -10,8 +10,8 @@ import torch
 from helpers import cpu_trainer, poisoned_batch
 from torch.utils.data import DataLoader
 
-from sce.checkpointing import NonFiniteWeightsError
 from sce.data.datamodule import SceDataModule
+from sce.models.checkpointing import NonFiniteWeightsError
 from sce.models.module import SceModule
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from sce import sweep as sw
+from sce.studies import sweep as sw
 
 ROOT = Path(__file__).parents[1]
 NOTEBOOK = ROOT / "notebooks" / "ablations.ipynb"

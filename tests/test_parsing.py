@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sce import labels
+from sce.common import labels
 from sce.data import prompts
 from sce.labeling.templates import TEACHER_EVENT_OPTIONS
 from sce.metrics.parsing import (
@@ -29,10 +29,10 @@ def label(text: str | None, mode: str = "auto") -> str | None:
 def test_one_label_definition_drives_the_prompts_and_the_parser():
     assert OPTION_LETTERS == {"A": "collision", "B": "near_collision", "C": "normal"}
     assert BINARY_OPTION_LETTERS == {"A": "event", "B": "normal"}
-    # the parser, the prompts and the teacher use the sce.labels objects, not copies
+    # the parser, the prompts and the teacher use the sce.common.labels objects, not copies
     assert OPTION_LETTERS is labels.OPTION_LETTERS
     assert BINARY_OPTION_LETTERS is labels.BINARY_OPTION_LETTERS
-    # the prompt's option lines are the letters and display names of sce.labels
+    # the prompt's option lines are the letters and display names of sce.common.labels
     assert prompts.EVENT_QUESTION.splitlines()[1:4] == [
         "A. collision",
         "B. near-collision",

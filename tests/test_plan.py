@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sce.config import resolve_config
-from sce.plan import (
+from sce.train.config import resolve_config
+from sce.train.plan import (
     GiB,
     Setup,
     _extrapolate,
@@ -142,7 +142,7 @@ VALIDATION_SCRIPT = """
 import json, sys, warnings
 warnings.filterwarnings("ignore")
 import torch
-from sce.plan import Setup, measure_step
+from sce.train.plan import Setup, measure_step
 torch.manual_seed(0)
 setup = Setup(**json.loads(sys.argv[1]))
 print(json.dumps(measure_step(setup, 2, setup.micro_batch)))
@@ -162,7 +162,7 @@ def test_prediction_matches_the_step_really_run_on_cpu(mode):
     import subprocess
     import sys
 
-    from sce.plan import peak_of
+    from sce.train.plan import peak_of
 
     setup = Setup(
         SEVEN_B, mode, rank=32, alpha=64, dtype="float32", micro_batch=3, seq_len=128,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-from sce.callbacks.predictions import PREDICTIONS_FILE, PredictionFileWriter
+from sce.evaluate.predictions import PREDICTIONS_FILE, PredictionFileWriter
 from sce.metrics.parsing import parse_event_class
 
 
@@ -61,7 +61,7 @@ def test_prediction_writer_writes_one_line_per_item_with_parsed_class(tmp_path):
 def test_event_time_fields_reject_an_unknown_source():
     import pytest
 
-    from sce.callbacks.predictions import event_time_fields
+    from sce.evaluate.predictions import event_time_fields
 
     assert event_time_fields(3.0, "center") == {"event_time_s": 3.0, "event_time_source": "center"}
     with pytest.raises(ValueError, match="event_time_source"):

@@ -34,7 +34,7 @@ def test_prefill_fills_what_training_reads(
 ) -> None:
     from sce.data import imu as imu_lib
     from sce.data import video as video_lib
-    from sce.prepare.prefill import datamodule_from_config
+    from sce.train.prefill import datamodule_from_config
 
     config = _config(tmp_path, synthetic_manifest, tiny_kit)
     assert main(["data", "cache", "--config", str(config), "--workers", "0"]) == 0

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sce import report as r
 from sce.cli import main
+from sce.evaluate import paper_tables as r
 
 REPO = Path(__file__).parents[1]
 PAPERS = Path("/work/shared/papers")  # the papers' text, where this checkout has it
@@ -422,5 +422,5 @@ def test_default_csv_folder_is_inside_the_first_run(run_pair, capsys):
 
 
 def test_report_module_does_not_import_torch():
-    code = "import sys, sce.report; sys.exit('torch' in sys.modules)"
+    code = "import sys, sce.evaluate.paper_tables; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0

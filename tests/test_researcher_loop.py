@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sce.cli import main
 from sce.data.schema import load_manifest
-from sce.model_record import read_training_record
+from sce.train.record import read_training_record
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 

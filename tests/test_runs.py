@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sce.cli import main
-from sce.runs import RunFolderError, find_checkpoint, find_log_dir, resolve_run_arguments
+from sce.train.runs import RunFolderError, find_checkpoint, find_log_dir, resolve_run_arguments
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sce import sweep as sw
 from sce.cli import main
+from sce.studies import sweep as sw
 
 ROOT = Path(__file__).parents[1]
 DEMO = ROOT / "experiments" / "demo.yaml"
@@ -433,7 +433,7 @@ TINY_OVERRIDES = {
     # callbacks are given whole (demo.yaml's, with a smaller evaluation)
     "trainer.callbacks": [
         {
-            "class_path": "sce.callbacks.evaluation.GenerationEvaluation",
+            "class_path": "sce.evaluate.callback.GenerationEvaluation",
             "init_args": {"every_n_epochs": 1, "max_samples": 3, "max_new_tokens": 4},
         },
         {

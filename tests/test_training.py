@@ -10,9 +10,9 @@ import torch
 from helpers import cpu_trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from sce.callbacks.evaluation import GenerationEvaluation
 from sce.data.datamodule import SceDataModule
 from sce.data.schema import LABELS
+from sce.evaluate.callback import GenerationEvaluation
 from sce.models.module import SceModule
 
 

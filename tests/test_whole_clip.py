@@ -13,7 +13,6 @@ import pytest
 import torch
 import yaml
 
-from sce import budget as b
 from sce.cli import main
 from sce.data.cache import FrameCache
 from sce.data.clip import WindowSpec, load_clip, plan_window
@@ -23,6 +22,7 @@ from sce.data.schema import ClipRecord, load_manifest
 from sce.data.video import frame_indices
 from sce.data.video_processing import at_model_size, model_frame_size
 from sce.prepare.synthetic import encode_video
+from sce.train import budget as b
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 NATIVE_FPS = 4  # the test videos' frame rate: every frame a different colour
@@ -164,7 +164,7 @@ def test_max_pixels_caps_a_dual_view_frame_to_112x112():
 
 def test_training_and_infer_decode_at_the_capped_size(synthetic_manifest, tiny_kit, monkeypatch):
     """SceDataModule and `sce infer` both decode frames at 112x112 with the cap, dual view too."""
-    import sce.infer as infer_mod
+    import sce.deploy.infer as infer_mod
     from sce.data.datamodule import SceDataModule
 
     options = {"window": "whole", "fps": 2.0, "max_frames": 128, "max_pixels": 16384}

@@ -1,6 +1,6 @@
 """The training pipeline, one stage per module, in the order a sample passes through them.
 
-A stage imports only the stages above it (tests/test_data_layout.py checks it); the offline
+A stage imports only the stages above it (tests/test_layout.py checks it); the offline
 tools that write and check manifests are in `sce.prepare`.
 
 - schema            the manifest: one validated ClipRecord per clip

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from sce.choices import check_choice
+from sce.common.choices import check_choice
 from sce.data.dataset import Sample
 from sce.data.prompts import PROBABILITY_DECIMALS, build_messages
 from sce.data.video_processing import with_fast_video_processor

@@ -11,8 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Subset
 
-from sce.assets import resolve_manifest, resolve_model_path
-from sce.choices import check_choice, check_choices
+from sce.common.choices import check_choice, check_choices
 from sce.data.clip import TelemetryAnchor, WindowMode, WindowSpec
 from sce.data.collate import CollateMode, Collator, Overflow
 from sce.data.dataset import ImuSetting, SceDataset
@@ -143,8 +142,8 @@ class SceDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ setup
     @property
     def manifest(self) -> str:
-        """The manifest path (a `synthetic:N:SEED` spec is generated on first use)."""
-        return resolve_manifest(self.hparams.manifest)
+        """The manifest path (the config layer turns a `synthetic:N:SEED` spec into one)."""
+        return self.hparams.manifest
 
     def _load_processor(self):
         if self.processor is None:
@@ -154,8 +153,7 @@ class SceDataModule(L.LightningDataModule):
                 )
             from transformers import AutoProcessor
 
-            path = resolve_model_path(self.hparams.processor_path)
-            self.processor = AutoProcessor.from_pretrained(path)
+            self.processor = AutoProcessor.from_pretrained(self.hparams.processor_path)
         return self.processor
 
     def _cache(self):

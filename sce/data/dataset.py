@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from sce.choices import check_choice, check_choices, choices_of
+from sce.common.choices import check_choice, check_choices, choices_of
 from sce.data.clip import ClipError, WindowSpec, load_clip
 from sce.data.prompts import (
     Layout,

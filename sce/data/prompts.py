@@ -37,14 +37,14 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from sce.data.imu import FrameTelemetry
-from sce.labels import (
+from sce.common.labels import (
     BINARY_OPTION_LETTERS,
     BINARY_OPTION_TEXT,
     LABEL_TEXT,
     LETTER_OF_LABEL,
     OPTION_LETTERS,
 )
+from sce.data.imu import FrameTelemetry
 
 Layout = Literal["interleaved", "table"]  # data.layout
 Task = Literal["mcq", "caption", "vqa", "reasoning", "probability", "instruction"]

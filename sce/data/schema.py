@@ -42,8 +42,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-# The labels are defined once in sce.labels; re-exported here, where the manifest is read.
-from sce.labels import (  # noqa: F401 (LABELS, BINARY_LABELS: re-exported)
+# The labels are defined once in sce.common.labels; re-exported here, where the manifest is read.
+from sce.common.labels import (  # noqa: F401 (LABELS, BINARY_LABELS: re-exported)
     ALL_LABELS,
     BINARY_LABELS,
     LABEL_SCOPES,

@@ -1,5 +1,11 @@
 """Teacher labeling: metadata captions, teacher prompts, backends, validation, the `sce label` run.
 
+- templates  the teacher's task templates and metadata-grounded structured captions
+- prompts    a clip's teacher prompt: frames, telemetry and the template's question
+- teacher    teacher backends (OpenAI-compatible server, local transformers), errors, retries
+- validate   the teacher's answers checked against each task's schema
+- pipeline   the resumable `sce label` run over a manifest
+
 from sce.labeling import OpenAIChatBackend, run_labeling
 backend = OpenAIChatBackend("http://127.0.0.1:8000/v1", "Qwen2.5-VL-72B-Instruct")
 summary = run_labeling("manifest.jsonl", "caption,vqa,reasoning", backend, "labeled.jsonl")

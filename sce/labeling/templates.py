@@ -33,12 +33,12 @@ from typing import Any
 
 import numpy as np
 
+from sce.common.labels import OPTION_LETTERS
 from sce.data.imu import FrameTelemetry
 from sce.data.schema import ALL_LABELS
-from sce.labels import OPTION_LETTERS
 
 # The 3-way event question of paper 001 as the teacher is asked it, with the student's letters
-# (sce.labels.OPTION_LETTERS), so a kept think trace and the answer the dataset appends to it
+# (sce.common.labels.OPTION_LETTERS), so a kept think trace and the answer the dataset appends to it
 # agree. Paper 001 orders the options collision / normal / near-collision; the order carries no
 # meaning. The teacher's options describe each event in a sentence (the student's name it).
 _OPTION_TEXT: dict[str, str] = {

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sce.labels import LABELS, OPTION_LETTERS
+from sce.common.labels import LABELS, OPTION_LETTERS
 
 _STR = {"type": "string", "minLength": 1}
 _LETTER4 = {"type": "string", "enum": ["A", "B", "C", "D"]}

@@ -1,4 +1,11 @@
-"""Answer parsing and evaluation metrics (classification, calibration, text), plus report figures.
+"""Scoring primitives: answers against references -> numbers. One floor above `sce.common`, so
+tasks (`sce.tasks`) can score themselves; running an evaluation is `sce.evaluate`.
+
+- parsing         generated text -> event class, letter, probability, reasoning split
+- classification  per-class P/R/F1, accuracy, confusion (torchmetrics), grouped by source / IMU
+- text            ROUGE-L, BERTScore, closed-QA accuracy
+- instruction     paper 003's instruction metrics
+- calibration     Brier, ECE, MAE and reliability bins of probability answers
 
 Typical use in an evaluation callback::
 
@@ -9,7 +16,7 @@ Typical use in an evaluation callback::
 
 Names are imported lazily, so `from sce.metrics.parsing import parse_event_class` (dataloader
 workers) does not load torchmetrics or matplotlib. OPTION_LETTERS and BINARY_OPTION_LETTERS are
-re-exported from sce.labels, where they are defined.
+re-exported from sce.common.labels, where they are defined.
 """
 
 from __future__ import annotations
@@ -59,12 +66,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "recommended_layer",
         "resolve_bertscore_encoder",
         "rouge_l_f1",
-    ),
-    "sce.metrics.report": (
-        "confusion_matrix_figure",
-        "figure_to_array",
-        "format_table",
-        "group_rows",
     ),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

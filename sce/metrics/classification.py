@@ -57,7 +57,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from sce.data.schema import BINARY_LABELS, LABELS
+from sce.common.labels import BINARY_LABELS, LABELS
 from sce.metrics.parsing import ParsedAnswer
 
 SCE_LABELS: tuple[str, ...] = ("collision", "near_collision")

@@ -31,7 +31,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sce.labels import BINARY_OPTION_LETTERS, BINARY_OPTION_TEXT, LABELS, OPTION_LETTERS
+from sce.common.labels import BINARY_OPTION_LETTERS, BINARY_OPTION_TEXT, LABELS, OPTION_LETTERS
 
 MODES: tuple[str, ...] = ("auto", "strict", "letter")
 

@@ -13,7 +13,7 @@ LoRA r=8 alpha=16); "qkvo" (paper 002 enhanced). A list of names may also add th
 random tiny base never trained the rows of the answer words (README, "DoRA on the tiny base").
 
 Adapter-only checkpoints (which parameters are saved, under which names, how they load back)
-are sce.checkpointing's: `gather_trainable_state_dict`, `adapter_only`, `check_trainable_keys`.
+are sce.models.checkpointing's: `gather_trainable_state_dict`, `adapter_only`, `check_trainable_keys`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from sce.choices import check_choice, choices_of
+from sce.common.choices import check_choice, choices_of
 
 ATTENTION_PROJECTIONS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_PROJECTIONS: tuple[str, ...] = ("gate_proj", "up_proj", "down_proj")

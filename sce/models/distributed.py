@@ -46,11 +46,11 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch import nn
 
-from sce.checkpointing import (
+from sce.models.adapters import unwrap_model
+from sce.models.checkpointing import (
     check_trainable_keys,
     gather_trainable_state_dict,
 )
-from sce.models.adapters import unwrap_model
 
 # Qwen2.5-VL's repeated blocks (transformers 5.x; also the model's `_no_split_modules`).
 DEFAULT_BLOCK_CLASSES: tuple[str, ...] = ("Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock")

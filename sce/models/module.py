@@ -17,10 +17,9 @@ from typing import Any, Literal
 import lightning as L
 import torch
 
-from sce.assets import resolve_model_path
-from sce.choices import check_choice, choices_of
+from sce.common.choices import check_choice, choices_of
+from sce.common.labels import OPTION_LETTERS
 from sce.data.collate import DATA_PROBLEM_COUNTS, digit_token_ids
-from sce.labels import OPTION_LETTERS
 from sce.models import adapters as adapter_lib
 from sce.models import losses as loss_lib
 from sce.models.adapters import AdapterMode, AttnImplementation, TargetPreset
@@ -49,7 +48,7 @@ class SceModule(L.LightningModule):
 
     Args:
         model_path: folder or hub id for `AutoModelForImageTextToText.from_pretrained`, or
-            `tiny:SEED` for the offline tiny kit (sce/assets.py).
+            `tiny:SEED` for the offline tiny kit (resolved by the config layer, sce/train/assets.py).
         finetuning: "dora" (paper 000), "lora", "full" (LM trained, vision frozen), "qlora", or
             "none" (the base model as is: zero-shot baselines with the same prompts).
         rank: adapter rank r (paper 000: DoRA r=32).
@@ -140,7 +139,7 @@ class SceModule(L.LightningModule):
         # out of the hparams: a checkpoint's hyper_parameters are SceModule's init arguments
         # only, which `sce test --ckpt_path` parses back (LightningCLI rejects any other key).
         self._recorded_load_dtype = dtype_name(resolve_dtype(self.hparams.dtype))
-        self.tokenizer = load_tokenizer(resolve_model_path(self.hparams.model_path))
+        self.tokenizer = load_tokenizer(self.hparams.model_path)
         self.digit_ids = digit_token_ids(self.tokenizer)
         self.option_ids = option_token_ids(self.tokenizer)
         if self.hparams.neftune_alpha > 0:
@@ -189,8 +188,8 @@ class SceModule(L.LightningModule):
     def configure_callbacks(self) -> list:
         """Callbacks every run needs: exact mid-epoch resume (sampler position, RNG states) and
         the training throughput (train/clips_per_sec)."""
-        from sce.callbacks.throughput import ClipsPerSecond
-        from sce.checkpointing import resume_callbacks
+        from sce.models.checkpointing import resume_callbacks
+        from sce.models.throughput import ClipsPerSecond
 
         return [*resume_callbacks(), ClipsPerSecond()]
 
@@ -479,7 +478,7 @@ class SceModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep only trainable parameters: an adapter checkpoint is megabytes, not gigabytes."""
-        from sce.checkpointing import adapter_only, require_finite
+        from sce.models.checkpointing import adapter_only, require_finite
 
         checkpoint["state_dict"] = adapter_only(self, checkpoint["state_dict"])
         if getattr(self, "_recorded_load_dtype", None):
@@ -491,7 +490,7 @@ class SceModule(L.LightningModule):
         """Refuse a checkpoint that lacks a trainable parameter (strict_loading is off, so
         Lightning itself would skip it silently). Under ModelParallelStrategy the strategy has
         already loaded (and removed) the state dict; AdapterModelParallelStrategy checks there."""
-        from sce.checkpointing import check_trainable_keys
+        from sce.models.checkpointing import check_trainable_keys
 
         if "state_dict" in checkpoint:
             check_trainable_keys(self, checkpoint["state_dict"])
@@ -571,8 +570,7 @@ def load_model(hparams) -> torch.nn.Module:
     }
     if hparams.finetuning == "qlora":
         kwargs["quantization_config"] = adapter_lib.quantization_config("qlora")
-    path = resolve_model_path(hparams.model_path)
-    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    model = AutoModelForImageTextToText.from_pretrained(hparams.model_path, **kwargs)
     if hparams.finetuning == "none":  # zero-shot baselines: the base model, nothing trains
         return model.requires_grad_(False)
     model = adapter_lib.apply_finetuning(

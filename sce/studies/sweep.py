@@ -67,7 +67,7 @@ from typing import Any
 
 import yaml
 
-from sce.config import ConfigError, as_overrides, resolve_config
+from sce.train.config import ConfigError, as_overrides, resolve_config
 
 CONFIG_NAME = "sweep_config.yaml"
 LOG_NAME = "sweep.log"
@@ -227,7 +227,7 @@ def plan_sweep(
     run per variant and seed (`seed_everything` and `data.seed` set to it).
 
     `sets` are `--data.fps=15` style arguments (or a {dotted key: value} mapping) for every
-    variant. Each run's config is resolved by the `sce fit` parser (sce.config) from
+    variant. Each run's config is resolved by the `sce fit` parser (sce.train.config) from
     `--config BASE`, then the ablation's overrides, `sets`, the variant's values, the seed and
     the run folder as `--key=value` arguments (later ones win): a typo or a bad value fails
     here, before any run starts."""
@@ -338,7 +338,7 @@ def get_dotted(config: Mapping[str, Any], key: str, default: Any = None) -> Any:
 
 def attach_budgets(plan: SweepPlan) -> None:
     """Visual tokens per clip (and the rest of the budget) of every variant."""
-    from sce.budget import budget_report
+    from sce.train.budget import budget_report
 
     for name in plan.names:
         runs = plan.runs_of(name)
@@ -992,7 +992,7 @@ def _error_output(err: Exception) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ CLI
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    from sce.config import add_override_arguments
+    from sce.train.config import add_override_arguments
 
     parser.add_argument("ablation", help="ablation YAML (experiments/ablations/*.yaml)")
     parser.add_argument("--base", help="base config instead of the ablation's `base`")

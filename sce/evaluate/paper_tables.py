@@ -9,7 +9,7 @@ the paper's rows ("paper: ...", figures copied from the paper, table cited in th
 markdown goes to stdout, one CSV per table to `--out` (default: `report_paper<P>/` inside the
 first folder). A value a run does not have prints "-" and a note under the table says why.
 
-Where the numbers come from (the scalar keys `GenerationEvaluation` writes, sce/metrics/evaluate.py):
+Where the numbers come from (the scalar keys `GenerationEvaluation` writes, sce/evaluate/summary.py):
 - A run folder holds `metrics.json` (the latest evaluation) and `evaluations/<split>_step<N>.json`
   in the trainer's log dir, `runs/<x>/tensorboard/version_<k>/` with the shipped experiment
   configs, so the folder given and two levels below it are searched. The test split is preferred
@@ -37,7 +37,7 @@ from typing import Any, Literal, get_args
 
 import yaml
 
-from sce.labels import LABELS
+from sce.common.labels import LABELS
 
 Paper = Literal["000", "001", "002", "003"]
 PAPERS: tuple[str, ...] = get_args(Paper)

@@ -13,7 +13,7 @@ writes
                    `AutoProcessor.from_pretrained`, vision tower and merger included.
     OUT/export.json  where it came from (checkpoint, base, mode, step).
 
-Both model folders get `sce_training.json` (sce.model_record): the run's window settings and
+Both model folders get `sce_training.json` (sce.train.record): the run's window settings and
 trained tasks from the checkpoint's `datamodule_hyper_parameters`, which `sce infer` uses by
 default. A checkpoint saved without a datamodule has none; export.json then says so.
 
@@ -99,7 +99,7 @@ def module_from_checkpoint(
     where: str = "checkpoint",
 ):
     """SceModule rebuilt from a checkpoint's hparams, base loaded, adapter weights restored."""
-    from sce.checkpointing import check_trainable_keys
+    from sce.models.checkpointing import check_trainable_keys
     from sce.models.module import SceModule, recorded_load_dtype, restore_load_dtype
 
     if not isinstance(checkpoint, dict):
@@ -161,10 +161,10 @@ def export_checkpoint(
     """Write OUT/adapter (PEFT), OUT/merged (model + processor) and OUT/export.json."""
     from transformers import AutoProcessor
 
-    from sce.assets import resolve_model_path
+    from sce.train.assets import resolve_model_path
 
     ckpt = read_checkpoint(checkpoint)
-    from sce.model_record import training_record, write_training_record
+    from sce.train.record import training_record, write_training_record
 
     mode = ckpt["hyper_parameters"].get("finetuning")
     data_hparams = ckpt.get("datamodule_hyper_parameters")
@@ -235,7 +235,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from sce.checkpointing import CheckpointMismatchError
+    from sce.models.checkpointing import CheckpointMismatchError
 
     try:
         result = export_checkpoint(

@@ -54,7 +54,7 @@ from sce.data.video_processing import (
     video_max_pixels,
     visual_tokens,
 )
-from sce.model_record import WINDOW_SETTINGS
+from sce.train.record import WINDOW_SETTINGS
 
 # the data.* settings that shape an item (shared with the model folders' training record), and
 # the sequence limit it is checked against
@@ -149,7 +149,7 @@ def clip_visual_tokens(
 @functools.lru_cache(maxsize=8)
 def load_processor(model_path: str):
     """The processor of a local folder, `tiny:SEED` or a cached hub id; None when unavailable."""
-    from sce.assets import resolve_model_path
+    from sce.train.assets import resolve_model_path
 
     path = resolve_model_path(model_path)
     try:
@@ -264,8 +264,8 @@ def text_tokens(
 # ------------------------------------------------------------------------------ config
 def resolved(config: Mapping[str, Any] | str | Path, overrides: Sequence[str] = ()) -> dict:
     """`config` (a YAML path or a mapping with its sections) as `sce fit` resolves it: the
-    one config path (sce.config), with SceDataModule's defaults, links and types."""
-    from sce.config import resolve_config
+    one config path (sce.train.config), with SceDataModule's defaults, links and types."""
+    from sce.train.config import resolve_config
 
     return resolve_config(config, overrides)
 
@@ -539,7 +539,7 @@ def format_grid(rows: Sequence[Mapping[str, Any]], max_tokens: int) -> str:
 
 # ------------------------------------------------------------------------------ CLI
 def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
-    from sce.config import add_config_arguments
+    from sce.train.config import add_config_arguments
 
     add_config_arguments(parser)
     parser.add_argument(

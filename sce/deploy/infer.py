@@ -27,7 +27,7 @@ is trained on, the yes/no `BINARY_EVENT_QUESTION`, and reads its answer with
 
 Window settings (`--fps/--width/--height/--before/--after/--layout/...`) must match the
 training data config, like the prompt itself. A model folder written by `sce export` or
-`sce demo` records them (`sce_training.json`, see sce.model_record), and sce infer uses them by
+`sce demo` records them (`sce_training.json`, see sce.train.record), and sce infer uses them by
 default; a flag that differs from the recorded value wins, with a warning on stderr. Without a
 record the built-in defaults below apply (paper 000: 3 fps, [-4 s, +2 s], 420x240).
 `--window-scale S` asks about one multi-scale keyframe window of S s ending at the event (paper
@@ -51,9 +51,9 @@ from typing import Any
 
 from sce.data.prompts import PROBABILITY_DECIMALS
 from sce.data.schema import LABEL_SCOPES, ManifestError
-from sce.model_record import read_training_record
+from sce.train.record import read_training_record
 
-NON_LORA_FILE = "non_lora_trainable.safetensors"  # written by sce.export next to the adapter
+NON_LORA_FILE = "non_lora_trainable.safetensors"  # written by sce.deploy.export next to the adapter
 # (result field, training task whose question is asked)
 QUESTIONS: tuple[tuple[str, str], ...] = (
     ("event", "mcq"),
@@ -61,7 +61,7 @@ QUESTIONS: tuple[tuple[str, str], ...] = (
     ("description", "caption"),
 )
 # sce infer's window flags (argparse dest) -> built-in default when neither the flag nor the
-# model's training record gives one. The names are the data.* settings of sce.model_record.
+# model's training record gives one. The names are the data.* settings of sce.train.record.
 WINDOW_DEFAULTS: dict[str, Any] = {
     "fps": 3.0,
     "before": 4.0,
@@ -177,7 +177,7 @@ def load_inference_model(
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from sce.assets import resolve_model_path
+    from sce.train.assets import resolve_model_path
 
     path = resolve_model_path(model)
     target = resolve_device(device)
@@ -343,7 +343,7 @@ def summarize(
     (event, description) when the probability question was not asked (the collision
     probability is then read from the event's option probabilities). The event answer is read
     with the parser of its question's scope."""
-    from sce.labels import BINARY_OPTION_LETTERS, OPTION_LETTERS
+    from sce.common.labels import BINARY_OPTION_LETTERS, OPTION_LETTERS
     from sce.metrics.parsing import parse_binary_event, parse_event_class, parse_probability
 
     asked_probability = len(texts) == len(QUESTIONS)
@@ -470,10 +470,10 @@ def _window_used(spec, layout: str) -> dict[str, Any]:
 
 
 def batch_row(record, result: InferenceResult) -> dict[str, Any]:
-    """One `sce infer --manifest` line: predictions.jsonl's fields (sce.callbacks.predictions)
+    """One `sce infer --manifest` line: predictions.jsonl's fields (sce.evaluate.predictions)
     for the record's event question, plus its split, video, collision probability (and where
     it came from) and description."""
-    from sce.callbacks.predictions import prediction_record
+    from sce.evaluate.predictions import prediction_record
 
     item = {
         "id": record.id,

@@ -361,9 +361,9 @@ def add_preview_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def preview_command(args: argparse.Namespace) -> int:
-    from sce.config import datamodule_from_cli
     from sce.data.clip import ClipError
     from sce.data.collate import SequenceTooLongError
+    from sce.train.config import datamodule_from_cli
 
     datamodule = datamodule_from_cli(["--config", args.config, *args.config_overrides])
     try:

@@ -27,7 +27,7 @@ def sce_cli_class():
     """LightningCLI over SceModule and SceDataModule with sce's links and `--run` option."""
     from lightning.pytorch.cli import LightningCLI
 
-    from sce import runs
+    from sce.train import assets, runs
 
     class SceCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
@@ -44,6 +44,11 @@ def sce_cli_class():
             else:
                 runs.aim_loggers_at(config, runs.find_log_dir(run))
 
+        def instantiate_classes(self) -> None:
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            with assets.resolved_specs(config):  # tiny:/synthetic: specs become paths here
+                super().instantiate_classes()
+
         def before_fit(self) -> None:
             say(runs.start_message(self.trainer))
 
@@ -51,7 +56,7 @@ def sce_cli_class():
             say(runs.fit_summary(self.trainer))
 
         def before_predict(self) -> None:  # answers go to <log dir>/predictions.jsonl
-            from sce.callbacks.predictions import PredictionFileWriter
+            from sce.evaluate.predictions import PredictionFileWriter
 
             self.trainer.callbacks.append(PredictionFileWriter())
 
@@ -94,7 +99,7 @@ def lightning_cli_kwargs(subcommand: str = "fit") -> dict:
         # Our re-sampler shards across ranks itself; checkpoints are written atomically.
         "trainer_defaults": {
             "use_distributed_sampler": False,
-            "plugins": [{"class_path": "sce.checkpointing.AtomicCheckpointIO"}],
+            "plugins": [{"class_path": "sce.models.checkpointing.AtomicCheckpointIO"}],
         },
     }
 
@@ -112,7 +117,10 @@ def _parsed_cli(args: list[str], build_datamodule: bool = False):
 
         def instantiate_classes(self) -> None:
             if build_datamodule:
-                self.datamodule = self.datamodule_class(**self.config.data.as_dict())
+                from sce.train.assets import resolved_specs
+
+                with resolved_specs(self.config.clone()) as config:
+                    self.datamodule = self.datamodule_class(**config.data.as_dict())
 
     with warnings.catch_warnings():  # `args` is the caller's own slice of sys.argv
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sce.data.schema import LABELS
+from sce.common.labels import LABELS
 
 
 def _as_numpy(matrix: Any) -> np.ndarray:

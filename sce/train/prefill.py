@@ -79,10 +79,10 @@ def prefill_split(dataset, workers: int, desc: str) -> tuple[Counter, list[tuple
 def datamodule_from_config(
     config: Mapping[str, Any] | str, path: str, overrides: Sequence[str] = ()
 ):
-    """The SceDataModule `sce fit --config CONFIG *overrides` builds (sce.config's parser:
+    """The SceDataModule `sce fit --config CONFIG *overrides` builds (sce.train.config's parser:
     its defaults, types and the processor linked to model.model_path). `config` is the YAML
     path or a mapping of its sections; `path` names it in errors."""
-    from sce.config import datamodule_from_cli
+    from sce.train.config import datamodule_from_cli
 
     source = path if not isinstance(config, Mapping) else yaml.safe_dump(dict(config))
     datamodule = datamodule_from_cli(["--config", source, *overrides])
@@ -122,7 +122,7 @@ def prefill_cache(
 
 
 def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
-    from sce.config import add_config_arguments
+    from sce.train.config import add_config_arguments
 
     add_config_arguments(parser)
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)

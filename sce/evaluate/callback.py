@@ -7,9 +7,9 @@ by class and source and drawn once from data.eval_seed (sce.data.subset), the sa
 run and rank count (sharded across ranks, gathered on every rank), parses them,
 and logs namespaced scalars (`val_gen/acc`, `val_gen/f1/collision`, per source and IMU setting),
 the confusion matrix, reliability diagram and the binary alarm's precision-recall curve as images
-(items of binary-scope records, e.g. Nexar, count only in `binary/*`; see sce.metrics.evaluate),
+(items of binary-scope records, e.g. Nexar, count only in `binary/*`; see sce.evaluate.summary),
 the alarm's curve also in TensorBoard's PR CURVES tab, a text table of sample generations (all at
-the step of their scalars, sce.callbacks.tensorboard), and writes `metrics.json` (latest),
+the step of their scalars, sce.evaluate.media), and writes `metrics.json` (latest),
 `evaluations/<split>_step<N>.json` and `evaluations/<split>_step<N>_alarm_pr_curve.png` in the
 run folder.
 
@@ -30,11 +30,11 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from tqdm import tqdm
 
-from sce.callbacks.tensorboard import MediaLogger
-from sce.metrics.evaluate import Summary, json_safe, summarize
+from sce.evaluate.media import MediaLogger
+from sce.evaluate.summary import Summary, json_safe, summarize
 from sce.metrics.text import BERTSCORE_MODEL_ENV, BERTScoreEncoder, resolve_bertscore_encoder
 
-# Tasks scored with BERTScore (sce.metrics.evaluate): captions (paper 000 Table I) and
+# Tasks scored with BERTScore (sce.evaluate.summary): captions (paper 000 Table I) and
 # instructions (paper 003). Closed QA is scored by accuracy only.
 BERTSCORE_TASKS = ("caption", "instruction")
 # Generation budget of a reasoning item: the think trace comes before the answer, so the answer

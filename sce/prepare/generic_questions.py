@@ -22,8 +22,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from sce.common.labels import LABEL_TEXT, LABELS
 from sce.data.schema import load_manifest, write_manifest
-from sce.labels import LABEL_TEXT, LABELS
 from sce.prepare.synthetic import AGENT_COLORS, AGENT_SIZES, LIGHTS, SCENES, WEATHERS
 
 # (metadata field, question, options in letter order)

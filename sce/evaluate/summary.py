@@ -31,6 +31,7 @@ from torchmetrics import Metric
 
 from sce.data.prompts import default_collision_probability
 from sce.data.schema import BINARY_LABELS, LABELS
+from sce.evaluate.figures import confusion_matrix_figure, figure_to_array, pr_curve_figure
 from sce.metrics.calibration import CalibrationMetrics
 from sce.metrics.classification import EventClassificationMetrics, GroupedMetrics
 from sce.metrics.instruction import instruction_metrics
@@ -41,7 +42,6 @@ from sce.metrics.parsing import (
     parse_probability,
     reasoning_mode_answer,
 )
-from sce.metrics.report import confusion_matrix_figure, figure_to_array, pr_curve_figure
 from sce.metrics.text import bertscore_f1, closed_qa_correct, rouge_l_f1
 
 EVENT_TASKS = ("mcq",)

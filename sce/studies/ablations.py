@@ -1,4 +1,4 @@
-"""`python -m sce.ablations` (`make ablations`): three of the papers' ablation directions on
+"""`python -m sce.studies.ablations` (`make ablations`): three of the papers' ablation directions on
 synthetic data and the tiny kit, on a CPU, with several seeds (issue 17).
 
 - imu_dropout (paper 000 Table V): telemetry-decides clips (near-collisions look like normal
@@ -36,13 +36,13 @@ from typing import Any
 import lightning as L
 import torch
 
-from sce.callbacks.evaluation import GenerationEvaluation
-from sce.cli import quiet_known_noise
+from sce.common.known_warnings import quiet_known_noise
 from sce.data.datamodule import SceDataModule
-from sce.demo import tiny_datamodule
-from sce.metrics.report import imu_setting_value
+from sce.evaluate.callback import GenerationEvaluation
+from sce.evaluate.figures import imu_setting_value
 from sce.models.module import SceModule
 from sce.prepare.synthetic import SynthOptions, generate_synthetic_dataset
+from sce.studies.demo import tiny_datamodule
 
 TABLE_COLUMNS = (
     "direction",
@@ -272,7 +272,7 @@ def run_ablations(cfg: AblationConfig) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sce.ablations", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sce.studies.ablations", description=__doc__)
     parser.add_argument("--out", default=AblationConfig.out)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     parser.add_argument(

@@ -109,7 +109,7 @@ def architecture_config(
     config fields (e.g. num_hidden_layers=2 for the validation model)."""
     from transformers import Qwen2_5_VLConfig
 
-    from sce.assets import resolve_model_path
+    from sce.train.assets import resolve_model_path
 
     known = known_architectures()
     folder = Path(resolve_model_path(model_path) if model_path.startswith("tiny:") else model_path)
@@ -156,8 +156,8 @@ class Setup:
 def setup_from_config(
     config: Mapping[str, Any], devices: int | None = None, model_path: str | None = None
 ) -> Setup:
-    """The Setup of an sce config (dict as resolved by `sce.config.resolve_config`)."""
-    from sce.budget import budget_report
+    """The Setup of an sce config (dict as resolved by `sce.train.config.resolve_config`)."""
+    from sce.train.budget import budget_report
 
     model = config.get("model") or {}
     trainer = config.get("trainer") or {}
@@ -596,7 +596,7 @@ def format_plan(p: Mapping[str, Any]) -> str:
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
-    from sce.config import add_config_arguments
+    from sce.train.config import add_config_arguments
 
     add_config_arguments(parser)
     parser.add_argument("--devices", type=int, default=None, help="GPUs (default: trainer.devices)")
@@ -608,7 +608,7 @@ def plan_command(args: argparse.Namespace) -> int:
     """Print the plan; exit 1 when the config does not fit --gpu-memory."""
     import warnings
 
-    from sce.config import resolve_config
+    from sce.train.config import resolve_config
 
     config = resolve_config(args.config, args.config_overrides)
     setup = setup_from_config(config, args.devices, args.model)

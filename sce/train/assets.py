@@ -7,6 +7,10 @@ Built assets live in `$SCE_CACHE` (default: the user cache folder, `$XDG_CACHE_H
 `~/.cache/sce`, so a command run from another working directory finds the same kit and records
 an absolute path) and are built into a temporary folder that is renamed into place, so
 concurrent ranks or runs never see a half-written asset.
+
+Specs are resolved here, in the config layer (`resolved_specs` around LightningCLI's
+instantiation), so SceDataModule and SceModule only ever see real paths and import nothing of
+the tools that build the assets.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -77,3 +82,28 @@ def resolve_manifest(spec: str) -> str:
         )
 
     return str(_build_once(cache_root() / f"synthetic-{clips}-{seed}", build) / "manifest.jsonl")
+
+
+# config section, key -> resolver of a spec at that key
+SPEC_KEYS: dict[tuple[str, str], Callable[[str], str]] = {
+    ("model", "model_path"): resolve_model_path,
+    ("data", "processor_path"): resolve_model_path,
+    ("data", "manifest"): resolve_manifest,
+}
+
+
+@contextmanager
+def resolved_specs(config: MutableMapping) -> Iterator[MutableMapping]:
+    """`config` (a parsed config: model.*, data.*) with its asset specs replaced by paths for
+    the duration of the block, then restored, so a saved config.yaml keeps `tiny:0`."""
+    originals: dict[tuple[str, str], object] = {}
+    for (section, key), resolve in SPEC_KEYS.items():
+        values = config.get(section)
+        if values is not None and isinstance(values.get(key), str):
+            originals[section, key] = values[key]
+            values[key] = resolve(values[key])
+    try:
+        yield config
+    finally:
+        for (section, key), value in originals.items():
+            config[section][key] = value

@@ -195,8 +195,8 @@ def evaluation_summary(trainer: Any, split: str) -> str:
 
 
 def _metrics_table(trainer: Any, split: str) -> str | None:
-    from sce.callbacks.evaluation import GenerationEvaluation
-    from sce.metrics.report import compact_table
+    from sce.evaluate.callback import GenerationEvaluation
+    from sce.evaluate.figures import compact_table
 
     for callback in trainer.callbacks:
         if isinstance(callback, GenerationEvaluation) and split in callback.last:

@@ -34,14 +34,14 @@ from typing import Any, Literal
 import lightning as L
 import torch
 
-from sce.callbacks.evaluation import GenerationEvaluation
 from sce.data.datamodule import SceDataModule
 from sce.data.schema import LABELS
-from sce.metrics.evaluate import json_safe
-from sce.metrics.report import compact_table
-from sce.model_record import training_record, write_training_record
+from sce.evaluate.callback import GenerationEvaluation
+from sce.evaluate.figures import compact_table
+from sce.evaluate.summary import json_safe
 from sce.models.adapters import LM_PROJECTIONS, TOKEN_LAYERS
 from sce.models.module import SceModule
+from sce.train.record import training_record, write_training_record
 
 
 @dataclass
@@ -56,7 +56,7 @@ class DemoConfig:
     batch_size: int = 8
     warmup_lr: float = 2e-3
     # Warm-up task mix. {"caption": 1.0} is the demo's default; adding "vqa" also asks the
-    # generic and read-back questions of sce.demo_pretraining (never the event), tried as a
+    # generic and read-back questions of sce.prepare.generic_questions (never the event), tried as a
     # richer stand-in for pretraining (README, "DoRA on the tiny base").
     warmup_task_weights: dict[str, float] = field(default_factory=lambda: {"caption": 1.0})
     # The language model is fully trained, vision frozen (papers 001/003): the "trained" row.
@@ -146,7 +146,7 @@ def warm_up(base_dir: Path, manifest: Path, out: Path, cfg: DemoConfig) -> Path:
     """Full fine-tuning on `cfg.warmup_task_weights` (captions, optionally the generic
     questions), never the event question; saves the warmed-up model as a new base folder."""
     if "vqa" in cfg.warmup_task_weights:
-        from sce.demo_pretraining import pretraining_manifest
+        from sce.prepare.generic_questions import pretraining_manifest
 
         manifest = pretraining_manifest(manifest, manifest.parent / "pretraining_manifest.jsonl")
     module = SceModule(str(base_dir), finetuning="full", lr=cfg.warmup_lr, scheduler="cosine")

@@ -1,1 +1,0 @@
-"""sce: safety-critical event VLM post-training."""

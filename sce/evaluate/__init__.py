@@ -1,0 +1,12 @@
+"""Generated answers -> numbers, figures and tables: what a trained model is judged by.
+
+The scoring primitives (classification, text, calibration metrics) are one floor below, in
+`sce.metrics`, so that tasks can score themselves; this package runs an evaluation.
+
+- figures        confusion matrix, PR curve and reliability figures; compact metric tables
+- summary        one evaluation's metrics over its evaluated items (Summary, summarize)
+- media          TensorBoard images and text logged at their scalars' step
+- callback       GenerationEvaluation: generation + log-likelihood evaluation during fit/validate/test
+- predictions    `sce predict`'s predictions.jsonl writer
+- paper_tables   a paper's tables from run folders (`sce report`)
+"""
