@@ -6,7 +6,7 @@ pipeline (`sce.data`) consumes.
 - sources/          converters (nexar, bddx, lingoqa, private, comma2k19, gopro + gpmf) as record
                     generators, driven by `prepare()` (`sce data prepare`, `sce data init`)
 - splits            the one stratified split assigner (converters and synthetic)
-- synthetic         rendered dashcam clips with IMU/GPS telemetry (`sce synth`)
+- synthetic/        rendered dashcam clips with IMU/GPS telemetry (`sce synth`)
 - chunking          long videos -> short clip records (`sce data chunk`)
 - mining            candidate event windows in long unlabeled recordings (`sce data mine-events`)
 - validate          every record of a manifest checked before a run (`sce data validate`)
