@@ -29,7 +29,8 @@ from sce.data.collate import Collator
 from sce.data.dataset import SceDataset
 from sce.data.schema import load_manifest
 from sce.data.video_processing import at_model_size
-from sce.models.tiny import TinySpec, build_processor, train_tokenizer
+from sce.models.families.qwen2_5_vl import TinySpec, build_processor, train_tokenizer
+from sce.models.tiny import vocabulary_corpus
 from sce.prepare.synthetic import generate_synthetic_dataset
 
 
@@ -79,7 +80,8 @@ def main() -> None:
         progress=False,
     )
     records = load_manifest(manifest)
-    processor = build_processor(train_tokenizer(), TinySpec(max_pixels=420 * 252))
+    tiny = TinySpec(max_pixels=420 * 252)
+    processor = build_processor(train_tokenizer(tiny.vocab_size, vocabulary_corpus()), tiny)
     # 6 s at 3 fps, 420x240 -> decoded at 420x252, the model's size (as SceDataModule does)
     spec = at_model_size(WindowSpec(), processor)
     collator = Collator(processor, max_length=8192)

@@ -25,8 +25,7 @@ from sce.data.dataset import Sample
 from sce.data.imu import FrameTelemetry
 from sce.data.prompts import EVENT_QUESTION, build_user_content, mcq_answer
 from sce.models import adapters as adapter_lib
-from sce.models.losses import compute_losses
-from sce.models.tiny import (
+from sce.models.families.qwen2_5_vl import (
     QWEN25_VL_7B,
     QWEN25_VL_7B_VOCAB,
     TinySpec,
@@ -34,6 +33,8 @@ from sce.models.tiny import (
     build_processor,
     train_tokenizer,
 )
+from sce.models.losses import compute_losses
+from sce.models.tiny import vocabulary_corpus
 
 
 def build_model(size: str, device: str, dtype: torch.dtype):
@@ -42,7 +43,7 @@ def build_model(size: str, device: str, dtype: torch.dtype):
         if size == "tiny"
         else TinySpec(**QWEN25_VL_7B, max_pixels=420 * 252)
     )
-    tokenizer = train_tokenizer(spec.vocab_size)
+    tokenizer = train_tokenizer(spec.vocab_size, vocabulary_corpus())
     processor = build_processor(tokenizer, spec)
     config = build_config(tokenizer, spec)
     if size != "tiny":

@@ -21,7 +21,7 @@ from sce.models.adapters import (
     target_regex,
     trainable_parameter_names,
 )
-from sce.models.tiny import TinySpec
+from sce.models.families.qwen2_5_vl import TinySpec
 
 SPEC = TinySpec()
 HEAD_DIM = SPEC.hidden_size // SPEC.num_attention_heads

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def test_visual_tokens_with_processor_limits():
 
 def test_cap_pixels_per_frame_shares_the_video_budget():
     # 0.9 * 1000 tokens * 784 px = 705,600 px for the video; 2 / 20 of it per frame: 70,560 px.
-    s = b.ProcessorSettings(cap_pixels_per_frame=True, max_video_tokens=1000)
+    s = dataclasses.replace(b.DEFAULT_SETTINGS, cap_pixels_per_frame=True, max_video_tokens=1000)
     assert b.smart_resize(360, 640, 28, s.min_pixels, 70560) == (196, 336)
     assert b.visual_tokens(20, 640, 360, s) == 10 * 7 * 12
 

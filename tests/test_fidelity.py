@@ -428,8 +428,8 @@ def _qwen25_vl_7b_on_meta():
     """Qwen2.5-VL-7B-Instruct's sizes (its config.json), weights on the meta device."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from sce.models.tiny import QWEN25_VL_7B as SIZES
-    from sce.models.tiny import QWEN25_VL_7B_VOCAB
+    from sce.models.families.qwen2_5_vl import QWEN25_VL_7B as SIZES
+    from sce.models.families.qwen2_5_vl import QWEN25_VL_7B_VOCAB
 
     text = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
     config = Qwen2_5_VLConfig(

@@ -24,7 +24,7 @@ from sce.models.distributed import (
     find_blocks,
     fsdp_strategy,
 )
-from sce.models.tiny import TinySpec
+from sce.models.families.qwen2_5_vl import TinySpec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,11 @@ import pytest
 from helpers.import_graph import SCE, cycles, import_graph
 
 # Lowest first: a module may import only from its own package or from packages before it.
+# sce.models.families ranks on its own, below sce.data: the pipeline sizes frames and finds
+# answers by the model family's geometry and markers (it imports nothing else from sce).
 PACKAGE_ORDER = (
     "sce.common",
+    "sce.models.families",
     "sce.metrics",
     "sce.data",
     "sce.labeling",
@@ -27,11 +30,21 @@ PACKAGE_ORDER = (
     "sce.cli",
 )
 # Packages whose modules are listed in import order: each imports only the ones listed above it.
-FLOW_ORDERED = ("sce.common", "sce.data", "sce.models", "sce.evaluate", "sce.train", "sce.deploy")
+FLOW_ORDERED = (
+    "sce.common",
+    "sce.models.families",
+    "sce.data",
+    "sce.models",
+    "sce.evaluate",
+    "sce.train",
+    "sce.deploy",
+)
 
 
 def package_of(module: str) -> str:
-    return ".".join(module.split(".")[:2])
+    """The PACKAGE_ORDER entry `module` belongs to: the longest one that contains it."""
+    owners = [p for p in PACKAGE_ORDER if module == p or module.startswith(p + ".")]
+    return max(owners, key=len) if owners else ".".join(module.split(".")[:2])
 
 
 def listed_modules(package: str) -> list[str]:
@@ -68,7 +81,7 @@ def test_sce_has_no_import_cycles():
 
 def test_every_top_level_module_has_a_place_in_the_order():
     top = {f"sce.{name}" for name in modules_on_disk("sce")}
-    assert top == set(PACKAGE_ORDER)
+    assert top == {p for p in PACKAGE_ORDER if p.count(".") == 1}  # sub-packages rank inside
 
 
 def test_no_import_runs_against_the_package_order():
@@ -104,7 +117,7 @@ def test_each_module_imports_only_earlier_ones(package):
         stage: sorted(
             imp
             for imp in graph[stage]
-            if any(imp == s or imp.startswith(s + ".") for s in stages[i:])
+            if any(imp == s or imp.startswith(s + ".") for s in stages[i + 1 :])
         )
         for i, stage in enumerate(stages)
     }

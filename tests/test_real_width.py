@@ -20,7 +20,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from sce.models import tiny
+from sce.models.families import qwen2_5_vl as tiny
+from sce.models.tiny import vocabulary_corpus
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 VOCAB = tiny.QWEN25_VL_7B_VOCAB
@@ -33,7 +34,7 @@ def build_real_width_kit(out_dir: Path, seed: int = 0) -> Path:
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     spec = tiny.TinySpec(**{**tiny.QWEN25_VL_7B, **LAYERS})
-    tokenizer = tiny.train_tokenizer(spec.vocab_size)
+    tokenizer = tiny.train_tokenizer(spec.vocab_size, vocabulary_corpus())
     config = tiny.build_config(tokenizer, spec)
     config.text_config.vocab_size = VOCAB  # rows past the tokenizer's ids, as in Qwen's own
     torch.manual_seed(seed)

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from sce.data.collate import DATA_PROBLEM_COUNTS, Collator
 from sce.data.dataset import Sample
 from sce.data.prompts import build_user_content
-from sce.models.tiny import SPECIAL_TOKENS, THINK_TOKENS, build_tiny_kit
+from sce.models.families.qwen2_5_vl import SPECIAL_TOKENS, THINK_TOKENS
+from sce.models.tiny import build_tiny_kit
 
 QWEN_TOKENS = (
     "<|im_start|>",

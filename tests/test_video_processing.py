@@ -13,11 +13,11 @@ from transformers import Qwen2VLVideoProcessor
 from sce.data.clip import WindowSpec
 from sce.data.collate import Collator, video_metadata
 from sce.data.video_processing import (
-    FastQwen2VLVideoProcessor,
     at_model_size,
     model_frame_size,
     with_fast_video_processor,
 )
+from sce.models.families.qwen2_5_vl import FastQwen2VLVideoProcessor
 
 TEXT = "<|vision_start|><|video_pad|><|vision_end|> what happens?"
 

@@ -14,7 +14,7 @@ tools that write and check manifests are in `sce.prepare`.
 - subset            fixed evaluation subsets and per-item seeds
 - dataset           record -> Sample (one prompt/answer pair per record and task)
 - sampling          class re-sampling of training items, distributed and restartable
-- video_processing  Qwen video geometry: smart_resize, processor settings, visual-token counts
+- video_processing  frame geometry (the model family's): smart_resize, settings, visual tokens
 - collate           Samples -> a batch through the processor and chat template
 - datamodule        SceDataModule: manifest splits -> datasets -> dataloaders
 """

@@ -29,6 +29,7 @@ from sce.common.choices import check_choice
 from sce.data.dataset import Sample
 from sce.data.prompts import PROBABILITY_DECIMALS, build_messages
 from sce.data.video_processing import with_fast_video_processor
+from sce.models.families import DEFAULT_FAMILY, family_of_processor
 
 IGNORE_INDEX = -100
 # Digit slots of a probability answer: "0.872" / "1.000" (one integer digit + the decimals).
@@ -59,7 +60,8 @@ class Collator:
     """Turns a list of Samples into model inputs.
 
     Args:
-        processor: a Qwen2.5-VL style processor (tokenizer + video processor + chat template).
+        processor: a known family's processor (tokenizer + video processor + chat template);
+            its chat markers find the answer (sce.models.families).
         max_length: the sequence limit; visual tokens are never cut.
         mode: "train" (answers supervised, right padding) or "generate" (prompt only, left padding).
         overflow: "error" raises SequenceTooLongError naming the sample; "drop" drops and counts.
@@ -74,7 +76,7 @@ class Collator:
     ):
         check_choice("collator mode", mode, CollateMode)
         check_choice("data.overflow", overflow, Overflow)
-        # A copy whose Qwen video preprocessing is the bit-identical fast path (the caller's
+        # A copy whose video preprocessing is its family's bit-identical fast path (the caller's
         # processor is not modified: it may be saved with an exported model).
         self.processor = processor = with_fast_video_processor(processor)
         self.tokenizer = processor.tokenizer
@@ -82,9 +84,10 @@ class Collator:
         self.mode = mode
         self.overflow = overflow
         self.dropped = 0
-        self.im_start_id = self.tokenizer.convert_tokens_to_ids("<|im_start|>")
-        self.im_end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        header = self.tokenizer("<|im_start|>assistant\n", add_special_tokens=False)
+        markers = (family_of_processor(processor) or DEFAULT_FAMILY).markers
+        self.im_start_id = self.tokenizer.convert_tokens_to_ids(markers.turn_start)
+        self.im_end_id = self.tokenizer.convert_tokens_to_ids(markers.turn_end)
+        header = self.tokenizer(markers.assistant_header(), add_special_tokens=False)
         self.header_len = len(header["input_ids"])
         self.digit_ids = digit_token_ids(self.tokenizer)
         video_processor = getattr(processor, "video_processor", None)
@@ -177,7 +180,8 @@ class Collator:
             ends = ((ids == self.im_end_id) & mask.bool()).nonzero().flatten()
             ends = ends[ends >= begin]
             if len(ends) == 0:
-                raise ValueError("assistant answer has no <|im_end|>: chat template mismatch")
+                end = self.tokenizer.convert_ids_to_tokens(self.im_end_id)
+                raise ValueError(f"assistant answer has no {end}: chat template mismatch")
             stop = int(ends[0]) + 1
             labels[row, begin:stop] = ids[begin:stop]
         return labels

@@ -1,6 +1,7 @@
 """The model and its training step.
 
-- tiny           the offline tiny Qwen2.5-VL kit (and the real 3B/7B widths)
+- families/      model families (Qwen2.5-VL): geometry, markers, rope probe, blocks, sizes, tiny kit
+- tiny           the offline tiny kit: the family's builder on the project's own vocabulary
 - adapters       DoRA / LoRA / QLoRA / full fine-tuning of the language model
 - neftune        NEFTune embedding noise
 - losses         CE on supervised rows only, + MSE on probability answers (paper 002)

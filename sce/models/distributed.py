@@ -51,13 +51,16 @@ from sce.models.checkpointing import (
     check_trainable_keys,
     gather_trainable_state_dict,
 )
+from sce.models.families import DEFAULT_FAMILY, Family
 
-# Qwen2.5-VL's repeated blocks (transformers 5.x; also the model's `_no_split_modules`).
-DEFAULT_BLOCK_CLASSES: tuple[str, ...] = ("Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock")
+# The default family's repeated blocks (decoder layer, vision block; also the model's
+# `_no_split_modules`).
+DEFAULT_BLOCK_CLASSES: tuple[str, ...] = DEFAULT_FAMILY.block_class_names
 
 
 def block_class_names(model: nn.Module) -> tuple[str, ...]:
-    """Class names of the blocks to shard: the model's `_no_split_modules`, else the Qwen2.5-VL ones."""
+    """Class names of the blocks to shard: the model's `_no_split_modules`, else the default
+    family's."""
     names = getattr(unwrap_model(model), "_no_split_modules", None)
     return tuple(names) if names else DEFAULT_BLOCK_CLASSES
 
@@ -179,28 +182,12 @@ class AdapterModelParallelStrategy(ModelParallelStrategy):
         return super().load_checkpoint(path, weights_only=weights_only)
 
 
-def resolve_block_classes(names: Iterable[str | type] = DEFAULT_BLOCK_CLASSES) -> set[type]:
+def resolve_block_classes(
+    names: Iterable[str | type] = DEFAULT_BLOCK_CLASSES, family: Family = DEFAULT_FAMILY
+) -> set[type]:
     """Classes for block names (FSDP1's auto-wrap policy): a class, a dotted path
-    ("pkg.module.Class"), or a name exported by transformers or its Qwen2.5-VL module."""
-    import importlib
-
-    import transformers
-
-    found: set[type] = set()
-    for name in names:
-        if isinstance(name, type):
-            found.add(name)
-            continue
-        module_name, _, attr = name.rpartition(".")
-        if module_name:
-            cls = getattr(importlib.import_module(module_name), attr, None)
-        else:  # not every block class is exported at the top level
-            qwen = importlib.import_module("transformers.models.qwen2_5_vl.modeling_qwen2_5_vl")
-            cls = getattr(transformers, name, None) or getattr(qwen, name, None)
-        if not isinstance(cls, type):
-            raise ValueError(f"block class {name!r} not found; give its dotted path")
-        found.add(cls)
-    return found
+    ("pkg.module.Class"), or a name exported by transformers or the family's modeling module."""
+    return family.block_classes(names)
 
 
 def check_world_size(strategy: Any) -> None:
@@ -219,7 +206,8 @@ def check_world_size(strategy: Any) -> None:
 
 
 class QwenFSDPStrategy(FSDPStrategy):
-    """Lightning `FSDPStrategy` (FSDP1, CUDA only) for Qwen2.5-VL with PEFT adapters.
+    """Lightning `FSDPStrategy` (FSDP1, CUDA only) for a VLM with PEFT adapters (the default
+    family's blocks unless `block_classes` names others).
 
     Each decoder layer and vision block is an FSDP unit (auto-wrap policy) and, with
     `activation_checkpointing`, recomputes its activations in backward; leave the module's own
@@ -257,7 +245,7 @@ class QwenFSDPStrategy(FSDPStrategy):
 
 
 def fsdp_strategy(**kwargs: Any) -> QwenFSDPStrategy:
-    """`QwenFSDPStrategy(**kwargs)`: FSDP1 on GPUs with Qwen2.5-VL blocks as units."""
+    """`QwenFSDPStrategy(**kwargs)`: FSDP1 on GPUs with the default family's blocks as units."""
     return QwenFSDPStrategy(**kwargs)
 
 

@@ -23,6 +23,7 @@ from sce.data.collate import DATA_PROBLEM_COUNTS, digit_token_ids
 from sce.models import adapters as adapter_lib
 from sce.models import losses as loss_lib
 from sce.models.adapters import AdapterMode, AttnImplementation, TargetPreset
+from sce.models.families import family_for
 from sce.models.neftune import NEFTune
 
 # The string options of SceModule: the `sce fit` parser offers and checks these choices.
@@ -143,9 +144,8 @@ class SceModule(L.LightningModule):
         self.digit_ids = digit_token_ids(self.tokenizer)
         self.option_ids = option_token_ids(self.tokenizer)
         if self.hparams.neftune_alpha > 0:
-            skip = [
-                self.tokenizer.convert_tokens_to_ids(t) for t in ("<|video_pad|>", "<|image_pad|>")
-            ]
+            markers = family_for(adapter_lib.unwrap_model(self.model).config).markers
+            skip = [self.tokenizer.convert_tokens_to_ids(t) for t in markers.placeholders]
             self.neftune = NEFTune(self.hparams.neftune_alpha, excluded_token_ids=skip)
             self.neftune.attach(self.model)
         counts = adapter_lib.count_parameters(self.model)

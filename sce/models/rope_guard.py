@@ -1,24 +1,25 @@
-"""Temporal RoPE guard: check the installed transformers' Qwen2.5-VL temporal positions.
+"""Temporal RoPE guard: check the installed transformers' temporal positions of a video.
 
-Qwen2.5-VL places each temporal patch (frame pair) of a video at temporal position
-`floor(k * tokens_per_second * second_per_grid_ts)`, with `second_per_grid_ts =
-temporal_patch_size / fps`. Several transformers 5.x releases computed the interval as
-`tokens_per_second * int(second_per_grid_ts)`: above 2 fps `int(2 / fps)` is 0 and every frame of
-the video lands on one temporal position, silently erasing the order of events. Even correct
-code maps 1 / (2 * 2 / fps) pairs onto one index above 4 fps (`tokens_per_second = 2`): at 30 fps
-7-8 frame pairs share an index.
+A video VLM places each temporal patch (a frame pair, for Qwen2.5-VL) at a temporal position
+derived from the frame rate; a wrong release can put every frame on one position and silently
+erase the order of events. `check_temporal_rope(model, frames, fps)` runs the model's own
+`get_rope_index` on a probe sequence (text, one video block holding the configured window's
+frames at the configured fps, text) through the model's family
+(`Family.temporal_positions`, sce.models.families), from the model's config only: no weights
+are loaded and no forward runs. It raises `TemporalRopeError` (naming the installed
+transformers version and the family's advice) when the positions do not increase from the
+first temporal patch to the last, and warns with the numbers when patches share an index.
+`SceModule` calls it at fit / validate start (`window_of(datamodule)` gives the window).
 
-`check_temporal_rope(model, frames, fps)` runs the model's own `get_rope_index` on a probe
-sequence (text, one video block holding the configured window's frames at the configured fps,
-text), from the model's config only: no weights are loaded and no forward runs. It raises
-`TemporalRopeError` (naming the installed transformers version) when the positions do not
-increase from the first frame pair to the last, and warns with the numbers when pairs share an
-index. `SceModule` calls it at fit / validate start (`window_of(datamodule)` gives the window).
-
-Releases, read from their wheels' modeling_qwen2_5_vl.py: 5.0.0 casts second_per_grid_t to
-int64 before multiplying, 5.6.0, 5.10.4 and 5.12.0 to 5.17.0 use `int(second_per_grid_ts)` (all
-collapse >2 fps videos); 5.18.0, 5.19.0, 5.20.0, 5.22.2 and 5.23.0 multiply by the float value. setup.cfg asks for 5.23, the release the
-whole test suite runs on; the guard also catches an older or patched install at run time.
+Qwen2.5-VL: several transformers 5.x releases computed the interval as `tokens_per_second *
+int(second_per_grid_ts)`: above 2 fps `int(2 / fps)` is 0 and every frame lands on one temporal
+position. Even correct code maps 1 / (2 * 2 / fps) pairs onto one index above 4 fps
+(`tokens_per_second = 2`): at 30 fps 7-8 frame pairs share an index. Releases, read from their
+wheels' modeling_qwen2_5_vl.py: 5.0.0 casts second_per_grid_t to int64 before multiplying,
+5.6.0, 5.10.4 and 5.12.0 to 5.17.0 use `int(second_per_grid_ts)` (all collapse >2 fps videos);
+5.18.0, 5.19.0, 5.20.0, 5.22.2 and 5.23.0 multiply by the float value. setup.cfg asks for 5.23,
+the release the whole test suite runs on; the guard also catches an older or patched install at
+run time.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from sce.models.adapters import unwrap_model
+from sce.models.families import Family, family_for
 
 
 class TemporalRopeError(RuntimeError):
@@ -64,40 +65,20 @@ class TemporalProbe:
 
 
 def _rope_owner(model: nn.Module) -> nn.Module:
-    """The module that defines `get_rope_index` (Qwen2_5_VLModel under the CausalLM/PEFT)."""
+    """The module that defines `get_rope_index` (the base model under the CausalLM / PEFT)."""
     base = unwrap_model(model)
     for candidate in (getattr(base, "model", None), base):
         if candidate is not None and callable(getattr(candidate, "get_rope_index", None)):
             return candidate
-    raise TypeError(f"{type(base).__name__} has no get_rope_index: not a Qwen2.5-VL-like model")
+    raise TypeError(f"{type(base).__name__} has no get_rope_index: not a video VLM with 3D RoPE")
 
 
 def probe_temporal_positions(model: nn.Module, frames: int, fps: float) -> TemporalProbe:
-    """Temporal position of each frame pair of a `frames`-frame video at `fps`.
-
-    The probe video has one merged token per temporal patch (grid T x merge x merge), between
-    two text tokens, exactly as the processor lays out a video block.
-    """
+    """Temporal position of each temporal patch (frame pair) of a `frames`-frame video at
+    `fps`, relative to the first, as the model's family probes it."""
     owner = _rope_owner(model)
-    config = owner.config
-    vision = getattr(config, "vision_config", config)
-    patch = int(getattr(vision, "temporal_patch_size", 2))
-    merge = int(getattr(vision, "spatial_merge_size", 2))
-    pairs = max(1, frames // patch)
-    text_id = 0 if config.video_token_id != 0 else 1
-    input_ids = torch.tensor([[text_id] + [config.video_token_id] * pairs + [text_id]])
-    types = torch.zeros_like(input_ids, dtype=torch.int32)
-    types[0, 1 : 1 + pairs] = 2  # video placeholders
-    with torch.no_grad():
-        position_ids, _ = owner.get_rope_index(
-            input_ids,
-            mm_token_type_ids=types,
-            video_grid_thw=torch.tensor([[pairs, merge, merge]]),
-            second_per_grid_ts=torch.tensor([patch / fps]),
-            attention_mask=torch.ones_like(input_ids),
-        )
-    temporal = position_ids[0, 0, 1 : 1 + pairs]
-    return TemporalProbe(frames, fps, tuple(int(t - temporal[0]) for t in temporal))
+    positions = family_for(owner.config).temporal_positions(owner, frames, fps)
+    return TemporalProbe(frames, fps, tuple(p - positions[0] for p in positions))
 
 
 def check_temporal_rope(model: nn.Module, frames: int, fps: float) -> TemporalProbe:
@@ -106,32 +87,28 @@ def check_temporal_rope(model: nn.Module, frames: int, fps: float) -> TemporalPr
     import transformers
 
     probe = probe_temporal_positions(model, frames, fps)
+    family = _family(model)
     if not probe.increases:
         raise TemporalRopeError(
             f"transformers {transformers.__version__} gives every frame pair of a {frames}-frame "
-            f"video at {fps:g} fps the same Qwen2.5-VL temporal position (first pair "
-            f"{probe.positions[0]}, last pair {probe.positions[-1]}): this release computes the "
-            "temporal interval with int(second_per_grid_ts), which is 0 above 2 fps, so the model "
-            "cannot see the order of frames. Install a transformers release whose get_rope_index "
-            "multiplies by the float second_per_grid_ts (5.23 does; see setup.cfg), or sample at "
-            "2 fps or less."
+            f"video at {fps:g} fps the same {family.name} temporal position (first pair "
+            f"{probe.positions[0]}, last pair {probe.positions[-1]}): {family.collapse_advice()}"
         )
     if probe.distinct < probe.pairs:
+        interval = family.temporal_interval(_rope_owner(model).config, fps)
         warnings.warn(
-            f"Qwen2.5-VL temporal RoPE: {probe.pairs} frame pairs of a {frames}-frame video at "
+            f"{family.name} temporal RoPE: {probe.pairs} frame pairs of a {frames}-frame video at "
             f"{fps:g} fps get only {probe.distinct} distinct temporal indices (up to "
-            f"{probe.most_per_index} pairs per index; interval tokens_per_second x 2/fps = "
-            f"{_interval(model, fps):.3g} < 1): pairs on one index are ordered only by their "
-            "spatial positions. Lower data.fps to 4 or less to give every pair its own index.",
+            f"{probe.most_per_index} pairs per index; interval between pairs {interval:.3g} < 1): "
+            "pairs on one index are ordered only by their spatial positions. Lower data.fps to 4 "
+            "or less to give every pair its own index.",
             stacklevel=2,
         )
     return probe
 
 
-def _interval(model: nn.Module, fps: float) -> float:
-    vision = getattr(_rope_owner(model).config, "vision_config", None)
-    tokens_per_second = float(getattr(vision, "tokens_per_second", 2))
-    return tokens_per_second * float(getattr(vision, "temporal_patch_size", 2)) / fps
+def _family(model: nn.Module) -> Family:
+    return family_for(_rope_owner(model).config)
 
 
 def window_of(datamodule: Any) -> tuple[int, float] | None:

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from sce.data.video_processing import (
-    QWEN25_VL_DEFAULTS,
+    DEFAULT_SETTINGS,
     ProcessorSettings,
     capped_frame_size,
     image_tokens,
@@ -54,6 +54,7 @@ from sce.data.video_processing import (
     video_max_pixels,
     visual_tokens,
 )
+from sce.models.families import DEFAULT_FAMILY
 from sce.train.record import WINDOW_SETTINGS
 
 # the data.* settings that shape an item (shared with the model folders' training record), and
@@ -221,19 +222,6 @@ def estimate_tokens(text: str) -> int:
     return count
 
 
-def _render_qwen(messages: list[dict[str, Any]]) -> str:
-    """The Qwen2.5-VL chat template's text for the messages (for the estimate)."""
-    pads = {"video": "<|video_pad|>", "image": "<|image_pad|>"}
-    parts = []
-    for message in messages:
-        body = "".join(
-            f"<|vision_start|>{pads[c['type']]}<|vision_end|>" if c["type"] in pads else c["text"]
-            for c in message["content"]
-        )
-        parts.append(f"<|im_start|>{message['role']}\n{body}<|im_end|>\n")
-    return "".join(parts)
-
-
 def text_tokens(
     num_frames: int,
     fps: float,
@@ -254,7 +242,7 @@ def text_tokens(
     )
     messages = build_messages(content, representative_answer())
     if processor is None:
-        text = _render_qwen(messages)
+        text = DEFAULT_FAMILY.markers.render(messages)
         return estimate_tokens(text) - len(visuals)
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
     ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -331,10 +319,10 @@ def model_path_of(config: Mapping[str, Any]) -> str | None:
 def resolve_processor(model_path: str | None, kind: str = "video") -> tuple[Any, ProcessorSettings]:
     """(processor or None, its video or `kind="image"` processor's settings)."""
     if not model_path:
-        return None, QWEN25_VL_DEFAULTS
+        return None, DEFAULT_SETTINGS
     processor = load_processor(model_path)
     if processor is None:
-        return None, QWEN25_VL_DEFAULTS
+        return None, DEFAULT_SETTINGS
     return processor, processor_settings(processor, f"{kind} processor of {model_path}", kind)
 
 

@@ -2,8 +2,8 @@
 
     sce plan --config experiments/paper000_dora.yaml [--devices 4] [--gpu-memory 24GiB]
 
-How (issue 18). The config's real architecture (Qwen2.5-VL-3B/7B widths carried by sce, or a
-local folder's config.json) is built on the meta device (no weights, no RAM), with sce's own
+How (issue 18). The config's real architecture (Qwen2.5-VL-3B/7B widths carried by its model
+family, sce.models.families, or a local folder's config.json) is built on the meta device (no weights, no RAM), with sce's own
 fine-tuning code (`apply_finetuning`, fp32 master weights, gradient checkpointing), and one
 steady-state training step (optimizer state present, forward, backward, AdamW step) runs on
 meta tensors under PyTorch's `MemTracker` (categories) and `FlopCounterMode` (FLOPs).
@@ -58,57 +58,25 @@ CUDA_CONTEXT = 0.5 * 2**30  # bytes a CUDA context takes outside the allocator (
 
 
 # ------------------------------------------------------------------------------ architectures
-def _arch(spec: Mapping[str, Any], vocab: int, tie: bool) -> dict[str, Any]:
-    """A Qwen2_5_VLConfig dict from sce.models.tiny's TinySpec-style sizes of a checkpoint."""
-    text = {
-        "vocab_size": vocab,
-        "hidden_size": spec["hidden_size"],
-        "intermediate_size": spec["intermediate_size"],
-        "num_hidden_layers": spec["num_hidden_layers"],
-        "num_attention_heads": spec["num_attention_heads"],
-        "num_key_value_heads": spec["num_key_value_heads"],
-        "max_position_embeddings": 128000,
-        "rope_parameters": {
-            "rope_type": "default",
-            "rope_theta": 1000000.0,
-            "mrope_section": list(spec["mrope_section"]),
-        },
-    }
-    depth = spec["vision_depth"]
-    vision = {
-        "depth": depth,
-        "hidden_size": spec["vision_hidden_size"],
-        "intermediate_size": spec["vision_intermediate_size"],
-        "num_heads": spec["vision_heads"],
-        "out_hidden_size": spec["hidden_size"],
-        "fullatt_block_indexes": list(range(depth // 4 - 1, depth, depth // 4)),  # 7,15,23,31
-        "window_size": 112,
-        "patch_size": 14,
-        "spatial_merge_size": 2,
-        "temporal_patch_size": 2,
-        "tokens_per_second": 2,
-    }
-    return {"text_config": text, "vision_config": vision, "tie_word_embeddings": tie}
-
-
 def known_architectures() -> dict[str, dict[str, Any]]:
-    """The public checkpoints' architectures (config.json values that shape memory)."""
-    from sce.models import tiny
+    """The public checkpoints' architectures (config.json values that shape memory), from the
+    sizes each model family carries (sce.models.families), with their model_type."""
+    from sce.models.families import FAMILIES
 
     return {
-        "Qwen/Qwen2.5-VL-7B-Instruct": _arch(tiny.QWEN25_VL_7B, tiny.QWEN25_VL_7B_VOCAB, False),
-        "Qwen/Qwen2.5-VL-3B-Instruct": _arch(tiny.QWEN25_VL_3B, tiny.QWEN25_VL_3B_VOCAB, True),
+        hub_id: {**family.architecture(checkpoint), "model_type": family.key}
+        for family in dict.fromkeys(FAMILIES.values())
+        for hub_id, checkpoint in family.checkpoints.items()
     }
 
 
 def architecture_config(
     model_path: str, vision_overrides: Mapping[str, Any] | None = None, **text_overrides: Any
 ):
-    """A Qwen2_5_VLConfig for `model_path`: a local folder's config.json, else the known public
-    architecture (matched on the name, "-Instruct" optional). `text_overrides` replace text
-    config fields (e.g. num_hidden_layers=2 for the validation model)."""
-    from transformers import Qwen2_5_VLConfig
-
+    """The family's transformers config for `model_path`: a local folder's config.json, else
+    the known public architecture (matched on the name, "-Instruct" optional). `text_overrides`
+    replace text config fields (e.g. num_hidden_layers=2 for the validation model)."""
+    from sce.models.families import family_for
     from sce.train.assets import resolve_model_path
 
     known = known_architectures()
@@ -126,7 +94,7 @@ def architecture_config(
         data = copy.deepcopy(known[key])
     data["text_config"] = {**data["text_config"], **text_overrides}
     data["vision_config"] = {**data.get("vision_config", {}), **(vision_overrides or {})}
-    return Qwen2_5_VLConfig(**{k: v for k, v in data.items() if k not in ("architectures",)})
+    return family_for(data).config_from_dict(data)
 
 
 # ------------------------------------------------------------------------------ setup
@@ -240,9 +208,10 @@ def _flash_attention(module, query, key, value, attention_mask, scaling=None, **
 def build_meta_model(setup: Setup, num_layers: int, device: str = "meta"):
     """The config's model with `num_layers` decoder layers and sce's fine-tuning applied, on
     `device` (meta: shapes only). Returns (model, language_model, lm_head)."""
-    from transformers import AttentionInterface, Qwen2_5_VLForConditionalGeneration
+    from transformers import AttentionInterface
 
     from sce.models import adapters as adapter_lib
+    from sce.models.families import family_for
     from sce.models.module import keep_master_weights_fp32
 
     AttentionInterface.register("sce_fused_trace", _flash_attention)
@@ -258,7 +227,7 @@ def build_meta_model(setup: Setup, num_layers: int, device: str = "meta"):
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            model = Qwen2_5_VLForConditionalGeneration(config)
+            model = family_for(config).model_from_config(config)
     finally:
         torch.set_default_dtype(previous)
     mode = "lora" if setup.finetuning == "qlora" else setup.finetuning

@@ -203,8 +203,9 @@ def _finite(value) -> float | None:
 
 # ------------------------------------------------------------------------------ chat text
 def visual_blocks(batch: dict[str, Any], processor) -> list[dict[str, Any]]:
-    """The videos then the images of a one-sample batch, from the processor's grids (in 14 px
-    patches, `merge_size`^2 patches per token): kind, frames, height, width and tokens."""
+    """The videos then the images of a one-sample batch, from the processor's grids (in
+    `patch_size` px patches, `merge_size`^2 patches per token): kind, frames, height, width and
+    tokens."""
     blocks = []
     for kind, key, sub in (
         ("video", "video_grid_thw", "video_processor"),
@@ -240,13 +241,16 @@ def block_label(block: dict[str, Any]) -> str:
 def summarised_chat(ids: list[int], processor, blocks: list[dict[str, Any]]) -> str:
     """The tokenizer's decoding of `ids`, each run of video/image pad tokens replaced by its
     block's summary (runs are matched to the blocks in order, per kind)."""
+    from sce.models.families import DEFAULT_FAMILY, family_of_processor
+
     tokenizer = processor.tokenizer
+    markers = (family_of_processor(processor) or DEFAULT_FAMILY).markers
     pad_kind = {
         tokenizer.convert_tokens_to_ids(
-            getattr(processor, "video_token", "<|video_pad|>")
+            getattr(processor, "video_token", markers.video_pad)
         ): "video",
         tokenizer.convert_tokens_to_ids(
-            getattr(processor, "image_token", "<|image_pad|>")
+            getattr(processor, "image_token", markers.image_pad)
         ): "image",
     }
     queues = {kind: [b for b in blocks if b["kind"] == kind] for kind in ("video", "image")}
