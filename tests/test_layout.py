@@ -15,6 +15,7 @@ from helpers.import_graph import SCE, cycles, import_graph
 PACKAGE_ORDER = (
     "sce.common",
     "sce.metrics",
+    "sce.tasks",
     "sce.data",
     "sce.labeling",
     "sce.prepare",
@@ -27,7 +28,15 @@ PACKAGE_ORDER = (
     "sce.cli",
 )
 # Packages whose modules are listed in import order: each imports only the ones listed above it.
-FLOW_ORDERED = ("sce.common", "sce.data", "sce.models", "sce.evaluate", "sce.train", "sce.deploy")
+FLOW_ORDERED = (
+    "sce.common",
+    "sce.tasks",
+    "sce.data",
+    "sce.models",
+    "sce.evaluate",
+    "sce.train",
+    "sce.deploy",
+)
 
 
 def package_of(module: str) -> str:

@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from sce.data.schema import LABELS, ClipRecord, write_manifest
 from sce.prepare.splits import assign_splits
+from sce.tasks import CAPTION_FIELD
 
 IMU_RATE = 100  # Hz
 GRAVITY = 9.81  # m/s^2
@@ -998,7 +999,7 @@ def generate_clip(
         gps=gps_path,
         event_time=kin.event_time,
         metadata=meta,
-        annotations={"caption": make_caption(label, meta, kin.event_time)},
+        annotations={CAPTION_FIELD: make_caption(label, meta, kin.event_time)},
         root=str(out_dir),
     )
 
