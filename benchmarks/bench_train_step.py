@@ -23,7 +23,7 @@ import torch
 from sce.data.collate import Collator
 from sce.data.dataset import Sample
 from sce.data.imu import FrameTelemetry
-from sce.data.prompts import EVENT_QUESTION, build_user_content, mcq_answer
+from sce.data.prompts import build_user_content
 from sce.models import adapters as adapter_lib
 from sce.models.families.qwen2_5_vl import (
     QWEN25_VL_7B,
@@ -35,6 +35,8 @@ from sce.models.families.qwen2_5_vl import (
 )
 from sce.models.losses import compute_losses
 from sce.models.tiny import vocabulary_corpus
+from sce.tasks import MCQ
+from sce.tasks.events import EVENT_QUESTION, mcq_answer
 
 
 def build_model(size: str, device: str, dtype: torch.dtype):
@@ -69,7 +71,7 @@ def make_batch(processor, batch_size: int, device: str) -> dict:
         )
         content, videos = build_user_content(frames, times, tele, EVENT_QUESTION)
         samples.append(
-            Sample(f"clip{i}", content, videos, 3.0, mcq_answer("collision"), "mcq", "collision")
+            Sample(f"clip{i}", content, videos, 3.0, mcq_answer("collision"), MCQ.name, "collision")
         )
     batch = Collator(processor, max_length=8192)(samples)
     return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}

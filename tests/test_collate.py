@@ -9,7 +9,8 @@ import torch
 from sce.data.collate import IGNORE_INDEX, Collator, SequenceTooLongError
 from sce.data.dataset import Sample
 from sce.data.imu import FrameTelemetry
-from sce.data.prompts import build_user_content, probability_answer
+from sce.data.prompts import build_user_content
+from sce.tasks.probability import probability_answer
 
 H, W = 56, 112
 

@@ -80,12 +80,13 @@ def test_fit_help_lists_the_finetuning_choices(capsys, monkeypatch):
 
 def test_each_choice_set_is_defined_once():
     """The runtime lists are the Literal aliases' arguments, not second hand-written copies."""
+    from sce import tasks
     from sce.data import dataset, prompts
     from sce.models import adapters
 
     assert adapters.MODES == get_args(adapters.AdapterMode)
     assert get_args(module_lib.Finetuning) == (*adapters.MODES, "none")
-    assert prompts.TASKS == get_args(prompts.Task)
+    assert tasks.task_names() == get_args(tasks.TaskName)
     assert prompts.LAYOUTS == get_args(prompts.Layout)
     assert dataset.IMU_SETTINGS == get_args(dataset.ImuSetting)
 

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from sce.cli import main
-from sce.data.prompts import NO_TELEMETRY, mcq_answer
+from sce.data.prompts import NO_TELEMETRY
 from sce.data.schema import load_manifest
+from sce.tasks.events import mcq_answer
 from sce.train.budget import clip_visual_tokens, processor_settings
 
 DEMO = Path(__file__).parents[1] / "experiments" / "demo.yaml"

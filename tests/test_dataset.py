@@ -10,12 +10,13 @@ import pytest
 import torch
 
 import sce.data.dataset as dataset_mod
-from sce.data import prompts as P
 from sce.data.clip import ClipError, ClipInputs, WindowSpec, load_clip
 from sce.data.dataset import SceDataset
 from sce.data.imu import FrameTelemetry
-from sce.data.prompts import NO_TELEMETRY, mcq_answer, probability_answer
+from sce.data.prompts import NO_TELEMETRY
 from sce.data.schema import ClipRecord, load_manifest
+from sce.tasks.events import BINARY_EVENT_QUESTION, mcq_answer
+from sce.tasks.probability import probability_answer
 
 SPEC = WindowSpec(fps=3.0, before=4.0, after=2.0, width=112, height=56)
 
@@ -155,7 +156,7 @@ def test_binary_record_trains_the_binary_question(stub_loader: list[str]) -> Non
     for rid, answer in (("n1", "A. yes"), ("n0", "B. no")):
         mcq = samples[(rid, "mcq")]
         assert mcq.answer == answer and mcq.meta["label_scope"] == "binary"
-        assert mcq.user_content[-1]["text"] == P.BINARY_EVENT_QUESTION
+        assert mcq.user_content[-1]["text"] == BINARY_EVENT_QUESTION
         assert "near-collision" not in mcq.answer and "C." not in mcq.user_content[-1]["text"]
     assert samples[("n1", "probability")].probability_target == 1.0  # paper 002: label 1
     assert samples[("n0", "probability")].probability_target == 0.0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 from sce.common.labels import LABEL_TEXT, LABELS
-from sce.data.prompts import EVENT_QUESTION, available_tasks
 from sce.data.schema import load_manifest
 from sce.prepare.generic_questions import (
     READ_BACK_PHRASES,
@@ -15,6 +14,8 @@ from sce.prepare.generic_questions import (
     read_back_vqa,
 )
 from sce.studies.demo import DemoConfig
+from sce.tasks import available_tasks
+from sce.tasks.events import EVENT_QUESTION
 
 META = {
     "weather": "rain",

@@ -20,7 +20,6 @@ from helpers import cpu_trainer
 from helpers.encoders import build_tiny_encoder, config_only_encoder
 
 from sce.data.datamodule import SceDataModule
-from sce.data.prompts import REASONING_SUFFIX, event_answer, event_question
 from sce.evaluate.callback import REASONING_MAX_NEW_TOKENS, GenerationEvaluation
 from sce.evaluate.summary import summarize
 from sce.metrics.parsing import reasoning_mode_answer
@@ -31,6 +30,8 @@ from sce.metrics.text import (
     resolve_bertscore_encoder,
 )
 from sce.models.module import SceModule
+from sce.tasks.events import event_answer, event_question
+from sce.tasks.reasoning import REASONING_SUFFIX
 
 ROOT = Path(__file__).parents[1]
 SKIP_MESSAGE = "BERTScore is skipped"

@@ -14,12 +14,13 @@ from sce.cli import main
 from sce.data.collate import Collator
 from sce.data.datamodule import SceDataModule
 from sce.data.dataset import Sample
-from sce.data.prompts import EVENT_QUESTION, build_user_content
+from sce.data.prompts import build_user_content
 from sce.deploy.export import NON_LORA_FILE, module_from_checkpoint, read_checkpoint
 from sce.deploy.infer import attach_adapter
 from sce.models.checkpointing import CheckpointMismatchError, adapter_only
 from sce.models.losses import model_inputs
 from sce.models.module import SceModule
+from sce.tasks.events import EVENT_QUESTION
 from sce.train.record import read_training_record
 
 

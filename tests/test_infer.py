@@ -12,7 +12,6 @@ from sce.cli import main
 from sce.data.clip import WindowSpec, load_clip
 from sce.data.collate import Collator
 from sce.data.dataset import SceDataset
-from sce.data.prompts import BINARY_EVENT_QUESTION
 from sce.data.schema import BINARY_LABELS, LABELS, load_manifest
 from sce.deploy.infer import (
     PROBABILITY_FROM_OPTIONS,
@@ -24,6 +23,7 @@ from sce.deploy.infer import (
     summarize,
 )
 from sce.metrics.parsing import parse_binary_event, parse_event_class, parse_probability
+from sce.tasks.events import BINARY_EVENT_QUESTION
 from sce.train.record import training_record, write_training_record
 
 SPEC = WindowSpec(fps=1, before=2, after=2, width=112, height=56)

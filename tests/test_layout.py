@@ -18,6 +18,7 @@ PACKAGE_ORDER = (
     "sce.common",
     "sce.models.families",
     "sce.metrics",
+    "sce.tasks",
     "sce.data",
     "sce.labeling",
     "sce.prepare",
@@ -33,6 +34,7 @@ PACKAGE_ORDER = (
 FLOW_ORDERED = (
     "sce.common",
     "sce.models.families",
+    "sce.tasks",
     "sce.data",
     "sce.models",
     "sce.evaluate",

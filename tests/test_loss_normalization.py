@@ -22,8 +22,10 @@ from torch.utils.data import DataLoader
 
 from sce.data.collate import Collator
 from sce.data.dataset import Sample
-from sce.data.prompts import CAPTION_QUESTION, EVENT_QUESTION, build_user_content, mcq_answer
+from sce.data.prompts import build_user_content
 from sce.models.module import SceModule, token_weighted
+from sce.tasks.caption import CAPTION_QUESTION
+from sce.tasks.events import EVENT_QUESTION, mcq_answer
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTION = (

@@ -12,13 +12,7 @@ from torch import nn
 
 from sce.data.collate import Collator, digit_token_ids
 from sce.data.dataset import Sample
-from sce.data.prompts import (
-    EVENT_QUESTION,
-    PROBABILITY_QUESTION,
-    build_user_content,
-    mcq_answer,
-    probability_answer,
-)
+from sce.data.prompts import build_user_content
 from sce.models.adapters import apply_finetuning
 from sce.models.losses import (
     LossOutput,
@@ -32,6 +26,8 @@ from sce.models.losses import (
     probability_mse,
     supervised_cross_entropy,
 )
+from sce.tasks.events import EVENT_QUESTION, mcq_answer
+from sce.tasks.probability import PROBABILITY_QUESTION, probability_answer
 
 
 @pytest.fixture(scope="module")

@@ -626,7 +626,7 @@ def test_metrics_sync_across_two_ranks(tmp_path):
 
 def test_alarm_metrics_rank_event_probability_from_option_probs():
     """P(event) = P(A) + P(B) for 3-class items, P(A) for binary ones; AUROC and AP by hand."""
-    from sce.evaluate.summary import alarm_metrics, event_probability
+    from sce.tasks.scoring import alarm_metrics, event_probability
 
     items = [
         {"label": "collision", "option_probs": [0.5, 0.3, 0.2]},  # 0.8

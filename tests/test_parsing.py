@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from sce.common import labels
-from sce.data import prompts
 from sce.labeling.templates import TEACHER_EVENT_OPTIONS
 from sce.metrics.parsing import (
     BINARY_OPTION_LETTERS,
@@ -20,6 +19,7 @@ from sce.metrics.parsing import (
     parse_probability,
     split_reasoning,
 )
+from sce.tasks import events
 
 
 def label(text: str | None, mode: str = "auto") -> str | None:
@@ -33,28 +33,28 @@ def test_one_label_definition_drives_the_prompts_and_the_parser():
     assert OPTION_LETTERS is labels.OPTION_LETTERS
     assert BINARY_OPTION_LETTERS is labels.BINARY_OPTION_LETTERS
     # the prompt's option lines are the letters and display names of sce.common.labels
-    assert prompts.EVENT_QUESTION.splitlines()[1:4] == [
+    assert events.EVENT_QUESTION.splitlines()[1:4] == [
         "A. collision",
         "B. near-collision",
         "C. normal driving",
     ]
-    assert prompts.BINARY_EVENT_QUESTION.splitlines()[1:3] == ["A. yes", "B. no"]
+    assert events.BINARY_EVENT_QUESTION.splitlines()[1:3] == ["A. yes", "B. no"]
     assert [letter for letter, _, _ in TEACHER_EVENT_OPTIONS] == ["A", "B", "C"]
     assert [label for _, label, _ in TEACHER_EVENT_OPTIONS] == list(labels.LABELS)
     # each training target parses back to its own class, by letter and by the whole answer
-    assert [prompts.mcq_answer(c) for c in labels.LABELS] == [
+    assert [events.mcq_answer(c) for c in labels.LABELS] == [
         "A. collision",
         "B. near-collision",
         "C. normal driving",
     ]
     for cls in labels.LABELS:
-        assert label(prompts.mcq_answer(cls), mode="letter") == cls
-        assert label(prompts.mcq_answer(cls)) == cls
+        assert label(events.mcq_answer(cls), mode="letter") == cls
+        assert label(events.mcq_answer(cls)) == cls
         assert label(labels.LABEL_TEXT[cls], mode="strict") == cls  # the display name alone
-    assert [prompts.binary_answer(c) for c in labels.BINARY_LABELS] == ["A. yes", "B. no"]
+    assert [events.binary_answer(c) for c in labels.BINARY_LABELS] == ["A. yes", "B. no"]
     for cls in labels.BINARY_LABELS:
-        assert parse_binary_event(prompts.binary_answer(cls), "letter").label == cls
-        assert parse_binary_event(prompts.binary_answer(cls)).label == cls
+        assert parse_binary_event(events.binary_answer(cls), "letter").label == cls
+        assert parse_binary_event(events.binary_answer(cls)).label == cls
         assert parse_binary_event(labels.BINARY_OPTION_TEXT[cls]).label == cls  # "yes" / "no"
 
 

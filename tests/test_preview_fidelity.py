@@ -25,9 +25,9 @@ import pytest
 from helpers import poisoned_telemetry
 
 from sce.cli import main
-from sce.data.prompts import BINARY_EVENT_QUESTION, EVENT_QUESTION
 from sce.data.schema import ClipRecord, load_manifest, write_manifest
 from sce.prepare.synthetic import encode_video, generate_clip
+from sce.tasks.events import BINARY_EVENT_QUESTION, EVENT_QUESTION
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 DEMO = EXPERIMENTS / "demo.yaml"  # paper 000's window: 4 s before + 2 s after, 3 fps, 112x56

@@ -7,9 +7,16 @@ import random
 import numpy as np
 import pytest
 
+from sce import tasks
 from sce.data import prompts as P
 from sce.data.imu import FrameTelemetry
-from sce.data.prompts import build_messages, build_user_content, make_task
+from sce.data.prompts import build_messages, build_user_content
+from sce.tasks import make_task
+from sce.tasks.caption import CAPTION_QUESTION
+from sce.tasks.events import BINARY_EVENT_QUESTION, EVENT_QUESTION, mcq_options
+from sce.tasks.instruction import INSTRUCTION_QUESTION
+from sce.tasks.probability import PROBABILITY_QUESTION
+from sce.tasks.reasoning import REASONING_SUFFIX
 
 T = 18
 
@@ -154,15 +161,15 @@ def test_build_messages_roles() -> None:
 def test_mcq_task_and_options() -> None:
     rng = random.Random(0)
     item = make_task("mcq", "near_collision", {}, rng)
-    assert item.question == P.EVENT_QUESTION
+    assert item.question == EVENT_QUESTION
     assert item.answer == "B. near-collision"
     assert item.probability_target is None
-    assert P.EVENT_QUESTION.splitlines()[1:4] == [
+    assert EVENT_QUESTION.splitlines()[1:4] == [
         "A. collision",
         "B. near-collision",
         "C. normal driving",
     ]
-    assert P.mcq_options() == ["A. collision", "B. near-collision", "C. normal driving"]
+    assert mcq_options() == ["A. collision", "B. near-collision", "C. normal driving"]
 
 
 @pytest.mark.parametrize(
@@ -193,7 +200,7 @@ def test_probability_task(label: str, annotations: dict, answer: str, target: fl
     from sce.metrics.parsing import parse_probability
 
     item = make_task("probability", label, annotations, random.Random(0))
-    assert item.question == P.PROBABILITY_QUESTION
+    assert item.question == PROBABILITY_QUESTION
     assert item.answer == answer
     assert item.probability_target == target  # exactly, not approximately
     # what the evaluation parses from this answer is the MSE target, to all 3 decimals
@@ -203,7 +210,7 @@ def test_probability_task(label: str, annotations: dict, answer: str, target: fl
 def test_probability_question_asks_what_the_target_scores() -> None:
     """Paper 002: the probability of a collision "within the next few seconds", with near-miss
     windows as positives; a near-collision's target is 1, so the question must count it."""
-    question = P.PROBABILITY_QUESTION
+    question = PROBABILITY_QUESTION
     near = make_task("probability", "near_collision", {}, random.Random(0))
     assert near.probability_target == 1.0 and "near-collision" in question
     assert "within the next few seconds" in question
@@ -220,14 +227,14 @@ def test_caption_reasoning_instruction_tasks() -> None:
         "instruction": "Keep a larger gap.",
     }
     caption = make_task("caption", "collision", ann, rng)
-    assert (caption.question, caption.answer) == (P.CAPTION_QUESTION, "The ego car hits a truck.")
+    assert (caption.question, caption.answer) == (CAPTION_QUESTION, "The ego car hits a truck.")
     reasoning = make_task("reasoning", "collision", ann, rng)
-    assert reasoning.question == P.EVENT_QUESTION + P.REASONING_SUFFIX
+    assert reasoning.question == EVENT_QUESTION + REASONING_SUFFIX
     assert reasoning.answer == "<think>Sharp decel spike.</think>A. collision"
     plain = make_task("reasoning", "normal", {"reasoning": "Steady."}, rng)
     assert plain.answer == "<think>Steady.</think>C. normal driving"
     instr = make_task("instruction", "collision", ann, rng)
-    assert instr.question == P.INSTRUCTION_QUESTION
+    assert instr.question == INSTRUCTION_QUESTION
     assert instr.answer == "Yes, collision. Keep a larger gap."
     normal = make_task("instruction", "normal", {"instruction": "Carry on."}, rng)
     assert normal.answer == "No, normal driving. Carry on."
@@ -253,20 +260,20 @@ def test_unknown_task_raises() -> None:
     with pytest.raises(ValueError, match="unknown task 'story'"):
         make_task("story", "normal", {}, random.Random(0))
     with pytest.raises(ValueError, match="story"):
-        P.training_tasks({"mcq": 1.0, "story": 1.0}, "normal", {})
+        tasks.training_tasks({"mcq": 1.0, "story": 1.0}, "normal", {})
     with pytest.raises(ValueError, match="caption"):
-        P.training_tasks({"caption": -1.0}, "normal", {})
+        tasks.training_tasks({"caption": -1.0}, "normal", {})
 
 
 def test_available_tasks() -> None:
-    assert P.available_tasks("normal", {}) == ["mcq", "probability"]
+    assert tasks.available_tasks("normal", {}) == ["mcq", "probability"]
     full = {
         "caption": "c",
         "vqa": [{"question": "q", "answer": "a"}],
         "reasoning": "r",
         "instruction": "i",
     }
-    assert P.available_tasks("normal", full) == [
+    assert tasks.available_tasks("normal", full) == [
         "mcq",
         "probability",
         "caption",
@@ -274,34 +281,34 @@ def test_available_tasks() -> None:
         "reasoning",
         "instruction",
     ]
-    assert "reasoning" not in P.available_tasks("normal", {"reasoning": {"think": ""}})
+    assert "reasoning" not in tasks.available_tasks("normal", {"reasoning": {"think": ""}})
 
 
 def test_training_tasks_are_the_weighted_tasks_a_record_serves() -> None:
-    weights = dict.fromkeys(P.TASKS, 1.0)
-    assert P.training_tasks(weights, "collision", {"caption": "c"}) == [
+    weights = dict.fromkeys(tasks.task_names(), 1.0)
+    assert tasks.training_tasks(weights, "collision", {"caption": "c"}) == [
         "mcq",
         "probability",
         "caption",
     ]
     weights = {"mcq": 1.0, "probability": 3.0, "caption": 0.0}
-    assert P.training_tasks(weights, "normal", {"caption": "c"}) == ["mcq", "probability"]
+    assert tasks.training_tasks(weights, "normal", {"caption": "c"}) == ["mcq", "probability"]
     # a record without a caption falls back to mcq when only caption is weighted
-    assert P.training_tasks({"caption": 1.0}, "normal", {}) == ["mcq"]
-    assert P.training_tasks({"caption": 1.0, "mcq": 0.0}, "normal", {}) == ["mcq"]
+    assert tasks.training_tasks({"caption": 1.0}, "normal", {}) == ["mcq"]
+    assert tasks.training_tasks({"caption": 1.0, "mcq": 0.0}, "normal", {}) == ["mcq"]
 
 
 def test_binary_event_question_and_answers() -> None:
     """A binary-scope record (event / no event) gets the yes/no question; its label never becomes a
     3-class answer, and a 3-class answer cannot be asked of it."""
     rng = random.Random(0)
-    assert P.BINARY_EVENT_QUESTION.splitlines()[1:3] == ["A. yes", "B. no"]
+    assert BINARY_EVENT_QUESTION.splitlines()[1:3] == ["A. yes", "B. no"]
     event = make_task("mcq", "event", {}, rng, scope="binary")
-    assert (event.question, event.answer) == (P.BINARY_EVENT_QUESTION, "A. yes")
+    assert (event.question, event.answer) == (BINARY_EVENT_QUESTION, "A. yes")
     normal = make_task("mcq", "normal", {}, rng, scope="binary")
-    assert (normal.question, normal.answer) == (P.BINARY_EVENT_QUESTION, "B. no")
+    assert (normal.question, normal.answer) == (BINARY_EVENT_QUESTION, "B. no")
     think = make_task("reasoning", "event", {"reasoning": "Brakes."}, rng, scope="binary")
-    assert think.question == P.BINARY_EVENT_QUESTION + P.REASONING_SUFFIX
+    assert think.question == BINARY_EVENT_QUESTION + REASONING_SUFFIX
     assert think.answer == "<think>Brakes.</think>A. yes"
     with pytest.raises(ValueError, match="'event' is not a 'three_class' label"):
         make_task("mcq", "event", {}, rng)
@@ -312,7 +319,7 @@ def test_binary_event_question_and_answers() -> None:
 def test_template_corpus() -> None:
     corpus = P.template_corpus()
     assert len(corpus) > 10 and all(isinstance(t, str) and t for t in corpus)
-    assert P.SYSTEM_PROMPT in corpus and P.EVENT_QUESTION in corpus
+    assert P.SYSTEM_PROMPT in corpus and EVENT_QUESTION in corpus
     assert "Collision Probability: 0.872" in corpus
     assert any("ax -9.7 ay +0.3 m/s²" in t for t in corpus)
 

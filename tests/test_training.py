@@ -152,7 +152,7 @@ def test_mse_is_logged_exactly_for_stages_that_ask_the_probability_question(tiny
 
     def with_data(**hparams):
         module._trainer = SimpleNamespace(datamodule=SimpleNamespace(hparams=hparams))
-        return {s: module._stage_has_probability_task(s) for s in ("train", "val", "test")}
+        return {s: module._stage_adds_mse(s) for s in ("train", "val", "test")}
 
     assert with_data(task_weights={"probability": 1.0}, eval_tasks=["probability"]) == {
         "train": True, "val": True, "test": True,

@@ -1,7 +1,7 @@
 """The event labels, their display names and the option letters of the event questions.
 
 The one definition that the manifest schema (sce.data.schema), the student's prompts
-(sce.data.prompts), the answer parser (sce.metrics.parsing) and the teacher labeling
+(sce.tasks), the answer parser (sce.metrics.parsing) and the teacher labeling
 (sce.labeling) import, so the letter a prompt offers and the letter the parser reads cannot
 drift apart. Imports nothing from sce (every package imports it).
 

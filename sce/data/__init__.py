@@ -10,7 +10,7 @@ tools that write and check manifests are in `sce.prepare`.
 - imu               IMU/GPS loading, event time, sync to frame times (SyncedTelemetry, FrameTelemetry)
 - alignment         IMU mounting rotation: device axes -> vehicle frame
 - clip              one clip's inputs (ClipInputs): window plan, frames, telemetry (WindowSpec)
-- prompts           the student's prompt and answer templates, tasks
+- prompts           the student's prompt around a task's question (sce.tasks), chat messages
 - subset            fixed evaluation subsets and per-item seeds
 - dataset           record -> Sample (one prompt/answer pair per record and task)
 - sampling          class re-sampling of training items, distributed and restartable

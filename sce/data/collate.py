@@ -27,9 +27,10 @@ import torch
 
 from sce.common.choices import check_choice
 from sce.data.dataset import Sample
-from sce.data.prompts import PROBABILITY_DECIMALS, build_messages
+from sce.data.prompts import build_messages
 from sce.data.video_processing import with_fast_video_processor
 from sce.models.families import DEFAULT_FAMILY, family_of_processor
+from sce.tasks.probability import PROBABILITY_DECIMALS
 
 IGNORE_INDEX = -100
 # Digit slots of a probability answer: "0.872" / "1.000" (one integer digit + the decimals).

@@ -15,10 +15,11 @@ from sce.common.choices import check_choice, check_choices
 from sce.data.clip import TelemetryAnchor, WindowMode, WindowSpec
 from sce.data.collate import CollateMode, Collator, Overflow
 from sce.data.dataset import ImuSetting, SceDataset
-from sce.data.prompts import Layout, Task
+from sce.data.prompts import Layout
 from sce.data.schema import ManifestError, OnBadSample, load_manifest
 from sce.data.video import Backend
 from sce.data.video_processing import at_model_size
+from sce.tasks import DEFAULT_EVAL_TASKS, TaskName, check_task_names
 
 # The string options of SceDataModule (the `sce fit` parser offers and checks the same choices
 # from the signature; telemetry_anchor and window are checked by WindowSpec).
@@ -28,7 +29,7 @@ OPTION_CHOICES = {
     "overflow": Overflow,
     "on_bad_sample": OnBadSample,
 }
-LIST_OPTION_CHOICES = {"eval_imu": ImuSetting, "eval_tasks": Task}
+LIST_OPTION_CHOICES = {"eval_imu": ImuSetting}  # task names: checked against the registry
 
 
 class SceDataModule(L.LightningDataModule):
@@ -98,10 +99,10 @@ class SceDataModule(L.LightningDataModule):
         height: int = 240,
         decoder: Backend = "decord",
         layout: Layout = "interleaved",
-        task_weights: dict[Task, float] | None = None,
+        task_weights: dict[TaskName, float] | None = None,
         imu_dropout: float = 0.5,
         eval_imu: Sequence[ImuSetting] = ("on",),
-        eval_tasks: Sequence[Task] = ("mcq",),
+        eval_tasks: Sequence[TaskName] = DEFAULT_EVAL_TASKS,
         class_factors: dict[str, float | dict[str, float]] | None = None,
         batch_size: int = 2,
         eval_batch_size: int | None = None,
@@ -318,4 +319,5 @@ def check_options(args: dict[str, Any]) -> None:
         check_choice(f"data.{name}", args[name], alias)
     for name, alias in LIST_OPTION_CHOICES.items():
         check_choices(f"data.{name}", args[name], alias)
-    check_choices("data.task_weights", args["task_weights"] or {}, Task)
+    check_task_names("data.eval_tasks", args["eval_tasks"])
+    check_task_names("data.task_weights", args["task_weights"] or {})

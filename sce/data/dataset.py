@@ -8,7 +8,7 @@ evaluation settings (`imu_settings=("on", "off")`), each item tagged with its se
 
 Evaluation items exist for every task in `eval_tasks` that a record can answer; the reasoning
 question (paper 001's reasoning mode) is asked of every record, also without a reasoning trace
-(`sce.data.prompts.evaluation_tasks`); such items are scored by generation only and left out of
+(`sce.tasks.evaluation_tasks`); such items are scored by generation only and left out of
 the validation loss (`loss_view`).
 
 Every random choice of a sample (IMU dropout, which VQA pair) comes from one seeded
@@ -36,17 +36,19 @@ from torch.utils.data import Dataset, Subset
 
 from sce.common.choices import check_choice, check_choices, choices_of
 from sce.data.clip import ClipError, WindowSpec, load_clip
-from sce.data.prompts import (
-    Layout,
-    Task,
+from sce.data.prompts import Layout, build_user_content
+from sce.data.schema import ClipRecord, ManifestError, OnBadSample
+from sce.data.subset import evaluation_subset, stable_seed
+from sce.tasks import (
+    DEFAULT_EVAL_TASKS,
+    DEFAULT_TASK_MIX,
+    TaskName,
     available_tasks,
-    build_user_content,
+    check_task_names,
     evaluation_tasks,
     make_task,
     training_tasks,
 )
-from sce.data.schema import ClipRecord, ManifestError, OnBadSample
-from sce.data.subset import evaluation_subset, stable_seed
 
 ImuSetting = Literal["on", "off"]  # data.eval_imu: evaluated with telemetry / video only
 IMU_SETTINGS: tuple[str, ...] = choices_of(ImuSetting)
@@ -144,10 +146,10 @@ class SceDataset(Dataset):
         spec: WindowSpec,
         train: bool,
         layout: Layout = "interleaved",
-        task_weights: Mapping[Task, float] | None = None,
+        task_weights: Mapping[TaskName, float] | None = None,
         imu_dropout: float = 0.5,
         imu_settings: Sequence[ImuSetting] = ("on",),
-        eval_tasks: Sequence[Task] = ("mcq",),
+        eval_tasks: Sequence[TaskName] = DEFAULT_EVAL_TASKS,
         on_bad_sample: OnBadSample = "error",
         cache=None,
         window_scales: Sequence[float] | None = None,
@@ -158,12 +160,12 @@ class SceDataset(Dataset):
         check_choice("data.layout", layout, Layout)
         check_choice("data.on_bad_sample", on_bad_sample, OnBadSample)
         check_choices("data.eval_imu", imu_settings, ImuSetting)
-        check_choices("data.eval_tasks", eval_tasks, Task)
+        check_task_names("data.eval_tasks", eval_tasks)
         self.records = list(records)
         self.spec = spec
         self.train = train
         self.layout = layout
-        self.task_weights = dict(task_weights or {"mcq": 1.0})
+        self.task_weights = dict(task_weights or DEFAULT_TASK_MIX)
         self.imu_dropout = imu_dropout
         self.on_bad_sample = on_bad_sample
         self.cache = cache

@@ -52,9 +52,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from sce.data.prompts import TASKS
 from sce.data.schema import ALL_LABELS, LABELS, ClipRecord
 from sce.data.subset import stable_seed
+from sce.tasks import TASKS, task_names
 
 ANY_TASK = "*"  # the task of items built without one (a plain list of labels)
 Factors = Mapping[str, "float | Mapping[str, float]"]
@@ -84,7 +84,7 @@ def _check_tasks(tasks: Iterable[str] | None, n: int) -> list[str]:
     for i, task in enumerate(out):
         if task not in TASKS:
             raise ValueError(
-                f"ClassResampler: item {i}: field 'task': unknown task {task!r}; expected one of {TASKS}"
+                f"ClassResampler: item {i}: field 'task': unknown task {task!r}; expected one of {task_names()}"
             )
     return out
 
@@ -114,7 +114,7 @@ def _check_factors(factors: Factors | None) -> dict[str, dict[str, float]]:
         else:
             raise ValueError(
                 f"ClassResampler: 'data.class_factors': unknown class {name!r}; expected one of {ALL_LABELS} "
-                f"(every task) or a task of {TASKS} mapping to its class factors"
+                f"(every task) or a task of {task_names()} mapping to its class factors"
             )
     return out
 
@@ -124,7 +124,7 @@ def _check_task_weights(weights: Mapping[str, float] | None) -> dict[str, float]
     for task, weight in dict(weights or {}).items():
         if task not in TASKS:
             raise ValueError(
-                f"ClassResampler: 'data.task_weights': unknown task {task!r}; expected one of {TASKS}"
+                f"ClassResampler: 'data.task_weights': unknown task {task!r}; expected one of {task_names()}"
             )
         out[task] = _check_factor(f"data.task_weights[{task!r}]", weight)
     return out
@@ -136,7 +136,7 @@ def _group_items(tasks: Sequence[str], labels: Sequence[str]) -> dict[tuple[str,
     groups: dict[tuple[str, str], list[int]] = {}
     for i, key in enumerate(zip(tasks, labels, strict=True)):
         groups.setdefault(key, []).append(i)
-    task_order = (ANY_TASK, *TASKS)
+    task_order = (ANY_TASK, *task_names())
     ordered = sorted(groups, key=lambda k: (task_order.index(k[0]), ALL_LABELS.index(k[1])))
     return {k: np.asarray(groups[k], dtype=np.int64) for k in ordered}
 

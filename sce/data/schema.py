@@ -22,10 +22,10 @@ split        "train" | "val" | "test"
 metadata     dict, free (weather, light, scene, other_agent, impact_side, ...); a
              `driver_video` path makes a dual-view clip (road on top, driver below; paper 003)
 annotations  dict: caption, vqa, mcq, reasoning, probability, instruction, and free keys
-             (provenance, qa, ...). The fields the prompts read are checked on load
-             (`check_annotations`): caption and instruction are strings, vqa a list of
-             {question, answer[, options]} objects, reasoning a string or {think, ...},
-             probability a number in [0, 1]. Under `on_bad_sample="skip"` a record whose
+             (provenance, qa, ...). The fields the tasks read are checked on load, each by
+             its task (`check_annotations`, sce.tasks): caption and instruction are strings,
+             vqa a list of {question, answer[, options]} objects, reasoning a string or
+             {think, ...}, probability a number in [0, 1]. Under `on_bad_sample="skip"` a record whose
              annotations are malformed is kept with its `problem` set, and the dataset skips
              (and counts) its samples.
 
@@ -50,6 +50,7 @@ from sce.common.labels import (  # noqa: F401 (LABELS, BINARY_LABELS: re-exporte
     LABELS,
     SCOPE_LABELS,
 )
+from sce.tasks.base import TASKS, AnnotationError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 REQUIRED_FIELDS: tuple[str, ...] = ("id", "video", "label", "source", "split")
@@ -162,87 +163,17 @@ def _check_label(where: str, label: str, scope: Any) -> None:
     raise _fail(where, "label", f"unknown label {label!r}; expected one of {allowed}")
 
 
-def _shown(value: Any) -> str:
-    """A short description of a JSON value for an error: its kind and a clipped repr."""
-    kind = {str: "a string", dict: "an object", list: "a list"}.get(
-        type(value), type(value).__name__
-    )
-    text = repr(value)
-    return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
-
-
-def _check_text(where: str, field_name: str, value: Any, detail: str = "") -> None:
-    """A string (an annotation the answer text quotes): anything else would be str()-ed."""
-    if not isinstance(value, str):
-        raise _fail(where, field_name, f"{detail}expected a string, got {_shown(value)}")
-
-
-def _check_probability(where: str, value: Any) -> None:
-    """`annotations.probability` (paper 002's collision-probability target), when given, is a
-    JSON number within [0, 1]: a string, NaN / Infinity or a percentage would train a target the
-    answer text cannot state."""
-    if value is None:
-        return
-    field_name = "annotations.probability"
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise _fail(where, field_name, f"expected a number, got {_shown(value)}")
-    if not math.isfinite(value):
-        raise _fail(where, field_name, f"must be finite, got {value!r}")
-    if not 0 <= value <= 1:
-        hint = " (a percentage?)" if 1 < value <= 100 else ""
-        raise _fail(where, field_name, f"must be within [0, 1]{hint}, got {value!r}")
-
-
-def _check_vqa(where: str, items: Any) -> None:
-    """`annotations.vqa`: a list of {question, answer[, options]} objects; options a list of
-    strings (lettered A, B, ...) or an object letter -> text (sce.data.prompts._vqa_question)."""
-    field_name = "annotations.vqa"
-    if not isinstance(items, list):
-        detail = f"expected a list of {{question, answer}} objects, got {_shown(items)}"
-        raise _fail(where, field_name, detail)
-    for k, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise _fail(where, field_name, f"item {k}: expected an object, got {_shown(item)}")
-        for key in ("question", "answer"):
-            if key not in item:
-                raise _fail(where, field_name, f"item {k}: missing '{key}'")
-            _check_text(where, field_name, item[key], f"item {k}: '{key}': ")
-            if not item[key].strip():
-                raise _fail(where, field_name, f"item {k}: '{key}' is empty")
-        options = item.get("options")
-        texts = options.values() if isinstance(options, dict) else options
-        if options is not None and (
-            not isinstance(options, (list, dict)) or not all(isinstance(t, str) for t in texts)
-        ):
-            detail = f"item {k}: 'options': expected a list of strings or an object of strings"
-            raise _fail(where, field_name, f"{detail}, got {_shown(options)}")
-
-
-def _check_reasoning(where: str, value: Any) -> None:
-    """`annotations.reasoning`: the think trace as a string, or the labeling pipeline's object
-    {think, answer, label} whose 'think' is a string."""
-    field_name = "annotations.reasoning"
-    if not isinstance(value, dict):
-        _check_text(where, field_name, value)
-    elif "think" not in value:
-        raise _fail(where, field_name, "an object without 'think'")
-    else:
-        _check_text(where, field_name, value["think"], "'think': ")
-
-
 def check_annotations(where: str, annotations: dict[str, Any]) -> None:
-    """Raise ManifestError naming the first malformed annotation field the prompts read.
+    """Raise ManifestError naming the first malformed annotation field a task reads (each
+    registered task checks its own fields, `sce.tasks`).
 
     A null field is absent. Other keys (provenance, qa, structured_caption, ...) are free.
     """
-    for name in ("caption", "instruction"):
-        if annotations.get(name) is not None:
-            _check_text(where, f"annotations.{name}", annotations[name])
-    if annotations.get("vqa") is not None:
-        _check_vqa(where, annotations["vqa"])
-    if annotations.get("reasoning") is not None:
-        _check_reasoning(where, annotations["reasoning"])
-    _check_probability(where, annotations.get("probability"))
+    for task in TASKS.values():
+        try:
+            task.check(annotations)
+        except AnnotationError as err:
+            raise _fail(where, err.field, err.detail) from None
 
 
 def parse_record(

@@ -49,16 +49,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sce.data.prompts import PROBABILITY_DECIMALS
 from sce.data.schema import LABEL_SCOPES, ManifestError
+from sce.tasks import CAPTION, MCQ, PROBABILITY
+from sce.tasks.probability import PROBABILITY_DECIMALS
 from sce.train.record import read_training_record
 
 NON_LORA_FILE = "non_lora_trainable.safetensors"  # written by sce.deploy.export next to the adapter
 # (result field, training task whose question is asked)
 QUESTIONS: tuple[tuple[str, str], ...] = (
-    ("event", "mcq"),
-    ("probability", "probability"),
-    ("description", "caption"),
+    ("event", MCQ.name),
+    ("probability", PROBABILITY.name),
+    ("description", CAPTION.name),
 )
 # sce infer's window flags (argparse dest) -> built-in default when neither the flag nor the
 # model's training record gives one. The names are the data.* settings of sce.train.record.
@@ -263,16 +264,13 @@ def prompt_samples(
 ):
     """One generation Sample per (result field, task) of `questions`, built exactly like the
     evaluation items (the event question of `record.label_scope`)."""
-    from sce.data.dataset import Sample
-    from sce.data.prompts import (
-        CAPTION_QUESTION,
-        PROBABILITY_QUESTION,
-        build_user_content,
-        event_question,
-    )
+    import random
 
-    question_of = {"mcq": event_question(record.label_scope), "probability": PROBABILITY_QUESTION}
-    question_of["caption"] = CAPTION_QUESTION
+    from sce.data.dataset import Sample
+    from sce.data.prompts import build_user_content
+    from sce.tasks import TaskSource, get_task
+
+    source = TaskSource(record.label, record.annotations, record.label_scope)
     telemetry = clip.telemetry if use_imu else None
     samples = []
     for name, task in questions:
@@ -280,7 +278,7 @@ def prompt_samples(
             clip.frames,
             clip.frame_times,
             telemetry,
-            question_of[task],
+            get_task(task).question(source, random.Random(0)),
             layout,
             keyframes=clip.keyframes,
         )
@@ -344,12 +342,12 @@ def summarize(
     probability is then read from the event's option probabilities). The event answer is read
     with the parser of its question's scope."""
     from sce.common.labels import BINARY_OPTION_LETTERS, OPTION_LETTERS
-    from sce.metrics.parsing import parse_binary_event, parse_event_class, parse_probability
+    from sce.tasks.events import read_event
 
     asked_probability = len(texts) == len(QUESTIONS)
     event_text, *middle, description = texts
     binary = label_scope == "binary"
-    parsed = parse_binary_event(event_text) if binary else parse_event_class(event_text)
+    parsed = read_event(event_text, label_scope)
     probs = {}
     if option_probs:  # softmax over the A/B/C letters; the binary question's options are A, B
         options = list((BINARY_OPTION_LETTERS if binary else OPTION_LETTERS).values())
@@ -358,7 +356,7 @@ def summarize(
             letters = [p / (sum(letters) or 1.0) for p in letters]
         probs = dict(zip(options, letters, strict=True))
     if asked_probability:
-        value = parse_probability(middle[0])
+        value = PROBABILITY.parse(middle[0])
         probability = ProbabilityAnswer(value, value is not None, middle[0])
     else:
         value = probs.get("event" if binary else "collision")
@@ -446,7 +444,7 @@ def infer_record(
     if not use_imu:
         record = dataclasses.replace(record, imu=None, gps=None)
     clip = load_clip(record, spec)
-    questions = tuple(q for q in QUESTIONS if ask_probability or q[1] != "probability")
+    questions = tuple(q for q in QUESTIONS if ask_probability or q[1] != PROBABILITY.name)
     # the rate of the frames loaded (a long whole-clip window's is below spec.fps)
     samples = prompt_samples(clip, record, clip.fps, layout, use_imu, questions)
     texts, option_probs = generate_answers(model, processor, samples, max_new_tokens)
@@ -478,7 +476,7 @@ def batch_row(record, result: InferenceResult) -> dict[str, Any]:
     item = {
         "id": record.id,
         "label": record.label,
-        "task": "mcq",
+        "task": MCQ.name,
         "source": record.source,
         "split": record.split,
         "imu_on": result.imu_used,
@@ -674,7 +672,7 @@ def infer_command(args: argparse.Namespace) -> int:
         if records is None:
             build_record(args.video, args.imu, args.gps)  # fail on missing files before loading
         model, processor = load_inference_model(args.model, args.adapter, args.dtype, args.device)
-        ask_probability = record is not None and "probability" in record["tasks"]
+        ask_probability = record is not None and PROBABILITY.name in record["tasks"]
         if records is not None:
             path = infer_manifest(
                 model,

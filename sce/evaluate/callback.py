@@ -33,14 +33,10 @@ from tqdm import tqdm
 from sce.evaluate.media import MediaLogger
 from sce.evaluate.summary import Summary, json_safe, summarize
 from sce.metrics.text import BERTSCORE_MODEL_ENV, BERTScoreEncoder, resolve_bertscore_encoder
+from sce.tasks import REASONING, TASKS
 
-# Tasks scored with BERTScore (sce.evaluate.summary): captions (paper 000 Table I) and
-# instructions (paper 003). Closed QA is scored by accuracy only.
-BERTSCORE_TASKS = ("caption", "instruction")
-# Generation budget of a reasoning item: the think trace comes before the answer, so the answer
-# budget (often 16-256 tokens) would cut the trace and leave the think block unclosed, which is
-# scored invalid. 1024 tokens holds a few hundred words of step-by-step reasoning.
-REASONING_MAX_NEW_TOKENS = 1024
+# The reasoning task's generation budget (a think trace, then the answer; sce.tasks.reasoning).
+REASONING_MAX_NEW_TOKENS = REASONING.max_new_tokens
 # figures also saved as PNG in evaluations/: the binary alarm's precision-recall curve (a safety
 # detector is chosen by its operating point)
 SAVED_FIGURES = ("alarm_pr_curve",)
@@ -103,7 +99,7 @@ class GenerationEvaluation(Callback):
             rank_zero_info(f"GenerationEvaluation: {self.bertscore.describe()}")
             return
         evaluates = stage != "fit" or self.every_n_epochs > 0
-        needing = [t for t in _eval_tasks(trainer) if t in BERTSCORE_TASKS]
+        needing = [t for t in _eval_tasks(trainer) if t in TASKS and TASKS[t].uses_bertscore]
         if evaluates and needing:
             rank_zero_warn(
                 f"GenerationEvaluation: BERTScore is skipped for {', '.join(needing)} (no "
@@ -169,10 +165,16 @@ class GenerationEvaluation(Callback):
         return _gather(results)
 
     def token_budgets(self, module_default: int) -> dict[str, int]:
-        """max_new_tokens per task ("*": every task but reasoning): the callback's
-        max_new_tokens (else the module's); reasoning items at least reasoning_max_new_tokens."""
+        """max_new_tokens per task ("*": every task without a budget of its own): the callback's
+        max_new_tokens (else the module's); a task with its own budget (`Task.max_new_tokens`)
+        at least that, reasoning items at least reasoning_max_new_tokens."""
         answer = self.max_new_tokens or module_default
-        return {"*": answer, "reasoning": max(answer, self.reasoning_max_new_tokens)}
+        budgets = {"*": answer}
+        for name, task in TASKS.items():
+            if task.max_new_tokens:
+                budgets[name] = max(answer, task.max_new_tokens)
+        budgets[REASONING.name] = max(answer, self.reasoning_max_new_tokens)
+        return budgets
 
     @rank_zero_only
     def _write(

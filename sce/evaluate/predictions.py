@@ -13,7 +13,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from sce.evaluate.summary import parse_item
+from sce.tasks.scoring import parse_item
 
 PREDICTIONS_FILE = "predictions.jsonl"
 # where a window's event time came from (sce.data.clip.resolve_event_time)

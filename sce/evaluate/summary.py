@@ -1,5 +1,8 @@
 """Turn generated answers into the papers' metrics, per task, source and IMU setting.
 
+Each task scores its own items (`Task.metrics`, sce.tasks); this module runs them over one
+evaluation's items and draws what they return (confusion matrix, alarm PR curve).
+
 Input: one dict per evaluated item, as `SceModule.generate_batch` returns them (id, task, label,
 source, imu_on, reference, prediction, option_probs). Output: a `Summary` with flat scalars
 (e.g. `acc`, `f1/collision`, `binary/recall`, `source_nexar/binary/acc`, `imu_off/acc`, `ll/acc`,
@@ -14,37 +17,25 @@ Items of binary-scope records (`label_scope` "binary", Nexar) are read with the 
 items (e.g. `source_nexar`) has none of them, only `n` (0) and `binary/*`, among them
 `binary/invalid_rate`. `Summary.to_json` is strict JSON: undefined values are null.
 
-The caller gathers every rank's items first, so the metric objects compute locally here
-(`sync_on_compute` off): syncing again would count each item once per rank.
+The caller gathers every rank's items first, so the metric objects compute locally
+(`sync_on_compute` off, sce.tasks.scoring): syncing again would count each item once per rank.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torchmetrics import Metric
 
-from sce.data.prompts import default_collision_probability
-from sce.data.schema import BINARY_LABELS, LABELS
+from sce.data.schema import LABELS
 from sce.evaluate.figures import confusion_matrix_figure, figure_to_array, pr_curve_figure
-from sce.metrics.calibration import CalibrationMetrics
-from sce.metrics.classification import EventClassificationMetrics, GroupedMetrics
-from sce.metrics.instruction import instruction_metrics
-from sce.metrics.parsing import (
-    ParsedAnswer,
-    parse_binary_event,
-    parse_event_class,
-    parse_probability,
-    reasoning_mode_answer,
-)
-from sce.metrics.text import bertscore_f1, closed_qa_correct, rouge_l_f1
-
-EVENT_TASKS = ("mcq",)
+from sce.tasks import TASKS
+from sce.tasks.base import ScoringOptions, TaskScores
+from sce.tasks.scoring import local
 
 
 @dataclass
@@ -112,103 +103,6 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "/").replace("\n", " ")[:200]
 
 
-def _local(obj):
-    """Disable cross-rank sync in every torchmetrics Metric inside obj (items are gathered)."""
-    modules = obj.modules() if isinstance(obj, torch.nn.Module) else [obj]
-    for module in modules:
-        if isinstance(module, Metric):
-            module.sync_on_compute = False
-    return obj
-
-
-def _groups(items: list[dict]) -> dict[str, list[str]]:
-    """The group dimensions of the per-group metrics. The source dimension only when the items
-    come from more than one source: with one, `source_<s>/acc` would repeat `acc`. The IMU
-    dimension always (the compact table and paper 000 Table V read `imu_on/...`)."""
-    groups = {"imu": ["on" if i["imu_on"] else "off" for i in items]}
-    sources = [str(i["source"]) for i in items]
-    if len(set(sources)) > 1:
-        groups["source"] = sources
-    return groups
-
-
-def _declared(items: Iterable[dict]) -> dict[str, list[str]]:
-    items = list(items)
-    groups = _groups(items)
-    return {dim: sorted(set(values)) for dim, values in groups.items()}
-
-
-def _scope(item: dict) -> str:
-    return item.get("label_scope") or ("binary" if item["label"] == "event" else "three_class")
-
-
-def parse_item(item: dict) -> ParsedAnswer:
-    """The event answer of an item, read in its record's label scope."""
-    if _scope(item) == "binary":
-        return parse_binary_event(item["prediction"])
-    return parse_event_class(item["prediction"])
-
-
-def event_metrics(items: list[dict], prefix: str = "") -> tuple[dict[str, float], Any]:
-    """3-class + binary metrics of generated answers, overall and per source / IMU setting, and
-    the [3, 4] confusion matrix (true class x predicted class + "invalid")."""
-    grouped = _local(GroupedMetrics(EventClassificationMetrics, _declared(items)))
-    preds = [parse_item(i).label for i in items]
-    targets, scopes = [i["label"] for i in items], [_scope(i) for i in items]
-    grouped.update(preds, targets, scopes, groups=_groups(items))
-    scalars = _flatten(grouped.compute(), prefix)
-    # the invalid column keeps each row summing to the class support, so the matrix agrees with
-    # the logged recall (an invalid answer counts against recall)
-    return scalars, grouped["all"].confusion_matrix(include_invalid=True)
-
-
-def likelihood_metrics(items: list[dict]) -> dict[str, float]:
-    """The same metrics with the class chosen by option log-likelihood (no parsing)."""
-    scored = [i for i in items if i.get("option_probs")]
-    if not scored:
-        return {}
-    grouped = _local(GroupedMetrics(EventClassificationMetrics, _declared(scored)))
-    preds = [_likeliest(i) for i in scored]
-    targets, scopes = [i["label"] for i in scored], [_scope(i) for i in scored]
-    grouped.update(preds, targets, scopes, groups=_groups(scored))
-    return _flatten(grouped.compute(), "ll/") | alarm_metrics(scored)
-
-
-def event_probability(item: dict) -> float:
-    """P(event) of the binary alarm from the option probabilities: P(collision) +
-    P(near_collision) (letters A + B) of a 3-class item, P(A = event) of a binary one."""
-    probs = item["option_probs"]
-    return float(probs[0] if _scope(item) == "binary" else probs[0] + probs[1])
-
-
-def alarm_scores(items: list[dict]) -> tuple[list[int], list[float]] | None:
-    """(targets, scores) of the binary alarm: 1 for collision / near-collision / event, 0 for
-    normal, scored by `event_probability`; over the items with option probabilities. None when
-    one class is absent (no ranking metric is defined)."""
-    scored = [i for i in items if i.get("option_probs")]
-    targets = [int(i["label"] != "normal") for i in scored]
-    if len(set(targets)) < 2:
-        return None
-    return targets, [event_probability(i) for i in scored]
-
-
-def alarm_metrics(items: list[dict]) -> dict[str, float]:
-    """Threshold-free metrics of the binary alarm (event vs normal) from the option
-    probabilities: `alarm/auroc` and `alarm/ap` (average precision). A safety detector is
-    chosen by its operating point; these rank every one. Empty when one class is absent."""
-    from torchmetrics.functional.classification import binary_auroc, binary_average_precision
-
-    alarm = alarm_scores(items)
-    if alarm is None:
-        return {}
-    target = torch.tensor(alarm[0])
-    scores = torch.tensor(alarm[1], dtype=torch.float64)
-    return {
-        "alarm/auroc": float(binary_auroc(scores, target)),
-        "alarm/ap": float(binary_average_precision(scores, target)),
-    }
-
-
 def alarm_pr_curve(targets: list[int], scores: list[float]) -> dict[str, list[float]]:
     """The alarm's precision-recall curve (torchmetrics' BinaryPrecisionRecallCurve, exact
     thresholds): `precision` and `recall` at each distinct score taken as threshold (an item
@@ -216,7 +110,7 @@ def alarm_pr_curve(targets: list[int], scores: list[float]) -> dict[str, list[fl
     `thresholds` has one value fewer."""
     from torchmetrics.classification import BinaryPrecisionRecallCurve
 
-    metric = _local(BinaryPrecisionRecallCurve(thresholds=None))
+    metric = local(BinaryPrecisionRecallCurve(thresholds=None))
     metric.update(torch.tensor(scores, dtype=torch.float64), torch.tensor(targets))
     precision, recall, thresholds = metric.compute()
     return {
@@ -226,159 +120,58 @@ def alarm_pr_curve(targets: list[int], scores: list[float]) -> dict[str, list[fl
     }
 
 
-def _likeliest(item: dict) -> str:
-    """The option with the highest letter probability: A, B, C of the 3-way question, or A, B
-    (event, normal) of the binary one (the probabilities are over the letters A, B, C; the
-    argmax over the first two is the binary question's answer)."""
-    probs = item["option_probs"]
-    if _scope(item) == "binary":
-        return BINARY_LABELS[int(np.argmax(probs[: len(BINARY_LABELS)]))]
-    return LABELS[int(np.argmax(probs))]
-
-
-def _flatten(results: dict[str, dict[str, float]], prefix: str) -> dict[str, float]:
-    out = {}
-    for group, values in results.items():
-        head = prefix if group == "all" else f"{prefix}{group}/"
-        out.update({f"{head}{name}": value for name, value in values.items()})
-    return out
-
-
-def _imu_subsets(items: list[dict]) -> list[tuple[str, list[int]]]:
-    """("", every item) and ("imu_<on|off>/", its items) for each IMU setting present: the same
-    groups as the event metrics' `imu_on/...` keys (paper 000 Table V: with IMU / video only)."""
-    settings = ["on" if i["imu_on"] else "off" for i in items]
-    subsets = [("", list(range(len(items))))]
-    for setting in sorted(set(settings)):
-        subsets.append((f"imu_{setting}/", [k for k, s in enumerate(settings) if s == setting]))
-    return subsets
-
-
-def _mean(values: list[float], index: list[int]) -> float:
-    return sum(values[k] for k in index) / len(index) if index else math.nan
-
-
-def caption_metrics(
-    items: list[dict], bertscore_model: str | None, bertscore_layer: int | None = None
-) -> dict[str, float]:
-    """`caption/{n,rougeL,bertscore_f1}` over all items and `imu_<on|off>/caption/...` per IMU
-    setting. Each pair is scored once (ROUGE-L and BERTScore F1 of a pair do not depend on the
-    other pairs); a group's value is the mean over its pairs (torchmetrics' ROUGEScore and
-    CaptionMetrics average the same way)."""
-    preds, refs = [i["prediction"] for i in items], [i["reference"] for i in items]
-    per_pair = {"rougeL": rouge_l_f1(preds, refs)}
-    bert = bertscore_f1(preds, refs, bertscore_model, bertscore_layer)
-    if bert is not None:
-        per_pair["bertscore_f1"] = bert
-    out: dict[str, float] = {}
-    for head, index in _imu_subsets(items):
-        out[f"{head}caption/n"] = float(len(index))
-        out.update({f"{head}caption/{k}": _mean(v, index) for k, v in per_pair.items()})
-    return out
-
-
-def closed_qa_metrics(items: list[dict]) -> dict[str, float]:
-    """`closed_qa/{n,acc}` over all items and `imu_<on|off>/closed_qa/...` per IMU setting."""
-    correct = [float(closed_qa_correct(i["prediction"], i["reference"])) for i in items]
-    out: dict[str, float] = {}
-    for head, index in _imu_subsets(items):
-        out[f"{head}closed_qa/n"] = float(len(index))
-        out[f"{head}closed_qa/acc"] = _mean(correct, index)
-    return out
-
-
-def reasoning_metrics(items: list[dict]) -> dict[str, float]:
-    """Paper 001's reasoning-mode accuracy (Table 9): the event question asked with the
-    reasoning instruction, scored on the answer after `</think>` only (`reasoning_mode_answer`).
-
-    A response without a closed think block is invalid (counted wrong): Table 9 reports n/a
-    for the model that "fails to respond with reasoning traces, even when prompted", so an
-    answer given without a trace is not a reasoning-mode answer. Keys: every event-metric key
-    under `reasoning/` (`reasoning/acc`, `reasoning/f1/<class>`, `reasoning/binary/acc`,
-    `reasoning/imu_on/acc`, ...) and `reasoning/no_trace_rate` (responses without a closed
-    think block)."""
-    answers = [reasoning_mode_answer(i["prediction"]) for i in items]
-    scored = [{**item, "prediction": a} for item, a in zip(items, answers, strict=True)]
-    scalars, _ = event_metrics(scored, "reasoning/")
-    scalars["reasoning/no_trace_rate"] = (
-        sum(a is None for a in answers) / len(answers) if answers else math.nan
-    )
-    return scalars
-
-
-def calibration_metrics(items: list[dict]) -> tuple[dict[str, float], Any]:
-    metric = _local(CalibrationMetrics())
-    metric.update(
-        [parse_probability(i["prediction"]) for i in items],
-        [default_collision_probability(i["label"]) for i in items],
-    )
-    scalars = {f"calibration/{k}": v for k, v in metric.compute().items()}
-    return scalars, metric.figure("Collision probability: reliability")
-
-
 def summarize(
     results: list[dict[str, Any]],
     bertscore_model: str | None = None,
     max_samples: int = 64,
     bertscore_layer: int | None = None,
 ) -> Summary:
-    """Metrics of every task present in `results` (see the module docstring for the keys).
+    """Metrics of every task present in `results`, each scored by its task (`Task.metrics`, in
+    registry order; see the module docstring for the keys).
 
     bertscore_model / bertscore_layer: the local BERTScore encoder and its layer (None: no
     BERTScore; layer None: bert-score's recommended layer, see sce.metrics.text)."""
     by_task: dict[str, list[dict]] = {}
     for item in results:
         by_task.setdefault(item["task"], []).append(item)
-    scalars: dict[str, float] = {"items": float(len(results))}
-    figures: dict[str, Any] = {}
-    confusion = None
-    alarm = None
-    if "mcq" in by_task:
-        event, matrix = event_metrics(by_task["mcq"])
-        scalars.update(event)
-        scalars.update(likelihood_metrics(by_task["mcq"]))
-        confusion = matrix.int().tolist()
-        figures["confusion_matrix"] = confusion_matrix_figure(matrix, LABELS)
-        alarm = alarm_scores(by_task["mcq"])
-        if alarm is not None:
-            curve = alarm_pr_curve(*alarm)
-            ap = scalars["alarm/ap"]
-            figures["alarm_pr_curve"] = pr_curve_figure(curve["precision"], curve["recall"], ap)
-    if "reasoning" in by_task:
-        scalars.update(reasoning_metrics(by_task["reasoning"]))
-    if "caption" in by_task:
-        scalars.update(caption_metrics(by_task["caption"], bertscore_model, bertscore_layer))
-    if "instruction" in by_task:
-        scalars.update(
-            instruction_metrics(by_task["instruction"], bertscore_model, bertscore_layer)
-        )
-    if "vqa" in by_task:
-        scalars.update(closed_qa_metrics(by_task["vqa"]))
-    if "probability" in by_task:
-        calibration, figure = calibration_metrics(by_task["probability"])
-        scalars.update(calibration)
-        figures["reliability"] = figure
-    samples = [
-        {
-            k: item.get(k)
-            for k in (
-                "id",
-                "task",
-                "label",
-                "source",
-                "imu_on",
-                "reference",
-                "prediction",
-                "option_probs",
-            )
-        }
-        for item in results[:max_samples]
-    ]
-    return Summary(
-        scalars=scalars,
-        confusion=confusion,
-        samples=samples,
-        figures=figures,
-        alarm=alarm,
+    options = ScoringOptions(bertscore_model, bertscore_layer)
+    summary = Summary(
+        scalars={"items": float(len(results))},
+        samples=[_sample(item) for item in results[:max_samples]],
         sources=sorted({str(item["source"]) for item in results}),
     )
+    for name, task in TASKS.items():
+        if name in by_task:
+            _add_scores(summary, task.metrics(by_task[name], options))
+    return summary
+
+
+def _add_scores(summary: Summary, scores: TaskScores) -> None:
+    """A task's scores into the summary, with the figures of its confusion matrix and alarm."""
+    summary.scalars.update(scores.scalars)
+    if scores.confusion is not None:
+        summary.confusion = scores.confusion.int().tolist()
+        summary.figures["confusion_matrix"] = confusion_matrix_figure(scores.confusion, LABELS)
+    if scores.alarm is not None:
+        summary.alarm = scores.alarm
+        curve = alarm_pr_curve(*scores.alarm)
+        ap = summary.scalars["alarm/ap"]
+        summary.figures["alarm_pr_curve"] = pr_curve_figure(curve["precision"], curve["recall"], ap)
+    summary.figures.update(scores.figures)
+
+
+SAMPLE_FIELDS = (
+    "id",
+    "task",
+    "label",
+    "source",
+    "imu_on",
+    "reference",
+    "prediction",
+    "option_probs",
+)
+
+
+def _sample(item: dict[str, Any]) -> dict[str, Any]:
+    """An item's fields shown in the sample table and written to the evaluation JSON."""
+    return {k: item.get(k) for k in SAMPLE_FIELDS}

@@ -52,15 +52,18 @@ from sce.labeling.templates import (
     task_version,
 )
 from sce.labeling.validate import SCHEMAS, AnswerError, keep_rate, parse_answer
+from sce.tasks import CAPTION, CAPTION_FIELD, REASONING, REASONING_FIELD, VQA, VQA_FIELD
 
 log = logging.getLogger("sce.labeling")
 
 FINAL_STATUSES = ("ok", "filtered", "failed")
-FILTERED_TASKS = ("reasoning", "vqa")
+FILTERED_TASKS = (REASONING.name, VQA.name)
 RAW_LIMIT = 20000  # characters of a failed reply kept for debugging
 MAX_LISTED_FAILURES = 100  # failures named in the summary (all of them stay in the results)
+# Teacher tasks whose prompt quotes the clip's teacher caption as its scene description.
+SCENE_CAPTIONED = (REASONING.name, "reasoning_vqa")
 # The caption runs first: its text is the scene description of the reasoning prompts (paper 001).
-TASK_ORDER = ("structured_caption", "caption", "vqa", "reasoning_vqa", "reasoning")
+TASK_ORDER = ("structured_caption", CAPTION.name, VQA.name, "reasoning_vqa", REASONING.name)
 
 Key = tuple[str, str, str]
 
@@ -205,7 +208,7 @@ def _run_teacher_task(
         return _result(record, task, version, status, attempts=attempts, elapsed_s=elapsed,
                        model=getattr(run.backend, "name", None), **extra)  # fmt: skip
 
-    scene_caption = _scene_caption(run, record) if task in ("reasoning", "reasoning_vqa") else None
+    scene_caption = _scene_caption(run, record) if task in SCENE_CAPTIONED else None
     prompt = build_teacher_prompt(
         record, inputs, get_template(task, version), run.options, scene_caption
     )
@@ -239,11 +242,11 @@ class _Stopped(Exception):
 
 def _scene_caption(run: _Run, record: ClipRecord) -> str | None:
     """The teacher caption of this clip (this run's version, else the input manifest's)."""
-    version = run.versions.get("caption") or get_template("caption").version
-    result = run.store.latest.get((record.id, "caption", version))
+    version = run.versions.get(CAPTION.name) or get_template(CAPTION.name).version
+    result = run.store.latest.get((record.id, CAPTION.name, version))
     if result and result["status"] == "ok":
-        return result["annotation"]["caption"]
-    caption = record.annotations.get("caption")
+        return result["annotation"][CAPTION_FIELD]
+    caption = record.annotations.get(CAPTION_FIELD)
     return caption if isinstance(caption, str) and caption.strip() else None
 
 
@@ -342,12 +345,14 @@ def apply_result(record: ClipRecord, result: dict[str, Any]) -> None:
     notes = record.annotations
     if task == "structured_caption":
         notes["structured_caption"] = value["text"]
-    elif task == "caption":
-        notes["caption"] = value["caption"]
+    elif task == CAPTION.name:
+        notes[CAPTION_FIELD] = value[CAPTION_FIELD]
         notes["qa"] = value["questions"]
-    elif task == "vqa":
-        notes["vqa"] = value["items"]
-    elif task in ("reasoning", "reasoning_vqa"):
+    elif task == VQA.name:
+        notes[VQA_FIELD] = value["items"]
+    elif task == REASONING.name:
+        notes[REASONING_FIELD] = value
+    elif task == "reasoning_vqa":
         notes[task] = value
     else:
         raise KeyError(f"no annotation mapping for task {task!r}")

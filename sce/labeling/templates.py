@@ -36,6 +36,7 @@ import numpy as np
 from sce.common.labels import OPTION_LETTERS
 from sce.data.imu import FrameTelemetry
 from sce.data.schema import ALL_LABELS
+from sce.tasks import CAPTION, REASONING, VQA
 
 # The 3-way event question of paper 001 as the teacher is asked it, with the student's letters
 # (sce.common.labels.OPTION_LETTERS), so a kept think trace and the answer the dataset appends to it
@@ -354,7 +355,7 @@ _OBSERVE_NOTE = (
 )
 
 CAPTION_V1 = TaskTemplate(
-    task="caption",
+    task=CAPTION.name,
     version="v1",
     system=(
         "You are an expert analyst of dashcam footage and vehicle telemetry. You receive the frames "
@@ -377,7 +378,7 @@ CAPTION_V1 = TaskTemplate(
 )
 
 VQA_V1 = TaskTemplate(
-    task="vqa",
+    task=VQA.name,
     version="v1",
     system=(
         "You are a visual assistant watching one dashcam video. Together with the video you get a "
@@ -430,7 +431,7 @@ _EVENT_MCQ = (
 )
 
 REASONING_V1 = TaskTemplate(
-    task="reasoning",
+    task=REASONING.name,
     version="v1",
     system=(
         "You are a strong reasoning model watching a video from the dashcam of a vehicle; decide "

@@ -22,16 +22,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from sce.common.labels import LABELS, OPTION_LETTERS
+from sce.tasks import CAPTION, CAPTION_FIELD, REASONING, VQA
 
 _STR = {"type": "string", "minLength": 1}
 _LETTER4 = {"type": "string", "enum": ["A", "B", "C", "D"]}
 
+# Teacher task -> the JSON schema of its reply. A teacher task named after a student task
+# (sce.tasks) writes that task's annotation field.
 SCHEMAS: dict[str, dict[str, Any]] = {
-    "caption": {
+    CAPTION.name: {
         "type": "object",
-        "required": ["caption", "questions"],
+        "required": [CAPTION_FIELD, "questions"],
         "properties": {
-            "caption": {"type": "string", "minLength": 20},
+            CAPTION_FIELD: {"type": "string", "minLength": 20},
             "questions": {
                 "type": "array",
                 "minItems": 1,
@@ -48,7 +51,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             },
         },
     },
-    "vqa": {
+    VQA.name: {
         "type": "object",
         "required": ["items"],
         "properties": {
@@ -79,7 +82,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "reasons": {"type": "array", "minItems": 1, "items": _STR},
         },
     },
-    "reasoning": {
+    REASONING.name: {
         "type": "object",
         "required": ["think", "answer"],
         "properties": {
@@ -266,9 +269,9 @@ def _parse_caption(data: Any, label: str | None) -> TeacherAnswer:
         for q in data["questions"]:
             if isinstance(q, dict) and isinstance(q.get("type"), str):
                 q["type"] = q["type"].strip().lower().replace("-ended", "")
-    _require(data, "caption")
+    _require(data, CAPTION.name)
     questions = [{k: q[k] for k in ("type", "question", "answer")} for q in data["questions"]]
-    return TeacherAnswer({"caption": data["caption"].strip(), "questions": questions})
+    return TeacherAnswer({CAPTION_FIELD: data[CAPTION_FIELD].strip(), "questions": questions})
 
 
 def _parse_vqa(data: Any, label: str | None) -> TeacherAnswer:
@@ -282,7 +285,7 @@ def _parse_vqa(data: Any, label: str | None) -> TeacherAnswer:
                 item["options"] = _options(item.get("options"))
                 item["answer"] = _letter(item.get("answer"))
         data["items"] = items
-    _require(data, "vqa")
+    _require(data, VQA.name)
     items = [
         {k: i[k] for k in ("dimension", "question", "options", "answer")} for i in data["items"]
     ]
@@ -345,7 +348,7 @@ def _parse_reasoning(text: str, label: str | None) -> TeacherAnswer:
         data = _reasoning_from_text(text)
     if isinstance(data, dict):
         data["answer"] = _letter(data.get("answer"))
-    _require(data, "reasoning")
+    _require(data, REASONING.name)
     answer = data["answer"]
     value = {"think": data["think"].strip(), "answer": answer, "label": OPTION_LETTERS[answer]}
     parsed = TeacherAnswer(value)
@@ -369,9 +372,13 @@ def parse_answer(task: str, text: str, label: str | None = None) -> TeacherAnswe
     """
     if not isinstance(text, str) or not text.strip():
         raise AnswerError("empty answer")
-    if task == "reasoning":
+    if task == REASONING.name:
         return _parse_reasoning(text, label)
-    parsers = {"caption": _parse_caption, "vqa": _parse_vqa, "reasoning_vqa": _parse_reasoning_vqa}
+    parsers = {
+        CAPTION.name: _parse_caption,
+        VQA.name: _parse_vqa,
+        "reasoning_vqa": _parse_reasoning_vqa,
+    }
     if task not in parsers:
         raise KeyError(f"no answer parser for task {task!r}")
     return parsers[task](extract_json(text), label)

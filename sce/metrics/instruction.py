@@ -1,6 +1,6 @@
 """Paper 003's instruction task: BLEU-4 and BERTScore F1 of the instruction, plus diversity.
 
-The sce answer is "Yes|No, <event>. <instruction>" (sce/data/prompts.py); the paper scores the
+The sce answer is "Yes|No, <event>. <instruction>" (sce/tasks/instruction.py); the paper scores the
 generated instruction text, so both prediction and reference are cut after the first sentence
 (`instruction_part`). BLEU: torchmetrics' BLEUScore (already a dependency; sacrebleu is not),
 corpus BLEU-4 with uniform weights and brevity penalty, reported x100 like the paper's "BLEU

@@ -25,6 +25,8 @@ from sce.models import losses as loss_lib
 from sce.models.adapters import AdapterMode, AttnImplementation, TargetPreset
 from sce.models.families import family_for
 from sce.models.neftune import NEFTune
+from sce.tasks.base import MSE_TERM
+from sce.tasks.mix import adds_loss_term, trained_tasks
 
 # The string options of SceModule: the `sce fit` parser offers and checks these choices.
 Finetuning = Literal[AdapterMode, "none"]  # "none": the base model as is (zero-shot)
@@ -267,23 +269,20 @@ class SceModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Decide once per run, not per step, which stages log `<stage>/mse`."""
-        self._mse_stages = {
-            name for name in ("train", "val", "test") if self._stage_has_probability_task(name)
-        }
+        self._mse_stages = {name for name in ("train", "val", "test") if self._stage_adds_mse(name)}
 
-    def _stage_has_probability_task(self, stage: str) -> bool:
-        """Whether the stage's task mix asks the probability question (then `<stage>/mse` is
-        logged). Decided from the data settings, the same on every rank, never per batch: a
-        metric logged on some ranks only would stall the epoch-end sync. True without a data
-        module that says otherwise."""
+    def _stage_adds_mse(self, stage: str) -> bool:
+        """Whether the stage's task mix has a task adding the MSE term, the probability question
+        (then `<stage>/mse` is logged). Decided from the data settings, the same on every rank,
+        never per batch: a metric logged on some ranks only would stall the epoch-end sync. True
+        without a data module that says otherwise."""
         trainer = self._trainer
         hparams = getattr(getattr(trainer, "datamodule", None), "hparams", None)
         if hparams is None:
             return True
         if stage == "train":
-            weights = hparams.get("task_weights") or {"mcq": 1.0}
-            return (weights.get("probability") or 0) > 0
-        return "probability" in (hparams.get("eval_tasks") or ())
+            return adds_loss_term(MSE_TERM, trained_tasks(hparams.get("task_weights")))
+        return adds_loss_term(MSE_TERM, hparams.get("eval_tasks") or ())
 
     def _empty_batch_loss(self) -> torch.Tensor:
         """A zero loss over every trainable parameter, for a batch whose samples were all

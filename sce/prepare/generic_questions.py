@@ -25,6 +25,7 @@ from typing import Any
 from sce.common.labels import LABEL_TEXT, LABELS
 from sce.data.schema import load_manifest, write_manifest
 from sce.prepare.synthetic import AGENT_COLORS, AGENT_SIZES, LIGHTS, SCENES, WEATHERS
+from sce.tasks import VQA_FIELD
 
 # (metadata field, question, options in letter order)
 SEEN_QUESTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -103,5 +104,5 @@ def pretraining_manifest(manifest: Path, out: Path) -> Path:
     records = load_manifest(manifest, check_files=False)
     for record in records:
         questions = generic_vqa(record.metadata) + read_back_vqa(random.Random(record.id))
-        record.annotations = {**record.annotations, "vqa": questions}
+        record.annotations = {**record.annotations, VQA_FIELD: questions}
     return write_manifest(records, out)

@@ -453,11 +453,13 @@ def check_tasks(
 ) -> None:
     """An error for each task with a training weight that no train record can serve and each
     evaluation task no val record can be asked (e.g. a caption weight without captions)."""
-    from sce.data.prompts import available_tasks, evaluation_tasks
+    from sce.tasks import DEFAULT_TASK_MIX, available_tasks, evaluation_tasks
 
     asked = {
         ("train", "data.task_weights", available_tasks): {
-            task: weight for task, weight in (task_weights or {"mcq": 1.0}).items() if weight > 0
+            task: weight
+            for task, weight in (task_weights or DEFAULT_TASK_MIX).items()
+            if weight > 0
         },
         ("val", "data.eval_tasks", evaluation_tasks): {task: None for task in eval_tasks},
     }

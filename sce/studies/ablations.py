@@ -43,6 +43,7 @@ from sce.evaluate.figures import imu_setting_value
 from sce.models.module import SceModule
 from sce.prepare.synthetic import SynthOptions, generate_synthetic_dataset
 from sce.studies.demo import tiny_datamodule
+from sce.tasks import CAPTION, MCQ
 
 TABLE_COLUMNS = (
     "direction",
@@ -86,7 +87,7 @@ DIRECTIONS: dict[str, Direction] = {
         SynthOptions(class_fractions=LONG_TAIL),
         {
             "unbalanced": {"class_factors": None},
-            "balanced": {"class_factors": {"mcq": {"collision": 15, "near_collision": 2}}},
+            "balanced": {"class_factors": {MCQ.name: {"collision": 15, "near_collision": 2}}},
         },
         ("f1/collision", "acc", "macro_f1"),
     ),
@@ -151,7 +152,7 @@ def warm_up(base_dir: Path, manifest: Path, out: Path, cfg: AblationConfig) -> P
     """Captions only, full fine-tuning (the stand-in for pretraining, as in `sce demo`)."""
     L.seed_everything(0, workers=True)
     module = SceModule(str(base_dir), finetuning="full", lr=cfg.lr, scheduler="cosine")
-    data = _datamodule(manifest, base_dir, cfg, 0, task_weights={"caption": 1.0})
+    data = _datamodule(manifest, base_dir, cfg, 0, task_weights={CAPTION.name: 1.0})
     _trainer(out, cfg.warmup_epochs, []).fit(module, datamodule=data)
     warm_dir = out / "model_warm"
     module.model.save_pretrained(warm_dir)
@@ -168,7 +169,7 @@ def train_and_test(
         str(warm_dir), finetuning="full", lr=cfg.lr, scheduler="cosine", warmup_ratio=0.05
     )
     data = _datamodule(
-        manifest, warm_dir, cfg, seed, task_weights={"mcq": 0.8, "caption": 0.2}, **settings
+        manifest, warm_dir, cfg, seed, task_weights={MCQ.name: 0.8, CAPTION.name: 0.2}, **settings
     )
     trainer = _trainer(out, cfg.epochs, [])
     trainer.fit(module, datamodule=data)

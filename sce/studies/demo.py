@@ -41,6 +41,7 @@ from sce.evaluate.figures import compact_table
 from sce.evaluate.summary import json_safe
 from sce.models.adapters import LM_PROJECTIONS, TOKEN_LAYERS
 from sce.models.module import SceModule
+from sce.tasks import CAPTION, MCQ, VQA
 from sce.train.record import training_record, write_training_record
 
 
@@ -58,7 +59,7 @@ class DemoConfig:
     # Warm-up task mix. {"caption": 1.0} is the demo's default; adding "vqa" also asks the
     # generic and read-back questions of sce.prepare.generic_questions (never the event), tried as a
     # richer stand-in for pretraining (README, "DoRA on the tiny base").
-    warmup_task_weights: dict[str, float] = field(default_factory=lambda: {"caption": 1.0})
+    warmup_task_weights: dict[str, float] = field(default_factory=lambda: {CAPTION.name: 1.0})
     # The language model is fully trained, vision frozen (papers 001/003): the "trained" row.
     finetuning: str = "full"
     recipe_lr: float = 2e-3
@@ -145,7 +146,7 @@ def evaluate(model_dir: Path, manifest: Path, out: Path, name: str, cfg: DemoCon
 def warm_up(base_dir: Path, manifest: Path, out: Path, cfg: DemoConfig) -> Path:
     """Full fine-tuning on `cfg.warmup_task_weights` (captions, optionally the generic
     questions), never the event question; saves the warmed-up model as a new base folder."""
-    if "vqa" in cfg.warmup_task_weights:
+    if VQA.name in cfg.warmup_task_weights:
         from sce.prepare.generic_questions import pretraining_manifest
 
         manifest = pretraining_manifest(manifest, manifest.parent / "pretraining_manifest.jsonl")
@@ -156,7 +157,7 @@ def warm_up(base_dir: Path, manifest: Path, out: Path, cfg: DemoConfig) -> Path:
         cfg,
         task_weights=dict(cfg.warmup_task_weights),
         imu_dropout=0.5,
-        eval_tasks=("caption",),  # val/loss: the caption loss this stage trains
+        eval_tasks=(CAPTION.name,),  # val/loss: the caption loss this stage trains
     )
     trainer = _trainer(out, "warmup", cfg.warmup_epochs, [], validate=True)
     trainer.fit(module, datamodule=data)
@@ -187,7 +188,7 @@ def train_recipe(
         manifest,
         base_dir,
         cfg,
-        task_weights={"mcq": 0.8, "caption": 0.2},
+        task_weights={MCQ.name: 0.8, CAPTION.name: 0.2},
         imu_dropout=0.5,
         eval_imu=EVAL_IMU,
     )

@@ -14,7 +14,7 @@ id already in the local Hugging Face cache); otherwise the Qwen2.5-VL hub defaul
 `preprocessor_config.json`, which the video processor also reads: min_pixels 56*56, max_pixels
 12845056). The text side (system prompt, time stamps, telemetry lines, question, answer, chat
 markup) is counted with the model's tokenizer and chat template on a representative 3-way event
-question built by `sce.data.prompts`, or estimated when no tokenizer is at hand.
+question built by `sce.data.prompts` and `sce.tasks`, or estimated when no tokenizer is at hand.
 
 With `data.window_scales` (paper 002) every record gives one item per scale: the 3 keyframes
 (start, middle, end) of a window of `scale` s ending at the event, each a separate image (the
@@ -192,7 +192,8 @@ def representative_content(
     unless `times` gives them (keyframe windows, one image per frame with `keyframes`); the
     visuals are 1x1 placeholders (only their frame counts matter for the text).
     """
-    from sce.data.prompts import EVENT_QUESTION, build_user_content
+    from sce.data.prompts import build_user_content
+    from sce.tasks.events import EVENT_QUESTION
 
     if times is None:
         times = start + np.arange(num_frames) / fps
@@ -204,7 +205,7 @@ def representative_content(
 
 
 def representative_answer() -> str:
-    from sce.data.prompts import mcq_answer
+    from sce.tasks.events import mcq_answer
 
     return mcq_answer("near_collision")
 

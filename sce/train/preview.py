@@ -57,7 +57,7 @@ def find_record(manifest: str, sample_id: str, split: str | None = None) -> Clip
 def choose_task(record: ClipRecord, task: str | None, eval_tasks: Sequence[str]) -> str:
     """`task`, or the first evaluation task the record can serve (the dataset asks a task only
     of records whose annotations can answer it)."""
-    from sce.data.prompts import available_tasks
+    from sce.tasks import available_tasks
 
     available = available_tasks(record.label, record.annotations)
     if task is None:

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sce.tasks.mix import trained_tasks
+
 TRAINING_RECORD_FILE = "sce_training.json"
 # data.* settings that shape a prompt: sce infer's window flags mirror them (same names, `_`
 # for the flag's `-`), so a model is asked with the inputs it was trained on.
@@ -33,7 +35,6 @@ WINDOW_SETTINGS = (
     "window_scales",
     "telemetry_anchor",
 )
-DEFAULT_TRAINING_TASKS = {"mcq": 1.0}  # SceDataset's default task mix
 
 
 def training_record(data_hparams: Mapping[str, Any]) -> dict[str, Any]:
@@ -41,8 +42,7 @@ def training_record(data_hparams: Mapping[str, Any]) -> dict[str, Any]:
     the tasks it trained (task weight > 0). A setting the hparams lack (a run older than the
     setting) is left out, and sce infer falls back to its own default for it."""
     window = {key: data_hparams[key] for key in WINDOW_SETTINGS if key in data_hparams}
-    weights = data_hparams.get("task_weights") or DEFAULT_TRAINING_TASKS
-    tasks = sorted(task for task, weight in weights.items() if weight and weight > 0)
+    tasks = sorted(trained_tasks(data_hparams.get("task_weights")))
     return {"window": _plain(window), "tasks": tasks}
 
 

@@ -44,6 +44,7 @@ from sce.prepare.sources.base import (
     parse_seconds,
     read_csv_rows,
 )
+from sce.tasks import CAPTION_FIELD
 
 VIDEO_COLUMN = "Input.Video"
 MAX_ACTIONS = 15
@@ -148,7 +149,7 @@ def _row_records(
                     "end": end,
                 },
                 annotations={
-                    "caption": make_caption(action, justification),
+                    CAPTION_FIELD: make_caption(action, justification),
                     "action": action,
                     "justification": justification,
                 },

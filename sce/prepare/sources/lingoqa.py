@@ -38,6 +38,7 @@ from sce.prepare.sources.base import (
     SourceRecord,
     is_empty,
 )
+from sce.tasks import VQA_FIELD
 
 COLUMNS = ("question_id", "segment_id", "images", "question", "answer")
 
@@ -101,12 +102,12 @@ def _read_segments(path: Path, segments: dict[str, dict[str, Any]]) -> None:
             {
                 "frames": [path.parent / p for p in _images(row.images, where)],
                 "where": where,
-                "vqa": {},
+                "questions": {},
             },
         )
-        qa = entry["vqa"].get(question_id)
+        qa = entry["questions"].get(question_id)
         if qa is None:
-            entry["vqa"][question_id] = {
+            entry["questions"][question_id] = {
                 "question_id": question_id,
                 "question": question,
                 "answer": answer,
@@ -148,7 +149,7 @@ def lingoqa_records(
                 source="lingoqa",
                 split="",
                 metadata={"frames": [str(p) for p in entry["frames"]], "segment_id": segment},
-                annotations={"vqa": list(entry["vqa"].values())},
+                annotations={VQA_FIELD: list(entry["questions"].values())},
             ),
             entry["where"],
         )

@@ -46,11 +46,12 @@ from sce.prepare.sources.base import (
     parse_seconds,
     read_csv_rows,
 )
+from sce.tasks import CAPTION_FIELD, INSTRUCTION_FIELD
 
 IMU_COLUMNS = ("t", "ax", "ay", "az", "gx", "gy", "gz")
 GPS_COLUMNS = ("t", "speed")
 LABEL_COLUMNS = ("id", "label", "event_time", "split")
-ANNOTATION_COLUMNS = ("caption", "instruction")  # free text -> annotations[column]
+ANNOTATION_COLUMNS = (CAPTION_FIELD, INSTRUCTION_FIELD)  # free text -> annotations[column]
 METADATA_PREFIX = "metadata."  # metadata.KEY -> metadata[KEY]
 
 

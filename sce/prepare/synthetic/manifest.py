@@ -23,6 +23,7 @@ from sce.prepare.synthetic.scenario import (
     sample_scenario,
 )
 from sce.prepare.synthetic.telemetry import Kinematics, gps_track, simulate, write_csv
+from sce.tasks import CAPTION_FIELD
 
 
 def class_counts(n: int, fractions: dict[str, float]) -> dict[str, int]:
@@ -120,7 +121,7 @@ def generate_clip(
         gps=gps_path,
         event_time=kin.event_time,
         metadata=meta,
-        annotations={"caption": make_caption(label, meta, kin.event_time)},
+        annotations={CAPTION_FIELD: make_caption(label, meta, kin.event_time)},
         root=str(out_dir),
     )
 
