@@ -1,6 +1,7 @@
 """The model and its training step.
 
 - tiny           the offline tiny Qwen2.5-VL kit (and the real 3B/7B widths)
+- precision      dtype names -> torch dtypes ("auto": bfloat16 on CUDA, float32 on CPU)
 - adapters       DoRA / LoRA / QLoRA / full fine-tuning of the language model
 - neftune        NEFTune embedding noise
 - losses         CE on supervised rows only, + MSE on probability answers (paper 002)
