@@ -67,6 +67,7 @@ from typing import Any
 
 import yaml
 
+from sce.evaluate.run_folder import RunFolder, RunFolderError
 from sce.train.config import ConfigError, as_overrides, resolve_config
 
 CONFIG_NAME = "sweep_config.yaml"
@@ -439,7 +440,7 @@ def finished_runs(plan: SweepPlan, summary: Mapping[str, Any]) -> set[str]:
     for variant in plan.variants:
         record = run_record_of(entries.get(variant.name), variant.seed)
         if record and record.get("status") == "ok":
-            if (variant.run_dir / "metrics.json").is_file():
+            if RunFolder(variant.run_dir).metrics_path.is_file():
                 _check_same_config(variant)
                 done.add(variant.run_name)
     return done
@@ -530,10 +531,9 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def _final_metrics(run_dir: Path) -> dict[str, Any]:
     """The summary metrics of the run's metrics.json (written by GenerationEvaluation)."""
-    path = run_dir / "metrics.json"
-    if not path.is_file():
+    record = RunFolder(run_dir).metrics()
+    if record is None:
         return {}
-    record = json.loads(path.read_text())
     scalars = record.get("scalars") or {}
     metrics = {k: scalars[k] for k in SUMMARY_METRICS if k in scalars}
     return {"split": record.get("split"), "step": record.get("step"), **metrics}
@@ -562,13 +562,10 @@ def variant_hparams(variant: Variant, swept: Sequence[str]) -> dict[str, Any]:
 
 def _resolved_config(variant: Variant) -> dict[str, Any]:
     """LightningCLI's saved config.yaml (every default filled in), else the merged config."""
-    path = variant.run_dir / "config.yaml"
-    if path.is_file():
-        try:
-            return yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError:
-            pass
-    return variant.config
+    try:
+        return RunFolder(variant.run_dir).config() or variant.config
+    except RunFolderError:  # a config.yaml that does not read
+        return variant.config
 
 
 def _hparam_value(value: Any) -> int | float | str | bool:
@@ -581,10 +578,7 @@ def metric_tags(run_dir: Path) -> list[str]:
     """HParams metrics of a run: the summary metrics of the split in its metrics.json, and the
     validation loss. The same list for every variant (TensorBoard takes the metric list of one
     run for the whole table); a metric a run lacks shows as blank."""
-    split = "val"
-    path = run_dir / "metrics.json"
-    if path.is_file():
-        split = json.loads(path.read_text()).get("split") or split
+    split = (RunFolder(run_dir).metrics() or {}).get("split") or "val"
     return [*(f"{split}_gen/{k}" for k in SUMMARY_METRICS), "val/loss"]
 
 
