@@ -52,7 +52,14 @@ from sce.evaluate.run_folder import RunFolder
 from sce.models.module import SceModule
 from sce.prepare.synthetic import SynthOptions, generate_synthetic_dataset
 from sce.studies.demo import tiny_data_settings, tiny_datamodule
-from sce.studies.sweep import SweepPlan, format_plan, plan_sweep, run_record_of, run_sweep
+from sce.studies.sweep import (
+    LOG_NAME,
+    SweepPlan,
+    format_plan,
+    plan_sweep,
+    run_record_of,
+    run_sweep,
+)
 
 TABLE_COLUMNS = (
     "direction",
@@ -229,7 +236,7 @@ def tested_runs(plan: SweepPlan, summary: Mapping[str, Any], variant: str) -> li
         if not metrics or metrics.get("split") != "test":
             raise RuntimeError(
                 f"{plan.name}/{run.run_name}: {record.get('status', 'not run')}, no test "
-                f"evaluation (log: {run.run_dir / 'sweep.log'})"
+                f"evaluation (log: {run.run_dir / LOG_NAME})"
             )
         runs.append({"seed": run.seed, "scalars": metrics["scalars"], "seconds": record["seconds"]})
     return runs
