@@ -844,7 +844,7 @@ def _failed_runs(entry: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]
 
 
 # ------------------------------------------------------------------------------ report
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "ablations.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "ablations.ipynb"
 REPORT_NAME = "ablations.ipynb"  # the executed notebook, in the sweep folder
 
 
