@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from sce.studies.ablations import DIRECTIONS, TABLE_COLUMNS, AblationConfig, run_ablations
+from sce.studies.ablations import (
+    DIRECTIONS,
+    TABLE_COLUMNS,
+    AblationConfig,
+    plan_direction,
+    run_ablations,
+)
+from sce.studies.sweep import get_dotted
 
 
 @pytest.mark.slow
@@ -31,7 +38,7 @@ def test_reduced_ablation_run_writes_the_table(tmp_path: Path) -> None:
     assert tuple(rows[0]) == TABLE_COLUMNS
     # rows: variants x evaluation settings x metrics, per direction
     expected = {
-        name: sum(len(s.get("eval_imu", ("on",))) for s in d.variants.values()) * len(d.metrics)
+        name: sum(len(s.get("data.eval_imu", ["on"])) for s in d.variants.values()) * len(d.metrics)
         for name, d in DIRECTIONS.items()
     }
     assert expected == {"imu_dropout": 8, "balancing": 6, "fps": 6}
@@ -44,6 +51,39 @@ def test_reduced_ablation_run_writes_the_table(tmp_path: Path) -> None:
         assert float(row["std"]) == 0.0 and float(row["seconds"]) > 0
     md = (tmp_path / "ablations" / "ablation_table.md").read_text()
     assert md.count("\n| ") == 1 + len(rows)  # header + one line per row
+
+
+def test_directions_run_as_sweeps_of_the_in_process_recipe(tmp_path, tiny_kit, synthetic_manifest):
+    """Each direction is a seeded sweep (the mechanism of `sce sweep`) whose runs train what the
+    script trained in process before: the recipe's settings, the variant's, the seed's."""
+    cfg = AblationConfig(out=str(tmp_path), seeds=(0, 2))
+    for name, direction in DIRECTIONS.items():
+        plan = plan_direction(direction, cfg, tmp_path, tiny_kit, synthetic_manifest)
+        assert plan.names == list(direction.variants) and plan.seeds == [0, 2]
+        assert len(plan.variants) == 2 * len(direction.variants)
+        for run in plan.variants:
+            config = run.config
+            assert run.run_dir == tmp_path / name / run.name / f"seed{run.seed}"
+            assert config["seed_everything"] == config["data"]["seed"] == run.seed
+            assert config["model"]["model_path"] == str(tiny_kit)  # data.processor_path follows
+            assert {k: config["model"][k] for k in ("finetuning", "lr", "scheduler", "warmup_ratio")} == {
+                "finetuning": "full", "lr": cfg.lr, "scheduler": "cosine", "warmup_ratio": 0.05
+            }  # fmt: skip
+            trainer = config["trainer"]
+            assert (trainer["max_epochs"], trainer["limit_val_batches"]) == (cfg.epochs, 0)
+            assert trainer["callbacks"][0]["init_args"]["every_n_epochs"] == 0  # test only
+            data = config["data"]
+            assert data["task_weights"] == {"mcq": 0.8, "caption": 0.2}
+            assert (data["width"], data["height"], data["batch_size"]) == (
+                *cfg.frame_size,
+                cfg.batch_size,
+            )
+            assert data["cache_dir"] == str(synthetic_manifest.parent / "frame_cache")
+            assert data["manifest"] == str(synthetic_manifest)
+            for key, value in direction.variants[run.name].items():
+                assert get_dotted(config, key) == value, (name, run.name, key)
+            if "data.eval_imu" not in direction.variants[run.name]:
+                assert data["eval_imu"] == ["on"]
 
 
 def test_unknown_direction_is_refused(tmp_path: Path) -> None:

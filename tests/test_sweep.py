@@ -282,6 +282,52 @@ def test_cli_exit_codes_overwrite_and_only(fake_sweep, monkeypatch, capsys):
     assert main([*args, "--only", "fps1", "--overwrite"]) == 0
 
 
+# Stands in for `sce test --run RUN --ckpt C`: the test split's metrics.json, in the run folder.
+FAKE_TEST = r"""
+import json, sys
+from pathlib import Path
+run_dir, ckpt = Path(sys.argv[1]), sys.argv[2]
+record = {"split": "test", "step": 9, "scalars": {"acc": 0.75 if ckpt == "last" else 0.5}}
+(run_dir / "metrics.json").write_text(json.dumps(record))
+print("fake test done", ckpt)
+"""
+
+
+def test_test_option_tests_each_trained_run(fake_sweep, monkeypatch, capsys):
+    """--test last: after each fit that succeeded, `sce test --run RUN --ckpt last` in the same
+    log; the summary and sweep.json then hold the test split's metrics."""
+    ablation, out = fake_sweep
+    run = sw.Variant("fps1", {}, {}, out / "fps" / "fps1")
+    assert sw.test_command(run, "last")[-5:] == [
+        "test",
+        "--run",
+        str(run.run_dir),
+        "--ckpt",
+        "last",
+    ]
+    tested = []
+
+    def fake_test(variant: sw.Variant, ckpt: str) -> list[str]:
+        tested.append(variant.run_name)
+        return [sys.executable, "-c", FAKE_TEST, str(variant.run_dir), ckpt]
+
+    monkeypatch.setattr(sw, "variant_command", fake_command)
+    monkeypatch.setattr(sw, "test_command", fake_test)
+    args = ["sweep", str(ablation), "--out", str(out), "--no-budget", "--test", "last"]
+    assert main(args) == 1  # fps5's fit fails: it is not tested
+    assert tested == ["fps1", "fps2"]
+    entries = {
+        e["name"]: e for e in json.loads((out / "fps" / "sweep.json").read_text())["variants"]
+    }
+    assert entries["fps1"]["metrics"] == {"split": "test", "step": 9, "acc": 0.75}
+    log = (out / "fps" / "fps1" / sw.LOG_NAME).read_text()
+    assert log.index("fake fit done") < log.index("fake test done last")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([*args[:-1], "first"])  # best or last only
+    assert "invalid choice: 'first'" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------ seeds, resume
 def counting(calls: list[str]):
     """fake_command that records which runs it was asked to train."""

@@ -156,15 +156,14 @@ def resolve_device(device: str = "auto"):
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str, device) -> Any:
-    import torch
+def inference_dtype(dtype: str, device) -> Any:
+    """--dtype as a torch dtype; "auto" is bfloat16 on a CUDA `device`, else float32."""
+    from sce.models.precision import DTYPES, resolve_dtype
 
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype not in choices:
-        raise InferError(f"--dtype must be auto or one of {list(choices)}, got {dtype!r}")
-    return choices[dtype]
+    try:
+        return resolve_dtype(dtype, device)
+    except ValueError:
+        raise InferError(f"--dtype must be auto or one of {list(DTYPES)}, got {dtype!r}") from None
 
 
 def load_inference_model(
@@ -184,7 +183,7 @@ def load_inference_model(
     target = resolve_device(device)
     try:
         net = AutoModelForImageTextToText.from_pretrained(
-            path, dtype=resolve_dtype(dtype, target), attn_implementation="sdpa"
+            path, dtype=inference_dtype(dtype, target), attn_implementation="sdpa"
         )
         processor = AutoProcessor.from_pretrained(path)
     except OSError as err:

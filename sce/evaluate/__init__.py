@@ -8,5 +8,6 @@ The scoring primitives (classification, text, calibration metrics) are one floor
 - media          TensorBoard images and text logged at their scalars' step
 - callback       GenerationEvaluation: generation + log-likelihood evaluation during fit/validate/test
 - predictions    `sce predict`'s predictions.jsonl writer
+- run_folder     a run's log folder read back: config, metrics.json, evaluations, checkpoints
 - paper_tables   a paper's tables from run folders (`sce report`)
 """

@@ -12,7 +12,8 @@ first folder). A value a run does not have prints "-" and a note under the table
 Where the numbers come from (the scalar keys `GenerationEvaluation` writes, sce/evaluate/summary.py):
 - A run folder holds `metrics.json` (the latest evaluation) and `evaluations/<split>_step<N>.json`
   in the trainer's log dir, `runs/<x>/tensorboard/version_<k>/` with the shipped experiment
-  configs, so the folder given and two levels below it are searched. The test split is preferred
+  configs, so the folder given and two levels below it are searched (sce.evaluate.run_folder
+  reads them). The test split is preferred
   (the last `evaluations/test_step*.json`), then `metrics.json`; the notes say which was used.
   Lightning writes the run's config there too (`config.yaml` by LightningCLI, `hparams.yaml` by the
   TensorBoard logger): model size, adapter rank and fps come from it.
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,13 +35,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import yaml
-
 from sce.common.labels import LABELS
+from sce.evaluate.run_folder import (
+    METRICS_FILE,
+    SEARCH_DEPTH,
+    RunFolder,
+    RunFolderError,
+    log_dirs,
+    read_json,
+)
 
 Paper = Literal["000", "001", "002", "003"]
 PAPERS: tuple[str, ...] = get_args(Paper)
-SEARCH_DEPTH = 2  # runs/<x>/tensorboard/version_<k>/metrics.json
 CLASSES = LABELS  # the 3-class table columns, in option order
 
 
@@ -84,16 +89,16 @@ def load_folder(folder: Path, name: str | None = None) -> list[Run]:
     """A run folder's row, or a demo folder's rows (one per stage key of its metrics.json)."""
     if folder.is_file():
         folder = folder.parent
-    top = folder / "metrics.json"
+    top = folder / METRICS_FILE
     if top.is_file() and _is_demo(data := _read_json(top)):
         return _demo_runs(folder, data, name)
-    log_dir, others = _find_log_dir(folder)
-    path, split_note = _preferred_evaluation(log_dir)
+    run, others = _find_log_dir(folder)
+    path, split_note = _preferred_evaluation(run)
     record = _read_json(path)
     source = f"{path} ({split_note})"
     if others:
         source += f"; also found, not used: {', '.join(str(o) for o in others)}"
-    return [Run(name or folder.resolve().name, _scalars(record, path), _config(log_dir), source)]
+    return [Run(name or folder.resolve().name, _scalars(record, path), _config(run), source)]
 
 
 def _is_demo(data: Any) -> bool:
@@ -106,7 +111,7 @@ def _is_demo(data: Any) -> bool:
 
 
 def _demo_runs(folder: Path, data: dict, name: str | None) -> list[Run]:
-    path = folder / "metrics.json"
+    path = folder / METRICS_FILE
     runs = []
     for stage, record in data.items():
         if not (isinstance(record, dict) and "scalars" in record):
@@ -116,70 +121,62 @@ def _demo_runs(folder: Path, data: dict, name: str | None) -> list[Run]:
             Run(
                 f"{name} {stage}" if name else stage,
                 _scalars(record, path, f"{stage}.scalars"),
-                _config(stage_dir),
+                _config(RunFolder(stage_dir)),
                 f'{path} [stage "{stage}"]',
             )
         )
     return runs
 
 
-def _find_log_dir(folder: Path) -> tuple[Path, list[Path]]:
-    """The folder holding the evaluation to report (test preferred, then the newest), and the
-    other candidates found."""
+def _find_log_dir(folder: Path) -> tuple[RunFolder, list[Path]]:
+    """The log folder holding the evaluation to report (test preferred, then the newest), and
+    the other candidates found."""
     if not folder.is_dir():
         raise ReportError(f"{folder}: no such run folder")
-    found = [folder] if (folder / "metrics.json").is_file() else []
-    for depth in range(1, SEARCH_DEPTH + 1):
-        pattern = "/".join(["*"] * depth) + "/metrics.json"
-        found += sorted(p.parent for p in folder.glob(pattern))
+    found = log_dirs(folder, METRICS_FILE)
     if not found:
         raise ReportError(
-            f"{folder}: no metrics.json in the folder or {SEARCH_DEPTH} levels below it "
+            f"{folder}: no {METRICS_FILE} in the folder or {SEARCH_DEPTH} levels below it "
             "(GenerationEvaluation writes it to the trainer's log dir)"
         )
-    ranked = sorted(found, key=lambda d: (_has_test(d), (d / "metrics.json").stat().st_mtime))
+    ranked = sorted(
+        found, key=lambda d: (_has_test(RunFolder(d)), (d / METRICS_FILE).stat().st_mtime)
+    )
     best = ranked[-1]
-    return best, [d for d in found if d != best]
+    return RunFolder(best), [d for d in found if d != best]
 
 
-def _has_test(log_dir: Path) -> bool:
-    return bool(_test_evaluations(log_dir)) or _split_of(log_dir / "metrics.json") == "test"
+def _has_test(run: RunFolder) -> bool:
+    if run.evaluations("test"):
+        return True
+    data = _reported(run.metrics)
+    return isinstance(data, dict) and data.get("split") == "test"
 
 
-def _split_of(path: Path) -> str | None:
-    data = _read_json(path)
-    return data.get("split") if isinstance(data, dict) else None
-
-
-def _test_evaluations(log_dir: Path) -> list[tuple[int, Path]]:
-    steps = []
-    for path in (log_dir / "evaluations").glob("test_step*.json"):
-        match = re.fullmatch(r"test_step(\d+)\.json", path.name)
-        if match:
-            steps.append((int(match.group(1)), path))
-    return sorted(steps)
-
-
-def _preferred_evaluation(log_dir: Path) -> tuple[Path, str]:
+def _preferred_evaluation(run: RunFolder) -> tuple[Path, str]:
     """The last test evaluation, else metrics.json (the latest evaluation, val during fit)."""
-    tests = _test_evaluations(log_dir)
+    tests = run.evaluations("test")
     if tests:
         step, path = tests[-1]
         return path, f"split test, step {step}"
-    path = log_dir / "metrics.json"
-    data = _read_json(path)
+    data = _reported(run.metrics)
     split = data.get("split", "?") if isinstance(data, dict) else "?"
     note = f"split {split}, step {data.get('step', '?')}" if isinstance(data, dict) else ""
     if split != "test":
         note += ": no test evaluation in the folder"
-    return path, note
+    return run.metrics_path, note
+
+
+def _reported(read: Callable[[], Any]) -> Any:
+    """A run folder read, its RunFolderError as the report's own error."""
+    try:
+        return read()
+    except RunFolderError as err:
+        raise ReportError(str(err)) from err
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ReportError(f"{path}: cannot read JSON: {err}") from err
+    return _reported(lambda: read_json(path))
 
 
 def _scalars(record: Any, path: Path, field_name: str = "scalars") -> dict[str, float | None]:
@@ -207,27 +204,8 @@ def _single_source_scalars(
     return {prefix + k: v for k, v in scalars.items() if not k.startswith("imu_")}
 
 
-class _ConfigLoader(yaml.SafeLoader):
-    """Reads Lightning's hparams.yaml, which tags tuples `!!python/tuple`; other Python
-    objects load as None (a report needs plain values only)."""
-
-
-_ConfigLoader.add_constructor(
-    "tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node)
-)
-_ConfigLoader.add_multi_constructor("tag:yaml.org,2002:python/", lambda loader, suffix, node: None)
-
-
-def _config(log_dir: Path) -> dict[str, Any]:
-    for name in ("config.yaml", "hparams.yaml"):
-        path = log_dir / name
-        if path.is_file():
-            try:
-                data = yaml.load(path.read_text(), Loader=_ConfigLoader)  # noqa: S506
-            except yaml.YAMLError as err:
-                raise ReportError(f"{path}: cannot read YAML: {err}") from err
-            return data if isinstance(data, dict) else {}
-    return {}
+def _config(run: RunFolder) -> dict[str, Any]:
+    return _reported(run.config)
 
 
 # --- cells -----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 - families/      model families (Qwen2.5-VL): geometry, markers, rope probe, blocks, sizes, tiny kit
 - tiny           the offline tiny kit: the family's builder on the project's own vocabulary
+- precision      dtype names -> torch dtypes ("auto": bfloat16 on CUDA, float32 on CPU)
 - adapters       DoRA / LoRA / QLoRA / full fine-tuning of the language model
 - neftune        NEFTune embedding noise
 - losses         CE on supervised rows only, + MSE on probability answers (paper 002)

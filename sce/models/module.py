@@ -17,7 +17,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 
-from sce.common.choices import check_choice, choices_of
+from sce.common.choices import check_choice
 from sce.common.labels import OPTION_LETTERS
 from sce.data.collate import DATA_PROBLEM_COUNTS, digit_token_ids
 from sce.models import adapters as adapter_lib
@@ -25,17 +25,15 @@ from sce.models import losses as loss_lib
 from sce.models.adapters import AdapterMode, AttnImplementation, TargetPreset
 from sce.models.families import family_for
 from sce.models.neftune import NEFTune
+from sce.models.precision import DTYPES, DtypeName, dtype_name, resolve_dtype
 from sce.tasks.base import MSE_TERM
 from sce.tasks.mix import adds_loss_term, trained_tasks
 
 # The string options of SceModule: the `sce fit` parser offers and checks these choices.
 Finetuning = Literal[AdapterMode, "none"]  # "none": the base model as is (zero-shot)
-DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
 Scheduler = Literal["cosine", "cosine_with_restarts", "linear", "constant"]  # transformers names
 LossNormalization = Literal["effective_batch", "micro_batch"]
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-assert ("auto", *DTYPES) == choices_of(DtypeName)
 LOAD_DTYPE_KEY = "sce_load_dtype"  # checkpoint key: the dtype the run loaded its base in
 OPTION_CHOICES = {
     "finetuning": Finetuning,
@@ -551,14 +549,6 @@ def check_options(args: Mapping[str, Any]) -> None:
         check_choice("model.targets", args["targets"], TargetPreset)
 
 
-def resolve_dtype(name: str) -> torch.dtype:
-    """model.dtype as a torch dtype: "auto" is bfloat16 on CUDA, float32 on CPU."""
-    if name == "auto":
-        name = "bfloat16" if torch.cuda.is_available() else "float32"
-    check_choice("model.dtype", name, DtypeName)
-    return DTYPES[name]
-
-
 def load_model(hparams) -> torch.nn.Module:
     """from_pretrained with dtype/attention from config, then the fine-tuning mode."""
     from transformers import AutoModelForImageTextToText
@@ -617,11 +607,6 @@ def restore_load_dtype(model: torch.nn.Module, dtype: torch.dtype) -> None:
     for name, param in model.named_parameters():
         if param.is_floating_point() and param.dtype != dtype and "lora_" not in name:
             param.data = param.data.to(dtype)
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """The `model.dtype` name of a torch dtype (torch.bfloat16 -> "bfloat16")."""
-    return next(name for name, value in DTYPES.items() if value == dtype)
 
 
 def fsdp1_uniform_fp32(model: torch.nn.Module, finetuning: str) -> int:

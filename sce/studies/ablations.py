@@ -13,12 +13,20 @@ synthetic data and the tiny kit, on a CPU, with several seeds (issue 17).
   clip whatever the frame rate). Expected: accuracy rises with fps.
 
 Every direction: one synthetic dataset (data seed 0) and one caption warm-up of the tiny kit
-(seed 0, the stand-in for pretraining, as in `sce demo`), then the recipe (the language model
-fully trained, vision frozen) once per variant and seed; the seed sets the initialisation
-order, the training data's order and draws (`data.seed`) and `seed_everything`; evaluation
-items stay fixed. Writes `<out>/ablation_table.csv` and `.md`: one row per direction, variant,
-evaluation setting and metric, with the mean, sample standard deviation and n over seeds, and
-the mean wall time of a run. `notebooks/ablations.ipynb` plots the table when it is present.
+(seed 0, in process: the stand-in for pretraining, as in `sce demo`), then a sweep
+(sce.studies.sweep, the mechanism of `sce sweep`): the recipe (the language model fully trained,
+vision frozen) as a `sce fit` config, `<out>/<direction>/recipe.yaml`, its variants as dotted-key
+overrides in `<out>/<direction>/ablation.yaml`, run once per variant and seed (`--seeds`: the
+seed sets the initialisation order, the training data's order and draws (`data.seed`) and
+`seed_everything`; evaluation items stay fixed) and tested on its last checkpoint (`--test
+last`). So `sce sweep <out>/fps/ablation.yaml --seeds 0,1,2 --test last --out <out> --overwrite`
+reruns a direction, and each run folder `<out>/<direction>/<variant>/seed<S>/` holds its
+TensorBoard events, config, checkpoint, test metrics.json and sweep.log.
+
+Writes `<out>/ablation_table.csv` and `.md`: one row per direction, variant, evaluation setting
+and metric, with the mean, sample standard deviation and n over seeds, and the mean wall time of
+a run (its `sce fit` and `sce test` subprocesses). `notebooks/ablations.ipynb` plots the table
+when it is present.
 """
 
 from __future__ import annotations
@@ -28,21 +36,30 @@ import csv
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+import yaml
 
 from sce.common.known_warnings import quiet_known_noise
 from sce.data.datamodule import SceDataModule
-from sce.evaluate.callback import GenerationEvaluation
 from sce.evaluate.figures import imu_setting_value
+from sce.evaluate.run_folder import RunFolder
 from sce.models.module import SceModule
 from sce.prepare.synthetic import SynthOptions, generate_synthetic_dataset
-from sce.studies.demo import tiny_datamodule
+from sce.studies.demo import tiny_data_settings, tiny_datamodule
+from sce.studies.sweep import (
+    LOG_NAME,
+    SweepPlan,
+    format_plan,
+    plan_sweep,
+    run_record_of,
+    run_sweep,
+)
 from sce.tasks import CAPTION, MCQ
 
 TABLE_COLUMNS = (
@@ -65,7 +82,7 @@ class Direction:
     name: str
     paper: str
     options: SynthOptions
-    variants: dict[str, dict[str, Any]]  # variant -> SceDataModule kwargs
+    variants: dict[str, dict[str, Any]]  # variant -> dotted-key overrides, as in sce sweep
     metrics: tuple[str, ...]
 
 
@@ -76,8 +93,8 @@ DIRECTIONS: dict[str, Direction] = {
         "000 Table V",
         SynthOptions(telemetry_decides=True),
         {
-            "dropout0.5": {"imu_dropout": 0.5, "eval_imu": ("on", "off")},
-            "dropout0": {"imu_dropout": 0.0, "eval_imu": ("on", "off")},
+            "dropout0.5": {"data.imu_dropout": 0.5, "data.eval_imu": ["on", "off"]},
+            "dropout0": {"data.imu_dropout": 0.0, "data.eval_imu": ["on", "off"]},
         },
         ("acc", "f1/near_collision"),
     ),
@@ -86,8 +103,8 @@ DIRECTIONS: dict[str, Direction] = {
         "001 Table 7",
         SynthOptions(class_fractions=LONG_TAIL),
         {
-            "unbalanced": {"class_factors": None},
-            "balanced": {"class_factors": {MCQ.name: {"collision": 15, "near_collision": 2}}},
+            "unbalanced": {"data.class_factors": None},
+            "balanced": {"data.class_factors": {MCQ.name: {"collision": 15, "near_collision": 2}}},
         },
         ("f1/collision", "acc", "macro_f1"),
     ),
@@ -96,7 +113,7 @@ DIRECTIONS: dict[str, Direction] = {
         "001 Table 3",
         SynthOptions(brief_events=True),
         {
-            f"fps{fps}": {"fps": float(fps), "imu_dropout": 1.0, "eval_imu": ("off",)}
+            f"fps{fps}": {"data.fps": float(fps), "data.imu_dropout": 1.0, "data.eval_imu": ["off"]}
             for fps in (1, 3, 15)
         },
         ("acc", "f1/collision"),
@@ -122,7 +139,7 @@ class AblationConfig:
     epochs: int = 24  # 8 left every variant at chance (0.25-0.33 accuracy, 13.7 min in all)
     batch_size: int = 8
     lr: float = 2e-3
-    extra: dict[str, Any] = field(default_factory=dict)  # more SceDataModule kwargs (tests)
+    extra: dict[str, Any] = field(default_factory=dict)  # more data settings (a variant's win)
 
 
 def _datamodule(
@@ -160,29 +177,76 @@ def warm_up(base_dir: Path, manifest: Path, out: Path, cfg: AblationConfig) -> P
     return warm_dir
 
 
-def train_and_test(
-    warm_dir: Path, manifest: Path, out: Path, cfg: AblationConfig, seed: int, settings: dict
-) -> dict[str, float]:
-    """The event recipe (LM fully trained) for one variant and seed; test-split scalars."""
-    L.seed_everything(seed, workers=True)
-    module = SceModule(
-        str(warm_dir), finetuning="full", lr=cfg.lr, scheduler="cosine", warmup_ratio=0.05
-    )
-    data = _datamodule(
-        manifest, warm_dir, cfg, seed, task_weights={MCQ.name: 0.8, CAPTION.name: 0.2}, **settings
-    )
-    trainer = _trainer(out, cfg.epochs, [])
-    trainer.fit(module, datamodule=data)
-    evaluation = GenerationEvaluation(every_n_epochs=0, max_samples=None)
-    tester = _trainer(out, 1, [evaluation])
-    tester.test(module, datamodule=data, verbose=False)
-    return evaluation.last["test"].to_json()["scalars"]
+def recipe_config(warm_dir: Path, manifest: Path, cfg: AblationConfig) -> dict[str, Any]:
+    """The event recipe (LM fully trained from the warm-up) as a `sce fit` config: no
+    validation during training, the test split's answers generated after it (`sce test`). The
+    sweep sets each run's seed (`seed_everything`, `data.seed`) and its run folder."""
+    data = {"eval_imu": ["on"], "task_weights": {MCQ.name: 0.8, CAPTION.name: 0.2}, **cfg.extra}
+    evaluation = {"every_n_epochs": 0, "max_samples": None}  # at test only, every test clip
+    return {
+        "seed_everything": 0,
+        "trainer": {
+            "accelerator": "cpu",
+            "max_epochs": cfg.epochs,
+            "num_sanity_val_steps": 0,
+            "limit_val_batches": 0,
+            "enable_model_summary": False,
+            "enable_progress_bar": False,
+            "callbacks": [
+                {
+                    "class_path": "sce.evaluate.callback.GenerationEvaluation",
+                    "init_args": evaluation,
+                }
+            ],
+        },
+        "model": {
+            "model_path": str(warm_dir),
+            "finetuning": "full",
+            "lr": cfg.lr,
+            "scheduler": "cosine",
+            "warmup_ratio": 0.05,
+        },
+        "data": tiny_data_settings(manifest, cfg.frame_size, cfg.batch_size, 0, **data),
+    }
+
+
+def plan_direction(
+    direction: Direction, cfg: AblationConfig, root: Path, warm_dir: Path, manifest: Path
+) -> SweepPlan:
+    """The direction as a sweep: recipe.yaml and ablation.yaml in its folder, planned over
+    the seeds into `<root>/<direction>/<variant>/seed<S>/`."""
+    out = root / direction.name
+    out.mkdir(parents=True, exist_ok=True)
+    base = out / "recipe.yaml"
+    base.write_text(yaml.safe_dump(recipe_config(warm_dir, manifest, cfg), sort_keys=False))
+    ablation = out / "ablation.yaml"
+    spec = {"base": str(base.resolve()), "name": direction.name, "variants": direction.variants}
+    ablation.write_text(yaml.safe_dump(spec, sort_keys=False))
+    only = [v for v in direction.variants if cfg.variants is None or v in cfg.variants]
+    return plan_sweep(ablation, only=only, out=root, seeds=cfg.seeds)
+
+
+def tested_runs(plan: SweepPlan, summary: Mapping[str, Any], variant: str) -> list[dict]:
+    """Seed, test-split scalars and wall time of each run of a variant (its metrics.json, read
+    back); a run that did not finish raises with its log."""
+    entry = next(e for e in summary["variants"] if e["name"] == variant)
+    runs = []
+    for run in plan.runs_of(variant):
+        record = run_record_of(entry, run.seed) or {}
+        metrics = RunFolder(run.run_dir).metrics() if record.get("status") == "ok" else None
+        if not metrics or metrics.get("split") != "test":
+            raise RuntimeError(
+                f"{plan.name}/{run.run_name}: {record.get('status', 'not run')}, no test "
+                f"evaluation (log: {run.run_dir / LOG_NAME})"
+            )
+        runs.append({"seed": run.seed, "scalars": metrics["scalars"], "seconds": record["seconds"]})
+    return runs
 
 
 def _rows(direction: Direction, variant: str, runs: list[dict], settings: dict) -> list[dict]:
     """Mean, sample std and n over seeds of each metric and evaluation setting."""
     rows = []
-    for imu in settings.get("eval_imu", ("on",)):
+    for imu in settings.get("data.eval_imu", ("on",)):
         for metric in direction.metrics:
             values = [imu_setting_value(r["scalars"], imu, metric) for r in runs]
             values = [v for v in values if v is not None]
@@ -203,7 +267,7 @@ def _rows(direction: Direction, variant: str, runs: list[dict], settings: dict) 
 
 
 def run_direction(direction: Direction, cfg: AblationConfig, root: Path) -> list[dict]:
-    """Data, warm-up and every variant x seed of one direction; its table rows."""
+    """Data, warm-up and the sweep of every variant x seed of one direction; its table rows."""
     from sce.models.tiny import build_tiny_kit
 
     out = root / direction.name
@@ -219,18 +283,14 @@ def run_direction(direction: Direction, cfg: AblationConfig, root: Path) -> list
         options=direction.options,
     )
     warm_dir = warm_up(build_tiny_kit(out / "model_base", seed=0), manifest, out, cfg)
+    plan = plan_direction(direction, cfg, root, warm_dir, manifest)
+    print(format_plan(plan))
+    summary = run_sweep(plan, overwrite=True, echo=False, test="last")
     rows = []
-    for variant, settings in direction.variants.items():
-        if cfg.variants is not None and variant not in cfg.variants:
-            continue
-        runs = []
-        for seed in cfg.seeds:
-            start = time.time()
-            scalars = train_and_test(warm_dir, manifest, out / variant, cfg, seed, settings)
-            runs.append({"seed": seed, "scalars": scalars, "seconds": time.time() - start})
-        (out / variant).mkdir(parents=True, exist_ok=True)
+    for variant in plan.names:
+        runs = tested_runs(plan, summary, variant)
         (out / variant / "runs.json").write_text(json.dumps(runs, indent=2, default=str))
-        rows += _rows(direction, variant, runs, settings)
+        rows += _rows(direction, variant, runs, direction.variants[variant])
     return rows
 
 

@@ -86,23 +86,30 @@ def tiny_datamodule(
     seed: int,
     **kwargs: Any,
 ) -> SceDataModule:
-    """The data of an in-process CPU run on the tiny kit (`sce demo`, `make ablations`): frames
-    decoded at `frame_size` (width, height) and cached beside the manifest (every stage re-reads
-    the same windows; a demo DoRA recipe epoch: 10.9 s decoding each time, 7.2 s from the cache,
-    the same frames), a 2048-token limit, evaluation batches of 12; kwargs are further
-    SceDataModule settings."""
+    """The data of an in-process CPU run on the tiny kit (`sce demo`, `make ablations`'
+    warm-up): `tiny_data_settings` read by `model_dir`'s processor."""
+    settings = tiny_data_settings(manifest, frame_size, batch_size, seed, **kwargs)
+    return SceDataModule(processor_path=str(model_dir), **settings)
+
+
+def tiny_data_settings(
+    manifest: Path, frame_size: tuple[int, int], batch_size: int, seed: int, **kwargs: Any
+) -> dict[str, Any]:
+    """SceDataModule settings of a CPU run on the tiny kit: frames decoded at `frame_size`
+    (width, height) and cached beside the manifest (every stage re-reads the same windows; a
+    demo DoRA recipe epoch: 10.9 s decoding each time, 7.2 s from the cache, the same frames), a
+    2048-token limit, evaluation batches of 12; kwargs are further SceDataModule settings."""
     kwargs.setdefault("cache_dir", str(Path(manifest).parent / "frame_cache"))
-    return SceDataModule(
-        manifest=str(manifest),
-        processor_path=str(model_dir),
-        width=frame_size[0],
-        height=frame_size[1],
-        batch_size=batch_size,
-        eval_batch_size=12,
-        max_length=2048,
-        seed=seed,
+    return {
+        "manifest": str(manifest),
+        "width": frame_size[0],
+        "height": frame_size[1],
+        "batch_size": batch_size,
+        "eval_batch_size": 12,
+        "max_length": 2048,
+        "seed": seed,
         **kwargs,
-    )
+    }
 
 
 def _datamodule(manifest: Path, model_dir: Path, cfg: DemoConfig, **kwargs: Any) -> SceDataModule:

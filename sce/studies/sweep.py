@@ -32,6 +32,10 @@ training's, not the evaluation sample's. A seeded variant's sweep.json entry hol
 each summary metric) and `std` (the SAMPLE standard deviation, n - 1 in the denominator; null
 with fewer than two values). Without --seeds the layout is one folder per variant, as before.
 
+`--test best|last` then tests each run that trained, in the same subprocess log: `sce test --run
+<run folder> --ckpt best|last`, so its metrics.json (and the summary) hold the test split.
+`make ablations` (sce.studies.ablations) runs its directions this way.
+
 `--resume` skips the runs that finished (status ok in sweep.json, metrics.json still in their
 folder and the same merged config) and reruns the others, replacing their folders.
 `--report` then executes notebooks/ablations.ipynb on the sweep folder (nbclient when installed,
@@ -40,6 +44,7 @@ notebook (`ablations.ipynb`), `figures/*.png` and `ablation_table.csv` into it.
 
     sce sweep experiments/ablations/fps.yaml --base experiments/demo.yaml --trainer.max_epochs=1
     sce sweep experiments/ablations/fps.yaml --seeds 0,1,2 --resume --report
+    sce sweep experiments/ablations/fps.yaml --seeds 0,1,2 --test last
 """
 
 from __future__ import annotations
@@ -67,7 +72,9 @@ from typing import Any
 
 import yaml
 
+from sce.evaluate.run_folder import RunFolder, RunFolderError
 from sce.train.config import ConfigError, as_overrides, resolve_config
+from sce.train.runs import CKPT_CHOICES
 
 CONFIG_NAME = "sweep_config.yaml"
 LOG_NAME = "sweep.log"
@@ -356,6 +363,12 @@ def variant_command(variant: Variant) -> list[str]:
     return [sys.executable, "-m", "sce.cli", "fit", "--config", str(variant.run_dir / CONFIG_NAME)]
 
 
+def test_command(variant: Variant, ckpt: str) -> list[str]:
+    """The subprocess that tests a trained run (`--test`): `sce test --run` on its own config
+    and `ckpt` ("best" or "last") checkpoint; the results land in the run folder."""
+    return [sys.executable, "-m", "sce.cli", "test", "--run", str(variant.run_dir), "--ckpt", ckpt]
+
+
 # ------------------------------------------------------------------------------ running
 def run_sweep(
     plan: SweepPlan,
@@ -363,11 +376,13 @@ def run_sweep(
     command: Callable[[Variant], list[str]] | None = None,
     echo: bool = True,
     resume: bool = False,
+    test: str | None = None,
 ) -> dict[str, Any]:
     """Run every planned run in turn; returns the sweep summary (also in sweep.json).
 
     `command(run)` gives the subprocess (default `variant_command`: `sce fit` on the run's
-    config). A run folder that already has files is an error (old event files would mix into
+    config). With `test` ("best" or "last"), a run that trained is then tested on that
+    checkpoint (`test_command`), and its metrics are the test split's. A run folder that already has files is an error (old event files would mix into
     the new run's curves) unless `overwrite` (the planned variants' folders are removed first)
     or `resume` (finished runs are skipped, see `finished_runs`; the others' folders replaced).
     """
@@ -397,7 +412,7 @@ def run_sweep(
             shutil.rmtree(plan.out_dir / name, ignore_errors=True)
         summary["variants"] = [e for e in summary["variants"] if e["name"] not in plan.names]
     for variant in todo:
-        _run_one(plan, summary, variant, command, echo)
+        _run_one(plan, summary, variant, command, echo, test)
     return summary
 
 
@@ -407,8 +422,10 @@ def _run_one(
     variant: Variant,
     command: Callable[[Variant], list[str]],
     echo: bool,
+    test: str | None = None,
 ) -> None:
-    """Train one run in a fresh folder and record it in sweep.json (running, then its end)."""
+    """Train (and with `test`, test) one run in a fresh folder and record it in sweep.json
+    (running, then its end)."""
     shutil.rmtree(variant.run_dir, ignore_errors=True)
     variant.run_dir.mkdir(parents=True)
     (variant.run_dir / CONFIG_NAME).write_text(yaml.safe_dump(variant.config, sort_keys=False))
@@ -416,7 +433,10 @@ def _run_one(
     _store(plan, summary, variant, record)
     print(f"[sweep] {plan.name}/{variant.run_name} ({variant.label}) -> {variant.run_dir}")
     start = time.monotonic()
-    code = _run_logged(command(variant), variant.run_dir / LOG_NAME, echo)
+    log = variant.run_dir / LOG_NAME
+    code = _run_logged(command(variant), log, echo)
+    if code == 0 and test:
+        code = _run_logged(test_command(variant, test), log, echo, append=True)
     record.update(returncode=code, seconds=round(time.monotonic() - start, 1))
     if code == 0:
         record.update(status="ok", metrics=_final_metrics(variant.run_dir))
@@ -439,7 +459,7 @@ def finished_runs(plan: SweepPlan, summary: Mapping[str, Any]) -> set[str]:
     for variant in plan.variants:
         record = run_record_of(entries.get(variant.name), variant.seed)
         if record and record.get("status") == "ok":
-            if (variant.run_dir / "metrics.json").is_file():
+            if RunFolder(variant.run_dir).metrics_path.is_file():
                 _check_same_config(variant)
                 done.add(variant.run_name)
     return done
@@ -505,9 +525,9 @@ def run_record_of(entry: Mapping[str, Any] | None, seed: int | None) -> Mapping[
     return next((r for r in entry.get("runs", []) if r.get("seed") == seed), None)
 
 
-def _run_logged(cmd: list[str], log_path: Path, echo: bool) -> int:
+def _run_logged(cmd: list[str], log_path: Path, echo: bool, append: bool = False) -> int:
     """Run cmd, its stdout+stderr into log_path (and echoed); returns the exit code."""
-    with log_path.open("w") as log:
+    with log_path.open("a" if append else "w") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
         proc = subprocess.Popen(
@@ -530,10 +550,9 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def _final_metrics(run_dir: Path) -> dict[str, Any]:
     """The summary metrics of the run's metrics.json (written by GenerationEvaluation)."""
-    path = run_dir / "metrics.json"
-    if not path.is_file():
+    record = RunFolder(run_dir).metrics()
+    if record is None:
         return {}
-    record = json.loads(path.read_text())
     scalars = record.get("scalars") or {}
     metrics = {k: scalars[k] for k in SUMMARY_METRICS if k in scalars}
     return {"split": record.get("split"), "step": record.get("step"), **metrics}
@@ -562,13 +581,10 @@ def variant_hparams(variant: Variant, swept: Sequence[str]) -> dict[str, Any]:
 
 def _resolved_config(variant: Variant) -> dict[str, Any]:
     """LightningCLI's saved config.yaml (every default filled in), else the merged config."""
-    path = variant.run_dir / "config.yaml"
-    if path.is_file():
-        try:
-            return yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError:
-            pass
-    return variant.config
+    try:
+        return RunFolder(variant.run_dir).config() or variant.config
+    except RunFolderError:  # a config.yaml that does not read
+        return variant.config
 
 
 def _hparam_value(value: Any) -> int | float | str | bool:
@@ -581,10 +597,7 @@ def metric_tags(run_dir: Path) -> list[str]:
     """HParams metrics of a run: the summary metrics of the split in its metrics.json, and the
     validation loss. The same list for every variant (TensorBoard takes the metric list of one
     run for the whole table); a metric a run lacks shows as blank."""
-    split = "val"
-    path = run_dir / "metrics.json"
-    if path.is_file():
-        split = json.loads(path.read_text()).get("split") or split
+    split = (RunFolder(run_dir).metrics() or {}).get("split") or "val"
     return [*(f"{split}_gen/{k}" for k in SUMMARY_METRICS), "val/loss"]
 
 
@@ -831,7 +844,7 @@ def _failed_runs(entry: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]
 
 
 # ------------------------------------------------------------------------------ report
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "ablations.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "ablations.ipynb"
 REPORT_NAME = "ablations.ipynb"  # the executed notebook, in the sweep folder
 
 
@@ -1024,6 +1037,12 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         "run: the report of a finished sweep)",
     )
     parser.add_argument(
+        "--test",
+        choices=CKPT_CHOICES,
+        help="then test each run that trained on its best or last checkpoint (sce test --run "
+        "RUN --ckpt ...): the summary and sweep.json report the test split",
+    )
+    parser.add_argument(
         "--no-budget", action="store_true", help="skip the token budget (needs the processor)"
     )
 
@@ -1047,7 +1066,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         print(format_plan(plan))
         if args.dry_run:
             return 0
-        summary = run_sweep(plan, overwrite=args.overwrite, resume=args.resume)
+        summary = run_sweep(plan, overwrite=args.overwrite, resume=args.resume, test=args.test)
     except (SweepError, KeyError) as err:
         print(f"sce sweep: {err}", file=sys.stderr)
         return 2

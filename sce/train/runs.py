@@ -10,6 +10,9 @@ TensorBoard events.
 `sce test --run runs/exp1 [--ckpt best|last]` finds that log folder (the newest one with a
 config.yaml), runs its config on its checkpoint and writes the test results into the same log
 folder, next to the training ones.
+
+What a log folder holds is read by one reader, `sce.evaluate.run_folder.RunFolder`, shared with
+`sce report` and `sce sweep`.
 """
 
 from __future__ import annotations
@@ -17,16 +20,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sce.evaluate.run_folder import CONFIG_FILE, RunFolder, RunFolderError, log_dirs
+
 RUN_HELP = (
     "run folder: sets trainer.default_root_dir and every logger's save_dir (sce fit); the "
     "finished run whose config and checkpoint to use (sce validate/test/predict)"
 )
 CKPT_CHOICES = ("best", "last")
-CONFIG_FILE = "config.yaml"  # what LightningCLI's SaveConfigCallback writes at fit
-
-
-class RunFolderError(ValueError):
-    """A run folder without what the command needs; the message names the folder."""
 
 
 def set_run_folder(config: Any, run: str) -> None:
@@ -62,50 +62,22 @@ def find_log_dir(run: str | Path) -> Path:
     root = Path(run).expanduser()
     if not root.is_dir():
         raise RunFolderError(f"--run: folder not found: {root}")
-    if (root / CONFIG_FILE).is_file():
-        return root
-    found = [p for depth in ("*", "*/*") for p in root.glob(f"{depth}/{CONFIG_FILE}")]
+    found = log_dirs(root, CONFIG_FILE)
     if not found:
         raise RunFolderError(
             f"--run {root}: no {CONFIG_FILE} in it or two levels down; is it the folder "
             "sce fit --run wrote (or its trainer.default_root_dir)?"
         )
-    return max(found, key=lambda p: p.stat().st_mtime).parent
+    if found[0] == root:
+        return root
+    return max(found, key=lambda d: (d / CONFIG_FILE).stat().st_mtime)
 
 
 def find_checkpoint(log_dir: Path, which: str = "best") -> Path:
-    """log_dir/checkpoints/last.ckpt ("last"), or the best checkpoint ModelCheckpoint recorded
-    in last.ckpt ("best"; the last one when the run monitored nothing). A run copied elsewhere
-    is found by file name inside its own checkpoints/ folder."""
+    """The `--ckpt best|last` checkpoint of a log folder (RunFolder.checkpoint)."""
     if which not in CKPT_CHOICES:
         raise RunFolderError(f"--ckpt must be one of {CKPT_CHOICES}, got {which!r}")
-    folder = log_dir / "checkpoints"
-    last = folder / "last.ckpt"
-    if not last.is_file():
-        present = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
-        if len(present) == 1:
-            return folder / present[0]
-        raise RunFolderError(
-            f"{folder}: no last.ckpt (found {present or 'no checkpoints'}); pass --ckpt_path"
-        )
-    if which == "last":
-        return last
-    best = _best_model_path(last)
-    if not best:
-        return last
-    path = Path(best)
-    return path if path.is_file() else folder / path.name
-
-
-def _best_model_path(last: Path) -> str | None:
-    import torch
-
-    # mmap: only the callback states are read, not the weights
-    state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
-    for key, value in (state.get("callbacks") or {}).items():
-        if str(key).startswith("ModelCheckpoint") and value.get("best_model_path"):
-            return str(value["best_model_path"])
-    return None
+    return RunFolder(log_dir).checkpoint(which)
 
 
 def resolve_run_arguments(subcommand: str, args: list[str]) -> list[str]:
