@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from sce.cli import main
+from sce.data.channels import TelemetryChannel
 from sce.data.collate import Collator
 from sce.data.datamodule import SceDataModule
 from sce.data.dataset import Sample
@@ -55,7 +56,7 @@ def video_batch(tiny_processor):
     """A training-style batch: two 2-frame videos, text, answer."""
     frames = np.random.default_rng(0).integers(0, 256, (4, 56, 112, 3), dtype=np.uint8)
     content, videos = build_user_content(
-        frames, np.array([0.25, 0.75, 1.25, 1.75]), None, EVENT_QUESTION
+        frames, np.array([0.25, 0.75, 1.25, 1.75]), [TelemetryChannel(None)], EVENT_QUESTION
     )
     sample = Sample("x", content, videos, 2.0, "B. near-collision", "mcq", "near_collision")
     batch = Collator(tiny_processor, mode="train")([sample])

@@ -13,7 +13,8 @@ sequence (text, one video block holding the configured window's frames at the co
 text), from the model's config only: no weights are loaded and no forward runs. It raises
 `TemporalRopeError` (naming the installed transformers version) when the positions do not
 increase from the first frame pair to the last, and warns with the numbers when pairs share an
-index. `SceModule` calls it at fit / validate start (`window_of(datamodule)` gives the window).
+index. `SceModule` calls it at fit / validate start, on its data module's window
+(`window_probe(datamodule.window)`).
 
 Releases, read from their wheels' modeling_qwen2_5_vl.py: 5.0.0 casts second_per_grid_t to
 int64 before multiplying, 5.6.0, 5.10.4 and 5.12.0 to 5.17.0 use `int(second_per_grid_ts)` (all
@@ -25,11 +26,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
+from sce.data.clip import WindowSpec
 from sce.models.adapters import unwrap_model
 
 
@@ -122,7 +123,7 @@ def check_temporal_rope(model: nn.Module, frames: int, fps: float) -> TemporalPr
             f"{fps:g} fps get only {probe.distinct} distinct temporal indices (up to "
             f"{probe.most_per_index} pairs per index; interval tokens_per_second x 2/fps = "
             f"{_interval(model, fps):.3g} < 1): pairs on one index are ordered only by their "
-            "spatial positions. Lower data.fps to 4 or less to give every pair its own index.",
+            "spatial positions. Lower data.window.fps to 4 or less to give every pair its own index.",
             stacklevel=2,
         )
     return probe
@@ -134,29 +135,16 @@ def _interval(model: nn.Module, fps: float) -> float:
     return tokens_per_second * float(getattr(vision, "temporal_patch_size", 2)) / fps
 
 
-def window_of(datamodule: Any) -> tuple[int, float] | None:
-    """(frames, fps) of the datamodule's configured event window, or None when it has none
-    or sends no video (`window_scales`: paper 002's keyframes are images).
+def window_probe(window: WindowSpec) -> tuple[int, float] | None:
+    """(frames, fps) of the video a data module's window (`SceDataModule.window`) sends, or
+    None when it sends none (`scales`: paper 002's keyframes go in as images).
 
-    Reads `fps`, `before`, `after` (and a `max_frames` cap when set) from its hyperparameters:
-    the same frame count as `sce.data.clip.WindowSpec.num_frames`; a whole-clip window
-    (`window: whole`) probes its longest block, `max_frames` frames.
+    The frames of the event window (`WindowSpec.num_frames`); a whole-clip window (mode
+    "whole") probes its longest block, `max_frames` frames.
     """
-    hparams = getattr(datamodule, "hparams", None)
-    if hparams is None or not all(k in hparams for k in ("fps", "before", "after")):
+    if window.scales:  # keyframes go in as images (paper 002): no video RoPE
         return None
-    if hparams.get("window_scales"):  # keyframes go in as images (paper 002): no video RoPE
-        return None
-    from sce.data.clip import WindowSpec
-
-    fps = float(hparams["fps"])
-    frames = WindowSpec(fps=fps, before=hparams["before"], after=hparams["after"]).num_frames
-    max_frames = hparams.get("max_frames")
-    if hparams.get("window") == "whole" and max_frames:  # the whole-clip window's longest block
-        return int(max_frames), fps
-    if max_frames:
-        frames = min(frames, int(max_frames))
-    return frames, fps
+    return window.num_frames, float(window.fps)
 
 
 __all__ = [
@@ -164,5 +152,5 @@ __all__ = [
     "TemporalRopeError",
     "check_temporal_rope",
     "probe_temporal_positions",
-    "window_of",
+    "window_probe",
 ]
