@@ -32,7 +32,7 @@ sce.train.record), and sce infer uses it by default; a flag that differs from th
 wins, with a warning on stderr. Without a record the window's defaults apply
 (sce.data.clip.WindowSpec: paper 000's 3 fps, [-4 s, +2 s], 420x240).
 `--window-scale S` asks about one multi-scale keyframe window of S s ending at the event (paper
-002's data.window_scales; default: the record's first scale): its 3 keyframes go in as 3 images,
+002's data.window.scales; default: the recorded window's first scale): its 3 keyframes go in as 3 images,
 as in training.
 
 The probability question is asked only of a model whose record says it was trained on it;

@@ -95,7 +95,7 @@ DIRECTIONS: dict[str, Direction] = {
         "001 Table 3",
         SynthOptions(brief_events=True),
         {
-            f"fps{fps}": {"fps": float(fps), "imu_dropout": 1.0, "eval_imu": ("off",)}
+            f"fps{fps}": {"window": {"fps": float(fps)}, "imu_dropout": 1.0, "eval_imu": ("off",)}
             for fps in (1, 3, 15)
         },
         ("acc", "f1/collision"),

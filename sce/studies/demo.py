@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 
+from sce.data.clip import WindowSpec
 from sce.data.datamodule import SceDataModule
 from sce.data.schema import LABELS
 from sce.evaluate.callback import GenerationEvaluation
@@ -83,19 +85,20 @@ def tiny_datamodule(
     frame_size: tuple[int, int],
     batch_size: int,
     seed: int,
+    window: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> SceDataModule:
     """The data of an in-process CPU run on the tiny kit (`sce demo`, `make ablations`): frames
     decoded at `frame_size` (width, height) and cached beside the manifest (every stage re-reads
     the same windows; a demo DoRA recipe epoch: 10.9 s decoding each time, 7.2 s from the cache,
-    the same frames), a 2048-token limit, evaluation batches of 12; kwargs are further
-    SceDataModule settings."""
+    the same frames), a 2048-token limit, evaluation batches of 12; `window` holds further
+    data.window settings (e.g. {"fps": 15.0}), kwargs further SceDataModule settings."""
     kwargs.setdefault("cache_dir", str(Path(manifest).parent / "frame_cache"))
+    width, height = frame_size
     return SceDataModule(
         manifest=str(manifest),
         processor_path=str(model_dir),
-        width=frame_size[0],
-        height=frame_size[1],
+        window=WindowSpec(**{"width": width, "height": height, **(window or {})}),
         batch_size=batch_size,
         eval_batch_size=12,
         max_length=2048,
