@@ -19,6 +19,7 @@ import yaml
 from helpers import cpu_trainer
 from helpers.encoders import build_tiny_encoder, config_only_encoder
 
+from sce.data.clip import WindowSpec
 from sce.data.datamodule import SceDataModule
 from sce.data.prompts import REASONING_SUFFIX, event_answer, event_question
 from sce.evaluate.callback import REASONING_MAX_NEW_TOKENS, GenerationEvaluation
@@ -184,8 +185,7 @@ def test_every_clip_gets_a_reasoning_item_at_evaluation_only(tiny_kit, synthetic
     data = SceDataModule(
         str(synthetic_manifest),
         str(tiny_kit),
-        width=112,
-        height=56,
+        window=WindowSpec(width=112, height=56),
         eval_tasks=["mcq", "reasoning"],
         task_weights={"mcq": 1.0, "reasoning": 1.0},
     )
@@ -269,8 +269,7 @@ def test_run_says_once_that_bertscore_is_skipped_and_budgets_reasoning(
     data = SceDataModule(
         str(synthetic_manifest),
         str(tiny_kit),
-        width=112,
-        height=56,
+        window=WindowSpec(width=112, height=56),
         batch_size=3,
         eval_batch_size=2,
         max_length=2048,

@@ -12,6 +12,7 @@ import torch
 
 from sce.cli import main
 from sce.data.channels import TelemetryChannel
+from sce.data.clip import WindowSpec
 from sce.data.collate import Collator
 from sce.data.datamodule import SceDataModule
 from sce.data.dataset import Sample
@@ -36,7 +37,7 @@ def checkpoint(tiny_kit: Path, synthetic_manifest: Path, tmp_path_factory) -> Pa
     root = tmp_path_factory.mktemp("export_ckpt")
     L.seed_everything(0)
     data = SceDataModule(
-        str(synthetic_manifest), str(tiny_kit), fps=1, before=2, after=2, width=112, height=56,
+        str(synthetic_manifest), str(tiny_kit), window=WindowSpec(fps=1, before=2, after=2, width=112, height=56),
         batch_size=2, task_weights={"mcq": 1}, imu_dropout=0.0,
     )  # fmt: skip
     module = SceModule(str(tiny_kit), finetuning="dora", rank=4, alpha=8, lr=2e-2)

@@ -334,7 +334,7 @@ def frames_of(config: dict) -> int:
     if lookup(config, "data.window_scales"):
         return len(WindowSpec().keyframes)
     if lookup(config, "data.window") == "whole":
-        return WindowSpec(window="whole", max_frames=lookup(config, "data.max_frames")).num_frames
+        return WindowSpec(mode="whole", max_frames=lookup(config, "data.max_frames")).num_frames
     before, after = lookup(config, "data.before"), lookup(config, "data.after")
     return len(window_frame_times(Window(-before, after), lookup(config, "data.fps")))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sce.cli import main
-from sce.data.clip import WindowSpec, load_clip
+from sce.data.clip import ClipSpec, WindowSpec, load_clip
 from sce.data.collate import Collator
 from sce.data.dataset import SceDataset
 from sce.data.prompts import BINARY_EVENT_QUESTION
@@ -145,14 +145,17 @@ def test_keyframe_prompt_is_the_training_keyframe_item(tiny_processor, record):
     """--window-scale: the 3 keyframes as 3 images, exactly the dataset's paper-002 item."""
     import dataclasses
 
-    spec = dataclasses.replace(SPEC, scale=3.0)
+    spec = ClipSpec.of(SPEC, scale=3.0)
     built = build_record(record.path("video"), record.path("imu"), record.path("gps"))
     built.event_time = record.event_time
     clip = load_clip(built, spec)
     samples = prompt_samples(clip, built, clip.fps, "table")
     collator = Collator(tiny_processor, mode="generate")
     dataset = SceDataset(
-        [record], SPEC, train=False, layout="table", eval_tasks=("probability",), window_scales=[3]
+        [record],
+        dataclasses.replace(SPEC, layout="table", scales=[3]),
+        train=False,
+        eval_tasks=("probability",),
     )
     reference = dataset[0]
     assert collator.texts([samples[1]]) == collator.texts([reference])

@@ -11,6 +11,7 @@ import torch
 import transformers
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
 
+from sce.data.clip import WindowSpec
 from sce.data.datamodule import SceDataModule
 from sce.models.module import SceModule
 from sce.models.rope_guard import (
@@ -59,11 +60,15 @@ def test_30_fps_warns_how_many_pairs_share_an_index(tiny_model):
 
 
 def test_window_of_a_datamodule(tiny_kit, synthetic_manifest):
-    paper001 = SceDataModule(str(synthetic_manifest), str(tiny_kit), fps=30.0, before=4, after=2)
+    paper001 = SceDataModule(
+        str(synthetic_manifest), str(tiny_kit), window=WindowSpec(fps=30.0, before=4, after=2)
+    )
     assert window_of(paper001) == (180, 30.0)
     # paper 003: the whole clip at 2 fps, at most 128 frames (its before/after are not used)
     paper003 = SceDataModule(
-        str(synthetic_manifest), str(tiny_kit), fps=2.0, window="whole", max_frames=128
+        str(synthetic_manifest),
+        str(tiny_kit),
+        window=WindowSpec(fps=2.0, mode="whole", max_frames=128),
     )
     assert window_of(paper003) == (128, 2.0)
     assert window_of(object()) is None
@@ -72,7 +77,9 @@ def test_window_of_a_datamodule(tiny_kit, synthetic_manifest):
 def test_validate_fails_at_start_on_a_collapsing_release(
     tiny_kit, synthetic_manifest, tmp_path, int_second_per_grid_ts
 ):
-    data = SceDataModule(str(synthetic_manifest), str(tiny_kit), width=56, height=56, fps=3.0)
+    data = SceDataModule(
+        str(synthetic_manifest), str(tiny_kit), window=WindowSpec(width=56, height=56, fps=3.0)
+    )
     module = SceModule(str(tiny_kit), finetuning="lora", rank=4, alpha=8)
     trainer = L.Trainer(
         accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
@@ -91,10 +98,7 @@ def test_keyframe_windows_skip_the_video_probe(
     paper002 = SceDataModule(
         str(synthetic_manifest),
         str(tiny_kit),
-        fps=3.0,
-        before=6.0,
-        after=0.0,
-        window_scales=[6.0, 3.0, 1.5],
+        window=WindowSpec(fps=3.0, before=6.0, after=0.0, scales=[6.0, 3.0, 1.5]),
     )
     assert window_of(paper002) is None
     module = SceModule(str(tiny_kit), finetuning="lora", rank=4, alpha=8)
