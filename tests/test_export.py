@@ -96,12 +96,11 @@ def test_export_records_the_training_window_in_both_model_folders(exported: Path
     # the checkpoint fixture's data: fps=1, before=2, after=2, 112x56, task_weights {"mcq": 1}
     for folder in ("merged", "adapter"):
         record = read_training_record(exported / folder)
-        window = record["window"]
-        assert (window["fps"], window["before"], window["after"]) == (1, 2, 2)
-        assert (window["width"], window["height"], window["layout"]) == (112, 56, "interleaved")
-        assert record["tasks"] == ["mcq"]
+        window = record.window  # the data module's window, whole
+        assert window == WindowSpec(fps=1, before=2, after=2, width=112, height=56)
+        assert record.tasks == ("mcq",)
     info = json.loads((exported / "export.json").read_text())
-    assert info["training_record"] == read_training_record(exported / "merged")
+    assert info["training_record"] == read_training_record(exported / "merged").to_json()
 
 
 def test_merged_logits_equal_adapter_logits_and_visual_weights_are_the_base(
