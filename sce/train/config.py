@@ -132,7 +132,29 @@ def _parsed_cli(args: list[str], build_datamodule: bool = False):
                 **lightning_cli_kwargs(),
             )
         except argparse.ArgumentError as err:
-            raise ConfigError(f"{_source(args)}: {err}") from err
+            raise ConfigError(f"{_source(args)}: {err}{_moved_window_hint(str(err))}") from err
+
+
+# The window's settings were flat data.* keys before `data.window` held them all.
+MOVED_WINDOW_KEYS = {
+    **{name: f"window.{name}" for name in ("fps", "before", "after", "width", "height")},
+    **{name: f"window.{name}" for name in ("layout", "max_frames", "max_pixels")},
+    "telemetry_anchor": "window.telemetry_anchor",
+    "window_scales": "window.scales",
+}
+
+
+def _moved_window_hint(message: str) -> str:
+    """A note naming the new key when a parser error names an old flat window key (a config
+    written before `data.window`, or `--data.fps=15`)."""
+    for old, new in MOVED_WINDOW_KEYS.items():
+        if f"data.{old}=" in message or f"data.{old} " in message or f"option '{old}'" in message:
+            return f" (data.{old} moved to data.{new}: the window is one value, data.window)"
+    if 'key "data.window"' in message:  # the old data.window: event|whole
+        return (
+            " (data.window is the window's settings now; the old data.window is data.window.mode)"
+        )
+    return ""
 
 
 class ConfigError(ValueError):
