@@ -3,6 +3,7 @@ sweep.json) with a stand-in trainer, the shipped ablation files, and (slow) a re
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import sys
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from sce.cli import main
+from sce.data.clip import WindowSpec
 from sce.studies import sweep as sw
 
 ROOT = Path(__file__).parents[1]
@@ -162,6 +164,7 @@ def test_shipped_ablations_plan_with_known_keys(ablation):
         "data": set(inspect.signature(SceDataModule.__init__).parameters),
         "model": set(inspect.signature(SceModule.__init__).parameters),
     }
+    known["data"] |= {f"window.{f.name}" for f in dataclasses.fields(WindowSpec)}
     for key in [*plan.swept, *plan.overrides]:
         section, name = key.split(".", 1)
         assert name in known.get(section, {name}), f"{ablation.name}: unknown key {key}"
