@@ -178,8 +178,8 @@ class ClipSpec(WindowSpec):
         cls, window: WindowSpec, decoder: video_lib.Backend = "decord", scale: float | None = None
     ) -> ClipSpec:
         """The clip spec of `window` read with `decoder`, at keyframe window `scale`."""
-        return cls(**{f.name: getattr(window, f.name) for f in fields(WindowSpec)},
-                   decoder=decoder, scale=scale)  # fmt: skip
+        settings = {f.name: getattr(window, f.name) for f in fields(WindowSpec)}
+        return cls(**settings, decoder=decoder, scale=scale)
 
     @property
     def window(self) -> WindowSpec:

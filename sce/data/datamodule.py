@@ -94,7 +94,8 @@ class SceDataModule(L.LightningDataModule):
     ):
         check_options(locals())  # the parser's checks, for direct construction
         super().__init__()
-        self.window = window if isinstance(window, WindowSpec) else WindowSpec(**window)
+        # a mapping: the window's settings as a checkpoint holds them (load_from_checkpoint)
+        self.window = window if isinstance(window, WindowSpec) else WindowSpec.from_settings(window)
         # saved as plain data: a checkpoint and the logs are read back without unpickling a
         # class (sce export records it, sce report reads its fps)
         window = self.window.settings()  # noqa: F841 (read by save_hyperparameters)
