@@ -26,11 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from sce.data.cache import FrameCache
+from sce.data.clip import DEFAULT_WINDOW
 from sce.data.video import frame_indices, read_frames, resize_frames
 from sce.data.windows import event_window, window_frame_times
 
-SIZE = (420, 240)
-FPS_OUT = 3.0
+SIZE = (DEFAULT_WINDOW.width, DEFAULT_WINDOW.height)  # the default event window (paper 000)
+FPS_OUT = DEFAULT_WINDOW.fps
 
 
 def make_clip(path: Path, seconds: float, fps: int, gop: int, seed: int) -> None:
@@ -94,7 +95,8 @@ def run(workdir: Path, n_clips: int, reps: int, gop: int) -> None:
     for k in range(n_clips):
         path = workdir / f"clip{k}.mp4"
         make_clip(path, seconds, fps, gop, seed=k)
-        win = event_window(seconds, float(rng.uniform(2.0, 15.0)))
+        event = float(rng.uniform(2.0, 15.0))
+        win = event_window(seconds, event, DEFAULT_WINDOW.before, DEFAULT_WINDOW.after)
         clips.append((path, window_frame_times(win, FPS_OUT), win))
     print(
         f"generated {n_clips} clips (1280x720, {fps} fps, {seconds:.0f} s, GOP {gop}) "

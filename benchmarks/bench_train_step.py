@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 
+from sce.data.channels import TelemetryChannel
 from sce.data.collate import Collator
 from sce.data.dataset import Sample
 from sce.data.imu import FrameTelemetry
@@ -69,7 +70,9 @@ def make_batch(processor, batch_size: int, device: str) -> dict:
         tele = FrameTelemetry(
             times, rng.normal(size=(18, 3)), rng.normal(size=18) * 0.01, rng.uniform(5, 20, 18)
         )
-        content, videos = build_user_content(frames, times, tele, EVENT_QUESTION)
+        content, videos = build_user_content(
+            frames, times, [TelemetryChannel(tele)], EVENT_QUESTION
+        )
         samples.append(
             Sample(f"clip{i}", content, videos, 3.0, mcq_answer("collision"), MCQ.name, "collision")
         )

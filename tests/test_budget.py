@@ -94,10 +94,10 @@ def test_estimate_counts_digits_words_and_symbols():
     assert b.estimate_tokens("internationalization") == 3  # 20 letters: one token per 8
 
 
-def _tiny_config(tiny_kit: Path, **data) -> dict:
-    base = {"manifest": NO_MANIFEST, "fps": 3.0, "before": 4.0, "after": 2.0, "width": 112}
-    base["height"] = 56
-    return {"model": {"model_path": str(tiny_kit)}, "data": {**base, **data, "max_length": 900}}
+def _tiny_config(tiny_kit: Path, **window) -> dict:
+    base = {"fps": 3.0, "before": 4.0, "after": 2.0, "width": 112, "height": 56}
+    data = {"manifest": NO_MANIFEST, "window": {**base, **window}, "max_length": 900}
+    return {"model": {"model_path": str(tiny_kit)}, "data": data}
 
 
 @pytest.mark.parametrize(
@@ -141,15 +141,19 @@ def test_report_without_processor_uses_qwen_defaults():
 
 def test_missing_data_keys_take_the_datamodule_defaults():
     report = b.budget_report(
-        {"model": {"model_path": NO_MODEL}, "data": {"manifest": NO_MANIFEST, "fps": 1.0}}
+        {
+            "model": {"model_path": NO_MODEL},
+            "data": {"manifest": NO_MANIFEST, "window": {"fps": 1.0}},
+        }
     )
-    assert (report["width"], report["height"], report["layout"]) == (420, 240, "interleaved")
+    window = report["window"]  # data.window's defaults fill what the config leaves out
+    assert (window["width"], window["height"], window["layout"]) == (420, 240, "interleaved")
     assert report["frames_per_clip"] == 6
     assert report["visual_tokens_per_clip"] == 3 * 135
 
 
 def test_grid_marks_what_fits():
-    data = {"manifest": NO_MANIFEST, "before": 4.0, "after": 2.0}
+    data = {"manifest": NO_MANIFEST, "window": {"before": 4.0, "after": 2.0}}
     config = {"model": {"model_path": NO_MODEL}, "data": data}
     rows = b.budget_grid(config, 2000, fps_values=(1.0, 3.0), sizes=((420, 240), (640, 360)))
     cells = {(r["fps"], r["width"]): r for r in rows}
@@ -169,21 +173,21 @@ def test_grid_marks_what_fits():
 
 
 def test_budget_overrides_use_the_fit_syntax_and_parser(capsys):
-    """`sce budget --config X --data.fps=15`: the `sce fit` parser resolves the override
+    """`sce budget --config X --data.window.fps=15`: the `sce fit` parser resolves the override
     (types checked), so the window of paper 000 (4 s + 2 s) has 5x the frames of its 3 fps."""
     config = str(EXPERIMENTS / "paper000_dora.yaml")
     assert main(["budget", "--config", config, "--json"]) == 0
     at_3 = json.loads(capsys.readouterr().out)["report"]
-    main(["budget", "--config", config, "--data.fps=15", "--json"])
+    main(["budget", "--config", config, "--data.window.fps=15", "--json"])
     at_15 = json.loads(capsys.readouterr().out)["report"]
-    assert (at_3["fps"], at_3["frames_per_clip"]) == (3.0, 18)
-    assert (at_15["fps"], at_15["frames_per_clip"]) == (15.0, 90)
+    assert (at_3["window"]["fps"], at_3["frames_per_clip"]) == (3.0, 18)
+    assert (at_15["window"]["fps"], at_15["frames_per_clip"]) == (15.0, 90)
     assert at_15["visual_tokens_per_clip"] == 5 * at_3["visual_tokens_per_clip"] == 6075
-    assert main(["budget", "--config", config, "--data.fps=fast"]) == 2
-    assert 'Parser key "data.fps"' in capsys.readouterr().err  # a float, as for sce fit
+    assert main(["budget", "--config", config, "--data.window.fps=fast"]) == 2
+    assert 'Parser key "data.window.fps"' in capsys.readouterr().err  # a float, as for sce fit
     with pytest.raises(SystemExit):  # the removed --set names the new syntax
-        main(["budget", "--config", config, "--set", "data.fps=15"])
-    assert "--data.fps=15" in capsys.readouterr().err
+        main(["budget", "--config", config, "--set", "data.window.fps=15"])
+    assert "--data.window.fps=15" in capsys.readouterr().err
 
 
 def test_budget_command_prints_the_report(tmp_path, capsys):
@@ -191,7 +195,9 @@ def test_budget_command_prints_the_report(tmp_path, capsys):
     config["model"]["model_path"] = NO_MODEL
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert main(["budget", "--config", str(path), "--data.fps=1", "--max-tokens", "1000"]) == 0
+    assert (
+        main(["budget", "--config", str(path), "--data.window.fps=1", "--max-tokens", "1000"]) == 0
+    )
     out = capsys.readouterr().out
     assert "-> 6 frames" in out
     assert "420x240 -> 420x252" in out
@@ -219,7 +225,7 @@ def test_paper002_report_is_per_scale_item():
     config = yaml.safe_load((EXPERIMENTS / "paper002_risk.yaml").read_text())
     config["model"]["model_path"] = NO_MODEL
     report = b.budget_report(config)
-    assert report["window_scales"] == [6.0, 3.0, 1.5]
+    assert report["window"]["scales"] == [6.0, 3.0, 1.5]
     assert report["items_per_record"] == 3
     assert report["frames_per_clip"] == 3
     assert (report["images_per_clip"], report["videos_per_clip"]) == (3, 0)
@@ -232,9 +238,9 @@ def test_paper002_report_is_per_scale_item():
     assert "144 visual tokens per image" in text
     assert "visual tokens per item: 432" in text
     # Without window_scales the same config is the 6 s window at 3 fps: 18 frames.
-    del config["data"]["window_scales"]
+    del config["data"]["window"]["scales"]
     plain = b.budget_report(config)
-    assert plain["frames_per_clip"] == 18 and "window_scales" not in plain
+    assert plain["frames_per_clip"] == 18 and "items_per_record" not in plain
     assert plain["telemetry_tokens"] > report["telemetry_tokens"]  # 18 telemetry rows, not 3
 
 
@@ -245,13 +251,13 @@ def test_keyframe_report_matches_the_collated_item(tiny_kit, tiny_processor, lay
     from sce.data.dataset import Sample
 
     scales = [6.0, 3.0, 1.5]
-    config = _tiny_config(tiny_kit, window_scales=scales, layout=layout)
+    config = _tiny_config(tiny_kit, scales=scales, layout=layout)
     report = b.budget_report(config)
     assert report["frames_per_clip"] == report["images_per_clip"] == 3
     assert report["visual_tokens_per_clip"] == 3 * 8  # 112x56: 4 x 2 merged patches per image
     assert report["processor"]["source"].startswith("image processor of")
     collator = Collator(tiny_processor, 100000, "train")
-    kf = b.keyframes()
+    kf = b.keyframes(b.config_window(config))
     image_pad = tiny_processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     for imu, key in ((True, "total_tokens"), (False, "total_tokens_video_only")):
         lengths = []

@@ -15,7 +15,7 @@ import sce.data.clip as clip_mod
 from sce.data import imu as imu_lib
 from sce.data import video as video_lib
 from sce.data.cache import FrameCache
-from sce.data.clip import WindowSpec, load_clip
+from sce.data.clip import ClipSpec, WindowSpec, load_clip
 from sce.data.schema import ClipRecord, load_manifest
 
 SPEC = WindowSpec(width=64, height=36)
@@ -223,7 +223,7 @@ def test_keyframe_clip_is_cached_as_three_keyframes(
 ) -> None:
     """Paper 002's keyframe window through the cache: the same 3 frames and the keyframes flag
     (the prompt sends them as images) without reading the sources again."""
-    spec = dataclasses.replace(SPEC, scale=3.0)
+    spec = ClipSpec.of(SPEC, scale=3.0)
     plain = load_clip(first_record, spec)
     assert plain.keyframes and plain.frames.shape[0] == 3
     cache = FrameCache(tmp_path / "cache")
@@ -241,7 +241,7 @@ def test_frames_cached_for_other_frame_times_of_the_same_span_are_not_reused(
 ) -> None:
     """Frames cached by the old keyframe rule (last keyframe repeated: 4 frames over the same
     span, scale and fractions) are not served to the new rule's 3 keyframes."""
-    spec, cache = dataclasses.replace(SPEC, scale=3.0), FrameCache(tmp_path / "cache")
+    spec, cache = ClipSpec.of(SPEC, scale=3.0), FrameCache(tmp_path / "cache")
     new_rule = clip_mod.keyframe_window
 
     def old_rule(event_time, duration, scale, keyframes):

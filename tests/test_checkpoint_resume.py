@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.trainer.states import TrainerFn
 
+from sce.data.clip import WindowSpec
 from sce.data.datamodule import SceDataModule
 from sce.data.sampling import SamplerStateCallback
 from sce.models.checkpointing import (
@@ -135,11 +136,7 @@ def make_run(
     data = SceDataModule(
         str(manifest),
         str(kit),
-        fps=1,
-        before=2,
-        after=2,
-        width=112,
-        height=56,
+        window=WindowSpec(fps=1, before=2, after=2, width=112, height=56),
         batch_size=2,
         task_weights={"mcq": 1, "caption": 1},
         imu_dropout=0.5,

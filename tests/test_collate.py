@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from sce.data.channels import TelemetryChannel
 from sce.data.collate import IGNORE_INDEX, Collator, SequenceTooLongError
 from sce.data.dataset import Sample
 from sce.data.imu import FrameTelemetry
@@ -32,7 +33,9 @@ def _sample(
     if telemetry:
         accel = np.tile([[-9.7, 0.3, 9.8]], (frames, 1))
         tele = FrameTelemetry(times, accel, np.full(frames, 0.01), np.full(frames, 12.1))
-    content, videos = build_user_content(video, times, tele, "Which event?", layout)
+    content, videos = build_user_content(
+        video, times, [TelemetryChannel(tele)], "Which event?", layout
+    )
     task = "probability" if target is not None else "mcq"
     return Sample(sid, content, videos, fps, answer, task, "collision", probability_target=target)
 
@@ -237,7 +240,9 @@ def _keyframe_sample(sid: str, n: int = 3) -> Sample:
     rng = np.random.default_rng(len(sid))
     frames = rng.integers(0, 256, (n, H, W, 3), dtype=np.uint8)
     times = np.array([4.0, 5.5, 7.0][:n])
-    content, images = build_user_content(frames, times, None, "Which event?", "table", True)
+    content, images = build_user_content(
+        frames, times, [TelemetryChannel(None)], "Which event?", "table", True
+    )
     return Sample(sid, content, images, 2 / 3, "A. collision", "mcq", "collision")
 
 

@@ -51,7 +51,7 @@ def nothing_may_load(monkeypatch):
     ("override", "key", "choices"),
     [
         ("--model.finetuning=droa", "model.finetuning", ["dora", "lora", "full", "qlora", "none"]),
-        ("--data.layout=tabel", "data.layout", ["interleaved", "table"]),
+        ("--data.window.layout=tabel", "data.window.layout", ["interleaved", "table"]),
         ("--data.overflow=truncate", "data.overflow", ["error", "drop"]),  # the collator's
     ],
 )
@@ -111,7 +111,6 @@ def test_direct_module_construction_checks_the_same_choices(option, value, nothi
     ("option", "value"),
     [
         ("decoder", "ffmpeg"),
-        ("layout", "tabel"),
         ("overflow", "truncate"),
         ("on_bad_sample", "ignore"),
         ("eval_imu", ["on", "of"]),

@@ -33,9 +33,9 @@ def _args(tiny_kit: Path, manifest: Path, *extra: str) -> list[str]:
         f"--model.model_path={tiny_kit}",
         "--data.manifest",
         str(manifest),
-        "--data.fps=3",
-        "--data.before=4",
-        "--data.after=2",
+        "--data.window.fps=3",
+        "--data.window.before=4",
+        "--data.window.after=2",
         *extra,
     ]
 
@@ -125,7 +125,7 @@ def test_task_option_gives_the_caption(capsys, tiny_kit, synthetic_manifest, rec
 
 def test_multiscale_config_shows_one_window_per_scale(capsys, tiny_kit, synthetic_manifest):
     report = _preview(
-        capsys, tiny_kit, synthetic_manifest, "--id", SAMPLE, "--data.window_scales=[6, 3, 1.5]"
+        capsys, tiny_kit, synthetic_manifest, "--id", SAMPLE, "--data.window.scales=[6, 3, 1.5]"
     )
     windows = report["windows"]
     assert [w["scale"] for w in windows] == [6.0, 3.0, 1.5]
@@ -161,7 +161,7 @@ def test_wrong_split_names_the_records_split(capsys, tiny_kit, synthetic_manifes
 
 def test_other_commands_still_reject_unknown_arguments(tmp_path):
     with pytest.raises(SystemExit):
-        main(["synth", "--out", str(tmp_path), "--data.fps=3"])  # takes no config
+        main(["synth", "--out", str(tmp_path), "--data.window.fps=3"])  # takes no config
 
 
 def test_image_and_video_placeholders_are_summarised_in_order(tiny_processor):
@@ -187,7 +187,7 @@ def test_image_and_video_placeholders_are_summarised_in_order(tiny_processor):
 def test_window_shrunk_to_the_clip_is_shown(capsys, tiny_kit, synthetic_manifest, with_imu):
     assert with_imu["windows"][0]["window_shrunk"] == 0.0  # 6 s fits the 7 s clip
     # an 8 s window (24 frames at 3 fps) on the 7 s clip keeps 20 frames: 4 frames, 4/3 s lost
-    extra = ("--id", SAMPLE, "--data.before=5", "--data.after=3")
+    extra = ("--id", SAMPLE, "--data.window.before=5", "--data.window.after=3")
     (window,) = _preview(capsys, tiny_kit, synthetic_manifest, *extra)["windows"]
     assert len(window["frame_times"]) == 20
     assert window["window_shrunk"] == pytest.approx(4 / 3)

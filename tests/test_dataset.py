@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import sce.data.dataset as dataset_mod
-from sce.data.clip import ClipError, ClipInputs, WindowSpec, load_clip
+from sce.data.clip import ClipError, ClipInputs, ClipSpec, WindowSpec, load_clip
 from sce.data.dataset import SceDataset
 from sce.data.imu import FrameTelemetry
 from sce.data.prompts import NO_TELEMETRY
@@ -287,7 +287,9 @@ def test_multiscale_keyframe_windows(synthetic_manifest, tiny_processor):
 
     records = [r for r in load_manifest(synthetic_manifest) if r.split == "test"][:1]
     spec = WindowSpec(width=112, height=56)
-    data = SceDataset(records, spec, train=False, layout="table", window_scales=(6.0, 3.0, 1.5))
+    data = SceDataset(
+        records, dataclasses.replace(spec, layout="table", scales=(6.0, 3.0, 1.5)), train=False
+    )
     assert [item.scale for item in data.items] == [6.0, 3.0, 1.5]
     event = records[0].event_time
     for index, scale in enumerate((6.0, 3.0, 1.5)):
@@ -296,7 +298,7 @@ def test_multiscale_keyframe_windows(synthetic_manifest, tiny_processor):
         assert kinds.count("image") == 3 and "video" not in kinds
         assert sample.videos == [] and len(sample.images) == 3
         assert all(im.shape == (56, 112, 3) and im.dtype == np.uint8 for im in sample.images)
-        clip = load_clip(records[0], dataclasses.replace(spec, scale=scale))
+        clip = load_clip(records[0], ClipSpec.of(spec, scale=scale))
         assert clip.keyframes and len(clip.frame_times) == 3
         expected = [event - scale, event - scale / 2, event]
         # a window that starts before the clip is padded with its first frame

@@ -19,6 +19,7 @@ import yaml
 from helpers import cpu_trainer
 from helpers.encoders import build_tiny_encoder, config_only_encoder
 
+from sce.data.clip import WindowSpec
 from sce.data.datamodule import SceDataModule
 from sce.evaluate.callback import REASONING_MAX_NEW_TOKENS, GenerationEvaluation
 from sce.evaluate.summary import summarize
@@ -185,8 +186,7 @@ def test_every_clip_gets_a_reasoning_item_at_evaluation_only(tiny_kit, synthetic
     data = SceDataModule(
         str(synthetic_manifest),
         str(tiny_kit),
-        width=112,
-        height=56,
+        window=WindowSpec(width=112, height=56),
         eval_tasks=["mcq", "reasoning"],
         task_weights={"mcq": 1.0, "reasoning": 1.0},
     )
@@ -270,8 +270,7 @@ def test_run_says_once_that_bertscore_is_skipped_and_budgets_reasoning(
     data = SceDataModule(
         str(synthetic_manifest),
         str(tiny_kit),
-        width=112,
-        height=56,
+        window=WindowSpec(width=112, height=56),
         batch_size=3,
         eval_batch_size=2,
         max_length=2048,

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from sce.cli import run_lightning_cli
+from sce.data.clip import WindowSpec
 
 EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))
 
@@ -58,8 +59,8 @@ def test_config_trains_one_step_on_tiny_model(config, cache, tmp_path):
         f"--model.finetuning={'lora' if finetuning == 'qlora' else finetuning}",
         "--model.dtype=float32",
         "--model.attn_implementation=sdpa",
-        "--data.width=112",
-        "--data.height=56",
+        "--data.window.width=112",
+        "--data.window.height=56",
         "--data.num_workers=0",
         "--data.cache_dir=null",
         "--trainer.accelerator=cpu",
@@ -73,8 +74,10 @@ def test_config_trains_one_step_on_tiny_model(config, cache, tmp_path):
     assert cli.trainer.global_step == 1
     trained = [n for n, p in cli.model.model.named_parameters() if p.requires_grad]
     assert trained and not any(".visual." in f".{n}" for n in trained)
-    assert cli.datamodule.hparams.fps == cfg["data"].get("fps", 3.0)
-    if cfg["data"].get("window_scales"):  # paper 002: each item's 3 keyframes are 3 images
+    window = cfg["data"].get("window", {})  # the data module's window, as the config writes it
+    assert cli.datamodule.window == WindowSpec(**{**window, "width": 112, "height": 56})
+    assert cli.datamodule.hparams.window == cli.datamodule.window.settings()  # as checkpointed
+    if window.get("scales"):  # paper 002: each item's 3 keyframes are 3 images
         batch = next(iter(cli.datamodule.train_dataloader()))
         assert "pixel_values_videos" not in batch and "video_grid_thw" not in batch
         assert len(batch["image_grid_thw"]) == 3 * len(batch["input_ids"])

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from sce.cli import main
+from sce.data.channels import TelemetryChannel
+from sce.data.clip import WindowSpec
 from sce.data.collate import Collator
 from sce.data.datamodule import SceDataModule
 from sce.data.dataset import Sample
@@ -36,7 +38,7 @@ def checkpoint(tiny_kit: Path, synthetic_manifest: Path, tmp_path_factory) -> Pa
     root = tmp_path_factory.mktemp("export_ckpt")
     L.seed_everything(0)
     data = SceDataModule(
-        str(synthetic_manifest), str(tiny_kit), fps=1, before=2, after=2, width=112, height=56,
+        str(synthetic_manifest), str(tiny_kit), window=WindowSpec(fps=1, before=2, after=2, width=112, height=56),
         batch_size=2, task_weights={"mcq": 1}, imu_dropout=0.0,
     )  # fmt: skip
     module = SceModule(str(tiny_kit), finetuning="dora", rank=4, alpha=8, lr=2e-2)
@@ -56,7 +58,7 @@ def video_batch(tiny_processor):
     """A training-style batch: two 2-frame videos, text, answer."""
     frames = np.random.default_rng(0).integers(0, 256, (4, 56, 112, 3), dtype=np.uint8)
     content, videos = build_user_content(
-        frames, np.array([0.25, 0.75, 1.25, 1.75]), None, EVENT_QUESTION
+        frames, np.array([0.25, 0.75, 1.25, 1.75]), [TelemetryChannel(None)], EVENT_QUESTION
     )
     sample = Sample("x", content, videos, 2.0, "B. near-collision", "mcq", "near_collision")
     batch = Collator(tiny_processor, mode="train")([sample])
@@ -95,12 +97,11 @@ def test_export_records_the_training_window_in_both_model_folders(exported: Path
     # the checkpoint fixture's data: fps=1, before=2, after=2, 112x56, task_weights {"mcq": 1}
     for folder in ("merged", "adapter"):
         record = read_training_record(exported / folder)
-        window = record["window"]
-        assert (window["fps"], window["before"], window["after"]) == (1, 2, 2)
-        assert (window["width"], window["height"], window["layout"]) == (112, 56, "interleaved")
-        assert record["tasks"] == ["mcq"]
+        window = record.window  # the data module's window, whole
+        assert window == WindowSpec(fps=1, before=2, after=2, width=112, height=56)
+        assert record.tasks == ("mcq",)
     info = json.loads((exported / "export.json").read_text())
-    assert info["training_record"] == read_training_record(exported / "merged")
+    assert info["training_record"] == read_training_record(exported / "merged").to_json()
 
 
 def test_merged_logits_equal_adapter_logits_and_visual_weights_are_the_base(

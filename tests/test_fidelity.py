@@ -9,7 +9,7 @@ into the YAML (`model.lr`, `trainer.callbacks.0.init_args.max_samples`); a `mode
 `trainer.` key absent from the YAML is the SceModule / SceDataModule / Trainer default. Two
 derived keys: `effective_batch` (trainer.devices x data.batch_size x
 trainer.accumulate_grad_batches) and `frames` (the frame count sce samples from the event window
-[t_e - data.before, t_e + data.after] at data.fps). Values are YAML flow scalars, lists or maps.
+[t_e - data.window.before, t_e + data.window.after] at data.window.fps). Values are YAML flow scalars, lists or maps.
 
 A row needs a note when its config cell is `-`, or when a config value does not appear in its
 paper cell (numbers compared as numbers, "50%" also reads as 0.5; words case-insensitively with
@@ -18,6 +18,7 @@ paper cell (numbers compared as numbers, "50%" also reads as 0.5; words case-ins
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import math
@@ -150,13 +151,25 @@ def lookup(config: dict, key: str) -> Any:
             node = node[int(part)]
         elif isinstance(node, dict) and part in node:
             node = node[part]
-        elif depth == 1 and node is config.get(parts[0]):
-            defaults = signature_defaults().get(parts[0], {})
-            if part not in defaults or len(parts) > 2:
-                raise KeyError(f"{key}: not in the config and no default")
-            return defaults[part]
+        elif depth >= 1 and isinstance(node, dict):
+            return signature_default(key)
         else:
             raise KeyError(f"{key}: not in the config")
+    return node
+
+
+def signature_default(key: str) -> Any:
+    """The default of a dotted key from the signatures (into a dataclass default such as
+    data.window's WindowSpec)."""
+    section, *rest = key.split(".")
+    node: Any = signature_defaults().get(section, {})
+    for part in rest:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif dataclasses.is_dataclass(node) and part in {f.name for f in dataclasses.fields(node)}:
+            node = getattr(node, part)
+        else:
+            raise KeyError(f"{key}: not in the config and no default")
     return node
 
 
@@ -326,17 +339,19 @@ def test_recipe_tables_need_every_setting():
 
 
 def frames_of(config: dict) -> int:
-    """Frames per window as sce samples them: the event window's count at data.fps, a whole-clip
-    window's data.max_frames (the most a clip gets), or a multi-scale window's keyframes."""
+    """Frames per window as sce samples them: the event window's count at data.window.fps, a whole-clip
+    window's data.window.max_frames (the most a clip gets), or a multi-scale window's keyframes."""
     from sce.data.clip import WindowSpec
     from sce.data.windows import Window, window_frame_times
 
-    if lookup(config, "data.window_scales"):
+    if lookup(config, "data.window.scales"):
         return len(WindowSpec().keyframes)
-    if lookup(config, "data.window") == "whole":
-        return WindowSpec(window="whole", max_frames=lookup(config, "data.max_frames")).num_frames
-    before, after = lookup(config, "data.before"), lookup(config, "data.after")
-    return len(window_frame_times(Window(-before, after), lookup(config, "data.fps")))
+    if lookup(config, "data.window.mode") == "whole":
+        return WindowSpec(
+            mode="whole", max_frames=lookup(config, "data.window.max_frames")
+        ).num_frames
+    before, after = lookup(config, "data.window.before"), lookup(config, "data.window.after")
+    return len(window_frame_times(Window(-before, after), lookup(config, "data.window.fps")))
 
 
 def _config(name: str) -> dict:
@@ -352,9 +367,9 @@ PAPER_VALUES = {
         "model.alpha": 64,
         "model.lr": 5e-5,
         "effective_batch": 32,
-        "data.width": 420,
-        "data.height": 240,
-        "data.fps": 3.0,
+        "data.window.width": 420,
+        "data.window.height": 240,
+        "data.window.fps": 3.0,
         "frames": 18,
         "model.neftune_alpha": 5.0,
         "data.imu_dropout": 0.5,
@@ -368,7 +383,7 @@ PAPER_VALUES = {
         "effective_batch": 8,
         "trainer.max_epochs": 1,
         "trainer.precision": "bf16-mixed",
-        "data.fps": 30.0,
+        "data.window.fps": 30.0,
         "frames": 180,
     },
     "paper002_risk.yaml": {  # Sec. III-C, "Enhanced FT hyperparameters" on the baseline's
@@ -391,10 +406,10 @@ PAPER_VALUES = {
     "paper003_instruction.yaml": {
         "model.finetuning": "full",
         "model.train_vision": False,
-        "data.fps": 2.0,
-        "data.window": "whole",
+        "data.window.fps": 2.0,
+        "data.window.mode": "whole",
         "frames": 128,
-        "data.max_pixels": 16384,
+        "data.window.max_pixels": 16384,
     },
 }
 

@@ -6,6 +6,7 @@ import lightning as L
 import pytest
 import torch
 
+from sce.data.clip import WindowSpec
 from sce.data.datamodule import SceDataModule
 from sce.models import adapters as adapter_lib
 from sce.models.module import SceModule
@@ -21,7 +22,12 @@ def test_dora_training_steps_in_bf16_lower_the_loss(
     tiny_kit, synthetic_manifest, tmp_path, precision
 ):
     L.seed_everything(0)
-    data = SceDataModule(str(synthetic_manifest), str(tiny_kit), width=112, height=56, batch_size=3)
+    data = SceDataModule(
+        str(synthetic_manifest),
+        str(tiny_kit),
+        window=WindowSpec(width=112, height=56),
+        batch_size=3,
+    )
     module = SceModule(
         str(tiny_kit), finetuning="dora", rank=8, alpha=16, lr=5e-3, gradient_checkpointing=True
     )

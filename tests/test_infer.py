@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sce.cli import main
-from sce.data.clip import WindowSpec, load_clip
+from sce.data.clip import ClipSpec, WindowSpec, load_clip
 from sce.data.collate import Collator
 from sce.data.dataset import SceDataset
 from sce.data.schema import BINARY_LABELS, LABELS, load_manifest
@@ -24,7 +25,7 @@ from sce.deploy.infer import (
 )
 from sce.metrics.parsing import parse_binary_event, parse_event_class, parse_probability
 from sce.tasks.events import BINARY_EVENT_QUESTION
-from sce.train.record import training_record, write_training_record
+from sce.train.record import read_training_record, training_record, write_training_record
 
 SPEC = WindowSpec(fps=1, before=2, after=2, width=112, height=56)
 WINDOW_ARGS = ["--fps", "1", "--before", "2", "--after", "2", "--width", "112", "--height", "56"]
@@ -79,7 +80,7 @@ def test_prompt_is_the_training_evaluation_prompt(tiny_processor, record):
     """Same window, telemetry and question text as the dataset's evaluation item."""
     built = build_record(record.path("video"), record.path("imu"), record.path("gps"))
     built.event_time = record.event_time
-    samples = prompt_samples(load_clip(built, SPEC), built, SPEC.fps)
+    samples = prompt_samples(load_clip(built, SPEC), built)
     collator = Collator(tiny_processor, mode="generate")
     for sample, task in zip(samples, ("mcq", "probability", "caption"), strict=True):
         dataset = SceDataset([record], SPEC, train=False, eval_tasks=(task,))
@@ -99,7 +100,7 @@ def test_binary_scope_prompt_is_the_binary_training_prompt(tiny_processor, recor
         record.path("video"), record.path("imu"), record.path("gps"), label_scope="binary"
     )
     built.event_time = record.event_time
-    event = prompt_samples(load_clip(built, SPEC), built, SPEC.fps)[0]
+    event = prompt_samples(load_clip(built, SPEC), built)[0]
     reference = SceDataset([binary], SPEC, train=False, eval_tasks=("mcq",))[0]
     collator = Collator(tiny_processor, mode="generate")
     assert collator.texts([event]) == collator.texts([reference])
@@ -145,14 +146,17 @@ def test_keyframe_prompt_is_the_training_keyframe_item(tiny_processor, record):
     """--window-scale: the 3 keyframes as 3 images, exactly the dataset's paper-002 item."""
     import dataclasses
 
-    spec = dataclasses.replace(SPEC, scale=3.0)
+    spec = ClipSpec.of(SPEC, scale=3.0)
     built = build_record(record.path("video"), record.path("imu"), record.path("gps"))
     built.event_time = record.event_time
     clip = load_clip(built, spec)
-    samples = prompt_samples(clip, built, clip.fps, "table")
+    samples = prompt_samples(clip, built, "table")
     collator = Collator(tiny_processor, mode="generate")
     dataset = SceDataset(
-        [record], SPEC, train=False, layout="table", eval_tasks=("probability",), window_scales=[3]
+        [record],
+        dataclasses.replace(SPEC, layout="table", scales=[3]),
+        train=False,
+        eval_tasks=("probability",),
     )
     reference = dataset[0]
     assert collator.texts([samples[1]]) == collator.texts([reference])
@@ -261,15 +265,44 @@ def test_video_only_takes_no_event_time_from_the_imu(tiny_kit, record, capsys):
     assert video_only["imu_reason"] == "--no-imu"
 
 
-def test_training_record_lists_window_settings_and_trained_tasks():
-    hparams = {"fps": 2.0, "before": 0.0, "after": 0.0, "width": 448, "height": 252,
-               "layout": "table", "window": "whole", "max_frames": 128, "max_pixels": 16384,
-               "window_scales": None, "telemetry_anchor": "auto", "batch_size": 8,
+PAPER003_WINDOW = WindowSpec(
+    fps=2.0, before=0.0, after=0.0, width=448, height=252, layout="table", mode="whole",
+    max_frames=128, max_pixels=16384,
+)  # fmt: skip
+
+
+def test_training_record_holds_the_window_whole_and_the_trained_tasks():
+    hparams = {"window": PAPER003_WINDOW.settings(), "batch_size": 8,
                "task_weights": {"instruction": 1.0, "caption": 0.0, "mcq": 0.5}}  # fmt: skip
     record = training_record(hparams)
-    assert record["tasks"] == ["instruction", "mcq"]  # weight 0 trains nothing
-    assert record["window"]["max_frames"] == 128 and "batch_size" not in record["window"]
-    assert training_record({})["tasks"] == ["mcq"]  # SceDataset's default mix
+    assert record.tasks == ("instruction", "mcq")  # weight 0 trains nothing
+    assert record.window == PAPER003_WINDOW
+    assert set(record.to_json()["window"]) == {f.name for f in dataclasses.fields(WindowSpec)}
+    assert training_record({}).tasks == ("mcq",)  # SceDataset's default mix
+    assert training_record({}).window == WindowSpec()
+
+
+def test_records_written_before_the_window_was_one_value_read_the_same(tmp_path):
+    """A checkpoint's flat data.* hparams and an sce_training.json of the old flat form (mode
+    under `window`, scales under `window_scales`) give the same window as the new form."""
+    flat = {"fps": 2.0, "before": 0.0, "after": 0.0, "width": 448, "height": 252,
+            "layout": "table", "window": "whole", "max_frames": 128, "max_pixels": 16384,
+            "window_scales": None, "telemetry_anchor": "auto", "batch_size": 8,
+            "decoder": "pyav", "task_weights": {"instruction": 1.0}}  # fmt: skip
+    assert training_record(flat).window == PAPER003_WINDOW
+    old = {k: v for k, v in flat.items() if k not in ("batch_size", "decoder", "task_weights")}
+    write_training_record(tmp_path, {"window": old, "tasks": ["instruction"]})
+    record = read_training_record(tmp_path)
+    assert (record.window, record.tasks) == (PAPER003_WINDOW, ("instruction",))
+    scales = {"fps": 3.0, "before": 6.0, "after": 0.0, "window_scales": [6.0, 3.0, 1.5]}
+    write_training_record(tmp_path, {"window": scales, "tasks": ["probability"]})
+    assert read_training_record(tmp_path).window.scales == (6.0, 3.0, 1.5)
+    # the new form round-trips; a setting no window has is refused, naming the file
+    write_training_record(tmp_path, training_record({"window": PAPER003_WINDOW}))
+    assert read_training_record(tmp_path).window == PAPER003_WINDOW
+    write_training_record(tmp_path, {"window": {"fps": 3.0, "zoom": 2}, "tasks": []})
+    with pytest.raises(ValueError, match=r"sce_training.json: field 'window'.*'zoom'"):
+        read_training_record(tmp_path)
 
 
 def test_manifest_batch_writes_one_row_per_record_of_the_split(

@@ -20,6 +20,7 @@ import torch
 from helpers import cpu_trainer
 from torch.utils.data import DataLoader
 
+from sce.data.channels import TelemetryChannel
 from sce.data.collate import Collator
 from sce.data.dataset import Sample
 from sce.data.prompts import build_user_content
@@ -38,7 +39,9 @@ CAPTION = (
 def _sample(name: str, question: str, answer: str, task: str) -> Sample:
     rng = np.random.default_rng(len(name))
     frames = rng.integers(0, 255, (2, 56, 56, 3), dtype=np.uint8)
-    content, videos = build_user_content(frames, np.arange(2) / 3 + 4, None, question)
+    content, videos = build_user_content(
+        frames, np.arange(2) / 3 + 4, [TelemetryChannel(None)], question
+    )
     return Sample(name, content, videos, 3.0, answer, task, "near_collision")
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sce.data.channels import TelemetryChannel
 from sce.data.collate import Collator, digit_token_ids
 from sce.data.dataset import Sample
 from sce.data.prompts import build_user_content
@@ -46,8 +47,10 @@ def samples() -> list[Sample]:
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, (4, 56, 56, 3), dtype=np.uint8)
     times = np.arange(4) / 3 + 4
-    c_prob, v_prob = build_user_content(frames, times, None, PROBABILITY_QUESTION, layout="table")
-    c_mcq, v_mcq = build_user_content(frames, times, None, EVENT_QUESTION)
+    c_prob, v_prob = build_user_content(
+        frames, times, [TelemetryChannel(None)], PROBABILITY_QUESTION, layout="table"
+    )
+    c_mcq, v_mcq = build_user_content(frames, times, [TelemetryChannel(None)], EVENT_QUESTION)
     return [
         Sample(
             "p",

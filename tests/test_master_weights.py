@@ -14,6 +14,7 @@ import pytest
 import torch
 from helpers import cpu_trainer
 
+from sce.data.clip import WindowSpec
 from sce.data.datamodule import SceDataModule
 from sce.models.module import SceModule, keep_master_weights_fp32, mixed_compute_dtype
 
@@ -31,7 +32,11 @@ def update_fraction(kit: Path, manifest: Path, tmp_path: Path, dtype: str, preci
     """(fraction of trainable elements changed by 3 AdamW steps at lr 1e-5, snapshot, module)."""
     L.seed_everything(0)
     data = SceDataModule(
-        str(manifest), str(kit), width=56, height=56, fps=1.0, batch_size=2, imu_dropout=0.0
+        str(manifest),
+        str(kit),
+        window=WindowSpec(width=56, height=56, fps=1.0),
+        batch_size=2,
+        imu_dropout=0.0,
     )
     module = SceModule(str(kit), finetuning="full", dtype=dtype, lr=1e-5, scheduler="constant")
     snapshot = Snapshot()
@@ -103,7 +108,10 @@ def test_generation_runs_in_the_trainers_precision(tiny_kit, synthetic_manifest,
     precision context: under bf16-mixed, generate_batch must still run the fp32-master LM in
     bf16 autocast (it ran in fp32 before), and without a trainer in the weights' own dtype."""
     data = SceDataModule(
-        str(synthetic_manifest), str(tiny_kit), width=56, height=56, fps=1.0, eval_batch_size=1
+        str(synthetic_manifest),
+        str(tiny_kit),
+        window=WindowSpec(width=56, height=56, fps=1.0),
+        eval_batch_size=1,
     )
     data.setup("validate")
     batch = next(iter(data.generation_dataloader("val", max_samples=1)))

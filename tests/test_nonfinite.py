@@ -10,6 +10,7 @@ import torch
 from helpers import cpu_trainer, poisoned_batch
 from torch.utils.data import DataLoader
 
+from sce.data.clip import WindowSpec
 from sce.data.datamodule import SceDataModule
 from sce.models.checkpointing import NonFiniteWeightsError
 from sce.models.module import SceModule
@@ -20,7 +21,7 @@ def batches(tiny_kit, synthetic_manifest) -> list[dict]:
     """Three collated training batches of the synthetic set."""
     L.seed_everything(0)
     data = SceDataModule(
-        str(synthetic_manifest), str(tiny_kit), width=112, height=56, batch_size=1,
+        str(synthetic_manifest), str(tiny_kit), window=WindowSpec(width=112, height=56), batch_size=1,
         max_length=2048, imu_dropout=0.0,
     )  # fmt: skip
     data.setup("fit")

@@ -33,7 +33,10 @@ EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 DEMO = EXPERIMENTS / "demo.yaml"  # paper 000's window: 4 s before + 2 s after, 3 fps, 112x56
 PAPER002 = EXPERIMENTS / "paper002_risk.yaml"
 PAPER003 = EXPERIMENTS / "paper003_instruction.yaml"
-SMALL = ("--data.width=112", "--data.height=56")  # the papers' frame sizes cost seconds here
+SMALL = (
+    "--data.window.width=112",
+    "--data.window.height=56",
+)  # the papers' frame sizes cost seconds here
 IMU_RATE = 100.0  # Hz, the synthetic IMU
 VIDEO_FPS = 30.0  # the synthetic video
 # generate_clip's collision for this seed: 10 s, impact (argmax |a_x|) at 4.78 s.
@@ -157,7 +160,7 @@ def test_30fps_window_is_180_consecutive_source_frames(timed, tiny_kit):
     frames (the window [0.1, 6.1] s starts on the frame grid), and each takes its own frame."""
     event_time = 4.1
     long_enough = "--data.max_length=4096"  # 90 frame pairs: 2,250 tokens
-    report = preview(DEMO, tiny_kit, timed, "at_4.10", "--data.fps=30", long_enough)
+    report = preview(DEMO, tiny_kit, timed, "at_4.10", "--data.window.fps=30", long_enough)
     assert (report["source_fps"], report["source_frames"]) == (30.0, 300)
     (window,) = report["windows"]
     times, indices = np.array(window["frame_times"]), window["frame_indices"]

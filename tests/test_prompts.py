@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sce import tasks
 from sce.data import prompts as P
+from sce.data.channels import Channel, TelemetryChannel, telemetry_line
 from sce.data.imu import FrameTelemetry
 from sce.data.prompts import build_messages, build_user_content
 from sce.tasks import make_task
@@ -40,7 +43,9 @@ def _telemetry(speed: bool = True) -> FrameTelemetry:
 
 def test_interleaved_pairs_with_telemetry() -> None:
     tele = _telemetry()
-    content, videos = build_user_content(_frames(), tele.frame_times, tele, "Q?")
+    content, videos = build_user_content(
+        _frames(), tele.frame_times, [TelemetryChannel(tele)], "Q?"
+    )
     assert len(videos) == 9
     assert [v[:, 0, 0, 0].tolist() for v in videos] == [[2 * i, 2 * i + 1] for i in range(9)]
     assert len(content) == 2 * 9 + 1
@@ -60,15 +65,19 @@ def test_interleaved_pairs_with_telemetry() -> None:
 
 def test_interleaved_without_speed_omits_it() -> None:
     tele = _telemetry(speed=False)
-    content, _ = build_user_content(_frames(), tele.frame_times, tele, "Q?")
+    content, _ = build_user_content(_frames(), tele.frame_times, [TelemetryChannel(tele)], "Q?")
     assert content[1]["text"].splitlines()[0] == "t=1.0s: ax -9.7 ay +0.3 m/s², heading +0.6°"
     assert "m/s\n" not in content[1]["text"].replace("m/s²", "")
 
 
 def test_interleaved_without_telemetry_keeps_time_stamps() -> None:
     tele = _telemetry()
-    content, videos = build_user_content(_frames(), tele.frame_times, None, "Q?")
-    with_imu, videos_imu = build_user_content(_frames(), tele.frame_times, tele, "Q?")
+    content, videos = build_user_content(
+        _frames(), tele.frame_times, [TelemetryChannel(None)], "Q?"
+    )
+    with_imu, videos_imu = build_user_content(
+        _frames(), tele.frame_times, [TelemetryChannel(tele)], "Q?"
+    )
     assert content[1]["text"] == "t=1.0s\nt=1.3s\n"
     assert content[17]["text"] == "t=6.3s\nt=6.7s\n"
     assert content[-2] == {"type": "text", "text": "Telemetry: unavailable.\n"}
@@ -81,7 +90,9 @@ def test_interleaved_without_telemetry_keeps_time_stamps() -> None:
 
 def test_table_layout() -> None:
     tele = _telemetry()
-    content, videos = build_user_content(_frames(), tele.frame_times, tele, "Q?", layout="table")
+    content, videos = build_user_content(
+        _frames(), tele.frame_times, [TelemetryChannel(tele)], "Q?", layout="table"
+    )
     assert len(videos) == 1 and videos[0].shape == (T, 4, 6, 3)
     assert [c["type"] for c in content] == ["video", "text", "text"]
     lines = content[1]["text"].splitlines()
@@ -96,9 +107,13 @@ def test_table_layout() -> None:
 
 def test_table_layout_without_telemetry_or_speed() -> None:
     tele = _telemetry(speed=False)
-    content, _ = build_user_content(_frames(), tele.frame_times, None, "Q?", layout="table")
+    content, _ = build_user_content(
+        _frames(), tele.frame_times, [TelemetryChannel(None)], "Q?", layout="table"
+    )
     assert content[1]["text"] == "Telemetry: unavailable.\n"
-    content, _ = build_user_content(_frames(), tele.frame_times, tele, "Q?", layout="table")
+    content, _ = build_user_content(
+        _frames(), tele.frame_times, [TelemetryChannel(tele)], "Q?", layout="table"
+    )
     assert content[1]["text"].splitlines()[2] == "1.0 | -9.7 | +0.3 | +0.6 | -"
 
 
@@ -116,7 +131,7 @@ def test_keyframes_table_layout_is_three_images_then_times_and_table() -> None:
     tele = _keyframe_telemetry()
     frames = _frames(3)
     content, images = build_user_content(
-        frames, tele.frame_times, tele, "Q?", layout="table", keyframes=True
+        frames, tele.frame_times, [TelemetryChannel(tele)], "Q?", layout="table", keyframes=True
     )
     assert [c["type"] for c in content].count("image") == 3
     assert not any(c["type"] == "video" for c in content)
@@ -134,7 +149,9 @@ def test_keyframes_table_layout_is_three_images_then_times_and_table() -> None:
 
 def test_keyframes_interleaved_put_each_image_before_its_line() -> None:
     tele = _keyframe_telemetry()
-    content, images = build_user_content(_frames(3), tele.frame_times, None, "Q?", keyframes=True)
+    content, images = build_user_content(
+        _frames(3), tele.frame_times, [TelemetryChannel(None)], "Q?", keyframes=True
+    )
     assert [c["type"] for c in content] == ["image", "text"] * 3 + ["text", "text"]
     assert [content[k]["text"] for k in (1, 3, 5)] == ["t=4.0s\n", "t=5.5s\n", "t=7.0s\n"]
     assert content[6]["text"] == P.NO_TELEMETRY + "\n"
@@ -144,9 +161,11 @@ def test_keyframes_interleaved_put_each_image_before_its_line() -> None:
 def test_odd_frame_count_and_unknown_layout_raise() -> None:
     times = np.arange(17) / 3.0
     with pytest.raises(ValueError, match="even.*17"):
-        build_user_content(_frames(17), times, None, "Q?")
+        build_user_content(_frames(17), times, [TelemetryChannel(None)], "Q?")
     with pytest.raises(ValueError, match="layout 'grid'"):
-        build_user_content(_frames(), np.arange(T) / 3.0, None, "Q?", layout="grid")
+        build_user_content(
+            _frames(), np.arange(T) / 3.0, [TelemetryChannel(None)], "Q?", layout="grid"
+        )
 
 
 def test_build_messages_roles() -> None:
@@ -325,9 +344,95 @@ def test_template_corpus() -> None:
 
 
 def test_telemetry_line_signs_and_units() -> None:
-    line = P.telemetry_line(0.0, [2.04, -0.35, 9.8], -0.5, float("nan"))
+    line = telemetry_line(0.0, [2.04, -0.35, 9.8], -0.5, float("nan"))
     assert line == "ax +2.0 ay -0.3 m/s², heading -28.6°"  # NaN speed is left out
     assert (
-        P.telemetry_line(0.0, [0.0, 0.0, 9.8], 0.0, 3.25)
+        telemetry_line(0.0, [0.0, 0.0, 9.8], 0.0, 3.25)
         == "ax +0.0 ay +0.0 m/s², heading +0.0°, 3.2 m/s"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Channels: the prompt text is the one captured before per-frame inputs became channels.
+
+GOLDEN = Path(__file__).parent / "data" / "prompt_golden.json"
+
+
+def _golden_telemetry(n: int, speed: bool) -> FrameTelemetry:
+    k = np.arange(n)
+    return FrameTelemetry(
+        frame_times=1.0 + k * (1 / 3),
+        accel=np.stack([-9.7 + 0.5 * k, 0.3 - 0.25 * k, np.full(n, 9.8)], axis=1),
+        yaw_delta=np.tile([0.01, -0.02], n // 2 + 1)[:n],
+        speed=(12.1 - 0.1 * k) if speed else None,
+    )
+
+
+@pytest.mark.parametrize("keyframes", [False, True])
+@pytest.mark.parametrize("layout", P.LAYOUTS)
+@pytest.mark.parametrize("variant", ["telemetry", "no_speed", "none"])
+def test_prompt_text_is_the_one_captured_before_channels(keyframes, layout, variant) -> None:
+    """tests/data/prompt_golden.json holds build_user_content's output for every layout, with
+    and without telemetry (and speed), written by the code before channels existed."""
+    golden = json.loads(GOLDEN.read_text())
+    n = 3 if keyframes else 6
+    tele = _golden_telemetry(n, speed=variant != "no_speed")
+    content, visuals = build_user_content(
+        np.zeros((n, 2, 2, 3), np.uint8),
+        tele.frame_times,
+        [TelemetryChannel(None if variant == "none" else tele)],
+        "Q?",
+        layout,
+        keyframes=keyframes,
+    )
+    expected = golden[f"{'keyframes' if keyframes else 'video'}/{layout}/{variant}"]
+    assert content == expected["content"]
+    assert [list(v.shape) for v in visuals] == expected["visual_shapes"]
+
+
+def test_template_corpus_is_the_one_captured_before_channels() -> None:
+    """The tiny tokenizer is trained on this corpus: it must not move (pinned losses)."""
+    assert P.template_corpus() == json.loads(GOLDEN.read_text())["template_corpus"]
+
+
+class _Objects(Channel):
+    """A second per-frame input, as a perception stage would add one."""
+
+    def __init__(self, names: list[str] | None) -> None:
+        self.names = names
+
+    @property
+    def available(self) -> bool:
+        return self.names is not None
+
+    def frame_text(self, k: int) -> str:
+        return f"objects: {self.names[k]}"
+
+    def table_text(self) -> str:
+        return "Objects:\n" + "\n".join(self.names) + "\n"
+
+    def missing_text(self) -> str:
+        return "Objects: unavailable.\n"
+
+
+def test_a_new_input_is_a_new_channel() -> None:
+    """A channel class is all a new per-frame input needs: its text joins each frame's line
+    (interleaved) or follows the telemetry table (table), and it says when it is missing."""
+    tele = _golden_telemetry(2, speed=True)
+    objects = _Objects(["car", "car, cyclist"])
+    channels = [TelemetryChannel(tele), objects]
+    content, _ = build_user_content(_frames(2), tele.frame_times, channels, "Q?")
+    assert content[1]["text"] == (
+        "t=1.0s: ax -9.7 ay +0.3 m/s², heading +0.6°, 12.1 m/s; objects: car\n"
+        "t=1.3s: ax -9.2 ay +0.0 m/s², heading -1.1°, 12.0 m/s; objects: car, cyclist\n"
+    )
+    table, _ = build_user_content(_frames(2), tele.frame_times, channels, "Q?", "table")
+    assert [c.get("text", "").split("\n")[0] for c in table] == ["", "Telemetry:", "Objects:", "Q?"]
+    missing = [TelemetryChannel(None), _Objects(None)]
+    content, _ = build_user_content(_frames(2), tele.frame_times, missing, "Q?")
+    assert content[1]["text"] == "t=1.0s\nt=1.3s\n"
+    assert [c["text"] for c in content[2:]] == [
+        P.NO_TELEMETRY + "\n",
+        "Objects: unavailable.\n",
+        "Q?",
+    ]

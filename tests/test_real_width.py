@@ -99,7 +99,7 @@ def test_real_width_bf16_fit_computes_supervised_rows_only(
     args = [
         "fit", "--config", str(EXPERIMENTS / "paper000_dora.yaml"),
         f"--model.model_path={kit}", "--model.attn_implementation=sdpa",
-        f"--data.manifest={synthetic_manifest}", "--data.width=56", "--data.height=28",
+        f"--data.manifest={synthetic_manifest}", "--data.window.width=56", "--data.window.height=28",
         "--data.num_workers=0", "--data.cache_dir=null", "--data.batch_size=1",
         "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto",
         "--trainer.accumulate_grad_batches=1", "--trainer.max_steps=2",

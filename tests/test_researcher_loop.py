@@ -65,8 +65,8 @@ def test_own_data_to_answers(tmp_path, tiny_kit, synthetic_manifest, monkeypatch
 
     export = run / "export"
     assert main(["export", "--checkpoint", str(last), "--out", str(export)]) == 0
-    window = read_training_record(export / "merged")["window"]
-    assert (window["fps"], window["width"], window["height"]) == (3.0, 112, 56)  # demo.yaml
+    window = read_training_record(export / "merged").window
+    assert (window.fps, window.width, window.height) == (3.0, 112, 56)  # demo.yaml
     capsys.readouterr()
     clip = next(r for r in prepared if r.split == "test")
     code = main(["infer", "--model", str(export / "merged"), "--video", str(clip.path("video")),

@@ -3,6 +3,7 @@ Qwen2.5-VL temporal positions; the `int(second_per_grid_ts)` releases must be re
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import lightning as L
@@ -11,13 +12,14 @@ import torch
 import transformers
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
 
+from sce.data.clip import WindowSpec
 from sce.data.datamodule import SceDataModule
 from sce.models.module import SceModule
 from sce.models.rope_guard import (
     TemporalRopeError,
     check_temporal_rope,
     probe_temporal_positions,
-    window_of,
+    window_probe,
 )
 
 
@@ -58,21 +60,26 @@ def test_30_fps_warns_how_many_pairs_share_an_index(tiny_model):
     assert probe.positions[-1] == 11
 
 
-def test_window_of_a_datamodule(tiny_kit, synthetic_manifest):
-    paper001 = SceDataModule(str(synthetic_manifest), str(tiny_kit), fps=30.0, before=4, after=2)
-    assert window_of(paper001) == (180, 30.0)
+def test_window_probe_of_a_datamodule(tiny_kit, synthetic_manifest):
+    paper001 = SceDataModule(
+        str(synthetic_manifest), str(tiny_kit), window=WindowSpec(fps=30.0, before=4, after=2)
+    )
+    assert window_probe(paper001.window) == (180, 30.0)
     # paper 003: the whole clip at 2 fps, at most 128 frames (its before/after are not used)
     paper003 = SceDataModule(
-        str(synthetic_manifest), str(tiny_kit), fps=2.0, window="whole", max_frames=128
+        str(synthetic_manifest),
+        str(tiny_kit),
+        window=WindowSpec(fps=2.0, mode="whole", max_frames=128),
     )
-    assert window_of(paper003) == (128, 2.0)
-    assert window_of(object()) is None
+    assert window_probe(paper003.window) == (128, 2.0)
 
 
 def test_validate_fails_at_start_on_a_collapsing_release(
     tiny_kit, synthetic_manifest, tmp_path, int_second_per_grid_ts
 ):
-    data = SceDataModule(str(synthetic_manifest), str(tiny_kit), width=56, height=56, fps=3.0)
+    data = SceDataModule(
+        str(synthetic_manifest), str(tiny_kit), window=WindowSpec(width=56, height=56, fps=3.0)
+    )
     module = SceModule(str(tiny_kit), finetuning="lora", rank=4, alpha=8)
     trainer = L.Trainer(
         accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
@@ -91,18 +98,13 @@ def test_keyframe_windows_skip_the_video_probe(
     paper002 = SceDataModule(
         str(synthetic_manifest),
         str(tiny_kit),
-        fps=3.0,
-        before=6.0,
-        after=0.0,
-        window_scales=[6.0, 3.0, 1.5],
+        window=WindowSpec(fps=3.0, before=6.0, after=0.0, scales=[6.0, 3.0, 1.5]),
     )
-    assert window_of(paper002) is None
+    assert window_probe(paper002.window) is None
     module = SceModule(str(tiny_kit), finetuning="lora", rank=4, alpha=8)
     module.configure_model()
     module._trainer = SimpleNamespace(datamodule=paper002)
     module._check_temporal_rope()  # no TemporalRopeError
     assert module._rope_checked
-    same_without_scales = SimpleNamespace(
-        hparams={k: v for k, v in paper002.hparams.items() if k != "window_scales"}
-    )
-    assert window_of(same_without_scales) == (18, 3.0)
+    same_without_scales = dataclasses.replace(paper002.window, scales=None)
+    assert window_probe(same_without_scales) == (18, 3.0)

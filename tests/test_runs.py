@@ -21,7 +21,7 @@ def test_fit_then_test_in_one_run_folder(
     run = tmp_path / "exp1"
     fast = [
         f"--model.model_path={tiny_kit}", f"--data.manifest={synthetic_manifest}",
-        '--data.eval_imu=["on"]', "--data.width=56", "--trainer.max_epochs=1",
+        '--data.eval_imu=["on"]', "--data.window.width=56", "--trainer.max_epochs=1",
         "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
         "--trainer.enable_progress_bar=false",
     ]  # fmt: skip

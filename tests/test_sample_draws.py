@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from sce.data.clip import WindowSpec
 from sce.data.dataset import SceDataset
 from sce.data.sampling import ClassResampler, SampleIndex, draw_seed
 from sce.data.schema import ClipRecord
@@ -125,7 +126,9 @@ def test_workers_build_the_same_samples(stub_loader):  # noqa: F811
 def test_datamodule_loaders_leave_the_global_rng_alone(tiny_kit: Path, synthetic_manifest: Path):
     from sce.data.datamodule import SceDataModule
 
-    data = SceDataModule(str(synthetic_manifest), str(tiny_kit), fps=1, before=2, after=2)
+    data = SceDataModule(
+        str(synthetic_manifest), str(tiny_kit), window=WindowSpec(fps=1, before=2, after=2)
+    )
     data.setup("fit")
     torch.manual_seed(0)
     state = torch.get_rng_state()

@@ -14,6 +14,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, Dataset
 
+from sce.data.clip import WindowSpec
 from sce.data.sampling import ClassResampler, SamplerStateCallback
 from sce.data.schema import ClipRecord
 
@@ -224,7 +225,7 @@ def test_fit_start_logs_the_epochs_task_class_counts(tiny_kit, synthetic_manifes
 
     train = Counter(r.label for r in load_manifest(synthetic_manifest) if r.split == "train")
     data = SceDataModule(
-        str(synthetic_manifest), str(tiny_kit), width=112, height=56,
+        str(synthetic_manifest), str(tiny_kit), window=WindowSpec(width=112, height=56),
         task_weights={"mcq": 1}, class_factors={"mcq": {"collision": 3, "normal": 0.5}},
     )  # fmt: skip
     with caplog.at_level(logging.INFO):

@@ -3,6 +3,7 @@ sweep.json) with a stand-in trainer, the shipped ablation files, and (slow) a re
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import sys
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from sce.cli import main
+from sce.data.clip import WindowSpec
 from sce.studies import sweep as sw
 
 ROOT = Path(__file__).parents[1]
@@ -25,7 +27,7 @@ import json, sys
 from pathlib import Path
 import yaml
 cfg = yaml.safe_load(Path(sys.argv[1]).read_text())
-fps = cfg["data"]["fps"]
+fps = cfg["data"]["window"]["fps"]
 if fps == 5.0:
     sys.exit("boom: fake trainer failed")
 assert cfg["data"].get("seed", 0) == cfg["seed_everything"]
@@ -73,18 +75,20 @@ def hparams_of(run_dir: Path) -> tuple[dict, list[str]]:
 def test_plan_merges_base_overrides_sets_then_variant(tmp_path):
     ablation = write_ablation(
         tmp_path / "fps.yaml",
-        {"fps1": {"data.fps": 1.0}, "fps2": {"data.fps": 2.0}},
-        overrides={"data.fps": 9.0, "trainer.max_epochs": 5, "data.batch_size": 2},
+        {"fps1": {"data.window.fps": 1.0}, "fps2": {"data.window.fps": 2.0}},
+        overrides={"data.window.fps": 9.0, "trainer.max_epochs": 5, "data.batch_size": 2},
     )
     plan = sw.plan_sweep(
         ablation,
-        sets=["--trainer.max_epochs=1", "--data.fps=7", "--data.eval_seed=3"],
+        sets=["--trainer.max_epochs=1", "--data.window.fps=7", "--data.eval_seed=3"],
         out=tmp_path / "out",
     )
-    assert (plan.name, plan.swept, plan.base) == ("fps", ["data.fps"], DEMO)
+    assert (plan.name, plan.swept, plan.base) == ("fps", ["data.window.fps"], DEMO)
     assert [v.name for v in plan.variants] == ["fps1", "fps2"]
     v = plan.variants[0]
-    assert v.config["data"]["fps"] == 1.0  # the variant wins over the arguments and overrides
+    assert (
+        v.config["data"]["window"]["fps"] == 1.0
+    )  # the variant wins over the arguments and overrides
     assert v.config["trainer"]["max_epochs"] == 1  # an argument wins over the ablation's overrides
     assert v.config["data"]["batch_size"] == 2
     assert v.config["data"]["eval_seed"] == 3
@@ -99,7 +103,7 @@ def test_plan_merges_base_overrides_sets_then_variant(tmp_path):
     )
     assert logger["default_hp_metric"] is False
     assert v.label == "fps=1"
-    assert plan.variants[1].config["data"]["fps"] == 2.0
+    assert plan.variants[1].config["data"]["window"]["fps"] == 2.0
     assert sw.variant_command(v)[-4:] == [
         "sce.cli",
         "fit",
@@ -135,9 +139,9 @@ def test_plan_only_and_base_lookup(tmp_path):
     ("spec", "message"),
     [
         ({"base": "x.yaml"}, "variants"),
-        ({"variants": {"a b": {"data.fps": 1}}}, "folder-safe"),
+        ({"variants": {"a b": {"data.window.fps": 1}}}, "folder-safe"),
         ({"variants": {"a": {}}}, "dotted keys"),
-        ({"variants": {"a": {"data.fps": 1}}, "sweep": 1}, "unknown field"),
+        ({"variants": {"a": {"data.window.fps": 1}}, "sweep": 1}, "unknown field"),
     ],
 )
 def test_bad_ablation_files_are_named(tmp_path, spec, message):
@@ -160,6 +164,7 @@ def test_shipped_ablations_plan_with_known_keys(ablation):
         "data": set(inspect.signature(SceDataModule.__init__).parameters),
         "model": set(inspect.signature(SceModule.__init__).parameters),
     }
+    known["data"] |= {f"window.{f.name}" for f in dataclasses.fields(WindowSpec)}
     for key in [*plan.swept, *plan.overrides]:
         section, name = key.split(".", 1)
         assert name in known.get(section, {name}), f"{ablation.name}: unknown key {key}"
@@ -179,7 +184,7 @@ def test_shipped_ablation_values():
         "imu_dropout",
         "balancing",
     }
-    fps = [v.config["data"]["fps"] for v in plans["fps"].variants]
+    fps = [v.config["data"]["window"]["fps"] for v in plans["fps"].variants]
     assert fps == [1.0, 3.0, 15.0, 30.0]
     assert [v.config["model"]["rank"] for v in plans["rank"].variants] == [8, 16, 32, 64]
     assert [v.config["data"]["imu_dropout"] for v in plans["imu_dropout"].variants] == [0.0, 0.5]
@@ -189,7 +194,7 @@ def test_shipped_ablation_values():
 
 def test_dry_run_prints_plan_and_budget_and_writes_nothing(tmp_path, tiny_kit, capsys):
     ablation = write_ablation(
-        tmp_path / "fps.yaml", {"fps1": {"data.fps": 1.0}, "fps2": {"data.fps": 2.0}}
+        tmp_path / "fps.yaml", {"fps1": {"data.window.fps": 1.0}, "fps2": {"data.window.fps": 2.0}}
     )
     out = tmp_path / "out"
     code = main(
@@ -216,7 +221,11 @@ def test_dry_run_prints_plan_and_budget_and_writes_nothing(tmp_path, tiny_kit, c
 def fake_sweep(tmp_path):
     ablation = write_ablation(
         tmp_path / "fps.yaml",
-        {"fps1": {"data.fps": 1.0}, "fps5": {"data.fps": 5.0}, "fps2": {"data.fps": 2.0}},
+        {
+            "fps1": {"data.window.fps": 1.0},
+            "fps5": {"data.window.fps": 5.0},
+            "fps2": {"data.window.fps": 2.0},
+        },
         overrides={"model.model_path": "sce-test/none"},
     )
     return ablation, tmp_path / "out"
@@ -229,7 +238,7 @@ def test_run_sweep_records_status_metrics_and_hparams(fake_sweep):
     summary = sw.run_sweep(plan, command=fake_command, echo=False)
     on_disk = json.loads((out / "fps" / "sweep.json").read_text())
     assert on_disk["variants"] == summary["variants"]
-    assert on_disk["swept"] == ["data.fps"]
+    assert on_disk["swept"] == ["data.window.fps"]
     entries = {e["name"]: e for e in on_disk["variants"]}
     assert [e["name"] for e in on_disk["variants"]] == ["fps1", "fps5", "fps2"]
     assert {n: e["status"] for n, e in entries.items()} == {
@@ -255,10 +264,10 @@ def test_run_sweep_records_status_metrics_and_hparams(fake_sweep):
     assert "spread" not in on_disk and "runs" not in entries["fps2"]  # the unseeded layout
     assert entries["fps2"]["budget"]["frames_per_clip"] == 12
     assert entries["fps2"]["budget"]["visual_tokens_per_clip"] == 6 * 8
-    assert entries["fps1"]["values"] == {"data.fps": 1.0}
+    assert entries["fps1"]["values"] == {"data.window.fps": 1.0}
     assert "fake fit done" in (out / "fps" / "fps1" / sw.LOG_NAME).read_text()
     params, tags = hparams_of(out / "fps" / "fps2")
-    assert params["data.fps"] == 2.0 and params["variant"] == "fps2"
+    assert params["data.window.fps"] == 2.0 and params["variant"] == "fps2"
     assert params["model.rank"] == 16 and params["model.finetuning"] == "dora"
     assert params["budget/visual_tokens_per_clip"] == 48
     assert params["data.class_factors"] == "none"
@@ -405,7 +414,7 @@ def test_seeded_sweep_records_runs_means_and_sample_std(fake_sweep):
     assert (fps5["status"], fps5["n_ok"], fps5["metrics"]) == ("failed", 0, {})
     assert "boom" in fps5["runs"][1]["error"]
     params, _ = hparams_of(out / "fps" / "fps2" / "seed7")
-    assert (params["variant"], params["seed"], params["data.fps"]) == ("fps2", 7, 2.0)
+    assert (params["variant"], params["seed"], params["data.window.fps"]) == ("fps2", 7, 2.0)
 
     text = sw.format_summary(on_disk)
     assert "mean ± sample std over seeds" in text
@@ -504,7 +513,7 @@ def test_tiny_sweep_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("SCE_CACHE", str(tmp_path / "cache"))
     ablation = write_ablation(
         tmp_path / "tinyfps.yaml",
-        {"fps1": {"data.fps": 1.0}, "fps2": {"data.fps": 2.0}},
+        {"fps1": {"data.window.fps": 1.0}, "fps2": {"data.window.fps": 2.0}},
         overrides=TINY_OVERRIDES,
     )
     out = tmp_path / "sweeps"
@@ -520,8 +529,8 @@ def test_tiny_sweep_end_to_end(tmp_path, monkeypatch):
         assert json.loads((run_dir / "metrics.json").read_text())["split"] == "val"
         assert "acc" in entry["metrics"] and entry["budget"]["visual_tokens_per_clip"] == fps * 24
         params, tags = hparams_of(run_dir)
-        assert params["data.fps"] == fps and "val_gen/acc" in tags
-        assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["fps"] == fps
+        assert params["data.window.fps"] == fps and "val_gen/acc" in tags
+        assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["window"]["fps"] == fps
 
     nb = nbformat.read(ROOT / "notebooks" / "ablations.ipynb", as_version=4)
     monkeypatch.setenv("SCE_SWEEP_DIR", str(out / "tinyfps"))
@@ -538,7 +547,7 @@ def test_tiny_seeded_sweep_with_report(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setenv("SCE_CACHE", str(tmp_path / "cache"))
     ablation = write_ablation(
-        tmp_path / "tinyseed.yaml", {"fps1": {"data.fps": 1.0}}, overrides=TINY_OVERRIDES
+        tmp_path / "tinyseed.yaml", {"fps1": {"data.window.fps": 1.0}}, overrides=TINY_OVERRIDES
     )
     out = tmp_path / "sweeps"
     assert main(["sweep", str(ablation), "--out", str(out), "--seeds", "0,1", "--report"]) == 0

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sce.data.channels import TelemetryChannel
 from sce.data.collate import DATA_PROBLEM_COUNTS, Collator
 from sce.data.dataset import Sample
 from sce.data.prompts import build_user_content
@@ -38,7 +39,9 @@ def _video_sample(seed: int = 0, fps: float = 3.0) -> Sample:
     """18 random 56x112 frames at 3 fps, interleaved layout without telemetry."""
     frames = np.random.default_rng(seed).integers(0, 256, (18, 56, 112, 3), dtype=np.uint8)
     times = 0.5 + (np.arange(18) + 0.5) / fps
-    content, videos = build_user_content(frames, times, None, "Which event occurs?")
+    content, videos = build_user_content(
+        frames, times, [TelemetryChannel(None)], "Which event occurs?"
+    )
     return Sample(f"clip{seed}", content, videos, fps, "A. collision", "mcq", "collision")
 
 

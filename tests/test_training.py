@@ -10,15 +10,18 @@ import torch
 from helpers import cpu_trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from sce.data.clip import WindowSpec
 from sce.data.datamodule import SceDataModule
 from sce.data.schema import LABELS
 from sce.evaluate.callback import GenerationEvaluation
 from sce.models.module import SceModule
 
 
-def _datamodule(manifest: Path, kit: Path, **kwargs) -> SceDataModule:
-    defaults = dict(width=112, height=56, batch_size=3, eval_batch_size=6, max_length=2048)
-    return SceDataModule(str(manifest), str(kit), **(defaults | kwargs))
+def _datamodule(manifest: Path, kit: Path, window=None, **kwargs) -> SceDataModule:
+    """The tiny data module at 112x56; `window` holds further data.window settings."""
+    window = WindowSpec(**{"width": 112, "height": 56, **(window or {})})
+    defaults = dict(batch_size=3, eval_batch_size=6, max_length=2048)
+    return SceDataModule(str(manifest), str(kit), window=window, **(defaults | kwargs))
 
 
 _trainer = cpu_trainer
@@ -101,9 +104,8 @@ def test_generation_answers_paper002_keyframe_image_items(tiny_kit, synthetic_ma
     data = _datamodule(
         synthetic_manifest,
         tiny_kit,
-        layout="table",
+        window={"layout": "table", "scales": [6.0, 3.0, 1.5]},
         eval_tasks=["probability"],
-        window_scales=[6.0, 3.0, 1.5],
         eval_batch_size=3,
     )
     data.setup("validate")

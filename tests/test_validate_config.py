@@ -114,7 +114,9 @@ def test_validate_config_runs_the_training_plan(
     assert f"id '{gap_id}': imu unusable: {tmp_path / 'gap.csv'}: 'ax' has a 0.520 s gap" in out
     assert "imu dropped by the window plan" in out
     # the positional manifest works with --config too, and overrides reach the data module
-    assert main(["data", "validate", "--config", str(DEMO), str(path), "--data.fps=600"]) == 1
+    assert (
+        main(["data", "validate", "--config", str(DEMO), str(path), "--data.window.fps=600"]) == 1
+    )
     assert "imu rate below the frame rate" in capsys.readouterr().out
 
 
@@ -156,7 +158,7 @@ def test_fit_data_error_in_two_lines(
         synthetic_manifest, tmp_path / "m.jsonl", imu_time=lambda t: t * 1000, ids=ids
     )
     fast = [
-        f"--model.model_path={tiny_kit}", f"--data.manifest={path}", "--data.width=56",
+        f"--model.model_path={tiny_kit}", f"--data.manifest={path}", "--data.window.width=56",
         "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
         "--trainer.enable_progress_bar=false", "--trainer.logger=false",
         "--trainer.enable_checkpointing=false", "--trainer.callbacks=[]",

@@ -59,19 +59,19 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_event_window_inside_clip() -> None:
-    assert event_window(16.0, 8.0) == Window(4.0, 10.0, 0.0, 0.0, 0.0)
+    assert event_window(16.0, 8.0, 4.0, 2.0) == Window(4.0, 10.0, 0.0, 0.0, 0.0)
 
 
 def test_event_window_shifted_at_start_and_end() -> None:
-    w = event_window(16.0, 1.0)
+    w = event_window(16.0, 1.0, 4.0, 2.0)
     assert (w.start, w.end, w.shifted) == (0.0, 6.0, 3.0)
-    w = event_window(16.0, 15.5)
+    w = event_window(16.0, 15.5, 4.0, 2.0)
     assert (w.start, w.end, w.shifted) == (10.0, 16.0, -1.5)
     assert w.padded_before == w.padded_after == 0.0
 
 
 def test_event_window_even_frame_count_at_fps() -> None:
-    assert event_window(16.0, 8.0, fps=3.0) == Window(4.0, 10.0)  # 18 frames, as asked
+    assert event_window(16.0, 8.0, 4.0, 2.0, fps=3.0) == Window(4.0, 10.0)  # 18 frames, as asked
     w = event_window(16.0, 8.0, before=4.0, after=1.0, fps=3.0)  # 15 -> 16 frames, both ends
     assert (w.start, w.end) == pytest.approx((8.0 - 4.0 - 1 / 6, 8.0 + 1.0 + 1 / 6))
 
@@ -79,26 +79,26 @@ def test_event_window_even_frame_count_at_fps() -> None:
 def test_event_window_shrinks_inside_a_short_span() -> None:
     # A 6 s window in a 5 s chunk: the largest even frame count that fits, never padding from
     # outside (3 fps: 14 frames = 4.67 s; 30 fps: 150 frames = the whole 5 s).
-    w = event_window(5.0, 2.5, fps=3.0)
+    w = event_window(5.0, 2.5, 4.0, 2.0, fps=3.0)
     assert (w.start, w.end, w.padded_before, w.padded_after) == pytest.approx((0, 14 / 3, 0, 0))
     t = window_frame_times(w, 3.0)
     assert len(t) == 14 and t[0] > 0.0 and t[-1] < 5.0
-    w = event_window(5.0, 4.9, fps=3.0)  # event near the end: shifted, still inside
+    w = event_window(5.0, 4.9, 4.0, 2.0, fps=3.0)  # event near the end: shifted, still inside
     assert (w.start, w.end) == pytest.approx((5.0 - 14 / 3, 5.0))
-    w = event_window(5.0, 2.5, fps=30.0)
+    w = event_window(5.0, 2.5, 4.0, 2.0, fps=30.0)
     assert (w.start, w.end) == pytest.approx((0.0, 5.0))
     assert len(window_frame_times(w, 30.0)) == 150
-    w = event_window(4.0, 1.0)  # without fps: the whole clip
+    w = event_window(4.0, 1.0, 4.0, 2.0)  # without fps: the whole clip
     assert (w.start, w.end, w.shifted) == (0.0, 4.0, 2.0)
     with pytest.raises(WindowError, match="0.500 s holds fewer than 2 frames at 3 fps"):
-        event_window(0.5, 0.2, fps=3.0)
+        event_window(0.5, 0.2, 4.0, 2.0, fps=3.0)
 
 
 def test_event_window_rejects_event_outside_clip() -> None:
     with pytest.raises(WindowError, match=r"clip42: event_time 17.000 s is outside"):
-        event_window(16.0, 17.0, name="clip42")
+        event_window(16.0, 17.0, 4.0, 2.0, name="clip42")
     with pytest.raises(WindowError):
-        event_window(16.0, -0.5)
+        event_window(16.0, -0.5, 4.0, 2.0)
 
 
 def test_window_frame_times_even_and_spaced() -> None:
@@ -128,7 +128,7 @@ def test_window_takes_distinct_evenly_spaced_source_frames(fps: float, step: int
     # repeated ~15 of their 180 frames and skipped as many; 3 fps windows with the event at an
     # odd multiple of 0.05 s mixed steps of 9, 10 and 11 frames.
     for event in EVENTS:
-        times = window_frame_times(event_window(40.0, event, fps=fps), fps)
+        times = window_frame_times(event_window(40.0, event, 4.0, 2.0, fps=fps), fps)
         idx = frame_indices(times, 30.0, 1200)
         assert len(idx) == 6 * fps and (np.diff(idx) == step).all(), f"event at {event} s"
 
@@ -136,10 +136,12 @@ def test_window_takes_distinct_evenly_spaced_source_frames(fps: float, step: int
 def test_window_frames_from_a_29_97_fps_source() -> None:
     ntsc = 30000 / 1001
     for event in EVENTS:
-        idx = frame_indices(window_frame_times(event_window(40.0, event, fps=3.0), 3.0), ntsc, 1198)
+        idx = frame_indices(
+            window_frame_times(event_window(40.0, event, 4.0, 2.0, fps=3.0), 3.0), ntsc, 1198
+        )
         assert set(np.diff(idx).tolist()) <= {9, 10}  # 9.99 frames per 1/3 s
         idx = frame_indices(
-            window_frame_times(event_window(40.0, event, fps=30.0), 30.0), ntsc, 1198
+            window_frame_times(event_window(40.0, event, 4.0, 2.0, fps=30.0), 30.0), ntsc, 1198
         )
         # 30 fps from 29.97: one repeat per 1000 frames at most, never a skip
         assert set(np.diff(idx).tolist()) <= {0, 1} and (np.diff(idx) == 0).sum() <= 1

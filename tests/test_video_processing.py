@@ -118,7 +118,9 @@ def test_frames_at_model_size_are_not_resized_again(tiny_processor) -> None:
 def test_datamodule_decodes_frames_at_the_model_size(synthetic_manifest, tiny_kit) -> None:
     from sce.data.datamodule import SceDataModule
 
-    data = SceDataModule(str(synthetic_manifest), processor_path=str(tiny_kit), width=140)
+    data = SceDataModule(
+        str(synthetic_manifest), processor_path=str(tiny_kit), window=WindowSpec(width=140)
+    )
     data.setup("fit")
     width, height = model_frame_size(data.processor, 140, 240)
     assert (width, height) != (140, 240) and (width % 28, height % 28) == (0, 0)

@@ -26,7 +26,7 @@ from sce.train import budget as b
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 NATIVE_FPS = 4  # the test videos' frame rate: every frame a different colour
-WHOLE = WindowSpec(fps=2.0, width=56, height=56, window="whole", max_frames=128)
+WHOLE = WindowSpec(fps=2.0, width=56, height=56, mode="whole", max_frames=128)
 
 
 def _frame_image(i: int) -> np.ndarray:
@@ -119,7 +119,7 @@ def test_mixed_lengths_collate_with_each_clips_rate(clips, tiny_processor):
     2 / 2 fps and 2 / 1.28 fps, and each row's video tokens counted in its length."""
     spec = at_model_size(WHOLE, tiny_processor)
     records = [clips["short"], clips["long"]]
-    data = SceDataset(records, spec, train=False, layout="table")
+    data = SceDataset(records, dataclasses.replace(spec, layout="table"), train=False)
     samples = [data[0], data[1]]
     assert [s.fps for s in samples] == [2.0, pytest.approx(1.28)]
     batch = Collator(tiny_processor, 8192, "train")(samples)
@@ -167,16 +167,15 @@ def test_training_and_infer_decode_at_the_capped_size(synthetic_manifest, tiny_k
     import sce.deploy.infer as infer_mod
     from sce.data.datamodule import SceDataModule
 
-    options = {"window": "whole", "fps": 2.0, "max_frames": 128, "max_pixels": 16384}
-    data = SceDataModule(
-        str(synthetic_manifest), processor_path=str(tiny_kit), width=420, height=476, **options
-    )
+    options = {"mode": "whole", "fps": 2.0, "max_frames": 128, "max_pixels": 16384}
+    window = WindowSpec(width=420, height=476, **options)
+    data = SceDataModule(str(synthetic_manifest), processor_path=str(tiny_kit), window=window)
     data.setup("fit")
     spec = data.dataset("test").spec
     assert (spec.width, spec.height) == (112, 112)
     road, cabin = load_manifest(synthetic_manifest)[:2]
     dual = dataclasses.replace(road, metadata={"driver_video": cabin.video})
-    sample = SceDataset([dual], spec, train=False, layout="table")[0]
+    sample = SceDataset([dual], dataclasses.replace(spec, layout="table"), train=False)[0]
     assert sample.videos[0].shape == (14, 112, 112, 3)  # 7 s at 2 fps
 
     class Stop(Exception):
@@ -184,17 +183,17 @@ def test_training_and_infer_decode_at_the_capped_size(synthetic_manifest, tiny_k
 
     seen = {}
 
-    def spy(clip, record, fps, layout, use_imu, questions):
-        seen.update(shape=clip.frames.shape, fps=fps, clip_fps=clip.fps)
+    def spy(clip, record, layout, use_imu, questions):
+        seen.update(shape=clip.frames.shape, fps=clip.fps)
         raise Stop
 
     monkeypatch.setattr(infer_mod, "prompt_samples", spy)
     infer_spec = WindowSpec(width=420, height=476, **{**options, "max_frames": 4})
     with pytest.raises(Stop):
-        infer_mod.infer_clip(None, data.processor, road.path("video"), spec=infer_spec)
+        infer_mod.infer_clip(None, data.processor, road.path("video"), window=infer_spec)
     # 4 frames spread over the 7 s clip: the prompt gets their rate, 4 / 7 fps, not 2 fps
     assert seen["shape"] == (4, 112, 112, 3)
-    assert seen["fps"] == seen["clip_fps"] == pytest.approx(4 / 7)
+    assert seen["fps"] == pytest.approx(4 / 7)
 
 
 def test_window_settings_are_part_of_the_cached_plan(clips, tmp_path):
@@ -204,19 +203,21 @@ def test_window_settings_are_part_of_the_cached_plan(clips, tmp_path):
     fewer = load_clip(clips["long"], dataclasses.replace(spec, max_frames=16), cache)
     assert len(fewer.frame_times) == len(fewer.frames) == 16
     assert fewer.fps == pytest.approx(0.16)
-    event = load_clip(clips["long"], dataclasses.replace(spec, window="event", max_frames=None))
+    event = load_clip(clips["long"], dataclasses.replace(spec, mode="event", max_frames=None))
     assert len(event.frame_times) == 12  # the default [-4 s, +2 s] at 2 fps
 
 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"window": "whole"}, "max_frames must be an even number"),
-        ({"window": "whole", "max_frames": 127}, "max_frames must be an even number"),
-        ({"max_frames": 128}, "window=whole only"),
-        ({"window": "clip"}, "data.window must be one of"),
+        ({"mode": "whole"}, "max_frames must be an even number"),
+        ({"mode": "whole", "max_frames": 127}, "max_frames must be an even number"),
+        ({"max_frames": 128}, "data.window.mode=whole only"),
+        ({"mode": "clip"}, "data.window.mode must be one of"),
         ({"max_pixels": 0}, "max_pixels must be positive"),
-        ({"window": "whole", "max_frames": 8, "scale": 6.0}, "window_scales"),
+        ({"mode": "whole", "max_frames": 8, "scales": (6.0,)}, "data.window.scales"),
+        ({"scales": (6.0, 0.0)}, "scales must be positive seconds"),
+        ({"layout": "grid"}, "data.window.layout must be one of"),
     ],
 )
 def test_bad_window_settings_are_refused(options, message):
@@ -226,8 +227,10 @@ def test_bad_window_settings_are_refused(options, message):
 
 def test_paper003_budget_shows_short_and_long_clips_with_the_pixel_cap(tmp_path, capsys):
     config = yaml.safe_load((EXPERIMENTS / "paper003_instruction.yaml").read_text())
-    assert {k: config["data"][k] for k in ("window", "fps", "max_frames", "max_pixels")} == {
-        "window": "whole",
+    assert {
+        k: config["data"]["window"][k] for k in ("mode", "fps", "max_frames", "max_pixels")
+    } == {
+        "mode": "whole",
         "fps": 2.0,
         "max_frames": 128,
         "max_pixels": 16384,
@@ -251,8 +254,9 @@ def test_whole_clip_budget_equals_the_collated_long_clip(tiny_kit, tiny_processo
     """The budget's total is the real sequence length of its longest whole-clip item."""
     from sce.data.dataset import Sample
 
-    data = {"window": "whole", "fps": 2.0, "max_frames": 8, "max_pixels": 4000}
-    data.update({"width": 420, "height": 476, "layout": "table", "max_length": 4096})
+    window = {"mode": "whole", "fps": 2.0, "max_frames": 8, "max_pixels": 4000}
+    window.update({"width": 420, "height": 476, "layout": "table"})
+    data = {"window": window, "max_length": 4096}
     data["manifest"] = "unused/manifest.jsonl"  # the sce fit parser requires one; unread here
     report = b.budget_report({"model": {"model_path": str(tiny_kit)}, "data": data})
     times, rate = b.whole_clip_item(report["whole_clip"][-1]["duration_s"], 2.0, 8)

@@ -17,7 +17,7 @@ from helpers import poisoned_telemetry
 
 from sce.data import video as video_lib
 from sce.data.cache import FrameCache
-from sce.data.clip import ClipError, ClipInputs, WindowSpec, load_clip, plan_window
+from sce.data.clip import ClipError, ClipInputs, ClipSpec, WindowSpec, load_clip, plan_window
 from sce.data.schema import ClipRecord, load_manifest
 from sce.prepare.chunking import chunk_record
 from sce.prepare.synthetic import generate_synthetic_dataset
@@ -97,17 +97,18 @@ def test_chunk_too_short_for_two_frames_is_named(long_collision):
 
 def test_anchor_is_causal_exactly_when_the_window_ends_at_the_event():
     assert WindowSpec().anchor == "centered"  # paper 000: [-4 s, +2 s] around the event
-    assert WindowSpec(scale=6.0).anchor == "causal"  # paper 002 multi-scale windows
+    assert ClipSpec(scale=6.0).anchor == "causal"  # paper 002 multi-scale windows
     assert WindowSpec(before=6.0, after=0.0).anchor == "causal"
-    assert WindowSpec(scale=6.0, telemetry_anchor="centered").anchor == "centered"
-    with pytest.raises(ValueError, match="data.telemetry_anchor"):
+    assert ClipSpec(scale=6.0, telemetry_anchor="centered").anchor == "centered"
+    assert WindowSpec(scales=(6.0, 3.0)).anchor == "causal"  # every item of it is a scale
+    with pytest.raises(ValueError, match="data.window.telemetry_anchor"):
         WindowSpec(telemetry_anchor="end")
 
 
 @pytest.mark.parametrize("scale", [6.0, 3.0, 1.5, None])
 def test_anticipation_prompt_reads_nothing_after_its_last_frame(long_collision, tmp_path, scale):
     # Paper 002's windows end at the event (scale) and so does a [-6 s, 0] event window (None).
-    spec = WindowSpec(width=64, height=36, before=6.0, after=0.0, scale=scale)
+    spec = ClipSpec(width=64, height=36, before=6.0, after=0.0, scale=scale)
     clean = plan_window(long_collision, spec)
     last = clean.frame_times[-1]
     if scale is not None:
@@ -124,7 +125,7 @@ def test_anticipation_prompt_reads_nothing_after_its_last_frame(long_collision, 
 
 def test_cached_plan_depends_on_the_telemetry_anchor(long_collision, tmp_path):
     cache = FrameCache(tmp_path / "cache")
-    spec = WindowSpec(width=64, height=36, scale=6.0)
+    spec = ClipSpec(width=64, height=36, scale=6.0)
     causal = load_clip(long_collision, spec, cache)
     centred = load_clip(
         long_collision, dataclasses.replace(spec, telemetry_anchor="centered"), cache

@@ -9,10 +9,12 @@ tools that write and check manifests are in `sce.prepare`.
 - cache             on-disk cache of decoded windows and of window plans
 - imu               IMU/GPS loading, event time, sync to frame times (SyncedTelemetry, FrameTelemetry)
 - alignment         IMU mounting rotation: device axes -> vehicle frame
-- clip              one clip's inputs (ClipInputs): window plan, frames, telemetry (WindowSpec)
+- clip              the window (WindowSpec, data.window) and one clip's inputs (ClipInputs):
+                    window plan, frames, telemetry
+- channels          per-frame prompt inputs beside the frames (telemetry; objects next)
 - prompts           the student's prompt around a task's question (sce.tasks), chat messages
 - subset            fixed evaluation subsets and per-item seeds
-- dataset           record -> Sample (one prompt/answer pair per record and task)
+- dataset           record -> Sample (one prompt/answer pair per record and task); build_sample
 - sampling          class re-sampling of training items, distributed and restartable
 - video_processing  frame geometry (the model family's): smart_resize, settings, visual tokens
 - collate           Samples -> a batch through the processor and chat template

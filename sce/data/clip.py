@@ -10,9 +10,10 @@ import functools
 import hashlib
 import os
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -24,8 +25,10 @@ from sce.data.imu import FrameTelemetry
 from sce.data.schema import ClipRecord
 from sce.data.windows import keyframe_window, whole_clip_window
 
+Layout = Literal["interleaved", "table"]  # data.window.layout (sce.data.prompts lays them out)
 TelemetryAnchor = Literal["auto", "centered", "causal"]
 WindowMode = Literal["event", "whole"]
+LAYOUTS: tuple[str, ...] = get_args(Layout)
 TELEMETRY_ANCHORS: tuple[str, ...] = get_args(TelemetryAnchor)
 WINDOW_MODES: tuple[str, ...] = get_args(WindowMode)
 assert TELEMETRY_ANCHORS[1:] == imu_lib.ANCHORS  # "auto" + the anchors sce.data.imu computes
@@ -35,73 +38,159 @@ class ClipError(ValueError):
     """A clip cannot be loaded; the message names the sample and the cause."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class WindowSpec:
-    """How to cut and sample the event window."""
+    """The window: which frames of a clip a prompt shows, at what size and in what layout.
+
+    One value (`data.window` in a config, `--data.window.fps=15` on the command line), recorded
+    whole with an exported model (sce.train.record) and read back whole by `sce infer`, `sce
+    budget`, `sce plan`, `sce data preview` and the temporal RoPE guard. Every default of the
+    window is written here and nowhere else (paper 000: 3 fps, [-4 s, +2 s], 420x240).
+
+    Args:
+        fps: frames per second sampled from the window (paper 000: 3; paper 001: 30).
+        before: seconds of the event window before the event time t_e (paper 000: 4).
+        after: seconds of the event window after t_e (paper 000: 2; 6 s at 3 fps = 18 frames).
+        width: frame width before the processor's resize to a multiple of 28 (paper 000: 420).
+            Frames are decoded straight at the size the model sees (420x240 -> 420x252 for
+            Qwen), one resize from the source instead of two; the token count is the same.
+        height: frame height, as width (paper 000: 240).
+        layout: "interleaved" (frame pairs, each followed by its frames' per-frame inputs) or
+            "table" (one video block, then a table per input); see sce.data.prompts.
+        mode: "event" (the [-before, +after] window) or "whole": the record's whole span at
+            fps, or max_frames spread uniformly over a longer one at the true, lower rate
+            (paper 003: 2 fps, at most 128 frames; before/after are then unused).
+        max_frames: the most frames of a whole-clip window (even; required with "whole").
+        max_pixels: per-frame pixel cap with Qwen's smart_resize rounding (paper 003: 16384);
+            frames are decoded at the capped size (sce.data.video_processing.at_model_size).
+            None: the processor's own limits only.
+        scales: multi-scale keyframe windows ending at the event (paper 002: [6, 3, 1.5]); each
+            record gives one item per scale, its keyframes sent as images. None: one window.
+        keyframes: the fractions of a multi-scale window sampled as keyframes (paper 002: its
+            start, middle and end).
+        telemetry_anchor: where each frame's IMU block sits (sce.data.imu): "centered" on the
+            frame (paper 000's window around the event), "causal" (the samples up to the frame,
+            nothing after the last one), or "auto": causal exactly when the window ends at the
+            event (multi-scale windows, or after = 0), so an anticipation prompt never sees the
+            impact.
+    """
 
     fps: float = 3.0
     before: float = 4.0
     after: float = 2.0
     width: int = 420
     height: int = 240
-    decoder: video_lib.Backend = "decord"
-    # Multi-scale keyframe mode (paper 002): a window of `scale` s ending at the event, sampled
-    # only at the keyframe fractions (start, middle, end), each keyframe a separate image in the
-    # prompt; None = the [-before, +after] window, one video.
-    scale: float | None = None
-    keyframes: tuple[float, ...] = (0.0, 0.5, 1.0)
-    # Where each frame's IMU block sits (sce.data.imu): "centered" on the frame (paper 000's
-    # window around the event), "causal" = the W samples up to the frame and nothing after the
-    # last one, or "auto": causal exactly when the window ends at the event (a paper-002
-    # multi-scale window, or after == 0), so an anticipation prompt never sees the impact.
-    telemetry_anchor: TelemetryAnchor = "auto"
-    # "event": the [-before, +after] window; "whole": the record's whole span at `fps`, or
-    # `max_frames` spread uniformly over a span longer than max_frames / fps (paper 003:
-    # "2 fps, at most 128 frames"; `sce.data.windows.whole_clip_window`). before/after are unused then.
-    window: WindowMode = "event"
+    layout: Layout = "interleaved"
+    mode: WindowMode = "event"
     max_frames: int | None = None
-    # Per-frame pixel cap with Qwen's smart_resize rounding (paper 003: 16,384 pixels); frames
-    # are decoded at the capped size (sce.data.video_processing.at_model_size). None: no cap.
     max_pixels: int | None = None
+    scales: tuple[float, ...] | None = None
+    keyframes: tuple[float, ...] = (0.0, 0.5, 1.0)
+    telemetry_anchor: TelemetryAnchor = "auto"
 
     def __post_init__(self) -> None:
-        if self.window not in WINDOW_MODES:
-            raise ValueError(f"data.window must be one of {WINDOW_MODES}, got {self.window!r}")
-        if self.window == "whole":
+        if self.scales is not None:  # a list from Python or a record: stored as the tuple it is
+            object.__setattr__(self, "scales", tuple(float(x) for x in self.scales) or None)
+        object.__setattr__(self, "keyframes", tuple(float(x) for x in self.keyframes))
+        self._check_choices()
+        if self.mode == "whole":
             if self.max_frames is None or self.max_frames < 2 or self.max_frames % 2:
                 raise ValueError(
-                    "data.max_frames must be an even number >= 2 with data.window=whole "
-                    f"(Qwen's temporal patch is 2; it bounds a long clip's frames), got "
-                    f"{self.max_frames!r}"
+                    "data.window.max_frames must be an even number >= 2 with "
+                    "data.window.mode=whole (Qwen's temporal patch is 2; it bounds a long "
+                    f"clip's frames), got {self.max_frames!r}"
                 )
-            if self.scale is not None:
-                raise ValueError("data.window=whole cannot be combined with data.window_scales")
+            if self.scales:
+                raise ValueError(
+                    "data.window.mode=whole cannot be combined with data.window.scales"
+                )
         elif self.max_frames is not None:
-            raise ValueError("data.max_frames applies to data.window=whole only")
+            raise ValueError("data.window.max_frames applies to data.window.mode=whole only")
         if self.max_pixels is not None and self.max_pixels <= 0:
-            raise ValueError(f"data.max_pixels must be positive, got {self.max_pixels}")
-        if self.telemetry_anchor not in TELEMETRY_ANCHORS:
+            raise ValueError(f"data.window.max_pixels must be positive, got {self.max_pixels}")
+        if self.scales and any(not x > 0 for x in self.scales):
             raise ValueError(
-                f"data.telemetry_anchor must be one of {TELEMETRY_ANCHORS}, "
-                f"got {self.telemetry_anchor!r}"
+                f"data.window.scales must be positive seconds, got {list(self.scales)}"
             )
+
+    def _check_choices(self) -> None:
+        for name, choices in (
+            ("layout", LAYOUTS),
+            ("mode", WINDOW_MODES),
+            ("telemetry_anchor", TELEMETRY_ANCHORS),
+        ):
+            value = getattr(self, name)
+            if value not in choices:
+                raise ValueError(f"data.window.{name} must be one of {choices}, got {value!r}")
 
     @property
     def num_frames(self) -> int:
-        """Frames of the event window; with window="whole", the most a clip can get."""
-        if self.window == "whole":
+        """Frames of the event window; with mode "whole", the most a clip can get."""
+        if self.mode == "whole":
             return int(self.max_frames)
         n = int(round((self.before + self.after) * self.fps))
         return n + (n % 2)
+
+    @property
+    def ends_at_event(self) -> bool:
+        """The window stops at the event: multi-scale keyframe windows, or an event window
+        with after = 0 (a whole-clip window covers the clip whatever `after` says)."""
+        return bool(self.scales) or (self.mode == "event" and self.after == 0)
 
     @property
     def anchor(self) -> str:
         """The telemetry block anchor in effect ("centered" or "causal")."""
         if self.telemetry_anchor != "auto":
             return self.telemetry_anchor
-        # a whole-clip window covers the clip whatever `after` says
-        ends_at_event = self.scale is not None or (self.window == "event" and self.after == 0)
-        return "causal" if ends_at_event else "centered"
+        return "causal" if self.ends_at_event else "centered"
+
+    def settings(self) -> dict[str, Any]:
+        """The window as plain data (JSON / YAML ready: lists, not tuples)."""
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in asdict(self).items()
+        }
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> WindowSpec:
+        """The window of `settings` (from `settings()` or a record); missing keys take the
+        defaults, unknown ones raise ValueError naming them."""
+        unknown = set(settings) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown window setting(s) {sorted(unknown)}")
+        return cls(**settings)
+
+
+DEFAULT_WINDOW = WindowSpec()  # paper 000's window: what a setting left out means everywhere
+
+
+@dataclass(frozen=True)
+class ClipSpec(WindowSpec):
+    """How one item's clip is loaded: its window (the `WindowSpec` fields), the decoder, and,
+    for a multi-scale item, the one keyframe window it shows (`scale` s ending at the event,
+    one of `scales`; paper 002). None: the event or whole-clip window."""
+
+    decoder: video_lib.Backend = "decord"
+    scale: float | None = None
+
+    @classmethod
+    def of(
+        cls, window: WindowSpec, decoder: video_lib.Backend = "decord", scale: float | None = None
+    ) -> ClipSpec:
+        """The clip spec of `window` read with `decoder`, at keyframe window `scale`."""
+        settings = {f.name: getattr(window, f.name) for f in fields(WindowSpec)}
+        return cls(**settings, decoder=decoder, scale=scale)
+
+    @property
+    def window(self) -> WindowSpec:
+        """The window alone (no decoder, no item scale)."""
+        return WindowSpec(**{f.name: getattr(self, f.name) for f in fields(WindowSpec)})
+
+    @property
+    def ends_at_event(self) -> bool:
+        if self.scale is not None:
+            return True
+        return self.mode == "event" and self.after == 0
 
 
 @dataclass
@@ -231,6 +320,8 @@ def plan_code_version() -> str:
 def load_clip(record: ClipRecord, spec: WindowSpec, cache=None) -> ClipInputs:
     """Frames of the event window and the telemetry synchronized to them.
 
+    `spec` is a ClipSpec, or a WindowSpec read with the default decoder (no keyframe scale).
+
     Telemetry problems (missing file, long NaN gaps, short signal) do not fail the clip: the
     telemetry is None and `imu_reason` says why, so the caller can count it. Video problems
     raise ClipError naming the sample.
@@ -241,14 +332,21 @@ def load_clip(record: ClipRecord, spec: WindowSpec, cache=None) -> ClipInputs:
     """
     if record.metadata.get("frames"):
         return load_image_sequence(record, spec)
+    spec = as_clip_spec(spec)
     clip = plan_window(record, spec) if cache is None else _cached_plan(record, spec, cache)
     clip.frames = _read_frames(record, record.path("video"), clip.frame_times, spec, cache)
     return clip
 
 
+def as_clip_spec(spec: WindowSpec) -> ClipSpec:
+    """`spec` itself when it is a ClipSpec, else its window read with the default decoder."""
+    return spec if isinstance(spec, ClipSpec) else ClipSpec.of(spec)
+
+
 def plan_window(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
     """Everything of the clip but its pixels: frame times, event time and synchronized
     telemetry (`frames` is an empty placeholder)."""
+    spec = as_clip_spec(spec)
     video_path = record.path("video")
     try:
         duration = video_lib.video_info(video_path)[0]
@@ -257,7 +355,7 @@ def plan_window(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
     start, end = chunk_bounds(record, duration)
     imu, imu_reason = load_record_imu(record)
     event_time, source = resolve_event_time(record, end - start, imu, offset=start)
-    if spec.window == "whole":
+    if spec.mode == "whole":
         window, times, fps = whole_clip_window(start, end, spec.fps, spec.max_frames)
     elif spec.scale is None:
         window = _event_window(record, end - start, event_time, spec)
@@ -302,7 +400,7 @@ def plan_window(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
 
 
 def _event_window(
-    record: ClipRecord, duration: float, event_time: float, spec: WindowSpec
+    record: ClipRecord, duration: float, event_time: float, spec: ClipSpec
 ) -> windows_lib.Window:
     """The [-before, +after] window inside the record's span (shrunk to an even frame count
     when the span is shorter, see `sce.data.windows.event_window`)."""
@@ -315,7 +413,7 @@ def _event_window(
         ) from err
 
 
-def _cached_plan(record: ClipRecord, spec: WindowSpec, cache) -> ClipInputs:
+def _cached_plan(record: ClipRecord, spec: ClipSpec, cache) -> ClipInputs:
     video = record.path("video")
     if not video.is_file():  # let the uncached path raise its error naming the sample
         return plan_window(record, spec)
@@ -334,7 +432,7 @@ def _cached_plan(record: ClipRecord, spec: WindowSpec, cache) -> ClipInputs:
         "scale": spec.scale,
         "keyframes": list(spec.keyframes),
         "telemetry_anchor": spec.anchor,
-        "window": spec.window,
+        "window": spec.mode,
         "max_frames": spec.max_frames,
     }
     # An unreadable telemetry file (permissions) gives a plan without telemetry; not stored, so
@@ -401,7 +499,7 @@ def _driver_video(record: ClipRecord) -> Path | None:
     return path
 
 
-def _read_frames(record, video_path, times, spec: WindowSpec, cache) -> np.ndarray:
+def _read_frames(record, video_path, times, spec: ClipSpec, cache) -> np.ndarray:
     size = (spec.width, spec.height)
     driver = _driver_video(record)
 

@@ -94,7 +94,7 @@ class Collator:
         video_processor = getattr(processor, "video_processor", None)
         if getattr(video_processor, "cap_pixels_per_frame", False) is None:
             # Frames arrive already sized for the model (SceDataModule decodes at the processor's
-            # size for data.width x height); the per-frame cap would shrink them again and break
+            # size for data.window.width x height); the per-frame cap would shrink them again and break
             # the token budget the config promises.
             video_processor.cap_pixels_per_frame = False
 

@@ -12,20 +12,18 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Subset
 
 from sce.common.choices import check_choice, check_choices
-from sce.data.clip import TelemetryAnchor, WindowMode, WindowSpec
+from sce.data.clip import ClipSpec, WindowSpec
 from sce.data.collate import CollateMode, Collator, Overflow
 from sce.data.dataset import ImuSetting, SceDataset
-from sce.data.prompts import Layout
 from sce.data.schema import ManifestError, OnBadSample, load_manifest
 from sce.data.video import Backend
 from sce.data.video_processing import at_model_size
 from sce.tasks import DEFAULT_EVAL_TASKS, TaskName, check_task_names
 
 # The string options of SceDataModule (the `sce fit` parser offers and checks the same choices
-# from the signature; telemetry_anchor and window are checked by WindowSpec).
+# from the signature; the window's own are checked by WindowSpec).
 OPTION_CHOICES = {
     "decoder": Backend,
-    "layout": Layout,
     "overflow": Overflow,
     "on_bad_sample": OnBadSample,
 }
@@ -38,15 +36,10 @@ class SceDataModule(L.LightningDataModule):
     Args:
         manifest: canonical manifest.jsonl (see sce/data/schema.py), or `synthetic:N:SEED`.
         processor_path: folder or hub id of the processor (linked to model.model_path by the CLI).
-        fps: frames per second sampled from the window (paper 000: 3; paper 001: 30).
-        before: seconds of the event window before the event time t_e (paper 000: 4).
-        after: seconds of the event window after t_e (paper 000: 2; 6 s at 3 fps = 18 frames).
-        width: frame width before the processor's resize to a multiple of 28 (paper 000: 420).
-            Frames are decoded straight at the size the model sees (420x240 -> 420x252 for
-            Qwen), one resize from the source instead of two; the token count is the same.
-        height: frame height, as width (paper 000: 240).
+        window: the window, one value (sce.data.clip.WindowSpec): fps, before, after, width,
+            height, layout, mode, max_frames, max_pixels, scales, keyframes, telemetry_anchor;
+            in a config `data: {window: {fps: 15}}`, on the command line `--data.window.fps=15`.
         decoder: "decord" or "pyav".
-        layout: "interleaved" (frame pairs + per-frame telemetry) or "table".
         task_weights: training task mix, e.g. {"mcq": 1, "caption": 1, "vqa": 1, "reasoning": 2}:
             every record gives one item per task it can serve with weight > 0, repeated
             `weight` times per epoch (a fraction draws a random subset each epoch).
@@ -72,17 +65,6 @@ class SceDataModule(L.LightningDataModule):
         eval_seed: seed of the evaluation subsets (GenerationEvaluation's max_samples /
             per_class) and of the evaluation items' choices (which VQA pair is asked); apart
             from `seed` so runs trained with different seeds are scored on the same items.
-        window_scales: multi-scale keyframe windows before the event (paper 002: [6, 3, 1.5]);
-            each record gives one item per scale with 3 keyframes (start, middle, end).
-        telemetry_anchor: where each frame's IMU block sits: "centered" on the frame, "causal"
-            (the samples up to the frame, nothing after the last one), or "auto" (default):
-            causal for windows that end at the event (window_scales, or after = 0).
-        window: "event" (the [-before, +after] window) or "whole": the record's whole span at
-            fps, or max_frames spread uniformly over a longer one at the true, lower rate
-            (paper 003: 2 fps, at most 128 frames; before/after are then unused).
-        max_frames: the most frames of a whole-clip window (even; required with "whole").
-        max_pixels: per-frame pixel cap with Qwen's smart_resize rounding (paper 003: 16384);
-            frames are decoded at the capped size. None: the processor's own limits only.
         allowed_roots: opt-in folders every record's files (video, imu, gps, driver video,
             frames) must lie in, after resolving symlinks and `..`; a record pointing elsewhere
             fails the load, naming line, id and field. None (default): any readable path.
@@ -92,13 +74,8 @@ class SceDataModule(L.LightningDataModule):
         self,
         manifest: str,
         processor_path: str | None = None,
-        fps: float = 3.0,
-        before: float = 4.0,
-        after: float = 2.0,
-        width: int = 420,
-        height: int = 240,
+        window: WindowSpec = WindowSpec(),  # noqa: B008 (frozen: one shared default is safe)
         decoder: Backend = "decord",
-        layout: Layout = "interleaved",
         task_weights: dict[TaskName, float] | None = None,
         imu_dropout: float = 0.5,
         eval_imu: Sequence[ImuSetting] = ("on",),
@@ -113,30 +90,16 @@ class SceDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         seed: int = 0,
         eval_seed: int = 0,
-        window_scales: list[float] | None = None,
-        telemetry_anchor: TelemetryAnchor = "auto",
-        window: WindowMode = "event",
-        max_frames: int | None = None,
-        max_pixels: int | None = None,
         allowed_roots: list[str] | None = None,
     ):
         check_options(locals())  # the parser's checks, for direct construction
         super().__init__()
+        # a mapping: the window's settings as a checkpoint holds them (load_from_checkpoint)
+        self.window = window if isinstance(window, WindowSpec) else WindowSpec.from_settings(window)
+        # saved as plain data: a checkpoint and the logs are read back without unpickling a
+        # class (sce export records it, sce report reads its fps)
+        window = self.window.settings()  # noqa: F841 (read by save_hyperparameters)
         self.save_hyperparameters()
-        if window_scales and window != "event":
-            raise ValueError("data.window_scales needs data.window=event (keyframe windows)")
-        self.spec = WindowSpec(
-            fps,
-            before,
-            after,
-            width,
-            height,
-            decoder,
-            telemetry_anchor=telemetry_anchor,
-            window=window,
-            max_frames=max_frames,
-            max_pixels=max_pixels,
-        )
         self.processor = None
         self.datasets: dict[str, SceDataset] = {}
 
@@ -145,6 +108,11 @@ class SceDataModule(L.LightningDataModule):
     def manifest(self) -> str:
         """The manifest path (the config layer turns a `synthetic:N:SEED` spec into one)."""
         return self.hparams.manifest
+
+    @property
+    def spec(self) -> ClipSpec:
+        """How this data module loads a clip: its window, read with data.decoder."""
+        return ClipSpec.of(self.window, self.hparams.decoder)
 
     def _load_processor(self):
         if self.processor is None:
@@ -193,14 +161,12 @@ class SceDataModule(L.LightningDataModule):
                 self.split_records(split),
                 at_model_size(self.spec, self._load_processor()),
                 train=split == "train",
-                layout=hp.layout,
                 task_weights=hp.task_weights,
                 imu_dropout=hp.imu_dropout,
                 imu_settings=tuple(hp.eval_imu),
                 eval_tasks=tuple(hp.eval_tasks),
                 on_bad_sample=hp.on_bad_sample,
                 cache=self._cache(),
-                window_scales=hp.window_scales,
                 eval_seed=hp.eval_seed,
             )
         return self.datasets[split]

@@ -35,13 +35,15 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from sce.common.choices import check_choice, check_choices, choices_of
-from sce.data.clip import ClipError, WindowSpec, load_clip
-from sce.data.prompts import Layout, build_user_content
+from sce.data.channels import clip_channels
+from sce.data.clip import ClipError, ClipInputs, ClipSpec, Layout, WindowSpec, load_clip
+from sce.data.prompts import build_messages, build_user_content
 from sce.data.schema import ClipRecord, ManifestError, OnBadSample
 from sce.data.subset import evaluation_subset, stable_seed
 from sce.tasks import (
     DEFAULT_EVAL_TASKS,
     DEFAULT_TASK_MIX,
+    TaskItem,
     TaskName,
     available_tasks,
     check_task_names,
@@ -108,6 +110,46 @@ class Sample:
     def _of_kind(self, kind: str) -> list[np.ndarray]:
         return [v for k, v in zip(self.visual_kinds, self.visuals, strict=True) if k == kind]
 
+    def messages(self, with_answer: bool = True) -> list[dict[str, Any]]:
+        """The chat messages of the sample (system, user and, `with_answer`, the answer)."""
+        return build_messages(self.user_content, self.answer if with_answer else None)
+
+
+def build_sample(
+    record: ClipRecord,
+    clip: ClipInputs,
+    task: TaskItem,
+    layout: Layout,
+    telemetry: bool = True,
+    sample_id: str | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Sample:
+    """The Sample of `record`'s loaded `clip` asked `task`: the one sample builder of the
+    training dataset, `sce infer`, `sce data preview` and `sce budget`, so each sees the prompt
+    the model is trained on. `telemetry` False drops the clip's telemetry (IMU dropout, a
+    video-only setting); `meta` defaults to the record's label scope."""
+    content, visuals = build_user_content(
+        clip.frames,
+        clip.frame_times,
+        clip_channels(clip, telemetry),
+        task.question,
+        layout,
+        keyframes=clip.keyframes,  # paper 002's keyframes go in as images
+    )
+    return Sample(
+        id=record.id if sample_id is None else sample_id,
+        user_content=content,
+        visuals=visuals,
+        fps=clip.fps,
+        answer=task.answer,
+        task=task.task,
+        label=record.label,
+        source=record.source,
+        imu_on=telemetry and clip.telemetry is not None,
+        probability_target=task.probability_target,
+        meta={"label_scope": record.label_scope} if meta is None else dict(meta),
+    )
+
 
 @dataclass(frozen=True)
 class Item:
@@ -122,9 +164,11 @@ class SceDataset(Dataset):
 
     Args:
         records: manifest records (already filtered to one split).
-        spec: window, fps, frame size and decoder.
+        spec: the window (fps, frame size, layout, multi-scale keyframe windows, ...) and the
+            decoder: a ClipSpec, or a WindowSpec read with the default decoder. With
+            `spec.scales` (paper 002, e.g. [6.0, 3.0, 1.5]) every record gives one item per
+            scale, each with the scale's keyframes as images.
         train: training items (task drawn by weight, IMU dropout) or evaluation items.
-        layout: prompt layout, "interleaved" or "table".
         task_weights: training task mix, e.g. {"mcq": 1.0, "caption": 0.5}: each record gives
             one item per task with weight > 0 that it can serve; the weight is that item's
             multiplicity per epoch, applied by the sampler (`ClassResampler(task_weights=...)`).
@@ -134,9 +178,6 @@ class SceDataset(Dataset):
         on_bad_sample: "error" raises naming the sample; "skip" yields None (counted by the
             collator and logged as data/skipped).
         cache: optional FrameCache for decoded windows.
-        window_scales: multi-scale keyframe windows ending at the event (paper 002, e.g.
-            [6.0, 3.0, 1.5]): one item per record and scale, each with the scale's 3 keyframes
-            as 3 images.
         eval_seed: seed of the evaluation items' choices (e.g. which VQA pair is asked).
     """
 
@@ -145,26 +186,22 @@ class SceDataset(Dataset):
         records: Sequence[ClipRecord],
         spec: WindowSpec,
         train: bool,
-        layout: Layout = "interleaved",
         task_weights: Mapping[TaskName, float] | None = None,
         imu_dropout: float = 0.5,
         imu_settings: Sequence[ImuSetting] = ("on",),
         eval_tasks: Sequence[TaskName] = DEFAULT_EVAL_TASKS,
         on_bad_sample: OnBadSample = "error",
         cache=None,
-        window_scales: Sequence[float] | None = None,
         eval_seed: int = 0,
     ):
         if not 0.0 <= imu_dropout <= 1.0:
             raise ValueError(f"imu_dropout must be in [0, 1], got {imu_dropout}")
-        check_choice("data.layout", layout, Layout)
         check_choice("data.on_bad_sample", on_bad_sample, OnBadSample)
         check_choices("data.eval_imu", imu_settings, ImuSetting)
         check_task_names("data.eval_tasks", eval_tasks)
         self.records = list(records)
-        self.spec = spec
+        self.spec = spec if isinstance(spec, ClipSpec) else ClipSpec.of(spec)
         self.train = train
-        self.layout = layout
         self.task_weights = dict(task_weights or DEFAULT_TASK_MIX)
         self.imu_dropout = imu_dropout
         self.on_bad_sample = on_bad_sample
@@ -172,7 +209,7 @@ class SceDataset(Dataset):
         self.eval_seed = eval_seed
         self._subsets: dict[tuple[int | None, int | None], list[int]] = {}
         self.problems: Counter[str] = Counter()
-        scales = list(window_scales) if window_scales else [None]
+        scales = list(self.spec.scales or [None])
         if train:
             self.items = [
                 Item(i, "train", task, scale)
@@ -272,41 +309,33 @@ class SceDataset(Dataset):
             stable_seed(self.eval_seed, record.id, item.task, item.imu, item.scale)
         )
 
-    def sample(self, item: Item, seed: int = 0) -> Sample:
+    def sample(self, item: Item, seed: int = 0, clip: ClipInputs | None = None) -> Sample:
         """The Sample of an explicit item, built as __getitem__ builds one; an item with a task
-        and an IMU setting ("on"/"off") draws nothing but a vqa question (`sce data preview`)."""
-        return self._build(item, self.records[item.record], random.Random(seed))
+        and an IMU setting ("on"/"off") draws nothing but a vqa question (`sce data preview`).
+        `clip`: the item's clip when already loaded (`load`)."""
+        record = self.records[item.record]
+        return self._build(item, record, random.Random(seed), clip)
 
-    def window_spec(self, scale: float | None) -> WindowSpec:
+    def window_spec(self, scale: float | None) -> ClipSpec:
         """The window of an item: the dataset's, or a multi-scale keyframe window of `scale` s."""
         return self.spec if scale is None else dataclasses.replace(self.spec, scale=scale)
 
-    def _build(self, item: Item, record: ClipRecord, rng: random.Random) -> Sample:
-        clip = load_clip(record, self.window_spec(item.scale), self.cache)
-        telemetry = clip.telemetry
-        if item.imu == "off" or (item.imu == "train" and rng.random() < self.imu_dropout):
-            telemetry = None
-        task = item.task
-        task_item = make_task(task, record.label, record.annotations, rng, record.label_scope)
-        content, visuals = build_user_content(
-            clip.frames,
-            clip.frame_times,
-            telemetry,
-            task_item.question,
-            self.layout,
-            keyframes=clip.keyframes,  # paper 002's keyframes go in as images
-        )
-        return Sample(
-            id=record.id,
-            user_content=content,
-            visuals=visuals,
-            fps=clip.fps,
-            answer=task_item.answer,
-            task=task,
-            label=record.label,
-            source=record.source,
-            imu_on=telemetry is not None,
-            probability_target=task_item.probability_target,
+    def load(self, item: Item) -> ClipInputs:
+        """The clip of an item: its window plan, frames and telemetry (with the frame cache)."""
+        return load_clip(self.records[item.record], self.window_spec(item.scale), self.cache)
+
+    def _build(
+        self, item: Item, record: ClipRecord, rng: random.Random, clip: ClipInputs | None = None
+    ) -> Sample:
+        clip = self.load(item) if clip is None else clip
+        drop = item.imu == "off" or (item.imu == "train" and rng.random() < self.imu_dropout)
+        task = make_task(item.task, record.label, record.annotations, rng, record.label_scope)
+        return build_sample(
+            record,
+            clip,
+            task,
+            self.spec.layout,
+            telemetry=not drop,
             meta={
                 "imu_setting": item.imu,
                 "label_scope": record.label_scope,  # binary records: binary metrics only

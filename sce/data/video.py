@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 
 Backend = Literal["decord", "pyav"]
-DEFAULT_SIZE: tuple[int, int] = (420, 240)  # (W, H), paper 000
 
 
 class VideoError(RuntimeError):
@@ -101,11 +100,12 @@ def frame_indices(times: np.ndarray, fps: float, n_frames: int) -> np.ndarray:
 def read_frames(
     path: str | Path,
     times: np.ndarray | Sequence[float],
-    size: tuple[int, int] | None = DEFAULT_SIZE,
+    size: tuple[int, int] | None = None,
     backend: Backend = "decord",
     num_threads: int = 1,
 ) -> np.ndarray:
-    """Decode the frames nearest to `times` as uint8 [T, H, W, 3] RGB, resized to size=(W, H).
+    """Decode the frames nearest to `times` as uint8 [T, H, W, 3] RGB, resized to size=(W, H)
+    (None: the source size).
 
     Times map to frame indices once, by `frame_indices` with the container's frame rate and
     count (`video_info`), so both backends decode the same frames. Only the needed frames are

@@ -46,7 +46,7 @@ def model_frame_size(
     For a known family's video processor this is its `smart_resize` (Qwen2.5-VL: each side to
     a multiple of patch * merge = 28, within the pixel limits): 420x240 -> 420x252. Other
     processors, and the per-frame cap whose limit depends on the video's length, give (width,
-    height) back. `max_pixels` (data.max_pixels, paper 003) caps each frame first, with the same
+    height) back. `max_pixels` (data.window.max_pixels, paper 003) caps each frame first, with the same
     rounding (the processor's settings, else the default family's): 420x476 at 16,384 pixels ->
     112x112.
     """
@@ -63,7 +63,7 @@ def model_frame_size(
     )
     if max_pixels is not None and (resized_width, resized_height) != (width, height):
         raise ValueError(
-            f"data.max_pixels={max_pixels}: the processor's min_pixels {s.min_pixels:,} "
+            f"data.window.max_pixels={max_pixels}: the processor's min_pixels {s.min_pixels:,} "
             f"(video_processor.size.shortest_edge) would scale the capped {width}x{height} "
             f"frames back up to {resized_width}x{resized_height}; the cap needs min_pixels <= "
             f"{width * height:,} ({family.name}'s own preprocessor config has "
@@ -76,7 +76,7 @@ def at_model_size(spec, processor):
     """`spec` (a WindowSpec) with its frame size replaced by the size the model sees.
 
     Frames are then decoded once, straight from the source to the model's input size (as
-    qwen-vl-utils resizes), instead of to data.width x data.height and then again by the
+    qwen-vl-utils resizes), instead of to data.window.width x height and then again by the
     processor: sharper frames, the same token count, and the processor's resize becomes a
     no-op (about 6 ms per 18-frame clip on one core). With `spec.max_pixels` that size is the
     capped one, so training, evaluation and `sce infer` (which all call this) see the same
@@ -122,7 +122,7 @@ def capped_frame_size(
     settings: ProcessorSettings = DEFAULT_SETTINGS,
     family: Family = DEFAULT_FAMILY,
 ) -> tuple[int, int]:
-    """(width, height) of a frame under the per-frame cap `data.max_pixels` (paper 003: 16,384
+    """(width, height) of a frame under the per-frame cap `data.window.max_pixels` (paper 003: 16,384
     pixels), rounded like the processor's own `max_pixels` (smart_resize, factor 28 for
     Qwen2.5-VL, within its min/max pixels): 420x476 -> 112x112. Unchanged without a cap.
 

@@ -56,8 +56,8 @@ class Window:
 def event_window(
     duration: float,
     event_time: float,
-    before: float = 4.0,
-    after: float = 2.0,
+    before: float,
+    after: float,
     name: str = "",
     fps: float | None = None,
 ) -> Window:

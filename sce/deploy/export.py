@@ -208,7 +208,11 @@ def export_checkpoint(
     info = {
         **asdict(result),
         "checkpoint": str(Path(checkpoint).resolve()),
-        "training_record": record or "none: the checkpoint has no datamodule_hyper_parameters",
+        "training_record": (
+            record.to_json()
+            if record
+            else "none: the checkpoint has no datamodule_hyper_parameters"
+        ),
     }
     (out / "export.json").write_text(json.dumps(info, indent=2) + "\n")
     return result

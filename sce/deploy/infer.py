@@ -25,13 +25,14 @@ all) and writes one JSON line per record with sce predict's predictions.jsonl fi
 is trained on, the yes/no `BINARY_EVENT_QUESTION`, and reads its answer with
 `parse_binary_event`; the option probabilities are then those of A (event) and B (normal).
 
-Window settings (`--fps/--width/--height/--before/--after/--layout/...`) must match the
-training data config, like the prompt itself. A model folder written by `sce export` or
-`sce demo` records them (`sce_training.json`, see sce.train.record), and sce infer uses them by
-default; a flag that differs from the recorded value wins, with a warning on stderr. Without a
-record the built-in defaults below apply (paper 000: 3 fps, [-4 s, +2 s], 420x240).
+Window settings (`--fps/--width/--height/--before/--after/--layout/...`, the fields of
+`data.window`) must match the training data config, like the prompt itself. A model folder
+written by `sce export` or `sce demo` records the window whole (`sce_training.json`, see
+sce.train.record), and sce infer uses it by default; a flag that differs from the recorded value
+wins, with a warning on stderr. Without a record the window's defaults apply
+(sce.data.clip.WindowSpec: paper 000's 3 fps, [-4 s, +2 s], 420x240).
 `--window-scale S` asks about one multi-scale keyframe window of S s ending at the event (paper
-002's data.window_scales; default: the record's first scale): its 3 keyframes go in as 3 images,
+002's data.window.scales; default: the recorded window's first scale): its 3 keyframes go in as 3 images,
 as in training.
 
 The probability question is asked only of a model whose record says it was trained on it;
@@ -61,19 +62,19 @@ QUESTIONS: tuple[tuple[str, str], ...] = (
     ("probability", PROBABILITY.name),
     ("description", CAPTION.name),
 )
-# sce infer's window flags (argparse dest) -> built-in default when neither the flag nor the
-# model's training record gives one. The names are the data.* settings of sce.train.record.
-WINDOW_DEFAULTS: dict[str, Any] = {
-    "fps": 3.0,
-    "before": 4.0,
-    "after": 2.0,
-    "width": 420,
-    "height": 240,
-    "layout": "interleaved",
-    "window": "event",
-    "max_frames": None,
-    "max_pixels": None,
-    "telemetry_anchor": "auto",
+# sce infer's window flags -> the data.window field each sets (a flag takes the recorded or
+# default window's value when not given); --window-scale asks one of the window's scales.
+WINDOW_FLAGS: dict[str, str] = {
+    "--fps": "fps",
+    "--before": "before",
+    "--after": "after",
+    "--width": "width",
+    "--height": "height",
+    "--layout": "layout",
+    "--window": "mode",
+    "--max-frames": "max_frames",
+    "--max-pixels": "max_pixels",
+    "--window-scale": "scales",
 }
 PROBABILITY_FROM_OPTIONS = "event option probabilities"
 
@@ -115,7 +116,8 @@ class InferenceResult:
     event: EventAnswer
     collision_probability: ProbabilityAnswer
     description: str
-    # the window settings the clip was asked with (fps, before, after, width, height, ...)
+    # the window the clip was asked with (data.window's fields, the frame size the model saw)
+    # and `window_scale`, the keyframe window asked (None: the event or whole-clip window)
     window: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -256,46 +258,30 @@ def build_record(
 def prompt_samples(
     clip,
     record,
-    fps: float,
     layout: str = "interleaved",
     use_imu: bool = True,
     questions: tuple[tuple[str, str], ...] = QUESTIONS,
 ):
     """One generation Sample per (result field, task) of `questions`, built exactly like the
-    evaluation items (the event question of `record.label_scope`)."""
+    evaluation items (the one sample builder, `sce.data.dataset.build_sample`; the event
+    question of `record.label_scope`)."""
     import random
 
-    from sce.data.dataset import Sample
-    from sce.data.prompts import build_user_content
-    from sce.tasks import TaskSource, get_task
+    from sce.data.dataset import build_sample
+    from sce.tasks import TaskItem, TaskSource, get_task
 
     source = TaskSource(record.label, record.annotations, record.label_scope)
-    telemetry = clip.telemetry if use_imu else None
-    samples = []
-    for name, task in questions:
-        content, visuals = build_user_content(
-            clip.frames,
-            clip.frame_times,
-            telemetry,
-            get_task(task).question(source, random.Random(0)),
+    return [
+        build_sample(
+            record,
+            clip,
+            TaskItem(task, get_task(task).question(source, random.Random(0)), ""),
             layout,
-            keyframes=clip.keyframes,
+            telemetry=use_imu,
+            sample_id=f"{record.id}:{name}",
         )
-        samples.append(
-            Sample(
-                id=f"{record.id}:{name}",
-                user_content=content,
-                visuals=visuals,
-                fps=fps,
-                answer="",
-                task=task,
-                label=record.label,
-                source=record.source,
-                imu_on=telemetry is not None,
-                meta={"label_scope": record.label_scope},
-            )
-        )
-    return samples
+        for name, task in questions
+    ]
 
 
 # ---------------------------------------------------------------------------- generation
@@ -381,13 +367,13 @@ def infer_clip(
     imu: str | Path | None = None,
     gps: str | Path | None = None,
     event_time: float | None = None,
-    spec=None,
-    layout: str = "interleaved",
+    window=None,
     use_imu: bool = True,
     max_new_tokens: int = 64,
     label_scope: str = "three_class",
     ask_probability: bool = True,
     imu_axes: str = "none",
+    decoder: str = "decord",
 ) -> InferenceResult:
     """Load the clip's event window and telemetry, ask the questions, parse the answers.
 
@@ -395,8 +381,8 @@ def infer_clip(
     centre, never the IMU peak. `ask_probability=False` (a model not trained on the probability
     question) reports P(collision) from the event question's option probabilities instead.
 
-    `spec` is a sce.data.clip.WindowSpec (default: 3 fps, [-4 s, +2 s], 420x240; with
-    `spec.scale` a keyframe window whose keyframes are sent as images). `label_scope` "binary"
+    `window` is a sce.data.clip.WindowSpec (default: its defaults; with `scales`, the first
+    scale's keyframe window, its keyframes sent as images) or a ClipSpec. `label_scope` "binary"
     asks the yes/no event question of binary-scope (Nexar) training records. `imu_axes` is the
     IMU's mounting, as in `sce data prepare` ("none": the CSV is in the vehicle frame already;
     "estimate"; or a mapping such as "x,-y,-z", see sce.data.alignment).
@@ -416,19 +402,33 @@ def infer_clip(
         except (AlignmentError, ValueError) as err:
             raise InferError(f"--imu-axes {imu_axes!r}: {err}") from err
     return infer_record(
-        model, processor, record, spec, layout, use_imu, max_new_tokens, ask_probability
+        model, processor, record, window, use_imu, max_new_tokens, ask_probability, decoder
     )
+
+
+def clip_spec(window, processor, decoder: str = "decord"):
+    """The ClipSpec a clip is asked with: `window` (a WindowSpec; default: its defaults) read
+    with `decoder`, at its first keyframe scale when it has `scales`, at the frame size the
+    model saw in training (`at_model_size`). A ClipSpec is taken as it is, at model size."""
+    from sce.data.clip import ClipSpec, WindowSpec
+    from sce.data.video_processing import at_model_size
+
+    window = WindowSpec() if window is None else window
+    if not isinstance(window, ClipSpec):
+        scale = window.scales[0] if window.scales else None
+        window = ClipSpec.of(window, decoder, scale)
+    return at_model_size(window, processor)  # the pixels training saw
 
 
 def infer_record(
     model,
     processor,
     record,
-    spec=None,
-    layout: str = "interleaved",
+    window=None,
     use_imu: bool = True,
     max_new_tokens: int = 64,
     ask_probability: bool = True,
+    decoder: str = "decord",
 ) -> InferenceResult:
     """Ask the questions about one ClipRecord (built by `build_record`, or a manifest's): its
     event window and telemetry as in training, the event question of its label scope.
@@ -436,16 +436,14 @@ def infer_record(
     `use_imu=False` reads none of the record's telemetry (the event time is then the record's
     annotation or the clip centre); see `infer_clip` for the other arguments.
     """
-    from sce.data.clip import WindowSpec, load_clip
-    from sce.data.video_processing import at_model_size
+    from sce.data.clip import load_clip
 
-    spec = at_model_size(spec or WindowSpec(), processor)  # the pixels training saw
+    spec = clip_spec(window, processor, decoder)
     if not use_imu:
         record = dataclasses.replace(record, imu=None, gps=None)
     clip = load_clip(record, spec)
     questions = tuple(q for q in QUESTIONS if ask_probability or q[1] != PROBABILITY.name)
-    # the rate of the frames loaded (a long whole-clip window's is below spec.fps)
-    samples = prompt_samples(clip, record, clip.fps, layout, use_imu, questions)
+    samples = prompt_samples(clip, record, spec.layout, use_imu, questions)
     texts, option_probs = generate_answers(model, processor, samples, max_new_tokens)
     telemetry_used = use_imu and clip.telemetry is not None
     reason = clip.imu_reason if use_imu else "--no-imu"
@@ -456,14 +454,8 @@ def infer_record(
         imu_used=telemetry_used,
         imu_reason="" if telemetry_used else reason,
         **summarize(texts, option_probs, record.label_scope),
-        window=_window_used(spec, layout),
+        window={**spec.window.settings(), "window_scale": spec.scale},
     )
-
-
-def _window_used(spec, layout: str) -> dict[str, Any]:
-    names = [name for name in WINDOW_DEFAULTS if name != "layout"]
-    used = {name: getattr(spec, name) for name in names}
-    return {**used, "layout": layout, "window_scale": spec.scale}
 
 
 def batch_row(record, result: InferenceResult) -> dict[str, Any]:
@@ -501,12 +493,12 @@ def infer_manifest(
     processor,
     records,
     out: str | Path,
-    spec=None,
-    layout: str = "interleaved",
+    window=None,
     use_imu: bool = True,
     max_new_tokens: int = 64,
     ask_probability: bool = True,
     progress: bool = True,
+    decoder: str = "decord",
 ) -> Path:
     """`infer_record` on every record, one JSON line each (`batch_row`) written to `out` as it
     is answered, with a progress bar. Returns the file written."""
@@ -517,7 +509,14 @@ def infer_manifest(
     with path.open("w") as handle:
         for record in tqdm(records, desc="sce infer", unit="clip", disable=not progress):
             result = infer_record(
-                model, processor, record, spec, layout, use_imu, max_new_tokens, ask_probability
+                model,
+                processor,
+                record,
+                window,
+                use_imu,
+                max_new_tokens,
+                ask_probability,
+                decoder,
             )
             handle.write(json.dumps(batch_row(record, result)) + "\n")
             handle.flush()
@@ -527,10 +526,15 @@ def infer_manifest(
 # ---------------------------------------------------------------------------- CLI
 
 
-RECORDED = (
-    "frames per second (window flags default to the model's sce_training.json, else paper "
-    "000's 3 fps, [-4 s, +2 s], 420x240, interleaved)"
-)
+def _recorded_help() -> str:
+    from sce.data.clip import WindowSpec
+
+    d = WindowSpec()
+    return (
+        "frames per second (window flags default to the model's sce_training.json, else "
+        f"data.window's defaults: {d.fps:g} fps, [-{d.before:g} s, +{d.after:g} s], "
+        f"{d.width}x{d.height}, {d.layout})"
+    )
 
 
 def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -557,7 +561,7 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
         help="IMU mounting: none (CSV already x forward, y left, z up), estimate (from gravity, "
         "GPS speed and gyro), or a mapping such as x,-y,-z (see sce data prepare)",
     )
-    parser.add_argument("--fps", type=float, default=None, help=RECORDED)
+    parser.add_argument("--fps", type=float, default=None, help=_recorded_help())
     parser.add_argument("--before", type=float, default=None, help="seconds before the event")
     parser.add_argument("--after", type=float, default=None, help="seconds after the event")
     parser.add_argument(
@@ -568,7 +572,7 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-frames", type=int, default=None, help="with --window whole")
     parser.add_argument(
-        "--max-pixels", type=int, default=None, help="per-frame pixel cap (data.max_pixels)"
+        "--max-pixels", type=int, default=None, help="per-frame pixel cap (data.window.max_pixels)"
     )
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--height", type=int, default=None)
@@ -580,7 +584,7 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SECONDS",
         help="one keyframe window of SECONDS ending at the event, its keyframes sent as images "
-        "(paper 002's data.window_scales; replaces --before/--after)",
+        "(paper 002's data.window.scales; replaces --before/--after)",
     )
     parser.add_argument(
         "--label-scope",
@@ -595,94 +599,81 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def resolve_window_settings(
-    flags: dict[str, Any], record: dict[str, Any] | None
-) -> tuple[dict[str, Any], list[str]]:
-    """The window settings to ask with, and warnings: each is the flag's value when given
-    (warning when it differs from the model's training record), else the recorded value, else
-    WINDOW_DEFAULTS. `flags` maps setting names to flag values (None: not given); the keyframe
-    scale is `window_scale` (recorded: the first of `window_scales`)."""
-    recorded = dict(record["window"]) if record else {}
-    scales = recorded.pop("window_scales", None)
-    if scales:
-        recorded["window_scale"] = scales[0]
-    settings, warnings = {}, []
-    for name, default in {**WINDOW_DEFAULTS, "window_scale": None}.items():
-        flag = flags.get(name)
+def resolve_window(flags: dict[str, Any], recorded=None) -> tuple[Any, list[str]]:
+    """The window to ask with, and warnings: the model's recorded window (a WindowSpec; None:
+    the window's defaults) with each flag given replacing its field, with a warning when it
+    differs from the recorded value. `flags` maps WINDOW_FLAGS' options to values (None: not
+    given); `--window-scale S` asks the keyframe window of S s (recorded: the first scale)."""
+    from sce.data.clip import WindowSpec
+
+    base = recorded or WindowSpec()
+    changes, warnings = {}, []
+    for option, name in WINDOW_FLAGS.items():
+        flag = flags.get(option)
         if flag is None:
-            settings[name] = recorded.get(name, default)
             continue
-        settings[name] = flag
-        if name in recorded and recorded[name] != flag:
-            option = "--" + name.replace("_", "-")
+        value = getattr(base, name)
+        if name == "scales":  # one keyframe window of the flag's seconds
+            flag, value = (flag,), (value[:1] if value else None)
+        changes[name] = flag
+        if recorded is not None and value != flag:
+            shown = flag[0] if name == "scales" else flag
+            was = value[0] if name == "scales" and value else value
             warnings.append(
-                f"{option} {flag} overrides the model's training value {recorded[name]} "
+                f"{option} {shown} overrides the model's training value {was} "
                 "(sce_training.json): answers may be off"
             )
-    return settings, warnings
+    return dataclasses.replace(base, **changes), warnings
 
 
 def _window_flags(args: argparse.Namespace) -> dict[str, Any]:
-    names = [*WINDOW_DEFAULTS, "window_scale"]
-    return {name: getattr(args, name, None) for name in names}
+    return {option: getattr(args, option[2:].replace("-", "_"), None) for option in WINDOW_FLAGS}
 
 
 def infer_command(args: argparse.Namespace) -> int:
     import sys
 
-    from sce.data.clip import ClipError, WindowSpec
+    from sce.data.clip import ClipError
 
     try:
         record = read_training_record(args.adapter or _local_folder(args.model))
     except ValueError as err:
         print(f"sce infer: {err}")
         return 2
-    settings, warnings = resolve_window_settings(_window_flags(args), record)
+    scale = args.window_scale
+    if scale is not None and not scale > 0:
+        print(f"sce infer: --window-scale must be positive seconds, got {scale}")
+        return 2
+    try:
+        window, warnings = resolve_window(_window_flags(args), record and record.window)
+    except ValueError as err:  # the window options (messages name the data.window keys)
+        print(f"sce infer: {err}")
+        return 2
     for warning in warnings:
         print(f"sce infer: warning: {warning}", file=sys.stderr)
     if record is None:
         print(
             "sce infer: the model folder has no sce_training.json (written by sce export / sce "
-            "demo): window flags or paper 000's defaults apply",
+            "demo): window flags or data.window's defaults apply",
             file=sys.stderr,
         )
     try:
-        spec = WindowSpec(
-            settings["fps"],
-            settings["before"],
-            settings["after"],
-            settings["width"],
-            settings["height"],
-            args.decoder,
-            scale=settings["window_scale"],
-            telemetry_anchor=settings["telemetry_anchor"],
-            window=settings["window"],
-            max_frames=settings["max_frames"],
-            max_pixels=settings["max_pixels"],
-        )
-    except ValueError as err:  # the window options (messages name the data.* keys they mirror)
-        print(f"sce infer: {err}")
-        return 2
-    try:
-        scale = settings["window_scale"]
-        if scale is not None and not scale > 0:
-            raise InferError(f"--window-scale must be positive seconds, got {scale}")
         records = manifest_records(args)
         if records is None:
             build_record(args.video, args.imu, args.gps)  # fail on missing files before loading
         model, processor = load_inference_model(args.model, args.adapter, args.dtype, args.device)
-        ask_probability = record is not None and PROBABILITY.name in record["tasks"]
+        ask_probability = record is not None and PROBABILITY.name in record.tasks
         if records is not None:
             path = infer_manifest(
                 model,
                 processor,
                 records,
                 args.out,
-                spec,
-                settings["layout"],
+                window,
                 use_imu=not args.no_imu,
                 max_new_tokens=args.max_new_tokens,
                 ask_probability=ask_probability,
+                decoder=args.decoder,
             )
             print(f"sce infer: {len(records)} records of split {args.split!r} written to {path}")
             return 0
@@ -693,13 +684,13 @@ def infer_command(args: argparse.Namespace) -> int:
             args.imu,
             args.gps,
             args.event_time,
-            spec,
-            settings["layout"],
+            window,
             use_imu=not args.no_imu,
             max_new_tokens=args.max_new_tokens,
             label_scope=args.label_scope,
             ask_probability=ask_probability,
             imu_axes=args.imu_axes,
+            decoder=args.decoder,
         )
     except (InferError, ClipError, ManifestError) as err:
         print(f"sce infer: {err}")
@@ -749,6 +740,7 @@ __all__ = [
     "attach_adapter",
     "batch_row",
     "build_record",
+    "clip_spec",
     "generate_answers",
     "infer_clip",
     "infer_command",
@@ -757,6 +749,6 @@ __all__ = [
     "load_inference_model",
     "manifest_records",
     "prompt_samples",
-    "resolve_window_settings",
+    "resolve_window",
     "summarize",
 ]

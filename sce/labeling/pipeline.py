@@ -36,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sce.data.clip import DEFAULT_WINDOW
 from sce.data.schema import ClipRecord, load_manifest, write_manifest
 from sce.labeling.prompts import (
     PromptOptions,
@@ -400,10 +401,10 @@ def run_labeling(
     *,
     results: str | Path | None = None,
     template_versions: dict[str, str] | None = None,
-    fps: float = 3.0,
-    size: tuple[int, int] = (420, 240),
-    before: float = 4.0,
-    after: float = 2.0,
+    fps: float = DEFAULT_WINDOW.fps,
+    size: tuple[int, int] = (DEFAULT_WINDOW.width, DEFAULT_WINDOW.height),
+    before: float = DEFAULT_WINDOW.before,
+    after: float = DEFAULT_WINDOW.after,
     options: PromptOptions | None = None,
     answer_retries: int = 2,
     retry_failed: bool = False,
@@ -423,8 +424,8 @@ def run_labeling(
         out: the output manifest M2.
         results: the results JSONL (default: <out stem>.labels.jsonl next to `out`).
         template_versions: task -> template version (default: each task's newest).
-        fps, size, before, after: the event window and frame sampling (paper 000: 3 fps,
-            [-4 s, +2 s], 420x240).
+        fps, size, before, after: the event window and frame sampling (default: data.window's,
+            sce.data.clip.DEFAULT_WINDOW).
         options: teacher prompt switches.
         answer_retries: how many times a malformed answer is asked again before it fails.
         retry_failed: ask again for items that failed in an earlier run.
@@ -546,10 +547,11 @@ def add_label_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--retry-failed", action="store_true", help="ask again for items that failed earlier")
     add("--results", default=None, help="results JSONL (default: <out stem>.labels.jsonl)")
     add("--template-versions", default="", help="task=version pairs, e.g. vqa=v1,reasoning=v1")
-    add("--fps", type=float, default=3.0, help="frames per second in the event window")
-    add("--size", default="420x240", help="frame size WxH sent to the teacher")
-    add("--before", type=float, default=4.0, help="seconds before the event")
-    add("--after", type=float, default=2.0, help="seconds after the event")
+    w = DEFAULT_WINDOW
+    add("--fps", type=float, default=w.fps, help="frames per second in the event window")
+    add("--size", default=f"{w.width}x{w.height}", help="frame size WxH sent to the teacher")
+    add("--before", type=float, default=w.before, help="seconds before the event")
+    add("--after", type=float, default=w.after, help="seconds after the event")
     add("--text-only", action="store_true", help="send no frames (text-only teacher, paper 001)")
     add("--no-boxes", action="store_true", help="do not draw detections on the frames")
     add("--hide-label", action="store_true", help="do not tell the teacher the ground-truth label")

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from sce.data.clip import DEFAULT_WINDOW
 from sce.data.imu import FrameTelemetry
 from sce.data.schema import ClipRecord
 from sce.labeling.templates import TaskTemplate, structured_caption
@@ -106,10 +107,10 @@ class LabelingInputError(ValueError):
 
 def load_clip_inputs(
     record: ClipRecord,
-    fps: float = 3.0,
-    size: tuple[int, int] = (420, 240),
-    before: float = 4.0,
-    after: float = 2.0,
+    fps: float = DEFAULT_WINDOW.fps,
+    size: tuple[int, int] = (DEFAULT_WINDOW.width, DEFAULT_WINDOW.height),
+    before: float = DEFAULT_WINDOW.before,
+    after: float = DEFAULT_WINDOW.after,
     with_frames: bool = True,
     decoder: str = "decord",
 ) -> TeacherClipInputs:
@@ -120,10 +121,10 @@ def load_clip_inputs(
     Raises sce.data.clip.ClipError naming the sample for an unreadable video or a bad event time;
     unusable telemetry is not an error (telemetry None, `telemetry_reason` says why).
     """
-    from sce.data.clip import WindowSpec, load_clip
+    from sce.data.clip import ClipSpec, load_clip
     from sce.data.video import video_info
 
-    spec = WindowSpec(
+    spec = ClipSpec(
         fps=fps, before=before, after=after, width=size[0], height=size[1], decoder=decoder
     )
     clip = load_clip(record, spec)

@@ -178,11 +178,12 @@ class SceModule(L.LightningModule):
         the configured window's frames (sce.models.rope_guard); warn when pairs share one."""
         if getattr(self, "_rope_checked", False) or self.model is None:
             return
-        from sce.models.rope_guard import check_temporal_rope, window_of
+        from sce.models.rope_guard import check_temporal_rope, window_probe
 
-        window = window_of(getattr(self._trainer, "datamodule", None))
-        if window is not None:
-            check_temporal_rope(self.model, *window)
+        window = getattr(getattr(self._trainer, "datamodule", None), "window", None)
+        probe = None if window is None else window_probe(window)
+        if probe is not None:
+            check_temporal_rope(self.model, *probe)
         self._rope_checked = True
 
     def configure_callbacks(self) -> list:

@@ -9,7 +9,8 @@ frames at the configured fps, text) through the model's family
 are loaded and no forward runs. It raises `TemporalRopeError` (naming the installed
 transformers version and the family's advice) when the positions do not increase from the
 first temporal patch to the last, and warns with the numbers when patches share an index.
-`SceModule` calls it at fit / validate start (`window_of(datamodule)` gives the window).
+`SceModule` calls it at fit / validate start, on its data module's window
+(`window_probe(datamodule.window)`).
 
 Qwen2.5-VL: several transformers 5.x releases computed the interval as `tokens_per_second *
 int(second_per_grid_ts)`: above 2 fps `int(2 / fps)` is 0 and every frame lands on one temporal
@@ -26,10 +27,10 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 from torch import nn
 
+from sce.data.clip import WindowSpec
 from sce.models.adapters import unwrap_model
 from sce.models.families import Family, family_for
 
@@ -100,7 +101,7 @@ def check_temporal_rope(model: nn.Module, frames: int, fps: float) -> TemporalPr
             f"{family.name} temporal RoPE: {probe.pairs} frame pairs of a {frames}-frame video at "
             f"{fps:g} fps get only {probe.distinct} distinct temporal indices (up to "
             f"{probe.most_per_index} pairs per index; interval between pairs {interval:.3g} < 1): "
-            "pairs on one index are ordered only by their spatial positions. Lower data.fps to 4 "
+            "pairs on one index are ordered only by their spatial positions. Lower data.window.fps to 4 "
             "or less to give every pair its own index.",
             stacklevel=2,
         )
@@ -111,29 +112,16 @@ def _family(model: nn.Module) -> Family:
     return family_for(_rope_owner(model).config)
 
 
-def window_of(datamodule: Any) -> tuple[int, float] | None:
-    """(frames, fps) of the datamodule's configured event window, or None when it has none
-    or sends no video (`window_scales`: paper 002's keyframes are images).
+def window_probe(window: WindowSpec) -> tuple[int, float] | None:
+    """(frames, fps) of the video a data module's window (`SceDataModule.window`) sends, or
+    None when it sends none (`scales`: paper 002's keyframes go in as images).
 
-    Reads `fps`, `before`, `after` (and a `max_frames` cap when set) from its hyperparameters:
-    the same frame count as `sce.data.clip.WindowSpec.num_frames`; a whole-clip window
-    (`window: whole`) probes its longest block, `max_frames` frames.
+    The frames of the event window (`WindowSpec.num_frames`); a whole-clip window (mode
+    "whole") probes its longest block, `max_frames` frames.
     """
-    hparams = getattr(datamodule, "hparams", None)
-    if hparams is None or not all(k in hparams for k in ("fps", "before", "after")):
+    if window.scales:  # keyframes go in as images (paper 002): no video RoPE
         return None
-    if hparams.get("window_scales"):  # keyframes go in as images (paper 002): no video RoPE
-        return None
-    from sce.data.clip import WindowSpec
-
-    fps = float(hparams["fps"])
-    frames = WindowSpec(fps=fps, before=hparams["before"], after=hparams["after"]).num_frames
-    max_frames = hparams.get("max_frames")
-    if hparams.get("window") == "whole" and max_frames:  # the whole-clip window's longest block
-        return int(max_frames), fps
-    if max_frames:
-        frames = min(frames, int(max_frames))
-    return frames, fps
+    return window.num_frames, float(window.fps)
 
 
 __all__ = [
@@ -141,5 +129,5 @@ __all__ = [
     "TemporalRopeError",
     "check_temporal_rope",
     "probe_temporal_positions",
-    "window_of",
+    "window_probe",
 ]

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from sce.data import video as video_lib
-from sce.data.clip import ClipError, chunk_bounds, load_record_imu
+from sce.data.clip import DEFAULT_WINDOW, ClipError, chunk_bounds, load_record_imu
 from sce.data.imu import ImuSignal
 from sce.data.schema import ClipRecord, load_manifest, write_manifest
 
@@ -184,8 +184,8 @@ def mine_manifest(
     manifest: str | Path,
     out: str | Path,
     thresholds: Thresholds = Thresholds(),
-    before: float = 4.0,
-    after: float = 2.0,
+    before: float = DEFAULT_WINDOW.before,
+    after: float = DEFAULT_WINDOW.after,
 ) -> MiningReport:
     """Scan every record of `manifest`; write the candidates to the manifest `out`."""
     report = MiningReport(candidates=[], skipped={})
@@ -233,8 +233,13 @@ def add_mine_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         "--impact-window", type=float, default=defaults.impact_window_s, help="s (0.1)"
     )
     parser.add_argument("--merge-gap", type=float, default=defaults.merge_gap_s, help="s (2)")
-    parser.add_argument("--before", type=float, default=4.0, help="window before t_e, s (4)")
-    parser.add_argument("--after", type=float, default=2.0, help="window after t_e, s (2)")
+    w = DEFAULT_WINDOW
+    parser.add_argument(
+        "--before", type=float, default=w.before, help=f"window before t_e, s ({w.before:g})"
+    )
+    parser.add_argument(
+        "--after", type=float, default=w.after, help=f"window after t_e, s ({w.after:g})"
+    )
     return parser
 
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from sce.data import imu as imu_lib
 from sce.data import video as video_lib
 from sce.data import windows as windows_lib
-from sce.data.clip import ClipError, chunk_bounds
+from sce.data.clip import DEFAULT_WINDOW, ClipError, chunk_bounds
 from sce.data.schema import (
     ALL_LABELS,
     SPLITS,
@@ -296,7 +296,7 @@ def check_record(
     before: float,
     after: float,
     decode: bool,
-    fps: float = 3.0,
+    fps: float = DEFAULT_WINDOW.fps,
 ) -> None:
     if record.metadata.get("frames"):
         check_image_sequence(record, report, decode)
@@ -354,10 +354,10 @@ def check_splits(records: list[ClipRecord], report: ValidationReport, for_fit: b
 
 def validate_manifest(
     path: str | Path,
-    before: float = 4.0,
-    after: float = 2.0,
+    before: float = DEFAULT_WINDOW.before,
+    after: float = DEFAULT_WINDOW.after,
     decode: bool = True,
-    fps: float = 3.0,
+    fps: float = DEFAULT_WINDOW.fps,
     datamodule=None,
 ) -> ValidationReport:
     """Check every line of a manifest, then its splits; never stops at the first problem.
@@ -412,7 +412,7 @@ def check_training_plan(records: list[ClipRecord], datamodule, report: Validatio
 
     hparams = datamodule.hparams
     check_loadable(datamodule, report)
-    scales = list(hparams.window_scales or [None])
+    scales = list(datamodule.window.scales or [None])
     for record in records:
         if record.id in report.bad_records or record.metadata.get("frames"):
             continue

@@ -113,7 +113,11 @@ DIRECTIONS: dict[str, Direction] = {
         "001 Table 3",
         SynthOptions(brief_events=True),
         {
-            f"fps{fps}": {"data.fps": float(fps), "data.imu_dropout": 1.0, "data.eval_imu": ["off"]}
+            f"fps{fps}": {
+                "data.window.fps": float(fps),
+                "data.imu_dropout": 1.0,
+                "data.eval_imu": ["off"],
+            }
             for fps in (1, 3, 15)
         },
         ("acc", "f1/collision"),

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 
+from sce.data.clip import WindowSpec
 from sce.data.datamodule import SceDataModule
 from sce.data.schema import LABELS
 from sce.evaluate.callback import GenerationEvaluation
@@ -84,26 +86,35 @@ def tiny_datamodule(
     frame_size: tuple[int, int],
     batch_size: int,
     seed: int,
+    window: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> SceDataModule:
     """The data of an in-process CPU run on the tiny kit (`sce demo`, `make ablations`'
-    warm-up): `tiny_data_settings` read by `model_dir`'s processor."""
-    settings = tiny_data_settings(manifest, frame_size, batch_size, seed, **kwargs)
+    warm-up): `tiny_data_settings` read by `model_dir`'s processor; `window` holds further
+    data.window settings (e.g. {"fps": 15.0})."""
+    settings = tiny_data_settings(manifest, frame_size, batch_size, seed, window, **kwargs)
+    settings["window"] = WindowSpec(**settings["window"])
     return SceDataModule(processor_path=str(model_dir), **settings)
 
 
 def tiny_data_settings(
-    manifest: Path, frame_size: tuple[int, int], batch_size: int, seed: int, **kwargs: Any
+    manifest: Path,
+    frame_size: tuple[int, int],
+    batch_size: int,
+    seed: int,
+    window: Mapping[str, Any] | None = None,
+    **kwargs: Any,
 ) -> dict[str, Any]:
     """SceDataModule settings of a CPU run on the tiny kit: frames decoded at `frame_size`
     (width, height) and cached beside the manifest (every stage re-reads the same windows; a
     demo DoRA recipe epoch: 10.9 s decoding each time, 7.2 s from the cache, the same frames), a
-    2048-token limit, evaluation batches of 12; kwargs are further SceDataModule settings."""
+    2048-token limit, evaluation batches of 12; `window` holds further data.window settings,
+    kwargs further SceDataModule settings."""
     kwargs.setdefault("cache_dir", str(Path(manifest).parent / "frame_cache"))
+    width, height = frame_size
     return {
         "manifest": str(manifest),
-        "width": frame_size[0],
-        "height": frame_size[1],
+        "window": {"width": width, "height": height, **(window or {})},
         "batch_size": batch_size,
         "eval_batch_size": 12,
         "max_length": 2048,

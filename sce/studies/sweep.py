@@ -6,8 +6,8 @@ An ablation file (see experiments/ablations/) is a small delta on a base config:
     name: fps                              # sweep folder name (default: the file's stem)
     overrides: {trainer.max_epochs: 1}     # optional, applied to every variant
     variants:                              # variant name -> dotted key overrides
-      fps1: {data.fps: 1.0}
-      fps3: {data.fps: 3.0}
+      fps1: {data.window.fps: 1.0}
+      fps3: {data.window.fps: 3.0}
 
 Each variant's config is base <- ablation `overrides` <- `--key=value` arguments <- the variant's own values (the
 swept values always win), plus the run folder: `trainer.default_root_dir` and a TensorBoard
@@ -95,12 +95,12 @@ KEY_HPARAMS = (
     "model.lr",
     "model.targets",
     "model.neftune_alpha",
-    "data.fps",
-    "data.before",
-    "data.after",
-    "data.width",
-    "data.height",
-    "data.layout",
+    "data.window.fps",
+    "data.window.before",
+    "data.window.after",
+    "data.window.width",
+    "data.window.height",
+    "data.window.layout",
     "data.imu_dropout",
     "data.class_factors",
     "data.batch_size",
@@ -233,7 +233,7 @@ def plan_sweep(
     """Resolve base, overrides and each variant into the configs a sweep runs; with `seeds`, one
     run per variant and seed (`seed_everything` and `data.seed` set to it).
 
-    `sets` are `--data.fps=15` style arguments (or a {dotted key: value} mapping) for every
+    `sets` are `--data.window.fps=15` style arguments (or a {dotted key: value} mapping) for every
     variant. Each run's config is resolved by the `sce fit` parser (sce.train.config) from
     `--config BASE`, then the ablation's overrides, `sets`, the variant's values, the seed and
     the run folder as `--key=value` arguments (later ones win): a typo or a bad value fails

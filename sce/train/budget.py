@@ -16,23 +16,26 @@ id already in the local Hugging Face cache); otherwise the Qwen2.5-VL hub defaul
 markup) is counted with the model's tokenizer and chat template on a representative 3-way event
 question built by `sce.data.prompts` and `sce.tasks`, or estimated when no tokenizer is at hand.
 
-With `data.window_scales` (paper 002) every record gives one item per scale: the 3 keyframes
+The window is the config's `data.window` (sce.data.clip.WindowSpec), read whole.
+
+With `data.window.scales` (paper 002) every record gives one item per scale: the 3 keyframes
 (start, middle, end) of a window of `scale` s ending at the event, each a separate image (the
 processor's image path: one temporal patch per image, (H' / 28) * (W' / 28) tokens, 144 at
 448x252). The report is then per item (the longest text over the scales) and says how many
 items a record gives.
 
-With `data.window: whole` (paper 003) a clip's frame count follows its length: all of a short
+With `data.window.mode: whole` (paper 003) a clip's frame count follows its length: all of a short
 clip at `fps`, `max_frames` spread over a longer one. The report shows a 16 s and a 100 s clip
-and counts the total for the long one (the most frames). `data.max_pixels` caps every frame with
+and counts the total for the long one (the most frames). `data.window.max_pixels` caps every frame with
 smart_resize's rounding before the processor sees it (420x476 at 16,384 pixels: 112x112).
 
-    sce budget --config experiments/paper000_dora.yaml [--data.fps=15] [--max-tokens 8192]
+    sce budget --config experiments/paper000_dora.yaml [--data.window.fps=15] [--max-tokens 8192]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import math
@@ -44,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from sce.data.clip import WindowSpec
 from sce.data.video_processing import (
     DEFAULT_SETTINGS,
     ProcessorSettings,
@@ -55,11 +59,7 @@ from sce.data.video_processing import (
     visual_tokens,
 )
 from sce.models.families import DEFAULT_FAMILY
-from sce.train.record import WINDOW_SETTINGS
 
-# the data.* settings that shape an item (shared with the model folders' training record), and
-# the sequence limit it is checked against
-DATA_KEYS = (*WINDOW_SETTINGS, "max_length")
 WHOLE_CLIP_EXAMPLES = (16.0, 100.0)  # s: clip lengths the whole-clip report shows
 GRID_FPS = (1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0)
 GRID_SIZES = ((224, 128), (320, 180), (420, 240), (640, 360), (854, 480), (1280, 720))
@@ -67,8 +67,6 @@ GRID_SIZES = ((224, 128), (320, 180), (420, 240), (640, 360), (854, 480), (1280,
 
 def frames_per_clip(fps: float, before: float, after: float) -> int:
     """Frames of the event window, as the dataset samples it (rounded, then up to even)."""
-    from sce.data.clip import WindowSpec
-
     return WindowSpec(fps=fps, before=before, after=after).num_frames
 
 
@@ -88,11 +86,9 @@ def whole_clip_durations(fps: float, max_frames: int) -> tuple[float, ...]:
     return (*short, max(long, max_frames / fps))
 
 
-def keyframes() -> tuple[float, ...]:
-    """Keyframe fractions of a multi-scale window (the dataset's WindowSpec default)."""
-    from sce.data.clip import WindowSpec
-
-    return tuple(WindowSpec().keyframes)
+def keyframes(window: WindowSpec | None = None) -> tuple[float, ...]:
+    """Keyframe fractions of a multi-scale window (default: data.window's default)."""
+    return tuple((window or WindowSpec()).keyframes)
 
 
 def _keyframe_item(
@@ -177,6 +173,49 @@ def representative_telemetry(frame_times: np.ndarray):
     )
 
 
+def representative_sample(
+    num_frames: int,
+    fps: float,
+    layout: str,
+    imu: bool = True,
+    start: float = 10.0,
+    times: np.ndarray | None = None,
+    keyframes: bool = False,
+):
+    """The 3-way event question item (sce.data.dataset.build_sample, as the dataset builds it)
+    of a window of `num_frames` frames.
+
+    Frame times start at `start` s, one per 1 / fps (two-digit time stamps, as in a 16 s clip),
+    unless `times` gives them (keyframe windows, one image per frame with `keyframes`); the
+    visuals are 1x1 placeholders (only their frame counts matter for the text).
+    """
+    from sce.data.clip import ClipInputs
+    from sce.data.dataset import build_sample
+    from sce.data.schema import ClipRecord
+    from sce.tasks import MCQ, TaskItem
+    from sce.tasks.events import EVENT_QUESTION
+
+    if times is None:
+        times = start + np.arange(num_frames) / fps
+    elif len(times) != num_frames:
+        raise ValueError(f"times has {len(times)} entries for {num_frames} frames")
+    clip = ClipInputs(
+        frames=np.zeros((num_frames, 1, 1, 3), dtype=np.uint8),
+        frame_times=times,
+        telemetry=representative_telemetry(times),
+        event_time=float(times[-1]),
+        event_time_source="manifest",
+        imu_reason="",
+        shifted=0.0,
+        padded=0.0,
+        fps=fps,
+        keyframes=keyframes,
+    )
+    record = ClipRecord("budget", "", "near_collision", "budget", "train")
+    task = TaskItem(MCQ.name, EVENT_QUESTION, representative_answer())
+    return build_sample(record, clip, task, layout, telemetry=imu)
+
+
 def representative_content(
     num_frames: int,
     fps: float,
@@ -186,22 +225,9 @@ def representative_content(
     times: np.ndarray | None = None,
     keyframes: bool = False,
 ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
-    """User content of the 3-way event question for a window of `num_frames` frames.
-
-    Frame times start at `start` s, one per 1 / fps (two-digit time stamps, as in a 16 s clip),
-    unless `times` gives them (keyframe windows, one image per frame with `keyframes`); the
-    visuals are 1x1 placeholders (only their frame counts matter for the text).
-    """
-    from sce.data.prompts import build_user_content
-    from sce.tasks.events import EVENT_QUESTION
-
-    if times is None:
-        times = start + np.arange(num_frames) / fps
-    elif len(times) != num_frames:
-        raise ValueError(f"times has {len(times)} entries for {num_frames} frames")
-    frames = np.zeros((num_frames, 1, 1, 3), dtype=np.uint8)
-    telemetry = representative_telemetry(times) if imu else None
-    return build_user_content(frames, times, telemetry, EVENT_QUESTION, layout, keyframes)
+    """User content and visuals of `representative_sample` (same arguments)."""
+    sample = representative_sample(num_frames, fps, layout, imu, start, times, keyframes)
+    return sample.user_content, sample.visuals
 
 
 def representative_answer() -> str:
@@ -236,18 +262,14 @@ def text_tokens(
     start/end markers, telemetry when `imu`): with the processor's tokenizer, else estimated.
     `times` replaces the evenly spaced frame times (keyframe windows; images with
     `keyframes`)."""
-    from sce.data.prompts import build_messages
-
-    content, visuals = representative_content(
-        num_frames, fps, layout, imu, times=times, keyframes=keyframes
-    )
-    messages = build_messages(content, representative_answer())
+    sample = representative_sample(num_frames, fps, layout, imu, times=times, keyframes=keyframes)
+    messages = sample.messages()
     if processor is None:
         text = DEFAULT_FAMILY.markers.render(messages)
-        return estimate_tokens(text) - len(visuals)
+        return estimate_tokens(text) - len(sample.visuals)
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
     ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
-    return len(ids) - len(visuals)  # each video/image pad is replaced by the visual tokens
+    return len(ids) - len(sample.visuals)  # each video/image pad is replaced by the visual tokens
 
 
 # ------------------------------------------------------------------------------ config
@@ -259,46 +281,28 @@ def resolved(config: Mapping[str, Any] | str | Path, overrides: Sequence[str] = 
     return resolve_config(config, overrides)
 
 
-def data_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The data.* settings that shape an item, from a resolved config."""
-    data = config["data"]
-    return {k: data[k] for k in DATA_KEYS}
+def config_window(config: Mapping[str, Any]) -> WindowSpec:
+    """The config's `data.window`, whole (a resolved config holds every field)."""
+    return WindowSpec.from_settings(config["data"].get("window") or {})
 
 
-def window_scales_of(d: Mapping[str, Any]) -> list[float]:
-    """The multi-scale windows of data settings ([] without window_scales)."""
-    scales = d.get("window_scales") or []
-    if isinstance(scales, int | float) or any(float(x) <= 0 for x in scales):
-        raise ValueError(f"data.window_scales must be a list of positive seconds, got {scales!r}")
-    return [float(x) for x in scales]
-
-
-def item_frames_and_text(
-    d: Mapping[str, Any], processor, fps: float | None = None
-) -> tuple[int, int, int]:
-    """(frames, text tokens with telemetry, without) of one item; with window_scales the
-    keyframe item (one image per keyframe) of the scale with the longest text; with window
-    "whole" the longest example clip (max_frames); else the [-before, +after] window."""
-    layout, scales = d["layout"], window_scales_of(d)
-    if d.get("window") == "whole":
-        fps = float(d["fps"]) if fps is None else fps
-        times, rate = whole_clip_item(
-            whole_clip_durations(fps, d["max_frames"])[-1], fps, d["max_frames"]
-        )
-        return tuple(  # type: ignore[return-value]
-            [len(times)]
-            + [
-                text_tokens(len(times), rate, layout, processor, imu, times)
-                for imu in (True, False)
-            ]
-        )
+def item_frames_and_text(window: WindowSpec, processor) -> tuple[int, int, int]:
+    """(frames, text tokens with telemetry, without) of one item; with scales the keyframe
+    item (one image per keyframe) of the scale with the longest text; with mode "whole" the
+    longest example clip (max_frames); else the [-before, +after] window."""
+    layout, scales, fps = window.layout, window.scales, window.fps
+    if window.mode == "whole":
+        duration = whole_clip_durations(fps, window.max_frames)[-1]
+        times, rate = whole_clip_item(duration, fps, window.max_frames)
+        texts = [
+            text_tokens(len(times), rate, layout, processor, imu, times) for imu in (True, False)
+        ]
+        return len(times), texts[0], texts[1]
     if not scales:
-        fps = float(d["fps"]) if fps is None else fps
-        frames = frames_per_clip(fps, float(d["before"]), float(d["after"]))
-        return tuple(  # type: ignore[return-value]
-            [frames] + [text_tokens(frames, fps, layout, processor, imu) for imu in (True, False)]
-        )
-    kf = keyframes()
+        frames = window.num_frames
+        texts = [text_tokens(frames, fps, layout, processor, imu) for imu in (True, False)]
+        return frames, texts[0], texts[1]
+    kf = window.keyframes
     frames = keyframe_frames(kf)
     texts = [
         [
@@ -327,9 +331,9 @@ def resolve_processor(model_path: str | None, kind: str = "video") -> tuple[Any,
     return processor, processor_settings(processor, f"{kind} processor of {model_path}", kind)
 
 
-def visual_kind(d: Mapping[str, Any]) -> str:
-    """'image' for keyframe items (data.window_scales, paper 002), else 'video'."""
-    return "image" if window_scales_of(d) else "video"
+def visual_kind(window: WindowSpec) -> str:
+    """'image' for keyframe items (data.window.scales, paper 002), else 'video'."""
+    return "image" if window.scales else "video"
 
 
 # ------------------------------------------------------------------------------ report
@@ -340,41 +344,41 @@ def budget_report(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     settings it leaves out take SceDataModule's defaults, as in `sce fit`).
     """
     config = resolved(config)
-    d = data_settings(config)
+    window = config_window(config)
     model_path = model_path_of(config)
-    processor, settings = resolve_processor(model_path, visual_kind(d))
-    return _report(d, settings, processor, model_path)
+    processor, settings = resolve_processor(model_path, visual_kind(window))
+    max_length = int(config["data"]["max_length"])
+    return _report(window, max_length, settings, processor, model_path)
 
 
-def _report(d: Mapping[str, Any], s: ProcessorSettings, processor, model_path) -> dict:
-    layout = d["layout"]
-    width, height = capped_frame_size(int(d["width"]), int(d["height"]), d["max_pixels"], s)
-    frames, text_on, text_off = item_frames_and_text(d, processor)
-    scales = window_scales_of(d)
+def _report(
+    window: WindowSpec, max_length: int, s: ProcessorSettings, processor, model_path
+) -> dict:
+    layout, scales = window.layout, list(window.scales or [])
+    width, height = capped_frame_size(window.width, window.height, window.max_pixels, s)
+    frames, text_on, text_off = item_frames_and_text(window, processor)
     # Keyframe items are images only (no video block); windows are videos only.
     lengths = [] if scales else video_lengths(frames, layout)
     max_pixels = s.max_pixels if scales else video_max_pixels(lengths[0], s)
     resized_h, resized_w = smart_resize(height, width, s.factor, s.min_pixels, max_pixels)
     visual = clip_visual_tokens(frames, width, height, layout, s, keyframes=bool(scales))
     total, total_off = visual + text_on, visual + text_off
-    max_length = int(d["max_length"])
-    # Keys of the scale mode only appear with window_scales (the plain report stays as it was).
+    # Keys of the scale mode only appear with scales (the plain report stays as it was).
     multiscale = {
-        "window_scales": scales,
-        "keyframes": list(keyframes()),
         "items_per_record": len(scales),
-        "keyframe_fps": [keyframe_fps(x, keyframes()) for x in scales],
+        "keyframe_fps": [keyframe_fps(x, window.keyframes) for x in scales],
         "images_per_clip": frames,
         "visual_tokens_per_image": visual // max(frames, 1),
     }
     return {
         "model_path": model_path,
         "processor": asdict(s),
-        **{k: d[k] for k in DATA_KEYS if k != "window_scales"},
+        "window": window.settings(),
+        "max_length": max_length,
         **(multiscale if scales else {}),
         **(
-            {"whole_clip": _whole_clip_examples(d, width, height, s)}
-            if d["window"] == "whole"
+            {"whole_clip": _whole_clip_examples(window, width, height, s)}
+            if window.mode == "whole"
             else {}
         ),
         "frames_per_clip": frames,
@@ -395,13 +399,13 @@ def _report(d: Mapping[str, Any], s: ProcessorSettings, processor, model_path) -
     }
 
 
-def _whole_clip_examples(d: Mapping[str, Any], width: int, height: int, s) -> list[dict]:
+def _whole_clip_examples(window: WindowSpec, width: int, height: int, s) -> list[dict]:
     """Frames, rate and visual tokens of whole-clip windows over clips of several lengths."""
-    fps, max_frames = float(d["fps"]), int(d["max_frames"])
+    fps, max_frames = float(window.fps), int(window.max_frames)
     out = []
     for duration in whole_clip_durations(fps, max_frames):
         times, rate = whole_clip_item(duration, fps, max_frames)
-        visual = clip_visual_tokens(len(times), width, height, d["layout"], s)
+        visual = clip_visual_tokens(len(times), width, height, window.layout, s)
         out.append(
             {"duration_s": duration, "frames": len(times), "fps": rate, "visual_tokens": visual}
         )
@@ -419,16 +423,17 @@ def budget_grid(
     (a YAML path or mapping, resolved as in `budget_report`).
     """
     config = resolved(config)
-    d = data_settings(config)
-    processor, s = resolve_processor(model_path_of(config), visual_kind(d))
-    keyframe_images = visual_kind(d) == "image"
+    window = config_window(config)
+    processor, s = resolve_processor(model_path_of(config), visual_kind(window))
+    keyframe_images = visual_kind(window) == "image"
     rows = []
     for fps in fps_values:
-        # Keyframe items (window_scales) have the same frames at every fps.
-        frames, text, _ = item_frames_and_text(d, processor, fps)
+        # Keyframe items (scales) have the same frames at every fps.
+        at_fps = dataclasses.replace(window, fps=fps)
+        frames, text, _ = item_frames_and_text(at_fps, processor)
         for width, height in sizes:
-            frame_w, frame_h = capped_frame_size(width, height, d["max_pixels"], s)
-            visual = clip_visual_tokens(frames, frame_w, frame_h, d["layout"], s, keyframe_images)
+            frame_w, frame_h = capped_frame_size(width, height, window.max_pixels, s)
+            visual = clip_visual_tokens(frames, frame_w, frame_h, window.layout, s, keyframe_images)
             rows.append(
                 {
                     "fps": fps,
@@ -445,12 +450,12 @@ def budget_grid(
 
 def format_report(report: Mapping[str, Any]) -> str:
     """The report as the lines `sce budget` prints."""
-    r, p = report, report["processor"]
+    r, p, w = report, report["processor"], report["window"]
     fits = "fits" if r["fits"] else "DOES NOT FIT"
-    unit = "item" if r.get("window_scales") else "clip"
+    unit = "item" if w["scales"] else "clip"
     per_block = (
         f"{r['visual_tokens_per_image']:,} visual tokens per image"
-        if r.get("window_scales")
+        if w["scales"]
         else f"{r['visual_tokens_per_video']:,} visual tokens per video block"
     )
     return "\n".join(
@@ -458,9 +463,9 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"processor: {p['source']} (patch {p['patch_size']}, merge {p['merge_size']}, "
             f"temporal patch {p['temporal_patch_size']}, pixels {p['min_pixels']:,}.."
             f"{p['max_pixels']:,})",
-            _window_line(r, p),
-            f"frame: {r['width']}x{r['height']} -> {r['resized_width']}x{r['resized_height']} "
-            f"after resize{_cap_text(r)}: {per_block}",
+            _window_line(r, w),
+            f"frame: {w['width']}x{w['height']} -> {r['resized_width']}x{r['resized_height']} "
+            f"after resize{_cap_text(w)}: {per_block}",
             f"visual tokens per {unit}: {r['visual_tokens_per_clip']:,}",
             f"text tokens ({r['text_tokens_method']}; the case reported: one event-question "
             "item, question + answer; caption / reasoning / instruction answers add their own "
@@ -474,34 +479,35 @@ def format_report(report: Mapping[str, Any]) -> str:
     )
 
 
-def _cap_text(r: Mapping[str, Any]) -> str:
-    return "" if r.get("max_pixels") is None else f" (max_pixels {r['max_pixels']:,} per frame)"
+def _cap_text(w: Mapping[str, Any]) -> str:
+    return "" if w["max_pixels"] is None else f" (max_pixels {w['max_pixels']:,} per frame)"
 
 
-def _window_line(r: Mapping[str, Any], p: Mapping[str, Any]) -> str:
-    blocks = f"{r['videos_per_clip']} video block(s), layout {r['layout']}"
-    if r.get("window") == "whole":
+def _window_line(r: Mapping[str, Any], w: Mapping[str, Any]) -> str:
+    """The window line of a report `r` whose window settings are `w`."""
+    blocks = f"{r['videos_per_clip']} video block(s), layout {w['layout']}"
+    if w["mode"] == "whole":
         examples = "; ".join(
             f"{x['duration_s']:g} s -> {x['frames']} frames at {x['fps']:.3g} fps, "
             f"{x['visual_tokens']:,} visual tokens"
             for x in r["whole_clip"]
         )
         return (
-            f"window: whole clip at {r['fps']:g} fps, at most {r['max_frames']} frames (spread "
-            f"over clips longer than {r['max_frames'] / r['fps']:g} s; {blocks}): {examples}. "
+            f"window: whole clip at {w['fps']:g} fps, at most {w['max_frames']} frames (spread "
+            f"over clips longer than {w['max_frames'] / w['fps']:g} s; {blocks}): {examples}. "
             f"Totals below are for the {r['whole_clip'][-1]['duration_s']:g} s clip"
         )
-    if not r.get("window_scales"):
+    if not w["scales"]:
         return (
-            f"window: {r['before']:g} s before + {r['after']:g} s after at {r['fps']:g} fps -> "
+            f"window: {w['before']:g} s before + {w['after']:g} s after at {w['fps']:g} fps -> "
             f"{r['frames_per_clip']} frames ({blocks})"
         )
-    scales = ", ".join(f"{x:g}" for x in r["window_scales"])
-    kf = ", ".join(f"{x:g}" for x in r["keyframes"])
+    scales = ", ".join(f"{x:g}" for x in w["scales"])
+    kf = ", ".join(f"{x:g}" for x in w["keyframes"])
     return (
         f"window: per scale of [{scales}] s ending at the event, keyframes [{kf}] -> "
         f"{r['frames_per_clip']} frames per item ({r['images_per_clip']} images, layout "
-        f"{r['layout']}); {r['items_per_record']} items per record (tokens below are per item, "
+        f"{w['layout']}); {r['items_per_record']} items per record (tokens below are per item, "
         "longest text over the scales)"
     )
 
@@ -559,6 +565,6 @@ def budget_command(args: argparse.Namespace) -> int:
         print(
             f"\nsce budget: {args.config} does not fit its own data.max_length "
             f"({report['total_tokens']:,} > {report['max_length']:,} tokens with telemetry): "
-            "raise data.max_length or lower data.fps / the frame size"
+            "raise data.max_length or lower data.window.fps / the frame size"
         )
     return status

@@ -13,16 +13,17 @@ from sce.prepare.validate import validate_manifest
 def add_validate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = (
         "Check every record of a manifest. With --config, check it as `sce fit` would use it: "
-        "arguments other than these go to the `sce fit` parser (--data.manifest=M, --data.fps=5)."
+        "arguments other than these go to the `sce fit` parser (--data.manifest=M, "
+        "--data.window.fps=5)."
     )
     parser.add_argument("manifest", nargs="?", help="manifest.jsonl (default with --config: "
                         "the config's data.manifest)")  # fmt: skip
     parser.add_argument(
         "--config", default=None, help="experiment YAML: check what `sce fit` would do with it"
     )
-    parser.add_argument("--before", type=float, default=None, help="seconds before the event (4)")
-    parser.add_argument("--after", type=float, default=None, help="seconds after the event (2)")
-    parser.add_argument("--fps", type=float, default=None, help="window frame rate (3)")
+    parser.add_argument("--before", type=float, default=None, help="seconds before the event")
+    parser.add_argument("--after", type=float, default=None, help="seconds after the event")
+    parser.add_argument("--fps", type=float, default=None, help="window frame rate")
     parser.add_argument("--no-decode", action="store_true", help="skip decoding test frames")
     parser.set_defaults(config_overrides=[])
     return parser
@@ -35,10 +36,10 @@ def validate_command(args: argparse.Namespace) -> int:
     if config:
         if any(value is not None for value in window.values()):
             print("sce data validate: with --config, set the window as sce fit does "
-                  "(--data.before=..., --data.after=..., --data.fps=...)")  # fmt: skip
+                  "(--data.window.before=..., --data.window.after=..., --data.window.fps=...)")  # fmt: skip
             return 2
         datamodule = config_datamodule(config, args.manifest, overrides)
-        spec = datamodule.spec
+        spec = datamodule.window
         window = {"before": spec.before, "after": spec.after, "fps": spec.fps}
         manifest = datamodule.manifest
     elif overrides:
@@ -47,9 +48,7 @@ def validate_command(args: argparse.Namespace) -> int:
         return 2
     else:
         manifest = args.manifest
-        window = {"before": 4.0, "after": 2.0, "fps": 3.0} | {
-            k: v for k, v in window.items() if v is not None
-        }
+        window = {k: v for k, v in window.items() if v is not None}  # else validate's defaults
     if not manifest or not Path(manifest).is_file():
         print(f"manifest not found: {manifest}")
         return 2

@@ -1,7 +1,7 @@
 """The one config path: every command that reads an experiment YAML reads it here.
 
 `sce fit|validate|test|predict`, `sce budget`, `sce plan`, `sce sweep`, `sce data cache|validate|
-preview` all resolve `--config X.yaml [--data.fps=15 ...]` with the same LightningCLI parser
+preview` all resolve `--config X.yaml [--data.window.fps=15 ...]` with the same LightningCLI parser
 over SceModule, SceDataModule and the Trainer: the same defaults, types, links
 (`model.model_path` -> `data.processor_path`) and validation. Resolving a config builds no model,
 data module or trainer (`sce budget` loads no weights).
@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-OVERRIDE_SYNTAX = "--KEY=VALUE after the config, e.g. --data.fps=15 (the syntax of sce fit)"
+OVERRIDE_SYNTAX = "--KEY=VALUE after the config, e.g. --data.window.fps=15 (the syntax of sce fit)"
 
 
 def sce_cli_class():
@@ -132,7 +132,29 @@ def _parsed_cli(args: list[str], build_datamodule: bool = False):
                 **lightning_cli_kwargs(),
             )
         except argparse.ArgumentError as err:
-            raise ConfigError(f"{_source(args)}: {err}") from err
+            raise ConfigError(f"{_source(args)}: {err}{_moved_window_hint(str(err))}") from err
+
+
+# The window's settings were flat data.* keys before `data.window` held them all.
+MOVED_WINDOW_KEYS = {
+    **{name: f"window.{name}" for name in ("fps", "before", "after", "width", "height")},
+    **{name: f"window.{name}" for name in ("layout", "max_frames", "max_pixels")},
+    "telemetry_anchor": "window.telemetry_anchor",
+    "window_scales": "window.scales",
+}
+
+
+def _moved_window_hint(message: str) -> str:
+    """A note naming the new key when a parser error names an old flat window key (a config
+    written before `data.window`, or `--data.fps=15`)."""
+    for old, new in MOVED_WINDOW_KEYS.items():
+        if f"data.{old}=" in message or f"data.{old} " in message or f"option '{old}'" in message:
+            return f" (data.{old} moved to data.{new}: the window is one value, data.window)"
+    if 'key "data.window"' in message:  # the old data.window: event|whole
+        return (
+            " (data.window is the window's settings now; the old data.window is data.window.mode)"
+        )
+    return ""
 
 
 class ConfigError(ValueError):
@@ -159,7 +181,7 @@ def resolve_config(
 ) -> dict[str, Any]:
     """The config `sce fit --config CONFIG *overrides` would run, as a plain dict: every
     default filled in, links applied, types checked. `config` is a YAML path or a mapping
-    with the sections of one; `overrides` are `--data.fps=15` style arguments."""
+    with the sections of one; `overrides` are `--data.window.fps=15` style arguments."""
     cli = _parsed_cli(["--config", _config_argument(config), *overrides])
     # the YAML LightningCLI saves as a run's config.yaml (plain lists and strings), read back
     resolved = yaml.safe_load(cli.parser.dump(cli.config, skip_none=False, skip_validation=True))
@@ -182,7 +204,7 @@ class _ReplacedOption(argparse.Action):
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """`--config X.yaml` plus `--data.fps=15` style overrides (collected by `sce.cli.main` into
+    """`--config X.yaml` plus `--data.window.fps=15` style overrides (collected by `sce.cli.main` into
     `args.config_overrides`). The old `--set KEY=VALUE` fails with the new syntax."""
     parser.add_argument(
         "--config",
@@ -193,7 +215,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True)
 
 
 def add_override_arguments(parser: argparse.ArgumentParser) -> None:
-    """Let `--data.fps=15` style arguments through to `args.config_overrides` (sce.cli.main
+    """Let `--data.window.fps=15` style arguments through to `args.config_overrides` (sce.cli.main
     collects them); the removed `--set KEY=VALUE` fails naming the new syntax."""
     parser.add_argument("--set", action=_ReplacedOption, help=argparse.SUPPRESS)
     parser.allow_abbrev = False  # so --data.x / --model.x overrides pass through untouched
@@ -201,12 +223,12 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def override_keys(overrides: Sequence[str]) -> list[str]:
-    """The dotted keys of `--data.fps=15` / `--data.fps 15` style arguments."""
+    """The dotted keys of `--data.window.fps=15` / `--data.window.fps 15` style arguments."""
     return [arg[2:].partition("=")[0] for arg in overrides if arg.startswith("--")]
 
 
 def as_overrides(values: Mapping[str, Any]) -> list[str]:
-    """{'data.fps': 15} -> ['--data.fps=15']: strings as they are (the parser types them as
+    """{"data.window.fps": 15} -> ['--data.window.fps=15']: strings as they are (the parser types them as
     its own command line would), other values as JSON (which it reads as YAML)."""
     import json
 

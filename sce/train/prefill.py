@@ -6,7 +6,7 @@ is as fast as the later ones. It builds the config's own SceDataModule and calls
 `load_clip` that training calls, so the cache keys are exactly the ones training will look up.
 
     sce data cache --config experiments/paper000_dora.yaml --data.manifest=DATA/manifest.jsonl \\
-        [--data.fps=5] [--splits train val] [--workers 8]
+        [--data.window.fps=5] [--splits train val] [--workers 8]
 """
 
 from __future__ import annotations

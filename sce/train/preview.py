@@ -84,7 +84,7 @@ def preview_sample(
     imu: str = "on",
 ) -> dict[str, Any]:
     """What the model is trained on for one record: one entry per window (several for
-    multi-scale keyframe windows, `data.window_scales`)."""
+    multi-scale keyframe windows, `data.window.scales`)."""
     from sce.data.dataset import Item
 
     if imu not in IMU_CHOICES:
@@ -95,7 +95,7 @@ def preview_sample(
     index = [r.id for r in dataset.records].index(record.id)
     task = choose_task(record, task, datamodule.hparams.eval_tasks)
     collator = datamodule.collator("train")
-    scales = list(datamodule.hparams.window_scales or [None])
+    scales = list(datamodule.window.scales or [None])
     windows = [window_preview(dataset, collator, Item(index, imu, task, scale)) for scale in scales]
     return {
         "id": record.id,
@@ -113,12 +113,9 @@ def preview_sample(
 
 def window_preview(dataset, collator, item) -> dict[str, Any]:
     """Frame times and indices, telemetry, chat text, answer and token counts of one item."""
-    from sce.data.clip import load_clip
-
     record = dataset.records[item.record]
-    sample = dataset.sample(item)
-    # The window plan the dataset built the sample from (same function, spec and cache).
-    clip = load_clip(record, dataset.window_spec(item.scale), dataset.cache)
+    clip = dataset.load(item)  # the window plan, frames and telemetry of the item
+    sample = dataset.sample(item, clip=clip)  # built from that clip, as the dataset builds it
     batch = collator([sample])
     ids = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
     labels = batch["labels"][0][batch["attention_mask"][0].bool()].tolist()
@@ -350,7 +347,7 @@ def _cell(value: float | None, width: int) -> str:
 def add_preview_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "One sample as the model sees it. Arguments other than these go to the `sce fit` "
-        "parser, e.g. --data.manifest M --data.fps=5 --model.model_path=tiny:0."
+        "parser, e.g. --data.manifest M --data.window.fps=5 --model.model_path=tiny:0."
     )
     parser.add_argument("--config", required=True, help="experiment YAML (as for sce fit)")
     parser.add_argument("--id", required=True, dest="sample_id", metavar="ID", help="record id")
@@ -360,7 +357,7 @@ def add_preview_arguments(parser: argparse.ArgumentParser) -> None:
         "--imu", choices=IMU_CHOICES, default="on", help="on: telemetry in the prompt (default)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    # Every other argument goes to the `sce fit` parser, e.g. --data.manifest M --data.fps=5.
+    # Every other argument goes to the `sce fit` parser, e.g. --data.manifest M --data.window.fps=5.
     parser.set_defaults(config_overrides=[])
 
 

@@ -3,26 +3,36 @@
 A model answers well only on inputs shaped like its training inputs: the same frame rate, window,
 frame size and prompt layout. `sce export` and the demo write this file into every model folder
 they produce (merged and adapter), from the run's data settings (`data.*`, saved by Lightning in
-the checkpoint as `datamodule_hyper_parameters`); `sce infer` reads it and uses those settings
-unless a flag overrides them, and asks only the questions the model was trained on.
+the checkpoint as `datamodule_hyper_parameters`); `sce infer` reads it and uses its window
+unless a flag overrides a setting, and asks only the questions the model was trained on.
 
-    {"window": {"fps": 3.0, "before": 4.0, "after": 2.0, "width": 112, "height": 56, ...},
+The window is recorded whole, as `data.window` (sce.data.clip.WindowSpec) holds it:
+
+    {"window": {"fps": 3.0, "before": 4.0, "after": 2.0, "width": 112, "height": 56,
+                "layout": "interleaved", "mode": "event", ...},
      "tasks": ["caption", "mcq"]}
+
+Records (and checkpoints) written before the window was one value hold its settings under
+their old flat `data.*` names (`window` for the mode, `window_scales` for the scales, no
+`keyframes`); they are read back as the same window.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sce.data.clip import WindowSpec
 from sce.tasks.mix import trained_tasks
 
 TRAINING_RECORD_FILE = "sce_training.json"
-# data.* settings that shape a prompt: sce infer's window flags mirror them (same names, `_`
-# for the flag's `-`), so a model is asked with the inputs it was trained on.
-WINDOW_SETTINGS = (
+# The flat data.* names of the window settings before `data.window` held them all, and the
+# WindowSpec field each one became (the others kept their names).
+LEGACY_WINDOW_NAMES = {"window": "mode", "window_scales": "scales"}
+LEGACY_WINDOW_SETTINGS = (
     "fps",
     "before",
     "after",
@@ -37,23 +47,47 @@ WINDOW_SETTINGS = (
 )
 
 
-def training_record(data_hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """The record of a run's data settings (a SceDataModule's hparams): its window settings and
-    the tasks it trained (task weight > 0). A setting the hparams lack (a run older than the
-    setting) is left out, and sce infer falls back to its own default for it."""
-    window = {key: data_hparams[key] for key in WINDOW_SETTINGS if key in data_hparams}
+@dataclass(frozen=True)
+class TrainingRecord:
+    """The window a model was trained with and the tasks it trained (task weight > 0)."""
+
+    window: WindowSpec
+    tasks: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"window": self.window.settings(), "tasks": list(self.tasks)}
+
+
+def window_from_settings(settings: Mapping[str, Any]) -> WindowSpec:
+    """The window of recorded settings, in the current form or the old flat one."""
+    if isinstance(settings, WindowSpec):
+        return settings
+    return WindowSpec.from_settings(
+        {LEGACY_WINDOW_NAMES.get(name, name): value for name, value in settings.items()}
+    )
+
+
+def training_record(data_hparams: Mapping[str, Any]) -> TrainingRecord:
+    """The record of a run's data settings (a SceDataModule's hparams): its window and the
+    tasks it trained. The hparams of a run older than `data.window` hold the window's
+    settings flat; a setting they lack (older than the setting) takes its default, the value
+    such a run trained with."""
+    window = data_hparams.get("window")
+    if not isinstance(window, Mapping | WindowSpec):  # flat: "window" was the mode, a string
+        window = {k: data_hparams[k] for k in LEGACY_WINDOW_SETTINGS if k in data_hparams}
     tasks = sorted(trained_tasks(data_hparams.get("task_weights")))
-    return {"window": _plain(window), "tasks": tasks}
+    return TrainingRecord(window_from_settings(window), tuple(tasks))
 
 
-def write_training_record(folder: str | Path, record: Mapping[str, Any]) -> Path:
+def write_training_record(folder: str | Path, record: TrainingRecord | Mapping[str, Any]) -> Path:
     """Write `record` as FOLDER/sce_training.json; returns the path."""
+    data = record.to_json() if isinstance(record, TrainingRecord) else _plain(record)
     path = Path(folder) / TRAINING_RECORD_FILE
-    path.write_text(json.dumps(_plain(record), indent=2) + "\n")
+    path.write_text(json.dumps(data, indent=2) + "\n")
     return path
 
 
-def read_training_record(folder: str | Path | None) -> dict[str, Any] | None:
+def read_training_record(folder: str | Path | None) -> TrainingRecord | None:
     """FOLDER/sce_training.json, or None when the folder has none (e.g. a hub base model).
 
     Raises ValueError naming the file when it exists but is not a record."""
@@ -70,10 +104,11 @@ def read_training_record(folder: str | Path | None) -> dict[str, Any] | None:
         raise ValueError(f"{path}: field 'window' is missing: not an sce training record")
     if not isinstance(record.get("tasks"), list):
         raise ValueError(f"{path}: field 'tasks' is missing or not a list")
-    unknown = set(record["window"]) - set(WINDOW_SETTINGS)
-    if unknown:
-        raise ValueError(f"{path}: unknown window setting(s) {sorted(unknown)}")
-    return record
+    try:
+        window = window_from_settings(record["window"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: field 'window': {err}") from err
+    return TrainingRecord(window, tuple(record["tasks"]))
 
 
 def _plain(value: Any) -> Any:
