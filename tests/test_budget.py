@@ -237,7 +237,7 @@ def test_paper002_report_is_per_scale_item():
     assert "3 items per record" in text
     assert "144 visual tokens per image" in text
     assert "visual tokens per item: 432" in text
-    # Without window_scales the same config is the 6 s window at 3 fps: 18 frames.
+    # Without data.window.scales the same config is the 6 s window at 3 fps: 18 frames.
     del config["data"]["window"]["scales"]
     plain = b.budget_report(config)
     assert plain["frames_per_clip"] == 18 and "items_per_record" not in plain

@@ -124,6 +124,7 @@ import lightning as L
 import torch
 import torch.distributed as dist
 
+from sce.data.clip import WindowSpec
 from sce.data.datamodule import SceDataModule
 from sce.models.checkpointing import gather_trainable_state_dict
 from sce.models.distributed import is_sharded, model_parallel_strategy
@@ -161,7 +162,8 @@ class Snapshots(L.Callback):
 
 def run(devices, batch_size, max_steps, ckpt_path=None):
     L.seed_everything(0)
-    data = SceDataModule(MANIFEST, KIT, fps=2, before=2, after=2, width=112, height=56,
+    window = WindowSpec(fps=2, before=2, after=2, width=112, height=56)
+    data = SceDataModule(MANIFEST, KIT, window=window,
                          batch_size=batch_size, task_weights={"probability": 1}, imu_dropout=0.0)
     module = Probe(KIT, finetuning="dora", rank=4, alpha=8, lr=1e-3, scheduler="constant")
     module.norms = []
