@@ -281,6 +281,7 @@ def test_a_task_registered_in_process_previews_trains_and_evaluates(
     speed_task, speed_manifest, tiny_kit, tmp_path
 ):
     """Issue 24's acceptance: a new task, one register_task call, no other module edited."""
+    from sce.data.clip import WindowSpec
     from sce.data.datamodule import SceDataModule
     from sce.evaluate.callback import GenerationEvaluation
     from sce.models.module import SceModule
@@ -290,8 +291,7 @@ def test_a_task_registered_in_process_previews_trains_and_evaluates(
     data = SceDataModule(
         str(speed_manifest),
         str(tiny_kit),
-        width=112,
-        height=56,
+        window=WindowSpec(width=112, height=56),
         batch_size=3,
         eval_batch_size=6,
         max_length=2048,
