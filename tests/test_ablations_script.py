@@ -74,7 +74,8 @@ def test_directions_run_as_sweeps_of_the_in_process_recipe(tmp_path, tiny_kit, s
             assert trainer["callbacks"][0]["init_args"]["every_n_epochs"] == 0  # test only
             data = config["data"]
             assert data["task_weights"] == {"mcq": 0.8, "caption": 0.2}
-            assert (data["width"], data["height"], data["batch_size"]) == (
+            window = data["window"]
+            assert (window["width"], window["height"], data["batch_size"]) == (
                 *cfg.frame_size,
                 cfg.batch_size,
             )
