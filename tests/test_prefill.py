@@ -17,8 +17,7 @@ def _config(tmp_path: Path, manifest: Path, tiny_kit: Path, **data) -> Path:
         "model": {"model_path": str(tiny_kit)},
         "data": {
             "manifest": str(manifest),
-            "width": 64,
-            "height": 36,
+            "window": {"width": 64, "height": 36},
             "eval_imu": ["on", "off"],  # two items per window at evaluation: decoded once
             "cache_dir": str(tmp_path / "frames"),
             **data,
