@@ -24,16 +24,15 @@ import inspect
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import yaml
+from helpers.paths import REPO
 
-ROOT = Path(__file__).parents[1]
-README = ROOT / "README.md"
-PAPER_CONFIGS = sorted((ROOT / "experiments").glob("paper*.yaml"))
+README = REPO / "README.md"
+PAPER_CONFIGS = sorted((REPO / "experiments").glob("paper*.yaml"))
 # Every recipe table has a row for each of these settings (issue 11, point 13).
 REQUIRED_SETTINGS = (
     "model",
@@ -244,7 +243,7 @@ def row_problems(row: Row, config: dict) -> list[str]:
 def table_problems(tables: dict[str, list[Row]], variants: set[str]) -> list[str]:
     problems = []
     for name, rows in tables.items():
-        path = ROOT / name
+        path = REPO / name
         if not path.is_file():
             problems.append(f"README Fidelity: {name} does not exist")
             continue
@@ -355,7 +354,7 @@ def frames_of(config: dict) -> int:
 
 
 def _config(name: str) -> dict:
-    return yaml.safe_load((ROOT / "experiments" / name).read_text())
+    return yaml.safe_load((REPO / "experiments" / name).read_text())
 
 
 # The papers' own numbers (issue 11, point 11), asserted on the configs directly.

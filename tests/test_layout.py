@@ -124,3 +124,17 @@ def test_each_module_imports_only_earlier_ones(package):
         for i, stage in enumerate(stages)
     }
     assert {stage: later for stage, later in backwards.items() if later} == {}
+
+
+# tests/ mirrors the packages: tests/data/ tests sce/data/, tests/cli/ the front door. Only the
+# checks that span every package stay at the top.
+TEST_SUPPORT = {"helpers", "fixtures", "__pycache__"}
+TOP_LEVEL_TESTS = {"test_layout.py", "test_fidelity.py"}
+
+
+def test_test_folders_mirror_the_packages():
+    tests = SCE.parent / "tests"
+    folders = {p.name for p in tests.iterdir() if p.is_dir()} - TEST_SUPPORT
+    top_packages = {p.split(".")[1] for p in PACKAGE_ORDER if p.count(".") == 1}
+    assert folders <= top_packages | {"cli"}, sorted(folders - top_packages)
+    assert {p.name for p in tests.glob("test_*.py")} == TOP_LEVEL_TESTS

@@ -41,7 +41,7 @@ Exact mid-epoch resume (`resume_callbacks()`)
       resume, so the resumed epoch logs the values of the uninterrupted run.
     Resumed step losses and epoch values are bitwise those of the uninterrupted run, with
     `num_workers=0` or any number of workers, for a checkpoint in the middle or at the end of
-    an epoch (tests/test_checkpoint_resume.py), on the same machine and world size.
+    an epoch (tests/models/test_checkpoint_resume.py), on the same machine and world size.
 """
 
 from __future__ import annotations

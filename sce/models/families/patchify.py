@@ -9,7 +9,7 @@ batch tensor (no stack, no reshape copy, no concatenation), then the fused resca
 runs in place: 7 ms instead of 45 ms for 18 frames at 420x252 on one core. (Permuting the
 uint8 frames first and converting in the copy is slower: the strided gather dominates.) Resizing
 and the normalisation arithmetic are the upstream calls, so the output is bit-for-bit the same
-(`tests/test_video_processing.py` compares them).
+(`tests/data/test_video_processing.py` compares them).
 
 Only `_preprocess` is replaced: the processor's text expansion, `second_per_grid_ts` and
 `mm_token_type_ids` stay upstream's. Input that is not uint8 on the CPU falls back to the

@@ -4,7 +4,7 @@ Why our own: the one PyPI reader that decodes GPMF correctly (py-gpmf-parser 0.1
 GoPro's C gpmf-parser) ships compiled wheels for CPython on Linux x86-64 only, with no source
 distribution, so sce would stop installing on macOS or ARM (aarch64 GPU nodes). The format is
 small and documented (GoPro's gpmf-parser README), and PyAV, already a dependency, demuxes the
-telemetry track with its MP4 sample table. tests/test_gopro.py compares this reader with
+telemetry track with its MP4 sample table. tests/prepare/test_gopro.py compares this reader with
 py-gpmf-parser when that package is installed.
 
 Format: a stream of KLV items, each a 4-byte FourCC key, a 1-byte type, a 1-byte struct size

@@ -1,0 +1,327 @@
+"""Issue 12 point 3: every table column computed by its recipe.
+
+- BERTScore (paper 000 Tables I/III, paper 003): a local encoder from the callback's
+  `bertscore_model` or $SCE_BERTSCORE_MODEL, read at bert-score's recommended layer; scores equal
+  the `bert-score` package's; a run without an encoder says so once, at the start.
+- Reasoning-mode accuracy (paper 001 Table 9): every clip asked with the reasoning instruction,
+  scored on the answer after `</think>`.
+- Per-IMU-setting caption and closed-QA keys (paper 000 Table V).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import lightning as L
+import pytest
+import yaml
+from helpers import cpu_trainer
+from helpers.encoders import build_tiny_encoder, config_only_encoder
+from helpers.paths import REPO
+
+from sce.data.clip import WindowSpec
+from sce.data.datamodule import SceDataModule
+from sce.evaluate.callback import REASONING_MAX_NEW_TOKENS, GenerationEvaluation
+from sce.evaluate.summary import summarize
+from sce.metrics.parsing import reasoning_mode_answer
+from sce.metrics.text import (
+    BERTSCORE_MODEL_ENV,
+    bertscore_f1,
+    recommended_layer,
+    resolve_bertscore_encoder,
+)
+from sce.models.module import SceModule
+from sce.tasks.events import event_answer, event_question
+from sce.tasks.reasoning import REASONING_SUFFIX
+
+SKIP_MESSAGE = "BERTScore is skipped"
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory) -> Path:
+    return build_tiny_encoder(tmp_path_factory.mktemp("encoder") / "tiny_bert")
+
+
+def _item(task: str, label: str, prediction: str, reference: str = "", **extra) -> dict:
+    return {
+        "id": extra.pop("id", "clip"),
+        "task": task,
+        "label": label,
+        "source": "synthetic",
+        "imu_on": extra.pop("imu_on", True),
+        "reference": reference,
+        "prediction": prediction,
+        **extra,
+    }
+
+
+# ---------------------------------------------------------------------------- BERTScore
+
+PAIRS = [
+    ("the ego car brakes hard", "the ego car brakes hard"),
+    ("the ego vehicle collides with a truck", "a pedestrian turns left at the red light"),
+    ("sunny road", "the car stops"),
+    ("a van avoids the cyclist in the bus lane", "the ego vehicle avoids a parked van"),
+]
+
+
+def test_bertscore_equals_the_bert_score_package(tiny_encoder):
+    """Per-pair F1 and caption means (overall and per IMU setting) equal bert_score.score on
+    the same local encoder and layer."""
+    from bert_score import score
+
+    preds, refs = [p for p, _ in PAIRS], [r for _, r in PAIRS]
+    for layer in (1, 2):
+        expected = score(preds, refs, model_type=str(tiny_encoder), num_layers=layer)[2].tolist()
+        got = bertscore_f1(preds, refs, tiny_encoder, num_layers=layer)
+        assert got == pytest.approx(expected, abs=1e-6)
+    # not in bert-score's table: the last layer (2), as bert_score.score with num_layers=2
+    last = score(preds, refs, model_type=str(tiny_encoder), num_layers=2)[2].tolist()
+    with pytest.warns(UserWarning, match="using its last layer, 2"):
+        assert bertscore_f1(preds, refs, tiny_encoder) == pytest.approx(last, abs=1e-6)
+    items = [_item("caption", "collision", p, r, imu_on=k < 2) for k, (p, r) in enumerate(PAIRS)]
+    scalars = summarize(items, bertscore_model=str(tiny_encoder), bertscore_layer=2).scalars
+    assert scalars["caption/bertscore_f1"] == pytest.approx(sum(last) / 4, abs=1e-6)
+    assert scalars["imu_on/caption/bertscore_f1"] == pytest.approx(sum(last[:2]) / 2, abs=1e-6)
+    assert scalars["imu_off/caption/bertscore_f1"] == pytest.approx(sum(last[2:]) / 2, abs=1e-6)
+    assert scalars["imu_on/caption/n"] == scalars["imu_off/caption/n"] == 2
+
+
+@pytest.mark.parametrize(
+    ("where", "fields", "layer"),
+    [
+        ("roberta-large", {}, 17),  # folder name
+        ("encoder", {"_name_or_path": "roberta-large"}, 17),  # transformers 4 config.json
+        ("encoder", {"_name_or_path": "FacebookAI/roberta-large"}, 17),  # hub org prefix
+        ("models--FacebookAI--roberta-large/snapshots/0123abc", {}, 17),  # hub cache snapshot
+        ("bert-base-uncased", {}, 9),
+        ("microsoft-deberta", {"name_or_path": "microsoft/deberta-xlarge-mnli"}, 40),
+    ],
+)
+def test_layer_is_bert_scores_recommended_layer(tmp_path, where, fields, layer):
+    """bert-score's own table (its README: roberta-large layer 17, bert-base-uncased 9,
+    deberta-xlarge-mnli 40), the model identified from config.json or the folder."""
+    folder = config_only_encoder(tmp_path / where, num_layers=48, **fields)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a table model gets no fallback note
+        assert recommended_layer(folder)[0] == layer
+        assert resolve_bertscore_encoder(folder, environ={}).num_layers == layer
+
+
+def test_unknown_model_falls_back_to_last_layer_with_a_note(tmp_path):
+    folder = config_only_encoder(tmp_path / "my-own-encoder", num_layers=6)
+    with pytest.warns(UserWarning, match="not in bert-score's layer table.*last layer, 6"):
+        encoder = resolve_bertscore_encoder(folder, environ={})
+    assert (encoder.num_layers, encoder.table_name) == (6, None)
+    assert resolve_bertscore_encoder(folder, layer=3, environ={}).num_layers == 3  # configured
+    with pytest.raises(ValueError, match="bertscore_layer is 7, but the encoder has 6 layers"):
+        resolve_bertscore_encoder(folder, layer=7, environ={})
+    small = config_only_encoder(tmp_path / "roberta-large", num_layers=2)  # a tiny "roberta"
+    with pytest.raises(ValueError, match="layer for roberta-large is 17, but the encoder has 2"):
+        resolve_bertscore_encoder(small, environ={})
+
+
+def test_environment_variable_names_the_encoder_when_the_config_does_not(tmp_path):
+    from_env = config_only_encoder(tmp_path / "roberta-large", num_layers=24)
+    from_config = config_only_encoder(tmp_path / "bert-base-uncased", num_layers=12)
+    env = {BERTSCORE_MODEL_ENV: str(from_env)}
+    assert resolve_bertscore_encoder(None, environ=env).path == str(from_env)
+    assert resolve_bertscore_encoder(None, environ=env).num_layers == 17
+    config_wins = resolve_bertscore_encoder(from_config, environ=env)
+    assert (config_wins.path, config_wins.num_layers) == (str(from_config), 9)
+    assert resolve_bertscore_encoder(None, environ={}) is None
+    assert resolve_bertscore_encoder(None, environ={BERTSCORE_MODEL_ENV: ""}) is None
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        resolve_bertscore_encoder(None, environ={BERTSCORE_MODEL_ENV: str(tmp_path / "missing")})
+
+
+# ---------------------------------------------------------------------------- reasoning mode
+
+
+def test_reasoning_mode_answer_is_the_text_after_the_closed_think_block():
+    assert reasoning_mode_answer("<think>It swerves. A?</think>B. near-collision") == (
+        "B. near-collision"
+    )
+    assert reasoning_mode_answer("<think>The ego car brakes hard, so") is None  # unclosed
+    assert reasoning_mode_answer("B. near-collision") is None  # no reasoning trace
+    assert reasoning_mode_answer("<think>a</think>B<think>more") is None  # reopened
+    assert reasoning_mode_answer(None) is None
+
+
+def test_reasoning_mode_accuracy_on_constructed_answers():
+    """Six 3-class clips (2 per class) and one binary-scope clip; values by hand."""
+    items = [
+        _item("reasoning", "collision", "<think>impact with the truck</think>A"),  # right
+        _item("reasoning", "collision", "<think>the ego car brakes hard, so"),  # unclosed
+        _item("reasoning", "near_collision", "<think>it swerves</think>B. near-collision"),
+        # the think names B, the answer after it says A: only the answer counts (wrong)
+        _item("reasoning", "near_collision", "<think>Answer: B</think>A. collision"),
+        _item("reasoning", "normal", "C. normal"),  # right letter, but no reasoning trace
+        _item("reasoning", "normal", "<think>smooth driving</think>C"),  # right
+        _item("reasoning", "event", "<think>a crash</think>A. yes", label_scope="binary"),
+    ]
+    s = summarize(items).scalars
+    assert s["reasoning/n"] == 6  # 3-class items; the binary one counts in binary/* only
+    assert s["reasoning/acc"] == pytest.approx(3 / 6)
+    assert s["reasoning/invalid_rate"] == pytest.approx(2 / 6)
+    assert s["reasoning/no_trace_rate"] == pytest.approx(2 / 7)
+    # predicted collision: clips 1 and 4 (one right); near-collision: clip 3; normal: clip 6
+    assert s["reasoning/precision/collision"] == pytest.approx(1 / 2)
+    assert s["reasoning/recall/collision"] == pytest.approx(1 / 2)
+    assert s["reasoning/f1/collision"] == pytest.approx(1 / 2)
+    assert s["reasoning/precision/near_collision"] == pytest.approx(1.0)
+    assert s["reasoning/recall/near_collision"] == pytest.approx(1 / 2)
+    assert s["reasoning/f1/near_collision"] == pytest.approx(2 / 3)
+    assert s["reasoning/f1/normal"] == pytest.approx(2 / 3)
+    # binary view (event vs normal) of all 7: right on clips 1, 3, 4, 6 and the binary clip
+    assert s["reasoning/binary/acc"] == pytest.approx(5 / 7)
+    assert "acc" not in s  # reasoning items never leak into the direct-answer (mcq) keys
+
+
+def test_every_clip_gets_a_reasoning_item_at_evaluation_only(tiny_kit, synthetic_manifest):
+    """The synthetic clips carry no reasoning trace: each still gets an evaluation reasoning
+    item (question = event question + reasoning instruction, reference = the final answer),
+    left out of the validation loss and of training."""
+    data = SceDataModule(
+        str(synthetic_manifest),
+        str(tiny_kit),
+        window=WindowSpec(width=112, height=56),
+        eval_tasks=["mcq", "reasoning"],
+        task_weights={"mcq": 1.0, "reasoning": 1.0},
+    )
+    data.setup("validate")
+    val = data.dataset("val")
+    assert not any(r.annotations.get("reasoning") for r in val.records)
+    assert [i.task for i in val.items] == ["mcq", "reasoning"] * len(val.records)
+    sample = val.sample(val.items[1])
+    assert sample.user_content[-1]["text"] == event_question() + REASONING_SUFFIX
+    assert sample.answer == event_answer(sample.label)
+    loss_items = [val.items[k] for k in val.loss_indices()]
+    assert [i.task for i in loss_items] == ["mcq"] * len(val.records)
+    assert len(data.val_dataloader().dataset) == len(val.records)
+    assert {i.task for i in data.dataset("train").items} == {"mcq"}  # no trace: no training
+
+
+# ---------------------------------------------------------------------------- per IMU setting
+
+
+def test_caption_and_closed_qa_keys_per_imu_setting():
+    """paper 000 Table V: closed QA and captions with IMU and video only."""
+    from rouge_score.rouge_scorer import RougeScorer
+
+    captions = [
+        ("a truck cuts in from the left", "a truck cuts in from the right", True),
+        ("the ego car brakes hard", "the ego car brakes", True),
+        ("sunny road", "a cyclist crosses at night", False),
+    ]
+    rouge = [RougeScorer(["rougeL"]).score(r, p)["rougeL"].fmeasure for p, r, _ in captions]
+    qa = [("B", "B", True), ("yes, a truck", "yes", True), ("A", "C", True), ("A", "A", False)]
+    items = [_item("caption", "normal", p, r, imu_on=on) for p, r, on in captions]
+    items += [_item("vqa", "normal", p, r, imu_on=on) for p, r, on in qa]
+    s = summarize(items).scalars
+    assert s["caption/rougeL"] == pytest.approx(sum(rouge) / 3, abs=1e-6)
+    assert s["imu_on/caption/rougeL"] == pytest.approx((rouge[0] + rouge[1]) / 2, abs=1e-6)
+    assert s["imu_off/caption/rougeL"] == pytest.approx(rouge[2], abs=1e-6)
+    assert (s["closed_qa/acc"], s["imu_on/closed_qa/acc"], s["imu_off/closed_qa/acc"]) == (
+        pytest.approx(3 / 4),
+        pytest.approx(2 / 3),
+        1.0,
+    )
+    assert "caption/bertscore_f1" not in s and "imu_on/caption/bertscore_f1" not in s
+    on_only = summarize([i for i in items if i["imu_on"]]).scalars  # like imu_on/acc: only
+    assert "imu_on/closed_qa/acc" in on_only and "imu_off/closed_qa/acc" not in on_only
+
+
+# ---------------------------------------------------------------------------- recipes
+
+
+def _config(name: str) -> dict:
+    return yaml.safe_load((REPO / "experiments" / name).read_text())
+
+
+def _evaluation_args(config: dict) -> dict:
+    (callback,) = [c for c in config["trainer"]["callbacks"] if "GenerationEvaluation" in str(c)]
+    return callback["init_args"]
+
+
+def test_paper_recipes_evaluate_every_table_column():
+    paper000 = _config("paper000_dora.yaml")["data"]  # Tables I, II, V
+    assert {"mcq", "caption", "vqa"} <= set(paper000["eval_tasks"])
+    assert paper000["eval_imu"] == ["on", "off"]
+    for name in ("paper001_sft.yaml", "paper001_sft_lora.yaml"):  # Tables 2, 3, 9
+        config = _config(name)
+        assert {"mcq", "reasoning"} <= set(config["data"]["eval_tasks"])
+        assert _evaluation_args(config)["per_class"] == 66
+        assert _evaluation_args(config)["reasoning_max_new_tokens"] >= 1024
+    assert "probability" in _config("paper002_risk.yaml")["data"]["eval_tasks"]  # Table III
+
+
+# ---------------------------------------------------------------------------- one run
+
+
+def test_run_says_once_that_bertscore_is_skipped_and_budgets_reasoning(
+    tiny_kit, synthetic_manifest, tmp_path, monkeypatch
+):
+    """Two epochs, captions and reasoning evaluated, no encoder: the skip message once; each
+    generation batch holds one task, reasoning batches with the reasoning budget."""
+    monkeypatch.delenv(BERTSCORE_MODEL_ENV, raising=False)
+    L.seed_everything(0)
+    data = SceDataModule(
+        str(synthetic_manifest),
+        str(tiny_kit),
+        window=WindowSpec(width=112, height=56),
+        batch_size=3,
+        eval_batch_size=2,
+        max_length=2048,
+        eval_tasks=["mcq", "caption", "reasoning"],
+    )
+    module = SceModule(str(tiny_kit), finetuning="lora", rank=4, alpha=8, max_new_tokens=3)
+    budgets: list[tuple[set[str], int]] = []
+    generate = module.generate_batch
+
+    def recording(batch, max_new_tokens=None):
+        budgets.append(({m["task"] for m in batch["meta"]}, max_new_tokens))
+        return generate(batch, max_new_tokens)
+
+    monkeypatch.setattr(module, "generate_batch", recording)
+    # 6 items = 2 clips x 3 tasks, grouped by task in batches of 2: one task per batch
+    evaluation = GenerationEvaluation(max_samples=6, reasoning_max_new_tokens=5)
+    trainer = cpu_trainer(
+        tmp_path, max_epochs=2, limit_train_batches=1, limit_val_batches=1, callbacks=[evaluation]
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(module, datamodule=data)
+    messages = [str(w.message) for w in caught if SKIP_MESSAGE in str(w.message)]
+    assert len(messages) == 1 and BERTSCORE_MODEL_ENV in messages[0]
+    assert "caption" in messages[0]
+    scalars = evaluation.last["val"].scalars
+    assert "caption/rougeL" in scalars and "caption/bertscore_f1" not in scalars
+    assert "reasoning/acc" in scalars
+    assert [(sorted(t), n) for t, n in budgets] == 2 * [
+        (["mcq"], 3),
+        (["caption"], 3),
+        (["reasoning"], 5),
+    ]
+    assert GenerationEvaluation().token_budgets(64) == {"*": 64, "reasoning": 1024}
+    assert REASONING_MAX_NEW_TOKENS == 1024
+
+
+def test_no_skip_message_when_no_task_needs_bertscore(tmp_path, monkeypatch):
+    monkeypatch.delenv(BERTSCORE_MODEL_ENV, raising=False)
+
+    class Data:
+        hparams = {"eval_tasks": ("mcq", "vqa")}
+
+    class Trainer:
+        datamodule = Data()
+
+    evaluation = GenerationEvaluation()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluation.setup(Trainer(), None, "fit")
+        Data.hparams = {"eval_tasks": ("instruction",)}
+        evaluation.setup(Trainer(), None, "test")
+    messages = [str(w.message) for w in caught if SKIP_MESSAGE in str(w.message)]
+    assert len(messages) == 1 and "instruction" in messages[0]
