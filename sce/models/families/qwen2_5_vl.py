@@ -155,6 +155,14 @@ class TinySpec:
     max_pixels: int = 28 * 28 * 64
 
 
+# The vision tower and mrope sections both public Qwen2.5-VL checkpoints share (config.json).
+_QWEN25_VL_VISION = dict(
+    vision_hidden_size=1280,
+    vision_intermediate_size=3420,
+    vision_depth=32,
+    vision_heads=16,
+    mrope_section=[16, 24, 24],
+)
 # Qwen2.5-VL-7B-Instruct's sizes (config.json of the public checkpoint) as TinySpec fields, for
 # measurements at real size without the weights (`sce plan`, benchmarks, meta-device counts).
 QWEN25_VL_7B = dict(
@@ -163,11 +171,7 @@ QWEN25_VL_7B = dict(
     num_hidden_layers=28,
     num_attention_heads=28,
     num_key_value_heads=4,
-    vision_hidden_size=1280,
-    vision_intermediate_size=3420,
-    vision_depth=32,
-    vision_heads=16,
-    mrope_section=[16, 24, 24],
+    **_QWEN25_VL_VISION,
 )
 QWEN25_VL_7B_VOCAB = 152064
 # Qwen2.5-VL-3B-Instruct's (same vision tower; tied input/output embeddings).
@@ -177,11 +181,7 @@ QWEN25_VL_3B = dict(
     num_hidden_layers=36,
     num_attention_heads=16,
     num_key_value_heads=2,
-    vision_hidden_size=1280,
-    vision_intermediate_size=3420,
-    vision_depth=32,
-    vision_heads=16,
-    mrope_section=[16, 24, 24],
+    **_QWEN25_VL_VISION,
 )
 QWEN25_VL_3B_VOCAB = 151936
 
