@@ -4,15 +4,33 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo ablations test test-slow lint format clean
+LOCK := requirements.lock
 
-$(STAMP): setup.cfg setup.py requirements.txt
+.PHONY: setup setup-unlocked lock demo ablations test test-slow lint format clean
+
+# The locked releases (every package, with its sha256), then sce itself on top of them.
+$(STAMP): setup.cfg setup.py requirements.txt $(LOCK)
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip wheel setuptools
+	$(BIN)/pip install --require-hashes -r $(LOCK)
+	$(BIN)/pip install --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Another platform or newer releases: resolve requirements.txt freely (`sce demo` then says which
+# versions differ from the lock).
+setup-unlocked:
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip wheel setuptools
 	$(BIN)/pip install -r requirements.txt
 	touch $(STAMP)
 
-setup: $(STAMP)
+# Re-resolve requirements.txt to today's releases and rewrite the lock (then re-run `make demo`
+# and re-pin the README's table: the lock and the figures change together).
+lock: $(STAMP)
+	$(BIN)/pip install --dry-run --ignore-installed --quiet --report $(VENV)/lock-report.json -r requirements.txt
+	$(BIN)/python -m sce.common.versions $(VENV)/lock-report.json
 
 demo: $(STAMP)
 	$(BIN)/sce demo

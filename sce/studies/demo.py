@@ -35,6 +35,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 
+from sce.common.versions import unlocked_warning
 from sce.data.clip import WindowSpec
 from sce.data.datamodule import SceDataModule
 from sce.data.schema import LABELS
@@ -256,6 +257,9 @@ def run_demo(
 
     start = time.time()
     cfg = DemoConfig(clips=clips, seed=seed, **overrides)
+    unlocked = unlocked_warning()
+    if unlocked:
+        print(f"note: {unlocked}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -285,6 +289,8 @@ def run_demo(
     results["seconds"] = round(time.time() - start, 1)
     (out / "metrics.json").write_text(json.dumps(json_safe(results), indent=2, allow_nan=False))
     print(summary_table(results))
+    if unlocked:
+        print(f"\nnote: {unlocked}")
     print(f"\nwrote {out / 'metrics.json'} and TensorBoard logs in {out / 'tensorboard'}")
     return results
 
