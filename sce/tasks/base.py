@@ -85,6 +85,8 @@ class Task:
         max_new_tokens: the least generation budget its answers need (None: the answer budget).
         loss_term: the extra loss term its items add ("mse": the probability target), or None.
         uses_bertscore: its metrics include BERTScore (the evaluation warns when it is skipped).
+        thinks_first: its answer follows a think trace (reasoning, reasoning_vqa): the
+            evaluation's reasoning budget (`reasoning_max_new_tokens`) applies to it.
     """
 
     name: str = ""
@@ -93,6 +95,7 @@ class Task:
     max_new_tokens: int | None = None
     loss_term: str | None = None
     uses_bertscore: bool = False
+    thinks_first: bool = False
 
     # -------------------------------------------------------------- records -> items
     def check(self, annotations: Mapping[str, Any]) -> None:

@@ -68,6 +68,7 @@ class ReasoningVqaTask(PairTask):
     name = FIELD
     fields = (FIELD,)
     max_new_tokens = REASONING_MAX_NEW_TOKENS
+    thinks_first = True
 
     def check(self, annotations: Mapping[str, Any]) -> None:
         if annotations.get(FIELD) is not None:

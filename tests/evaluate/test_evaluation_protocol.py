@@ -311,6 +311,44 @@ def test_open_qa_is_scored_by_rouge_l_and_bertscore_not_exact_match(tiny_encoder
     assert s["open_qa/n"] == 2 and "closed_qa/acc" not in s
 
 
+NEW_TASKS = ("structured_caption", "open_qa", "closed_qa", "reasoning_vqa")
+
+
+def test_synthetic_clips_train_and_score_the_teacher_qa_and_reasoning_vqa(
+    tiny_kit, synthetic_manifest, tmp_path
+):
+    """Issue 25 acceptance: on `sce synth` data the new tasks train one step and are scored on
+    every pair of each validation clip (2 open, 4 closed, 1 reasoning VQA, 1 metadata caption
+    per clip); reasoning VQA gets the reasoning budget."""
+    L.seed_everything(0)
+    data = SceDataModule(
+        str(synthetic_manifest),
+        str(tiny_kit),
+        window=WindowSpec(width=112, height=56),
+        batch_size=4,
+        eval_batch_size=8,
+        max_length=2048,
+        task_weights=dict.fromkeys(NEW_TASKS, 1.0),
+        eval_tasks=NEW_TASKS,
+    )
+    module = SceModule(str(tiny_kit), finetuning="lora", rank=4, alpha=8, max_new_tokens=3)
+    evaluation = GenerationEvaluation(max_samples=None, reasoning_max_new_tokens=5)
+    trainer = cpu_trainer(
+        tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1, callbacks=[evaluation]
+    )
+    trainer.fit(module, datamodule=data)
+    clips = len(data.dataset("val").records)
+    train_tasks = data.dataset("train").tasks
+    assert {t: train_tasks.count(t) // len(data.dataset("train").records) for t in NEW_TASKS} == {
+        "structured_caption": 1, "open_qa": 2, "closed_qa": 4, "reasoning_vqa": 1
+    }  # fmt: skip
+    s = evaluation.last["val"].scalars
+    assert (s["closed_qa/n"], s["open_qa/n"], s["reasoning_vqa/n"]) == (4 * clips, 2 * clips, clips)
+    assert s["structured_caption/n"] == clips and 0.0 <= s["closed_qa/acc"] <= 1.0
+    assert 0.0 <= s["open_qa/rougeL"] <= 1.0 and 0.0 <= s["reasoning_vqa/no_trace_rate"] <= 1.0
+    assert evaluation.token_budgets(3)["reasoning_vqa"] == 5
+
+
 # ---------------------------------------------------------------------------- recipes
 
 

@@ -102,6 +102,10 @@ def test_task_name_literal_and_defaults_come_from_the_registry():
         tasks.REASONING.name,
         tasks.REASONING_VQA.name,
     ]
+    assert [t.name for t in tasks.TASKS.values() if t.thinks_first] == [
+        tasks.REASONING.name,
+        tasks.REASONING_VQA.name,
+    ]
     assert [t.name for t in tasks.TASKS.values() if t.loss_term] == [tasks.PROBABILITY.name]
     assert [t.name for t in tasks.TASKS.values() if t.uses_bertscore] == [
         "caption",
