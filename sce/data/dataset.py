@@ -2,7 +2,9 @@
 
 Training items are one per (record, task) for every task with weight > 0 that the record can
 serve (its mcq item, its caption item, ...), so the sampler can re-sample per (task, class): paper
-001 up-samples the MCQ items, not the clips. Each drops the telemetry with probability
+001 up-samples the MCQ items, not the clips. A task with one item per annotated pair (open_qa,
+closed_qa, reasoning_vqa: `Task.parts`) gives one item per pair, in training and at evaluation,
+so an evaluation scores every closed question of a clip, not one random draw. Each drops the telemetry with probability
 `imu_dropout` (paper 000: 0.5). Evaluation items never drop telemetry: "with IMU" and "video only" are separate
 evaluation settings (`imu_settings=("on", "off")`), each item tagged with its setting.
 
@@ -48,6 +50,7 @@ from sce.tasks import (
     available_tasks,
     check_task_names,
     evaluation_tasks,
+    item_parts,
     make_task,
     training_tasks,
 )
@@ -157,6 +160,7 @@ class Item:
     imu: str  # "train" (dropout decides), "on" or "off"
     task: str
     scale: float | None = None  # multi-scale keyframe window (paper 002), seconds
+    part: int | None = None  # the pair asked, for a task with one item per pair (sce.tasks)
 
 
 class SceDataset(Dataset):
@@ -212,23 +216,25 @@ class SceDataset(Dataset):
         scales = list(self.spec.scales or [None])
         if train:
             self.items = [
-                Item(i, "train", task, scale)
+                Item(i, "train", task, scale, part)
                 for i, record in enumerate(self.records)
                 for scale in scales
                 for task in training_tasks(
                     self.task_weights, record.label, record.annotations, record.label_scope
                 )
+                for part in _parts(task, record)
             ]
         else:
             # A task is asked only of records that can answer it (reasoning: every record,
-            # `evaluation_tasks`).
+            # `evaluation_tasks`); a task with one item per pair asks every pair (closed_qa).
             self.items = [
-                Item(i, setting, task, scale)
+                Item(i, setting, task, scale, part)
                 for i, record in enumerate(self.records)
                 for scale in scales
                 for setting in imu_settings
                 for task in eval_tasks
                 if task in evaluation_tasks(record.label, record.annotations, record.label_scope)
+                for part in _parts(task, record)
             ]
 
     def __len__(self) -> int:
@@ -305,8 +311,10 @@ class SceDataset(Dataset):
         if item.imu == "train":
             seed = getattr(index, "draw_seed", None)
             return random.Random(_draw_seed() if seed is None else seed)
+        # The part joins the seed only where there is one: single-item tasks keep their draws.
+        part = () if item.part is None else (item.part,)
         return random.Random(
-            stable_seed(self.eval_seed, record.id, item.task, item.imu, item.scale)
+            stable_seed(self.eval_seed, record.id, item.task, item.imu, item.scale, *part)
         )
 
     def sample(self, item: Item, seed: int = 0, clip: ClipInputs | None = None) -> Sample:
@@ -329,7 +337,9 @@ class SceDataset(Dataset):
     ) -> Sample:
         clip = self.load(item) if clip is None else clip
         drop = item.imu == "off" or (item.imu == "train" and rng.random() < self.imu_dropout)
-        task = make_task(item.task, record.label, record.annotations, rng, record.label_scope)
+        task = make_task(
+            item.task, record.label, record.annotations, rng, record.label_scope, item.part
+        )
         return build_sample(
             record,
             clip,
@@ -349,6 +359,11 @@ class SceDataset(Dataset):
                 "window_shrunk": clip.shrunk,  # s cut off the window to fit the record's span
             },
         )
+
+
+def _parts(task: str, record: ClipRecord) -> list[int | None]:
+    """The record's items of `task`: one, or one per annotated pair (`sce.tasks.item_parts`)."""
+    return item_parts(task, record.label, record.annotations, record.label_scope)
 
 
 def _draw_seed() -> int:

@@ -324,12 +324,13 @@ class ClassResampler(Sampler[int]):
         """The epoch's entries per (task, class), with the expected count where it is
         fractional, as a compact table (logged at fit start)."""
         counts, expected = self.epoch_counts(epoch), self.expected_counts()
-        rows = [f"{'task':<12} {'class':<15} {'items':>6} {'factor':>7} {'epoch':>7}"]
+        width = max([12, *(len(task) for task, _ in self._groups)])  # structured_caption: 18
+        rows = [f"{'task':<{width}} {'class':<15} {'items':>6} {'factor':>7} {'epoch':>7}"]
         for (task, label), idx in self._groups.items():
             e = expected[(task, label)]
             mean = "" if abs(e - round(e)) < _TOL else f" (mean {e:.2f})"
             rows.append(
-                f"{task:<12} {label:<15} {len(idx):>6} {self.factor(task, label):>7.3g} "
+                f"{task:<{width}} {label:<15} {len(idx):>6} {self.factor(task, label):>7.3g} "
                 f"{counts[(task, label)]:>7}{mean}"
             )
         epoch = self.epoch if epoch is None else epoch

@@ -57,8 +57,8 @@ class GenerationEvaluation(Callback):
         bertscore_layer: the encoder layer BERTScore matches (None: bert-score's recommended
             layer for the model, e.g. 17 for roberta-large; the last layer for a model not in
             its table).
-        reasoning_max_new_tokens: generation length of reasoning items (a think trace, then the
-            answer); they get the larger of this and the answer budget. A batch's budget is the
+        reasoning_max_new_tokens: generation length of items answered after a think trace
+            (reasoning, reasoning_vqa); they get the larger of this and the answer budget. A batch's budget is the
             largest of its items' (the evaluation items are ordered by task, so reasoning items
             share batches).
     """
@@ -167,13 +167,15 @@ class GenerationEvaluation(Callback):
     def token_budgets(self, module_default: int) -> dict[str, int]:
         """max_new_tokens per task ("*": every task without a budget of its own): the callback's
         max_new_tokens (else the module's); a task with its own budget (`Task.max_new_tokens`)
-        at least that, reasoning items at least reasoning_max_new_tokens."""
+        at least that; items answered after a think trace (`Task.thinks_first`: reasoning,
+        reasoning_vqa) at least reasoning_max_new_tokens."""
         answer = self.max_new_tokens or module_default
         budgets = {"*": answer}
         for name, task in TASKS.items():
-            if task.max_new_tokens:
+            if task.thinks_first:
+                budgets[name] = max(answer, self.reasoning_max_new_tokens)
+            elif task.max_new_tokens:
                 budgets[name] = max(answer, task.max_new_tokens)
-        budgets[REASONING.name] = max(answer, self.reasoning_max_new_tokens)
         return budgets
 
     @rank_zero_only

@@ -506,11 +506,14 @@ BERTSCORE = Metric(
     2,
     "no BERTScore encoder configured (no caption/bertscore_f1), or no captions evaluated",
 )
+# Closed QA: the closed_qa task's accuracy over every closed static-scene pair of the teacher's
+# QA (annotations.qa) of each evaluated clip, never the vqa task's MCQ items.
 CLOSED_QA = Metric(
     "closed_qa/acc",
     100.0,
     1,
-    "no closed-QA items evaluated (no closed_qa/acc; add vqa to data.eval_tasks)",
+    "no closed-QA items evaluated (no closed_qa/acc; add closed_qa to data.eval_tasks, on "
+    "records whose annotations.qa has closed pairs: `sce label --tasks caption`)",
 )
 SCE3 = Metric("acc", 100.0, 1, "no 3-class event items evaluated (no acc)")
 BINARY = {

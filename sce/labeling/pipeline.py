@@ -53,7 +53,19 @@ from sce.labeling.templates import (
     task_version,
 )
 from sce.labeling.validate import SCHEMAS, AnswerError, keep_rate, parse_answer
-from sce.tasks import CAPTION, CAPTION_FIELD, REASONING, REASONING_FIELD, VQA, VQA_FIELD
+from sce.tasks import (
+    CAPTION,
+    CAPTION_FIELD,
+    QA_FIELD,
+    REASONING,
+    REASONING_FIELD,
+    REASONING_VQA,
+    REASONING_VQA_FIELD,
+    STRUCTURED_CAPTION,
+    STRUCTURED_CAPTION_FIELD,
+    VQA,
+    VQA_FIELD,
+)
 
 log = logging.getLogger("sce.labeling")
 
@@ -62,9 +74,15 @@ FILTERED_TASKS = (REASONING.name, VQA.name)
 RAW_LIMIT = 20000  # characters of a failed reply kept for debugging
 MAX_LISTED_FAILURES = 100  # failures named in the summary (all of them stay in the results)
 # Teacher tasks whose prompt quotes the clip's teacher caption as its scene description.
-SCENE_CAPTIONED = (REASONING.name, "reasoning_vqa")
+SCENE_CAPTIONED = (REASONING.name, REASONING_VQA.name)
 # The caption runs first: its text is the scene description of the reasoning prompts (paper 001).
-TASK_ORDER = ("structured_caption", CAPTION.name, VQA.name, "reasoning_vqa", REASONING.name)
+TASK_ORDER = (
+    STRUCTURED_CAPTION.name,
+    CAPTION.name,
+    VQA.name,
+    REASONING_VQA.name,
+    REASONING.name,
+)
 
 Key = tuple[str, str, str]
 
@@ -344,17 +362,17 @@ def apply_result(record: ClipRecord, result: dict[str, Any]) -> None:
     """Copy one ok result into the record's annotations (see the module docstring)."""
     task, value = result["task"], result["annotation"]
     notes = record.annotations
-    if task == "structured_caption":
-        notes["structured_caption"] = value["text"]
+    if task == STRUCTURED_CAPTION.name:
+        notes[STRUCTURED_CAPTION_FIELD] = value["text"]
     elif task == CAPTION.name:
         notes[CAPTION_FIELD] = value[CAPTION_FIELD]
-        notes["qa"] = value["questions"]
+        notes[QA_FIELD] = value["questions"]  # the open_qa and closed_qa tasks' pairs
     elif task == VQA.name:
         notes[VQA_FIELD] = value["items"]
     elif task == REASONING.name:
         notes[REASONING_FIELD] = value
-    elif task == "reasoning_vqa":
-        notes[task] = value
+    elif task == REASONING_VQA.name:
+        notes[REASONING_VQA_FIELD] = value
     else:
         raise KeyError(f"no annotation mapping for task {task!r}")
     provenance = notes.setdefault("provenance", {})

@@ -36,7 +36,7 @@ import numpy as np
 from sce.common.labels import OPTION_LETTERS
 from sce.data.imu import FrameTelemetry
 from sce.data.schema import ALL_LABELS
-from sce.tasks import CAPTION, REASONING, VQA
+from sce.tasks import CAPTION, REASONING, REASONING_VQA, STRUCTURED_CAPTION, VQA
 
 # The 3-way event question of paper 001 as the teacher is asked it, with the student's letters
 # (sce.common.labels.OPTION_LETTERS), so a kept think trace and the answer the dataset appends to it
@@ -406,7 +406,7 @@ VQA_V1 = TaskTemplate(
 )
 
 REASONING_VQA_V1 = TaskTemplate(
-    task="reasoning_vqa",
+    task=REASONING_VQA.name,
     version="v1",
     system=(
         "You are a strong reasoning model looking at a video from the dashcam of a vehicle. From "
@@ -452,8 +452,8 @@ TEMPLATES: dict[str, dict[str, TaskTemplate]] = {
     t.task: {t.version: t} for t in (CAPTION_V1, VQA_V1, REASONING_VQA_V1, REASONING_V1)
 }
 # Tasks computed locally from metadata; they need no teacher.
-LOCAL_TASKS: dict[str, str] = {"structured_caption": "v1"}
-TASKS: tuple[str, ...] = ("structured_caption", *TEMPLATES)
+LOCAL_TASKS: dict[str, str] = {STRUCTURED_CAPTION.name: "v1"}
+TASKS: tuple[str, ...] = (STRUCTURED_CAPTION.name, *TEMPLATES)
 
 
 def get_template(task: str, version: str | None = None) -> TaskTemplate:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sce.common.labels import LABELS, OPTION_LETTERS
-from sce.tasks import CAPTION, CAPTION_FIELD, REASONING, VQA
+from sce.tasks import CAPTION, CAPTION_FIELD, REASONING, REASONING_VQA, VQA
 
 _STR = {"type": "string", "minLength": 1}
 _LETTER4 = {"type": "string", "enum": ["A", "B", "C", "D"]}
@@ -72,7 +72,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             }
         },
     },
-    "reasoning_vqa": {
+    REASONING_VQA.name: {
         "type": "object",
         "required": ["question", "options", "answer", "reasons"],
         "properties": {
@@ -314,9 +314,9 @@ def _parse_reasoning_vqa(data: Any, label: str | None) -> TeacherAnswer:
             data["reasons"] = [
                 r.strip(" -*\t") for r in data["reasons"].splitlines() if r.strip(" -*#\t")
             ]
-    _require(data, "reasoning_vqa")
+    _require(data, REASONING_VQA.name)
     value = {k: data[k] for k in ("question", "options", "answer", "reasons")}
-    _answer_in_range(value, "reasoning_vqa")
+    _answer_in_range(value, REASONING_VQA.name)
     return TeacherAnswer(value)
 
 
@@ -377,7 +377,7 @@ def parse_answer(task: str, text: str, label: str | None = None) -> TeacherAnswe
     parsers = {
         CAPTION.name: _parse_caption,
         VQA.name: _parse_vqa,
-        "reasoning_vqa": _parse_reasoning_vqa,
+        REASONING_VQA.name: _parse_reasoning_vqa,
     }
     if task not in parsers:
         raise KeyError(f"no answer parser for task {task!r}")

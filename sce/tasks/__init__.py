@@ -16,6 +16,11 @@ or one `register_task` call in-process (tests, notebooks).
 - reasoning    the event question after a think trace (annotations.reasoning)
 - probability  the collision probability (paper 002), with its MSE term
 - instruction  event, then a safe-driving instruction (paper 003)
+- structured_caption  the metadata-derived caption (annotations.structured_caption, paper 001)
+- qa           the teacher's open and closed QA pairs (annotations.qa), shared by the next two
+- open_qa      an open question of annotations.qa, every pair an item; ROUGE-L, BERTScore
+- closed_qa    a closed static-scene question of annotations.qa, every pair an item; accuracy
+- reasoning_vqa  a multiple-choice question after a think trace (annotations.reasoning_vqa)
 - mix          a record's tasks, training and evaluation items, the default mix, name checks
 """
 
@@ -33,9 +38,22 @@ from sce.tasks.vqa import VQA
 from sce.tasks.reasoning import REASONING
 from sce.tasks.probability import PROBABILITY
 from sce.tasks.instruction import INSTRUCTION
+from sce.tasks.structured_caption import STRUCTURED_CAPTION
+from sce.tasks.open_qa import OPEN_QA
+from sce.tasks.closed_qa import CLOSED_QA
+from sce.tasks.reasoning_vqa import REASONING_VQA
 
 # isort: on
-from sce.tasks import caption, instruction, probability, reasoning, vqa
+from sce.tasks import (
+    caption,
+    instruction,
+    probability,
+    qa,
+    reasoning,
+    reasoning_vqa,
+    structured_caption,
+    vqa,
+)
 from sce.tasks.base import (
     TASKS,
     Task,
@@ -54,6 +72,7 @@ from sce.tasks.mix import (
     check_task_names,
     check_task_weights,
     evaluation_tasks,
+    item_parts,
     make_task,
     training_tasks,
 )
@@ -64,9 +83,12 @@ VQA_FIELD = vqa.FIELD
 REASONING_FIELD = reasoning.FIELD
 PROBABILITY_FIELD = probability.FIELD
 INSTRUCTION_FIELD = instruction.FIELD
+STRUCTURED_CAPTION_FIELD = structured_caption.FIELD
+QA_FIELD = qa.FIELD  # the teacher's open and closed QA pairs (open_qa, closed_qa)
+REASONING_VQA_FIELD = reasoning_vqa.FIELD
 
 
-_NOT_TASKS = ("base", "events", "scoring", "mix")  # scoring loads torchmetrics: only on use
+_NOT_TASKS = ("base", "events", "scoring", "mix", "qa")  # scoring loads torchmetrics: only on use
 
 
 def _import_task_files() -> None:
@@ -85,15 +107,22 @@ TaskName = Literal[task_names()]  # type: ignore[valid-type]
 __all__ = [
     "CAPTION",
     "CAPTION_FIELD",
+    "CLOSED_QA",
     "DEFAULT_EVAL_TASKS",
     "DEFAULT_TASK_MIX",
     "INSTRUCTION",
     "INSTRUCTION_FIELD",
     "MCQ",
+    "OPEN_QA",
     "PROBABILITY",
     "PROBABILITY_FIELD",
+    "QA_FIELD",
     "REASONING",
     "REASONING_FIELD",
+    "REASONING_VQA",
+    "REASONING_VQA_FIELD",
+    "STRUCTURED_CAPTION",
+    "STRUCTURED_CAPTION_FIELD",
     "TASKS",
     "VQA",
     "VQA_FIELD",
@@ -107,6 +136,7 @@ __all__ = [
     "check_task_weights",
     "evaluation_tasks",
     "get_task",
+    "item_parts",
     "make_task",
     "register_task",
     "task_names",

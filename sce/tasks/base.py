@@ -85,6 +85,8 @@ class Task:
         max_new_tokens: the least generation budget its answers need (None: the answer budget).
         loss_term: the extra loss term its items add ("mse": the probability target), or None.
         uses_bertscore: its metrics include BERTScore (the evaluation warns when it is skipped).
+        thinks_first: its answer follows a think trace (reasoning, reasoning_vqa): the
+            evaluation's reasoning budget (`reasoning_max_new_tokens`) applies to it.
     """
 
     name: str = ""
@@ -93,6 +95,7 @@ class Task:
     max_new_tokens: int | None = None
     loss_term: str | None = None
     uses_bertscore: bool = False
+    thinks_first: bool = False
 
     # -------------------------------------------------------------- records -> items
     def check(self, annotations: Mapping[str, Any]) -> None:
@@ -119,10 +122,16 @@ class Task:
         """The target of the task's loss term (`loss_term`), None without one."""
         return None
 
-    def item(self, source: TaskSource, rng: random.Random) -> TaskItem:
+    def parts(self, source: TaskSource) -> int | None:
+        """How many items a record gives of this task, one per annotated pair, in training and
+        at evaluation (`PairTask`); None: one item, whose random choices (vqa: which pair) are
+        drawn per sample."""
+        return None
+
+    def item(self, source: TaskSource, rng: random.Random, part: int | None = None) -> TaskItem:
         """Question and gold answer of one item. Both see `rng` in the same state, so a task that
         draws (vqa: which QA pair) asks and answers the same thing, and `rng` advances as after
-        one draw."""
+        one draw. `part` (a `PairTask`'s pair index) is ignored by single-item tasks."""
         state = rng.getstate()
         question = self.question(source, rng)
         rng.setstate(state)
@@ -144,6 +153,45 @@ class Task:
         [REWARD_MIN, REWARD_MAX]: the gold answer scores REWARD_MAX, an unparseable one
         REWARD_MIN."""
         raise NotImplementedError
+
+
+class PairTask(Task):
+    """A task over a record's list of annotated pairs (question and answer), every pair its own
+    item in training and at evaluation: `parts` is the number of pairs and item `part` asks pair
+    `part`, so an evaluation scores every pair of a clip, never one random draw. Subclasses set
+    `pairs`, `pair_question` and `pair_answer`; `question`/`answer` without a part draw one pair
+    (a plain `Task.item` call, as the RL stage and `sce data preview` make)."""
+
+    def pairs(self, source: TaskSource) -> list[Mapping[str, Any]]:
+        """The record's pairs this task asks, in annotation order (empty: none)."""
+        raise NotImplementedError
+
+    def pair_question(self, pair: Mapping[str, Any]) -> str:
+        raise NotImplementedError
+
+    def pair_answer(self, pair: Mapping[str, Any]) -> str:
+        raise NotImplementedError
+
+    def serves(self, source: TaskSource) -> bool:
+        return bool(self.pairs(source))
+
+    def parts(self, source: TaskSource) -> int | None:
+        return len(self.pairs(source))
+
+    def question(self, source: TaskSource, rng: random.Random) -> str:
+        return self.pair_question(rng.choice(self.pairs(source)))
+
+    def answer(self, source: TaskSource, rng: random.Random) -> str:
+        return self.pair_answer(rng.choice(self.pairs(source)))
+
+    def item(self, source: TaskSource, rng: random.Random, part: int | None = None) -> TaskItem:
+        if part is None:
+            return super().item(source, rng)
+        pairs = self.pairs(source)
+        if not 0 <= part < len(pairs):
+            raise IndexError(f"task {self.name!r}: pair {part} of a record with {len(pairs)}")
+        pair = pairs[part]
+        return TaskItem(self.name, self.pair_question(pair), self.pair_answer(pair))
 
 
 def graded_reward(readable: bool, correctness: float) -> float:

@@ -34,41 +34,36 @@ def read_text(text: str | None) -> str | None:
 
 
 class CaptionTask(Task):
+    """A free-text description of the clip read from one annotation field (`prompt` asks for
+    it); scored by ROUGE-L and BERTScore under the task's name. `structured_caption` is the same
+    task on the metadata caption."""
+
     name = "caption"
     fields = (FIELD,)
     uses_bertscore = True
+    prompt = CAPTION_QUESTION
 
     def check(self, annotations: Mapping[str, Any]) -> None:
-        if annotations.get(FIELD) is not None:
-            check_text(f"annotations.{FIELD}", annotations[FIELD])
+        (field,) = self.fields
+        if annotations.get(field) is not None:
+            check_text(f"annotations.{field}", annotations[field])
 
     def question(self, source: TaskSource, rng: random.Random) -> str:
-        return CAPTION_QUESTION
+        return self.prompt
 
     def answer(self, source: TaskSource, rng: random.Random) -> str:
-        return str(source.annotations[FIELD])
+        return str(source.annotations[self.fields[0]])
 
     def parse(self, text: str | None, scope: str = "three_class") -> str | None:
         return read_text(text)
 
     def metrics(self, items: list[dict], options: ScoringOptions) -> TaskScores:
-        """`caption/{n,rougeL,bertscore_f1}` over all items and `imu_<on|off>/caption/...` per
-        IMU setting. Each pair is scored once (ROUGE-L and BERTScore F1 of a pair do not depend
-        on the other pairs); a group's value is the mean over its pairs (torchmetrics'
-        ROUGEScore and CaptionMetrics average the same way)."""
-        from sce.metrics.text import bertscore_f1, rouge_l_f1
-        from sce.tasks.scoring import imu_subsets, mean_over
+        """`<name>/{n,rougeL,bertscore_f1}` over all items and `imu_<on|off>/<name>/...` per IMU
+        setting (`sce.tasks.scoring.text_metrics`), on the prediction as generated."""
+        from sce.tasks.scoring import text_metrics
 
-        preds, refs = [i["prediction"] for i in items], [i["reference"] for i in items]
-        per_pair = {"rougeL": rouge_l_f1(preds, refs)}
-        bert = bertscore_f1(preds, refs, options.bertscore_model, options.bertscore_layer)
-        if bert is not None:
-            per_pair["bertscore_f1"] = bert
-        out: dict[str, float] = {}
-        for head, index in imu_subsets(items):
-            out[f"{head}caption/n"] = float(len(index))
-            out.update({f"{head}caption/{k}": mean_over(v, index) for k, v in per_pair.items()})
-        return TaskScores(out)
+        preds = [i["prediction"] for i in items]
+        return TaskScores(text_metrics(self.name, items, options, preds))
 
     def reward(self, text: str | None, item: Mapping[str, Any]) -> float:
         """Readable (non-empty, no unclosed think block), then ROUGE-L F1 to the reference."""

@@ -57,13 +57,25 @@ def make_task(
     annotations: Mapping[str, Any],
     rng: random.Random,
     scope: str = "three_class",
+    part: int | None = None,
 ) -> TaskItem:
     """Question and target answer for one task of one record.
 
     `scope` is the record's label_scope: a binary-scope record (event / no event) is asked the
     yes/no event question in mcq and reasoning, the only class question its label answers.
+    `part`: which pair of a task with one item per annotated pair (`item_parts`).
     """
-    return get_task(task).item(TaskSource(label, annotations, scope), rng)
+    return get_task(task).item(TaskSource(label, annotations, scope), rng, part)
+
+
+def item_parts(
+    task: str, label: str, annotations: Mapping[str, Any], scope: str = "three_class"
+) -> list[int | None]:
+    """The items a record gives of `task`: [None] (one item) for most tasks, one index per
+    annotated pair for a task that asks every pair (`Task.parts`: open_qa, closed_qa,
+    reasoning_vqa), in training and at evaluation."""
+    count = get_task(task).parts(TaskSource(label, annotations, scope))
+    return [None] if count is None else list(range(count))
 
 
 def check_task_names(option: str, names: Iterable[str]) -> None:

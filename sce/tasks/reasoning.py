@@ -59,6 +59,7 @@ class ReasoningTask(Task):
     name = "reasoning"
     fields = (FIELD,)
     max_new_tokens = REASONING_MAX_NEW_TOKENS
+    thinks_first = True
 
     def check(self, annotations: Mapping[str, Any]) -> None:
         if annotations.get(FIELD) is not None:

@@ -147,3 +147,33 @@ def imu_subsets(items: list[dict]) -> list[tuple[str, list[int]]]:
 def mean_over(values: list[float], index: list[int]) -> float:
     """The mean of `values` at `index` (NaN for none)."""
     return sum(values[k] for k in index) / len(index) if index else math.nan
+
+
+def per_imu_means(
+    name: str, per_item: Mapping[str, list[float]], items: list[dict]
+) -> dict[str, float]:
+    """`<name>/n` and `<name>/<metric>` (the mean of its per-item values) over every item and
+    `imu_<on|off>/<name>/...` per IMU setting (paper 000 Table V)."""
+    out: dict[str, float] = {}
+    for head, index in imu_subsets(items):
+        out[f"{head}{name}/n"] = float(len(index))
+        out.update({f"{head}{name}/{k}": mean_over(v, index) for k, v in per_item.items()})
+    return out
+
+
+def text_metrics(
+    name: str, items: list[dict], options: Any, texts: list[str | None]
+) -> dict[str, float]:
+    """ROUGE-L F1 and (with a local encoder, `options.bertscore_model`) BERTScore F1 of the
+    free-text answers `texts` (None: unreadable, scores 0 on ROUGE-L) against the items'
+    references, under `<name>/` (`per_imu_means`). Each pair is scored once (ROUGE-L and
+    BERTScore F1 of a pair do not depend on the other pairs); a group's value is the mean over
+    its pairs (torchmetrics' ROUGEScore and CaptionMetrics average the same way)."""
+    from sce.metrics.text import bertscore_f1, rouge_l_f1
+
+    refs = [i["reference"] for i in items]
+    per_item = {"rougeL": rouge_l_f1(texts, refs)}
+    bert = bertscore_f1(texts, refs, options.bertscore_model, options.bertscore_layer)
+    if bert is not None:
+        per_item["bertscore_f1"] = bert
+    return per_imu_means(name, per_item, items)

@@ -1,7 +1,8 @@
 """vqa: one question of `annotations.vqa` (a list of {question, answer[, options]}), drawn at
 random per item; options are lettered and the answer is then a letter.
 
-Scored by closed-QA accuracy (`closed_qa/acc`), overall and per IMU setting.
+Scored by accuracy (`vqa/acc`: the letter, or the answer's words as in closed QA), overall and
+per IMU setting.
 """
 
 from __future__ import annotations
@@ -91,16 +92,13 @@ class VqaTask(Task):
         return parse_letter(text) or normalize_answer(text) or None
 
     def metrics(self, items: list[dict], options: ScoringOptions) -> TaskScores:
-        """`closed_qa/{n,acc}` over all items and `imu_<on|off>/closed_qa/...` per IMU setting."""
+        """`vqa/{n,acc}` over all items and `imu_<on|off>/vqa/...` per IMU setting (paper 000's
+        Closed QA column is the closed_qa task's, on the teacher's static-scene questions)."""
         from sce.metrics.text import closed_qa_correct
-        from sce.tasks.scoring import imu_subsets, mean_over
+        from sce.tasks.scoring import per_imu_means
 
         correct = [float(closed_qa_correct(i["prediction"], i["reference"])) for i in items]
-        out: dict[str, float] = {}
-        for head, index in imu_subsets(items):
-            out[f"{head}closed_qa/n"] = float(len(index))
-            out[f"{head}closed_qa/acc"] = mean_over(correct, index)
-        return TaskScores(out)
+        return TaskScores(per_imu_means(self.name, {"acc": correct}, items))
 
     def reward(self, text: str | None, item: Mapping[str, Any]) -> float:
         """Readable, then right by the closed-QA rule (the letter, or the answer's words)."""

@@ -95,6 +95,31 @@ BAD_ANNOTATIONS = [  # (annotations, field, detail): the issue's cases and their
     ({"reasoning": {"think": 1}}, "reasoning", "'think': expected a string, got int 1"),
     ({"reasoning": ["step"]}, "reasoning", "expected a string, got a list ['step']"),
     ({"instruction": {"text": "Brake."}}, "instruction", "expected a string, got an object"),
+    # issue 25: the teacher's QA pairs and paper 001's reasoning VQA are now trained
+    (
+        {"qa": [{"type": "multiple", "question": "Q?", "answer": "A"}]},
+        "qa",
+        "item 0: 'type': expected one of ['open', 'closed'], got 'multiple'",
+    ),
+    ({"qa": [{"type": "closed", "question": "Wet road?"}]}, "qa", "item 0: missing 'answer'"),
+    (
+        {
+            "reasoning_vqa": {
+                "question": "Q?",
+                "options": ["a", "b"],
+                "answer": "C",
+                "reasons": ["r"],
+            }
+        },
+        "reasoning_vqa",
+        "item 0: 'answer': expected one of ['A', 'B'], got 'C'",
+    ),
+    (
+        {"reasoning_vqa": {"question": "Q?", "options": ["a", "b"], "answer": "A", "reasons": []}},
+        "reasoning_vqa",
+        "item 0: 'reasons': expected a non-empty list, got a list []",
+    ),
+    ({"structured_caption": 3}, "structured_caption", "expected a string, got int 3"),
 ]
 
 
@@ -120,9 +145,17 @@ def test_well_formed_annotations_load(tmp_path) -> None:
         _row(2, vqa=[{"question": "Q?", "answer": "A", "options": {"A": "x", "B": "y"}}]),
         _row(3, reasoning="The car ahead brakes.", caption=None),
         _row(4, reasoning={"think": "It brakes.", "answer": "A"}, provenance={"vqa": {}}),
+        _row(
+            5,
+            qa=[{"type": "closed", "question": "Wet?", "answer": "no", "question_id": "q1"}],
+            reasoning_vqa=[
+                {"question": "Q?", "options": ["a", "b"], "answer": "b", "reasons": ["r"]}
+            ],
+            structured_caption="Clear day.",
+        ),
     ]
     records = load_manifest(_manifest(tmp_path, [json.dumps(r) for r in rows]))
-    assert [r.problem for r in records] == [""] * 5
+    assert [r.problem for r in records] == [""] * 6
 
 
 def test_validate_reports_malformed_annotations(tmp_path) -> None:
@@ -135,6 +168,9 @@ def test_validate_reports_malformed_annotations(tmp_path) -> None:
         "schema: annotations.caption": 2,
         "schema: annotations.reasoning": 3,
         "schema: annotations.instruction": 1,
+        "schema: annotations.qa": 2,
+        "schema: annotations.reasoning_vqa": 2,
+        "schema: annotations.structured_caption": 1,
     }
     assert report.examples["schema: annotations.vqa"][:2] == [
         "line 2, id 'clip1': expected a list of {question, answer} objects, got a string 'x'",

@@ -161,9 +161,17 @@ def test_flat_factors_apply_to_every_task_and_task_entries_override():
 
 def test_paper001_config_reproduces_its_mcq_counts():
     """experiments/paper001_sft.yaml on paper 001's 1k / 9k / 43k MCQ clips (here 1/100 of it):
-    15k / 18k / 43k MCQ items (collision:normal 0.349), the other tasks x1 (reasoning x2, Table 9)."""
+    15k / 18k / 43k MCQ items (collision:normal 0.349), the other tasks x1 (reasoning x2, Table 9's
+    best row with reasoning VQA; the metadata captions: Table 1's "Detailed Caption Data"); the
+    table `sce fit` prints at start lists every task of the mix."""
     config = yaml_data("paper001_sft.yaml")
-    annotations = {"caption": "c", "vqa": [{"question": "q", "answer": "a"}], "reasoning": "r"}
+    annotations = {
+        "caption": "c",
+        "vqa": [{"question": "q", "answer": "a"}],
+        "reasoning": "r",
+        "structured_caption": "s",
+        "reasoning_vqa": {"question": "q", "options": ["a", "b"], "answer": "A", "reasons": ["r"]},
+    }
     records = _records({"collision": 10, "near_collision": 90, "normal": 430}, annotations)
     sampler = _dataset_sampler(records, config["task_weights"], config["class_factors"])
     counts = sampler.epoch_counts()
@@ -172,7 +180,12 @@ def test_paper001_config_reproduces_its_mcq_counts():
     assert mcq["collision"] / mcq["normal"] == pytest.approx(0.349, abs=1e-3)
     for label, n in (("collision", 10), ("near_collision", 90), ("normal", 430)):
         assert counts[("caption", label)] == counts[("vqa", label)] == n
+        assert counts[("structured_caption", label)] == counts[("reasoning_vqa", label)] == n
         assert counts[("reasoning", label)] == 2 * n
+    table = sampler.counts_table().splitlines()
+    assert "structured_caption normal             430       1     430" in table
+    assert "reasoning_vqa      collision           10       1      10" in table
+    assert "reasoning          near_collision      90       2     180" in table
 
 
 def test_binary_records_resample_by_their_own_label():

@@ -6,12 +6,15 @@
 - Reasoning-mode accuracy (paper 001 Table 9): every clip asked with the reasoning instruction,
   scored on the answer after `</think>`.
 - Per-IMU-setting caption and closed-QA keys (paper 000 Table V).
+- Issue 25 point 4: paper 000's Closed QA on every closed static-scene pair of the teacher's QA
+  (`annotations.qa`), open QA (and LingoQA) by ROUGE-L and BERTScore, not exact match.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from random import Random
 
 import lightning as L
 import pytest
@@ -32,6 +35,7 @@ from sce.metrics.text import (
     resolve_bertscore_encoder,
 )
 from sce.models.module import SceModule
+from sce.tasks import make_task
 from sce.tasks.events import event_answer, event_question
 from sce.tasks.reasoning import REASONING_SUFFIX
 
@@ -216,9 +220,14 @@ def test_caption_and_closed_qa_keys_per_imu_setting():
         ("sunny road", "a cyclist crosses at night", False),
     ]
     rouge = [RougeScorer(["rougeL"]).score(r, p)["rougeL"].fmeasure for p, r, _ in captions]
-    qa = [("B", "B", True), ("yes, a truck", "yes", True), ("A", "C", True), ("A", "A", False)]
+    qa = [
+        ("two", "two", True),
+        ("yes, a truck", "yes", True),
+        ("no", "yes", True),
+        ("fog", "fog", False),
+    ]
     items = [_item("caption", "normal", p, r, imu_on=on) for p, r, on in captions]
-    items += [_item("vqa", "normal", p, r, imu_on=on) for p, r, on in qa]
+    items += [_item("closed_qa", "normal", p, r, imu_on=on) for p, r, on in qa]
     s = summarize(items).scalars
     assert s["caption/rougeL"] == pytest.approx(sum(rouge) / 3, abs=1e-6)
     assert s["imu_on/caption/rougeL"] == pytest.approx((rouge[0] + rouge[1]) / 2, abs=1e-6)
@@ -231,6 +240,113 @@ def test_caption_and_closed_qa_keys_per_imu_setting():
     assert "caption/bertscore_f1" not in s and "imu_on/caption/bertscore_f1" not in s
     on_only = summarize([i for i in items if i["imu_on"]]).scalars  # like imu_on/acc: only
     assert "imu_on/closed_qa/acc" in on_only and "imu_off/closed_qa/acc" not in on_only
+
+
+# ---------------------------------------------------------------------------- teacher QA
+
+TEACHER_QA = [
+    {"type": "open", "question": "Why does the ego car brake?", "answer": "The van stops."},
+    {"type": "closed", "question": "Is it raining?", "answer": "no"},
+    {"type": "closed", "question": "How many lanes are there?", "answer": "two"},
+    {"type": "closed", "question": "Is there a truck?", "answer": "yes"},
+]
+# paper 001-style MCQ items (annotations.vqa): not paper 000's Closed QA
+MCQ_ITEMS = [
+    {"dimension": "event_type", "question": "Collision, near collision or normal?",
+     "options": ["collision", "near collision", "normal"], "answer": "B"},
+    {"dimension": "weather", "question": "Weather?", "options": ["rain", "clear"], "answer": "B"},
+]  # fmt: skip
+
+
+def test_paper000_closed_qa_asks_every_closed_pair_of_every_clip():
+    """Issue 25 point 4: 3 clips x 2 IMU settings x 3 closed pairs = 18 closed-QA items, each
+    closed question once per clip and setting (before: 6 items, one random vqa draw per clip
+    and setting, 2 of them the event-type question again); the open pair is open_qa's."""
+    from sce.data.dataset import SceDataset
+    from sce.data.schema import ClipRecord
+
+    data = _config("paper000_dora.yaml")["data"]
+    notes = {"caption": "A caption.", "qa": TEACHER_QA, "vqa": MCQ_ITEMS}
+    records = [
+        ClipRecord(id=f"c{i}", video="v.mp4", label=label, source="private", split="test",
+                   annotations=notes)
+        for i, label in enumerate(("collision", "near_collision", "normal"))
+    ]  # fmt: skip
+    dataset = SceDataset(
+        records,
+        WindowSpec(),
+        train=False,
+        imu_settings=tuple(data["eval_imu"]),
+        eval_tasks=tuple(data["eval_tasks"]),
+    )
+    counts = {t: dataset.tasks.count(t) for t in set(dataset.tasks)}
+    assert counts == {"mcq": 6, "caption": 6, "open_qa": 6, "closed_qa": 18}
+    closed = [i for i in dataset.items if i.task == "closed_qa"]
+    assert [(i.record, i.imu, i.part) for i in closed[:6]] == [
+        (0, "on", 0), (0, "on", 1), (0, "on", 2), (0, "off", 0), (0, "off", 1), (0, "off", 2)
+    ]  # fmt: skip
+    asked = [make_task("closed_qa", "normal", notes, Random(0), part=i.part) for i in closed[:3]]
+    assert [(a.question, a.answer) for a in asked] == [
+        (q["question"], q["answer"]) for q in TEACHER_QA[1:]
+    ]
+    train = SceDataset(records, WindowSpec(), train=True, task_weights=data["task_weights"])
+    assert {t: train.tasks.count(t) for t in set(train.tasks)} == {
+        "mcq": 3, "caption": 3, "open_qa": 3, "closed_qa": 9
+    }  # fmt: skip
+
+
+def test_open_qa_is_scored_by_rouge_l_and_bertscore_not_exact_match(tiny_encoder):
+    """Paper 000 Table III (LingoQA) and the teacher's open questions: ROUGE-L F1 and BERTScore
+    F1 of the free-text answer; a paraphrase with extra words scores above 0 (exact match: 0)."""
+    from bert_score import score
+
+    pairs = [("The van stops suddenly.", "The van stops."), ("A cyclist.", "The van stops.")]
+    items = [_item("open_qa", "normal", p, r) for p, r in pairs]
+    s = summarize(items, bertscore_model=str(tiny_encoder), bertscore_layer=2).scalars
+    # "the van stops suddenly" vs "the van stops": P 3/4, R 3/3, F 6/7; the second shares nothing
+    assert s["open_qa/rougeL"] == pytest.approx((6 / 7 + 0.0) / 2, abs=1e-6)
+    bert = score([p for p, _ in pairs], [r for _, r in pairs], model_type=str(tiny_encoder),
+                 num_layers=2)[2].tolist()  # fmt: skip
+    assert s["open_qa/bertscore_f1"] == pytest.approx(sum(bert) / 2, abs=1e-6)
+    assert s["open_qa/n"] == 2 and "closed_qa/acc" not in s
+
+
+NEW_TASKS = ("structured_caption", "open_qa", "closed_qa", "reasoning_vqa")
+
+
+def test_synthetic_clips_train_and_score_the_teacher_qa_and_reasoning_vqa(
+    tiny_kit, synthetic_manifest, tmp_path
+):
+    """Issue 25 acceptance: on `sce synth` data the new tasks train one step and are scored on
+    every pair of each validation clip (2 open, 4 closed, 1 reasoning VQA, 1 metadata caption
+    per clip); reasoning VQA gets the reasoning budget."""
+    L.seed_everything(0)
+    data = SceDataModule(
+        str(synthetic_manifest),
+        str(tiny_kit),
+        window=WindowSpec(width=112, height=56),
+        batch_size=4,
+        eval_batch_size=8,
+        max_length=2048,
+        task_weights=dict.fromkeys(NEW_TASKS, 1.0),
+        eval_tasks=NEW_TASKS,
+    )
+    module = SceModule(str(tiny_kit), finetuning="lora", rank=4, alpha=8, max_new_tokens=3)
+    evaluation = GenerationEvaluation(max_samples=None, reasoning_max_new_tokens=5)
+    trainer = cpu_trainer(
+        tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1, callbacks=[evaluation]
+    )
+    trainer.fit(module, datamodule=data)
+    clips = len(data.dataset("val").records)
+    train_tasks = data.dataset("train").tasks
+    assert {t: train_tasks.count(t) // len(data.dataset("train").records) for t in NEW_TASKS} == {
+        "structured_caption": 1, "open_qa": 2, "closed_qa": 4, "reasoning_vqa": 1
+    }  # fmt: skip
+    s = evaluation.last["val"].scalars
+    assert (s["closed_qa/n"], s["open_qa/n"], s["reasoning_vqa/n"]) == (4 * clips, 2 * clips, clips)
+    assert s["structured_caption/n"] == clips and 0.0 <= s["closed_qa/acc"] <= 1.0
+    assert 0.0 <= s["open_qa/rougeL"] <= 1.0 and 0.0 <= s["reasoning_vqa/no_trace_rate"] <= 1.0
+    assert evaluation.token_budgets(3)["reasoning_vqa"] == 5
 
 
 # ---------------------------------------------------------------------------- recipes
@@ -246,8 +362,9 @@ def _evaluation_args(config: dict) -> dict:
 
 
 def test_paper_recipes_evaluate_every_table_column():
-    paper000 = _config("paper000_dora.yaml")["data"]  # Tables I, II, V
-    assert {"mcq", "caption", "vqa"} <= set(paper000["eval_tasks"])
+    paper000 = _config("paper000_dora.yaml")["data"]  # Tables I, II, III, V
+    assert {"mcq", "caption", "open_qa", "closed_qa"} <= set(paper000["eval_tasks"])
+    assert "vqa" not in paper000["eval_tasks"]  # paper 001's MCQ items are not its Closed QA
     assert paper000["eval_imu"] == ["on", "off"]
     for name in ("paper001_sft.yaml", "paper001_sft_lora.yaml"):  # Tables 2, 3, 9
         config = _config(name)
@@ -304,7 +421,11 @@ def test_run_says_once_that_bertscore_is_skipped_and_budgets_reasoning(
         (["caption"], 3),
         (["reasoning"], 5),
     ]
-    assert GenerationEvaluation().token_budgets(64) == {"*": 64, "reasoning": 1024}
+    assert GenerationEvaluation().token_budgets(64) == {
+        "*": 64,
+        "reasoning": 1024,
+        "reasoning_vqa": 1024,
+    }
     assert REASONING_MAX_NEW_TOKENS == 1024
 
 

@@ -218,6 +218,32 @@ def test_pooled_values_never_stand_for_one_imu_setting_of_a_mixed_run():
     assert r.scalar_cell(only_on, r.ROUGE, "off").value is None
 
 
+def test_closed_qa_column_reads_the_closed_qa_task_never_vqa():
+    """Issue 25 point 4: paper 000's Closed QA column is the closed_qa task's accuracy over the
+    teacher's static-scene pairs; paper 001-style MCQ items (vqa/acc) never fill it."""
+    summary = summarize_items(
+        [("closed_qa", "two", "two"), ("closed_qa", "no", "yes"), ("vqa", "B", "B")]
+    )
+    run = r.Run("x", summary)
+    assert summary["vqa/acc"] == 1.0 and summary["closed_qa/acc"] == 0.5
+    assert r.scalar_cell(run, r.CLOSED_QA, "on").text() == "50.0"
+    vqa_only = r.Run("y", {"imu_on/n": 1.0, "imu_on/vqa/acc": 1.0, "vqa/acc": 1.0})
+    cell = r.scalar_cell(vqa_only, r.CLOSED_QA, "on")
+    assert cell.value is None and "add closed_qa to data.eval_tasks" in cell.why_missing
+
+
+def summarize_items(rows: list[tuple[str, str, str]]) -> dict:
+    """The scalars of evaluated items (task, prediction, reference), all with IMU."""
+    from sce.evaluate.summary import summarize
+
+    items = [
+        {"task": t, "label": "normal", "source": "private", "imu_on": True, "prediction": p,
+         "reference": ref}
+        for t, p, ref in rows
+    ]  # fmt: skip
+    return summarize(items).scalars
+
+
 def test_change_is_computed_from_unrounded_values():
     cell = r.change_cell(r.Cell(74.46, 1), r.Cell(87.74, 1))
     assert cell.text() == "74.5 (-13.3)"

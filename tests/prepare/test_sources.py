@@ -476,18 +476,25 @@ def test_lingoqa_records(tmp_path: Path) -> None:
         (out.parent / p).resolve() == (root / q).resolve()
         for p, q in zip(a.metadata["frames"], A_IMAGES, strict=True)
     )
+    # free-text pairs: open questions (open_qa, scored by ROUGE-L and BERTScore), not vqa
     assert a.annotations == {
-        "vqa": [
+        "qa": [
             {
+                "type": "open",
                 "question_id": "q1",
                 "question": "What is the ego doing?",
                 "answer": "Driving straight.",
             },
-            {"question_id": "q2", "question": "Any pedestrians?", "answer": "No."},
+            {"type": "open", "question_id": "q2", "question": "Any pedestrians?", "answer": "No."},
         ]
     }
-    assert b.annotations["vqa"] == [
+    from sce.tasks import available_tasks, item_parts
+
+    assert available_tasks(a.label, a.annotations) == ["mcq", "probability", "open_qa"]
+    assert item_parts("open_qa", a.label, a.annotations) == [0, 1]
+    assert b.annotations["qa"] == [
         {
+            "type": "open",
             "question_id": "q3",
             "question": "Why stop?",
             "answer": "Red light.",

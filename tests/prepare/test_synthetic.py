@@ -60,6 +60,50 @@ def test_manifest_records(dataset: Path, records: list[ClipRecord]) -> None:
         assert f"{meta['ego_speed_kmh']:.0f} km/h" in r.annotations["caption"]
 
 
+def test_records_carry_what_every_annotated_task_reads(records: list[ClipRecord]) -> None:
+    """Issue 25 (acceptance): `sce synth` writes teacher-style open and closed QA (paper 000),
+    reasoning VQA and the metadata caption (paper 001), so those tasks train and evaluate on
+    synthetic data; each closed pair answers from the clip's own metadata."""
+    from sce.labeling.templates import structured_caption
+    from sce.tasks import available_tasks, item_parts
+
+    for r in records:
+        meta, notes = r.metadata, r.annotations
+        assert notes["structured_caption"] == structured_caption(meta, r.label, r.event_time)
+        closed = {q["question"]: q["answer"] for q in notes["qa"] if q["type"] == "closed"}
+        assert closed["What is the weather?"] == meta["weather"]
+        assert closed["Is it night?"] == ("yes" if meta["light"] == "night" else "no")
+        assert closed[f"What colour is the {meta['other_agent']}?"] == meta["agent_color"]
+        assert [q["type"] for q in notes["qa"]] == ["open"] * 2 + ["closed"] * 4
+        rvqa = notes["reasoning_vqa"]
+        right = rvqa["options"][ord(rvqa["answer"]) - ord("A")]
+        words = {"collision": "collide", "near_collision": "succeeds", "normal": "steady"}
+        assert words[r.label] in right and len(rvqa["options"]) == 4
+        served = available_tasks(r.label, notes, r.label_scope)
+        for task in ("structured_caption", "open_qa", "closed_qa", "reasoning_vqa"):
+            assert task in served
+        assert item_parts("closed_qa", r.label, notes) == [0, 1, 2, 3]
+    # the answer letter varies over clips (options rotate by the initial speed)
+    assert len({r.annotations["reasoning_vqa"]["answer"] for r in records}) > 1
+
+
+def test_reasoning_vqa_letter_and_qa_answers_of_one_clip() -> None:
+    """The options rotate by round(10 x initial speed) % 4; the QA answers state the scenario."""
+    from sce.prepare.synthetic.questions import teacher_annotations
+
+    meta = {"agent_color": "red", "other_agent": "car", "impact_side": "front", "road": "dry",
+            "scene": "urban", "weather": "fog", "light": "night", "peak_decel_ms2": -9.0,
+            "peak_accel_ms2": -9.0, "min_distance_m": 0.0, "lead_distance_m": 12.0,
+            "evasive_action": None, "crossing_from": None, "initial_speed_kmh": 50.0}  # fmt: skip
+    notes = teacher_annotations("collision", meta, 6.2)
+    assert notes["reasoning_vqa"]["answer"] == "C"  # 500 % 4 = 0: no rotation, collision is C
+    rotated = teacher_annotations("collision", meta | {"initial_speed_kmh": 50.1}, 6.2)
+    assert rotated["reasoning_vqa"]["answer"] == "B"  # 501 % 4 = 1: every option moves up one
+    assert notes["qa"][0]["answer"] == (
+        "It cannot stop in time and hits the red car at 6.2 s (front impact), braking at -9.0 m/s²."
+    )
+
+
 def test_collision_caption_mentions_peak_and_time() -> None:
     meta = {
         "light": "night",

@@ -32,7 +32,18 @@ from sce.tasks.base import (
 )
 from sce.tasks.mix import DEFAULT_TASK_MIX
 
-BUILT_IN = ("mcq", "caption", "vqa", "reasoning", "probability", "instruction")
+BUILT_IN = (
+    "mcq",
+    "caption",
+    "vqa",
+    "reasoning",
+    "probability",
+    "instruction",
+    "structured_caption",
+    "open_qa",
+    "closed_qa",
+    "reasoning_vqa",
+)
 
 # A record that every built-in task can serve, per label scope.
 ANNOTATIONS = {
@@ -44,6 +55,17 @@ ANNOTATIONS = {
     "reasoning": {"think": "The van stops; the ego car brakes and keeps a gap."},
     "probability": 0.8725,
     "instruction": "Keep a larger gap to the vehicle ahead.",
+    "structured_caption": "Clear day on a two-lane urban road. The ego car nearly hits a van.",
+    "qa": [
+        {"type": "open", "question": "Why does the ego car brake?", "answer": "The van stops."},
+        {"type": "closed", "question": "Is the road wet?", "answer": "no"},
+    ],
+    "reasoning_vqa": {
+        "question": "Why does the van stop?",
+        "options": ["to park", "for a pedestrian", "it breaks down", "a red light"],
+        "answer": "B",
+        "reasons": ["A pedestrian steps out.", "The van yields to them."],
+    },
 }
 SOURCES = [
     TaskSource("near_collision", ANNOTATIONS),
@@ -76,9 +98,21 @@ def test_task_name_literal_and_defaults_come_from_the_registry():
     assert get_args(tasks.TaskName) == BUILT_IN
     assert dict(DEFAULT_TASK_MIX) == {tasks.MCQ.name: 1.0}
     assert tasks.DEFAULT_EVAL_TASKS == (tasks.MCQ.name,)
-    assert [t.name for t in tasks.TASKS.values() if t.max_new_tokens] == [tasks.REASONING.name]
+    assert [t.name for t in tasks.TASKS.values() if t.max_new_tokens] == [
+        tasks.REASONING.name,
+        tasks.REASONING_VQA.name,
+    ]
+    assert [t.name for t in tasks.TASKS.values() if t.thinks_first] == [
+        tasks.REASONING.name,
+        tasks.REASONING_VQA.name,
+    ]
     assert [t.name for t in tasks.TASKS.values() if t.loss_term] == [tasks.PROBABILITY.name]
-    assert [t.name for t in tasks.TASKS.values() if t.uses_bertscore] == ["caption", "instruction"]
+    assert [t.name for t in tasks.TASKS.values() if t.uses_bertscore] == [
+        "caption",
+        "instruction",
+        "structured_caption",
+        "open_qa",
+    ]
     with pytest.raises(ValueError, match="unknown task 'story'"):
         tasks.get_task("story")
     with pytest.raises(ValueError, match="already registered"):
@@ -96,6 +130,10 @@ def test_parse_recovers_the_gold_value(name, source):
         "caption": ANNOTATIONS["caption"],
         "probability": 0.873,  # the stated value: 3 decimals
         "instruction": (source.label != "normal", ANNOTATIONS["instruction"]),
+        "structured_caption": ANNOTATIONS["structured_caption"],
+        "open_qa": "The van stops.",
+        "closed_qa": "no",
+        "reasoning_vqa": "B",
     }
     value = task.parse(gold.answer, source.scope)
     if name == "vqa":  # the drawn pair's answer: a letter, or the normalized words
@@ -148,6 +186,8 @@ NOT_TASK_NAMES = {
     ("sce/labeling/teacher.py", "reasoning"),
     # sce infer's result field (`probability`), beside the task whose question it asks
     ("sce/deploy/infer.py", "probability"),
+    # the metadata-caption function's name in the package's __all__
+    ("sce/labeling/__init__.py", "structured_caption"),
 }
 
 

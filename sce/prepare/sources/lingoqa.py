@@ -12,9 +12,11 @@ Representation (a choice, since the manifest was made for videos):
   from the segment's first row. **Readers must load such records from `metadata["frames"]`**,
   not decode `video`: it is a folder, not an mp4. `load_manifest(check_files=True)` rejects these
   records until the schema learns about frame sequences; load them with check_files=False;
-- `annotations["vqa"]` = [{"question_id", "question", "answer"}] in row order; a question_id that
-  appears on several rows (LingoQA's evaluation set has several reference answers) is one entry
-  whose "answer" is the first and whose "answers" lists them all;
+- `annotations["qa"]` = [{"type": "open", "question_id", "question", "answer"}] in row order: free-
+  text questions, asked and scored by the open_qa task (ROUGE-L and BERTScore, paper 000 Table
+  III), never by exact match; a question_id that appears on several rows (LingoQA's evaluation
+  set has several reference answers) is one entry whose "answer" is the first (the reference
+  scored) and whose "answers" lists them all;
 - no event time (`event_time` null): LingoQA segments are everyday driving without events.
 
 Segments with a missing image are skipped ("missing_frames") when skip_missing=True, else raise.
@@ -38,7 +40,7 @@ from sce.prepare.sources.base import (
     SourceRecord,
     is_empty,
 )
-from sce.tasks import VQA_FIELD
+from sce.tasks import QA_FIELD
 
 COLUMNS = ("question_id", "segment_id", "images", "question", "answer")
 
@@ -108,6 +110,7 @@ def _read_segments(path: Path, segments: dict[str, dict[str, Any]]) -> None:
         qa = entry["questions"].get(question_id)
         if qa is None:
             entry["questions"][question_id] = {
+                "type": "open",  # free text: the open_qa task's pairs
                 "question_id": question_id,
                 "question": question,
                 "answer": answer,
@@ -149,7 +152,7 @@ def lingoqa_records(
                 source="lingoqa",
                 split="",
                 metadata={"frames": [str(p) for p in entry["frames"]], "segment_id": segment},
-                annotations={VQA_FIELD: list(entry["questions"].values())},
+                annotations={QA_FIELD: list(entry["questions"].values())},
             ),
             entry["where"],
         )

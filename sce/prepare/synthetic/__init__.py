@@ -35,6 +35,7 @@ Modules, in flow order (each imports only the ones above it):
 - backdrop   per-clip picture constants: sky, scenery, lane lines, camera, light and fog
 - render     the frames (road, agent, weather, camera motion) and their H.264 encoding
 - caption    a clip's metadata and templated caption
+- questions  teacher-style QA pairs, reasoning VQA and metadata caption (no random draw)
 - manifest   labels and splits, one clip's files and record, generate_synthetic_dataset
 """
 

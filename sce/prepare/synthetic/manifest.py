@@ -13,6 +13,7 @@ from tqdm import tqdm
 from sce.data.schema import LABELS, ClipRecord, write_manifest
 from sce.prepare.splits import assign_splits
 from sce.prepare.synthetic.caption import clip_metadata, make_caption
+from sce.prepare.synthetic.questions import teacher_annotations
 from sce.prepare.synthetic.render import encode_video, render_frames
 from sce.prepare.synthetic.scenario import (
     DEFAULT_OPTIONS,
@@ -121,7 +122,10 @@ def generate_clip(
         gps=gps_path,
         event_time=kin.event_time,
         metadata=meta,
-        annotations={CAPTION_FIELD: make_caption(label, meta, kin.event_time)},
+        annotations={
+            CAPTION_FIELD: make_caption(label, meta, kin.event_time),
+            **teacher_annotations(label, meta, kin.event_time),  # no random draw
+        },
         root=str(out_dir),
     )
 

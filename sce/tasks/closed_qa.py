@@ -1,0 +1,69 @@
+"""closed_qa: paper 000's closed-ended questions "about the static scene whose answer is a single
+word or yes/no" (`annotations.qa`, type "closed", written by `sce label`), every pair its own
+item, so an evaluation scores every closed pair of each evaluated clip.
+
+Scored by closed-QA accuracy (`closed_qa/acc`, paper 000 Tables I, IV and V: "accuracy on static
+scene questions"), overall and per IMU setting: the normalized answer equals the reference or
+starts with it as whole words (`sce.metrics.text.closed_qa_correct`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sce.tasks.base import (
+    PairTask,
+    ScoringOptions,
+    TaskScores,
+    TaskSource,
+    graded_reward,
+    register_task,
+)
+from sce.tasks.qa import FIELD, check_qa, qa_pairs
+
+KIND = "closed"
+
+
+class ClosedQaTask(PairTask):
+    name = "closed_qa"
+    fields = (FIELD,)
+
+    def check(self, annotations: Mapping[str, Any]) -> None:
+        if annotations.get(FIELD) is not None:
+            check_qa(annotations[FIELD])
+
+    def pairs(self, source: TaskSource) -> list[Mapping[str, Any]]:
+        return qa_pairs(source, KIND)
+
+    def pair_question(self, pair: Mapping[str, Any]) -> str:
+        return str(pair["question"])
+
+    def pair_answer(self, pair: Mapping[str, Any]) -> str:
+        return str(pair["answer"])
+
+    def parse(self, text: str | None, scope: str = "three_class") -> str | None:
+        """The normalized answer (lower case, no punctuation or articles); None when empty."""
+        from sce.metrics.text import normalize_answer
+
+        return normalize_answer(text) or None
+
+    def metrics(self, items: list[dict], options: ScoringOptions) -> TaskScores:
+        """`closed_qa/{n,acc}` over all items and `imu_<on|off>/closed_qa/...` per IMU setting."""
+        from sce.metrics.text import closed_qa_correct
+        from sce.tasks.scoring import per_imu_means
+
+        correct = [float(closed_qa_correct(i["prediction"], i["reference"])) for i in items]
+        return TaskScores(per_imu_means(self.name, {"acc": correct}, items))
+
+    def reward(self, text: str | None, item: Mapping[str, Any]) -> float:
+        """Readable, then right by the closed-QA rule (the answer's words)."""
+        from sce.metrics.text import closed_qa_correct
+
+        readable = self.parse(text) is not None
+        return graded_reward(
+            readable, float(readable and closed_qa_correct(text, item["reference"]))
+        )
+
+
+CLOSED_QA = register_task(ClosedQaTask())
