@@ -114,10 +114,27 @@ def log_dirs(root: Path, marker: str) -> list[Path]:
     return found
 
 
-def read_json(path: Path) -> Any:
+def read_text(path: Path) -> str:
+    """A run-folder file as UTF-8 text (what Lightning and sce write, whatever the locale);
+    a file that cannot be opened or is not UTF-8 raises RunFolderError naming it and the byte."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        data = path.read_bytes()
+    except OSError as err:
+        raise RunFolderError(f"{path}: cannot read: {err.strerror or err}") from err
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RunFolderError(
+            f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start})"
+        ) from err
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of a run folder; RunFolderError naming the file when it does not read."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
         raise RunFolderError(f"{path}: cannot read JSON: {err}") from err
 
 
@@ -133,8 +150,11 @@ _ConfigLoader.add_multi_constructor("tag:yaml.org,2002:python/", lambda loader, 
 
 
 def read_yaml(path: Path) -> Any:
+    """A YAML file of a run folder (config.yaml, hparams.yaml); RunFolderError naming the file
+    when it does not read."""
+    text = read_text(path)
     try:
-        return yaml.load(path.read_text(), Loader=_ConfigLoader)  # noqa: S506
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506
     except yaml.YAMLError as err:
         raise RunFolderError(f"{path}: cannot read YAML: {err}") from err
 

@@ -424,3 +424,16 @@ def test_default_csv_folder_is_inside_the_first_run(run_pair, capsys):
 def test_report_module_does_not_import_torch():
     code = "import sys, sce.evaluate.paper_tables; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+@pytest.mark.parametrize("name", ["metrics.json", "config.yaml"])
+def test_a_non_utf8_run_file_is_named_not_a_traceback(tmp_path, capsys, name):
+    """Issue 26.10: `sce report` on a non-UTF-8 metrics.json or config.yaml exits 2 naming it."""
+    run = tmp_path / "run"
+    write_json(run / "metrics.json", evaluation("test", 1, {"acc": 0.5}))
+    (run / "config.yaml").write_text(CONFIG)
+    bad = run / name
+    bad.write_bytes(bad.read_bytes() + b"\n# \xff\xfe\n")
+    assert main(["report", str(run), "--paper", "001", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sce report: error: {bad}: not UTF-8 text (byte 0xff at offset ")
