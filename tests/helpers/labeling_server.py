@@ -123,7 +123,22 @@ def task_of(body: dict[str, Any]) -> str:
     return "caption"
 
 
-def label_in_prompt(body: dict[str, Any]) -> str:
+# What the fake teacher sees of a clip of each label when the label is hidden: the experts'
+# outputs (paper 000's M), which `write_manifest_files` puts in each record's metadata.
+EXPERTS = {
+    "collision": {"crash_detected": True},
+    "near_collision": {"crash_detected": False, "maneuver": "hard_braking"},
+    "normal": {"crash_detected": False},
+}
+_EXPERT_LINES = (
+    ("- harsh-manoeuvre classifier: hard braking", "near_collision"),
+    ("- IMU crash detector: crash detected", "collision"),
+    ("- IMU crash detector: no crash detected", "normal"),
+)
+
+
+def revealed_label(body: dict[str, Any]) -> str | None:
+    """The event type the prompt states (only a run with reveal_label does), else None."""
     text = user_text(body)
     if "A near-collision happens" in text:
         return "near_collision"
@@ -131,7 +146,19 @@ def label_in_prompt(body: dict[str, Any]) -> str:
         return "collision"
     if "drives normally" in text:
         return "normal"
-    raise AssertionError("no event type in the prompt")
+    return None
+
+
+def label_in_prompt(body: dict[str, Any]) -> str:
+    """The event the fake teacher recognises: the revealed label, else the experts' outputs."""
+    revealed = revealed_label(body)
+    if revealed is not None:
+        return revealed
+    text = user_text(body)
+    for line, label in _EXPERT_LINES:
+        if line in text:
+            return label
+    raise AssertionError("neither an event type nor expert outputs in the prompt")
 
 
 LETTER = {"collision": "A", "near_collision": "B", "normal": "C"}
@@ -202,12 +229,13 @@ def synthetic_inputs(record, fps=3.0, size=(32, 24), before=4.0, after=2.0, with
 def write_manifest_files(
     folder: Path, labels: list[str], metadata: list[dict] | None = None
 ) -> Path:
-    """A manifest of len(labels) clips with placeholder video files (synthetic_inputs ignores them)."""
+    """A manifest of len(labels) clips with placeholder video files (synthetic_inputs ignores
+    them); each record's metadata holds its label's expert outputs (EXPERTS), then `metadata`."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     for i, label in enumerate(labels):
         (folder / f"clip{i}.mp4").write_bytes(b"")
-        meta = (metadata or [{}] * len(labels))[i]
+        meta = {**EXPERTS.get(label, {}), **(metadata or [{}] * len(labels))[i]}
         lines.append(json.dumps({"id": f"clip{i}", "video": f"clip{i}.mp4", "label": label,
                                  "source": "synthetic", "split": "train", "metadata": meta}))  # fmt: skip
     path = folder / "manifest.jsonl"
