@@ -54,7 +54,12 @@ from sce.labeling.prompts import (
     build_teacher_prompt,
     load_clip_inputs,
 )
-from sce.labeling.teacher import TeacherBackend, TeacherError, TeacherFatalError
+from sce.labeling.teacher import (
+    DEFAULT_MAX_REPLY_BYTES,
+    TeacherBackend,
+    TeacherError,
+    TeacherFatalError,
+)
 from sce.labeling.templates import (
     LOCAL_TASKS,
     get_template,
@@ -586,7 +591,19 @@ def add_label_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add(
         "--api-key-env", default="SCE_TEACHER_API_KEY", help="environment variable with the API key"
     )
-    add("--timeout", type=float, default=120.0, help="seconds per HTTP request")
+    add(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="deadline in seconds of one HTTP request, the whole reply included (each retry "
+        "has its own)",
+    )
+    add(
+        "--max-reply-mb",
+        type=float,
+        default=DEFAULT_MAX_REPLY_BYTES / 2**20,
+        help="largest teacher reply in MiB; a larger one fails the item (not retried)",
+    )
     add("--max-retries", type=int, default=4, help="retries of a failed HTTP request")
     add("--backoff", type=float, default=1.0, help="first retry delay (s), doubled each retry")
     add("--concurrency", type=int, default=4, help="requests in flight")
@@ -647,6 +664,7 @@ def build_backend(args: argparse.Namespace) -> TeacherBackend:
         raise ValueError("--base-url is required with --backend openai")
     return OpenAIChatBackend(
         args.base_url, args.model, api_key_env=args.api_key_env, timeout=args.timeout,
+        max_reply_bytes=max(1, int(args.max_reply_mb * 2**20)),
         max_retries=args.max_retries, backoff=args.backoff, concurrency=args.concurrency,
         max_tokens=args.max_tokens, temperature=args.temperature, json_mode=args.json_mode,
     )  # fmt: skip

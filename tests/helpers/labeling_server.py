@@ -11,7 +11,9 @@ import json
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,19 @@ from typing import Any
 import numpy as np
 
 Responder = Callable[[dict[str, Any], dict[str, str], int], tuple[int, Any]]
+
+
+@dataclass
+class Trickle:
+    """A reply written `chunk` bytes at a time, `interval` seconds apart (a hostile or stalled
+    server): the body only, or the status line and headers too (`slow_head`); without a
+    Content-Length when `length` is False (the body then ends when the connection closes)."""
+
+    body: bytes
+    interval: float = 0.1
+    chunk: int = 1
+    slow_head: bool = False
+    length: bool = True
 
 
 class ChatServer:
@@ -33,6 +48,7 @@ class ChatServer:
         self.responder = responder
         self.max_requests = max_requests
         self.requests: list[dict[str, Any]] = []
+        self.body_bytes_sent = 0  # of Trickle replies: how much of them the client let through
         self._lock = threading.Lock()
         server = self
 
@@ -50,6 +66,9 @@ class ChatServer:
                     status, payload = 404, {"error": "not found"}
                 else:
                     status, payload, *extra = server.responder(body, headers, n)
+                if isinstance(payload, Trickle):
+                    self._trickle(status, payload)
+                    return
                 data = payload if isinstance(payload, bytes) else (
                     payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
                 )  # fmt: skip
@@ -65,6 +84,28 @@ class ChatServer:
                     pass  # the client was killed
                 if last:
                     threading.Thread(target=server.stop, daemon=True).start()
+
+            def _trickle(self, status: int, reply: Trickle) -> None:
+                length = f"Content-Length: {len(reply.body)}\r\n" if reply.length else ""
+                head = f"HTTP/1.0 {status} OK\r\nContent-Type: application/json\r\n{length}\r\n"
+                step = reply.chunk
+                pieces = [head.encode()[i : i + step] for i in range(0, len(head), step)]
+                pieces = pieces if reply.slow_head else [head.encode()]
+                n_head = len(pieces)
+                pieces += [reply.body[i : i + step] for i in range(0, len(reply.body), step)]
+                self.close_connection = True
+                for k, piece in enumerate(pieces):
+                    if server._stopped.is_set():
+                        return
+                    try:
+                        self.wfile.write(piece)
+                    except (BrokenPipeError, ConnectionResetError):
+                        return  # the client gave up
+                    if k >= n_head:
+                        with server._lock:
+                            server.body_bytes_sent += len(piece)
+                    if k and reply.interval:  # the head goes at once unless slow_head
+                        time.sleep(reply.interval)
 
             def log_message(self, *args):  # keep test output quiet
                 pass
