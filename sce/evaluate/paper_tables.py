@@ -378,10 +378,33 @@ def fps_cell(run: Run) -> Cell:
     return Cell(f"{float(fps):g}")
 
 
+def _number(value: Any, key: str) -> float:
+    """A config value read as a number; ReportError naming the key when it is not one (the
+    setting cells turn it into a missing cell whose note says so)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ReportError(f"config key {key} = {value!r} is not a number") from None
+
+
+def _setting(read: Callable[[Run], Cell]) -> Callable[[Run], Cell]:
+    """A setting cell that is missing, with the reason, when the config holds a bad value."""
+
+    def cell(run: Run) -> Cell:
+        try:
+            return read(run)
+        except ReportError as err:
+            return missing(str(err))
+
+    cell.__doc__ = read.__doc__
+    return cell
+
+
+@_setting
 def lr_cell(run: Run) -> Cell:
     """model.lr as the paper prints it: "1e-05"."""
     lr = run.setting("model", "lr")
-    return Cell(f"{float(lr):g}") if lr is not None else missing(NO_CONFIG)
+    return Cell(f"{_number(lr, 'model.lr'):g}") if lr is not None else missing(NO_CONFIG)
 
 
 def _window(run: Run) -> Mapping[str, Any] | None:
@@ -389,6 +412,7 @@ def _window(run: Run) -> Mapping[str, Any] | None:
     return window if isinstance(window, Mapping) else None
 
 
+@_setting
 def duration_cell(run: Run) -> Cell:
     """The event window's length, data.window.before + after: "6 sec"."""
     window = _window(run)
@@ -396,7 +420,8 @@ def duration_cell(run: Run) -> Cell:
         return missing(NO_CONFIG)
     if window.get("mode") == "whole":
         return missing("whole-clip window (data.window.mode: whole): each clip's own length")
-    seconds = float(window.get("before", 0.0)) + float(window.get("after", 0.0))
+    before = _number(window.get("before", 0.0), "data.window.before")
+    seconds = before + _number(window.get("after", 0.0), "data.window.after")
     return Cell(f"{seconds:g} sec")
 
 
@@ -408,6 +433,7 @@ def resolution_cell(run: Run) -> Cell:
     return Cell(f"{window['width']}x{window['height']}")
 
 
+@_setting
 def balancing_cell(run: Run) -> Cell:
     """data.class_factors: "Unbalanced", or "Balanced (mcq: collision x15, near_collision x2)"."""
     if not run.config:
@@ -424,7 +450,7 @@ def _factors_text(factors: Mapping[str, Any]) -> str:
         if isinstance(value, Mapping):  # per task: {mcq: {collision: 15}}
             parts.append(f"{key}: {_factors_text(value)}")
         else:
-            parts.append(f"{key} x{float(value):g}")
+            parts.append(f"{key} x{_number(value, f'data.class_factors.{key}'):g}")
     return ", ".join(parts)
 
 
@@ -434,7 +460,10 @@ def mix_cells(run: Run, columns: Mapping[str, tuple[str, ...]]) -> list[Cell]:
     if not run.config:
         return [missing(NO_CONFIG)] * len(columns)
     weights = run.setting("data", "task_weights") or DEFAULT_TASK_MIX
-    trained = {task for task, weight in weights.items() if float(weight) > 0}
+    try:
+        trained = {t for t, w in weights.items() if _number(w, f"data.task_weights.{t}") > 0}
+    except ReportError as err:
+        return [missing(str(err))] * len(columns)
     return [Cell(CHECK if trained & set(tasks) else "") for tasks in columns.values()]
 
 

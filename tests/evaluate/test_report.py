@@ -604,3 +604,18 @@ def test_a_bad_sweep_json_names_the_file_and_field(tmp_path, capsys):
     bad = write_json(tmp_path / "sw" / "sweep.json", {"variants": [{"label": "x"}]})
     assert main(["report", str(bad.parent), "--paper", "001"]) == 2
     assert f"{bad}: field variants[0].name missing or not a string" in capsys.readouterr().err
+
+
+def test_a_setting_that_is_not_a_number_leaves_its_cell_missing_with_the_key(tmp_path, capsys):
+    run = tmp_path / "odd"
+    write_json(run / "metrics.json", evaluation("test", 1, {"acc": 0.5}))
+    (run / "config.yaml").write_text(
+        sweep_config(weights="{mcq: many}").replace("lr: 1e-05", "lr: fast")
+    )
+    code, out = run_report(capsys, str(run), "--paper", "001", "--out", str(tmp_path / "o"))
+    assert code == 0
+    tables = markdown_tables(out)
+    assert table(tables, "Paper 001, Table 5:")["odd"][0] == "-"
+    assert table(tables, "Paper 001, Table 8:")["odd"] == ["-", "-", "-", "50.00"]
+    assert "(odd): config key model.lr = 'fast' is not a number" in out
+    assert "(odd): config key data.task_weights.mcq = 'many' is not a number" in out
