@@ -9,6 +9,10 @@ shipped configs, `<out>/<sweep>/<variant>[/seed<S>]/` in a sweep):
     evaluations/       every evaluation: <split>_step<N>.json
     checkpoints/       last.ckpt and the best ones (ModelCheckpoint)
 
+A sweep folder (`sce sweep`, sce.studies.sweep) holds `sweep.json` and one run folder per
+variant, `<sweep>/<variant>/`, or per variant and seed, `<sweep>/<variant>/seed<S>/`;
+`sweep_variants` lists them in the ablation's order.
+
 `sce test --run` (sce.train.runs), `sce report` (sce.evaluate.paper_tables) and `sce sweep`
 (sce.studies.sweep) read run folders through `RunFolder` and `log_dirs`. It lives here, not in
 sce.train, because `sce report` is part of evaluation and may import nothing above it; and it
@@ -31,6 +35,7 @@ HPARAMS_FILE = "hparams.yaml"
 METRICS_FILE = "metrics.json"
 EVALUATIONS_DIR = "evaluations"
 CHECKPOINTS_DIR = "checkpoints"
+SWEEP_FILE = "sweep.json"
 SEARCH_DEPTH = 2  # runs/<x>/tensorboard/version_<k>/ below the folder a user names
 
 
@@ -104,6 +109,45 @@ class RunFolder:
         return path if path.is_file() else folder / path.name
 
 
+def seed_folder(seed: int) -> str:
+    """A seeded sweep run's folder inside its variant's: 'seed0'."""
+    return f"seed{seed}"
+
+
+@dataclass(frozen=True)
+class SweepVariant:
+    """One variant of a sweep folder: its name, status in sweep.json and run folders (the
+    variant's own, or one per seed)."""
+
+    name: str
+    status: str
+    runs: tuple[Path, ...]
+
+
+def sweep_variants(folder: Path) -> list[SweepVariant] | None:
+    """The variants `sweep.json` lists, in the ablation's order, with their run folders found
+    by the sweep's layout inside `folder` (not by the recorded paths, which are relative to
+    where the sweep ran); None when `folder` holds no sweep.json."""
+    path = folder / SWEEP_FILE
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    entries = data.get("variants") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise RunFolderError(f"{path}: field 'variants' missing or not a list")
+    variants = []
+    for i, entry in enumerate(entries):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name:
+            raise RunFolderError(f"{path}: field variants[{i}].name missing or not a string")
+        seeds = [r.get("seed") for r in entry.get("runs") or [] if isinstance(r, dict)]
+        if any(not isinstance(seed, int) for seed in seeds):
+            raise RunFolderError(f"{path}: variant {name!r}: field runs[].seed is not an integer")
+        runs = [folder / name / seed_folder(seed) for seed in seeds] or [folder / name]
+        variants.append(SweepVariant(name, str(entry.get("status", "?")), tuple(runs)))
+    return variants
+
+
 def log_dirs(root: Path, marker: str) -> list[Path]:
     """The folders holding `marker` (a file name): `root` itself first, then those one and two
     levels down, each level in name order."""
@@ -114,10 +158,27 @@ def log_dirs(root: Path, marker: str) -> list[Path]:
     return found
 
 
-def read_json(path: Path) -> Any:
+def read_text(path: Path) -> str:
+    """A run-folder file as UTF-8 text (what Lightning and sce write, whatever the locale);
+    a file that cannot be opened or is not UTF-8 raises RunFolderError naming it and the byte."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        data = path.read_bytes()
+    except OSError as err:
+        raise RunFolderError(f"{path}: cannot read: {err.strerror or err}") from err
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RunFolderError(
+            f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start})"
+        ) from err
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of a run folder; RunFolderError naming the file when it does not read."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
         raise RunFolderError(f"{path}: cannot read JSON: {err}") from err
 
 
@@ -133,8 +194,11 @@ _ConfigLoader.add_multi_constructor("tag:yaml.org,2002:python/", lambda loader, 
 
 
 def read_yaml(path: Path) -> Any:
+    """A YAML file of a run folder (config.yaml, hparams.yaml); RunFolderError naming the file
+    when it does not read."""
+    text = read_text(path)
     try:
-        return yaml.load(path.read_text(), Loader=_ConfigLoader)  # noqa: S506
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506
     except yaml.YAMLError as err:
         raise RunFolderError(f"{path}: cannot read YAML: {err}") from err
 

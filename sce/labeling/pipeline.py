@@ -11,13 +11,23 @@ is written: the input records with the results in their `annotations`:
     vqa                 annotations["vqa"]  [{dimension, question, options: [str], answer: "A"}]
     reasoning_vqa       annotations["reasoning_vqa"]  {question, options, answer, reasons}
     reasoning           annotations["reasoning"]  {think, answer: letter, label}
-    (all)               annotations["provenance"][task] = {"template": "vqa/v1", "model": ...}
+    (all)               annotations["provenance"][task] = {"template": "vqa/v1", "model": ...,
+                                                           "label_revealed": false}
+
+The teacher is not told the ground-truth label (paper 000 conditions its pseudo-labels on the
+video, the telemetry and the experts' outputs only); `reveal_label=True` (`--reveal-label`) adds
+the label's event sentence to the metadata caption of every teacher prompt. Every result line
+and every provenance entry records `label_revealed`, and a result counts as finished only for a
+run with the same setting (a line without the field, from before it was recorded, is asked
+again), so hidden and revealed labels never mix in one manifest. `structured_caption` states the
+label by design (paper 001's metadata captions): it is always `label_revealed: true`.
 
 Failed and filtered items are not copied into the manifest; they stay in the results file with
 their reason, and the summary (also written as <out>.summary.json) counts them.
 
 Result line: {"clip_id", "task", "version", "status": "ok"|"failed"|"filtered", "annotation",
-"reason", "attempts", "model", "elapsed_s", "time"} (+ "raw": the last reply, for failures).
+"reason", "attempts", "model", "label_revealed", "elapsed_s", "time"} (+ "raw": the last
+reply, for failures).
 """
 
 from __future__ import annotations
@@ -44,7 +54,12 @@ from sce.labeling.prompts import (
     build_teacher_prompt,
     load_clip_inputs,
 )
-from sce.labeling.teacher import TeacherBackend, TeacherError, TeacherFatalError
+from sce.labeling.teacher import (
+    DEFAULT_MAX_REPLY_BYTES,
+    TeacherBackend,
+    TeacherError,
+    TeacherFatalError,
+)
 from sce.labeling.templates import (
     LOCAL_TASKS,
     get_template,
@@ -118,6 +133,11 @@ class ResultStore:
         if self.bad_lines:
             log.warning("%s: ignored %d unreadable line(s)", self.path, self.bad_lines)
 
+    def current(self, clip_id: str, task: str, version: str, revealed: bool) -> dict | None:
+        """The latest result of an item if it was written with the same `label_revealed`."""
+        result = self.latest.get((clip_id, task, version))
+        return result if result is not None and result.get("label_revealed") is revealed else None
+
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         needs_newline = (
@@ -163,12 +183,15 @@ class LabelingSummary:
     failures: list[dict[str, str]] = field(default_factory=list)
     results_path: str = ""
     manifest_path: str = ""
+    label_revealed: bool = False  # the teacher was told the ground-truth label
 
     def format(self) -> str:
+        told = "revealed to" if self.label_revealed else "hidden from"
         lines = [
             f"labeling: {self.items} items: {self.done} done, {self.failed} failed, "
             f"{self.filtered} filtered, {self.pending} pending "
-            f"({self.skipped} finished earlier, {self.labeled_now} in this run)"
+            f"({self.skipped} finished earlier, {self.labeled_now} in this run); "
+            f"label {told} the teacher"
         ]
         for task, counts in self.per_task.items():
             rate = self.keep_rate.get(task)
@@ -202,6 +225,12 @@ class _Run:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def label_revealed(task: str, options: PromptOptions) -> bool:
+    """Whether an item's answer was written knowing the label: the metadata caption always,
+    a teacher task when the run reveals it."""
+    return True if task in LOCAL_TASKS else options.reveal_label
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -210,7 +239,7 @@ def _result(
     record: ClipRecord, task: str, version: str, status: str, **extra: Any
 ) -> dict[str, Any]:
     result = {"clip_id": record.id, "task": task, "version": version, "status": status}
-    result.update({"annotation": None, "reason": None, "attempts": 0})
+    result.update({"annotation": None, "reason": None, "attempts": 0, "label_revealed": None})
     result.update(extra)
     result["time"] = _now()
     return result
@@ -225,7 +254,8 @@ def _run_teacher_task(
     def finish(status: str, attempts: int, **extra: Any) -> dict[str, Any]:
         elapsed = round(time.monotonic() - start, 3)
         return _result(record, task, version, status, attempts=attempts, elapsed_s=elapsed,
-                       model=getattr(run.backend, "name", None), **extra)  # fmt: skip
+                       model=getattr(run.backend, "name", None),
+                       label_revealed=label_revealed(task, run.options), **extra)  # fmt: skip
 
     scene_caption = _scene_caption(run, record) if task in SCENE_CAPTIONED else None
     prompt = build_teacher_prompt(
@@ -260,11 +290,16 @@ class _Stopped(Exception):
 
 
 def _scene_caption(run: _Run, record: ClipRecord) -> str | None:
-    """The teacher caption of this clip (this run's version, else the input manifest's)."""
+    """The teacher caption of this clip (this run's version, else the input manifest's), never
+    one written knowing the label when this run hides it."""
+    revealed = label_revealed(CAPTION.name, run.options)
     version = run.versions.get(CAPTION.name) or get_template(CAPTION.name).version
-    result = run.store.latest.get((record.id, CAPTION.name, version))
+    result = run.store.current(record.id, CAPTION.name, version, revealed)
     if result and result["status"] == "ok":
         return result["annotation"][CAPTION_FIELD]
+    provenance = (record.annotations.get("provenance") or {}).get(CAPTION.name) or {}
+    if provenance.get("label_revealed") and not revealed:
+        return None
     caption = record.annotations.get(CAPTION_FIELD)
     return caption if isinstance(caption, str) and caption.strip() else None
 
@@ -272,19 +307,22 @@ def _scene_caption(run: _Run, record: ClipRecord) -> str | None:
 def _run_item(run: _Run, record: ClipRecord, inputs: TeacherClipInputs | None, error: str | None,
               task: str, version: str) -> dict[str, Any]:  # fmt: skip
     if error is not None:
-        return _result(record, task, version, "failed", reason=error)
+        return _result(record, task, version, "failed", reason=error,
+                       label_revealed=label_revealed(task, run.options))  # fmt: skip
     if task in LOCAL_TASKS:
         text = structured_caption(
             record.metadata, record.label, inputs.event_time, inputs.telemetry
         )
-        return _result(record, task, version, "ok", annotation={"text": text}, model="metadata")
+        return _result(record, task, version, "ok", annotation={"text": text}, model="metadata",
+                       label_revealed=label_revealed(task, run.options))  # fmt: skip
     try:
         return _run_teacher_task(run, record, inputs, task, version)
     except (TeacherFatalError, _Stopped):
         raise
     except Exception as err:  # a bad clip must not stop the run: record why it failed
         log.warning("clip %s task %s failed: %s: %s", record.id, task, type(err).__name__, err)
-        return _result(record, task, version, "failed", reason=f"{type(err).__name__}: {err}")
+        return _result(record, task, version, "failed", reason=f"{type(err).__name__}: {err}",
+                       label_revealed=label_revealed(task, run.options))  # fmt: skip
 
 
 def _label_clip(run: _Run, record: ClipRecord, items: Sequence[tuple[str, str]]) -> None:
@@ -316,14 +354,16 @@ def _label_clip(run: _Run, record: ClipRecord, items: Sequence[tuple[str, str]])
 
 def _plan(
     records: Sequence[ClipRecord], tasks: Sequence[str], versions: dict[str, str],
-    store: ResultStore, retry_failed: bool,
+    store: ResultStore, retry_failed: bool, options: PromptOptions,
 ) -> tuple[list[tuple[ClipRecord, list[tuple[str, str]]]], int]:  # fmt: skip
-    """Pending (task, version) items per clip, and how many items are already finished."""
+    """Pending (task, version) items per clip, and how many items are already finished (with
+    this run's label setting)."""
     plan, finished = [], 0
     for record in records:
         pending = []
         for task in tasks:
-            previous = store.latest.get((record.id, task, versions[task]))
+            revealed = label_revealed(task, options)
+            previous = store.current(record.id, task, versions[task], revealed)
             if previous and (previous["status"] != "failed" or not retry_failed):
                 finished += 1
             else:
@@ -334,12 +374,13 @@ def _plan(
 
 
 def _summary(records: Sequence[ClipRecord], tasks: Sequence[str], versions: dict[str, str],
-             store: ResultStore) -> LabelingSummary:  # fmt: skip
-    summary = LabelingSummary()
+             store: ResultStore, options: PromptOptions) -> LabelingSummary:  # fmt: skip
+    summary = LabelingSummary(label_revealed=options.reveal_label)
     for task in tasks:
         counts = {"ok": 0, "failed": 0, "filtered": 0}
+        revealed = label_revealed(task, options)
         for record in records:
-            result = store.latest.get((record.id, task, versions[task]))
+            result = store.current(record.id, task, versions[task], revealed)
             summary.items += 1
             if result is None:
                 summary.pending += 1
@@ -376,7 +417,11 @@ def apply_result(record: ClipRecord, result: dict[str, Any]) -> None:
     else:
         raise KeyError(f"no annotation mapping for task {task!r}")
     provenance = notes.setdefault("provenance", {})
-    provenance[task] = {"template": f"{task}/{result['version']}", "model": result.get("model")}
+    provenance[task] = {
+        "template": f"{task}/{result['version']}",
+        "model": result.get("model"),
+        "label_revealed": result.get("label_revealed"),
+    }
 
 
 def _relocate(record: ClipRecord, out_dir: Path) -> ClipRecord:
@@ -392,14 +437,17 @@ def _relocate(record: ClipRecord, out_dir: Path) -> ClipRecord:
 
 def write_labeled_manifest(
     records: Sequence[ClipRecord], tasks: Sequence[str], versions: dict[str, str],
-    store: ResultStore, out: Path,
+    store: ResultStore, out: Path, options: PromptOptions | None = None,
 ) -> Path:  # fmt: skip
-    """M2: the records with their ok results in `annotations`, paths relative to `out`."""
+    """M2: the records with their ok results (written with `options`' label setting) in
+    `annotations`, paths relative to `out`."""
+    options = options or PromptOptions()
     labeled = []
     for record in records:
         copy = _relocate(record, out.parent)
         for task in tasks:
-            result = store.latest.get((record.id, task, versions[task]))
+            revealed = label_revealed(task, options)
+            result = store.current(record.id, task, versions[task], revealed)
             if result is not None and result["status"] == "ok":
                 apply_result(copy, result)
         labeled.append(copy)
@@ -444,7 +492,8 @@ def run_labeling(
         template_versions: task -> template version (default: each task's newest).
         fps, size, before, after: the event window and frame sampling (default: data.window's,
             sce.data.clip.DEFAULT_WINDOW).
-        options: teacher prompt switches.
+        options: teacher prompt switches (default: frames per template, boxes drawn, the label
+            hidden from the teacher).
         answer_retries: how many times a malformed answer is asked again before it fails.
         retry_failed: ask again for items that failed in an earlier run.
         concurrency: clips labeled in parallel (default: the backend's concurrency).
@@ -472,8 +521,9 @@ def run_labeling(
         records = [r for r in manifest if keep is None or r.split in keep]
     records = records[:limit] if limit is not None else records
     out = Path(out)
+    options = options or PromptOptions()
     store = ResultStore(results or default_results_path(out))
-    plan, finished = _plan(records, tasks, versions, store, retry_failed)
+    plan, finished = _plan(records, tasks, versions, store, retry_failed, options)
     n_pending = sum(len(items) for _, items in plan)
     log.info(
         "labeling %d clips x %d tasks: %d to do, %d already finished",
@@ -491,7 +541,7 @@ def run_labeling(
         store=store,
         loader=inputs_loader or load_clip_inputs,
         loader_kwargs={"fps": fps, "size": size, "before": before, "after": after},
-        options=options or PromptOptions(),
+        options=options,
         answer_retries=answer_retries,
         progress=bar,
         versions=versions,
@@ -502,11 +552,13 @@ def run_labeling(
     finally:
         bar.close()
         store.close()
-    summary = _summary(records, tasks, versions, store)
+    summary = _summary(records, tasks, versions, store, options)
     summary.skipped = finished
     summary.labeled_now = sum(run.counts.values())
     summary.results_path = str(store.path)
-    summary.manifest_path = str(write_labeled_manifest(records, tasks, versions, store, out))
+    summary.manifest_path = str(
+        write_labeled_manifest(records, tasks, versions, store, out, options)
+    )
     summary_path = out.with_name(out.stem + ".summary.json")
     summary_path.write_text(json.dumps(asdict(summary), indent=2) + "\n")
     log.info("%s", summary.format())
@@ -557,7 +609,19 @@ def add_label_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add(
         "--api-key-env", default="SCE_TEACHER_API_KEY", help="environment variable with the API key"
     )
-    add("--timeout", type=float, default=120.0, help="seconds per HTTP request")
+    add(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="deadline in seconds of one HTTP request, the whole reply included (each retry "
+        "has its own)",
+    )
+    add(
+        "--max-reply-mb",
+        type=float,
+        default=DEFAULT_MAX_REPLY_BYTES / 2**20,
+        help="largest teacher reply in MiB; a larger one fails the item (not retried)",
+    )
     add("--max-retries", type=int, default=4, help="retries of a failed HTTP request")
     add("--backoff", type=float, default=1.0, help="first retry delay (s), doubled each retry")
     add("--concurrency", type=int, default=4, help="requests in flight")
@@ -572,7 +636,12 @@ def add_label_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--after", type=float, default=w.after, help="seconds after the event")
     add("--text-only", action="store_true", help="send no frames (text-only teacher, paper 001)")
     add("--no-boxes", action="store_true", help="do not draw detections on the frames")
-    add("--hide-label", action="store_true", help="do not tell the teacher the ground-truth label")
+    add(
+        "--reveal-label",
+        action="store_true",
+        help="tell the teacher the ground-truth event type (default: hidden; recorded in each "
+        "label's provenance as label_revealed)",
+    )
     add("--max-tokens", type=int, default=2048, help="generation length")
     add("--temperature", type=float, default=0.2, help="sampling temperature")
     add("--json-mode", action="store_true", help="send the JSON schema as response_format")
@@ -613,6 +682,7 @@ def build_backend(args: argparse.Namespace) -> TeacherBackend:
         raise ValueError("--base-url is required with --backend openai")
     return OpenAIChatBackend(
         args.base_url, args.model, api_key_env=args.api_key_env, timeout=args.timeout,
+        max_reply_bytes=max(1, int(args.max_reply_mb * 2**20)),
         max_retries=args.max_retries, backoff=args.backoff, concurrency=args.concurrency,
         max_tokens=args.max_tokens, temperature=args.temperature, json_mode=args.json_mode,
     )  # fmt: skip
@@ -631,7 +701,7 @@ def label_command(args: argparse.Namespace) -> int:
             template_versions=_parse_versions(args.template_versions),
             fps=args.fps, size=_parse_size(args.size), before=args.before, after=args.after,
             options=PromptOptions(include_frames=False if args.text_only else None,
-                                  draw_boxes=not args.no_boxes, reveal_label=not args.hide_label),
+                                  draw_boxes=not args.no_boxes, reveal_label=args.reveal_label),
             answer_retries=args.answer_retries, retry_failed=args.retry_failed,
             concurrency=args.concurrency,
             splits=args.splits.split(",") if args.splits else None,

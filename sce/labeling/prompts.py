@@ -10,8 +10,10 @@ chat template). The user turn reads:
                       (with the detector's boxes drawn on it when the metadata has detections)
     expert outputs M: crash detector, manoeuvre class, rule violations, tracked objects
                       (class, centroid, count)
-    clip description: the metadata caption (`templates.structured_caption`) and, for the reasoning
-                      tasks, the scene caption written by the teacher in the caption task
+    clip description: the metadata caption (`templates.structured_caption`: conditions and
+                      telemetry peaks; its event sentence, which names the class, only with
+                      `PromptOptions.reveal_label`) and, for the reasoning tasks, the scene
+                      caption written by the teacher in the caption task
     the task instruction and its JSON answer format
 
 Expert outputs come from the record's metadata (keys may sit under metadata["experts"] or at the
@@ -91,13 +93,15 @@ class PromptOptions:
     """Switches of the teacher prompt.
 
     include_frames: None follows the template (uses_frames); draw_boxes: overlay detections on
-    the frames; reveal_label: the metadata caption states the ground-truth event type (paper 001
-    feeds it to the teacher); max_objects: objects listed per frame.
+    the frames; reveal_label: the metadata caption states the ground-truth event type (opt-in:
+    paper 000's teacher sees video, telemetry and expert outputs only, and a revealed label puts
+    the class into the reference captions the student is scored against); max_objects: objects
+    listed per frame.
     """
 
     include_frames: bool | None = None
     draw_boxes: bool = True
-    reveal_label: bool = True
+    reveal_label: bool = False
     max_objects: int = 12
 
 

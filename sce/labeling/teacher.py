@@ -12,6 +12,15 @@ never shows it. Transient failures (connection errors, timeouts, HTTP 408/409/42
 (`TeacherFatalError`: a wrong key or model name would fail every request); other 4xx fail the
 one item. A semaphore caps the requests in flight, whatever the number of calling threads.
 
+`timeout` is a deadline per HTTP request (connect, send, status, headers and the whole reply),
+not per read: socket timeouts apply to each read, so a server sending a byte a second never
+trips them (a 3 s timeout kept a trickled reply running past 40 s). At the deadline a timer
+shuts the request's socket down, which ends any read in progress; the request then counts as a
+timeout (retried, each retry with its own deadline). A reply larger than `max_reply_bytes`
+(default 8 MiB; a chat reply of 2,048 tokens is some 10 kB) fails the item without a retry, and
+is refused from its Content-Length before any of it is read (a 300 MB reply was read whole, then
+parsed, and downloaded again on each retry).
+
 `TransformersBackend` loads a VLM folder with AutoProcessor / AutoModelForImageTextToText and
 generates locally (one request at a time).
 """
@@ -24,12 +33,13 @@ import json
 import logging
 import os
 import random
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from http.client import HTTPException
+from http.client import HTTPConnection, HTTPException
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +54,7 @@ RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 FATAL_STATUS = frozenset({401, 403, 404})
 ERROR_BODY_CHARS = 300  # of an HTTP error body, in the error message
 ERROR_BODY_READ = 1 << 16  # bytes read of it: the key is masked in these before the cut
+DEFAULT_MAX_REPLY_BYTES = 8 << 20
 
 
 class TeacherError(RuntimeError):
@@ -58,6 +69,88 @@ class _Transient(Exception):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class _Deadline:
+    """One HTTP request's deadline: `seconds` after it starts, the request's socket is shut down
+    (both ways), which ends a read in progress at once; `expired` then says why it ended."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def attach(self, sock: socket.socket) -> socket.socket:
+        """Watch the request's (latest) socket: the raw one, then its TLS wrapper."""
+        with self._lock:
+            self._sock = sock
+            if self.expired:
+                _shut(sock)
+        return sock
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            if self._sock is not None:
+                _shut(self._sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed
+        pass
+
+
+def _watched(connection_class: type[HTTPConnection], deadline: _Deadline) -> type:
+    """`connection_class` whose sockets the deadline watches from their creation on."""
+
+    class Watched(connection_class):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            create = self._create_connection
+            self._create_connection = lambda *a, **k: deadline.attach(create(*a, **k))
+
+        def connect(self) -> None:
+            super().connect()
+            deadline.attach(self.sock)  # HTTPS: the TLS socket now wraps the raw one
+
+    return Watched
+
+
+class _DeadlineMixin:
+    """A urllib handler opening its connections under a deadline (proxies keep working: the
+    ProxyHandler only rewrites the request)."""
+
+    deadline: _Deadline
+
+    def do_open(self, http_class: type[HTTPConnection], req: Any, **kwargs: Any) -> Any:
+        return super().do_open(_watched(http_class, self.deadline), req, **kwargs)  # type: ignore[misc]
+
+
+class _DeadlineHTTPHandler(_DeadlineMixin, urllib.request.HTTPHandler):
+    pass
+
+
+class _DeadlineHTTPSHandler(_DeadlineMixin, urllib.request.HTTPSHandler):
+    pass
+
+
+def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
+    handlers = (_DeadlineHTTPHandler(), _DeadlineHTTPSHandler())
+    for handler in handlers:
+        handler.deadline = deadline
+    return urllib.request.build_opener(*handlers)
 
 
 class TeacherBackend(Protocol):
@@ -122,7 +215,9 @@ class OpenAIChatBackend:
             /chat/completions is used as is).
         model: the served model name.
         api_key_env: environment variable holding the API key (unset: no Authorization header).
-        timeout: seconds per HTTP request.
+        timeout: deadline in seconds of one HTTP request, the whole reply included (each
+            retry has its own).
+        max_reply_bytes: largest reply accepted; a larger one fails the item, not retried.
         max_retries: retries of a transient failure (total attempts = max_retries + 1).
         backoff: first retry delay in seconds, doubled each retry, capped by max_backoff.
         concurrency: most requests in flight at once.
@@ -141,6 +236,7 @@ class OpenAIChatBackend:
         *,
         api_key_env: str = DEFAULT_API_KEY_ENV,
         timeout: float = 120.0,
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
         max_retries: int = 4,
         backoff: float = 1.0,
         max_backoff: float = 30.0,
@@ -152,8 +248,11 @@ class OpenAIChatBackend:
         extra_body: dict[str, Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ):
-        if concurrency < 1 or max_retries < 0 or timeout <= 0:
-            raise ValueError("concurrency >= 1, max_retries >= 0 and timeout > 0 are required")
+        if concurrency < 1 or max_retries < 0 or timeout <= 0 or max_reply_bytes < 1:
+            raise ValueError(
+                "concurrency >= 1, max_retries >= 0, timeout > 0 and max_reply_bytes >= 1 are "
+                "required"
+            )
         base = base_url.rstrip("/")
         self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
         self.model = model
@@ -161,6 +260,7 @@ class OpenAIChatBackend:
         self.api_key_env = api_key_env
         self._api_key = os.environ.get(api_key_env) or None
         self.timeout = timeout
+        self.max_reply_bytes = max_reply_bytes
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -229,14 +329,20 @@ class OpenAIChatBackend:
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         request = urllib.request.Request(self.url, data=payload, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as err:
-            self._raise_for_status(err)
-        except (TimeoutError, urllib.error.URLError, HTTPException, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise _Transient(f"{type(err).__name__}: {reason}") from None
+        late = f"no complete reply within the {self.timeout:g} s deadline of a request"
+        with _Deadline(self.timeout) as deadline:
+            try:
+                with _opener(deadline).open(request, timeout=self.timeout) as response:
+                    raw = self._read_reply(response)
+            except urllib.error.HTTPError as err:
+                self._raise_for_status(err)
+            except (TimeoutError, urllib.error.URLError, HTTPException, OSError) as err:
+                if deadline.expired:
+                    raise _Transient(late) from None
+                reason = getattr(err, "reason", err)
+                raise _Transient(f"{type(err).__name__}: {reason}") from None
+            if deadline.expired:  # a reply without a length ends at the shutdown: cut short
+                raise _Transient(late)
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -244,6 +350,17 @@ class OpenAIChatBackend:
             raise _Transient(f"response is not JSON: {text[:200]!r}") from None
         # A server may echo the request (key included) in a 200 reply: the reply is stored.
         return self._scrub(reply_text(data))
+
+    def _read_reply(self, response: Any) -> bytes:
+        """The reply body, at most max_reply_bytes (refused from its Content-Length unread)."""
+        limit = self.max_reply_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise TeacherError(f"reply of {int(declared)} bytes is larger than {limit} bytes")
+        raw = response.read(limit + 1)
+        if len(raw) > limit:
+            raise TeacherError(f"reply larger than {limit} bytes")
+        return raw
 
     def _raise_for_status(self, err: urllib.error.HTTPError) -> None:
         try:

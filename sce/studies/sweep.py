@@ -72,13 +72,13 @@ from typing import Any
 
 import yaml
 
-from sce.evaluate.run_folder import RunFolder, RunFolderError
+from sce.evaluate.run_folder import SWEEP_FILE, RunFolder, RunFolderError, seed_folder
 from sce.train.config import ConfigError, as_overrides, resolve_config
 from sce.train.runs import CKPT_CHOICES
 
 CONFIG_NAME = "sweep_config.yaml"
 LOG_NAME = "sweep.log"
-SUMMARY_NAME = "sweep.json"
+SUMMARY_NAME = SWEEP_FILE
 SPREAD = (
     "std: sample standard deviation (n - 1 in the denominator) over the seeds whose run "
     "finished; metrics: their mean; seconds: wall time of the runs"
@@ -171,10 +171,6 @@ class SweepPlan:
     def names(self) -> list[str]:
         """The planned variants' names, in ablation order."""
         return list(dict.fromkeys(v.name for v in self.variants))
-
-
-def seed_folder(seed: int) -> str:
-    return f"seed{seed}"
 
 
 SEED_KEYS = ("seed_everything", "data.seed")  # what --seeds sets (never data.eval_seed)

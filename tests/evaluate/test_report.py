@@ -408,6 +408,8 @@ def test_published_rows_equal_the_papers_text():
     assert table1 == [list(row[2:]) for row in r.P0_TABLE_I]
     table2 = _block(p0, "\tModel\tSize\tPrec.", "TABLE III")
     assert table2 == [list(row[2:5]) for row in r.P0_TABLE_II] + [list(row[5:]) for row in r.P0_TABLE_II]  # fmt: skip
+    table3 = _block(p0, "TABLE III: Evaluation on the LingoQA", "not overfit")
+    assert table3 == [list(row[2:]) for row in r.P0_TABLE_III]
     table4 = _block(p0, "Size\tRank\tROUGE-L", "TABLE V")
     assert table4 == [[row[1], *row[2:]] for row in r.P0_TABLE_IV]
     table5 = _block(p0, "Model\tSize\tClosed QA\tSCE (3-cls.)", "show a decrease")
@@ -416,6 +418,24 @@ def test_published_rows_equal_the_papers_text():
     p1 = (PAPERS / "001_8744e2c966d5292e.txt").read_text()
     assert _block(p1, "\tPrec. ↑\tRec. ↑", "ating the model") == [list(v) for _, v in r.P1_TABLE_2]
     assert _block(p1, "\tC ↑\tNC ↑", "4.5.1") == [list(row) for row in r.P1_TABLE_3]
+    assert _block(p1, "Model Size\tOverall", "4.5.2") == [[acc] for *_, acc in r.P1_TABLE_4]
+    assert _block(p1, "Learning Rate\tF1", "4.5.3") == [list(row[1:]) for row in r.P1_TABLE_5]
+    for lr, f1_collision, *_ in r.P1_TABLE_5:
+        assert f"\n{lr:g}\t{f1_collision:.3f}\t" in p1
+    table6 = _block(p1, "Video Duration\tSpatial", "Moving from")
+    assert table6 == [list(row[2:]) for row in r.P1_TABLE_6]
+    for seconds, resolution, *_ in r.P1_TABLE_6:
+        assert f"{seconds} sec\t{resolution}\t" in p1
+    table7 = _block(p1, "Data Distribution\tF1", "Impact of Data")
+    assert table7 == [list(row[1:]) for row in r.P1_TABLE_7]
+    table8 = _block(p1, "Model\tMCQ\tCaption\tVQA\tAccuracy", "Contribution")
+    assert table8 == [[row[-1]] for row in r.P1_TABLE_8]
+    ticks = [
+        line.count("\u2713")
+        for line in p1[p1.index("Model\tMCQ\tCaption\tVQA\tAccuracy") :].splitlines()[1:4]
+    ]
+    assert ticks == [sum(row[:3]) for row in r.P1_TABLE_8]
+    assert f"Binary anomaly detection accuracy reached **{r.P1_BINARY[2]}%**" in p1
     table9 = _block(p1, "Reasoning MCQ x2\tReasoning VQA", "with refined")
     assert table9 == [[off] + ([on] if on is not None else []) for _, off, on in r.P1_TABLE_9]
     p2 = (PAPERS / "002_349ff15c30630707.txt").read_text()
@@ -450,3 +470,178 @@ def test_default_csv_folder_is_inside_the_first_run(run_pair, capsys):
 def test_report_module_does_not_import_torch():
     code = "import sys, sce.evaluate.paper_tables; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+@pytest.mark.parametrize("name", ["metrics.json", "config.yaml"])
+def test_a_non_utf8_run_file_is_named_not_a_traceback(tmp_path, capsys, name):
+    """Issue 26.10: `sce report` on a non-UTF-8 metrics.json or config.yaml exits 2 naming it."""
+    run = tmp_path / "run"
+    write_json(run / "metrics.json", evaluation("test", 1, {"acc": 0.5}))
+    (run / "config.yaml").write_text(CONFIG)
+    bad = run / name
+    bad.write_bytes(bad.read_bytes() + b"\n# \xff\xfe\n")
+    assert main(["report", str(run), "--paper", "001", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sce report: error: {bad}: not UTF-8 text (byte 0xff at offset ")
+
+
+# --- sweep folders: paper 001 Tables 4-8 and the binary anomaly accuracy ---------------------
+
+
+def sweep_config(lr: float = 1e-5, size: str = "7B", seconds: float = 6.0, width: int = 448,
+                 factors: str = "null", weights: str = "{mcq: 1.0}") -> str:  # fmt: skip
+    """A LightningCLI config.yaml of a paper 001 run with the settings the tables read."""
+    return (
+        f"model:\n  model_path: Qwen/Qwen2.5-VL-{size}-Instruct\n  finetuning: full\n  lr: {lr}\n"
+        f"data:\n  window:\n    before: {seconds - 2.0}\n    after: 2.0\n    width: {width}\n"
+        f"    height: 252\n    fps: 30.0\n    mode: event\n  class_factors: {factors}\n"
+        f"  task_weights: {weights}\n"
+    )
+
+
+def p1_scalars(acc: float, f1: tuple[float | None, ...], binary: float) -> dict:
+    scalars = {"acc": acc, "binary/acc": binary}
+    return scalars | {f"f1/{c}": v for c, v in zip(r.CLASSES, f1, strict=True)}
+
+
+def write_sweep(folder: Path, variants: dict[str, list[tuple[dict, str]]]) -> Path:
+    """A `sce sweep` folder: sweep.json listing the variants (in the given order) and, per
+    variant, one run folder or one per seed (each: metrics.json + config.yaml); a variant
+    with no runs failed (no metrics.json)."""
+    entries = []
+    for name, runs in variants.items():
+        entry = {"name": name, "label": name, "values": {}, "run_dir": f"elsewhere/{name}"}
+        seeded = len(runs) > 1
+        if seeded:
+            entry["runs"] = [{"seed": s, "status": "ok"} for s in range(len(runs))]
+        entry["status"] = "ok" if runs else "failed"
+        entries.append(entry)
+        for seed, (scalars, config) in enumerate(runs):
+            run = folder / name / (f"seed{seed}" if seeded else "")
+            write_json(run / "metrics.json", evaluation("test", 7, scalars))
+            (run / "config.yaml").write_text(config)
+    write_json(folder / "sweep.json", {"name": folder.name, "variants": entries})
+    return folder
+
+
+def test_paper001_tables_4_to_8_from_sweep_folders_one_row_per_variant(tmp_path, capsys):
+    lr = write_sweep(tmp_path / "lr", {
+        "lr1e-6": [(p1_scalars(0.5555, (0.567, 0.271, 0.674), 0.70), sweep_config(lr=1e-6))],
+        "lr2e-5": [(p1_scalars(0.7373, (0.646, 0.725, 0.802), 0.85), sweep_config(lr=2e-5))],
+        "lr1e-5": [],  # failed: no metrics.json
+    })  # fmt: skip
+    balanced = "{mcq: {collision: 15, near_collision: 2}}"
+    balancing = write_sweep(tmp_path / "balancing", {
+        "unbalanced": [(p1_scalars(0.5657, (0.0, 0.603, 0.748), 0.75), sweep_config())],
+        "balanced": [  # two seeds: the row is their mean, an undefined F1 left out of it
+            (p1_scalars(0.70, (0.6, 0.7, 0.8), 0.85), sweep_config(factors=balanced, seconds=4.0)),
+            (p1_scalars(0.80, (None, 0.8, 0.9), 0.95), sweep_config(factors=balanced, seconds=4.0)),
+        ],
+    })  # fmt: skip
+    mix = write_sweep(tmp_path / "data_mix", {
+        "mcq": [(p1_scalars(0.803, (0.5, 0.5, 0.5), 0.8), sweep_config(size="3B"))],
+        "mcq_caption_vqa": [(p1_scalars(0.8636, (0.5, 0.5, 0.5), 0.9),
+                             sweep_config(width=640, weights="{mcq: 1, caption: 1, vqa: 1, reasoning: 0}"))],
+    })  # fmt: skip
+    code, out = run_report(
+        capsys, str(lr), str(balancing), str(mix), "--paper", "001", "--name", "lr",
+        "--out", str(tmp_path / "o"),
+    )  # fmt: skip
+    assert code == 0
+    tables = markdown_tables(out)
+    rows = [
+        "lr lr1e-6",
+        "lr lr2e-5",
+        "lr lr1e-5",
+        "unbalanced",
+        "balanced",
+        "mcq",
+        "mcq_caption_vqa",
+    ]
+    t5 = table(tables, "Paper 001, Table 5:")
+    assert list(t5)[: len(rows)] == rows  # one row per variant, in sweep.json's order
+    assert t5["lr lr1e-6"] == ["1e-06", "0.567", "0.271", "0.674", "55.55"]
+    assert t5["lr lr2e-5"] == ["2e-05", "0.646", "0.725", "0.802", "73.73"]
+    assert t5["lr lr1e-5"] == ["-", "-", "-", "-", "-"]
+    assert "- lr lr1e-5: no metrics.json in " in out and "(sweep.json: failed)" in out
+    assert t5["paper: VLM-AutoDrive"] == ["1e-06", "0.567", "0.271", "0.674", "55.55"]
+    t7 = table(tables, "Paper 001, Table 7:")
+    assert t7["unbalanced"] == ["Unbalanced", "0.000", "0.603", "0.748", "56.57"]
+    assert t7["balanced"] == [
+        "Balanced (mcq: collision x15, near_collision x2)", "0.600", "0.750", "0.850", "75.00"
+    ]  # fmt: skip
+    assert "- balanced: mean of 2 of 2 seed runs: " in out
+    t6 = table(tables, "Paper 001, Table 6:")
+    assert t6["balanced"][:2] == ["4 sec", "448x252"] and t6["mcq_caption_vqa"][:2] == [
+        "6 sec",
+        "640x252",
+    ]
+    assert [r for r in tables[next(t for t in tables if "Table 6:" in t)] if r[0].startswith("paper")] == [
+        ["paper: VLM-AutoDrive", "6 sec", "32x4", "0.500", "0.702", "0.820", "70.20"],
+        ["paper: VLM-AutoDrive", "6 sec", "128x32", "0.640", "0.757", "0.849", "76.26"],
+        ["paper: VLM-AutoDrive", "4 sec", "128x32", "0.672", "0.744", "0.845", "76.26"],
+        ["paper: VLM-AutoDrive", "4 sec", "192x48", "0.711", "0.748", "0.857", "77.77"],
+    ]  # fmt: skip
+    t4 = table(tables, "Paper 001, Table 4:")
+    assert t4["mcq"] == ["3B", "80.30"] and t4["paper: NVILA-33B"] == ["33B", "80.30"]
+    t8 = table(tables, "Paper 001, Table 8:")
+    assert t8["mcq"] == ["\u2713", "", "", "80.30"]
+    assert t8["mcq_caption_vqa"] == ["\u2713", "\u2713", "\u2713", "86.36"]
+    assert [row for name, row in t8.items() if name == "paper: NVILA"] == [
+        ["\u2713", "", "", "80.30"]
+    ]
+    binary = table(tables, "Paper 001: binary anomaly")
+    assert binary["lr lr2e-5"] == ["73.73", "85.00"] and binary["balanced"] == ["75.00", "90.00"]
+    assert binary["paper: Cosmos-Reason1 Fine-tuned"] == ["77.27", "87.9"]
+    assert read_csv(tmp_path / "o" / "paper001_table8.csv")[0] == [
+        "Model",
+        "MCQ",
+        "Caption",
+        "VQA",
+        "Accuracy",
+    ]
+    assert table(tables, "Paper 001, Table 3:")["lr lr1e-6"][0] == "30"
+
+
+def test_paper000_table_iii_reads_the_lingoqa_items(tmp_path, capsys):
+    """LingoQA open QA (ROUGE-L, BERTScore): a test run of the LingoQA manifest alone fills the
+    row (its keys count as source_lingoqa/...); a run pooling sources does not."""
+    scalars = {"open_qa/n": 500.0, "open_qa/rougeL": 0.2812, "open_qa/bertscore_f1": 0.3104}
+    lingo = write_json(tmp_path / "lingoqa" / "metrics.json", evaluation("test", 3, scalars))
+    lingo.write_text(json.dumps({**json.loads(lingo.read_text()), "sources": ["lingoqa"]}))
+    (lingo.parent / "config.yaml").write_text(CONFIG)
+    mixed = write_json(tmp_path / "mixed" / "metrics.json", evaluation("test", 3, scalars))
+    mixed.write_text(
+        json.dumps({**json.loads(mixed.read_text()), "sources": ["lingoqa", "private"]})
+    )
+    code, out = run_report(capsys, str(lingo.parent), str(mixed.parent), "--paper", "000",
+                           "--out", str(tmp_path / "o"))  # fmt: skip
+    assert code == 0
+    t3 = table(markdown_tables(out), "Paper 000, Table III:")
+    assert t3["lingoqa"] == ["7B", "0.28", "0.31"]
+    assert t3["mixed"] == ["-", "-", "-"]
+    assert t3["paper: DoRA Adapted (Ours)"] == ["7B", "0.28", "0.31"]
+    assert t3["paper: QwenVL 3.5"] == ["8B", "0.32", "0.32"]
+    assert "(mixed): no LingoQA open-QA scores (no source_lingoqa/open_qa/* keys" in out
+    assert read_csv(tmp_path / "o" / "paper000_table3.csv")[1] == ["lingoqa", "7B", "0.28", "0.31"]
+
+
+def test_a_bad_sweep_json_names_the_file_and_field(tmp_path, capsys):
+    bad = write_json(tmp_path / "sw" / "sweep.json", {"variants": [{"label": "x"}]})
+    assert main(["report", str(bad.parent), "--paper", "001"]) == 2
+    assert f"{bad}: field variants[0].name missing or not a string" in capsys.readouterr().err
+
+
+def test_a_setting_that_is_not_a_number_leaves_its_cell_missing_with_the_key(tmp_path, capsys):
+    run = tmp_path / "odd"
+    write_json(run / "metrics.json", evaluation("test", 1, {"acc": 0.5}))
+    (run / "config.yaml").write_text(
+        sweep_config(weights="{mcq: many}").replace("lr: 1e-05", "lr: fast")
+    )
+    code, out = run_report(capsys, str(run), "--paper", "001", "--out", str(tmp_path / "o"))
+    assert code == 0
+    tables = markdown_tables(out)
+    assert table(tables, "Paper 001, Table 5:")["odd"][0] == "-"
+    assert table(tables, "Paper 001, Table 8:")["odd"] == ["-", "-", "-", "50.00"]
+    assert "(odd): config key model.lr = 'fast' is not a number" in out
+    assert "(odd): config key data.task_weights.mcq = 'many' is not a number" in out

@@ -61,3 +61,19 @@ def test_checkpoint_without_last_takes_the_only_one(tmp_path):
         run.checkpoint("last")
     only = _write(tmp_path / "checkpoints" / "epoch=0-step=1.ckpt", "")
     assert run.checkpoint("best") == only
+
+
+def test_non_utf8_files_name_themselves_and_the_byte(tmp_path):
+    """Issue 26.10: a non-UTF-8 metrics.json or config.yaml was a bare UnicodeDecodeError."""
+    bad = tmp_path / "metrics.json"
+    bad.write_bytes(b'{"split": "test", "note": "\xff"}')
+    with pytest.raises(
+        RunFolderError, match=rf"^{bad}: not UTF-8 text \(byte 0xff at offset 27\)$"
+    ):
+        RunFolder(tmp_path).metrics()
+    config = tmp_path / "config.yaml"
+    config.write_bytes(b"model:\n  model_path: Qwen\xe9-7B\n")
+    with pytest.raises(
+        RunFolderError, match=rf"^{config}: not UTF-8 text \(byte 0xe9 at offset 25\)$"
+    ):
+        RunFolder(tmp_path).config()

@@ -11,7 +11,9 @@ import json
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,19 @@ from typing import Any
 import numpy as np
 
 Responder = Callable[[dict[str, Any], dict[str, str], int], tuple[int, Any]]
+
+
+@dataclass
+class Trickle:
+    """A reply written `chunk` bytes at a time, `interval` seconds apart (a hostile or stalled
+    server): the body only, or the status line and headers too (`slow_head`); without a
+    Content-Length when `length` is False (the body then ends when the connection closes)."""
+
+    body: bytes
+    interval: float = 0.1
+    chunk: int = 1
+    slow_head: bool = False
+    length: bool = True
 
 
 class ChatServer:
@@ -33,6 +48,7 @@ class ChatServer:
         self.responder = responder
         self.max_requests = max_requests
         self.requests: list[dict[str, Any]] = []
+        self.body_bytes_sent = 0  # of Trickle replies: how much of them the client let through
         self._lock = threading.Lock()
         server = self
 
@@ -50,6 +66,9 @@ class ChatServer:
                     status, payload = 404, {"error": "not found"}
                 else:
                     status, payload, *extra = server.responder(body, headers, n)
+                if isinstance(payload, Trickle):
+                    self._trickle(status, payload)
+                    return
                 data = payload if isinstance(payload, bytes) else (
                     payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
                 )  # fmt: skip
@@ -65,6 +84,28 @@ class ChatServer:
                     pass  # the client was killed
                 if last:
                     threading.Thread(target=server.stop, daemon=True).start()
+
+            def _trickle(self, status: int, reply: Trickle) -> None:
+                length = f"Content-Length: {len(reply.body)}\r\n" if reply.length else ""
+                head = f"HTTP/1.0 {status} OK\r\nContent-Type: application/json\r\n{length}\r\n"
+                step = reply.chunk
+                pieces = [head.encode()[i : i + step] for i in range(0, len(head), step)]
+                pieces = pieces if reply.slow_head else [head.encode()]
+                n_head = len(pieces)
+                pieces += [reply.body[i : i + step] for i in range(0, len(reply.body), step)]
+                self.close_connection = True
+                for k, piece in enumerate(pieces):
+                    if server._stopped.is_set():
+                        return
+                    try:
+                        self.wfile.write(piece)
+                    except (BrokenPipeError, ConnectionResetError):
+                        return  # the client gave up
+                    if k >= n_head:
+                        with server._lock:
+                            server.body_bytes_sent += len(piece)
+                    if k and reply.interval:  # the head goes at once unless slow_head
+                        time.sleep(reply.interval)
 
             def log_message(self, *args):  # keep test output quiet
                 pass
@@ -123,7 +164,22 @@ def task_of(body: dict[str, Any]) -> str:
     return "caption"
 
 
-def label_in_prompt(body: dict[str, Any]) -> str:
+# What the fake teacher sees of a clip of each label when the label is hidden: the experts'
+# outputs (paper 000's M), which `write_manifest_files` puts in each record's metadata.
+EXPERTS = {
+    "collision": {"crash_detected": True},
+    "near_collision": {"crash_detected": False, "maneuver": "hard_braking"},
+    "normal": {"crash_detected": False},
+}
+_EXPERT_LINES = (
+    ("- harsh-manoeuvre classifier: hard braking", "near_collision"),
+    ("- IMU crash detector: crash detected", "collision"),
+    ("- IMU crash detector: no crash detected", "normal"),
+)
+
+
+def revealed_label(body: dict[str, Any]) -> str | None:
+    """The event type the prompt states (only a run with reveal_label does), else None."""
     text = user_text(body)
     if "A near-collision happens" in text:
         return "near_collision"
@@ -131,7 +187,19 @@ def label_in_prompt(body: dict[str, Any]) -> str:
         return "collision"
     if "drives normally" in text:
         return "normal"
-    raise AssertionError("no event type in the prompt")
+    return None
+
+
+def label_in_prompt(body: dict[str, Any]) -> str:
+    """The event the fake teacher recognises: the revealed label, else the experts' outputs."""
+    revealed = revealed_label(body)
+    if revealed is not None:
+        return revealed
+    text = user_text(body)
+    for line, label in _EXPERT_LINES:
+        if line in text:
+            return label
+    raise AssertionError("neither an event type nor expert outputs in the prompt")
 
 
 LETTER = {"collision": "A", "near_collision": "B", "normal": "C"}
@@ -202,12 +270,13 @@ def synthetic_inputs(record, fps=3.0, size=(32, 24), before=4.0, after=2.0, with
 def write_manifest_files(
     folder: Path, labels: list[str], metadata: list[dict] | None = None
 ) -> Path:
-    """A manifest of len(labels) clips with placeholder video files (synthetic_inputs ignores them)."""
+    """A manifest of len(labels) clips with placeholder video files (synthetic_inputs ignores
+    them); each record's metadata holds its label's expert outputs (EXPERTS), then `metadata`."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     for i, label in enumerate(labels):
         (folder / f"clip{i}.mp4").write_bytes(b"")
-        meta = (metadata or [{}] * len(labels))[i]
+        meta = {**EXPERTS.get(label, {}), **(metadata or [{}] * len(labels))[i]}
         lines.append(json.dumps({"id": f"clip{i}", "video": f"clip{i}.mp4", "label": label,
                                  "source": "synthetic", "split": "train", "metadata": meta}))  # fmt: skip
     path = folder / "manifest.jsonl"

@@ -25,6 +25,7 @@ from helpers.labeling_server import (
     image_urls,
     is_jpeg_data_url,
     label_in_prompt,
+    revealed_label,
     synthetic_inputs,
     task_of,
     user_text,
@@ -192,7 +193,12 @@ def test_teacher_prompt_interleaves_frames_telemetry_and_expert_outputs():
         "- track car#3: frames 2-3, centroid (0.30, 0.50) -> (0.40, 0.50)",
     ):
         assert line in text
-    assert "What the clip shows: A collision happens at about t = 4.0 s" in text
+    # The label is hidden by default: the metadata caption gives the telemetry peaks only.
+    assert "What the clip shows: The strongest longitudinal deceleration is -17.0 m/s^2" in text
+    assert "A collision happens" not in text
+    told = PromptOptions(reveal_label=True)
+    revealed = build_teacher_prompt(record, inputs, get_template("caption"), told).text
+    assert "What the clip shows: A collision happens at about t = 4.0 s" in revealed
     assert text.endswith(get_template("caption").instruction)
     # Boxes drawn on frame 2 only: its left box edge x=12 (0.2 * 64) is yellow; frame 1 is intact.
     frame2 = prompt.images[1]
@@ -214,10 +220,10 @@ def test_teacher_prompt_without_telemetry_or_frames():
     assert prompt.images == []
     assert "Telemetry: unavailable (no IMU file)." in prompt.text
     assert "Frame 1/18, t = 0.00 s (-4.00 s from t_e)\n" in prompt.text
-    hidden = build_teacher_prompt(
-        record, inputs, get_template("vqa"), PromptOptions(reveal_label=False)
+    told = build_teacher_prompt(
+        record, inputs, get_template("vqa"), PromptOptions(include_frames=False, reveal_label=True)
     )
-    assert "drives normally" not in hidden.text and "drives normally" in prompt.text
+    assert "drives normally" in told.text and "drives normally" not in prompt.text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +344,9 @@ def test_run_labeling_over_http_fills_the_manifest(tmp_path):
         and notes["reasoning_vqa"]["answer"] == "D"
     )
     assert notes["structured_caption"].startswith("A near-collision happens at about t = 4.0 s")
-    assert notes["provenance"]["vqa"] == {"template": "vqa/v1", "model": "teacher-model"}
+    assert notes["provenance"]["vqa"] == {
+        "template": "vqa/v1", "model": "teacher-model", "label_revealed": False
+    }  # fmt: skip
     assert (
         records["clip0"]
         .annotations["structured_caption"]
@@ -350,6 +358,64 @@ def test_run_labeling_over_http_fills_the_manifest(tmp_path):
         "failed": 0,
         "filtered": 0,
     }
+
+
+def test_the_teacher_is_not_told_the_label_unless_asked_and_the_labels_say_which(tmp_path):
+    """Issue 25.8: the label is hidden by default (paper 000's teacher sees video, telemetry and
+    expert outputs only); revealing it is an opt-in that every result and provenance records,
+    and results of the other setting are never reused."""
+    labels = ["collision", "near_collision", "normal"]
+    manifest = write_manifest_files(tmp_path / "data", labels)
+    out = tmp_path / "m2.jsonl"
+    tasks = "structured_caption,caption,vqa,reasoning"
+    with ChatServer(canned_responder) as server:
+        hidden = _run(manifest, tasks, _backend(server), out)
+        assert len(server.requests) == 9  # 3 teacher tasks x 3 clips
+        assert [revealed_label(r["body"]) for r in server.requests] == [None] * 9
+        for request in server.requests:  # the caption gives conditions and telemetry only
+            shown = user_text(request["body"]).split("What the clip shows: ")[1]
+            assert shown.startswith("The strongest longitudinal deceleration is -17.0 m/s^2")
+            assert not any(w in shown.split("\n")[0] for w in ("collision", "normally"))
+        assert hidden.done == 12 and not hidden.label_revealed
+        assert "label hidden from the teacher" in hidden.format()
+        notes = {r.id: r.annotations for r in load_manifest(out)}
+        assert {t: p["label_revealed"] for t, p in notes["clip0"]["provenance"].items()} == {
+            "structured_caption": True, "caption": False, "vqa": False, "reasoning": False
+        }  # fmt: skip
+        # Opting in asks every teacher item again (the metadata caption is not teacher work).
+        told = _run(
+            manifest, tasks, _backend(server), out, options=PromptOptions(reveal_label=True)
+        )
+        asked = server.requests[9:]
+        assert len(asked) == 9 and told.skipped == 3 and told.labeled_now == 9
+        by_task = [(task_of(r["body"]), revealed_label(r["body"])) for r in asked]
+        assert sorted(label for _, label in by_task) == sorted(labels * 3)
+        assert "label revealed to the teacher" in told.format()
+    lines = [json.loads(x) for x in (tmp_path / "m2.labels.jsonl").read_text().splitlines()]
+    assert [x["label_revealed"] for x in lines if x["task"] == "caption"] == [False] * 3 + [
+        True
+    ] * 3
+    notes = {r.id: r.annotations for r in load_manifest(out)}
+    assert notes["clip1"]["provenance"]["vqa"]["label_revealed"] is True
+
+
+def test_a_caption_written_knowing_the_label_is_not_shown_to_a_hidden_run(tmp_path):
+    """The reasoning prompt quotes the clip's caption; one written with the label revealed (its
+    provenance says so) would tell a hidden run the class."""
+    manifest = write_manifest_files(tmp_path / "data", ["collision"])
+    record = json.loads(manifest.read_text())
+    record["annotations"] = {
+        "caption": "A collision with a white car.",
+        "provenance": {"caption": {"template": "caption/v1", "label_revealed": True}},
+    }
+    manifest.write_text(json.dumps(record) + "\n")
+    with ChatServer(canned_responder) as server:
+        _run(manifest, "reasoning", _backend(server), tmp_path / "hidden.jsonl")
+        _run(manifest, "reasoning", _backend(server), tmp_path / "told.jsonl",
+             options=PromptOptions(reveal_label=True))  # fmt: skip
+        hidden, told = (user_text(r["body"]) for r in server.requests)
+    assert "Scene description" not in hidden and "collision with a white" not in hidden
+    assert "Scene description: A collision with a white car." in told
 
 
 def test_malformed_answers_are_retried_then_reported_failed(tmp_path):
@@ -549,7 +615,7 @@ def test_results_store_tolerates_a_line_cut_by_a_kill(tmp_path):
     manifest = write_manifest_files(tmp_path, ["collision", "normal"])
     results = tmp_path / "m2.labels.jsonl"
     done = {"clip_id": "clip0", "task": "structured_caption", "version": "v1", "status": "ok",
-            "annotation": {"text": "kept"}}  # fmt: skip
+            "annotation": {"text": "kept"}, "label_revealed": True}  # fmt: skip
     results.write_text(json.dumps(done) + "\n" + '{"clip_id": "clip1", "task": "struc')
     summary = run_labeling(manifest, "structured_caption", None, tmp_path / "m2.jsonl",
                            inputs_loader=synthetic_inputs, progress=False)  # fmt: skip
@@ -590,7 +656,8 @@ def _write_clip(folder: Path) -> None:
     ]
     (folder / "clip.imu.csv").write_text("\n".join(rows) + "\n")
     record = {"id": "real0", "video": "clip.mp4", "imu": "clip.imu.csv", "label": "collision",
-              "source": "private", "split": "test", "metadata": {"weather": "clear"}}  # fmt: skip
+              "source": "private", "split": "test",
+              "metadata": {"weather": "clear", "crash_detected": True}}  # fmt: skip
     (folder / "manifest.jsonl").write_text(json.dumps(record) + "\n")
 
 
