@@ -424,3 +424,18 @@ def test_default_csv_folder_is_inside_the_first_run(run_pair, capsys):
 def test_report_module_does_not_import_torch():
     code = "import sys, sce.evaluate.paper_tables; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+@pytest.mark.parametrize("paper", r.PAPERS)
+def test_every_table_says_its_n(tmp_path, capsys, paper):
+    # issue 25.11: a table's figures come from the whole test split, and say on how many clips
+    run = tmp_path / "whole"
+    write_json(run / "metrics.json", evaluation("test", 5, {"clips": 912.0, "items": 1824.0}))
+    old = tmp_path / "old"  # written before evaluations recorded their clips
+    write_json(old / "metrics.json", evaluation("test", 5, {"items": 85.0}))
+    code, out = run_report(
+        capsys, str(run), str(old), "--paper", paper, "--out", str(tmp_path / "o")
+    )
+    assert code == 0
+    n_lines = [line for line in out.splitlines() if line.startswith("- n: ")]
+    assert n_lines == len(r.TABLES[paper]) * ["- n: whole 912 clips (1,824 items); old 85 items"]
