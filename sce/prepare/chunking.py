@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from sce.data import video as video_lib
 from sce.data.clip import chunk_bounds, load_record_imu, resolve_event_time
-from sce.data.imu import event_excursion
+from sce.data.imu import ImuSignal, event_excursion
 from sce.data.schema import ClipRecord, load_manifest, rebase_paths, write_manifest
 from sce.data.windows import Chunk, event_band, sliding_chunks
 
@@ -45,6 +45,7 @@ DEFAULT_CHUNK_S = 6.0
 DEFAULT_STRIDE_S = 6.0
 DEFAULT_MARGIN_S = 0.5
 MIN_CHUNK_FRAMES = 2  # a chunk shorter than two frames holds no frame pair (Qwen's temporal patch)
+EXCURSION_SEARCH_S = 0.5  # the event's IMU peak is looked for within this of its event time
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,11 @@ class ChunkSummary:
         return out
 
 
-def record_event_time(record: ClipRecord, span: tuple[float, float]) -> float | None:
+def record_event_time(
+    record: ClipRecord, span: tuple[float, float], imu: ImuSignal | None, imu_reason: str = ""
+) -> float | None:
     """The event time in the video's seconds: the manifest's (relative to the span's start),
-    else argmax |a_x| of the IMU in the span (paper 000) for a non-normal record.
+    else argmax |a_x| of the record's `imu` in the span (paper 000) for a non-normal record.
 
     Normal records give None. A collision / near-collision record with neither raises
     ValueError naming the sample and the field, rather than silently chunking it as all-normal.
@@ -137,26 +140,15 @@ def record_event_time(record: ClipRecord, span: tuple[float, float]) -> float | 
         return None
     if record.event_time is not None:
         return span[0] + record.event_time
-    imu, reason = load_record_imu(record)
     length = span[1] - span[0]
     event_time, source = resolve_event_time(record, length, imu, offset=span[0])
     if source != "imu":
-        why = reason or "no finite a_x sample in the imu"
+        why = imu_reason or "no finite a_x sample in the imu"
         raise ValueError(
             f"sample {record.id!r}: field 'event_time': missing for a {record.label} record and "
             f"not derivable from the imu ({why})"
         )
     return span[0] + event_time
-
-
-def record_signature(
-    record: ClipRecord, event_time: float, span: tuple[float, float], margin: float
-) -> tuple[float, float] | None:
-    """The event's IMU excursion inside the span (None without a usable IMU)."""
-    imu, _ = load_record_imu(record)
-    if imu is None:
-        return None
-    return event_excursion(imu.between(*span), event_time, search_s=max(margin, 0.5))
 
 
 @dataclass(frozen=True)
@@ -184,10 +176,11 @@ class ChunkPlan:
 def plan_chunks(record: ClipRecord, duration: float, settings: ChunkSettings) -> ChunkPlan:
     """The chunks of one record inside its span (`duration`: the video's length)."""
     span = chunk_bounds(record, duration)
-    event_time = record_event_time(record, span)
+    imu, reason = (None, "") if record.label == "normal" else load_record_imu(record)
+    event_time = record_event_time(record, span, imu, reason)
     signature = None
-    if event_time is not None:
-        signature = record_signature(record, event_time, span, settings.margin)
+    if event_time is not None and imu is not None:  # its IMU excursion, inside the span
+        signature = event_excursion(imu.between(*span), event_time, EXCURSION_SEARCH_S)
     chunks = sliding_chunks(
         span[1] - span[0],
         chunk=settings.chunk,
@@ -277,7 +270,9 @@ def _seconds(option: str, least: float = 0.0, strict: bool = True):
         ok = math.isfinite(value) and (value > least if strict else value >= least)
         if not ok:
             bound = f"> {least:g}" if strict else f">= {least:g}"
-            raise argparse.ArgumentTypeError(f"expected a finite number of seconds {bound}, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected a finite number of seconds {bound}, got {text!r}"
+            )
         return value
 
     return parse
