@@ -44,7 +44,8 @@ class SceDataModule(L.LightningDataModule):
         decoder: "decord" or "pyav".
         task_weights: training task mix, e.g. {"mcq": 1, "caption": 1, "vqa": 1, "reasoning": 2}:
             every record gives one item per task it can serve with weight > 0, repeated
-            `weight` times per epoch (a fraction draws a random subset each epoch).
+            `weight` times per epoch (a fraction draws a random subset each epoch, or once:
+            `subset_draw`).
         imu_dropout: probability of removing telemetry from a training prompt (paper 000: 0.5).
         eval_imu: evaluation settings, subset of ["on", "off"] (with IMU / video only).
         eval_tasks: tasks asked at evaluation.
