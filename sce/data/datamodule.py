@@ -15,6 +15,7 @@ from sce.common.choices import check_choice, check_choices
 from sce.data.clip import ClipSpec, WindowSpec
 from sce.data.collate import CollateMode, Collator, Overflow
 from sce.data.dataset import ImuSetting, SceDataset
+from sce.data.sampling import SubsetDraw
 from sce.data.schema import ManifestError, OnBadSample, load_manifest
 from sce.data.video import Backend
 from sce.data.video_processing import at_model_size
@@ -26,6 +27,7 @@ OPTION_CHOICES = {
     "decoder": Backend,
     "overflow": Overflow,
     "on_bad_sample": OnBadSample,
+    "subset_draw": SubsetDraw,
 }
 LIST_OPTION_CHOICES = {"eval_imu": ImuSetting}  # task names: checked against the registry
 
@@ -42,7 +44,8 @@ class SceDataModule(L.LightningDataModule):
         decoder: "decord" or "pyav".
         task_weights: training task mix, e.g. {"mcq": 1, "caption": 1, "vqa": 1, "reasoning": 2}:
             every record gives one item per task it can serve with weight > 0, repeated
-            `weight` times per epoch (a fraction draws a random subset each epoch).
+            `weight` times per epoch (a fraction draws a random subset each epoch, or once:
+            `subset_draw`).
         imu_dropout: probability of removing telemetry from a training prompt (paper 000: 0.5).
         eval_imu: evaluation settings, subset of ["on", "off"] (with IMU / video only).
         eval_tasks: tasks asked at evaluation.
@@ -51,6 +54,9 @@ class SceDataModule(L.LightningDataModule):
             flat {"normal": 0.333} for every task (paper 002); a task entry overrides the flat
             one. Classes are the records' own labels ("event" / "normal" for a binary-scope
             record). None disables.
+        subset_draw: "epoch" (default): which items a fractional count keeps (a down-sampled
+            class, a task weight below 1) is redrawn every epoch; "once": drawn once from
+            `seed` and kept, a down-sampled data set (paper 002's negatives).
         batch_size: training micro-batch per device.
         eval_batch_size: validation/test/generation batch (default: batch_size).
         num_workers: data-loader worker processes.
@@ -91,6 +97,7 @@ class SceDataModule(L.LightningDataModule):
         seed: int = 0,
         eval_seed: int = 0,
         allowed_roots: list[str] | None = None,
+        subset_draw: SubsetDraw = "epoch",
     ):
         check_options(locals())  # the parser's checks, for direct construction
         super().__init__()
@@ -198,6 +205,7 @@ class SceDataModule(L.LightningDataModule):
             seed=self.hparams.seed,
             shuffle=True,
             num_replicas=replicas,
+            subset_draw=self.hparams.subset_draw,
             rank=rank,
         )
 

@@ -281,6 +281,50 @@ def event_time_from_imu(imu: ImuSignal) -> float:
     return float(imu.t[np.nanargmax(ax)])
 
 
+def moving_mean(t: np.ndarray, x: np.ndarray, width: float) -> np.ndarray:
+    """Centred `width` s mean of x at every stamp of t (trapezoid integral; edges shortened)."""
+    integral = np.concatenate([[0.0], np.cumsum(0.5 * (x[1:] + x[:-1]) * np.diff(t))])
+    lo = np.clip(t - width / 2, t[0], t[-1])
+    hi = np.clip(t + width / 2, t[0], t[-1])
+    span = np.maximum(hi - lo, 1e-9)
+    return (np.interp(hi, t, integral) - np.interp(lo, t, integral)) / span
+
+
+# The event's IMU excursion (sce data chunk): where the smoothed longitudinal acceleration departs
+# from the drive's median by at least EXCURSION_M_S2 (about 0.15 g: above drive noise, below
+# any evasive braking), or by half the event's own peak departure when that is smaller.
+EXCURSION_M_S2 = 1.5
+EXCURSION_SMOOTH_S = 0.1
+
+
+def event_excursion(
+    imu: ImuSignal,
+    event_time: float,
+    search_s: float,
+    level: float = EXCURSION_M_S2,
+    smooth_s: float = EXCURSION_SMOOTH_S,
+) -> tuple[float, float] | None:
+    """[first, last] time of the event's IMU excursion, or None without finite a_x near it.
+
+    The excursion is the contiguous stretch around the largest departure of a_x (smoothed over
+    `smooth_s`, minus the median of `imu`'s a_x) within `search_s` of `event_time`, where the
+    departure stays at or above min(level, half that peak): a near-collision's held braking with
+    its ramps, a collision's impact and the braking after it. Pass the IMU of the record's span.
+    """
+    keep = np.isfinite(imu.accel[:, 0])
+    t, ax = imu.t[keep], imu.accel[keep, 0]
+    near = np.flatnonzero(np.abs(t - event_time) <= search_s)
+    if len(t) < 2 or near.size == 0:
+        return None
+    departure = np.abs(moving_mean(t, ax - np.median(ax), smooth_s))
+    peak = near[int(np.argmax(departure[near]))]
+    below = np.flatnonzero(departure < min(level, departure[peak] / 2))
+    before, after = below[below < peak], below[below > peak]
+    first = before[-1] + 1 if before.size else 0
+    last = after[0] - 1 if after.size else len(t) - 1
+    return float(t[first]), float(t[last])
+
+
 # --------------------------------------------------------------------------------------------
 # Synchronisation
 # --------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch.distributed as dist
@@ -52,11 +52,16 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from sce.common.choices import check_choice
 from sce.data.schema import ALL_LABELS, LABELS, ClipRecord
 from sce.data.subset import stable_seed
 from sce.tasks import TASKS, task_names
 
 ANY_TASK = "*"  # the task of items built without one (a plain list of labels)
+# When the fractional part of a (task, class) count is drawn: "epoch" redraws which items (and,
+# for a fractional count, how many) every epoch; "once" draws them once from the seed and keeps
+# them, a down-sampled data set (paper 002: "Negative down-sampling ratio: 1/3").
+SubsetDraw = Literal["epoch", "once"]
 Factors = Mapping[str, "float | Mapping[str, float]"]
 
 
@@ -142,6 +147,7 @@ def _group_items(tasks: Sequence[str], labels: Sequence[str]) -> dict[tuple[str,
 
 
 _ROUNDING_STREAM = 1  # seeds the per-epoch rounding offset apart from the item draws
+_KEPT_STREAM = 2  # seeds the subsets drawn once (subset_draw="once") apart from the epochs
 _DRAW_STREAM = "sample-draw"  # keeps the per-sample seeds apart from any other stable_seed use
 
 
@@ -194,7 +200,8 @@ class ClassResampler(Sampler[int]):
     Epoch composition: a (task, class) group with `n` items and factor `f` (the task's weight
     times the task's class factor, else the flat class factor, else 1) contributes f*n items
     when that is an integer (every item floor(f) times plus a random subset without repetition,
-    redrawn each epoch): `{"collision": 15}` on 10 collisions gives 150 entries and
+    redrawn each epoch, or with `subset_draw="once"` drawn once from the seed and kept in every
+    epoch): `{"collision": 15}` on 10 collisions gives 150 entries and
     `{"normal": 1/3}` on 300 negatives exactly 100. A fractional f*n gives floor or ceil of it
     per epoch with mean exactly f*n (`epoch_counts`). Classes missing from `factors` keep factor
     1; 0 drops a class. Everything random is drawn from numpy's generator seeded with
@@ -231,6 +238,8 @@ class ClassResampler(Sampler[int]):
         shuffle: shuffle the epoch list (False: sorted by dataset index).
         num_replicas, rank: world size and rank (default: torch.distributed if initialized, else 1, 0).
         drop_last: truncate the epoch list to a multiple of num_replicas instead of padding it.
+        subset_draw: "epoch" (redraw the fractional subsets and counts every epoch) or "once"
+            (draw them once from `seed` and keep them: paper 002's negatives down-sampled once).
     """
 
     def __init__(
@@ -244,7 +253,10 @@ class ClassResampler(Sampler[int]):
         drop_last: bool = False,
         tasks: Sequence[str] | None = None,
         task_weights: Mapping[str, float] | None = None,
+        subset_draw: SubsetDraw = "epoch",
     ) -> None:
+        check_choice("data.subset_draw", subset_draw, SubsetDraw)
+        self.subset_draw = subset_draw
         self.labels = _check_labels(labels)
         self.tasks = _check_tasks(tasks, len(self.labels))
         self.factors = _check_factors(factors)
@@ -357,12 +369,14 @@ class ClassResampler(Sampler[int]):
 
         Each group gets floor(expected) entries plus one with probability equal to the
         fractional part, by systematic sampling: one uniform offset per epoch, drawn from
-        (seed, epoch) so every rank agrees, hits the groups' fractional parts laid end to end.
+        (seed, epoch) so every rank agrees (with subset_draw "once": from the seed alone, the
+        same counts every epoch), hits the groups' fractional parts laid end to end.
         Each group's mean over epochs is exactly its expected count, and the epoch's total
         stays within one of the expected total (the padding to `len(self)` makes up the rest).
         """
         epoch = self.epoch if epoch is None else epoch
-        offset = float(np.random.default_rng([self.seed, epoch, _ROUNDING_STREAM]).random())
+        key = [self.seed, _KEPT_STREAM] if self.subset_draw == "once" else [self.seed, epoch]
+        offset = float(np.random.default_rng([*key, _ROUNDING_STREAM]).random())
         counts, filled = {}, 0.0  # fractional parts laid end to end so far
         for key, expected in self.expected_counts().items():
             base = math.floor(expected + _TOL)
@@ -387,10 +401,14 @@ class ClassResampler(Sampler[int]):
         rng = np.random.default_rng([self.seed, epoch])
         parts = []
         counts = self.epoch_counts(epoch)
-        for (task, label), idx in self._groups.items():
+        for group, ((task, label), idx) in enumerate(self._groups.items()):
             whole, extra = divmod(counts[(task, label)], len(idx))
             parts.append(np.tile(idx, whole))
-            parts.append(rng.permutation(idx)[:extra])  # a fresh subset every epoch
+            if self.subset_draw == "once":  # the same subset every epoch
+                kept = np.random.default_rng([self.seed, _KEPT_STREAM, group])
+                parts.append(kept.permutation(idx)[:extra])
+            else:
+                parts.append(rng.permutation(idx)[:extra])  # a fresh subset every epoch
         order = np.concatenate(parts)
         order = rng.permutation(order) if self.shuffle else np.sort(order, kind="stable")
         out = order.tolist()

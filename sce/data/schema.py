@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -277,21 +278,38 @@ def check_allowed_roots(record: ClipRecord, roots: Sequence[str | Path], where: 
 
 
 def _check_files(record: ClipRecord, where: str) -> None:
+    """Every file of `record_paths` exists (the same list `rebase_paths` moves)."""
     frames = record.metadata.get("frames")
-    if frames:  # an image sequence (e.g. LingoQA): `video` is its folder
-        if not isinstance(frames, list) or not all(isinstance(f, str) for f in frames):
-            raise _fail(where, "metadata.frames", "expected a list of image paths")
-        missing = next((f for f in frames if not (Path(record.root) / f).is_file()), None)
-        if missing is not None:
-            raise _fail(where, "metadata.frames", f"file not found: {Path(record.root) / missing}")
-    for name in ("video", "imu", "gps"):
-        path = record.path(name)
-        if path is None:
-            continue
-        if name == "video" and frames and path.is_dir():
+    if frames and (not isinstance(frames, list) or not all(isinstance(f, str) for f in frames)):
+        raise _fail(where, "metadata.frames", "expected a list of image paths")
+    for name, path in record_paths(record):
+        if name == "video" and frames and path.is_dir():  # an image sequence: its folder
             continue
         if not path.is_file():
             raise _fail(where, name, f"file not found: {path}")
+
+
+def rebase_paths(record: ClipRecord, folder: str | Path | None) -> ClipRecord:
+    """The record with every path `record_paths` lists (video, imu, gps, metadata.driver_video,
+    metadata.frames) relative to `folder`, a new manifest's folder (None: absolute), so that a
+    record written elsewhere (`sce data chunk`, `sce data mine-events`) points at the same files."""
+
+    def moved(value: str) -> str:
+        path = Path(value) if Path(value).is_absolute() else Path(record.root) / value
+        path = path.absolute()
+        return str(path) if folder is None else os.path.relpath(path, Path(folder).absolute())
+
+    fields = {
+        n: None if getattr(record, n) is None else moved(getattr(record, n))
+        for n in ("video", "imu", "gps")
+    }
+    metadata = dict(record.metadata)
+    if isinstance(metadata.get("driver_video"), str) and metadata["driver_video"]:
+        metadata["driver_video"] = moved(metadata["driver_video"])
+    if isinstance(metadata.get("frames"), list):
+        metadata["frames"] = [moved(f) if isinstance(f, str) else f for f in metadata["frames"]]
+    root = str(Path(folder).absolute()) if folder is not None else record.root
+    return replace(record, root=root, metadata=metadata, **fields)
 
 
 def decode_line(raw: bytes, where: str) -> str:

@@ -142,13 +142,15 @@ def window_frame_times(window: Window, fps: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Chunk:
-    """A clip cut from a longer video."""
+    """A clip cut from a longer video (times in the video's seconds)."""
 
     start: float
     end: float
     label: str
-    has_event: bool = False  # the event lies inside [start, end]
-    cut: bool = False  # the event lies within the margin of an edge (only when drop_cut=False)
+    has_event: bool = False  # the event chunk: the one chunk of its event that holds it
+    # holds part of the event's signature but is not the event chunk (kept when drop_cut=False)
+    cut: bool = False
+    placed: bool = False  # the event chunk was placed around the event: no grid chunk held it
 
 
 def _chunk_starts(duration: float, chunk: float, stride: float, cover_tail: bool) -> list[float]:
@@ -161,44 +163,98 @@ def _chunk_starts(duration: float, chunk: float, stride: float, cover_tail: bool
     return starts
 
 
+def event_band(
+    event_time: float,
+    margin: float,
+    signature: tuple[float, float] | None,
+    span: tuple[float, float],
+) -> tuple[float, float]:
+    """What of the video shows the event: the guard band event_time +- margin joined with its
+    `signature` (the IMU excursion), inside `span`."""
+    lo, hi = event_time - margin, event_time + margin
+    if signature is not None:
+        lo, hi = min(lo, signature[0]), max(hi, signature[1])
+    return max(lo, span[0]), min(hi, span[1])
+
+
+def _event_chunk(
+    grid: list[tuple[float, float]],
+    band: tuple[float, float],
+    event_time: float,
+    margin: float,
+    span: tuple[float, float],
+    label: str,
+) -> Chunk:
+    """The one chunk of the event: the grid chunk holding its band with the event nearest its
+    centre, else a chunk of the grid's length placed on the band's centre, keeping the guard
+    band and staying inside the span."""
+    holding = [(s, e) for s, e in grid if s <= band[0] + _EPS and e >= band[1] - _EPS]
+    if holding:
+        s, e = min(holding, key=lambda c: abs((c[0] + c[1]) / 2 - event_time))
+        return Chunk(s, e, label, has_event=True)
+    length = max(e - s for s, e in grid)
+    start = (band[0] + band[1] - length) / 2
+    start = min(max(start, event_time + margin - length), event_time - margin)
+    start = min(max(start, span[0]), span[1] - length)
+    return Chunk(start, start + length, label, has_event=True, placed=True)
+
+
 def sliding_chunks(
     duration: float,
-    chunk: float = 5.0,
-    stride: float = 2.5,
+    chunk: float = 6.0,
+    stride: float = 6.0,
     event_time: float | None = None,
     label: str = "normal",
     min_event_margin: float = 0.5,
     drop_cut: bool = True,
     cover_tail: bool = True,
+    signature: tuple[float, float] | None = None,
+    offset: float = 0.0,
 ) -> list[Chunk]:
-    """Cut [0, duration] into chunks of `chunk` s every `stride` s (paper 001: 40 s -> 4-6 s).
+    """Cut [offset, offset + duration] into chunks of `chunk` s every `stride` s (paper 001:
+    40 s videos -> "6-7 overlapping segments", "only one of which typically contains the
+    anomalous event"; the defaults give 7 chunks of 6 s, the last aligned to the end).
 
-    - A chunk with the event at least `min_event_margin` s from both edges gets `label`.
-    - A chunk without the event is "normal".
-    - A chunk whose edge falls within the margin of the event "cuts" it: dropped when drop_cut,
-      else kept with `label` and cut=True (the event is visible but may be truncated).
-    The last chunk is aligned to the clip end when the stride leaves a tail (cover_tail); a
-    clip shorter than `chunk` gives one chunk [0, duration]. Paper 001 reports 6-7 chunks per
-    40 s video (about chunk=6, stride=6); the defaults overlap more (15 chunks).
+    An event (a non-normal `label` at `event_time`) shows in its band: event_time +-
+    `min_event_margin` joined with its `signature` (e.g. the IMU excursion, `event_band`).
+    - Exactly one chunk is the event's (`has_event`, with `label`): the grid chunk that holds
+      the band, else one placed on it (`placed`; it holds the guard band always, the band when
+      the band fits in a chunk).
+    - Every other chunk that overlaps the band is never normal: dropped when `drop_cut`, else
+      kept with `label` and `cut`.
+    - The rest are normal.
+    The last chunk is aligned to the span end when the stride leaves a tail (cover_tail); a span
+    shorter than `chunk` gives one chunk, the whole span. Times are the video's seconds.
     """
     if label not in ALL_LABELS:  # "event": a binary-scope record (Nexar)
         raise WindowError(f"unknown label {label!r}; expected one of {ALL_LABELS}")
     if duration <= 0 or chunk <= 0 or stride <= 0:
         raise WindowError("duration, chunk and stride must be positive")
-    if event_time is not None and not (-_EPS <= event_time <= duration + _EPS):
-        raise WindowError(f"event_time {event_time:.3f} s is outside the clip [0, {duration}] s")
-    chunks = []
-    for s in _chunk_starts(duration, chunk, stride, cover_tail):
-        e = min(s + chunk, duration)
-        if event_time is None or label == "normal" or not (s - _EPS <= event_time <= e + _EPS):
-            chunks.append(Chunk(s, e, "normal"))
+    if chunk <= 2 * min_event_margin:
+        raise WindowError(
+            f"chunk {chunk:g} s must be longer than twice the event margin {min_event_margin:g} s"
+        )
+    span = (offset, offset + duration)
+    if event_time is not None and not (span[0] - _EPS <= event_time <= span[1] + _EPS):
+        raise WindowError(
+            f"event_time {event_time:.3f} s is outside the span [{span[0]}, {span[1]}] s"
+        )
+    starts = _chunk_starts(duration, chunk, stride, cover_tail)
+    grid = [(offset + s, min(offset + s + chunk, span[1])) for s in starts]
+    if event_time is None or label == "normal":
+        return [Chunk(s, e, "normal") for s, e in grid]
+    band = event_band(event_time, min_event_margin, signature, span)
+    event = _event_chunk(grid, band, event_time, min_event_margin, span, label)
+    chunks = [event]
+    for s, e in grid:
+        if (s, e) == (event.start, event.end):
             continue
-        inside = s + min_event_margin - _EPS <= event_time <= e - min_event_margin + _EPS
-        if inside:
-            chunks.append(Chunk(s, e, label, has_event=True))
-        elif not drop_cut:
-            chunks.append(Chunk(s, e, label, has_event=True, cut=True))
-    return chunks
+        if s < band[1] - _EPS and e > band[0] + _EPS:  # shows part of the event
+            if not drop_cut:
+                chunks.append(Chunk(s, e, label, cut=True))
+        else:
+            chunks.append(Chunk(s, e, "normal"))
+    return sorted(chunks, key=lambda c: (c.start, c.end))
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,11 @@
 
 Token-level accuracy says little in this domain; what counts is the class the model *says*.
 Every `every_n_epochs` validation epochs (and at test), the callback generates answers for the
-split's fixed evaluation subset: `max_samples` items or `per_class` clips of each class, stratified
-by class and source and drawn once from data.eval_seed (sce.data.subset), the same in every epoch,
-run and rank count (sharded across ranks, gathered on every rank), parses them,
+split's fixed evaluation subset: at validation `max_samples` items or `per_class` clips of each
+class, at test the whole split (a paper's table comes from its whole test set) or `per_class`
+clips of each class (paper 001's test set: 66 of each), stratified by class and source and drawn
+once from data.eval_seed (sce.data.subset), the same in every epoch, run and rank count (sharded
+across ranks, gathered on every rank), parses them,
 and logs namespaced scalars (`val_gen/acc`, `val_gen/f1/collision`, per source and IMU setting),
 the confusion matrix, reliability diagram and the binary alarm's precision-recall curve as images
 (items of binary-scope records, e.g. Nexar, count only in `binary/*`; see sce.evaluate.summary),
@@ -47,9 +49,11 @@ class GenerationEvaluation(Callback):
 
     Args:
         every_n_epochs: run at the end of every n-th validation epoch (0: only at test).
-        max_samples: items per evaluation (None: the whole split), stratified by class and
-            source; a clip brings all its items (tasks x IMU settings).
-        per_class: instead of max_samples, this many clips of every class (paper 001: 66).
+        max_samples: items per validation (None: the whole split), stratified by class and
+            source; a clip brings all its items (tasks x IMU settings). Test scores the whole
+            test split.
+        per_class: instead of max_samples, this many clips of every class, at validation and
+            test (paper 001's test set: 66 per class).
         max_new_tokens: generation length (None: the module's max_new_tokens).
         num_text_samples: rows of the sample-generation table logged to TensorBoard.
         bertscore_model: local folder of a BERT-style encoder for BERTScore (None: the folder
@@ -144,8 +148,13 @@ class GenerationEvaluation(Callback):
         self._write(trainer, pl_module, split, summary)
         return summary
 
+    def subset(self, split: str) -> tuple[int | None, int | None]:
+        """(max_samples, per_class) of a split's evaluation: max_samples at validation only
+        (test scores the whole split; every table gives its n), per_class at both."""
+        return (self.max_samples if split == "val" else None), self.per_class
+
     def generate(self, trainer: Trainer, pl_module: LightningModule, split: str) -> list[dict]:
-        max_samples, per_class = self.max_samples, self.per_class
+        max_samples, per_class = self.subset(split)
         budgets = self.token_budgets(pl_module.hparams.get("max_new_tokens", 64))
         if trainer.fast_dev_run:  # a smoke test: one short batch exercises the whole path
             max_samples, per_class = trainer.datamodule.eval_batch_size, None

@@ -1186,8 +1186,26 @@ TABLES: dict[str, tuple[Callable[[Sequence[Run]], Table], ...]] = {
 
 
 def paper_tables(paper: Paper, runs: Sequence[Run]) -> list[Table]:
-    """Every table `sce report` prints for `paper`, filled from `runs`."""
-    return [build(runs) for build in TABLES[paper]]
+    """Every table `sce report` prints for `paper`, filled from `runs`, each with its n."""
+    tables = [build(runs) for build in TABLES[paper]]
+    for table in tables:
+        table.notes.append(n_note(runs))
+    return tables
+
+
+def n_note(runs: Sequence[Run]) -> str:
+    """What each row was scored on: "n: DoRA 912 clips (1,824 items); ..." (the evaluation's
+    `clips` and `items`; test evaluations score the whole test split)."""
+    parts = []
+    for run in runs:
+        clips, items = run.scalars.get("clips"), run.scalars.get("items")
+        if clips is not None and items is not None:
+            parts.append(f"{run.name} {int(clips):,} clips ({int(items):,} items)")
+        elif items is not None:
+            parts.append(f"{run.name} {int(items):,} items")
+        else:
+            parts.append(f"{run.name} not recorded")
+    return "n: " + "; ".join(parts)
 
 
 def render_report(paper: Paper, runs: Sequence[Run]) -> tuple[str, list[Table]]:

@@ -136,7 +136,11 @@ def summarize(
         by_task.setdefault(item["task"], []).append(item)
     options = ScoringOptions(bertscore_model, bertscore_layer)
     summary = Summary(
-        scalars={"items": float(len(results))},
+        # n: the items and clips scored (a paper table gives its n, sce report prints it)
+        scalars={
+            "items": float(len(results)),
+            "clips": float(len({item.get("id") for item in results})),
+        },
         samples=[_sample(item) for item in results[:max_samples]],
         sources=sorted({str(item["source"]) for item in results}),
     )

@@ -34,8 +34,8 @@ import numpy as np
 
 from sce.data import video as video_lib
 from sce.data.clip import DEFAULT_WINDOW, ClipError, chunk_bounds, load_record_imu
-from sce.data.imu import ImuSignal
-from sce.data.schema import ClipRecord, load_manifest, write_manifest
+from sce.data.imu import ImuSignal, moving_mean
+from sce.data.schema import ClipRecord, load_manifest, rebase_paths, write_manifest
 
 
 @dataclass(frozen=True)
@@ -60,15 +60,6 @@ class Candidate:
     peak_ax: float  # a_x at t_e, m/s^2
     peak_horizontal: float  # largest smoothed horizontal magnitude, m/s^2
     min_ax: float  # lowest smoothed a_x, m/s^2
-
-
-def moving_mean(t: np.ndarray, x: np.ndarray, width: float) -> np.ndarray:
-    """Centred `width` s mean of x at every stamp of t (trapezoid integral; edges shortened)."""
-    integral = np.concatenate([[0.0], np.cumsum(0.5 * (x[1:] + x[:-1]) * np.diff(t))])
-    lo = np.clip(t - width / 2, t[0], t[-1])
-    hi = np.clip(t + width / 2, t[0], t[-1])
-    span = np.maximum(hi - lo, 1e-9)
-    return (np.interp(hi, t, integral) - np.interp(lo, t, integral)) / span
 
 
 def detect_events(
@@ -124,7 +115,8 @@ def candidate_record(
     lo, hi = span
     start = min(max(candidate.time - before, lo), max(hi - before - after, lo))
     end = min(start + before + after, hi)
-    metadata = dict(record.metadata)
+    source = rebase_paths(record, None)  # absolute: the candidates may be written anywhere
+    metadata = dict(source.metadata)
     metadata.update(
         clip_start=round(start, 6),
         clip_end=round(end, 6),
@@ -140,12 +132,12 @@ def candidate_record(
     )
     return ClipRecord(
         id=f"{record.id}_cand{index:03d}",
-        video=str(record.path("video")),
+        video=source.video,
         label=record.label,  # the recording's label as given: mining labels nothing
         source=record.source,
         split=record.split,
-        imu=None if record.imu is None else str(record.path("imu")),
-        gps=None if record.gps is None else str(record.path("gps")),
+        imu=source.imu,
+        gps=source.gps,
         event_time=round(candidate.time - start, 6),
         metadata=metadata,
         label_scope=record.label_scope,

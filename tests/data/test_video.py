@@ -152,22 +152,74 @@ def test_window_frames_from_a_29_97_fps_source() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_sliding_chunks_40s_event_inside_two_chunks() -> None:
-    chunks = sliding_chunks(40.0, event_time=21.0, label="collision")
-    assert len(chunks) == 15 and chunks[-1].end == 40.0
-    hits = [(c.start, c.end) for c in chunks if c.label == "collision"]
-    assert hits == [(17.5, 22.5), (20.0, 25.0)]
-    assert sum(c.label == "normal" for c in chunks) == 13
+def _spans(chunks, label=None) -> list[tuple[float, float]]:
+    return [(c.start, c.end) for c in chunks if label is None or c.label == label]
 
 
-def test_sliding_chunks_cut_event_dropped_or_flagged() -> None:
-    chunks = sliding_chunks(40.0, event_time=20.2, label="near_collision")
-    # [20, 25] has the event 0.2 s from its start (< 0.5 s margin): dropped
-    assert len(chunks) == 14
-    assert [(c.start, c.label) for c in chunks if c.has_event] == [(17.5, "near_collision")]
-    kept = sliding_chunks(40.0, event_time=20.2, label="near_collision", drop_cut=False)
+def test_sliding_chunks_defaults_give_paper_001s_seven_6s_chunks() -> None:
+    # paper 001: a 40 s video gives "6-7 overlapping segments" of 4-6 s; 6 s keep 180 frames
+    chunks = sliding_chunks(40.0)
+    assert [c.start for c in chunks] == [0.0, 6.0, 12.0, 18.0, 24.0, 30.0, 34.0]
+    assert all(c.end - c.start == 6.0 for c in chunks) and chunks[-1].end == 40.0
+
+
+def test_sliding_chunks_one_event_chunk_per_event() -> None:
+    # issue 25.7: a collision at 21 s inside [17.5, 22.5] and [20, 25] gave two collision chunks
+    chunks = sliding_chunks(40.0, chunk=5.0, stride=2.5, event_time=21.0, label="collision")
+    assert _spans(chunks, "collision") == [(17.5, 22.5)]  # the event nearer its centre
+    # [20, 25] holds the event too: never normal, dropped
+    assert (20.0, 25.0) not in _spans(chunks) and len(chunks) == 14
+
+
+@pytest.mark.parametrize(
+    ("event_time", "chunk", "stride", "not_normal"),
+    [
+        (17.15, 5.0, 2.5, (17.5, 22.5)),  # the event 0.35 s before the chunk's start
+        (35.35, 5.0, 2.5, (30.0, 35.0)),  # the collision 0.35 s after the chunk's end
+        (6.26, 6.0, 6.0, (0.0, 6.0)),  # the near-collision 0.26 s after the chunk's end
+    ],
+)
+def test_sliding_chunks_guard_band_is_never_normal(event_time, chunk, stride, not_normal) -> None:
+    """The issue's probes: each of these chunks was labelled normal."""
+    chunks = sliding_chunks(
+        40.0, chunk=chunk, stride=stride, event_time=event_time, label="near_collision"
+    )
+    assert not_normal not in _spans(chunks, "normal")
+    (event,) = [c for c in chunks if c.has_event]  # exactly one, holding event_time +- 0.5 s
+    assert event.start <= event_time - 0.5 and event.end >= event_time + 0.5
+    assert event.end - event.start == chunk and event.label == "near_collision"
+    for c in chunks:  # no normal chunk within 0.5 s of the event
+        assert c.label != "normal" or c.end <= event_time - 0.5 or c.start >= event_time + 0.5
+
+
+def test_sliding_chunks_places_the_event_chunk_when_no_grid_chunk_holds_it() -> None:
+    # 6 s / 6 s, near-collision at 6.26 s: [0, 6] and [6, 12] both cut it; before, the video
+    # yielded no near-collision chunk at all (and [0, 6] as normal)
+    chunks = sliding_chunks(40.0, event_time=6.26, label="near_collision")
+    assert _spans(chunks, "near_collision") == [(3.26, 9.26)]  # centred on the band
+    assert chunks[0].placed and _spans(chunks, "normal") == [
+        (12.0, 18.0), (18.0, 24.0), (24.0, 30.0), (30.0, 36.0), (34.0, 40.0)
+    ]  # fmt: skip
+    # an IMU excursion [5.5, 10.5] (braking after the event) widens the band: [12, 18] stays
+    # normal, the event chunk holds the whole band
+    chunks = sliding_chunks(40.0, event_time=6.26, label="collision", signature=(5.5, 10.5))
+    assert _spans(chunks, "collision") == [(5.0, 11.0)]
+    assert _spans(chunks, "normal")[0] == (12.0, 18.0)
+
+
+def test_sliding_chunks_cut_chunks_kept_with_label_or_dropped() -> None:
+    kept = sliding_chunks(40.0, event_time=6.26, label="near_collision", drop_cut=False)
     cut = [c for c in kept if c.cut]
-    assert len(kept) == 15 and [(c.start, c.label) for c in cut] == [(20.0, "near_collision")]
+    assert _spans(cut) == [(0.0, 6.0), (6.0, 12.0)] and {c.label for c in cut} == {"near_collision"}
+    assert sum(c.has_event for c in kept) == 1 and len(kept) == 8
+
+
+def test_sliding_chunks_inside_a_span() -> None:
+    # a record that is itself a chunk [12, 18] of its video: cut inside it, in video seconds
+    chunks = sliding_chunks(6.0, event_time=15.36, label="near_collision", offset=12.0)
+    assert _spans(chunks) == [(12.0, 18.0)] and chunks[0].has_event
+    with pytest.raises(WindowError, match=r"outside the span \[12.0, 18.0\]"):
+        sliding_chunks(6.0, event_time=4.92, label="near_collision", offset=12.0)
 
 
 def test_sliding_chunks_tail_normal_and_errors() -> None:
@@ -177,6 +229,8 @@ def test_sliding_chunks_tail_normal_and_errors() -> None:
     assert [(c.start, c.end) for c in sliding_chunks(3.0)] == [(0.0, 3.0)]
     with pytest.raises(WindowError, match="unknown label"):
         sliding_chunks(40.0, event_time=3.0, label="crash")
+    with pytest.raises(WindowError, match="longer than twice the event margin"):
+        sliding_chunks(40.0, chunk=1.0, event_time=3.0, label="collision")
 
 
 def test_multiscale_windows_paper_keyframes() -> None:

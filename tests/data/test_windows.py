@@ -47,9 +47,10 @@ def _assert_same_plan(clean: ClipInputs, poisoned: ClipInputs) -> None:
 def test_chunk_prompt_reads_only_its_span(long_collision, tmp_path, event_time):
     # The README's example: 5 s chunks every 2.5 s, with the default 6 s window at 3 fps.
     chunks = chunk_record(long_collision, 20.0, chunk=5.0, stride=2.5, margin=0.5, keep_cut=False)
-    # the impact at 15.2 s: [12.5, 17.5] is the collision chunk, [15, 20] cuts it (dropped)
-    assert [c.metadata["clip_start"] for c in chunks] == [0.0, 2.5, 5.0, 7.5, 10.0, 12.5]
-    assert [c.label for c in chunks] == ["normal"] * 5 + ["collision"]
+    # the impact at 15.2 s: [12.5, 17.5] is the collision chunk; [10, 15] ends 0.2 s before the
+    # impact and [15, 20] cuts it: both show part of it (never normal), dropped
+    assert [c.metadata["clip_start"] for c in chunks] == [0.0, 2.5, 5.0, 7.5, 12.5]
+    assert [c.label for c in chunks] == ["normal"] * 4 + ["collision"]
     spec = WindowSpec(width=64, height=36)
     info = video_lib.video_info(long_collision.path("video"))
     for chunk in chunks:

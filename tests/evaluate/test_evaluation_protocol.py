@@ -446,3 +446,33 @@ def test_no_skip_message_when_no_task_needs_bertscore(tmp_path, monkeypatch):
         evaluation.setup(Trainer(), None, "test")
     messages = [str(w.message) for w in caught if SKIP_MESSAGE in str(w.message)]
     assert len(messages) == 1 and "instruction" in messages[0]
+
+
+# ---------------------------------------------------------------------------- test scores all
+
+
+def test_max_samples_subsets_validation_only_test_scores_the_whole_split(
+    tiny_kit, synthetic_manifest, tmp_path
+):
+    # issue 25.11: max_samples applied at test too (about 85 of paper 000's ~900 test clips)
+    from sce.data.schema import load_manifest
+
+    test_clips = sum(r.split == "test" for r in load_manifest(synthetic_manifest))
+    val_clips = sum(r.split == "val" for r in load_manifest(synthetic_manifest))
+    assert test_clips > 1 and val_clips > 1
+    data = SceDataModule(
+        str(synthetic_manifest), str(tiny_kit), window=WindowSpec(width=112, height=56),
+        eval_batch_size=4, max_length=2048, eval_tasks=["mcq"],
+    )  # fmt: skip
+    module = SceModule(str(tiny_kit), finetuning="none", max_new_tokens=2)
+    evaluation = GenerationEvaluation(max_samples=1)
+    trainer = cpu_trainer(
+        tmp_path, limit_val_batches=1, limit_test_batches=1, callbacks=[evaluation]
+    )
+    trainer.validate(module, datamodule=data)
+    trainer.test(module, datamodule=data)
+    val, test = evaluation.last["val"].scalars, evaluation.last["test"].scalars
+    assert (val["clips"], val["items"]) == (1, 1)  # the validation subset stays
+    assert (test["clips"], test["items"]) == (test_clips, test_clips)  # the whole test split
+    evaluation = GenerationEvaluation(max_samples=None, per_class=66)
+    assert evaluation.subset("test") == evaluation.subset("val") == (None, 66)  # paper 001

@@ -645,3 +645,18 @@ def test_a_setting_that_is_not_a_number_leaves_its_cell_missing_with_the_key(tmp
     assert table(tables, "Paper 001, Table 8:")["odd"] == ["-", "-", "-", "50.00"]
     assert "(odd): config key model.lr = 'fast' is not a number" in out
     assert "(odd): config key data.task_weights.mcq = 'many' is not a number" in out
+
+
+@pytest.mark.parametrize("paper", r.PAPERS)
+def test_every_table_says_its_n(tmp_path, capsys, paper):
+    # issue 25.11: a table's figures come from the whole test split, and say on how many clips
+    run = tmp_path / "whole"
+    write_json(run / "metrics.json", evaluation("test", 5, {"clips": 912.0, "items": 1824.0}))
+    old = tmp_path / "old"  # written before evaluations recorded their clips
+    write_json(old / "metrics.json", evaluation("test", 5, {"items": 85.0}))
+    code, out = run_report(
+        capsys, str(run), str(old), "--paper", paper, "--out", str(tmp_path / "o")
+    )
+    assert code == 0
+    n_lines = [line for line in out.splitlines() if line.startswith("- n: ")]
+    assert n_lines == len(r.TABLES[paper]) * ["- n: whole 912 clips (1,824 items); old 85 items"]
