@@ -31,6 +31,12 @@ from sce.common.known_warnings import (  # noqa: F401 (re-exported for tests and
 )
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+LIGHTNING_HELP = {
+    "fit": "train a config (--config X.yaml [--run DIR]); `sce fit --help` lists every key",
+    "validate": "validation metrics of a run's checkpoint (--run DIR [--ckpt best|last])",
+    "test": "test metrics of a run's checkpoint on the whole test split (--run DIR [--ckpt])",
+    "predict": "answers of a run's checkpoint (--run DIR [--ckpt best|last])",
+}
 
 
 def run_lightning_cli(args: list[str]):
@@ -170,6 +176,8 @@ def build_parser(
     p.add_argument("--seed", type=int, default=0)
     handlers["tiny-model"] = _tiny_model
 
+    for name in LIGHTNING_COMMANDS:  # listed for --help; main() hands them to LightningCLI
+        sub.add_parser(name, help=LIGHTNING_HELP[name], add_help=False)
     from sce.commands import COMMANDS
 
     chosen = argv[0] if argv else None
@@ -186,10 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet_known_noise()  # imports nothing: filters by message and logger name
     if argv and argv[0] in LIGHTNING_COMMANDS:
+        from sce.train.runs import RunFolderError
+
         try:
             run_lightning_cli(argv)
         except _data_errors() as err:  # bad data: the cause in a few lines, not ~30 frames
             return _report_data_error(argv[0], err)
+        except RunFolderError as err:  # a misused --run / --ckpt: one line naming the fix
+            print(f"sce {argv[0]}: {err}", file=sys.stderr)
+            return 2
         return 0
     parser, handlers = build_parser(argv)
     args, extra = parser.parse_known_args(argv)

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from tqdm import tqdm
 
@@ -191,7 +192,7 @@ class GenerationEvaluation(Callback):
     def _write(
         self, trainer: Trainer, pl_module: LightningModule, split: str, summary: Summary
     ) -> None:
-        step = trainer.global_step
+        step = evaluated_step(trainer, pl_module)
         run_dir = Path(trainer.log_dir or trainer.default_root_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         record = {"split": split, "epoch": trainer.current_epoch, "step": step, **summary.to_json()}
@@ -207,6 +208,14 @@ class GenerationEvaluation(Callback):
         if summary.alarm is not None:
             media.pr_curve(f"{split}_gen/alarm/pr_curve", *summary.alarm)
         media.flush()
+
+
+def evaluated_step(trainer: Trainer, pl_module: LightningModule) -> int:
+    """The training step of the weights being evaluated: the trainer's during fit, else the
+    restored checkpoint's (`sce test --ckpt last` of a step-3 run writes test_step3.json)."""
+    if trainer.state.fn == TrainerFn.FITTING:
+        return trainer.global_step
+    return getattr(pl_module, "checkpoint_step", None) or trainer.global_step
 
 
 def _eval_tasks(trainer: Trainer) -> tuple[str, ...]:

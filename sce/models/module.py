@@ -493,6 +493,9 @@ class SceModule(L.LightningModule):
         if "state_dict" in checkpoint:
             check_trainable_keys(self, checkpoint["state_dict"])
         self.nonfinite_batches = int(checkpoint.get("sce_nonfinite_batches", 0))
+        # validate/test/predict restore the weights but not the loops (global_step stays 0):
+        # results are named by the step the weights were trained to
+        self.checkpoint_step = int(checkpoint.get("global_step", 0))
 
 
 def recorded_load_dtype(checkpoint: dict[str, Any]) -> str | None:

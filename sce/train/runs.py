@@ -85,6 +85,11 @@ def resolve_run_arguments(subcommand: str, args: list[str]) -> list[str]:
     the run's config first (later flags override it), its checkpoint as --ckpt_path unless one
     is given. `--run` stays (SceCLI aims the loggers at the run's log folder)."""
     run = _option(args, "--run")
+    if subcommand == "fit" and _option(args, "--ckpt") is not None:
+        raise RunFolderError(
+            "--ckpt best|last is for sce validate/test/predict; to continue training from a "
+            "checkpoint give --ckpt_path PATH/last.ckpt"
+        )
     if subcommand == "fit" or run is None:
         if _option(args, "--ckpt") is not None:
             raise RunFolderError("--ckpt best|last needs --run DIR (sce validate/test/predict)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from helpers.paths import EXPERIMENTS
 
 from sce.cli import main
@@ -42,8 +43,10 @@ def test_fit_then_test_in_one_run_folder(
     assert "test evaluation (generated answers):" in out
     assert "Test metric" not in out  # Lightning's results dump is replaced by the table
     assert f"wrote {log_dir / 'metrics.json'}" in out
+    # named by the step of the checkpoint tested (1: one training batch), not the test loop's 0
+    assert torch.load(log_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 1
     assert sorted(p.name for p in evaluations.glob("*.json")) == [
-        "test_step0.json",
+        "test_step1.json",
         "val_step1.json",
     ]
     assert json.loads((log_dir / "metrics.json").read_text())["split"] == "test"
@@ -77,3 +80,27 @@ def test_run_arguments_put_the_run_config_first_and_keep_overrides(tmp_path):
     ]  # fmt: skip
     given = resolve_run_arguments("test", ["--run", str(tmp_path), "--ckpt_path", "a.ckpt"])
     assert given[:2] == ["--config", str(log_dir / "config.yaml")] and "a.ckpt" in given
+
+
+def test_misused_run_flags_give_one_line_naming_the_fix(tmp_path, capsys):
+    """`sce fit --run RUN --ckpt last` (by analogy with sce test) and `sce test --ckpt best`
+    without a run: exit 2 with one line, no traceback (issue 27, CLI polish)."""
+    assert main(["fit", "--run", str(tmp_path), "--ckpt", "last"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "sce fit: --ckpt best|last is for sce validate/test/predict; to continue training "
+        "from a checkpoint give --ckpt_path PATH/last.ckpt"
+    ]
+    assert main(["test", "--ckpt", "best"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "sce test: --ckpt best|last needs --run DIR (sce validate/test/predict)"
+    )
+
+
+def test_help_lists_every_subcommand(capsys):
+    from sce.cli import LIGHTNING_COMMANDS, build_parser
+
+    parser, _ = build_parser()
+    listing = parser.format_help()
+    for name in (*LIGHTNING_COMMANDS, "demo", "data", "export", "infer", "report", "sweep"):
+        assert f"\n    {name} " in listing, name
