@@ -194,7 +194,8 @@ def comma2k19_records(
         label: the label of every record ("normal": ordinary driving).
         video_name: the raw stream's file name in each segment folder.
         imu_axes: the mounting: "estimate" (from gravity, GPS speed and the gyro; stored as
-            `metadata.imu_rotation`), "comma_eon" / an explicit mapping such as "x,-y,-z",
+            `metadata.imu_rotation` when its forward axis is resolved, "estimate_always":
+            stored whatever its quality; see `sce.data.alignment.record_alignment`), "comma_eon" / an explicit mapping such as "x,-y,-z",
             or "none" (device axes as they are).
 
     `ctx.skip_missing` counts and skips segments without their video instead of failing.

@@ -126,7 +126,8 @@ def gopro_records(
         out_dir: where each record's CSVs go (default: `gopro/` beside the manifest).
         label: the label of every record.
         imu_axes: the mounting: "estimate" (from gravity, GPS speed and the gyro; stored as
-            `metadata.imu_rotation`), an explicit mapping of the camera's axes such as
+            `metadata.imu_rotation` when its forward axis is resolved, "estimate_always":
+            stored whatever its quality; see `sce.data.alignment.record_alignment`), an explicit mapping of the camera's axes such as
             "z,x,y", or "none".
 
     `ctx.skip_missing` counts and skips files without a GPMF track (or without ACCL/GYRO)
