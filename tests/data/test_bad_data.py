@@ -202,7 +202,9 @@ def test_malformed_annotations_are_skipped_and_counted(
         task_weights={"mcq": 1.0, "caption": 1.0},
     )
     data.processor = object()  # the samples below are never batched
-    with pytest.warns(UserWarning, match=r"1 train record\(s\) with malformed annotations"):
+    with pytest.warns(
+        UserWarning, match=r"1 train record\(s\) with malformed annotations or metadata"
+    ):
         records = data.split_records("train")
     assert [bool(r.problem) for r in records] == [False, True, False]
     assert "field 'annotations.vqa': item 0: missing 'answer'" in records[1].problem
@@ -428,3 +430,68 @@ def test_allowed_roots_refuse_files_outside(tmp_path) -> None:
     assert [
         r.id for r in load_manifest(_manifest(tmp_path, [json.dumps(rows[0])]), allowed_roots=roots)
     ] == ["clip0"]
+
+
+# ------------------------------------------------------------- issue 26 point 12: metadata
+BAD_METADATA = [  # (metadata, field, detail)
+    ({"clip_start": "abc"}, "metadata.clip_start", "expected a number, got 'abc'"),
+    ({"clip_end": -1}, "metadata.clip_end", "expected a finite number >= 0, got -1"),
+    ({"clip_start": 4.0, "clip_end": 2.0}, "metadata.clip_end", "2.0 is not after clip_start 4.0"),
+    ({"driver_video": ["a.mp4"]}, "metadata.driver_video", "expected a path string, got ['a.mp4']"),
+    ({"frames_fps": 0}, "metadata.frames_fps", "expected a positive number, got 0"),
+    ({"imu_rotation": [1, 0, 0]}, "metadata.imu_rotation", "expected a 3 x 3 matrix of numbers"),
+    (
+        {"nominal_rate_hz": {"imu": "x"}},
+        "metadata.nominal_rate_hz",
+        "expected an object of positive",
+    ),
+]
+
+
+@pytest.mark.parametrize(("metadata", "field", "detail"), BAD_METADATA)
+def test_malformed_metadata_is_named_at_load(tmp_path, metadata, field, detail) -> None:
+    path = _manifest(tmp_path, [json.dumps(_row(0)), json.dumps(_row(1) | {"metadata": metadata})])
+    with pytest.raises(ManifestError) as err:
+        load_manifest(path)
+    assert str(err.value).startswith(f"{path} line 2, id 'clip1': field '{field}': {detail}")
+
+
+def test_validate_files_malformed_metadata_under_its_field(tmp_path) -> None:
+    """Before: both records were filed as "video does not decode" (float('abc') and
+    Path([...]) raised inside the decode check)."""
+    rows = [_row(0), _row(1) | {"metadata": {"clip_start": "abc"}}]
+    rows.append(_row(2) | {"metadata": {"driver_video": ["cabin.mp4"]}})
+    report = validate_manifest(_manifest(tmp_path, [json.dumps(r) for r in rows]), decode=False)
+    assert report.problems["schema: metadata.clip_start"] == 1
+    assert report.problems["schema: metadata.driver_video"] == 1
+    assert report.examples["schema: metadata.clip_start"] == [
+        "line 2, id 'clip1': expected a number, got 'abc'"
+    ]
+    assert report.problems["video does not decode"] == 1  # clip0 only (a stand-in file)
+    assert report.examples["video does not decode"][0].startswith("line 1, id 'clip0'")
+
+
+def test_malformed_metadata_is_skipped_and_counted(synthetic_manifest, tmp_path, tiny_processor):
+    """The issue's probe: `clip_start: "abc"` and a list-valued `driver_video` under
+    on_bad_sample=skip crashed training naming no sample (ValueError, TypeError); now both
+    records load with their problem and their samples are skipped and counted."""
+    from sce.data.datamodule import SceDataModule
+
+    rows = [
+        r.to_json() | {"video": str(r.path("video")), "imu": None, "gps": None}
+        for r in load_manifest(synthetic_manifest, splits=["train"])
+    ][:3]
+    rows[0]["metadata"]["clip_start"] = "abc"
+    rows[2]["metadata"]["driver_video"] = ["cabin.mp4"]
+    path = tmp_path / "manifest.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = SceDataModule(str(path), processor_path="unused", on_bad_sample="skip")
+    with pytest.warns(UserWarning, match=r"2 train record\(s\) with malformed annotations or"):
+        records = data.split_records("train")
+    assert [bool(r.problem) for r in records] == [True, False, True]
+    assert f"id '{rows[0]['id']}': field 'metadata.clip_start'" in records[0].problem
+    assert f"id '{rows[2]['id']}': field 'metadata.driver_video'" in records[2].problem
+    dataset = SceDataset(records, SPEC, train=True, task_weights={"mcq": 1.0}, on_bad_sample="skip")
+    samples = [dataset[i] for i in range(len(dataset))]
+    assert [s is None for s in samples] == [True, False, True]
+    assert Collator(tiny_processor)(samples)["skipped"] == 2
