@@ -84,6 +84,11 @@ class ManifestError(ValueError):
         self.detail = detail
 
 
+class OutsideRootsError(ManifestError):
+    """A file of a record lies outside `data.allowed_roots` (checked on load and again each
+    time a reader asks for the path to open it)."""
+
+
 @dataclass
 class ClipRecord:
     """One clip of the canonical manifest, with paths resolved against the manifest folder."""
@@ -103,14 +108,29 @@ class ClipRecord:
     problem: str = (
         ""  # why the record's samples are skipped (malformed annotations); not serialized
     )
+    # data.allowed_roots the record was loaded under (not serialized): `path` checks them
+    allowed_roots: tuple[str, ...] = ()
 
     def path(self, name: str) -> Path | None:
-        """Absolute path of the `video`, `imu` or `gps` field (None when the field is null)."""
-        value = getattr(self, name)
+        """Absolute path of the `video`, `imu`, `gps` or `metadata.driver_video` field (None
+        when unset), for a reader about to open it. With `allowed_roots` the path comes back
+        resolved (symlinks, `..`) and checked now (`confined`), so a symlink retargeted after
+        the manifest was loaded is refused here, and the reader opens the very file checked."""
+        if name.startswith("metadata."):
+            value = self.metadata.get(name.removeprefix("metadata.")) or None
+        else:
+            value = getattr(self, name)
         if value is None:
             return None
         p = Path(value)
-        return p if p.is_absolute() else Path(self.root) / p
+        p = p if p.is_absolute() else Path(self.root) / p
+        return confined(p, self.allowed_roots, f"sample {self.id!r}", name)
+
+    def frame_paths(self) -> list[Path]:
+        """The `metadata.frames` images of an image-sequence clip, each as `path` gives it."""
+        root, where = Path(self.root), f"sample {self.id!r}"
+        frames = self.metadata.get("frames") or []
+        return [confined(root / f, self.allowed_roots, where, "metadata.frames") for f in frames]
 
     @property
     def class_index(self) -> int:
@@ -124,7 +144,11 @@ class ClipRecord:
         return data
 
 
-NOT_SERIALIZED: tuple[str, ...] = ("root", "problem")  # ClipRecord fields no manifest holds
+NOT_SERIALIZED: tuple[str, ...] = (
+    "root",
+    "problem",
+    "allowed_roots",
+)  # ClipRecord fields no manifest holds
 
 
 def readable_id(data: Any) -> str | None:
@@ -139,8 +163,8 @@ def name_record(where: str, record_id: str | None) -> str:
     return where if record_id is None else f"{where}, id {record_id!r}"
 
 
-def _fail(where: str, field_name: str, message: str) -> ManifestError:
-    return ManifestError(
+def _fail(where: str, field_name: str, message: str, kind=ManifestError) -> ManifestError:
+    return kind(
         f"{where}: field '{field_name}': {message}", where=where, field=field_name, detail=message
     )
 
@@ -331,6 +355,7 @@ def parse_record(
         record.problem = str(err)
     if allowed_roots:
         check_allowed_roots(record, allowed_roots, where)
+        record.allowed_roots = tuple(str(r) for r in allowed_roots)
     if check_files:
         _check_files(record, where)
     return record
@@ -350,18 +375,41 @@ def record_paths(record: ClipRecord) -> list[tuple[str, Path]]:
 
 
 def check_allowed_roots(record: ClipRecord, roots: Sequence[str | Path], where: str) -> None:
-    """Raise ManifestError unless every file of the record lies inside one of `roots` (after
-    resolving symlinks and `..`): the opt-in `data.allowed_roots` of shared services, where a
-    manifest must not make the loader read arbitrary files (e.g. /etc/passwd as an IMU)."""
-    resolved = [Path(r).expanduser().resolve() for r in roots]
+    """Raise OutsideRootsError unless every file of the record lies inside one of `roots`
+    (`confined`): the opt-in `data.allowed_roots` of shared services, where a manifest must
+    not make the loader read arbitrary files (e.g. /etc/passwd as an IMU). Checked on load
+    for an early error, and again by `ClipRecord.path` when a file is opened."""
     for name, path in record_paths(record):
-        real = path.resolve()
-        if not any(real.is_relative_to(root) for root in resolved):
-            raise _fail(
-                where,
-                name,
-                f"{path} is outside data.allowed_roots {[str(r) for r in resolved]}",
-            )
+        confined(path, roots, where, name)
+
+
+def confined(path: Path, roots: Sequence[str | Path], where: str, field_name: str) -> Path:
+    """`path` itself when `roots` is empty; else its real path (symlinks and `..` resolved),
+    which must lie inside one of `roots`, or OutsideRootsError naming `where` and the field.
+    The one check every reader goes through (`ClipRecord.path`, `frame_paths`). The real path
+    is what the reader then opens: retargeting a symlink afterwards changes nothing (only a
+    folder on the way swapped for a symlink in the instant between could still escape)."""
+    if not roots:
+        return path
+    resolved = [Path(r).expanduser().resolve() for r in roots]
+    real = path.resolve()
+    if not any(real.is_relative_to(root) for root in resolved):
+        detail = f"{path} is outside data.allowed_roots {[str(r) for r in resolved]}"
+        raise _fail(where, field_name, detail, OutsideRootsError)
+    return real
+
+
+def add_allowed_roots_argument(parser) -> None:
+    """`--allowed-root DIR` (repeatable) of the offline commands, as `data.allowed_roots`."""
+    parser.add_argument(
+        "--allowed-root",
+        dest="allowed_roots",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="read only files inside DIR (repeatable; symlinks and '..' resolved when each "
+        "file is opened), as data.allowed_roots in training",
+    )
 
 
 def _check_files(record: ClipRecord, where: str) -> None:

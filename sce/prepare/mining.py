@@ -48,7 +48,13 @@ from sce.data import video as video_lib
 from sce.data.alignment import rotation_from_metadata
 from sce.data.clip import DEFAULT_WINDOW, ClipError, chunk_bounds, load_record_imu
 from sce.data.imu import ImuSignal, moving_mean
-from sce.data.schema import ClipRecord, load_manifest, rebase_paths, write_manifest
+from sce.data.schema import (
+    ClipRecord,
+    add_allowed_roots_argument,
+    load_manifest,
+    rebase_paths,
+    write_manifest,
+)
 
 
 @dataclass(frozen=True)
@@ -394,6 +400,7 @@ def add_mine_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument(
         "--after", type=float, default=w.after, help=f"window after t_e, s ({w.after:g})"
     )
+    add_allowed_roots_argument(parser)
     return parser
 
 
@@ -403,7 +410,9 @@ def mine_command(args: argparse.Namespace) -> int:
         args.brake, args.brake_window, args.impact, args.impact_window, args.merge_gap
     )
     try:
-        report = mine_manifest(args.manifest, args.out, thresholds, args.before, args.after)
+        report = mine_manifest(
+            args.manifest, args.out, thresholds, args.before, args.after, args.allowed_roots
+        )
     except (ValueError, OSError) as err:
         print(f"sce data mine-events: error: {err}", file=sys.stderr)
         return 2

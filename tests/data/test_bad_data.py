@@ -495,3 +495,75 @@ def test_malformed_metadata_is_skipped_and_counted(synthetic_manifest, tmp_path,
     samples = [dataset[i] for i in range(len(dataset))]
     assert [s is None for s in samples] == [True, False, True]
     assert Collator(tiny_processor)(samples)["skipped"] == 2
+
+
+# ------------------------------------------ issue 26 point 13: allowed_roots when a file opens
+def _linked_record(synthetic_manifest, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A record whose video and IMU are symlinks inside `root` to copies inside it; returns
+    (manifest, root, outside) where `outside` holds the same files outside the root."""
+    import shutil
+
+    record = load_manifest(synthetic_manifest, splits=["train"])[0]
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    for folder in (root, outside):
+        folder.mkdir()
+        shutil.copy(record.path("video"), folder / "clip.mp4")
+        shutil.copy(record.path("imu"), folder / "imu.csv")
+    (root / "video_link.mp4").symlink_to(root / "clip.mp4")
+    (root / "imu_link.csv").symlink_to(root / "imu.csv")
+    row = record.to_json() | {"video": "root/video_link.mp4", "imu": "root/imu_link.csv"}
+    row["gps"] = None
+    (tmp_path / "m.jsonl").write_text(json.dumps(row) + "\n")
+    return tmp_path / "m.jsonl", root, outside
+
+
+@pytest.mark.parametrize(("link", "field"), [("imu_link.csv", "imu"), ("video_link.mp4", "video")])
+def test_allowed_roots_are_checked_when_a_file_opens(synthetic_manifest, tmp_path, link, field):
+    """The issue's probe: a symlink inside the root passes the load-time check, is then
+    retargeted outside, and was read (the clip loaded with the outside file). Now the clip
+    loader refuses it when it opens the file, naming the sample and the field."""
+    from sce.data.clip import load_clip
+    from sce.data.schema import OutsideRootsError
+
+    manifest, root, outside = _linked_record(synthetic_manifest, tmp_path)
+    (record,) = load_manifest(manifest, allowed_roots=[str(root)])
+    assert load_clip(record, SPEC).frames.shape == (18, 56, 112, 3)  # inside: reads
+    (root / link).unlink()
+    (root / link).symlink_to(outside / link.replace("_link", "").replace("video", "clip"))
+    with pytest.raises(OutsideRootsError) as err:
+        load_clip(record, SPEC)
+    assert str(err.value) == (
+        f"sample {record.id!r}: field '{field}': {root / link} is outside "
+        f"data.allowed_roots ['{root}']"
+    )
+    dataset = SceDataset([record], SPEC, train=False, on_bad_sample="skip")
+    with pytest.raises(OutsideRootsError):  # a refusal, never a counted skip
+        dataset[0]
+
+
+def test_offline_commands_take_allowed_roots(synthetic_manifest, tmp_path, capsys) -> None:
+    """`sce data mine-events`, `sce data chunk`, `sce label` and `sce infer --manifest` take
+    `--allowed-root` (before: unknown option): a record whose IMU link leads outside is
+    refused naming its field, and nothing is written."""
+    from sce.cli import main
+
+    manifest, root, outside = _linked_record(synthetic_manifest, tmp_path)
+    (root / "imu_link.csv").unlink()
+    (root / "imu_link.csv").symlink_to(outside / "imu.csv")
+    roots = ["--allowed-root", str(root)]
+    out = tmp_path / "out.jsonl"
+    commands = {
+        "mine-events": ["data", "mine-events", str(manifest), "--out", str(out)],
+        "chunk": ["data", "chunk", str(manifest), "--out", str(out)],
+        "label": ["label", "--manifest", str(manifest), "--out", str(out)],
+        "infer": ["infer", "--model", "tiny:0", "--manifest", str(manifest), "--split", "train"],
+    }
+    commands["label"] += ["--tasks", "structured_caption"]
+    commands["infer"] += ["--out", str(out)]
+    for name, args in commands.items():
+        assert main(args + roots) != 0, name
+        text = capsys.readouterr()
+        assert "field 'imu': " in text.out + text.err, name
+        assert f"is outside data.allowed_roots ['{root}']" in text.out + text.err, name
+        assert not out.exists(), name
+    assert main(commands["mine-events"]) == 0  # without the option: anywhere (by design)
