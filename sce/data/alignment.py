@@ -321,7 +321,7 @@ def record_alignment(imu: ImuSignal, gps: GpsSignal | None, imu_axes: str) -> di
     if imu_axes == "none":
         return {}
     if imu_axes in ESTIMATE_OPTIONS:
-        return estimate_alignment(imu, gps).metadata(apply=True if imu_axes != "estimate" else None)
+        return estimate_alignment(imu, gps).metadata(apply=imu_axes == "estimate_always" or None)
     return Alignment(axes_rotation(imu_axes), "axes").metadata()
 
 
