@@ -30,7 +30,10 @@ and the synthetic data do (the schema's az includes gravity).
 The rotation is stored in the record's metadata (`imu_rotation`, with the estimate's quality
 in `imu_alignment`) by the converters, and applied when the record's telemetry is loaded
 (`align_record_imu`, called by `sce.data.clip.load_record_imu`); the CSV keeps the device's
-axes. A device whose mounting is known takes an explicit axis mapping instead of an estimate
+axes. An estimate whose forward axis is not resolved (no GPS: "gravity_only"; motion too weak:
+"unresolved") is recorded in `imu_alignment` but not stored as `imu_rotation` (the loader
+keeps the device axes) unless asked (`imu_axes="estimate_always"`); `sce data validate` notes
+it. A device whose mounting is known takes an explicit axis mapping instead of an estimate
 (`axes_rotation("x,-y,-z")`: vehicle x = device x, vehicle y = -device y, vehicle z = -device
 z), e.g. the converters' `imu_axes` option.
 """
@@ -48,6 +51,9 @@ ROTATION_KEY = "imu_rotation"
 ALIGNMENT_KEY = "imu_alignment"
 MIN_FORWARD_CORRELATION = 0.5  # below: the forward axis is "unresolved" (too little accel.)
 MIN_INTERVALS = 5
+ESTIMATE_OPTIONS = ("estimate", "estimate_always")  # imu_axes values that estimate from data
+MIN_COVERAGE = 0.9  # an interval between GPS fixes needs 90% of its time covered by the IMU
+MAX_BRIDGE_S = 0.1  # a hole between finite IMU samples up to this long counts as covered
 # Known mountings: device axes -> vehicle (x forward, y left, z up).
 KNOWN_AXES: dict[str, str] = {
     "vehicle": "x,y,z",  # already in the vehicle frame (the synthetic data, private CSVs)
@@ -64,19 +70,32 @@ class Alignment:
     """A device -> vehicle rotation and how it was obtained."""
 
     rotation: np.ndarray  # [3, 3], rows: vehicle x, y, z in device coordinates
-    method: str  # "estimated" | "axes" | "gravity_only"
+    method: str  # "estimated" | "axes" | "gravity_only" (no GPS) | "unresolved" (weak motion)
     gravity: float | None = None  # |mean accel|, m/s^2 (estimated)
     forward_correlation: float | None = None  # corr(aligned mean a_x, dv/dt) over intervals
     intervals: int = 0  # speed-change intervals used
 
-    def metadata(self) -> dict[str, Any]:
-        """`{imu_rotation: [[...]], imu_alignment: {...}}` for a record's metadata."""
+    @property
+    def resolved(self) -> bool:
+        """The whole rotation is known: an explicit mapping, or an estimate whose forward
+        axis passed MIN_FORWARD_CORRELATION (gravity_only / unresolved know only up)."""
+        return self.method in ("axes", "estimated")
+
+    def metadata(self, apply: bool | None = None) -> dict[str, Any]:
+        """`{imu_rotation: [[...]], imu_alignment: {...}}` for a record's metadata. The
+        rotation (what the loader applies) is stored when `apply` is True, or by default when
+        `resolved`; otherwise only `imu_alignment` is, with the rotation the estimate would
+        have applied under `rotation` and `applied: false` (the IMU keeps the device axes)."""
+        apply = self.resolved if apply is None else apply
         info: dict[str, Any] = {"method": self.method, "intervals": self.intervals}
         if self.gravity is not None:
             info["gravity_m_s2"] = round(self.gravity, 4)
         if self.forward_correlation is not None:
             info["forward_correlation"] = round(self.forward_correlation, 4)
+        info["applied"] = apply
         rows = [[round(float(v), 6) for v in row] for row in self.rotation]
+        if not apply:
+            return {ALIGNMENT_KEY: {**info, "rotation": rows}}
         return {ROTATION_KEY: rows, ALIGNMENT_KEY: info}
 
 
@@ -135,8 +154,17 @@ def motion_intervals(
     imu: ImuSignal, gps: GpsSignal, up: np.ndarray, min_interval_s: float
 ) -> MotionIntervals:
     """Over intervals between GPS fixes >= min_interval_s apart (inside the IMU's range):
-    mean device acceleration, dv/dt, mean v * omega_up and duration, NaN samples dropped. dv/dt is the mean longitudinal acceleration over the interval; v * omega_up (GPS
-    speed times the gyro's yaw rate about `up`) the mean centripetal (leftward) one."""
+    mean device acceleration, dv/dt, mean v * omega_up and duration. dv/dt is the mean
+    longitudinal acceleration over the interval; v * omega_up (GPS speed times the gyro's yaw
+    rate about `up`) the mean centripetal (leftward) one.
+
+    NaN-aware: an IMU sample with a non-finite accel or gyro value counts as missing; the
+    integrals bridge a hole between finite samples up to MAX_BRIDGE_S long (scattered missing
+    rows) and count a longer one as uncovered, the means are taken over the covered time, and
+    an interval less than MIN_COVERAGE covered is left out. Bridging every hole instead gives
+    the intervals inside a 20 s one the mean of the two samples at its edges, a constant that
+    dv/dt cannot explain: on the comma2k19 segment with its first 20 s of accelerometer rows
+    NaN the forward correlation fell from 0.87 to 0.46, under the threshold."""
     empty = MotionIntervals(np.empty((0, 3)), np.empty(0), np.empty(0), np.empty(0))
     ok = np.isfinite(gps.speed) & (gps.t >= imu.t[0]) & (gps.t <= imu.t[-1])
     t, v = gps.t[ok], gps.speed[ok]
@@ -145,10 +173,12 @@ def motion_intervals(
     if len(t) < 2 or len(ti) < 2:
         return empty
     centripetal = np.interp(ti, t, v) * (imu.gyro[good] @ up)
-    signals = np.column_stack([imu.accel[good], centripetal])
-    # cumulative trapezoid integral at every IMU stamp, read at the GPS stamps
-    steps = 0.5 * (signals[1:] + signals[:-1]) * np.diff(ti)[:, None]
-    integral = np.vstack([np.zeros(4), np.cumsum(steps, axis=0)])
+    signals = np.column_stack([imu.accel[good], centripetal, np.ones(len(ti))])
+    # cumulative trapezoid integral at every finite IMU stamp (holes > MAX_BRIDGE_S add
+    # nothing, the last column integrates the covered time), read at the GPS stamps
+    dt = np.diff(ti)
+    steps = 0.5 * (signals[1:] + signals[:-1]) * np.where(dt <= MAX_BRIDGE_S, dt, 0.0)[:, None]
+    integral = np.vstack([np.zeros(5), np.cumsum(steps, axis=0)])
     picks = [0]
     for k in range(1, len(t)):
         if t[k] - t[picks[-1]] >= min_interval_s:
@@ -156,10 +186,14 @@ def motion_intervals(
     if len(picks) < 2:
         return empty
     tp = t[picks]
-    at_fix = np.stack([np.interp(tp, ti, integral[:, c]) for c in range(4)], axis=1)
+    at_fix = np.stack([np.interp(tp, ti, integral[:, c]) for c in range(5)], axis=1)
     duration = np.diff(tp)
-    means = np.diff(at_fix, axis=0) / duration[:, None]
-    return MotionIntervals(means[:, :3], np.diff(v[picks]) / duration, means[:, 3], duration)
+    sums = np.diff(at_fix, axis=0)
+    covered = sums[:, 4]
+    keep = covered >= MIN_COVERAGE * duration
+    means = sums[keep, :4] / covered[keep, None]
+    dv_dt = np.diff(v[picks]) / duration
+    return MotionIntervals(means[:, :3], dv_dt[keep], means[:, 3], duration[keep])
 
 
 def forward_angle(h: np.ndarray, longitudinal: np.ndarray, lateral: np.ndarray) -> float:
@@ -203,12 +237,14 @@ def estimate_alignment(
 ) -> Alignment:
     """Estimate the device -> vehicle rotation (see the module docstring).
 
-    Up starts as the long-window mean of the accelerometer; with GPS, forward and up are then
-    refined in turn (`fit_forward`, `refined_up`) `iterations` times. Without GPS, or when the
-    motion is too weak to find the forward axis (correlation of the aligned a_x with dv/dt
-    below MIN_FORWARD_CORRELATION, or fewer than MIN_INTERVALS intervals), up stays the mean
-    and forward is the horizontal projection of the device axis least aligned with up
-    (method "gravity_only"): a_z is right, a_x a guess.
+    Up starts as the long-window mean of the accelerometer (NaN samples left out); with GPS,
+    forward and up are then refined in turn (`fit_forward`, `refined_up`) `iterations` times.
+    Without GPS (method "gravity_only"), or when the motion is too weak to find the forward
+    axis (method "unresolved": the correlation of the aligned a_x with dv/dt below
+    MIN_FORWARD_CORRELATION before or after the refinement, or fewer than MIN_INTERVALS
+    intervals covered by the IMU), up stays the mean and forward is the horizontal projection
+    of the device axis least aligned with up: a_z is right, a_x a guess, and `metadata()`
+    does not store the rotation for the loader unless asked (`record_alignment`).
     """
     mean = np.nanmean(imu.accel, axis=0)
     gravity = float(np.linalg.norm(mean))
@@ -222,14 +258,19 @@ def estimate_alignment(
         return fallback
     motion = motion_intervals(imu, gps, up, min_interval_s)
     forward, correlation = fit_forward(motion, up)
+    unresolved = Alignment(
+        fallback.rotation, "unresolved", gravity, correlation, len(motion.duration)
+    )
     if correlation is None or correlation < MIN_FORWARD_CORRELATION:
-        return Alignment(
-            fallback.rotation, "gravity_only", gravity, correlation, len(motion.duration)
-        )
+        return unresolved
     for _ in range(iterations):
         up = refined_up(motion, up, forward)
         motion = motion_intervals(imu, gps, up, min_interval_s)  # omega_up changes with up
         forward, correlation = fit_forward(motion, up)
+    if correlation is None or correlation < MIN_FORWARD_CORRELATION:  # lost in the refinement
+        return Alignment(
+            unresolved.rotation, "unresolved", gravity, correlation, len(motion.duration)
+        )
     return Alignment(_frame(forward, up), "estimated", gravity, correlation, len(motion.duration))
 
 
@@ -273,10 +314,37 @@ def align_record_imu(imu: ImuSignal, record) -> ImuSignal:
 
 
 def record_alignment(imu: ImuSignal, gps: GpsSignal | None, imu_axes: str) -> dict[str, Any]:
-    """Metadata for a converter's `imu_axes` option: "estimate" (from the data), "none" (no
-    rotation stored), or an explicit mapping / KNOWN_AXES name."""
+    """Metadata for a converter's `imu_axes` option: "estimate" (from the data; the rotation
+    is applied only when its forward axis is resolved, see `Alignment.metadata`),
+    "estimate_always" (the estimate applied whatever its quality), "none" (no rotation
+    stored), or an explicit mapping / KNOWN_AXES name."""
     if imu_axes == "none":
         return {}
-    if imu_axes == "estimate":
-        return estimate_alignment(imu, gps).metadata()
+    if imu_axes in ESTIMATE_OPTIONS:
+        return estimate_alignment(imu, gps).metadata(apply=imu_axes == "estimate_always" or None)
     return Alignment(axes_rotation(imu_axes), "axes").metadata()
+
+
+def alignment_problem(metadata: dict[str, Any]) -> str:
+    """Why a record's stored mounting is not to be trusted ("" when it is, or when none was
+    estimated), for `sce data validate`: an estimate whose forward axis was not resolved,
+    applied or not, and an "estimated" rotation whose stored correlation is under
+    MIN_FORWARD_CORRELATION (a manifest written before this check existed)."""
+    info = metadata.get(ALIGNMENT_KEY)
+    if not isinstance(info, dict) or info.get("method") in (None, "axes"):
+        return ""
+    correlation = info.get("forward_correlation")
+    quality = (
+        f"forward correlation {correlation:.2f} < {MIN_FORWARD_CORRELATION}"
+        if isinstance(correlation, (int, float))
+        else "no GPS speed to find the forward axis"
+        if info.get("method") == "gravity_only"
+        else f"{info.get('intervals', 0)} usable GPS intervals"
+    )
+    if info.get("method") == "estimated":
+        if isinstance(correlation, (int, float)) and correlation < MIN_FORWARD_CORRELATION:
+            return f"method 'estimated' with {quality}: the rotation applied is not reliable"
+        return ""
+    applied = ROTATION_KEY in metadata
+    effect = "applied anyway (estimate_always)" if applied else "not applied: device axes used"
+    return f"forward axis not resolved ({quality}); rotation {effect}"

@@ -278,7 +278,7 @@ def load_image_sequence(record: ClipRecord, spec: WindowSpec) -> ClipInputs:
     `metadata.frames_fps` (default 1); the count is made even by repeating the last image."""
     from PIL import Image
 
-    paths = [Path(record.root) / p for p in record.metadata["frames"]]
+    paths = record.frame_paths()  # data.allowed_roots checked as they open
     try:
         images = [Image.open(p).convert("RGB").resize((spec.width, spec.height)) for p in paths]
     except OSError as err:
@@ -487,11 +487,9 @@ def _plan_from_arrays(arrays: dict[str, np.ndarray]) -> ClipInputs:
 
 def _driver_video(record: ClipRecord) -> Path | None:
     """The driver-facing video of a dual-view clip (`metadata.driver_video`, paper 003)."""
-    value = record.metadata.get("driver_video")
-    if not value:
+    path = record.path("metadata.driver_video")  # data.allowed_roots checked as it opens
+    if path is None:
         return None
-    path = Path(value)
-    path = path if path.is_absolute() else Path(record.root) / path
     if not path.is_file():
         raise ClipError(
             f"sample {record.id!r}: field 'metadata.driver_video': file not found: {path}"

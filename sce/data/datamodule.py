@@ -155,7 +155,7 @@ class SceDataModule(L.LightningDataModule):
         bad = [r.problem for r in records if r.problem]
         if bad:  # only under on_bad_sample=skip: load_manifest raises otherwise
             rank_zero_warn(
-                f"data: {len(bad)} {split} record(s) with malformed annotations; their samples "
+                f"data: {len(bad)} {split} record(s) with malformed annotations or metadata; their samples "
                 f"are skipped and counted in data/{split}_skipped. First: {bad[0]}"
             )
         return records

@@ -20,7 +20,11 @@ event_time   float | null, seconds from the clip start (null: derived as argmax 
 source       str, e.g. "synthetic", "nexar", "bddx", "lingoqa", "private"
 split        "train" | "val" | "test"
 metadata     dict, free (weather, light, scene, other_agent, impact_side, ...); a
-             `driver_video` path makes a dual-view clip (road on top, driver below; paper 003)
+             `driver_video` path makes a dual-view clip (road on top, driver below; paper 003).
+             The keys sce reads are checked on load (METADATA_CHECKS: clip_start/clip_end,
+             driver_video, frames, frames_fps, imu_rotation, ...); under
+             `on_bad_sample="skip"` a record with a malformed one is kept with its `problem`
+             set, as for annotations.
 annotations  dict: caption, vqa, mcq, reasoning, probability, instruction, and free keys
              (provenance, qa, ...). The fields the tasks read are checked on load, each by
              its task (`check_annotations`, sce.tasks): caption and instruction are strings,
@@ -80,6 +84,11 @@ class ManifestError(ValueError):
         self.detail = detail
 
 
+class OutsideRootsError(ManifestError):
+    """A file of a record lies outside `data.allowed_roots` (checked on load and again each
+    time a reader asks for the path to open it)."""
+
+
 @dataclass
 class ClipRecord:
     """One clip of the canonical manifest, with paths resolved against the manifest folder."""
@@ -99,14 +108,29 @@ class ClipRecord:
     problem: str = (
         ""  # why the record's samples are skipped (malformed annotations); not serialized
     )
+    # data.allowed_roots the record was loaded under (not serialized): `path` checks them
+    allowed_roots: tuple[str, ...] = ()
 
     def path(self, name: str) -> Path | None:
-        """Absolute path of the `video`, `imu` or `gps` field (None when the field is null)."""
-        value = getattr(self, name)
+        """Absolute path of the `video`, `imu`, `gps` or `metadata.driver_video` field (None
+        when unset), for a reader about to open it. With `allowed_roots` the path comes back
+        resolved (symlinks, `..`) and checked now (`confined`), so a symlink retargeted after
+        the manifest was loaded is refused here, and the reader opens the very file checked."""
+        if name.startswith("metadata."):
+            value = self.metadata.get(name.removeprefix("metadata.")) or None
+        else:
+            value = getattr(self, name)
         if value is None:
             return None
         p = Path(value)
-        return p if p.is_absolute() else Path(self.root) / p
+        p = p if p.is_absolute() else Path(self.root) / p
+        return confined(p, self.allowed_roots, f"sample {self.id!r}", name)
+
+    def frame_paths(self) -> list[Path]:
+        """The `metadata.frames` images of an image-sequence clip, each as `path` gives it."""
+        root, where = Path(self.root), f"sample {self.id!r}"
+        frames = self.metadata.get("frames") or []
+        return [confined(root / f, self.allowed_roots, where, "metadata.frames") for f in frames]
 
     @property
     def class_index(self) -> int:
@@ -120,7 +144,11 @@ class ClipRecord:
         return data
 
 
-NOT_SERIALIZED: tuple[str, ...] = ("root", "problem")  # ClipRecord fields no manifest holds
+NOT_SERIALIZED: tuple[str, ...] = (
+    "root",
+    "problem",
+    "allowed_roots",
+)  # ClipRecord fields no manifest holds
 
 
 def readable_id(data: Any) -> str | None:
@@ -135,8 +163,8 @@ def name_record(where: str, record_id: str | None) -> str:
     return where if record_id is None else f"{where}, id {record_id!r}"
 
 
-def _fail(where: str, field_name: str, message: str) -> ManifestError:
-    return ManifestError(
+def _fail(where: str, field_name: str, message: str, kind=ManifestError) -> ManifestError:
+    return kind(
         f"{where}: field '{field_name}': {message}", where=where, field=field_name, detail=message
     )
 
@@ -177,6 +205,87 @@ def check_annotations(where: str, annotations: dict[str, Any]) -> None:
             raise _fail(where, err.field, err.detail) from None
 
 
+def _number(low: float | None = None, positive: bool = False):
+    """A check: a finite JSON number (not a bool), >= `low` / > 0 when asked."""
+
+    def check(value: Any) -> str:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return f"expected a number, got {value!r}"
+        if not math.isfinite(value) or (low is not None and value < low):
+            return f"expected a finite number >= {low:g}, got {value!r}"
+        if positive and not value > 0:
+            return f"expected a positive number, got {value!r}"
+        return ""
+
+    return check
+
+
+def _path_string(value: Any) -> str:
+    return "" if isinstance(value, str) and value else f"expected a path string, got {value!r}"
+
+
+def _path_list(value: Any) -> str:
+    ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+    return "" if ok else f"expected a list of image paths, got {value!r}"
+
+
+def _matrix3(value: Any) -> str:
+    number = _number()
+    ok = (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(isinstance(r, list) and len(r) == 3 and not any(map(number, r)) for r in value)
+    )
+    return "" if ok else f"expected a 3 x 3 matrix of numbers, got {value!r}"
+
+
+def _rates(value: Any) -> str:
+    ok = isinstance(value, dict) and all(not _number(positive=True)(v) for v in value.values())
+    return "" if ok else f"expected an object of positive rates (Hz), got {value!r}"
+
+
+def _kind(kind: type, name: str):
+    def check(value: Any) -> str:
+        ok = isinstance(value, kind) and (kind is not int or not isinstance(value, bool))
+        return "" if ok else f"expected {name}, got {value!r}"
+
+    return check
+
+
+# The metadata keys sce reads (where), each with its check ("" when the value is sound).
+METADATA_CHECKS: dict[str, Any] = {
+    "clip_start": _number(low=0.0),  # a chunk's span in the video (sce.data.clip.chunk_bounds)
+    "clip_end": _number(low=0.0),
+    "driver_video": _path_string,  # dual view (paper 003)
+    "frames": _path_list,  # an image sequence (LingoQA)
+    "frames_fps": _number(positive=True),
+    "imu_rotation": _matrix3,  # mounting (sce.data.alignment checks it is a rotation)
+    "imu_alignment": _kind(dict, "an object"),  # sce data validate
+    "nominal_rate_hz": _rates,  # sce data validate
+    "can_speed": _path_string,  # comma2k19's CAN speed CSV
+    "candidate": _kind(dict, "an object"),  # sce data mine-events
+    "experts": _kind(dict, "an object"),  # sce label's expert outputs
+    "detections": _kind(list, "a list"),
+    "speed_at_event": _number(),  # sce label's structured caption
+    "peak_decel_ms2": _number(),  # generic questions (synthetic)
+    "ego_stopped": _kind(bool, "true or false"),
+}
+
+
+def check_metadata(where: str, metadata: dict[str, Any]) -> None:
+    """Raise ManifestError naming the first malformed metadata key sce reads
+    (METADATA_CHECKS; null counts as absent) and a chunk span whose start is not before its
+    end. Other keys are free."""
+    for key, check in METADATA_CHECKS.items():
+        value = metadata.get(key)
+        problem = "" if value is None else check(value)
+        if problem:
+            raise _fail(where, f"metadata.{key}", problem)
+    start, end = metadata.get("clip_start"), metadata.get("clip_end")
+    if start is not None and end is not None and not start < end:
+        raise _fail(where, "metadata.clip_end", f"{end!r} is not after clip_start {start!r}")
+
+
 def parse_record(
     data: Any,
     root: str | Path,
@@ -189,8 +298,9 @@ def parse_record(
 
     `where` locates the record in errors (e.g. "manifest.jsonl line 7"); every error adds the
     record's id to it when the id can be read ("manifest.jsonl line 7, id 'clip_b'").
-    Malformed annotations raise too, unless `on_bad_sample` is "skip": the record then comes
-    back with `problem` set to that error's message (its clip and label are sound).
+    Malformed annotations or metadata (`check_metadata`) raise too, unless `on_bad_sample` is
+    "skip": the record then comes back with `problem` set to that error's message, and the
+    dataset skips and counts its samples.
     `allowed_roots` (opt-in): every file of the record must lie inside one of these folders.
     """
     where = name_record(where, readable_id(data))
@@ -236,16 +346,18 @@ def parse_record(
         label_scope=scope,
         root=str(root),
     )
-    if allowed_roots:
-        check_allowed_roots(record, allowed_roots, where)
-    if check_files:
-        _check_files(record, where)
     try:
+        check_metadata(where, record.metadata)
         check_annotations(where, record.annotations)
     except ManifestError as err:
         if on_bad_sample != "skip":
             raise
         record.problem = str(err)
+    if allowed_roots:
+        check_allowed_roots(record, allowed_roots, where)
+        record.allowed_roots = tuple(str(r) for r in allowed_roots)
+    if check_files:
+        _check_files(record, where)
     return record
 
 
@@ -263,25 +375,47 @@ def record_paths(record: ClipRecord) -> list[tuple[str, Path]]:
 
 
 def check_allowed_roots(record: ClipRecord, roots: Sequence[str | Path], where: str) -> None:
-    """Raise ManifestError unless every file of the record lies inside one of `roots` (after
-    resolving symlinks and `..`): the opt-in `data.allowed_roots` of shared services, where a
-    manifest must not make the loader read arbitrary files (e.g. /etc/passwd as an IMU)."""
-    resolved = [Path(r).expanduser().resolve() for r in roots]
+    """Raise OutsideRootsError unless every file of the record lies inside one of `roots`
+    (`confined`): the opt-in `data.allowed_roots` of shared services, where a manifest must
+    not make the loader read arbitrary files (e.g. /etc/passwd as an IMU). Checked on load
+    for an early error, and again by `ClipRecord.path` when a file is opened."""
     for name, path in record_paths(record):
-        real = path.resolve()
-        if not any(real.is_relative_to(root) for root in resolved):
-            raise _fail(
-                where,
-                name,
-                f"{path} is outside data.allowed_roots {[str(r) for r in resolved]}",
-            )
+        confined(path, roots, where, name)
+
+
+def confined(path: Path, roots: Sequence[str | Path], where: str, field_name: str) -> Path:
+    """`path` itself when `roots` is empty; else its real path (symlinks and `..` resolved),
+    which must lie inside one of `roots`, or OutsideRootsError naming `where` and the field.
+    The one check every reader goes through (`ClipRecord.path`, `frame_paths`). The real path
+    is what the reader then opens: retargeting a symlink afterwards changes nothing (only a
+    folder on the way swapped for a symlink in the instant between could still escape)."""
+    if not roots:
+        return path
+    resolved = [Path(r).expanduser().resolve() for r in roots]
+    real = path.resolve()
+    if not any(real.is_relative_to(root) for root in resolved):
+        detail = f"{path} is outside data.allowed_roots {[str(r) for r in resolved]}"
+        raise _fail(where, field_name, detail, OutsideRootsError)
+    return real
+
+
+def add_allowed_roots_argument(parser) -> None:
+    """`--allowed-root DIR` (repeatable) of the offline commands, as `data.allowed_roots`."""
+    parser.add_argument(
+        "--allowed-root",
+        dest="allowed_roots",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="read only files inside DIR (repeatable; symlinks and '..' resolved when each "
+        "file is opened), as data.allowed_roots in training",
+    )
 
 
 def _check_files(record: ClipRecord, where: str) -> None:
     """Every file of `record_paths` exists (the same list `rebase_paths` moves)."""
     frames = record.metadata.get("frames")
-    if frames and (not isinstance(frames, list) or not all(isinstance(f, str) for f in frames)):
-        raise _fail(where, "metadata.frames", "expected a list of image paths")
+    # a malformed `frames` is check_metadata's (a skipped record under on_bad_sample=skip)
     for name, path in record_paths(record):
         if name == "video" and frames and path.is_dir():  # an image sequence: its folder
             continue

@@ -538,6 +538,8 @@ def _recorded_help() -> str:
 
 
 def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
+    from sce.data.schema import add_allowed_roots_argument
+
     parser.add_argument("--model", required=True, help="merged or base model folder (or tiny:SEED)")
     parser.add_argument(
         "--adapter", default=None, help="PEFT adapter folder (sce export OUT/adapter)"
@@ -551,6 +553,7 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--split", default="test", help="with --manifest: the split to answer")
     parser.add_argument("--out", default=None, help="with --manifest: the JSON-lines file to write")
+    add_allowed_roots_argument(parser)  # with --manifest
     parser.add_argument("--imu", default=None, help="IMU CSV: t, ax, ay, az, gx, gy, gz")
     parser.add_argument("--gps", default=None, help="GPS CSV: t, speed")
     parser.add_argument("--event-time", type=float, default=None, help="seconds from clip start")
@@ -716,7 +719,7 @@ def manifest_records(args: argparse.Namespace):
         raise InferError(f"--manifest answers the manifest's records: drop {', '.join(given)}")
     if not args.out:
         raise InferError("--manifest needs --out FILE (the JSON-lines file to write)")
-    records = load_manifest(args.manifest, splits=[args.split])
+    records = load_manifest(args.manifest, splits=[args.split], allowed_roots=args.allowed_roots)
     if not records:
         splits = sorted({r.split for r in load_manifest(args.manifest, check_files=False)})
         raise InferError(

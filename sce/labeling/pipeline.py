@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from sce.data.clip import DEFAULT_WINDOW
-from sce.data.schema import ClipRecord, load_manifest, write_manifest
+from sce.data.schema import ClipRecord, add_allowed_roots_argument, load_manifest, write_manifest
 from sce.labeling.prompts import (
     PromptOptions,
     TeacherClipInputs,
@@ -480,6 +480,7 @@ def run_labeling(
     check_files: bool = True,
     inputs_loader: Callable[..., TeacherClipInputs] | None = None,
     progress: bool = True,
+    allowed_roots: Sequence[str] | None = None,
 ) -> LabelingSummary:
     """Label every clip of `manifest` with `tasks` and write the labeled manifest to `out`.
 
@@ -501,6 +502,7 @@ def run_labeling(
         check_files: check that the manifest's files exist when loading it.
         inputs_loader: decodes a record (default: prompts.load_clip_inputs).
         progress: show a tqdm progress bar.
+        allowed_roots: as data.allowed_roots: every file read must lie inside one of them.
     Returns:
         The summary; it is also written next to `out` as <out stem>.summary.json.
     Raises:
@@ -515,7 +517,7 @@ def run_labeling(
             f"tasks {[t for t in tasks if t not in LOCAL_TASKS]} need a teacher backend"
         )
     if isinstance(manifest, (str, Path)):
-        records = load_manifest(manifest, check_files=check_files, splits=splits)
+        records = load_manifest(manifest, check_files, splits, allowed_roots=allowed_roots)
     else:
         keep = set(splits) if splits is not None else None
         records = [r for r in manifest if keep is None or r.split in keep]
@@ -596,6 +598,7 @@ def add_label_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add = parser.add_argument
     add("--manifest", required=True, help="input manifest (JSONL)")
     add("--out", required=True, help="output manifest M2 with the annotations")
+    add_allowed_roots_argument(parser)
     add(
         "--tasks",
         default="caption,vqa,reasoning",
@@ -705,7 +708,7 @@ def label_command(args: argparse.Namespace) -> int:
             answer_retries=args.answer_retries, retry_failed=args.retry_failed,
             concurrency=args.concurrency,
             splits=args.splits.split(",") if args.splits else None,
-            limit=args.limit, progress=not args.no_progress,
+            limit=args.limit, progress=not args.no_progress, allowed_roots=args.allowed_roots,
         )  # fmt: skip
     except (TeacherFatalError, ValueError, KeyError, OSError) as err:
         print(f"sce label: error: {err}")

@@ -38,7 +38,13 @@ from tqdm import tqdm
 from sce.data import video as video_lib
 from sce.data.clip import chunk_bounds, load_record_imu, resolve_event_time
 from sce.data.imu import ImuSignal, event_excursion
-from sce.data.schema import ClipRecord, load_manifest, rebase_paths, write_manifest
+from sce.data.schema import (
+    ClipRecord,
+    add_allowed_roots_argument,
+    load_manifest,
+    rebase_paths,
+    write_manifest,
+)
 from sce.data.windows import Chunk, event_band, sliding_chunks
 
 DEFAULT_CHUNK_S = 6.0
@@ -242,10 +248,14 @@ def chunk_records(record: ClipRecord, plan: ChunkPlan) -> list[ClipRecord]:
 
 
 def chunk_manifest(
-    manifest: str | Path, out: str | Path, settings: ChunkSettings = ChunkSettings()
+    manifest: str | Path,
+    out: str | Path,
+    settings: ChunkSettings = ChunkSettings(),
+    allowed_roots: list[str] | None = None,
 ) -> ChunkSummary:
-    """Write the chunked manifest (paths rebased to its folder); returns what was written."""
-    records = load_manifest(manifest)
+    """Write the chunked manifest (paths rebased to its folder); returns what was written.
+    `allowed_roots`: as data.allowed_roots (every file read must lie inside one)."""
+    records = load_manifest(manifest, allowed_roots=allowed_roots)
     out = Path(out)
     summary = ChunkSummary(records=len(records))
     chunked: list[ClipRecord] = []
@@ -297,13 +307,15 @@ def add_chunk_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "--keep-cut", action="store_true",
         help="keep chunks that show part of an event, with its label (default: drop them)",
     )  # fmt: skip
+    add_allowed_roots_argument(parser)
     return parser
 
 
 def chunk_command(args: argparse.Namespace) -> int:
     try:
         settings = ChunkSettings(args.chunk, args.stride, args.margin, args.keep_cut)
-        summary = chunk_manifest(args.manifest, args.out, settings)
+        roots = getattr(args, "allowed_roots", None)  # None from a hand-made Namespace
+        summary = chunk_manifest(args.manifest, args.out, settings, roots)
     except ValueError as err:  # names the option, or the sample and the field; nothing written
         print(f"sce data chunk: {args.manifest}: {err}", file=sys.stderr)
         return 1

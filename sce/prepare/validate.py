@@ -25,6 +25,7 @@ from tqdm import tqdm
 from sce.data import imu as imu_lib
 from sce.data import video as video_lib
 from sce.data import windows as windows_lib
+from sce.data.alignment import ALIGNMENT_KEY, alignment_problem
 from sce.data.clip import DEFAULT_WINDOW, ClipError, chunk_bounds
 from sce.data.schema import (
     ALL_LABELS,
@@ -194,6 +195,20 @@ def check_imu(
     if imu.t[-1] < duration - 1.0 and imu.t[0] < duration:  # else: the clock is wrong
         report.add(record.id, "imu shorter than video", f"{imu.t[-1]:.1f} s of {duration:.1f} s")
     report_clock(record, imu.t, duration, "imu", fps, report)
+    check_mounting(record, report)
+
+
+def check_mounting(record: ClipRecord, report: ValidationReport) -> None:
+    """An estimated mounting whose forward axis failed its correlation threshold: a problem
+    when it was stored as "estimated" (the loader applies it), a note when it is not applied
+    (device axes) or was applied on request (`sce.data.alignment.alignment_problem`)."""
+    detail = alignment_problem(record.metadata)
+    if not detail:
+        return
+    if record.metadata[ALIGNMENT_KEY].get("method") == "estimated":
+        report.add(record.id, "imu mounting estimate below its threshold", detail)
+    else:
+        report.note(record.id, "imu mounting not resolved", detail)
 
 
 def check_gps(record: ClipRecord, report: ValidationReport, duration: float | None = None) -> None:

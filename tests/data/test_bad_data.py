@@ -202,7 +202,9 @@ def test_malformed_annotations_are_skipped_and_counted(
         task_weights={"mcq": 1.0, "caption": 1.0},
     )
     data.processor = object()  # the samples below are never batched
-    with pytest.warns(UserWarning, match=r"1 train record\(s\) with malformed annotations"):
+    with pytest.warns(
+        UserWarning, match=r"1 train record\(s\) with malformed annotations or metadata"
+    ):
         records = data.split_records("train")
     assert [bool(r.problem) for r in records] == [False, True, False]
     assert "field 'annotations.vqa': item 0: missing 'answer'" in records[1].problem
@@ -428,3 +430,140 @@ def test_allowed_roots_refuse_files_outside(tmp_path) -> None:
     assert [
         r.id for r in load_manifest(_manifest(tmp_path, [json.dumps(rows[0])]), allowed_roots=roots)
     ] == ["clip0"]
+
+
+# ------------------------------------------------------------- issue 26 point 12: metadata
+BAD_METADATA = [  # (metadata, field, detail)
+    ({"clip_start": "abc"}, "metadata.clip_start", "expected a number, got 'abc'"),
+    ({"clip_end": -1}, "metadata.clip_end", "expected a finite number >= 0, got -1"),
+    ({"clip_start": 4.0, "clip_end": 2.0}, "metadata.clip_end", "2.0 is not after clip_start 4.0"),
+    ({"driver_video": ["a.mp4"]}, "metadata.driver_video", "expected a path string, got ['a.mp4']"),
+    ({"frames_fps": 0}, "metadata.frames_fps", "expected a positive number, got 0"),
+    ({"imu_rotation": [1, 0, 0]}, "metadata.imu_rotation", "expected a 3 x 3 matrix of numbers"),
+    (
+        {"nominal_rate_hz": {"imu": "x"}},
+        "metadata.nominal_rate_hz",
+        "expected an object of positive",
+    ),
+]
+
+
+@pytest.mark.parametrize(("metadata", "field", "detail"), BAD_METADATA)
+def test_malformed_metadata_is_named_at_load(tmp_path, metadata, field, detail) -> None:
+    path = _manifest(tmp_path, [json.dumps(_row(0)), json.dumps(_row(1) | {"metadata": metadata})])
+    with pytest.raises(ManifestError) as err:
+        load_manifest(path)
+    assert str(err.value).startswith(f"{path} line 2, id 'clip1': field '{field}': {detail}")
+
+
+def test_validate_files_malformed_metadata_under_its_field(tmp_path) -> None:
+    """Before: both records were filed as "video does not decode" (float('abc') and
+    Path([...]) raised inside the decode check)."""
+    rows = [_row(0), _row(1) | {"metadata": {"clip_start": "abc"}}]
+    rows.append(_row(2) | {"metadata": {"driver_video": ["cabin.mp4"]}})
+    report = validate_manifest(_manifest(tmp_path, [json.dumps(r) for r in rows]), decode=False)
+    assert report.problems["schema: metadata.clip_start"] == 1
+    assert report.problems["schema: metadata.driver_video"] == 1
+    assert report.examples["schema: metadata.clip_start"] == [
+        "line 2, id 'clip1': expected a number, got 'abc'"
+    ]
+    assert report.problems["video does not decode"] == 1  # clip0 only (a stand-in file)
+    assert report.examples["video does not decode"][0].startswith("line 1, id 'clip0'")
+
+
+def test_malformed_metadata_is_skipped_and_counted(synthetic_manifest, tmp_path, tiny_processor):
+    """The issue's probe: `clip_start: "abc"` and a list-valued `driver_video` under
+    on_bad_sample=skip crashed training naming no sample (ValueError, TypeError); now both
+    records load with their problem and their samples are skipped and counted."""
+    from sce.data.datamodule import SceDataModule
+
+    rows = [
+        r.to_json() | {"video": str(r.path("video")), "imu": None, "gps": None}
+        for r in load_manifest(synthetic_manifest, splits=["train"])
+    ][:3]
+    rows[0]["metadata"]["clip_start"] = "abc"
+    rows[2]["metadata"]["driver_video"] = ["cabin.mp4"]
+    path = tmp_path / "manifest.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = SceDataModule(str(path), processor_path="unused", on_bad_sample="skip")
+    with pytest.warns(UserWarning, match=r"2 train record\(s\) with malformed annotations or"):
+        records = data.split_records("train")
+    assert [bool(r.problem) for r in records] == [True, False, True]
+    assert f"id '{rows[0]['id']}': field 'metadata.clip_start'" in records[0].problem
+    assert f"id '{rows[2]['id']}': field 'metadata.driver_video'" in records[2].problem
+    dataset = SceDataset(records, SPEC, train=True, task_weights={"mcq": 1.0}, on_bad_sample="skip")
+    samples = [dataset[i] for i in range(len(dataset))]
+    assert [s is None for s in samples] == [True, False, True]
+    assert Collator(tiny_processor)(samples)["skipped"] == 2
+
+
+# ------------------------------------------ issue 26 point 13: allowed_roots when a file opens
+def _linked_record(synthetic_manifest, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A record whose video and IMU are symlinks inside `root` to copies inside it; returns
+    (manifest, root, outside) where `outside` holds the same files outside the root."""
+    import shutil
+
+    record = load_manifest(synthetic_manifest, splits=["train"])[0]
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    for folder in (root, outside):
+        folder.mkdir()
+        shutil.copy(record.path("video"), folder / "clip.mp4")
+        shutil.copy(record.path("imu"), folder / "imu.csv")
+    (root / "video_link.mp4").symlink_to(root / "clip.mp4")
+    (root / "imu_link.csv").symlink_to(root / "imu.csv")
+    row = record.to_json() | {"video": "root/video_link.mp4", "imu": "root/imu_link.csv"}
+    row["gps"] = None
+    (tmp_path / "m.jsonl").write_text(json.dumps(row) + "\n")
+    return tmp_path / "m.jsonl", root, outside
+
+
+@pytest.mark.parametrize(("link", "field"), [("imu_link.csv", "imu"), ("video_link.mp4", "video")])
+def test_allowed_roots_are_checked_when_a_file_opens(synthetic_manifest, tmp_path, link, field):
+    """The issue's probe: a symlink inside the root passes the load-time check, is then
+    retargeted outside, and was read (the clip loaded with the outside file). Now the clip
+    loader refuses it when it opens the file, naming the sample and the field."""
+    from sce.data.clip import load_clip
+    from sce.data.schema import OutsideRootsError
+
+    manifest, root, outside = _linked_record(synthetic_manifest, tmp_path)
+    (record,) = load_manifest(manifest, allowed_roots=[str(root)])
+    assert load_clip(record, SPEC).frames.shape == (18, 56, 112, 3)  # inside: reads
+    (root / link).unlink()
+    (root / link).symlink_to(outside / link.replace("_link", "").replace("video", "clip"))
+    with pytest.raises(OutsideRootsError) as err:
+        load_clip(record, SPEC)
+    assert str(err.value) == (
+        f"sample {record.id!r}: field '{field}': {root / link} is outside "
+        f"data.allowed_roots ['{root}']"
+    )
+    dataset = SceDataset([record], SPEC, train=False, on_bad_sample="skip")
+    with pytest.raises(OutsideRootsError):  # a refusal, never a counted skip
+        dataset[0]
+
+
+def test_offline_commands_take_allowed_roots(synthetic_manifest, tmp_path, capsys) -> None:
+    """`sce data mine-events`, `sce data chunk`, `sce label` and `sce infer --manifest` take
+    `--allowed-root` (before: unknown option): a record whose IMU link leads outside is
+    refused naming its field, and nothing is written."""
+    from sce.cli import main
+
+    manifest, root, outside = _linked_record(synthetic_manifest, tmp_path)
+    (root / "imu_link.csv").unlink()
+    (root / "imu_link.csv").symlink_to(outside / "imu.csv")
+    roots = ["--allowed-root", str(root)]
+    out = tmp_path / "out.jsonl"
+    commands = {
+        "mine-events": ["data", "mine-events", str(manifest), "--out", str(out)],
+        "chunk": ["data", "chunk", str(manifest), "--out", str(out)],
+        "label": ["label", "--manifest", str(manifest), "--out", str(out)],
+        "infer": ["infer", "--model", "tiny:0", "--manifest", str(manifest), "--split", "train"],
+    }
+    commands["label"] += ["--tasks", "structured_caption"]
+    commands["infer"] += ["--out", str(out)]
+    for name, args in commands.items():
+        assert main(args + roots) != 0, name
+        text = capsys.readouterr()
+        assert "field 'imu': " in text.out + text.err, name
+        assert f"is outside data.allowed_roots ['{root}']" in text.out + text.err, name
+        assert not out.exists(), name
+    assert main(commands["mine-events"]) == 0  # without the option: anywhere (by design)

@@ -7,6 +7,7 @@ stand-in raw stream with one frame per real frame time is written next to a copy
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 from pathlib import Path
 
@@ -119,3 +120,64 @@ def test_cli_dispatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "comma2k19: wrote 1 records" in capsys.readouterr().out
     (record,) = load_manifest(tmp_path / "m.jsonl")
     assert (record.split, record.label) == ("test", "near_collision")
+
+
+# ------------------------------------------------------- issue 26 point 8: bad segments
+def two_segments(tmp: Path) -> tuple[Path, Path]:
+    """The real segment and a copy of it beside it (segment 41 of the same route)."""
+    first = comma_segment_with_video(tmp / "root", 16, 16)
+    second = first.parent / "41"
+    shutil.copytree(first, second)
+    return first, second
+
+
+def test_truncated_frame_times_are_named(tmp_path: Path) -> None:
+    """Before: numpy's own error, naming no file."""
+    segment = comma_segment_with_video(tmp_path / "root", 16, 16)
+    path = segment / "global_pose" / "frame_times"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(SourceError, match=rf"^{re.escape(str(path))}: not a numpy array file"):
+        prepare("comma2k19", tmp_path / "root", tmp_path / "out" / "m.jsonl")
+
+
+def test_a_bad_segment_leaves_no_orphans_or_is_skipped(tmp_path: Path) -> None:
+    """Segment 41 lacks its GNSS values. Before, the conversion stopped with segment 40's mp4
+    and CSVs and 41's mp4 written but no manifest, and skip_missing did not apply. Now the
+    error names the file and nothing is left; with skip_missing, 41 is skipped and named."""
+    first, second = two_segments(tmp_path)
+    missing = second / "processed_log" / "GNSS" / "live_gnss_ublox" / "value"
+    missing.unlink()
+    out = tmp_path / "out"
+    with pytest.raises(SourceError, match=re.escape(f"{missing}: file not found")):
+        prepare("comma2k19", tmp_path / "root", out / "m.jsonl")
+    assert list((out / "comma2k19").iterdir()) == []
+    report = prepare("comma2k19", tmp_path / "root", out / "m.jsonl", skip_missing=True)
+    assert report.n_records == 1 and report.reasons == {"bad_segment": 1}
+    assert f"  bad_segment: {missing}: file not found" in report.summary()
+    (record,) = load_manifest(out / "m.jsonl")
+    assert record.metadata["segment"] == "40"
+    assert sorted(p.name for p in (out / "comma2k19").iterdir()) == [record.id]
+    assert sorted(p.name for p in (out / "comma2k19" / record.id).iterdir()) == [
+        "can_speed.csv", "gps.csv", "imu.csv", "video.mp4",
+    ]  # fmt: skip
+
+
+def test_a_short_imu_is_named_or_skipped(tmp_path: Path) -> None:
+    """An accelerometer log that stops at 30 s of the 60 s segment: a warning naming the
+    segment and the span, or (skip_missing) a counted skip."""
+    segment = comma_segment_with_video(tmp_path / "root", 16, 16)
+    zero = np.load(segment / "global_pose" / "frame_times")[0]
+    for sensor in ("accelerometer", "gyro"):
+        folder = segment / "processed_log" / "IMU" / sensor
+        t, value = np.load(folder / "t"), np.load(folder / "value")
+        keep = t - zero < 30.0
+        for name, array in (("t", t[keep]), ("value", value[keep])):
+            with open(folder / name, "wb") as handle:
+                np.save(handle, array)
+    report = prepare("comma2k19", tmp_path / "root", tmp_path / "a" / "m.jsonl")
+    assert report.n_records == 1 and report.notes["short_telemetry"] == 1
+    assert report.warnings[0].startswith(
+        f"segment {segment}: IMU covers 0.03 to 29.99 s of the 60."
+    )
+    skipped = prepare("comma2k19", tmp_path / "root", tmp_path / "b" / "m.jsonl", skip_missing=True)
+    assert skipped.n_records == 0 and skipped.reasons == {"short_telemetry": 1}

@@ -147,3 +147,32 @@ def test_file_without_gpmf(tmp_path: Path) -> None:
         prepare("gopro", tmp_path / "videos", tmp_path / "m.jsonl")
     report = prepare("gopro", tmp_path / "videos", tmp_path / "m.jsonl", skip_missing=True)
     assert (report.n_records, report.reasons["no_gpmf_imu"]) == (0, 1)
+
+
+def half_written(source: Path, target: Path) -> Path:
+    """A copy of the GoPro file whose second half of media data was never written (zeros up
+    to the index, which GoPro writes at the end and which stays intact)."""
+    data = bytearray(source.read_bytes())
+    index = data.find(b"moov") - 4
+    half = index // 2
+    data[half:index] = bytes(index - half)
+    target.write_bytes(bytes(data))
+    return target
+
+
+def test_half_written_file_is_named_or_skipped(tmp_path: Path) -> None:
+    """Issue 26.8: the file's telemetry stops at 5.0 s of its 10.51 s video. Before, it
+    converted silently; now the conversion warns naming the file and the span, and with
+    skip_missing the file is skipped, counted, and leaves no files behind."""
+    video = half_written(require(GOPRO_SAMPLE), tmp_path / "half.mp4")
+    report = prepare("gopro", video, tmp_path / "a" / "m.jsonl", split="train")
+    assert report.n_records == 1 and report.notes["short_telemetry"] == 1
+    assert report.warnings == [
+        f"{video}: IMU covers -0.00 to 5.00 s of the 10.51 s video "
+        "(converted; --skip-missing skips such files)"
+    ]
+    assert f"warning: {video}: IMU covers" in report.summary()
+    skipped = prepare("gopro", video, tmp_path / "b" / "m.jsonl", split="train", skip_missing=True)
+    assert skipped.n_records == 0 and skipped.reasons == {"short_telemetry": 1}
+    assert f"  short_telemetry: {video}: IMU covers -0.00 to 5.00 s" in skipped.summary()
+    assert list((tmp_path / "b" / "gopro").iterdir()) == []  # no orphan CSVs

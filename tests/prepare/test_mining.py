@@ -135,5 +135,81 @@ def test_comma2k19_highway_has_no_candidate(
         ["data", "mine-events", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "c.jsonl")]
     )
     assert code == 0
-    assert "1 recordings, 0.02 h: 0 candidates" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 recordings, 0.02 h (0.02 h covered; 1 mined, 0 partly covered, 0 skipped): " in out
+    assert "0 candidates" in out and "  mined comma2k19_" in out
     assert (tmp_path / "c.jsonl").read_text() == ""
+
+
+# ------------------------------------------- issue 26 point 5: every drive accounted for
+
+
+def write_drive(folder: Path, name: str, rows: np.ndarray) -> dict:
+    """The IMU rows as `<name>.csv` beside a 112 s video; its manifest record."""
+    np.savetxt(
+        folder / f"{name}.csv", rows, fmt="%.5f", delimiter=",",
+        header="t,ax,ay,az,gx,gy,gz", comments="",
+    )  # fmt: skip
+    return {
+        "id": name, "video": "drive.mp4", "imu": f"{name}.csv", "label": "normal",
+        "source": "private", "split": "train",
+    }  # fmt: skip
+
+
+def test_every_drive_is_accounted_for(tmp_path: Path, capsys) -> None:
+    """Issue 26.5's probes, one drive each (112 s, 2 hard brakes and 1 collision unless said):
+    a_y NaN throughout (before: rows kept only where a_x and a_y were both finite, so nothing
+    was found and the drive was not listed) now finds all three events on a_x and is partly
+    covered; a_x stuck at exactly -4.0 for 10 s (before: mined as a braking event) is left out
+    as stuck; all-NaN, dead (all zero) and 0.5 s IMUs (before: 0 candidates, no line) are
+    skipped with their reason."""
+    rows, events = long_drive(0)
+    tiny_video(tmp_path / "drive.mp4", 112)
+    no_ay = rows.copy()
+    no_ay[:, 2] = np.nan
+    stuck = rows.copy()
+    stuck[(stuck[:, 0] >= 34.0) & (stuck[:, 0] < 44.0), 1] = -4.0
+    all_nan, dead = rows.copy(), rows.copy()
+    all_nan[:, 1:4] = np.nan
+    dead[:, 1:4] = 0.0
+    drives = {
+        "clean": rows, "no_ay": no_ay, "stuck": stuck, "all_nan": all_nan, "dead": dead,
+        "short": rows[rows[:, 0] < 0.5],
+    }  # fmt: skip
+    records = [write_drive(tmp_path, name, data) for name, data in drives.items()]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    out_manifest = tmp_path / "c.jsonl"
+    assert main(["data", "mine-events", str(tmp_path / "m.jsonl"), "--out", str(out_manifest)]) == 0
+    out = capsys.readouterr().out
+    found: dict[str, list[tuple[float, str]]] = {}
+    for c in load_manifest(out_manifest):
+        info = c.metadata["candidate"]
+        found.setdefault(info["source_id"], []).append((info["time_in_recording_s"], info["kind"]))
+    expected = [("hard_braking" if label == "near_collision" else "impact") for _, label in events]
+    for name in ("clean", "no_ay", "stuck"):
+        assert [kind for _, kind in found[name]] == expected, name
+        for (time, _), (truth, _) in zip(found[name], events, strict=True):
+            assert time == pytest.approx(truth, abs=0.5)
+    assert set(found) == {"clean", "no_ay", "stuck"}
+    assert (
+        "6 recordings, 0.19 h (0.09 h covered; 1 mined, 2 partly covered, 3 skipped): 9 candidates"
+        in out
+    )
+    assert "  mined clean: 0.031 h covered" in out
+    assert (
+        "  partly covered no_ay: 0.031 h of 0.031 h (usable a_x 112.0 s, a_y 0.0 s of 112.0 s: a_y: all NaN)"
+        in out
+    )
+    assert (
+        "  partly covered stuck: 0.028 h of 0.031 h (usable a_x 102.0 s, a_y 112.0 s of 112.0 s: a_x: stuck for 10.0 s (first at 34.0 s, value -4))"
+        in out
+    )
+    assert (
+        "  skipped all_nan: usable a_x 0.0 s, a_y 0.0 s of 112.0 s: a_x: all NaN; a_y: all NaN"
+        in out
+    )
+    assert (
+        "  skipped dead: usable a_x 0.0 s, a_y 0.0 s of 112.0 s: a_x: dead (constant 0 throughout); a_y: dead (constant 0 throughout)"
+        in out
+    )
+    assert "  skipped short: usable a_x 0.5 s, a_y 0.5 s of 112.0 s (under 1 s of a_x)" in out

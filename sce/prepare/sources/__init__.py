@@ -149,8 +149,13 @@ def prepare(
     ctx = SourceContext(
         Path(root), Path(out), report, split, seed, val_fraction, test_fraction, skip_missing
     )
-    records = list(generator(ctx, **options))
-    check_unique_ids(records, source)
+    try:
+        records = list(generator(ctx, **options))
+        check_unique_ids(records, source)
+    except BaseException:  # no orphan outputs of a conversion that stopped
+        ctx.discard_staged()
+        raise
+    ctx.commit_staged()
     # read back: a generator that splits its own records says with which fractions
     val = DEFAULT_VAL_FRACTION if ctx.val_fraction is None else ctx.val_fraction
     test = DEFAULT_TEST_FRACTION if ctx.test_fraction is None else ctx.test_fraction
@@ -200,7 +205,10 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--val-fraction", type=float, default=None, help="default 0.05")
     parser.add_argument("--test-fraction", type=float, default=None, help="default 0.05")
     parser.add_argument(
-        "--skip-missing", action="store_true", help="count and skip entries whose files are missing"
+        "--skip-missing",
+        action="store_true",
+        help="count and skip entries whose files are missing (comma2k19, gopro: or unreadable, "
+        "or telemetry short of the video), each named in the summary",
     )
     parser.add_argument(
         "--option",

@@ -13,11 +13,14 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections import Counter
+import shutil
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from sce.data.schema import (
     ALL_LABELS,
@@ -30,6 +33,7 @@ from sce.data.schema import (
 )
 from sce.prepare.splits import assign_splits
 
+MAX_MISSING_S = 1.0  # telemetry may start or end this much inside the video (validate's slack)
 DEFAULT_VAL_FRACTION = 0.05  # paper 000 uses a 90/5/5 split
 DEFAULT_TEST_FRACTION = 0.05
 _EMPTY = {"", "nan", "NaN", "NAN", "null", "None", "NA", "N/A"}
@@ -55,11 +59,16 @@ class ConversionReport:
     notes: Counter[str] = field(default_factory=Counter)
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (split, label) -> records
     warnings: list[str] = field(default_factory=list)  # printed last by `summary`
+    # the first messages (naming the file) of each skip reason, printed by `summary`
+    examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
-    def skip(self, reason: str) -> None:
-        """Count one skipped source unit."""
+    def skip(self, reason: str, detail: str = "") -> None:
+        """Count one skipped source unit; `detail` (the message naming its file) is kept for
+        the first three of each reason."""
         self.reasons[reason] += 1
         self.n_skipped += 1
+        if detail and len(self.examples[reason]) < 3:
+            self.examples[reason].append(detail)
 
     def summary(self) -> str:
         """A plain-text table: records per split x label, then skips and notes by reason.
@@ -83,6 +92,9 @@ class ConversionReport:
             for row in rows
         ]
         lines.append(f"skipped {self.n_skipped}" + _format_counter(self.reasons))
+        lines += [
+            f"  {reason}: {text}" for reason, texts in self.examples.items() for text in texts
+        ]
         if self.notes:
             lines.append("notes" + _format_counter(self.notes))
         lines += [f"warning: {text}" for text in self.warnings]
@@ -190,6 +202,44 @@ class SourceContext:
     val_fraction: float | None = None
     test_fraction: float | None = None
     skip_missing: bool = False
+    # record folders written under a temporary name until the whole conversion succeeds
+    staged: dict[Path, Path] = field(default_factory=dict)
+
+    def stage(self, folder: Path) -> Path:
+        """A fresh `<folder>.partial` for one record's files (`commit_staged` moves it to
+        `folder` once every record converted; `discard` and `discard_staged` remove it), so a
+        conversion stopped or a unit skipped halfway leaves no orphan files, and a failed
+        rerun leaves the previous run's files alone."""
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        self.staged[folder] = partial
+        return partial
+
+    def discard(self, folder: Path) -> None:
+        """Remove the staged files of one record (a skipped unit)."""
+        shutil.rmtree(self.staged.pop(folder), ignore_errors=True)
+
+    def discard_staged(self) -> None:
+        """Remove every staged folder (the conversion failed)."""
+        for folder in list(self.staged):
+            self.discard(folder)
+
+    def commit_staged(self) -> None:
+        """Move every staged folder into place (replacing an earlier run's)."""
+        for folder, partial in self.staged.items():
+            shutil.rmtree(folder, ignore_errors=True)
+            partial.replace(folder)
+        self.staged.clear()
+
+    def skip_unit(self, folder: Path, reason: str, err: SourceError) -> None:
+        """Under `skip_missing`, count a unit that could not be converted (its message, which
+        names the file, goes to the summary) and drop its staged files; else drop nothing
+        and re-raise `err` (`prepare` then removes every staged folder)."""
+        if not self.skip_missing:
+            raise err
+        self.discard(folder)
+        self.report.skip(reason, str(err))
 
     def output_folder(self, out_dir: str | Path | None, name: str) -> Path:
         """Where a converter that writes files (comma2k19's mp4s, CSVs) puts them: `out_dir`,
@@ -269,6 +319,27 @@ def write_records(records: Sequence[SourceRecord], report: ConversionReport) -> 
         report.counts[(record.split, record.label)] += 1
     write_manifest(rows, report.manifest)
     report.n_records = len(rows)
+
+
+def short_telemetry(
+    ctx: SourceContext, folder: Path, t: np.ndarray, duration: float, where: str
+) -> bool:
+    """True (the unit skipped, counted 'short_telemetry') when the IMU stamps `t` (s, video
+    time base) start or end more than MAX_MISSING_S inside the `duration` s video and
+    `skip_missing` is set; without it the record is kept and a warning names the file and
+    the span (a file whose second half was never written: 5 s of telemetry, 10.5 s video)."""
+    t = t[np.isfinite(t)]
+    start, end = (float(t[0]), float(t[-1])) if t.size else (math.nan, math.nan)
+    if start <= MAX_MISSING_S and end >= duration - MAX_MISSING_S:
+        return False
+    detail = f"{where}: IMU covers {start:.2f} to {end:.2f} s of the {duration:.2f} s video"
+    if ctx.skip_missing:
+        ctx.discard(folder)
+        ctx.report.skip("short_telemetry", detail)
+        return True
+    ctx.report.notes["short_telemetry"] += 1
+    ctx.report.warnings.append(f"{detail} (converted; --skip-missing skips such files)")
+    return False
 
 
 def missing_file(

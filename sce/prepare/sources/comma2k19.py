@@ -48,6 +48,7 @@ from sce.prepare.sources.base import (
     check_label,
     missing_file,
     relative_to,
+    short_telemetry,
 )
 from sce.prepare.sources.telemetry_io import (
     increasing_samples,
@@ -91,7 +92,7 @@ def load_series(folder: Path, columns: int | None = None) -> tuple[np.ndarray, n
             raise SourceError(f"{path}: file not found (field '{name}' of {folder.name})")
         try:
             arrays[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, EOFError) as err:
             raise SourceError(f"{path}: not a numpy array file: {err}") from err
     t, value = arrays["t"].astype(np.float64), arrays["value"].astype(np.float64)
     value = value.reshape(len(value), -1)
@@ -104,9 +105,13 @@ def load_series(folder: Path, columns: int | None = None) -> tuple[np.ndarray, n
 
 
 def load_frame_times(segment: Path) -> np.ndarray:
-    """Boot-clock times of the segment's frames (strictly increasing, checked)."""
+    """Boot-clock times of the segment's frames (strictly increasing, checked); SourceError
+    naming the file when it is missing or not a whole numpy array (a truncated copy)."""
     path = segment / FRAME_TIMES
-    times = np.load(path, allow_pickle=False).astype(np.float64).ravel()
+    try:
+        times = np.load(path, allow_pickle=False).astype(np.float64).ravel()
+    except (OSError, ValueError, EOFError) as err:
+        raise SourceError(f"{path}: not a numpy array file: {err}") from err
     if times.size < 2 or not (np.diff(times) > 0).all():
         raise SourceError(f"{path}: frame times must be >= 2 strictly increasing stamps")
     return times
@@ -158,10 +163,12 @@ def remux_hevc(source: Path, target: Path, frame_times: np.ndarray) -> Path:
     return target
 
 
-def convert_segment(segment: Path, folder: Path, zero: float, imu_axes: str) -> dict[str, Any]:
+def convert_segment(
+    segment: Path, folder: Path, zero: float, imu_axes: str
+) -> tuple[dict[str, Any], np.ndarray]:
     """Write the segment's IMU, GPS and CAN speed CSVs into `folder` on the video time base
-    (boot time - `zero`); returns metadata: measured rates (Hz) and the mounting rotation
-    (`imu_axes`, see `sce.data.alignment.record_alignment`)."""
+    (boot time - `zero`); returns metadata (measured rates (Hz) and the mounting rotation,
+    `imu_axes`, see `sce.data.alignment.record_alignment`) and the IMU's stamps."""
     t_acc, accel = load_series(segment / ACCEL, 3)
     t_gyr, gyro = load_series(segment / GYRO, 3)
     if not np.array_equal(t_acc, t_gyr):  # separate sensor events: gyro onto the accel stamps
@@ -176,7 +183,7 @@ def convert_segment(segment: Path, folder: Path, zero: float, imu_axes: str) -> 
         rates["can_speed"] = measured_rate(t_can)
     imu = ImuSignal(t_acc - zero, accel[:, :3], gyro[:, :3], str(folder / "imu.csv"))
     gps = GpsSignal(t_gps - zero, gnss[:, GNSS_SPEED_COLUMN], str(folder / "gps.csv"))
-    return {"measured_rate_hz": rates, **record_alignment(imu, gps, imu_axes)}
+    return {"measured_rate_hz": rates, **record_alignment(imu, gps, imu_axes)}, imu.t
 
 
 def comma2k19_records(
@@ -194,10 +201,15 @@ def comma2k19_records(
         label: the label of every record ("normal": ordinary driving).
         video_name: the raw stream's file name in each segment folder.
         imu_axes: the mounting: "estimate" (from gravity, GPS speed and the gyro; stored as
-            `metadata.imu_rotation`), "comma_eon" / an explicit mapping such as "x,-y,-z",
-            or "none" (device axes as they are).
+            `metadata.imu_rotation` when its forward axis is resolved, "estimate_always":
+            stored whatever its quality; see `sce.data.alignment.record_alignment`),
+            "comma_eon" / an explicit mapping such as "x,-y,-z", or "none" (device axes as
+            they are).
 
-    `ctx.skip_missing` counts and skips segments without their video instead of failing.
+    `ctx.skip_missing` counts and skips segments without their video ("missing_video"),
+    with a missing or unreadable file ("bad_segment") or an IMU short of the video
+    ("short_telemetry") instead of failing; each segment's files are staged
+    (`SourceContext.stage`), so a failure or a skip leaves none behind.
     """
     root, report, label = ctx.root, ctx.report, check_label(label)
     out_dir = ctx.output_folder(out_dir, "comma2k19")
@@ -210,10 +222,18 @@ def comma2k19_records(
             continue
         record_id, route = segment_id(segment)
         folder = out_dir / record_id
-        frame_times = load_frame_times(segment)
-        zero = float(frame_times[0])
-        remux_hevc(video, folder / "video.mp4", frame_times - zero)
-        telemetry = convert_segment(segment, folder, zero, imu_axes)
+        staging = ctx.stage(folder)
+        try:
+            frame_times = load_frame_times(segment)
+            zero = float(frame_times[0])
+            remux_hevc(video, staging / "video.mp4", frame_times - zero)
+            telemetry, imu_t = convert_segment(segment, staging, zero, imu_axes)
+        except SourceError as err:
+            ctx.skip_unit(folder, "bad_segment", err)
+            continue
+        duration = float(frame_times[-1] - zero) + 1.0 / measured_rate(frame_times)
+        if short_telemetry(ctx, folder, imu_t, duration, f"segment {segment}"):
+            continue
         metadata: dict[str, Any] = {
             "route": segment.parent.name,
             "segment": segment.name,
@@ -224,7 +244,7 @@ def comma2k19_records(
             # (paper 000's 100 Hz): comma's sensor loop is nominally 100 Hz, it measures 104.3.
             "nominal_rate_hz": {"gps": 10.0},
         }
-        if (folder / "can_speed.csv").is_file():
+        if (staging / "can_speed.csv").is_file():
             metadata["can_speed"] = relative_to(folder / "can_speed.csv", ctx.out_manifest.parent)
         record = ClipRecord(
             id=record_id,

@@ -30,6 +30,7 @@ from sce.prepare.sources.base import (
     SourceError,
     SourceRecord,
     check_label,
+    short_telemetry,
 )
 from sce.prepare.sources.gpmf import GpmfTelemetry, Sensor, read_gpmf
 from sce.prepare.sources.telemetry_io import (
@@ -126,11 +127,14 @@ def gopro_records(
         out_dir: where each record's CSVs go (default: `gopro/` beside the manifest).
         label: the label of every record.
         imu_axes: the mounting: "estimate" (from gravity, GPS speed and the gyro; stored as
-            `metadata.imu_rotation`), an explicit mapping of the camera's axes such as
-            "z,x,y", or "none".
+            `metadata.imu_rotation` when its forward axis is resolved, "estimate_always":
+            stored whatever its quality; see `sce.data.alignment.record_alignment`), an
+            explicit mapping of the camera's axes such as "z,x,y", or "none".
 
     `ctx.skip_missing` counts and skips files without a GPMF track (or without ACCL/GYRO)
-    instead of failing.
+    and files whose IMU stops short of the video (a file whose second half was never
+    written: "short_telemetry") instead of failing; without it such a file is converted
+    with a warning naming it.
     """
     root, report, label = ctx.root, ctx.report, check_label(label)
     out_dir = ctx.output_folder(out_dir, "gopro")
@@ -139,19 +143,20 @@ def gopro_records(
         raise SourceError(f"{root}: no .mp4 file")
     for video in videos:
         rid = record_id(video, root)
+        folder = out_dir / rid
+        staging = ctx.stage(folder)
         try:
             telemetry = read_gpmf(video)
             t, accel, gyro = imu_arrays(telemetry, str(video))
-        except SourceError:
-            if not ctx.skip_missing:
-                raise
-            report.skip("no_gpmf_imu")
+        except SourceError as err:
+            ctx.skip_unit(folder, "no_gpmf_imu", err)
             continue
-        folder = out_dir / rid
-        write_imu_csv(folder / "imu.csv", t, accel, gyro)
+        if short_telemetry(ctx, folder, t, telemetry.video_duration, str(video)):
+            continue
+        write_imu_csv(staging / "imu.csv", t, accel, gyro)
         gps = gps_speed(telemetry)
         if gps is not None:
-            write_speed_csv(folder / "gps.csv", *gps)
+            write_speed_csv(staging / "gps.csv", *gps)
         else:
             report.notes["no_gps"] += 1
         sensors = telemetry.sensors
