@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 LOCK := requirements.lock
 
-.PHONY: setup setup-unlocked lock demo ablations test test-slow lint format clean
+.PHONY: setup setup-unlocked lock demo ablations ablations-quick test test-slow lint format clean
 
 # The locked releases (every package, with its sha256), then sce itself on top of them.
 $(STAMP): setup.cfg setup.py requirements.txt $(LOCK)
@@ -38,6 +38,10 @@ demo: $(STAMP)
 # issue 17: IMU dropout, class balancing, fps on synthetic data, 3 seeds (< 60 min on 2 cores)
 ablations: $(STAMP)
 	$(BIN)/python -m sce.studies.ablations
+
+# the same directions once each, small: minutes (checks the path and the table, not the effects)
+ablations-quick: $(STAMP)
+	$(BIN)/python -m sce.studies.ablations --quick
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -146,6 +146,19 @@ class AblationConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # more data settings (a variant's win)
 
 
+# `make ablations-quick`: every direction and variant once (seed 0) on fewer clips and epochs, a
+# few minutes on 2 cores: it checks the whole path and the table, not the effects (at 8 epochs
+# the full-size variants still sat at chance).
+QUICK = dict(
+    out="runs/ablations_quick",
+    seeds=(0,),
+    clips=36,
+    long_tail_clips=60,
+    warmup_epochs=2,
+    epochs=3,
+)
+
+
 def _datamodule(
     manifest: Path, model_dir: Path, cfg: AblationConfig, seed: int, **kw: Any
 ) -> SceDataModule:
@@ -343,15 +356,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only", default=",".join(DIRECTIONS), help=f"directions: {','.join(DIRECTIONS)}"
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one seed, fewer clips and epochs: minutes, a smoke run",
+    )
     args = parser.parse_args(argv)
     quiet_known_noise()  # the same known-harmless warnings `sce` silences
-    cfg = AblationConfig(
-        out=args.out,
-        seeds=tuple(int(s) for s in args.seeds.split(",")),
-        directions=tuple(args.only.split(",")),
-    )
-    run_ablations(replace(cfg))
+    run_ablations(ablation_config(args))
     return 0
+
+
+def ablation_config(args: argparse.Namespace) -> AblationConfig:
+    """The run's sizes: the defaults, or QUICK with --quick (explicit --out/--seeds win)."""
+    cfg = AblationConfig(**QUICK) if args.quick else AblationConfig()
+    given = {"out": args.out, "seeds": args.seeds}
+    defaults = {"out": AblationConfig.out, "seeds": "0,1,2"}
+    changes = {k: v for k, v in given.items() if v != defaults[k]}
+    if "seeds" in changes:
+        changes["seeds"] = tuple(int(s) for s in changes["seeds"].split(","))
+    return replace(cfg, directions=tuple(args.only.split(",")), **changes)
 
 
 if __name__ == "__main__":

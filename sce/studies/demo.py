@@ -128,6 +128,31 @@ def _datamodule(manifest: Path, model_dir: Path, cfg: DemoConfig, **kwargs: Any)
     return tiny_datamodule(manifest, model_dir, cfg.frame_size, cfg.batch_size, cfg.seed, **kwargs)
 
 
+class EpochLines(L.Callback):
+    """One flushed line per training epoch (stage, epoch, losses, seconds), so the demo's
+    progress reads the same in a terminal and in a log file, where tqdm's bars stay silent."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.started = time.time()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = time.time()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        parts = [f"[demo] {self.stage}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        parts += [
+            f"{k} {float(metrics[k]):.3f}" for k in ("train/loss_epoch", "val/loss") if k in metrics
+        ]
+        print(", ".join([*parts, f"{time.time() - self.started:.0f} s"]), flush=True)
+
+
+def stage_line(text: str) -> None:
+    """A demo stage's header, flushed at once (the stages run for minutes)."""
+    print(f"[demo] {text}", flush=True)
+
+
 def _trainer(
     out: Path, name: str, epochs: int, callbacks: list, validate: bool = False, val_every: int = 1
 ) -> L.Trainer:
@@ -138,7 +163,7 @@ def _trainer(
         max_epochs=epochs,
         accelerator="cpu",
         logger=TensorBoardLogger(str(out / "tensorboard"), name=name, version=""),
-        callbacks=callbacks,
+        callbacks=[*callbacks, EpochLines(name)],
         use_distributed_sampler=False,
         enable_checkpointing=False,
         num_sanity_val_steps=0,
@@ -265,6 +290,7 @@ def run_demo(
     torch.set_num_threads(max(1, torch.get_num_threads()))
     L.seed_everything(seed, workers=True)
     width, height = cfg.video_size
+    stage_line(f"1/5 {cfg.clips} synthetic clips and the tiny kit into {out}")
     manifest = generate_synthetic_dataset(
         out / "data",
         clips=cfg.clips,
@@ -274,13 +300,17 @@ def run_demo(
         height=height,
     )
     base_dir = build_tiny_kit(out / "model_base", seed=seed)
+    stage_line("2/5 the untrained tiny kit, evaluated on the held-out clips")
     results = {"untrained": evaluate(base_dir, manifest, out, "untrained", cfg)}
+    stage_line(f"3/5 warm-up: {cfg.warmup_epochs} epochs of captions (full fine-tuning)")
     warm_dir = warm_up(base_dir, manifest, out, cfg)
+    stage_line(f"4/5 full FT recipe: {cfg.recipe_epochs} epochs of event question + captions")
     module, recipe_data = train_recipe(warm_dir, manifest, out, cfg)
     trained_dir = export_recipe(module, recipe_data, out, "model_trained")
     results["trained"] = evaluate(trained_dir, manifest, out, "trained", cfg)
     if cfg.adapter:
         adapter_cfg = adapter_config(cfg)
+        stage_line(f"5/5 {cfg.adapter} recipe: {cfg.adapter_epochs} epochs on the warmed-up base")
         module, recipe_data = train_recipe(
             warm_dir, manifest, out, adapter_cfg, f"recipe_{cfg.adapter}"
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import time
+from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from sce.studies.ablations import (
     DIRECTIONS,
     TABLE_COLUMNS,
     AblationConfig,
+    ablation_config,
     plan_direction,
     run_ablations,
 )
@@ -90,3 +92,14 @@ def test_directions_run_as_sweeps_of_the_in_process_recipe(tmp_path, tiny_kit, s
 def test_unknown_direction_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown ablation direction"):
         run_ablations(AblationConfig(out=str(tmp_path), directions=("resolution",)))
+
+
+def test_quick_run_is_one_seed_of_every_direction_small_and_elsewhere() -> None:
+    quick = ablation_config(Namespace(quick=True, out=AblationConfig.out, seeds="0,1,2",
+                                      only=",".join(DIRECTIONS)))  # fmt: skip
+    full = AblationConfig()
+    assert quick.seeds == (0,) and quick.directions == tuple(DIRECTIONS)
+    assert quick.out == "runs/ablations_quick" != full.out  # never mixed into the full table
+    assert quick.epochs < full.epochs and quick.clips < full.clips
+    explicit = ablation_config(Namespace(quick=True, out="x", seeds="1,2", only="fps"))
+    assert (explicit.out, explicit.seeds, explicit.directions) == ("x", (1, 2), ("fps",))
