@@ -20,6 +20,11 @@ Writing
     the final move can be a cross-device copy.) A process killed mid-write (kill -9) leaves its
     checkpoint-sized temporary behind; `StaleTemporaryCleaner` removes those of the run's
     checkpoint folders at fit start. Loads are weights-only, and http(s) paths are refused.
+    That holds whatever `trainer.plugins` a config gives (a list there replaces the trainer
+    default that carries AtomicCheckpointIO): `CheckpointIOGuard`, one of SceModule's own
+    callbacks, puts it back on the strategy before Lightning restores a `ckpt_path`; the FSDP
+    strategies, which read checkpoint files themselves, go through `load_weights_only`; and
+    `sce fit|validate|test|predict` refuse an http(s) ckpt_path before building anything.
 
 Exact mid-epoch resume (`resume_callbacks()`)
     - `SamplerStateCallback` (sce.data.sampling) stores the ClassResampler's position, so the
@@ -218,6 +223,14 @@ def refuse_url(path: Any) -> None:
         )
 
 
+def load_weights_only(path: str | Path, **kwargs: Any) -> Any:
+    """torch.load of a local or fsspec checkpoint path with weights_only=True (tensors and plain
+    containers: no code in the file runs); HTTP(S) URLs are refused (`refuse_url`). The one
+    load of sce's strategies that read checkpoint files without a CheckpointIO."""
+    refuse_url(path)
+    return torch.load(path, map_location="cpu", weights_only=True, **kwargs)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """TorchCheckpointIO whose local saves are atomic (temporary file + os.replace), and whose
     loads are weights-only (tensors and plain containers: no code runs), from local or fsspec
@@ -243,6 +256,49 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path)
             return
         atomic_torch_save(checkpoint, path)
+
+
+class CheckpointIOError(ValueError):
+    """trainer.plugins holds a checkpoint IO that would replace sce's AtomicCheckpointIO."""
+
+
+def secure_checkpoint_io(strategy: Any) -> None:
+    """Make `strategy` save and load through AtomicCheckpointIO, whatever trainer.plugins held.
+
+    A `trainer.plugins` list in a config replaces the trainer defaults' list (LightningCLI), so
+    AtomicCheckpointIO given as a default vanished with any other plugin and Lightning's
+    TorchCheckpointIO then downloaded an http(s) ckpt_path and unpickled it with
+    weights_only=False (issue 26.1). Lightning's own TorchCheckpointIO (also inside a wrapper
+    such as AsyncCheckpointIO) is replaced; AtomicCheckpointIO and its subclasses are kept; any
+    other CheckpointIO is refused, naming trainer.plugins.
+    """
+    from lightning.pytorch.plugins.io.wrapper import _WrappingCheckpointIO
+
+    io = strategy.checkpoint_io  # Lightning fills an unset one (or a wrapper's) with its default
+    wrapper = io if isinstance(io, _WrappingCheckpointIO) else None
+    inner = wrapper.checkpoint_io if wrapper is not None else io
+    if isinstance(inner, AtomicCheckpointIO):
+        return
+    if type(inner) is not TorchCheckpointIO:
+        raise CheckpointIOError(
+            f"trainer.plugins: checkpoint IO {type(inner).__qualname__} would replace sce's "
+            "AtomicCheckpointIO (atomic saves, weights-only loads, no HTTP(S) checkpoint "
+            "paths); drop it from trainer.plugins or subclass "
+            "sce.models.checkpointing.AtomicCheckpointIO"
+        )
+    if wrapper is None:
+        strategy.checkpoint_io = AtomicCheckpointIO()
+    else:  # the wrapper's setter only fills an empty slot; Lightning filled it already
+        wrapper._checkpoint_io = AtomicCheckpointIO()
+
+
+class CheckpointIOGuard(Callback):
+    """Puts AtomicCheckpointIO on the trainer's strategy in `setup`, before Lightning restores
+    any `ckpt_path` (`secure_checkpoint_io`): the safety of a load does not depend on a trainer
+    default that a config can replace. SceModule adds it to every trainer it runs in."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        secure_checkpoint_io(trainer.strategy)
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
@@ -554,11 +610,13 @@ class EpochAggregatesCallback(Callback):
 
 
 def resume_callbacks() -> list[Callback]:
-    """The callbacks exact mid-epoch resume needs (sampler position, RNG states and the epoch
-    aggregates), and the cleaner of crashed checkpoint writes' temporaries."""
+    """The checkpoint IO guard (weights-only loads, atomic saves, whatever trainer.plugins
+    holds), the callbacks exact mid-epoch resume needs (sampler position, RNG states and the
+    epoch aggregates), and the cleaner of crashed checkpoint writes' temporaries."""
     from sce.data.sampling import SamplerStateCallback
 
     return [
+        CheckpointIOGuard(),
         SamplerStateCallback(),
         RNGStateCallback(),
         EpochAggregatesCallback(),
@@ -568,6 +626,8 @@ def resume_callbacks() -> list[Callback]:
 
 __all__ = [
     "AtomicCheckpointIO",
+    "CheckpointIOError",
+    "CheckpointIOGuard",
     "CheckpointMismatchError",
     "CheckpointSourceError",
     "EpochAggregatesCallback",
@@ -580,10 +640,12 @@ __all__ = [
     "collect_epoch_aggregates",
     "collect_rng_states",
     "gather_trainable_state_dict",
+    "load_weights_only",
     "merge_epoch_aggregates",
     "refuse_url",
     "remove_stale_temporaries",
     "resume_callbacks",
+    "secure_checkpoint_io",
     "set_rng_states",
     "trainable_keys",
 ]
