@@ -186,13 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet_known_noise()  # imports nothing: filters by message and logger name
     if argv and argv[0] in LIGHTNING_COMMANDS:
-        from sce.models.checkpointing import CheckpointIOError, CheckpointSourceError
+        from sce.models.checkpointing import (
+            CheckpointIOError,
+            CheckpointMismatchError,
+            CheckpointSourceError,
+        )
 
         try:
             run_lightning_cli(argv)
         except _data_errors() as err:  # bad data: the cause in a few lines, not ~30 frames
             return _report_data_error(argv[0], err)
-        except (CheckpointSourceError, CheckpointIOError) as err:  # refused, nothing loaded
+        except (CheckpointSourceError, CheckpointIOError, CheckpointMismatchError) as err:
             print(f"sce {argv[0]}: {err}", file=sys.stderr)
             return 2
         return 0
