@@ -51,10 +51,8 @@ Exact mid-epoch resume (`resume_callbacks()`)
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -67,6 +65,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
+
+from sce.common.files import atomic_file
 
 # Prefixes that wrappers insert into parameter names (FSDP1, activation checkpointing, compile).
 _WRAPPER_PREFIXES = re.compile(r"(?:_fsdp_wrapped_module|_checkpoint_wrapped_module|_orig_mod)\.")
@@ -166,39 +166,16 @@ def _is_local(path: str | Path) -> bool:
     return "://" not in text or text.startswith("file://")
 
 
-TEMPORARY_GLOB = ".*.tmp"  # atomic_torch_save's temporaries: ".<name>.<random>.tmp"
+TEMPORARY_GLOB = ".*.tmp"  # atomic_file's temporaries: ".<name>.<random>.tmp"
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """torch.save to a temporary file next to `path`, fsync, then os.replace onto `path`."""
+    """torch.save to a temporary file next to `path`, fsync, then os.replace onto `path`
+    (`sce.common.files.atomic_file`)."""
     path = Path(str(path).removeprefix("file://"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_file(path, "wb") as handle:
+        torch.save(obj, handle)
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not every platform/filesystem allows opening a folder.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class CheckpointSourceError(ValueError):
