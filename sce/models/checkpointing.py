@@ -54,7 +54,8 @@ from __future__ import annotations
 import random
 import re
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from sce.common.files import atomic_file
 
@@ -297,22 +298,31 @@ def _is_checkpoint_temp(path: Path) -> bool:
 
 
 class StaleTemporaryCleaner(Callback):
-    """At fit start, rank 0 removes the crash leftovers of atomic checkpoint writes from every
-    ModelCheckpoint folder of this run (each one checkpoint-sized, never removed otherwise)."""
+    """Rank 0 removes the crash leftovers of atomic checkpoint writes (each one
+    checkpoint-sized, never removed otherwise): at fit start from every ModelCheckpoint folder
+    of this run, and at train start (the checkpoint restored by then, under every strategy)
+    from the folder of the checkpoint the run resumed from, which a resumed run writing into a
+    new version folder would otherwise never visit."""
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
         for callback in trainer.checkpoint_callbacks:
-            folder = getattr(callback, "dirpath", None)
-            if folder is None or not _is_local(folder):
-                continue
-            removed = remove_stale_temporaries(str(folder).removeprefix("file://"))
-            if removed:
-                rank_zero_info(
-                    f"[sce] removed {len(removed)} stale checkpoint temporaries from {folder} "
-                    f"(left by a crash during a write): {[p.name for p in removed]}"
-                )
+            self._clean(trainer, getattr(callback, "dirpath", None))
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        resumed = trainer.ckpt_path
+        if resumed and _is_local(resumed):
+            self._clean(trainer, Path(str(resumed).removeprefix("file://")).parent)
+
+    @staticmethod
+    def _clean(trainer: Trainer, folder: str | Path | None) -> None:
+        if not trainer.is_global_zero or folder is None or not _is_local(folder):
+            return
+        removed = remove_stale_temporaries(str(folder).removeprefix("file://"))
+        if removed:
+            rank_zero_info(
+                f"[sce] removed {len(removed)} stale checkpoint temporaries from {folder} "
+                f"(left by a crash during a write): {[p.name for p in removed]}"
+            )
 
 
 # ---------------------------------------------------------------------------- RNG states
@@ -527,6 +537,55 @@ def merge_epoch_aggregates(
         metric._update_count = max(metric._update_count, 1)  # "compute before update" warns
 
 
+def epoch_values(saved: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """The values an epoch's end logs from the running states `saved`
+    (`collect_epoch_aggregates`): `<name>_epoch` for values also logged per step, `<name>` for
+    epoch-only ones; means divided by their summed batch size, as Lightning computes them.
+    Unsynced (each rank's own), as sce logs its training values."""
+    out = {}
+    for entry in saved.values():
+        if not entry["logger"]:
+            continue
+        value = entry["value"]
+        if entry["reduce_fx"] == "mean":  # in the value's dtype, as Lightning divides
+            value = value / entry["cumulated_batch_size"]
+        out[f"{entry['name']}_epoch" if entry["on_step"] else entry["name"]] = float(value)
+    return out
+
+
+@contextmanager
+def _as_epoch(trainer: Trainer, epoch: int) -> Iterator[None]:
+    """`trainer.current_epoch` reads `epoch` inside the block (what is logged and saved there
+    is labelled with it), and its own value again after."""
+    progress = trainer.fit_loop.epoch_progress.current
+    shift = progress.completed - epoch
+    progress.completed -= shift
+    try:
+        yield
+    finally:
+        progress.completed += shift
+
+
+def finish_interrupted_epoch(trainer: Trainer, state: Mapping[str, Any]) -> list[str]:
+    """Log what the end of epoch `state["epoch"]` would have logged, for a run resumed from a
+    checkpoint written after that epoch's last training batch but before its end: the training
+    epoch values from the saved aggregates and, when the epoch validates, its validation run
+    again on the restored weights (val/*, the generation metrics, a monitored checkpoint), all
+    at the checkpoint's step and labelled with that epoch. Returns what was logged, for the
+    message."""
+    epoch = state["epoch"]
+    values = epoch_values(state["metrics"])
+    with _as_epoch(trainer, epoch):
+        trainer._logger_connector.log_metrics(values)  # Lightning's step and epoch fields
+        loop = trainer.fit_loop.epoch_loop
+        validates = trainer.enable_validation and loop._should_check_val_epoch()
+        if validates:  # as the training loop runs its epoch-end validation
+            trainer.validating = True
+            loop.val_loop.run()
+            trainer.training = True
+    return sorted(values) + (["its validation (val/*)"] if validates else [])
+
+
 class EpochAggregatesCallback(Callback):
     """Save the running epoch aggregates (the `_epoch` values of `self.log(on_epoch=True)` in
     training: train/loss_epoch, the data/train_* counts, ...) in checkpoints, and fold them back
@@ -546,6 +605,36 @@ class EpochAggregatesCallback(Callback):
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None  # loaded, merged after the first batch
         self._trainer: Trainer | None = None
+        self._ended_epoch: int | None = None  # the last epoch whose end began
+
+    # Lightning runs ModelCheckpoint's hooks after every other callback's, so a checkpoint
+    # saved in these hooks already sees the epoch's end as begun.
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        loop = trainer.fit_loop.epoch_loop
+        if trainer.state.fn == TrainerFn.FITTING and loop.batch_progress.is_last_batch:
+            self._ended_epoch = trainer.current_epoch  # the end-of-epoch validation
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._ended_epoch = trainer.current_epoch
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """A checkpoint written after epoch E's last training batch, before E's end (a run
+        killed during E's validation), resumes with epoch E+1: Lightning would never log E's
+        epoch values nor validate E. `finish_interrupted_epoch` does, and says so."""
+        pending = self._pending
+        if pending is None or pending.get("world_size") != trainer.world_size:
+            return
+        state = pending["ranks"][trainer.global_rank]
+        if state["epoch"] >= trainer.current_epoch or state.get("ended", True):
+            return
+        self._pending = None
+        done = finish_interrupted_epoch(trainer, state)
+        rank_zero_warn(
+            f"resumed at epoch {trainer.current_epoch} from a checkpoint written after epoch "
+            f"{state['epoch']}'s last training batch, before that epoch ended (a run stopped "
+            f"during its validation?): logged epoch {state['epoch']}'s {', '.join(done)} now "
+            "(if the stopped run got past that epoch's end, these repeat its values)"
+        )
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._trainer = trainer
@@ -562,6 +651,8 @@ class EpochAggregatesCallback(Callback):
         state = {
             "epoch": trainer.current_epoch,
             "metrics": collect_epoch_aggregates(_training_results(trainer)),
+            # False: written before this epoch's end (its validation, its epoch-end logs)
+            "ended": self._ended_epoch == trainer.current_epoch,
         }
         ranks = _all_ranks(state)
         return {"world_size": len(ranks), "ranks": ranks}
@@ -616,6 +707,8 @@ __all__ = [
     "clean_parameter_name",
     "collect_epoch_aggregates",
     "collect_rng_states",
+    "epoch_values",
+    "finish_interrupted_epoch",
     "gather_trainable_state_dict",
     "load_weights_only",
     "merge_epoch_aggregates",
