@@ -515,9 +515,9 @@ def failed_row(record, err: Exception) -> dict[str, Any]:
     }
 
 
-# What one bad record raises (an unreadable video or telemetry file, a window outside the clip,
-# a prompt too long): its row records the error and the batch goes on. Anything else is a bug
-# or a broken model and stops the run.
+# What one bad record raises (an unreadable video or telemetry file, a window outside the
+# clip): its row records the error and the batch goes on. Anything else is a bug or a broken
+# model and stops the run.
 RECORD_ERRORS: tuple[type[Exception], ...] = (ClipError, InferError, ManifestError)
 
 
