@@ -194,13 +194,24 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet_known_noise()  # imports nothing: filters by message and logger name
     if argv and argv[0] in LIGHTNING_COMMANDS:
+        from sce.models.checkpointing import (
+            CheckpointIOError,
+            CheckpointMismatchError,
+            CheckpointSourceError,
+        )
         from sce.train.runs import RunFolderError
 
         try:
             run_lightning_cli(argv)
         except _data_errors() as err:  # bad data: the cause in a few lines, not ~30 frames
             return _report_data_error(argv[0], err)
-        except RunFolderError as err:  # a misused --run / --ckpt: one line naming the fix
+        # a refused checkpoint or a misused --run / --ckpt: one line naming the fix
+        except (
+            CheckpointSourceError,
+            CheckpointIOError,
+            CheckpointMismatchError,
+            RunFolderError,
+        ) as err:
             print(f"sce {argv[0]}: {err}", file=sys.stderr)
             return 2
         return 0

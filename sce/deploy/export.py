@@ -18,8 +18,11 @@ trained tasks from the checkpoint's `datamodule_hyper_parameters`, which `sce in
 default. A checkpoint saved without a datamodule has none; export.json then says so.
 
 The module is rebuilt from the checkpoint's `hyper_parameters` (base = `model_path` unless
-`--model-path` overrides it, e.g. when the base lives elsewhere on this machine), the adapter
-weights are loaded and checked (every trainable parameter must be in the checkpoint), and each
+`--model-path` overrides it, e.g. when the base lives elsewhere on this machine). The base must
+be the one the checkpoint was trained on: its config and a sample of its weight files are
+compared with the identity the checkpoint recorded (sce.models.base_identity) before any weights
+load, and another base, or none at that path any more, is refused naming `--model-path`. The
+adapter weights are loaded and checked (every trainable parameter must be in the checkpoint), and each
 folder is written to a temporary sibling first and renamed into place. QLoRA checkpoints are
 exported onto the unquantized base (the LoRA weights are the same; merging needs real weights).
 NEFTune and gradient checkpointing are training-only and are switched off.
@@ -98,7 +101,11 @@ def module_from_checkpoint(
     dtype: str | None = None,
     where: str = "checkpoint",
 ):
-    """SceModule rebuilt from a checkpoint's hparams, base loaded, adapter weights restored."""
+    """SceModule rebuilt from a checkpoint's hparams, base loaded, adapter weights restored.
+
+    The base (`model_path`, default the checkpoint's) must be the one the checkpoint recorded
+    (sce.models.base_identity); it is checked before it is loaded, so a base that moved away
+    or was replaced is refused naming `--model-path`."""
     from sce.models.checkpointing import check_trainable_keys
     from sce.models.module import SceModule, recorded_load_dtype, restore_load_dtype
 
@@ -107,7 +114,9 @@ def module_from_checkpoint(
     hparams = checkpoint["hyper_parameters"]
     # The dtype the run loaded its base in (recorded at fit), not "auto" resolved on this machine.
     dtype = dtype or recorded_load_dtype(checkpoint)
-    module = SceModule(**export_hparams(hparams, model_path, dtype))
+    arguments = export_hparams(hparams, model_path, dtype)
+    arguments["model_path"] = check_base(checkpoint, arguments["model_path"], where)
+    module = SceModule(**arguments)
     module.configure_model()
     state = checkpoint["state_dict"]
     check_trainable_keys(module, state, where)
@@ -115,6 +124,21 @@ def module_from_checkpoint(
     restore_load_dtype(module.model, module.load_dtype)  # fp32 masters: training only
     module.model.eval()
     return module
+
+
+def check_base(checkpoint: dict[str, Any], model_path: str, where: str) -> str:
+    """The local path of the base `model_path` (a `tiny:SEED` spec resolved), after checking it
+    is the base the checkpoint was trained on; raises BaseModelMismatchError naming
+    --model-path when it is not, or when no model is there any more."""
+    from sce.models.base_identity import BASE_IDENTITY_KEY, base_identity, check_base_identity
+    from sce.train.assets import resolve_model_path
+
+    path = str(resolve_model_path(model_path))
+    recorded = checkpoint.get(BASE_IDENTITY_KEY)
+    # an absolute path is a folder, never a hub id: checked even by a checkpoint without a record
+    local = Path(path).is_absolute()
+    check_base_identity(recorded, base_identity(path), path, "--model-path", where, local)
+    return path
 
 
 def _write_folder(target: Path, write: Callable[[Path], None], overwrite: bool) -> Path:
@@ -258,6 +282,7 @@ __all__ = [
     "ExportError",
     "ExportResult",
     "add_export_arguments",
+    "check_base",
     "export_checkpoint",
     "export_command",
     "export_hparams",

@@ -19,7 +19,10 @@ the A/B/C logits at the first answer token, as in evaluation) are reported too.
 `--manifest M --split S --out F` answers every record of split S the same way (each record
 with its own IMU, GPS, event time and label scope; `--no-imu` and the window flags apply to
 all) and writes one JSON line per record with sce predict's predictions.jsonl fields
-(`batch_row`), outside Lightning.
+(`batch_row`), outside Lightning. A record that cannot be answered (an unreadable video or
+telemetry file, an event time outside the clip) gets a row with `valid: false` and `error`
+naming the file, and the batch goes on; the lines are written to a temporary file renamed onto
+`--out` at the end, so a run that stops midway leaves the previous `--out` as it was.
 
 `--label-scope binary` asks the event question a binary-scope record (Nexar: event / normal)
 is trained on, the yes/no `BINARY_EVENT_QUESTION`, and reads its answer with
@@ -50,6 +53,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sce.common.files import atomic_file
+from sce.data.clip import ClipError
 from sce.data.schema import LABEL_SCOPES, ManifestError
 from sce.tasks import CAPTION, MCQ, PROBABILITY
 from sce.tasks.probability import PROBABILITY_DECIMALS
@@ -488,6 +493,43 @@ def batch_row(record, result: InferenceResult) -> dict[str, Any]:
     }
 
 
+def failed_row(record, err: Exception) -> dict[str, Any]:
+    """The `sce infer --manifest` line of a record that could not be answered: its identity,
+    no prediction (`valid` false) and `error` naming the exception and its message (which
+    names the file)."""
+    from sce.evaluate.predictions import prediction_record
+
+    item = {
+        "id": record.id,
+        "label": record.label,
+        "task": MCQ.name,
+        "source": record.source,
+        "split": record.split,
+        "label_scope": record.label_scope,
+        "prediction": None,
+    }
+    return {
+        **prediction_record(item),
+        "video": str(record.path("video")),
+        "error": f"{type(err).__name__}: {err}",
+    }
+
+
+# What one bad record raises (an unreadable video or telemetry file, a window outside the
+# clip): its row records the error and the batch goes on. Anything else is a bug or a broken
+# model and stops the run.
+RECORD_ERRORS: tuple[type[Exception], ...] = (ClipError, InferError, ManifestError)
+
+
+@dataclass
+class BatchResult:
+    """What `infer_manifest` wrote: the file, the rows, and the ids of the failed records."""
+
+    path: Path
+    rows: int
+    failed: list[str]
+
+
 def infer_manifest(
     model,
     processor,
@@ -499,28 +541,36 @@ def infer_manifest(
     ask_probability: bool = True,
     progress: bool = True,
     decoder: str = "decord",
-) -> Path:
-    """`infer_record` on every record, one JSON line each (`batch_row`) written to `out` as it
-    is answered, with a progress bar. Returns the file written."""
+) -> BatchResult:
+    """`infer_record` on every record, one JSON line each (`batch_row`), with a progress bar.
+
+    A record that cannot be answered (RECORD_ERRORS) gets a `failed_row` holding its error and
+    the run goes on. The lines go to a temporary file beside `out`, renamed onto it when every
+    record is done: a run that stops midway leaves a previous `out` as it was."""
     from tqdm import tqdm
 
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
+    failed: list[str] = []
+    with atomic_file(path, "w", encoding="utf-8") as handle:
         for record in tqdm(records, desc="sce infer", unit="clip", disable=not progress):
-            result = infer_record(
-                model,
-                processor,
-                record,
-                window,
-                use_imu,
-                max_new_tokens,
-                ask_probability,
-                decoder,
-            )
-            handle.write(json.dumps(batch_row(record, result)) + "\n")
-            handle.flush()
-    return path
+            try:
+                result = infer_record(
+                    model,
+                    processor,
+                    record,
+                    window,
+                    use_imu,
+                    max_new_tokens,
+                    ask_probability,
+                    decoder,
+                )
+                row = batch_row(record, result)
+            except RECORD_ERRORS as err:
+                failed.append(record.id)
+                row = failed_row(record, err)
+            handle.write(json.dumps(row) + "\n")
+    return BatchResult(path, len(records), failed)
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -636,8 +686,6 @@ def _window_flags(args: argparse.Namespace) -> dict[str, Any]:
 def infer_command(args: argparse.Namespace) -> int:
     import sys
 
-    from sce.data.clip import ClipError
-
     try:
         record = read_training_record(args.adapter or _local_folder(args.model))
     except ValueError as err:
@@ -667,7 +715,7 @@ def infer_command(args: argparse.Namespace) -> int:
         model, processor = load_inference_model(args.model, args.adapter, args.dtype, args.device)
         ask_probability = record is not None and PROBABILITY.name in record.tasks
         if records is not None:
-            path = infer_manifest(
+            batch = infer_manifest(
                 model,
                 processor,
                 records,
@@ -678,7 +726,15 @@ def infer_command(args: argparse.Namespace) -> int:
                 ask_probability=ask_probability,
                 decoder=args.decoder,
             )
-            print(f"sce infer: {len(records)} records of split {args.split!r} written to {path}")
+            print(
+                f"sce infer: {batch.rows} records of split {args.split!r} written to {batch.path}"
+            )
+            if batch.failed:
+                print(
+                    f"sce infer: {len(batch.failed)} of {batch.rows} records could not be "
+                    f"answered (their rows hold the error): {batch.failed}",
+                    file=sys.stderr,
+                )
             return 0
         result = infer_clip(
             model,
@@ -740,10 +796,12 @@ __all__ = [
     "InferenceResult",
     "ProbabilityAnswer",
     "add_infer_arguments",
+    "BatchResult",
     "attach_adapter",
     "batch_row",
     "build_record",
     "clip_spec",
+    "failed_row",
     "generate_answers",
     "infer_clip",
     "infer_command",

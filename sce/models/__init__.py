@@ -8,6 +8,7 @@
 - losses         CE on supervised rows only, + MSE on probability answers (paper 002)
 - throughput     clips/s and visual tokens/s logged during training
 - checkpointing  adapter-only, atomic checkpoints that resume a run exactly
+- base_identity  which base a checkpoint was trained on (config + weight sample hashes)
 - distributed    FSDP2 / FSDP1 strategies
 - rope_guard     checks the model's temporal positions for the configured window
 - module         SceModule (LightningModule): fp32 masters, loss normalisation, NaN guard

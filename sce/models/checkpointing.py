@@ -20,6 +20,11 @@ Writing
     the final move can be a cross-device copy.) A process killed mid-write (kill -9) leaves its
     checkpoint-sized temporary behind; `StaleTemporaryCleaner` removes those of the run's
     checkpoint folders at fit start. Loads are weights-only, and http(s) paths are refused.
+    That holds whatever `trainer.plugins` a config gives (a list there replaces the trainer
+    default that carries AtomicCheckpointIO): `CheckpointIOGuard`, one of SceModule's own
+    callbacks, puts it back on the strategy before Lightning restores a `ckpt_path`; the FSDP
+    strategies, which read checkpoint files themselves, go through `load_weights_only`; and
+    `sce fit|validate|test|predict` refuse an http(s) ckpt_path before building anything.
 
 Exact mid-epoch resume (`resume_callbacks()`)
     - `SamplerStateCallback` (sce.data.sampling) stores the ClassResampler's position, so the
@@ -46,12 +51,11 @@ Exact mid-epoch resume (`resume_callbacks()`)
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import tempfile
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +65,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from sce.common.files import atomic_file
 
 # Prefixes that wrappers insert into parameter names (FSDP1, activation checkpointing, compile).
 _WRAPPER_PREFIXES = re.compile(r"(?:_fsdp_wrapped_module|_checkpoint_wrapped_module|_orig_mod)\.")
@@ -161,39 +167,16 @@ def _is_local(path: str | Path) -> bool:
     return "://" not in text or text.startswith("file://")
 
 
-TEMPORARY_GLOB = ".*.tmp"  # atomic_torch_save's temporaries: ".<name>.<random>.tmp"
+TEMPORARY_GLOB = ".*.tmp"  # atomic_file's temporaries: ".<name>.<random>.tmp"
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """torch.save to a temporary file next to `path`, fsync, then os.replace onto `path`."""
+    """torch.save to a temporary file next to `path`, fsync, then os.replace onto `path`
+    (`sce.common.files.atomic_file`)."""
     path = Path(str(path).removeprefix("file://"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_file(path, "wb") as handle:
+        torch.save(obj, handle)
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not every platform/filesystem allows opening a folder.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class CheckpointSourceError(ValueError):
@@ -216,6 +199,14 @@ def refuse_url(path: Any) -> None:
             "unpickle the download with weights_only=False and cache it by file name). Download "
             "the file, check its origin, and pass the local path."
         )
+
+
+def load_weights_only(path: str | Path, **kwargs: Any) -> Any:
+    """torch.load of a local or fsspec checkpoint path with weights_only=True (tensors and plain
+    containers: no code in the file runs); HTTP(S) URLs are refused (`refuse_url`). The one
+    load of sce's strategies that read checkpoint files without a CheckpointIO."""
+    refuse_url(path)
+    return torch.load(path, map_location="cpu", weights_only=True, **kwargs)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -245,6 +236,49 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_torch_save(checkpoint, path)
 
 
+class CheckpointIOError(ValueError):
+    """trainer.plugins holds a checkpoint IO that would replace sce's AtomicCheckpointIO."""
+
+
+def secure_checkpoint_io(strategy: Any) -> None:
+    """Make `strategy` save and load through AtomicCheckpointIO, whatever trainer.plugins held.
+
+    A `trainer.plugins` list in a config replaces the trainer defaults' list (LightningCLI), so
+    AtomicCheckpointIO given as a default vanished with any other plugin and Lightning's
+    TorchCheckpointIO then downloaded an http(s) ckpt_path and unpickled it with
+    weights_only=False (issue 26.1). Lightning's own TorchCheckpointIO (also inside a wrapper
+    such as AsyncCheckpointIO) is replaced; AtomicCheckpointIO and its subclasses are kept; any
+    other CheckpointIO is refused, naming trainer.plugins.
+    """
+    from lightning.pytorch.plugins.io.wrapper import _WrappingCheckpointIO
+
+    io = strategy.checkpoint_io  # Lightning fills an unset one (or a wrapper's) with its default
+    wrapper = io if isinstance(io, _WrappingCheckpointIO) else None
+    inner = wrapper.checkpoint_io if wrapper is not None else io
+    if isinstance(inner, AtomicCheckpointIO):
+        return
+    if type(inner) is not TorchCheckpointIO:
+        raise CheckpointIOError(
+            f"trainer.plugins: checkpoint IO {type(inner).__qualname__} would replace sce's "
+            "AtomicCheckpointIO (atomic saves, weights-only loads, no HTTP(S) checkpoint "
+            "paths); drop it from trainer.plugins or subclass "
+            "sce.models.checkpointing.AtomicCheckpointIO"
+        )
+    if wrapper is None:
+        strategy.checkpoint_io = AtomicCheckpointIO()
+    else:  # the wrapper's setter only fills an empty slot; Lightning filled it already
+        wrapper._checkpoint_io = AtomicCheckpointIO()
+
+
+class CheckpointIOGuard(Callback):
+    """Puts AtomicCheckpointIO on the trainer's strategy in `setup`, before Lightning restores
+    any `ckpt_path` (`secure_checkpoint_io`): the safety of a load does not depend on a trainer
+    default that a config can replace. SceModule adds it to every trainer it runs in."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        secure_checkpoint_io(trainer.strategy)
+
+
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Delete the temporaries `atomic_torch_save` left in `folder` when a process died while
     writing (kill -9, power loss: its own cleanup never ran); returns what was removed. Call it
@@ -264,22 +298,31 @@ def _is_checkpoint_temp(path: Path) -> bool:
 
 
 class StaleTemporaryCleaner(Callback):
-    """At fit start, rank 0 removes the crash leftovers of atomic checkpoint writes from every
-    ModelCheckpoint folder of this run (each one checkpoint-sized, never removed otherwise)."""
+    """Rank 0 removes the crash leftovers of atomic checkpoint writes (each one
+    checkpoint-sized, never removed otherwise): at fit start from every ModelCheckpoint folder
+    of this run, and at train start (the checkpoint restored by then, under every strategy)
+    from the folder of the checkpoint the run resumed from, which a resumed run writing into a
+    new version folder would otherwise never visit."""
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
         for callback in trainer.checkpoint_callbacks:
-            folder = getattr(callback, "dirpath", None)
-            if folder is None or not _is_local(folder):
-                continue
-            removed = remove_stale_temporaries(str(folder).removeprefix("file://"))
-            if removed:
-                rank_zero_info(
-                    f"[sce] removed {len(removed)} stale checkpoint temporaries from {folder} "
-                    f"(left by a crash during a write): {[p.name for p in removed]}"
-                )
+            self._clean(trainer, getattr(callback, "dirpath", None))
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        resumed = trainer.ckpt_path
+        if resumed and _is_local(resumed):
+            self._clean(trainer, Path(str(resumed).removeprefix("file://")).parent)
+
+    @staticmethod
+    def _clean(trainer: Trainer, folder: str | Path | None) -> None:
+        if not trainer.is_global_zero or folder is None or not _is_local(folder):
+            return
+        removed = remove_stale_temporaries(str(folder).removeprefix("file://"))
+        if removed:
+            rank_zero_info(
+                f"[sce] removed {len(removed)} stale checkpoint temporaries from {folder} "
+                f"(left by a crash during a write): {[p.name for p in removed]}"
+            )
 
 
 # ---------------------------------------------------------------------------- RNG states
@@ -494,6 +537,55 @@ def merge_epoch_aggregates(
         metric._update_count = max(metric._update_count, 1)  # "compute before update" warns
 
 
+def epoch_values(saved: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """The values an epoch's end logs from the running states `saved`
+    (`collect_epoch_aggregates`): `<name>_epoch` for values also logged per step, `<name>` for
+    epoch-only ones; means divided by their summed batch size, as Lightning computes them.
+    Unsynced (each rank's own), as sce logs its training values."""
+    out = {}
+    for entry in saved.values():
+        if not entry["logger"]:
+            continue
+        value = entry["value"]
+        if entry["reduce_fx"] == "mean":  # in the value's dtype, as Lightning divides
+            value = value / entry["cumulated_batch_size"]
+        out[f"{entry['name']}_epoch" if entry["on_step"] else entry["name"]] = float(value)
+    return out
+
+
+@contextmanager
+def _as_epoch(trainer: Trainer, epoch: int) -> Iterator[None]:
+    """`trainer.current_epoch` reads `epoch` inside the block (what is logged and saved there
+    is labelled with it), and its own value again after."""
+    progress = trainer.fit_loop.epoch_progress.current
+    shift = progress.completed - epoch
+    progress.completed -= shift
+    try:
+        yield
+    finally:
+        progress.completed += shift
+
+
+def finish_interrupted_epoch(trainer: Trainer, state: Mapping[str, Any]) -> list[str]:
+    """Log what the end of epoch `state["epoch"]` would have logged, for a run resumed from a
+    checkpoint written after that epoch's last training batch but before its end: the training
+    epoch values from the saved aggregates and, when the epoch validates, its validation run
+    again on the restored weights (val/*, the generation metrics, a monitored checkpoint), all
+    at the checkpoint's step and labelled with that epoch. Returns what was logged, for the
+    message."""
+    epoch = state["epoch"]
+    values = epoch_values(state["metrics"])
+    with _as_epoch(trainer, epoch):
+        trainer._logger_connector.log_metrics(values)  # Lightning's step and epoch fields
+        loop = trainer.fit_loop.epoch_loop
+        validates = trainer.enable_validation and loop._should_check_val_epoch()
+        if validates:  # as the training loop runs its epoch-end validation
+            trainer.validating = True
+            loop.val_loop.run()
+            trainer.training = True
+    return sorted(values) + (["its validation (val/*)"] if validates else [])
+
+
 class EpochAggregatesCallback(Callback):
     """Save the running epoch aggregates (the `_epoch` values of `self.log(on_epoch=True)` in
     training: train/loss_epoch, the data/train_* counts, ...) in checkpoints, and fold them back
@@ -513,6 +605,36 @@ class EpochAggregatesCallback(Callback):
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None  # loaded, merged after the first batch
         self._trainer: Trainer | None = None
+        self._ended_epoch: int | None = None  # the last epoch whose end began
+
+    # Lightning runs ModelCheckpoint's hooks after every other callback's, so a checkpoint
+    # saved in these hooks already sees the epoch's end as begun.
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        loop = trainer.fit_loop.epoch_loop
+        if trainer.state.fn == TrainerFn.FITTING and loop.batch_progress.is_last_batch:
+            self._ended_epoch = trainer.current_epoch  # the end-of-epoch validation
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._ended_epoch = trainer.current_epoch
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """A checkpoint written after epoch E's last training batch, before E's end (a run
+        killed during E's validation), resumes with epoch E+1: Lightning would never log E's
+        epoch values nor validate E. `finish_interrupted_epoch` does, and says so."""
+        pending = self._pending
+        if pending is None or pending.get("world_size") != trainer.world_size:
+            return
+        state = pending["ranks"][trainer.global_rank]
+        if state["epoch"] >= trainer.current_epoch or state.get("ended", True):
+            return
+        self._pending = None
+        done = finish_interrupted_epoch(trainer, state)
+        rank_zero_warn(
+            f"resumed at epoch {trainer.current_epoch} from a checkpoint written after epoch "
+            f"{state['epoch']}'s last training batch, before that epoch ended (a run stopped "
+            f"during its validation?): logged epoch {state['epoch']}'s {', '.join(done)} now "
+            "(if the stopped run got past that epoch's end, these repeat its values)"
+        )
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._trainer = trainer
@@ -529,6 +651,8 @@ class EpochAggregatesCallback(Callback):
         state = {
             "epoch": trainer.current_epoch,
             "metrics": collect_epoch_aggregates(_training_results(trainer)),
+            # False: written before this epoch's end (its validation, its epoch-end logs)
+            "ended": self._ended_epoch == trainer.current_epoch,
         }
         ranks = _all_ranks(state)
         return {"world_size": len(ranks), "ranks": ranks}
@@ -554,11 +678,13 @@ class EpochAggregatesCallback(Callback):
 
 
 def resume_callbacks() -> list[Callback]:
-    """The callbacks exact mid-epoch resume needs (sampler position, RNG states and the epoch
-    aggregates), and the cleaner of crashed checkpoint writes' temporaries."""
+    """The checkpoint IO guard (weights-only loads, atomic saves, whatever trainer.plugins
+    holds), the callbacks exact mid-epoch resume needs (sampler position, RNG states and the
+    epoch aggregates), and the cleaner of crashed checkpoint writes' temporaries."""
     from sce.data.sampling import SamplerStateCallback
 
     return [
+        CheckpointIOGuard(),
         SamplerStateCallback(),
         RNGStateCallback(),
         EpochAggregatesCallback(),
@@ -568,6 +694,8 @@ def resume_callbacks() -> list[Callback]:
 
 __all__ = [
     "AtomicCheckpointIO",
+    "CheckpointIOError",
+    "CheckpointIOGuard",
     "CheckpointMismatchError",
     "CheckpointSourceError",
     "EpochAggregatesCallback",
@@ -579,11 +707,15 @@ __all__ = [
     "clean_parameter_name",
     "collect_epoch_aggregates",
     "collect_rng_states",
+    "epoch_values",
+    "finish_interrupted_epoch",
     "gather_trainable_state_dict",
+    "load_weights_only",
     "merge_epoch_aggregates",
     "refuse_url",
     "remove_stale_temporaries",
     "resume_callbacks",
+    "secure_checkpoint_io",
     "set_rng_states",
     "trainable_keys",
 ]

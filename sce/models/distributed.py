@@ -34,12 +34,15 @@ Adapter-only checkpoints
     `AdapterModelParallelStrategy` gathers only the trainable parameters when saving (the
     stock strategy gathers the whole model to rank 0 before `on_save_checkpoint` throws the
     frozen base away) and checks, before loading, that the checkpoint holds every trainable
-    parameter (`strict_loading=False` would otherwise skip missing adapters silently).
+    parameter (`strict_loading=False` would otherwise skip missing adapters silently). Both
+    strategies read checkpoint files themselves (not through the CheckpointIO), so both read
+    them weights-only and refuse HTTP(S) paths (`load_weights_only`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,6 +53,8 @@ from sce.models.adapters import unwrap_model
 from sce.models.checkpointing import (
     check_trainable_keys,
     gather_trainable_state_dict,
+    load_weights_only,
+    refuse_url,
 )
 from sce.models.families import DEFAULT_FAMILY, Family
 
@@ -175,11 +180,14 @@ class AdapterModelParallelStrategy(ModelParallelStrategy):
         return gather_trainable_state_dict(self.lightning_module)
 
     def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict[str, Any]:
+        """Lightning's load, weights-only whatever was asked (this strategy reads the file
+        itself, not through the CheckpointIO), after checking the trainable keys."""
         path = self.broadcast(checkpoint_path)
+        refuse_url(path)
         if not self._save_distributed_checkpoint:
-            saved = torch.load(path, map_location="cpu", mmap=True, weights_only=weights_only)
+            saved = load_weights_only(path, mmap=True)
             check_trainable_keys(self.lightning_module, saved.get("state_dict", {}), path)
-        return super().load_checkpoint(path, weights_only=weights_only)
+        return super().load_checkpoint(path, weights_only=True)
 
 
 def resolve_block_classes(
@@ -242,6 +250,16 @@ class QwenFSDPStrategy(FSDPStrategy):
     def setup_environment(self) -> None:
         check_world_size(self)
         super().setup_environment()
+
+    def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict[str, Any]:
+        """Lightning's FSDP load, after a weights-only read of a single-file checkpoint:
+        Lightning reads that file with its own lazy unpickler, which has no weights-only mode
+        (code in the file would run), and reads an HTTP(S) path not at all safely."""
+        path = self.broadcast(checkpoint_path)
+        refuse_url(path)
+        if Path(str(path)).is_file():
+            load_weights_only(path, mmap=True)  # raises before Lightning's unpickler sees it
+        return super().load_checkpoint(path, weights_only=True)
 
 
 def fsdp_strategy(**kwargs: Any) -> QwenFSDPStrategy:

@@ -23,6 +23,7 @@ from sce.data.collate import DATA_PROBLEM_COUNTS, digit_token_ids
 from sce.models import adapters as adapter_lib
 from sce.models import losses as loss_lib
 from sce.models.adapters import AdapterMode, AttnImplementation, TargetPreset
+from sce.models.base_identity import BASE_IDENTITY_KEY, base_identity, check_base_identity
 from sce.models.families import family_for
 from sce.models.neftune import NEFTune
 from sce.models.precision import DTYPES, DtypeName, dtype_name, resolve_dtype
@@ -140,6 +141,8 @@ class SceModule(L.LightningModule):
         # out of the hparams: a checkpoint's hyper_parameters are SceModule's init arguments
         # only, which `sce test --ckpt_path` parses back (LightningCLI rejects any other key).
         self._recorded_load_dtype = dtype_name(resolve_dtype(self.hparams.dtype))
+        # what the checkpoints' adapters belong to: refused on another base (base_identity)
+        self._base_identity = base_identity(self.hparams.model_path)
         self.tokenizer = load_tokenizer(self.hparams.model_path)
         self.digit_ids = digit_token_ids(self.tokenizer)
         self.option_ids = option_token_ids(self.tokenizer)
@@ -481,15 +484,23 @@ class SceModule(L.LightningModule):
         checkpoint["state_dict"] = adapter_only(self, checkpoint["state_dict"])
         if getattr(self, "_recorded_load_dtype", None):
             checkpoint[LOAD_DTYPE_KEY] = self._recorded_load_dtype
+        if getattr(self, "_base_identity", None):
+            checkpoint[BASE_IDENTITY_KEY] = self._base_identity
         require_finite(checkpoint["state_dict"])
         checkpoint["sce_nonfinite_batches"] = self.nonfinite_batches
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse a checkpoint that lacks a trainable parameter (strict_loading is off, so
-        Lightning itself would skip it silently). Under ModelParallelStrategy the strategy has
-        already loaded (and removed) the state dict; AdapterModelParallelStrategy checks there."""
+        """Refuse a checkpoint trained on another base model than the one at model.model_path
+        (`check_base_identity`), or one that lacks a trainable parameter (strict_loading is
+        off, so Lightning itself would skip it silently). Under ModelParallelStrategy the
+        strategy has already loaded (and removed) the state dict; AdapterModelParallelStrategy
+        checks the keys there."""
         from sce.models.checkpointing import check_trainable_keys
 
+        if self.model is not None:  # configure_model ran: this module's base is known
+            found = getattr(self, "_base_identity", None)
+            recorded = checkpoint.get(BASE_IDENTITY_KEY)
+            check_base_identity(recorded, found, self.hparams.model_path, "model.model_path")
         if "state_dict" in checkpoint:
             check_trainable_keys(self, checkpoint["state_dict"])
         self.nonfinite_batches = int(checkpoint.get("sce_nonfinite_batches", 0))

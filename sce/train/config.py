@@ -35,7 +35,10 @@ def sce_cli_class():
             parser.add_argument("--run", type=str | None, default=None, help=runs.RUN_HELP)
 
         def before_instantiate_classes(self) -> None:
+            from sce.models.checkpointing import refuse_url
+
             config = self.config[self.subcommand] if self.subcommand else self.config
+            refuse_url(config.get("ckpt_path") or "")  # before any model, data or download
             run = config.get("run")
             if not run:
                 return
@@ -48,6 +51,15 @@ def sce_cli_class():
             config = self.config[self.subcommand] if self.subcommand else self.config
             with assets.resolved_specs(config):  # tiny:/synthetic: specs become paths here
                 super().instantiate_classes()
+
+        def instantiate_trainer(self, **kwargs):
+            """The trainer, with sce's checkpoint IO whatever trainer.plugins held (a list
+            there replaces the default that carries it)."""
+            from sce.models.checkpointing import secure_checkpoint_io
+
+            trainer = super().instantiate_trainer(**kwargs)
+            secure_checkpoint_io(trainer.strategy)
+            return trainer
 
         def before_fit(self) -> None:
             say(runs.start_message(self.trainer))
@@ -96,7 +108,8 @@ def lightning_cli_kwargs(subcommand: str = "fit") -> dict:
         # LightningCLI's --optimizer / --lr_scheduler would be silently ignored, so they are off
         "auto_configure_optimizers": False,
         "save_config_kwargs": {"overwrite": True, "config_filename": config_file},
-        # Our re-sampler shards across ranks itself; checkpoints are written atomically.
+        # Our re-sampler shards across ranks itself; checkpoints are written atomically (a
+        # trainer.plugins list replaces this default: instantiate_trainer puts the IO back).
         "trainer_defaults": {
             "use_distributed_sampler": False,
             "plugins": [{"class_path": "sce.models.checkpointing.AtomicCheckpointIO"}],

@@ -178,3 +178,55 @@ def test_trained_merger_goes_to_both_folders(tiny_kit: Path, tmp_path: Path, vid
     torch.testing.assert_close(
         logits(merged, video_batch), logits(adapted, video_batch), rtol=0, atol=1e-5
     )
+
+
+# ---------------------------------------------- issue 26.2: export onto the base it was trained on
+@pytest.fixture(scope="module")
+def other_kit(tmp_path_factory) -> Path:
+    """A second tiny kit: the same architecture and config as tiny_kit, other weights (seed 1)."""
+    from sce.models.tiny import build_tiny_kit
+
+    return build_tiny_kit(tmp_path_factory.mktemp("tiny_seed1"), seed=1)
+
+
+def test_export_refuses_another_or_a_moved_base_naming_model_path(
+    checkpoint: Path, exported: Path, tiny_kit: Path, other_kit: Path, tmp_path: Path, capsys
+):
+    """The issue's probe: another model put at model.model_path after training was merged
+    onto (rc 0, merged weights off by up to 0.135), and a base that moved away gave a
+    transformers traceback. Both are refused with exit 2 and a message naming --model-path;
+    naming the right base with --model-path exports what the original base did."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from sce.models.base_identity import BASE_IDENTITY_KEY
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_kit, base)
+    ckpt = read_checkpoint(checkpoint)
+    assert ckpt[BASE_IDENTITY_KEY]["weight_files"] == 1  # recorded by SceModule at fit
+    ckpt["hyper_parameters"]["model_path"] = str(base)
+    moved = tmp_path / "trained_on_base.ckpt"
+    torch.save(ckpt, moved)
+    export = ["export", "--checkpoint", str(moved)]
+
+    shutil.rmtree(base)
+    shutil.copytree(other_kit, base)  # another model now sits at the base path
+    assert main([*export, "--out", str(tmp_path / "wrong")]) == 2
+    message = capsys.readouterr().out
+    assert f"the base model at --model-path {base} is not the one it was trained on" in message
+    assert "(weights differ:" in message and "config.json" not in message  # same config
+    assert not (tmp_path / "wrong").exists()
+
+    shutil.rmtree(base)  # the base moved away
+    assert main([*export, "--out", str(tmp_path / "moved")]) == 2
+    message = capsys.readouterr().out
+    assert f"its base model is not at --model-path {base} (no model folder there" in message
+    assert "Traceback" not in message and not (tmp_path / "moved").exists()
+
+    assert main([*export, "--out", str(tmp_path / "right"), "--model-path", str(tiny_kit)]) == 0
+    right = load_file(tmp_path / "right" / "merged" / "model.safetensors")
+    original = load_file(exported / "merged" / "model.safetensors")
+    assert right.keys() == original.keys()
+    assert all(torch.equal(right[k], original[k]) for k in right)

@@ -347,3 +347,68 @@ def test_manifest_batch_refuses_one_clip_flags_and_a_missing_split(
     assert main([*args]) == 2
     assert "--out" in capsys.readouterr().out
     assert not (tmp_path / "a.jsonl").exists()
+
+
+# ------------------------------------- issue 26.9: one bad record does not stop or lose a batch
+def _manifest_with_unreadable_video(manifest: Path, folder: Path) -> tuple[Path, str]:
+    """The synthetic manifest with absolute paths, the first val record's video replaced by
+    bytes no decoder reads; returns (manifest, that record's id)."""
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for row in rows:
+        for key in ("video", "imu", "gps"):
+            row[key] = str(manifest.parent / row[key])
+    bad = next(row for row in rows if row["split"] == "val")
+    bad["video"] = str(folder / "broken.mp4")
+    (folder / "broken.mp4").write_bytes(b"not a video" * 100)
+    out = folder / "manifest.jsonl"
+    out.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return out, bad["id"]
+
+
+def test_manifest_batch_records_an_unreadable_video_and_goes_on(
+    tiny_kit, synthetic_manifest, tmp_path, capsys
+):
+    """The issue's probe: an unreadable first video stopped the run (rc 2, 0 of 3 rows) after
+    the previous --out had been emptied. Now its row holds the error, the other rows are
+    answered, and the file is whole."""
+    manifest, bad_id = _manifest_with_unreadable_video(synthetic_manifest, tmp_path)
+    out = tmp_path / "answers.jsonl"
+    out.write_text('{"previous": "run"}\n')
+    args = ["infer", "--model", str(tiny_kit), "--manifest", str(manifest), "--split", "val"]
+    assert main([*args, "--out", str(out), "--max-new-tokens", "4", *WINDOW_ARGS]) == 0
+    err = capsys.readouterr().err
+    assert f"1 of 3 records could not be answered (their rows hold the error): ['{bad_id}']" in err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    ids = [r.id for r in load_manifest(manifest, splits=["val"], check_files=False)]
+    assert [row["id"] for row in rows] == ids and len(rows) == 3
+    bad, good = rows[0], rows[1:]
+    assert (bad["valid"], bad["prediction"], bad["parsed"]) == (False, None, None)
+    assert bad["error"].startswith("ClipError: ") and str(tmp_path / "broken.mp4") in bad["error"]
+    assert all("error" not in row and len(row["option_probs"]) == 3 for row in good)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_manifest_batch_that_stops_midway_keeps_the_previous_out(
+    tiny_kit, synthetic_manifest, tmp_path, monkeypatch
+):
+    """A failure that is not a record's (a broken model, Ctrl-C) stops the run; the previous
+    --out is left as it was and no temporary remains."""
+    import sce.deploy.infer as infer
+
+    calls = []
+
+    def fail_on_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA error: device-side assert")
+        return real(*args, **kwargs)
+
+    real = infer.infer_record
+    monkeypatch.setattr(infer, "infer_record", fail_on_second)
+    out = tmp_path / "answers.jsonl"
+    out.write_text('{"previous": "run"}\n')
+    args = ["infer", "--model", str(tiny_kit), "--manifest", str(synthetic_manifest)]
+    with pytest.raises(RuntimeError, match="device-side assert"):
+        main([*args, "--split", "val", "--out", str(out), "--max-new-tokens", "4", *WINDOW_ARGS])
+    assert len(calls) == 2 and out.read_text() == '{"previous": "run"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.jsonl"]
