@@ -258,25 +258,28 @@ def build_record(
 def prompt_samples(
     clip,
     record,
-    layout: str = "interleaved",
+    window=None,
     use_imu: bool = True,
     questions: tuple[tuple[str, str], ...] = QUESTIONS,
 ):
     """One generation Sample per (result field, task) of `questions`, built exactly like the
     evaluation items (the one sample builder, `sce.data.dataset.build_sample`; the event
-    question of `record.label_scope`)."""
+    question of `record.label_scope`), with `window`'s layout, channels and prompt wording
+    (a WindowSpec; default: its defaults)."""
     import random
 
+    from sce.data.clip import DEFAULT_WINDOW
     from sce.data.dataset import build_sample
     from sce.tasks import TaskItem, TaskSource, get_task
 
-    source = TaskSource(record.label, record.annotations, record.label_scope)
+    window = DEFAULT_WINDOW if window is None else window
+    source = TaskSource(record.label, record.annotations, record.label_scope, window.prompt)
     return [
         build_sample(
             record,
             clip,
             TaskItem(task, get_task(task).question(source, random.Random(0)), ""),
-            layout,
+            window,
             telemetry=use_imu,
             sample_id=f"{record.id}:{name}",
         )
@@ -443,10 +446,12 @@ def infer_record(
         record = dataclasses.replace(record, imu=None, gps=None)
     clip = load_clip(record, spec)
     questions = tuple(q for q in QUESTIONS if ask_probability or q[1] != PROBABILITY.name)
-    samples = prompt_samples(clip, record, spec.layout, use_imu, questions)
+    samples = prompt_samples(clip, record, spec, use_imu, questions)
     texts, option_probs = generate_answers(model, processor, samples, max_new_tokens)
-    telemetry_used = use_imu and clip.telemetry is not None
+    telemetry_used = samples[0].imu_on
     reason = clip.imu_reason if use_imu else "--no-imu"
+    if not spec.telemetry:
+        reason = "telemetry is not an input of this model (data.window.channels)"
     return InferenceResult(
         video=str(record.path("video")),
         event_time=float(clip.event_time),

@@ -37,7 +37,10 @@ from sce.tasks.instruction import INSTRUCTION
 # isort: on
 from sce.tasks import caption, instruction, probability, reasoning, vqa
 from sce.tasks.base import (
+    DEFAULT_PROMPT,
+    PROMPTS,
     TASKS,
+    PromptName,
     Task,
     TaskItem,
     TaskScores,
@@ -86,12 +89,15 @@ __all__ = [
     "CAPTION",
     "CAPTION_FIELD",
     "DEFAULT_EVAL_TASKS",
+    "DEFAULT_PROMPT",
     "DEFAULT_TASK_MIX",
     "INSTRUCTION",
     "INSTRUCTION_FIELD",
     "MCQ",
     "PROBABILITY",
     "PROBABILITY_FIELD",
+    "PROMPTS",
+    "PromptName",
     "REASONING",
     "REASONING_FIELD",
     "TASKS",
