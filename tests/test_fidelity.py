@@ -40,6 +40,7 @@ REQUIRED_SETTINGS = (
     "fps",
     "frames",
     "pixels",
+    "inputs",
     "adapters",
     "targets",
     "rank / alpha / dropout",
@@ -372,6 +373,7 @@ PAPER_VALUES = {
         "frames": 18,
         "model.neftune_alpha": 5.0,
         "data.imu_dropout": 0.5,
+        "data.window.channels": ["telemetry"],  # video + telemetry (issue 25)
     },
     "paper001_sft.yaml": {  # Sec. 3.3.7, 4.1.2
         "model.finetuning": "full",
@@ -384,6 +386,7 @@ PAPER_VALUES = {
         "trainer.precision": "bf16-mixed",
         "data.window.fps": 30.0,
         "frames": 180,
+        "data.window.channels": [],  # video only (issue 25)
     },
     "paper002_risk.yaml": {  # Sec. III-C, "Enhanced FT hyperparameters" on the baseline's
         "model.model_path": "Qwen/Qwen2.5-VL-3B-Instruct",
@@ -401,6 +404,8 @@ PAPER_VALUES = {
         "model.warmup_ratio": 0.1,
         "model.mse_weight": 5.0,
         "model.pos_weight": 3.0,
+        "data.window.channels": [],  # keyframes (+ object table, later), no telemetry
+        "data.window.prompt": "paper002",  # Fig. 3's prompt as written
     },
     "paper003_instruction.yaml": {
         "model.finetuning": "full",
@@ -409,6 +414,7 @@ PAPER_VALUES = {
         "data.window.mode": "whole",
         "frames": 128,
         "data.window.max_pixels": 16384,
+        "data.window.channels": [],  # "omitted from model inputs" (issue 25)
     },
 }
 

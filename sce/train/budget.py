@@ -572,7 +572,7 @@ def budget_command(args: argparse.Namespace) -> int:
     max_tokens = args.max_tokens or report["max_length"]
     grid = budget_grid(config, max_tokens)
     # exit status 1 when the config's own item does not fit its own max_length (with
-    # telemetry: the longer prompt), so a script or CI step stops there
+    # telemetry when it is an input: the longer prompt), so a script or CI step stops there
     status = 0 if report["fits"] else 1
     if args.json:
         print(json.dumps({"report": report, "grid": grid, "max_tokens": max_tokens}, indent=2))
@@ -584,7 +584,8 @@ def budget_command(args: argparse.Namespace) -> int:
     if status:
         print(
             f"\nsce budget: {args.config} does not fit its own data.max_length "
-            f"({report['total_tokens']:,} > {report['max_length']:,} tokens with telemetry): "
+            f"({report['total_tokens']:,} > {report['max_length']:,} tokens"
+            f"{' with telemetry' if 'telemetry' in report['window']['channels'] else ''}): "
             "raise data.max_length or lower data.window.fps / the frame size"
         )
     return status
