@@ -28,8 +28,9 @@ is trained on, the yes/no `BINARY_EVENT_QUESTION`, and reads its answer with
 Window settings (`--fps/--width/--height/--before/--after/--layout/...`, the fields of
 `data.window`) must match the training data config, like the prompt itself. A model folder
 written by `sce export` or `sce demo` records the window whole (`sce_training.json`, see
-sce.train.record), and sce infer uses it by default; a flag that differs from the recorded value
-wins, with a warning on stderr. Without a record the window's defaults apply
+sce.train.record), and sce infer uses it by default, with its inputs and wording (a video-only
+model, `data.window.channels: []`, is never shown telemetry; paper 002's model is asked in
+paper 002's words); a flag that differs from the recorded value wins, with a warning on stderr. Without a record the window's defaults apply
 (sce.data.clip.WindowSpec: paper 000's 3 fps, [-4 s, +2 s], 420x240).
 `--window-scale S` asks about one multi-scale keyframe window of S s ending at the event (paper
 002's data.window.scales; default: the recorded window's first scale): its 3 keyframes go in as 3 images,
