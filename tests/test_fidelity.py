@@ -40,6 +40,7 @@ REQUIRED_SETTINGS = (
     "fps",
     "frames",
     "pixels",
+    "inputs",
     "adapters",
     "targets",
     "rank / alpha / dropout",
@@ -376,6 +377,7 @@ PAPER_VALUES = {
         # scored by ROUGE-L/BERTScore and Closed QA accuracy (Tables I, III, V)
         "data.task_weights": {"caption": 1.0, "open_qa": 1.0, "closed_qa": 1.0, "mcq": 1.0},
         "data.eval_tasks": ["mcq", "caption", "open_qa", "closed_qa"],
+        "data.window.channels": ["telemetry"],  # video + telemetry (issue 25)
     },
     "paper001_sft.yaml": {  # Sec. 3.3.7, 4.1.2
         "model.finetuning": "full",
@@ -398,6 +400,7 @@ PAPER_VALUES = {
             "reasoning": 2.0,
             "reasoning_vqa": 1.0,
         },
+        "data.window.channels": [],  # video only (issue 25)
     },
     "paper002_risk.yaml": {  # Sec. III-C, "Enhanced FT hyperparameters" on the baseline's
         "model.model_path": "Qwen/Qwen2.5-VL-3B-Instruct",
@@ -415,6 +418,8 @@ PAPER_VALUES = {
         "model.warmup_ratio": 0.1,
         "model.mse_weight": 5.0,
         "model.pos_weight": 3.0,
+        "data.window.channels": [],  # keyframes (+ object table, later), no telemetry
+        "data.window.prompt": "paper002",  # Fig. 3's prompt as written
     },
     "paper003_instruction.yaml": {
         "model.finetuning": "full",
@@ -423,6 +428,7 @@ PAPER_VALUES = {
         "data.window.mode": "whole",
         "frames": 128,
         "data.window.max_pixels": 16384,
+        "data.window.channels": [],  # "omitted from model inputs" (issue 25)
     },
 }
 

@@ -5,33 +5,52 @@ objects from a perception stage next. `sce.data.prompts.build_user_content` take
 channels and lays each out as the window's layout asks (sce.data.clip.Layout):
 
 - interleaved: every frame's time stamp line carries each channel's text for that frame
-  (`t=1.3s: ax -9.7 ay +0.3 m/s², heading +0.4°, 12.1 m/s`);
+  (`t=1.3s: ax -9.7 ay +0.3 az +9.8 m/s², heading +0.4°, 12.1 m/s`);
 - table: after the visuals, one block per channel (a header and one row per frame);
 - a channel that has no data for this clip (telemetry dropped, or unusable) says so once
   (`Telemetry: unavailable.`), and its frames' lines carry the time stamp alone.
 
-A new per-frame input is a new `Channel` subclass and one line in `clip_channels`: no prompt
-function gains an argument.
+Which channels a model gets is a setting, `data.window.channels` (sce.data.clip.WindowSpec):
+["telemetry"] for paper 000, [] for the video-only recipes (papers 001, 002, 003). A channel
+left out of the setting is absent from the prompt altogether (no "unavailable" line, and the
+system prompt does not mention it); a configured channel without data for a clip (IMU dropout,
+no usable IMU) says it is unavailable.
+
+A new per-frame input is a new `Channel` subclass with a `name` (added to
+`sce.data.clip.ChannelName`) and one entry in `CHANNEL_TYPES`: no prompt function gains an
+argument.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from sce.data.clip import ClipInputs
+from sce.data.clip import CHANNEL_NAMES, ClipInputs
 from sce.data.imu import FrameTelemetry
 
-TELEMETRY_HEADER = "t (s) | ax (m/s²) | ay (m/s²) | heading change (deg) | speed (m/s)"
+TELEMETRY_HEADER = "t (s) | ax (m/s²) | ay (m/s²) | az (m/s²) | heading change (deg) | speed (m/s)"
 NO_TELEMETRY = "Telemetry: unavailable."
 
 
 class Channel:
     """One per-frame input of a prompt. Subclasses render their frames' text; `available`
-    False makes the channel say once that it is missing (`missing_text`)."""
+    False makes the channel say once that it is missing (`missing_text`).
+
+    Class attributes: `name`, the channel's name in data.window.channels; `instruction`, the
+    system prompt's clause about it ("read the vehicle telemetry when it is given")."""
+
+    name: ClassVar[str] = ""
+    instruction: ClassVar[str] = ""
+
+    @classmethod
+    def of_clip(cls, clip: ClipInputs, dropped: bool = False) -> Channel:
+        """The channel of a loaded clip; `dropped` gives it no data (e.g. IMU dropout)."""
+        raise NotImplementedError
 
     @property
     def available(self) -> bool:
@@ -51,11 +70,12 @@ class Channel:
 
 
 def telemetry_line(t: float, accel: Sequence[float], yaw: float, speed: float | None) -> str:
-    """One frame's sensor text, with units: 'ax -9.7 ay +0.3 m/s², heading +0.4°, 12.1 m/s'."""
+    """One frame's sensor text, with units: 'ax -9.7 ay +0.3 az +9.8 m/s², heading +0.4°,
+    12.1 m/s'. The acceleration is triaxial, as paper 000's a_sync = (a_x, a_y, a_z)."""
     speed_text = "" if speed is None or not math.isfinite(speed) else f", {speed:.1f} m/s"
-    return (
-        f"ax {accel[0]:+.1f} ay {accel[1]:+.1f} m/s², heading {math.degrees(yaw):+.1f}°{speed_text}"
-    )
+    ax, ay, az = accel[:3]
+    heading = math.degrees(yaw)
+    return f"ax {ax:+.1f} ay {ay:+.1f} az {az:+.1f} m/s², heading {heading:+.1f}°{speed_text}"
 
 
 def telemetry_table(tele: FrameTelemetry) -> str:
@@ -63,8 +83,9 @@ def telemetry_table(tele: FrameTelemetry) -> str:
     rows = [TELEMETRY_HEADER]
     for k, t in enumerate(tele.frame_times):
         speed = "-" if tele.speed is None else f"{tele.speed[k]:.1f}"
+        ax, ay, az = tele.accel[k, :3]
         rows.append(
-            f"{t:.1f} | {tele.accel[k, 0]:+.1f} | {tele.accel[k, 1]:+.1f} | "
+            f"{t:.1f} | {ax:+.1f} | {ay:+.1f} | {az:+.1f} | "
             f"{math.degrees(tele.yaw_delta[k]):+.1f} | {speed}"
         )
     return "Telemetry:\n" + "\n".join(rows) + "\n"
@@ -74,7 +95,13 @@ def telemetry_table(tele: FrameTelemetry) -> str:
 class TelemetryChannel(Channel):
     """The IMU/GPS telemetry synchronized to the frames (None: dropped or unusable)."""
 
+    name: ClassVar[str] = "telemetry"
+    instruction: ClassVar[str] = "read the vehicle telemetry when it is given"
     telemetry: FrameTelemetry | None
+
+    @classmethod
+    def of_clip(cls, clip: ClipInputs, dropped: bool = False) -> TelemetryChannel:
+        return cls(None if dropped else clip.telemetry)
 
     @property
     def available(self) -> bool:
@@ -118,7 +145,19 @@ def table_blocks(channels: Sequence[Channel]) -> list[str]:
     return [c.table_text() if c.available else c.missing_text() for c in channels]
 
 
-def clip_channels(clip: ClipInputs, telemetry: bool = True) -> list[Channel]:
-    """The channels of a loaded clip: its telemetry (dropped when `telemetry` is False, e.g.
-    IMU dropout or a video-only evaluation)."""
-    return [TelemetryChannel(clip.telemetry if telemetry else None)]
+# name -> channel class, one entry per name of data.window.channels
+CHANNEL_TYPES: dict[str, type[Channel]] = {TelemetryChannel.name: TelemetryChannel}
+assert tuple(CHANNEL_TYPES) == CHANNEL_NAMES  # every configurable channel renders
+
+
+def clip_channels(
+    clip: ClipInputs, names: Sequence[str], dropped: Collection[str] = ()
+) -> list[Channel]:
+    """The channels `names` (data.window.channels, in order) of a loaded clip; those in
+    `dropped` have no data for this sample (IMU dropout, a video-only evaluation setting)."""
+    return [CHANNEL_TYPES[name].of_clip(clip, name in dropped) for name in names]
+
+
+def channel_instructions(names: Sequence[str]) -> list[str]:
+    """The system prompt's clause of each channel `names`, in order."""
+    return [CHANNEL_TYPES[name].instruction for name in names]

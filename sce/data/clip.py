@@ -24,8 +24,12 @@ from sce.data import windows as windows_lib
 from sce.data.imu import FrameTelemetry
 from sce.data.schema import ClipRecord
 from sce.data.windows import keyframe_window, whole_clip_window
+from sce.tasks import PROMPTS, PromptName
 
 Layout = Literal["interleaved", "table"]  # data.window.layout (sce.data.prompts lays them out)
+# data.window.channels: the per-frame inputs beside the frames (sce.data.channels renders them)
+ChannelName = Literal["telemetry"]
+CHANNEL_NAMES: tuple[str, ...] = get_args(ChannelName)
 TelemetryAnchor = Literal["auto", "centered", "causal"]
 WindowMode = Literal["event", "whole"]
 LAYOUTS: tuple[str, ...] = get_args(Layout)
@@ -40,7 +44,8 @@ class ClipError(ValueError):
 
 @dataclass(frozen=True)
 class WindowSpec:
-    """The window: which frames of a clip a prompt shows, at what size and in what layout.
+    """The window: which frames of a clip a prompt shows, at what size and in what layout, what
+    it shows beside them (the channels) and in whose wording (the prompt).
 
     One value (`data.window` in a config, `--data.window.fps=15` on the command line), recorded
     whole with an exported model (sce.train.record) and read back whole by `sce infer`, `sce
@@ -73,6 +78,13 @@ class WindowSpec:
             nothing after the last one), or "auto": causal exactly when the window ends at the
             event (multi-scale windows, or after = 0), so an anticipation prompt never sees the
             impact.
+        channels: the per-frame inputs the model is given beside the frames (sce.data.channels):
+            ["telemetry"] (paper 000: video and IMU/GPS) or [] (video only: papers 001, 002 and
+            003, whose models never see the telemetry, even of a record that carries it).
+        prompt: whose wording the prompt uses (sce.tasks.PromptName): "sce" (sce's system
+            prompt and questions) or "paper002" (paper 002's prompt as written: no system turn,
+            its analyst and scenario lines after the keyframes, its Task: and Note: lines; needs
+            keyframe windows, `scales`, in the table layout).
     """
 
     fps: float = 3.0
@@ -87,12 +99,16 @@ class WindowSpec:
     scales: tuple[float, ...] | None = None
     keyframes: tuple[float, ...] = (0.0, 0.5, 1.0)
     telemetry_anchor: TelemetryAnchor = "auto"
+    channels: tuple[ChannelName, ...] = ("telemetry",)
+    prompt: PromptName = "sce"
 
     def __post_init__(self) -> None:
         if self.scales is not None:  # a list from Python or a record: stored as the tuple it is
             object.__setattr__(self, "scales", tuple(float(x) for x in self.scales) or None)
         object.__setattr__(self, "keyframes", tuple(float(x) for x in self.keyframes))
+        object.__setattr__(self, "channels", tuple(self.channels))
         self._check_choices()
+        self._check_inputs()
         if self.mode == "whole":
             if self.max_frames is None or self.max_frames < 2 or self.max_frames % 2:
                 raise ValueError(
@@ -122,6 +138,31 @@ class WindowSpec:
             value = getattr(self, name)
             if value not in choices:
                 raise ValueError(f"data.window.{name} must be one of {choices}, got {value!r}")
+
+    def _check_inputs(self) -> None:
+        unknown = [c for c in self.channels if c not in CHANNEL_NAMES]
+        if unknown or len(set(self.channels)) != len(self.channels):
+            raise ValueError(
+                f"data.window.channels must be distinct names of {list(CHANNEL_NAMES)} "
+                f"([] for video only), got {list(self.channels)}"
+            )
+        if self.prompt not in PROMPTS:
+            raise ValueError(f"data.window.prompt must be one of {PROMPTS}, got {self.prompt!r}")
+        if self.prompt == "paper002" and not (self.scales and self.layout == "table"):
+            raise ValueError(
+                "data.window.prompt=paper002 is paper 002's keyframe prompt: it needs "
+                "data.window.scales (keyframe windows) and data.window.layout=table"
+            )
+
+    @property
+    def telemetry(self) -> bool:
+        """Whether the telemetry is one of the model's inputs (`channels`)."""
+        return "telemetry" in self.channels
+
+    @property
+    def inputs(self) -> str:
+        """The model's inputs in words: 'video + telemetry', 'video only'."""
+        return " + ".join(("video", *self.channels)) if self.channels else "video only"
 
     @property
     def num_frames(self) -> int:

@@ -27,7 +27,6 @@ import torch
 
 from sce.common.choices import check_choice
 from sce.data.dataset import Sample
-from sce.data.prompts import build_messages
 from sce.data.video_processing import with_fast_video_processor
 from sce.models.families import DEFAULT_FAMILY, family_of_processor
 from sce.tasks.probability import PROBABILITY_DECIMALS
@@ -102,7 +101,7 @@ class Collator:
         train = self.mode == "train"
         return [
             self.processor.apply_chat_template(
-                build_messages(s.user_content, s.answer if train else None),
+                s.messages(with_answer=train),
                 tokenize=False,
                 add_generation_prompt=not train,
             )

@@ -39,8 +39,10 @@ class SceDataModule(L.LightningDataModule):
         manifest: canonical manifest.jsonl (see sce/data/schema.py), or `synthetic:N:SEED`.
         processor_path: folder or hub id of the processor (linked to model.model_path by the CLI).
         window: the window, one value (sce.data.clip.WindowSpec): fps, before, after, width,
-            height, layout, mode, max_frames, max_pixels, scales, keyframes, telemetry_anchor;
-            in a config `data: {window: {fps: 15}}`, on the command line `--data.window.fps=15`.
+            height, layout, mode, max_frames, max_pixels, scales, keyframes, telemetry_anchor,
+            channels (the model's inputs beside the frames: [telemetry] or [] for video only)
+            and prompt (whose wording: sce or paper002); in a config
+            `data: {window: {fps: 15}}`, on the command line `--data.window.fps=15`.
         decoder: "decord" or "pyav".
         task_weights: training task mix, e.g. {"mcq": 1, "caption": 1, "vqa": 1, "reasoning": 2}:
             every record gives one item per task it can serve with weight > 0, repeated

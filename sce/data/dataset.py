@@ -38,8 +38,8 @@ from torch.utils.data import Dataset, Subset
 
 from sce.common.choices import check_choice, check_choices, choices_of
 from sce.data.channels import clip_channels
-from sce.data.clip import ClipError, ClipInputs, ClipSpec, Layout, WindowSpec, load_clip
-from sce.data.prompts import build_messages, build_user_content
+from sce.data.clip import ClipError, ClipInputs, ClipSpec, WindowSpec, load_clip
+from sce.data.prompts import SYSTEM_PROMPT, build_messages, build_user_content, system_prompt
 from sce.data.schema import ClipRecord, ManifestError, OnBadSample
 from sce.data.subset import evaluation_subset, stable_seed
 from sce.tasks import (
@@ -80,6 +80,7 @@ class Sample:
     imu_on: bool = True
     probability_target: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    system: str | None = SYSTEM_PROMPT  # the system turn (None: the chat template's default)
 
     def __post_init__(self) -> None:
         kinds = self.visual_kinds
@@ -115,29 +116,32 @@ class Sample:
 
     def messages(self, with_answer: bool = True) -> list[dict[str, Any]]:
         """The chat messages of the sample (system, user and, `with_answer`, the answer)."""
-        return build_messages(self.user_content, self.answer if with_answer else None)
+        return build_messages(self.user_content, self.answer if with_answer else None, self.system)
 
 
 def build_sample(
     record: ClipRecord,
     clip: ClipInputs,
     task: TaskItem,
-    layout: Layout,
+    window: WindowSpec,
     telemetry: bool = True,
     sample_id: str | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> Sample:
     """The Sample of `record`'s loaded `clip` asked `task`: the one sample builder of the
     training dataset, `sce infer`, `sce data preview` and `sce budget`, so each sees the prompt
-    the model is trained on. `telemetry` False drops the clip's telemetry (IMU dropout, a
-    video-only setting); `meta` defaults to the record's label scope."""
+    the model is trained on. `window` gives the layout, the model's inputs beside the frames
+    (`channels`: a channel it leaves out is never shown) and the wording (`prompt`).
+    `telemetry` False drops the clip's telemetry (IMU dropout, a video-only setting); `meta`
+    defaults to the record's label scope."""
     content, visuals = build_user_content(
         clip.frames,
         clip.frame_times,
-        clip_channels(clip, telemetry),
+        clip_channels(clip, window.channels, dropped=() if telemetry else ("telemetry",)),
         task.question,
-        layout,
+        window.layout,
         keyframes=clip.keyframes,  # paper 002's keyframes go in as images
+        prompt=window.prompt,
     )
     return Sample(
         id=record.id if sample_id is None else sample_id,
@@ -148,9 +152,10 @@ def build_sample(
         task=task.task,
         label=record.label,
         source=record.source,
-        imu_on=telemetry and clip.telemetry is not None,
+        imu_on=telemetry and window.telemetry and clip.telemetry is not None,
         probability_target=task.probability_target,
         meta={"label_scope": record.label_scope} if meta is None else dict(meta),
+        system=system_prompt(window.channels, window.prompt),
     )
 
 
@@ -338,19 +343,26 @@ class SceDataset(Dataset):
         clip = self.load(item) if clip is None else clip
         drop = item.imu == "off" or (item.imu == "train" and rng.random() < self.imu_dropout)
         task = make_task(
-            item.task, record.label, record.annotations, rng, record.label_scope, item.part
+            item.task,
+            record.label,
+            record.annotations,
+            rng,
+            record.label_scope,
+            part=item.part,
+            prompt=self.spec.prompt,
         )
+        inputs_telemetry = self.spec.telemetry  # else its absence is no problem to count
         return build_sample(
             record,
             clip,
             task,
-            self.spec.layout,
+            self.spec,
             telemetry=not drop,
             meta={
                 "imu_setting": item.imu,
                 "label_scope": record.label_scope,  # binary records: binary metrics only
-                "imu_reason": clip.imu_reason,
-                "gps_reason": clip.gps_reason,
+                "imu_reason": clip.imu_reason if inputs_telemetry else "",
+                "gps_reason": clip.gps_reason if inputs_telemetry else "",
                 "scale": item.scale,
                 "event_time": clip.event_time,
                 "event_time_source": clip.event_time_source,

@@ -18,8 +18,16 @@ identical with and without IMU.
 Keyframes (paper 002's multi-scale windows, `keyframes=True`): every frame is a separate image
 (`{"type": "image"}`, the processor's image path), never a video, so Qwen does not merge two
 keyframes seconds apart into one temporal patch. `table` follows the paper's prompt: the images
-first, one per line, then the keyframe times and the telemetry table; `interleaved` puts each
-image before its own time and telemetry line.
+first, one per line, then the keyframe times and each channel's table; `interleaved` puts each
+image before its own time and channel line.
+
+Prompts (data.window.prompt, whose wording): "sce" sends `system_prompt` (naming only the
+configured channels) and, for keyframes, "Keyframes at t=...". "paper002" is paper 002's prompt
+as written (Fig. 3): no system turn (the chat template's default one), and after the three
+images its analyst line and its scenario line ("Below are three frames at times [T1, T2, T3]
+seconds"), then the channels' tables (the objects table once a perception stage gives one; its
+"and data for the three closest tracked objects" clause comes with it), then the probability
+task's "Task:" and "Note:" lines (sce.tasks.probability).
 
 The question and the answer come from the task (`sce.tasks`); this module only wraps the
 question in the prompt.
@@ -37,6 +45,7 @@ from sce.data.channels import (
     TELEMETRY_HEADER,
     Channel,
     TelemetryChannel,
+    channel_instructions,
     frame_lines,
     missing_notes,
     table_blocks,
@@ -45,16 +54,53 @@ from sce.data.channels import (
 )
 from sce.data.clip import LAYOUTS, Layout
 from sce.data.imu import FrameTelemetry
+from sce.tasks import DEFAULT_PROMPT, PROMPTS
 from sce.tasks.caption import CAPTION_QUESTION
 from sce.tasks.events import EVENT_QUESTION, mcq_options
 from sce.tasks.instruction import INSTRUCTION_QUESTION
-from sce.tasks.probability import PROBABILITY_QUESTION, probability_answer
+from sce.tasks.probability import PAPER002_QUESTION, PROBABILITY_QUESTION, probability_answer
 from sce.tasks.reasoning import REASONING_SUFFIX
 
 SYSTEM_PROMPT = (
     "You are a driving safety analyst. You watch dashcam video, read the vehicle telemetry when it "
     "is given, and report safety-critical events: collision, near-collision or normal driving."
 )
+# Paper 002's prompt (Fig. 3): the analyst line and the scenario line after the keyframes.
+PAPER002_ROLE = (
+    "You are a traffic-safety risk analyst tasked with real-time collision probability "
+    "assessment.\n"
+)
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def system_prompt(channels: Sequence[str] = ("telemetry",), prompt: str = DEFAULT_PROMPT):
+    """The system turn's text for a model given the channels `channels` (data.window.channels)
+    in the wording `prompt`: SYSTEM_PROMPT with telemetry, the same without its telemetry clause
+    for video only; None for paper 002's prompt, which has no system turn."""
+    if prompt not in PROMPTS:
+        raise ValueError(f"unknown prompt {prompt!r}; expected one of {PROMPTS}")
+    if prompt == "paper002":
+        return None
+    clauses = "".join(f", {clause}" for clause in channel_instructions(channels))
+    return (
+        f"You are a driving safety analyst. You watch dashcam video{clauses}{',' if clauses else ''}"
+        " and report safety-critical events: collision, near-collision or normal driving."
+    )
+
+
+def paper002_scenario(frame_times: np.ndarray) -> str:
+    """Paper 002's scenario line: 'Below are three frames at times [2.8, 3.8, 4.8] seconds.'"""
+    n = len(frame_times)
+    count = NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else str(n)
+    times = ", ".join(f"{t:.1f}" for t in frame_times)
+    return f"Below are {count} frames at times [{times}] seconds.\n"
+
+
+def keyframe_intro(frame_times: np.ndarray, prompt: str = DEFAULT_PROMPT) -> str:
+    """The text after the keyframe images (table layout), before the channels' tables."""
+    if prompt == "paper002":
+        return PAPER002_ROLE + paper002_scenario(frame_times)
+    return f"Keyframes at {', '.join(time_label(t) for t in frame_times)}.\n"
 
 
 def split_pairs(frames: np.ndarray) -> list[np.ndarray]:
@@ -71,19 +117,24 @@ def build_user_content(
     question: str,
     layout: Layout = "interleaved",
     keyframes: bool = False,
+    prompt: str = DEFAULT_PROMPT,
 ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
     """The user turn's content list and the visual inputs it references, in order.
 
     `channels` are the per-frame inputs shown beside the frames (sce.data.channels, e.g.
-    `[TelemetryChannel(telemetry)]`; a channel without data says it is unavailable).
+    `[TelemetryChannel(telemetry)]`; a channel without data says it is unavailable; [] for
+    video only). `prompt` is the wording (data.window.prompt; "paper002" for keyframes in the
+    table layout only).
     Returns (content, visuals): content holds {"type": "video"} (or, for `keyframes`,
     {"type": "image"}) placeholders and text parts; `visuals[k]` is the array of the k-th
     placeholder: a [T, H, W, 3] video, or a [H, W, 3] image.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown prompt layout {layout!r}; expected one of {LAYOUTS}")
+    if prompt != DEFAULT_PROMPT and not (keyframes and layout == "table"):
+        raise ValueError(f"prompt {prompt!r} is a keyframe prompt in the table layout")
     if keyframes:
-        content, visuals = _keyframe_content(frames, frame_times, channels, layout)
+        content, visuals = _keyframe_content(frames, frame_times, channels, layout, prompt)
     elif layout == "interleaved":
         content, visuals = _pair_content(frames, frame_times, channels)
     else:
@@ -112,7 +163,11 @@ def _pair_content(
 
 
 def _keyframe_content(
-    frames: np.ndarray, frame_times: np.ndarray, channels: Sequence[Channel], layout: str
+    frames: np.ndarray,
+    frame_times: np.ndarray,
+    channels: Sequence[Channel],
+    layout: str,
+    prompt: str = DEFAULT_PROMPT,
 ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
     """One image per keyframe. `table` (paper 002's prompt: "<image>\\n<image>\\n<image>\\n",
     then "three frames at times [T1, T2, T3]" and the tables); `interleaved`: each image, then
@@ -124,20 +179,26 @@ def _keyframe_content(
         text = "\n" if layout == "table" else frame_lines(frame_times, channels, slice(k, k + 1))
         content.append({"type": "text", "text": text})
     if layout == "table":
-        times = ", ".join(time_label(t) for t in frame_times)
-        content.append({"type": "text", "text": f"Keyframes at {times}.\n"})
+        content.append({"type": "text", "text": keyframe_intro(frame_times, prompt)})
         content.extend(_texts(table_blocks(channels)))
     else:
         content.extend(_texts(missing_notes(channels)))
     return content, images
 
 
-def build_messages(user_content: list[dict[str, Any]], answer: str | None = None) -> list[dict]:
-    """Chat messages: system, user (video + telemetry + question) and optionally the answer."""
-    messages: list[dict[str, Any]] = [
-        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-        {"role": "user", "content": user_content},
-    ]
+def build_messages(
+    user_content: list[dict[str, Any]],
+    answer: str | None = None,
+    system: str | None = SYSTEM_PROMPT,
+) -> list[dict]:
+    """Chat messages: system (`system`, e.g. `system_prompt(...)`; None: no system turn, the
+    chat template's default), user (video + channels + question) and optionally the answer."""
+    messages: list[dict[str, Any]] = (
+        []
+        if system is None
+        else [{"role": "system", "content": [{"type": "text", "text": system}]}]
+    )
+    messages.append({"role": "user", "content": user_content})
     if answer is not None:
         messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
     return messages
@@ -166,4 +227,8 @@ def template_corpus() -> list[str]:
         frame_lines(demo_tele.frame_times, [TelemetryChannel(demo_tele)], slice(0, 2)),
         *mcq_options(),
         probability_answer(0.872),
+        system_prompt(()),
+        PAPER002_ROLE,
+        paper002_scenario(demo_tele.frame_times),
+        PAPER002_QUESTION,
     ]

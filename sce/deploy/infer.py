@@ -31,8 +31,9 @@ is trained on, the yes/no `BINARY_EVENT_QUESTION`, and reads its answer with
 Window settings (`--fps/--width/--height/--before/--after/--layout/...`, the fields of
 `data.window`) must match the training data config, like the prompt itself. A model folder
 written by `sce export` or `sce demo` records the window whole (`sce_training.json`, see
-sce.train.record), and sce infer uses it by default; a flag that differs from the recorded value
-wins, with a warning on stderr. Without a record the window's defaults apply
+sce.train.record), and sce infer uses it by default, with its inputs and wording (a video-only
+model, `data.window.channels: []`, is never shown telemetry; paper 002's model is asked in
+paper 002's words); a flag that differs from the recorded value wins, with a warning on stderr. Without a record the window's defaults apply
 (sce.data.clip.WindowSpec: paper 000's 3 fps, [-4 s, +2 s], 420x240).
 `--window-scale S` asks about one multi-scale keyframe window of S s ending at the event (paper
 002's data.window.scales; default: the recorded window's first scale): its 3 keyframes go in as 3 images,
@@ -263,25 +264,28 @@ def build_record(
 def prompt_samples(
     clip,
     record,
-    layout: str = "interleaved",
+    window=None,
     use_imu: bool = True,
     questions: tuple[tuple[str, str], ...] = QUESTIONS,
 ):
     """One generation Sample per (result field, task) of `questions`, built exactly like the
     evaluation items (the one sample builder, `sce.data.dataset.build_sample`; the event
-    question of `record.label_scope`)."""
+    question of `record.label_scope`), with `window`'s layout, channels and prompt wording
+    (a WindowSpec; default: its defaults)."""
     import random
 
+    from sce.data.clip import DEFAULT_WINDOW
     from sce.data.dataset import build_sample
     from sce.tasks import TaskItem, TaskSource, get_task
 
-    source = TaskSource(record.label, record.annotations, record.label_scope)
+    window = DEFAULT_WINDOW if window is None else window
+    source = TaskSource(record.label, record.annotations, record.label_scope, window.prompt)
     return [
         build_sample(
             record,
             clip,
             TaskItem(task, get_task(task).question(source, random.Random(0)), ""),
-            layout,
+            window,
             telemetry=use_imu,
             sample_id=f"{record.id}:{name}",
         )
@@ -448,10 +452,12 @@ def infer_record(
         record = dataclasses.replace(record, imu=None, gps=None)
     clip = load_clip(record, spec)
     questions = tuple(q for q in QUESTIONS if ask_probability or q[1] != PROBABILITY.name)
-    samples = prompt_samples(clip, record, spec.layout, use_imu, questions)
+    samples = prompt_samples(clip, record, spec, use_imu, questions)
     texts, option_probs = generate_answers(model, processor, samples, max_new_tokens)
-    telemetry_used = use_imu and clip.telemetry is not None
+    telemetry_used = samples[0].imu_on
     reason = clip.imu_reason if use_imu else "--no-imu"
+    if not spec.telemetry:
+        reason = "telemetry is not an input of this model (data.window.channels)"
     return InferenceResult(
         video=str(record.path("video")),
         event_time=float(clip.event_time),

@@ -46,6 +46,15 @@ def vocabulary_corpus() -> list[str]:
     return lines
 
 
+def vocabulary_digest() -> str:
+    """A short hash of `vocabulary_corpus()`: what the tiny tokenizer (and so the kit) is built
+    from, part of the cached kit's folder name (sce.train.assets)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(vocabulary_corpus()).encode()).hexdigest()[:12]
+
+
 def build_tiny_kit(
     out_dir: str | Path, seed: int = 0, spec: Any | None = None, family: Family = DEFAULT_FAMILY
 ) -> Path:

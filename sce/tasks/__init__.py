@@ -55,7 +55,10 @@ from sce.tasks import (
     vqa,
 )
 from sce.tasks.base import (
+    DEFAULT_PROMPT,
+    PROMPTS,
     TASKS,
+    PromptName,
     Task,
     TaskItem,
     TaskScores,
@@ -109,6 +112,7 @@ __all__ = [
     "CAPTION_FIELD",
     "CLOSED_QA",
     "DEFAULT_EVAL_TASKS",
+    "DEFAULT_PROMPT",
     "DEFAULT_TASK_MIX",
     "INSTRUCTION",
     "INSTRUCTION_FIELD",
@@ -116,6 +120,8 @@ __all__ = [
     "OPEN_QA",
     "PROBABILITY",
     "PROBABILITY_FIELD",
+    "PROMPTS",
+    "PromptName",
     "QA_FIELD",
     "REASONING",
     "REASONING_FIELD",

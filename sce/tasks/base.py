@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 # The reward scale of every task: an unparseable answer scores REWARD_MIN, the gold answer
 # REWARD_MAX. A readable answer earns FORMAT_SHARE for its form and the rest for being right.
@@ -22,15 +22,24 @@ FORMAT_SHARE = 0.2
 # The loss terms a task can add next to cross-entropy (`Task.loss_term`): "mse", the squared
 # error of a probability read from the answer's digits (SceModule's mse_weight).
 MSE_TERM = "mse"
+# Whose wording a prompt uses (data.window.prompt): "sce", sce's own questions (and, in
+# sce.data.prompts, its system prompt); "paper002", paper 002's prompt as written (the
+# probability task's "Task:" and "Note:" lines). A task without a wording of a prompt asks its
+# "sce" question.
+PromptName = Literal["sce", "paper002"]
+PROMPTS: tuple[str, ...] = get_args(PromptName)
+DEFAULT_PROMPT = PROMPTS[0]
 
 
 @dataclass(frozen=True)
 class TaskSource:
-    """What a task reads of a record: its label, label scope and annotations."""
+    """What a task reads of a record: its label, label scope and annotations, and the prompt
+    (wording) the recipe asks it in."""
 
     label: str
     annotations: Mapping[str, Any] = field(default_factory=dict)
     scope: str = "three_class"
+    prompt: str = DEFAULT_PROMPT
 
 
 @dataclass

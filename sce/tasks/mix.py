@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from sce.tasks.base import TASKS, TaskItem, TaskSource, get_task, task_names
+from sce.tasks.base import DEFAULT_PROMPT, TASKS, TaskItem, TaskSource, get_task, task_names
 from sce.tasks.mcq import MCQ
 
 # The training mix without data.task_weights, and the evaluation tasks without data.eval_tasks:
@@ -58,14 +58,16 @@ def make_task(
     rng: random.Random,
     scope: str = "three_class",
     part: int | None = None,
+    prompt: str = DEFAULT_PROMPT,
 ) -> TaskItem:
     """Question and target answer for one task of one record.
 
     `scope` is the record's label_scope: a binary-scope record (event / no event) is asked the
     yes/no event question in mcq and reasoning, the only class question its label answers.
-    `part`: which pair of a task with one item per annotated pair (`item_parts`).
+    `part`: which pair of a task with one item per annotated pair (`item_parts`); `prompt`
+    is the recipe's wording (data.window.prompt, e.g. paper 002's).
     """
-    return get_task(task).item(TaskSource(label, annotations, scope), rng, part)
+    return get_task(task).item(TaskSource(label, annotations, scope, prompt), rng, part)
 
 
 def item_parts(

@@ -36,6 +36,19 @@ PROBABILITY_QUESTION = (
     "within the next few seconds. "
     "Answer only as 'Collision Probability: X' with X between 0 and 1."
 )
+# Paper 002's Task: and Note: lines, as written in its prompt (Fig. 3), asked with
+# data.window.prompt=paper002. Its answer is still "Collision Probability: 0.872" (the paper's
+# gpt turn), whatever "output only a single floating-point number" says.
+PAPER002_QUESTION = (
+    "Task:\n"
+    "Output only a single floating-point number between 0.00 and 1.00;\n"
+    "indicating the probability of a collision occurring within the next few seconds.\n"
+    "Do not output any additional text or labels.\n"
+    "Note: the downstream detection tracker may miss objects that are extremely close;\n"
+    "if you know from the images that another vehicle is about to collide, factor that in."
+)
+# The question per prompt (data.window.prompt); other prompts ask PROBABILITY_QUESTION.
+QUESTIONS = {"paper002": PAPER002_QUESTION}
 # Decimals of a probability answer: paper 002's "Collision Probability: 0.872" (its annotations'
 # precision), so the text the model learns and the MSE target agree to 0.001.
 PROBABILITY_DECIMALS = 3
@@ -90,7 +103,7 @@ class ProbabilityTask(Task):
         check_probability(annotations.get(FIELD))
 
     def question(self, source: TaskSource, rng: random.Random) -> str:
-        return PROBABILITY_QUESTION
+        return QUESTIONS.get(source.prompt, PROBABILITY_QUESTION)
 
     def answer(self, source: TaskSource, rng: random.Random) -> str:
         return probability_answer(self.target(source))

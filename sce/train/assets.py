@@ -60,13 +60,16 @@ def _parse_ints(spec: str, name: str, count: int) -> list[int]:
 
 
 def resolve_model_path(spec: str) -> str:
-    """A model folder or hub id as given, or the tiny kit for `tiny:SEED`."""
+    """A model folder or hub id as given, or the tiny kit for `tiny:SEED`, cached as
+    `tiny-SEED-<vocabulary digest>`: a kit built before the prompt templates (its tokenizer's
+    corpus) changed is never reused for the new ones."""
     if not spec.startswith("tiny:"):
         return spec
     (seed,) = _parse_ints(spec, "model.model_path", 1)
-    from sce.models.tiny import build_tiny_kit
+    from sce.models.tiny import build_tiny_kit, vocabulary_digest
 
-    return str(_build_once(cache_root() / f"tiny-{seed}", lambda d: build_tiny_kit(d, seed=seed)))
+    folder = cache_root() / f"tiny-{seed}-{vocabulary_digest()}"
+    return str(_build_once(folder, lambda d: build_tiny_kit(d, seed=seed)))
 
 
 def resolve_manifest(spec: str) -> str:

@@ -39,6 +39,7 @@ import dataclasses
 import functools
 import json
 import math
+import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -176,24 +177,25 @@ def representative_telemetry(frame_times: np.ndarray):
 def representative_sample(
     num_frames: int,
     fps: float,
-    layout: str,
+    window: WindowSpec,
     imu: bool = True,
     start: float = 10.0,
     times: np.ndarray | None = None,
     keyframes: bool = False,
 ):
     """The 3-way event question item (sce.data.dataset.build_sample, as the dataset builds it)
-    of a window of `num_frames` frames.
+    of a window of `num_frames` frames, with `window`'s layout, channels and prompt wording.
 
     Frame times start at `start` s, one per 1 / fps (two-digit time stamps, as in a 16 s clip),
     unless `times` gives them (keyframe windows, one image per frame with `keyframes`); the
-    visuals are 1x1 placeholders (only their frame counts matter for the text).
+    visuals are 1x1 placeholders (only their frame counts matter for the text). `imu` False
+    drops the telemetry (a video-only prompt); a window without the telemetry channel never
+    shows it.
     """
     from sce.data.clip import ClipInputs
     from sce.data.dataset import build_sample
     from sce.data.schema import ClipRecord
-    from sce.tasks import MCQ, TaskItem
-    from sce.tasks.events import EVENT_QUESTION
+    from sce.tasks import MCQ, TaskItem, TaskSource
 
     if times is None:
         times = start + np.arange(num_frames) / fps
@@ -212,21 +214,22 @@ def representative_sample(
         keyframes=keyframes,
     )
     record = ClipRecord("budget", "", "near_collision", "budget", "train")
-    task = TaskItem(MCQ.name, EVENT_QUESTION, representative_answer())
-    return build_sample(record, clip, task, layout, telemetry=imu)
+    source = TaskSource(record.label, prompt=window.prompt)
+    task = TaskItem(MCQ.name, MCQ.question(source, random.Random(0)), representative_answer())
+    return build_sample(record, clip, task, window, telemetry=imu)
 
 
 def representative_content(
     num_frames: int,
     fps: float,
-    layout: str,
+    window: WindowSpec,
     imu: bool = True,
     start: float = 10.0,
     times: np.ndarray | None = None,
     keyframes: bool = False,
 ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
     """User content and visuals of `representative_sample` (same arguments)."""
-    sample = representative_sample(num_frames, fps, layout, imu, start, times, keyframes)
+    sample = representative_sample(num_frames, fps, window, imu, start, times, keyframes)
     return sample.user_content, sample.visuals
 
 
@@ -252,17 +255,17 @@ def estimate_tokens(text: str) -> int:
 def text_tokens(
     num_frames: int,
     fps: float,
-    layout: str,
+    window: WindowSpec,
     processor=None,
     imu: bool = True,
     times: np.ndarray | None = None,
     keyframes: bool = False,
 ) -> int:
     """Non-visual tokens of a training sequence (event question + answer, chat markup, vision
-    start/end markers, telemetry when `imu`): with the processor's tokenizer, else estimated.
-    `times` replaces the evenly spaced frame times (keyframe windows; images with
-    `keyframes`)."""
-    sample = representative_sample(num_frames, fps, layout, imu, times=times, keyframes=keyframes)
+    start/end markers, telemetry when `imu` and the window's channels include it): with the
+    processor's tokenizer, else estimated. `times` replaces the evenly spaced frame times
+    (keyframe windows; images with `keyframes`)."""
+    sample = representative_sample(num_frames, fps, window, imu, times=times, keyframes=keyframes)
     messages = sample.messages()
     if processor is None:
         text = DEFAULT_FAMILY.markers.render(messages)
@@ -290,24 +293,24 @@ def item_frames_and_text(window: WindowSpec, processor) -> tuple[int, int, int]:
     """(frames, text tokens with telemetry, without) of one item; with scales the keyframe
     item (one image per keyframe) of the scale with the longest text; with mode "whole" the
     longest example clip (max_frames); else the [-before, +after] window."""
-    layout, scales, fps = window.layout, window.scales, window.fps
+    scales, fps = window.scales, window.fps
     if window.mode == "whole":
         duration = whole_clip_durations(fps, window.max_frames)[-1]
         times, rate = whole_clip_item(duration, fps, window.max_frames)
         texts = [
-            text_tokens(len(times), rate, layout, processor, imu, times) for imu in (True, False)
+            text_tokens(len(times), rate, window, processor, imu, times) for imu in (True, False)
         ]
         return len(times), texts[0], texts[1]
     if not scales:
         frames = window.num_frames
-        texts = [text_tokens(frames, fps, layout, processor, imu) for imu in (True, False)]
+        texts = [text_tokens(frames, fps, window, processor, imu) for imu in (True, False)]
         return frames, texts[0], texts[1]
     kf = window.keyframes
     frames = keyframe_frames(kf)
     texts = [
         [
             text_tokens(
-                frames, keyframe_fps(x, kf), layout, processor, imu, keyframe_times(x, kf), True
+                frames, keyframe_fps(x, kf), window, processor, imu, keyframe_times(x, kf), True
             )
             for x in scales
         ]
@@ -374,6 +377,7 @@ def _report(
         "model_path": model_path,
         "processor": asdict(s),
         "window": window.settings(),
+        "inputs": window.inputs,  # the model's inputs: 'video + telemetry' or 'video only'
         "max_length": max_length,
         **(multiscale if scales else {}),
         **(
@@ -467,16 +471,32 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"frame: {w['width']}x{w['height']} -> {r['resized_width']}x{r['resized_height']} "
             f"after resize{_cap_text(w)}: {per_block}",
             f"visual tokens per {unit}: {r['visual_tokens_per_clip']:,}",
-            f"text tokens ({r['text_tokens_method']}; the case reported: one event-question "
-            "item, question + answer; caption / reasoning / instruction answers add their own "
-            f"length): "
-            f"{r['text_tokens']:,} with telemetry ({r['telemetry_tokens']:+,} for telemetry), "
-            f"{r['text_tokens_video_only']:,} video only",
-            f"total: {r['total_tokens']:,} of max_length {r['max_length']:,} with telemetry "
-            f"({fits}, {r['headroom']:+,} to spare); {r['total_tokens_video_only']:,} video only"
-            f"{'' if r['fits_video_only'] else ' (DOES NOT FIT)'}",
+            f"inputs: {r['inputs']} (data.window.channels: {w['channels']}; prompt {w['prompt']})",
+            *_token_lines(r, fits),
         ]
     )
+
+
+def _token_lines(r: Mapping[str, Any], fits: str) -> list[str]:
+    """The text and total token lines: with and without telemetry when it is an input."""
+    text = (
+        f"text tokens ({r['text_tokens_method']}; the case reported: one event-question "
+        "item, question + answer; caption / reasoning / instruction answers add their own "
+        "length): "
+    )
+    if "telemetry" not in r["window"]["channels"]:
+        return [
+            f"{text}{r['text_tokens']:,} (no telemetry: not an input)",
+            f"total: {r['total_tokens']:,} of max_length {r['max_length']:,} "
+            f"({fits}, {r['headroom']:+,} to spare)",
+        ]
+    return [
+        f"{text}{r['text_tokens']:,} with telemetry ({r['telemetry_tokens']:+,} for telemetry), "
+        f"{r['text_tokens_video_only']:,} video only",
+        f"total: {r['total_tokens']:,} of max_length {r['max_length']:,} with telemetry "
+        f"({fits}, {r['headroom']:+,} to spare); {r['total_tokens_video_only']:,} video only"
+        f"{'' if r['fits_video_only'] else ' (DOES NOT FIT)'}",
+    ]
 
 
 def _cap_text(w: Mapping[str, Any]) -> str:
@@ -552,7 +572,7 @@ def budget_command(args: argparse.Namespace) -> int:
     max_tokens = args.max_tokens or report["max_length"]
     grid = budget_grid(config, max_tokens)
     # exit status 1 when the config's own item does not fit its own max_length (with
-    # telemetry: the longer prompt), so a script or CI step stops there
+    # telemetry when it is an input: the longer prompt), so a script or CI step stops there
     status = 0 if report["fits"] else 1
     if args.json:
         print(json.dumps({"report": report, "grid": grid, "max_tokens": max_tokens}, indent=2))
@@ -564,7 +584,8 @@ def budget_command(args: argparse.Namespace) -> int:
     if status:
         print(
             f"\nsce budget: {args.config} does not fit its own data.max_length "
-            f"({report['total_tokens']:,} > {report['max_length']:,} tokens with telemetry): "
+            f"({report['total_tokens']:,} > {report['max_length']:,} tokens"
+            f"{' with telemetry' if 'telemetry' in report['window']['channels'] else ''}): "
             "raise data.max_length or lower data.window.fps / the frame size"
         )
     return status

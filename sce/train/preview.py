@@ -28,6 +28,7 @@ import numpy as np
 from sce.data.schema import SPLITS, ClipRecord, ManifestError, load_manifest
 
 IMU_CHOICES = ("on", "off")
+NOT_AN_INPUT = "telemetry is not an input: data.window.channels"
 
 
 class PreviewError(ValueError):
@@ -105,6 +106,10 @@ def preview_sample(
         "source": record.source,
         "task": task,
         "imu": imu,
+        # the model's inputs (data.window.channels) and the prompt's wording
+        "inputs": datamodule.window.inputs,
+        "channels": list(datamodule.window.channels),
+        "prompt": datamodule.window.prompt,
         "video": str(record.path("video")),
         **source_video(record),
         "windows": windows,
@@ -135,7 +140,7 @@ def window_preview(dataset, collator, item) -> dict[str, Any]:
         "window_padding": float(clip.padded),
         "window_shrunk": float(clip.shrunk),  # s cut off the window to fit the record's span
         "imu_on": sample.imu_on,
-        "imu_reason": clip.imu_reason,
+        "imu_reason": clip.imu_reason if dataset.spec.telemetry else NOT_AN_INPUT,
         "telemetry": telemetry_rows(clip.telemetry) if sample.imu_on else None,
         "chat": chat,
         "answer": tokenizer.decode(supervised, skip_special_tokens=False),
@@ -295,6 +300,7 @@ def format_preview(report: dict[str, Any]) -> str:
         f"sample {r['id']} (split {r['split']}, label {r['label']}, source {r['source']}) "
         f"of {r['manifest']}",
         f"task {r['task']}, imu {r['imu']}; video {r['video']} ({source})",
+        f"inputs: {r['inputs']} (data.window.channels: {r['channels']}; prompt {r['prompt']})",
     ]
     for n, window in enumerate(r["windows"], start=1):
         lines.append("")

@@ -78,8 +78,9 @@ def test_known_harmless_warnings_and_the_advertisement_are_silenced():
 
 def test_budget_exits_nonzero_when_a_config_does_not_fit_its_own_max_length(capsys):
     config = str(EXPERIMENTS / "paper001_sft.yaml")
-    assert main(["budget", "--config", config]) == 0  # 17,950 of 18,432 tokens
-    assert main(["budget", "--config", config, "--data.max_length=16384"]) == 1
+    assert main(["budget", "--config", config]) == 0  # 13,043 of 18,432 tokens (video only)
+    assert main(["budget", "--config", config, "--data.max_length=12288"]) == 1
     out = capsys.readouterr().out
-    assert "does not fit its own data.max_length (17,950 > 16,384 tokens with telemetry)" in out
+    assert "does not fit its own data.max_length (13,043 > 12,288 tokens)" in out
+    assert "inputs: video only" in out
     assert "the case reported: one event-question item" in out

@@ -51,12 +51,12 @@ def test_interleaved_pairs_with_telemetry() -> None:
     assert len(content) == 2 * 9 + 1
     assert [c["type"] for c in content[:-1]] == ["video", "text"] * 9
     assert content[1]["text"] == (
-        "t=1.0s: ax -9.7 ay +0.3 m/s², heading +0.6°, 12.1 m/s\n"
-        "t=1.3s: ax -9.2 ay +0.3 m/s², heading -1.1°, 12.0 m/s\n"
+        "t=1.0s: ax -9.7 ay +0.3 az +9.8 m/s², heading +0.6°, 12.1 m/s\n"
+        "t=1.3s: ax -9.2 ay +0.3 az +9.8 m/s², heading -1.1°, 12.0 m/s\n"
     )
     assert content[17]["text"] == (
-        "t=6.3s: ax -1.7 ay +0.3 m/s², heading +0.6°, 10.5 m/s\n"
-        "t=6.7s: ax -1.2 ay +0.3 m/s², heading -1.1°, 10.4 m/s\n"
+        "t=6.3s: ax -1.7 ay +0.3 az +9.8 m/s², heading +0.6°, 10.5 m/s\n"
+        "t=6.7s: ax -1.2 ay +0.3 az +9.8 m/s², heading -1.1°, 10.4 m/s\n"
     )
     assert all(c["text"].count("\n") == 2 for c in content[1:-1:2])
     assert content[-1] == {"type": "text", "text": "Q?"}
@@ -66,7 +66,9 @@ def test_interleaved_pairs_with_telemetry() -> None:
 def test_interleaved_without_speed_omits_it() -> None:
     tele = _telemetry(speed=False)
     content, _ = build_user_content(_frames(), tele.frame_times, [TelemetryChannel(tele)], "Q?")
-    assert content[1]["text"].splitlines()[0] == "t=1.0s: ax -9.7 ay +0.3 m/s², heading +0.6°"
+    assert (
+        content[1]["text"].splitlines()[0] == "t=1.0s: ax -9.7 ay +0.3 az +9.8 m/s², heading +0.6°"
+    )
     assert "m/s\n" not in content[1]["text"].replace("m/s²", "")
 
 
@@ -99,9 +101,9 @@ def test_table_layout() -> None:
     assert lines[0] == "Telemetry:"
     assert lines[1] == P.TELEMETRY_HEADER
     assert len(lines) == 2 + T
-    assert lines[2] == "1.0 | -9.7 | +0.3 | +0.6 | 12.1"
-    assert lines[3] == "1.3 | -9.2 | +0.3 | -1.1 | 12.0"
-    assert lines[-1] == "6.7 | -1.2 | +0.3 | -1.1 | 10.4"
+    assert lines[2] == "1.0 | -9.7 | +0.3 | +9.8 | +0.6 | 12.1"
+    assert lines[3] == "1.3 | -9.2 | +0.3 | +9.8 | -1.1 | 12.0"
+    assert lines[-1] == "6.7 | -1.2 | +0.3 | +9.8 | -1.1 | 10.4"
     assert content[2]["text"] == "Q?"
 
 
@@ -114,13 +116,13 @@ def test_table_layout_without_telemetry_or_speed() -> None:
     content, _ = build_user_content(
         _frames(), tele.frame_times, [TelemetryChannel(tele)], "Q?", layout="table"
     )
-    assert content[1]["text"].splitlines()[2] == "1.0 | -9.7 | +0.3 | +0.6 | -"
+    assert content[1]["text"].splitlines()[2] == "1.0 | -9.7 | +0.3 | +9.8 | +0.6 | -"
 
 
 def _keyframe_telemetry() -> FrameTelemetry:
     return FrameTelemetry(
         frame_times=np.array([4.0, 5.5, 7.0]),
-        accel=np.array([[-0.4, 0.3, 9.8], [-2.0, 0.1, 9.8], [-9.7, -1.2, 9.8]]),
+        accel=np.array([[-0.4, 0.3, 9.8], [-2.0, 0.1, 9.6], [-9.7, -1.2, 11.3]]),  # a_z moves
         yaw_delta=np.array([0.0, 0.01, -0.02]),
         speed=np.array([12.1, 11.0, 8.4]),
     )
@@ -140,7 +142,7 @@ def test_keyframes_table_layout_is_three_images_then_times_and_table() -> None:
     assert content[6]["text"] == "Keyframes at t=4.0s, t=5.5s, t=7.0s.\n"
     rows = content[7]["text"].splitlines()
     assert rows[1] == P.TELEMETRY_HEADER and len(rows) == 2 + 3  # one row per keyframe
-    assert rows[4] == "7.0 | -9.7 | -1.2 | -1.1 | 8.4"
+    assert rows[4] == "7.0 | -9.7 | -1.2 | +11.3 | -1.1 | 8.4"  # a_z between a_y and heading
     assert content[-1]["text"] == "Q?"
     # one [H, W, 3] image per keyframe, in order, none repeated
     assert len(images) == 3 and all(im.shape == (4, 6, 3) for im in images)
@@ -340,22 +342,26 @@ def test_template_corpus() -> None:
     assert len(corpus) > 10 and all(isinstance(t, str) and t for t in corpus)
     assert P.SYSTEM_PROMPT in corpus and EVENT_QUESTION in corpus
     assert "Collision Probability: 0.872" in corpus
-    assert any("ax -9.7 ay +0.3 m/s²" in t for t in corpus)
+    assert any("ax -9.7 ay +0.3 az +9.8 m/s²" in t for t in corpus)
 
 
 def test_telemetry_line_signs_and_units() -> None:
     line = telemetry_line(0.0, [2.04, -0.35, 9.8], -0.5, float("nan"))
-    assert line == "ax +2.0 ay -0.3 m/s², heading -28.6°"  # NaN speed is left out
+    assert line == "ax +2.0 ay -0.3 az +9.8 m/s², heading -28.6°"  # NaN speed is left out
     assert (
         telemetry_line(0.0, [0.0, 0.0, 9.8], 0.0, 3.25)
-        == "ax +0.0 ay +0.0 m/s², heading +0.0°, 3.2 m/s"
+        == "ax +0.0 ay +0.0 az +9.8 m/s², heading +0.0°, 3.2 m/s"
     )
 
 
 # ---------------------------------------------------------------------------------------------
-# Channels: the prompt text is the one captured before per-frame inputs became channels.
+# Channels: the prompt text is the golden one (tests/fixtures/prompt_golden.json), captured before
+# per-frame inputs became channels and changed since on purpose only: a_z in every telemetry line
+# and table row (paper 000's triaxial a_sync, issue 25), paper 002's own prompt and video-only
+# prompts (no channels) added.
 
 GOLDEN = FIXTURES / "prompt_golden.json"
+VARIANTS = ("telemetry", "no_speed", "none", "no_channels")
 
 
 def _golden_telemetry(n: int, speed: bool) -> FrameTelemetry:
@@ -368,29 +374,47 @@ def _golden_telemetry(n: int, speed: bool) -> FrameTelemetry:
     )
 
 
-@pytest.mark.parametrize("keyframes", [False, True])
-@pytest.mark.parametrize("layout", P.LAYOUTS)
-@pytest.mark.parametrize("variant", ["telemetry", "no_speed", "none"])
-def test_prompt_text_is_the_one_captured_before_channels(keyframes, layout, variant) -> None:
-    """tests/fixtures/prompt_golden.json holds build_user_content's output for every layout, with
-    and without telemetry (and speed), written by the code before channels existed."""
-    golden = json.loads(GOLDEN.read_text())
+def golden_prompt(keyframes: bool, layout: str, variant: str, prompt: str = "sce") -> dict:
+    """build_user_content's output (content, visual shapes) of a golden fixture entry."""
     n = 3 if keyframes else 6
     tele = _golden_telemetry(n, speed=variant != "no_speed")
+    channels = (
+        [] if variant == "no_channels" else [TelemetryChannel(None if variant == "none" else tele)]
+    )
     content, visuals = build_user_content(
         np.zeros((n, 2, 2, 3), np.uint8),
         tele.frame_times,
-        [TelemetryChannel(None if variant == "none" else tele)],
+        channels,
         "Q?",
         layout,
         keyframes=keyframes,
+        prompt=prompt,
     )
-    expected = golden[f"{'keyframes' if keyframes else 'video'}/{layout}/{variant}"]
-    assert content == expected["content"]
-    assert [list(v.shape) for v in visuals] == expected["visual_shapes"]
+    return {"content": content, "visual_shapes": [list(v.shape) for v in visuals]}
 
 
-def test_template_corpus_is_the_one_captured_before_channels() -> None:
+def golden_key(keyframes: bool, layout: str, variant: str) -> str:
+    return f"{'keyframes' if keyframes else 'video'}/{layout}/{variant}"
+
+
+@pytest.mark.parametrize("keyframes", [False, True])
+@pytest.mark.parametrize("layout", P.LAYOUTS)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_prompt_text_is_the_golden_one(keyframes, layout, variant) -> None:
+    """tests/fixtures/prompt_golden.json holds build_user_content's output for every layout, with
+    and without telemetry (and speed), and with no channel at all (video only)."""
+    golden = json.loads(GOLDEN.read_text())
+    expected = golden[golden_key(keyframes, layout, variant)]
+    assert golden_prompt(keyframes, layout, variant) == expected
+
+
+def test_paper002_prompt_is_the_golden_one() -> None:
+    """Paper 002's keyframe prompt (video only), as the fixture holds it."""
+    golden = json.loads(GOLDEN.read_text())["keyframes/table/paper002"]
+    assert golden_prompt(True, "table", "no_channels", "paper002") == golden
+
+
+def test_template_corpus_is_the_golden_one() -> None:
     """The tiny tokenizer is trained on this corpus: it must not move (pinned losses)."""
     assert P.template_corpus() == json.loads(GOLDEN.read_text())["template_corpus"]
 
@@ -423,8 +447,8 @@ def test_a_new_input_is_a_new_channel() -> None:
     channels = [TelemetryChannel(tele), objects]
     content, _ = build_user_content(_frames(2), tele.frame_times, channels, "Q?")
     assert content[1]["text"] == (
-        "t=1.0s: ax -9.7 ay +0.3 m/s², heading +0.6°, 12.1 m/s; objects: car\n"
-        "t=1.3s: ax -9.2 ay +0.0 m/s², heading -1.1°, 12.0 m/s; objects: car, cyclist\n"
+        "t=1.0s: ax -9.7 ay +0.3 az +9.8 m/s², heading +0.6°, 12.1 m/s; objects: car\n"
+        "t=1.3s: ax -9.2 ay +0.0 az +9.8 m/s², heading -1.1°, 12.0 m/s; objects: car, cyclist\n"
     )
     table, _ = build_user_content(_frames(2), tele.frame_times, channels, "Q?", "table")
     assert [c.get("text", "").split("\n")[0] for c in table] == ["", "Telemetry:", "Objects:", "Q?"]
@@ -436,3 +460,108 @@ def test_a_new_input_is_a_new_channel() -> None:
         "Objects: unavailable.\n",
         "Q?",
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The model's inputs (data.window.channels) and paper 002's prompt (issue 25, points 1 and 3).
+
+
+def test_system_prompt_names_only_the_configured_channels() -> None:
+    assert P.system_prompt(("telemetry",)) == P.SYSTEM_PROMPT
+    video_only = P.system_prompt(())
+    assert video_only == (
+        "You are a driving safety analyst. You watch dashcam video and report safety-critical "
+        "events: collision, near-collision or normal driving."
+    )
+    assert P.system_prompt((), "paper002") is None  # paper 002 sends no system turn
+    messages = build_messages([{"type": "text", "text": "Q?"}], "0.5", system=None)
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+
+
+def test_clip_channels_follow_the_setting() -> None:
+    from sce.data.channels import clip_channels
+    from sce.data.clip import ClipInputs
+
+    tele = _keyframe_telemetry()
+    clip = ClipInputs(_frames(3), tele.frame_times, tele, 7.0, "manifest", "", 0.0, 0.0, 3.0)
+    assert clip_channels(clip, []) == []
+    (on,) = clip_channels(clip, ["telemetry"])
+    (dropped,) = clip_channels(clip, ["telemetry"], dropped=["telemetry"])
+    assert (on.available, dropped.available) == (True, False)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"channels": ["imu"]}, "data.window.channels must be distinct names of"),
+        ({"channels": ["telemetry", "telemetry"]}, "data.window.channels must be distinct"),
+        ({"prompt": "paper999"}, "data.window.prompt must be one of"),
+        ({"prompt": "paper002"}, "needs data.window.scales"),
+        ({"prompt": "paper002", "scales": [3.0]}, "data.window.layout=table"),
+    ],
+)
+def test_window_refuses_unknown_inputs_and_a_misplaced_paper002_prompt(settings, message):
+    from sce.data.clip import WindowSpec
+
+    with pytest.raises(ValueError, match=message):
+        WindowSpec(**settings)
+
+
+def test_window_inputs_in_words() -> None:
+    from sce.data.clip import WindowSpec
+
+    assert WindowSpec().inputs == "video + telemetry" and WindowSpec().telemetry
+    video_only = WindowSpec(channels=[])
+    assert (video_only.inputs, video_only.telemetry, video_only.channels) == (
+        "video only",
+        False,
+        (),
+    )
+
+
+def test_paper002_prompt_as_written() -> None:
+    """Paper 002, Fig. 3: three images, the analyst and scenario lines, (the object table, not
+    yet: no table, and no IMU table), then its Task: and Note: lines, verbatim."""
+    from sce.tasks.probability import PAPER002_QUESTION
+
+    assert PAPER002_QUESTION.splitlines() == [
+        "Task:",
+        "Output only a single floating-point number between 0.00 and 1.00;",
+        "indicating the probability of a collision occurring within the next few seconds.",
+        "Do not output any additional text or labels.",
+        "Note: the downstream detection tracker may miss objects that are extremely close;",
+        "if you know from the images that another vehicle is about to collide, factor that in.",
+    ]
+    tele = _keyframe_telemetry()
+    question = make_task("probability", "normal", {}, random.Random(0), prompt="paper002").question
+    assert question == PAPER002_QUESTION
+    content, images = build_user_content(
+        _frames(3), tele.frame_times, [], question, "table", keyframes=True, prompt="paper002"
+    )
+    assert [c["type"] for c in content] == ["image", "text"] * 3 + ["text", "text"]
+    assert len(images) == 3
+    assert "".join(c.get("text", "<image>") for c in content) == (
+        "<image>\n<image>\n<image>\n"
+        "You are a traffic-safety risk analyst tasked with real-time collision probability "
+        "assessment.\n"
+        "Below are three frames at times [4.0, 5.5, 7.0] seconds.\n" + PAPER002_QUESTION
+    )
+    with pytest.raises(ValueError, match="keyframe prompt in the table layout"):
+        build_user_content(_frames(2), tele.frame_times[:2], [], "Q?", prompt="paper002")
+
+
+@pytest.mark.parametrize(
+    ("label", "annotations", "answer", "target"),
+    [
+        ("collision", {"probability": 0.872}, "Collision Probability: 0.872", 0.872),
+        ("normal", {"probability": 0.1}, "Collision Probability: 0.100", 0.1),
+        ("collision", {}, "Collision Probability: 1.000", 1.0),
+        ("near_collision", {}, "Collision Probability: 1.000", 1.0),
+        ("normal", {}, "Collision Probability: 0.000", 0.0),
+    ],
+)
+def test_paper002_targets(label, annotations, answer, target) -> None:
+    """The annotated probability when the record has one, else 1 / 0 from the label."""
+    for prompt in ("sce", "paper002"):
+        item = make_task("probability", label, annotations, random.Random(0), prompt=prompt)
+        assert (item.answer, item.probability_target) == (answer, target)

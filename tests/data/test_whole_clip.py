@@ -183,7 +183,7 @@ def test_training_and_infer_decode_at_the_capped_size(synthetic_manifest, tiny_k
 
     seen = {}
 
-    def spy(clip, record, layout, use_imu, questions):
+    def spy(clip, record, window, use_imu, questions):
         seen.update(shape=clip.frames.shape, fps=clip.fps)
         raise Stop
 
@@ -262,7 +262,7 @@ def test_whole_clip_budget_equals_the_collated_long_clip(tiny_kit, tiny_processo
     times, rate = b.whole_clip_item(report["whole_clip"][-1]["duration_s"], 2.0, 8)
     assert (len(times), report["resized_width"], report["resized_height"]) == (8, 56, 56)
     collator = Collator(tiny_processor, 100000, "train")
-    content, videos = b.representative_content(8, rate, "table", True, times=times)
+    content, videos = b.representative_content(8, rate, WindowSpec(**window), True, times=times)
     frames = [np.zeros((len(v), 56, 56, 3), np.uint8) for v in videos]
     sample = Sample("x", content, frames, rate, b.representative_answer(), "mcq", "normal")
     assert collator([sample])["input_ids"].shape[1] == report["total_tokens"]

@@ -150,11 +150,12 @@ def test_keyframe_prompt_is_the_training_keyframe_item(tiny_processor, record):
     built = build_record(record.path("video"), record.path("imu"), record.path("gps"))
     built.event_time = record.event_time
     clip = load_clip(built, spec)
-    samples = prompt_samples(clip, built, "table")
+    window = dataclasses.replace(SPEC, layout="table", scales=[3])
+    samples = prompt_samples(clip, built, window)
     collator = Collator(tiny_processor, mode="generate")
     dataset = SceDataset(
         [record],
-        dataclasses.replace(SPEC, layout="table", scales=[3]),
+        window,
         train=False,
         eval_tasks=("probability",),
     )
@@ -163,6 +164,26 @@ def test_keyframe_prompt_is_the_training_keyframe_item(tiny_processor, record):
     assert len(samples[1].images) == len(reference.images) == 3 and samples[1].videos == []
     for mine, theirs in zip(samples[1].images, reference.images, strict=True):
         assert (mine == theirs).all()
+
+
+def test_video_only_paper002_model_is_asked_its_training_prompt(tiny_processor, record):
+    """A model trained with data.window.channels [] and paper 002's prompt (its recorded
+    window) is asked without telemetry, in paper 002's words, exactly as in training."""
+    import dataclasses
+
+    window = dataclasses.replace(SPEC, layout="table", scales=[3], channels=[], prompt="paper002")
+    built = build_record(record.path("video"), record.path("imu"), record.path("gps"))
+    built.event_time = record.event_time
+    clip = load_clip(built, ClipSpec.of(window, scale=3.0))
+    assert clip.telemetry is not None  # the clip has telemetry the model must not see
+    samples = prompt_samples(clip, built, window)
+    reference = SceDataset([record], window, train=False, eval_tasks=("probability",))[0]
+    collator = Collator(tiny_processor, mode="generate")
+    (text,) = collator.texts([samples[1]])
+    assert text == collator.texts([reference])[0]
+    assert "Task:\nOutput only a single floating-point number" in text
+    assert "Telemetry" not in text and "m/s" not in text and "driving safety analyst" not in text
+    assert not any(sample.imu_on for sample in samples)
 
 
 def test_cli_window_scale_answers_from_images(tiny_kit, record, capsys):

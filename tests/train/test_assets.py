@@ -46,21 +46,28 @@ def test_cache_root_default_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 def test_tiny_spec_builds_once(cache: Path, tiny_builds: list) -> None:
     from transformers import AutoConfig
 
+    from sce.models.tiny import vocabulary_digest
+
     first = resolve_model_path("tiny:3")
-    assert first == str(cache / "tiny-3")
+    assert first == str(cache / f"tiny-3-{vocabulary_digest()}")
     assert len(tiny_builds) == 1 and tiny_builds[0][1] == 3
-    assert tiny_builds[0][0].parent == cache and tiny_builds[0][0].name.startswith("tiny-3.")
+    assert tiny_builds[0][0].parent == cache and tiny_builds[0][0].name.startswith(
+        f"tiny-3-{vocabulary_digest()}."
+    )
     assert AutoConfig.from_pretrained(first).model_type == "qwen2_5_vl"
     assert resolve_model_path("tiny:3") == first
     assert len(tiny_builds) == 1  # second call reuses the folder
-    assert sorted(p.name for p in cache.iterdir()) == ["tiny-3"]  # no temporary folder left
+    # no temporary folder left
+    assert sorted(p.name for p in cache.iterdir()) == [f"tiny-3-{vocabulary_digest()}"]
     resolve_model_path("tiny:4")
     assert [seed for _, seed in tiny_builds] == [3, 4]
 
 
 def test_tiny_spec_real_build(cache: Path, tiny_kit: Path) -> None:
+    from sce.models.tiny import vocabulary_digest
+
     path = Path(resolve_model_path("tiny:0"))
-    assert path == cache / "tiny-0"
+    assert path == cache / f"tiny-0-{vocabulary_digest()}"
     # the real builder is deterministic: the cached kit equals the session kit of seed 0
     assert (path / "model.safetensors").read_bytes() == (
         tiny_kit / "model.safetensors"
@@ -144,3 +151,18 @@ def test_concurrent_build_keeps_the_winner(tmp_path: Path) -> None:
     assert _build_once(target, racing) == target
     assert sorted(p.name for p in target.iterdir()) == ["theirs.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["asset"]
+
+
+def test_a_changed_vocabulary_gets_a_new_tiny_kit(
+    cache: Path, tiny_builds: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kit cached before the prompt templates changed is not reused (its tokenizer was
+    trained on the old corpus): the folder name carries the corpus digest."""
+    from sce.models import tiny
+
+    before = resolve_model_path("tiny:3")
+    corpus = tiny.vocabulary_corpus()
+    monkeypatch.setattr(tiny, "vocabulary_corpus", lambda: [*corpus, "ax ay az m/s²"])
+    after = resolve_model_path("tiny:3")
+    assert after != before and len(tiny_builds) == 2
+    assert Path(after).name == f"tiny-3-{tiny.vocabulary_digest()}"

@@ -117,7 +117,8 @@ def test_report_matches_the_collated_sequence(tiny_kit, tiny_processor, layout, 
     assert report["processor"]["max_pixels"] == 50176
     collator = Collator(tiny_processor, 100000, "train")
     for imu, total in ((True, "total_tokens"), (False, "total_tokens_video_only")):
-        content, videos = b.representative_content(report["frames_per_clip"], fps, layout, imu)
+        window = b.config_window(b.resolved(config))
+        content, videos = b.representative_content(report["frames_per_clip"], fps, window, imu)
         frames = [np.zeros((len(v), height, width, 3), np.uint8) for v in videos]
         sample = Sample("x", content, frames, fps, b.representative_answer(), "mcq", "normal")
         assert collator([sample])["input_ids"].shape[1] == report[total]
@@ -237,11 +238,18 @@ def test_paper002_report_is_per_scale_item():
     assert "3 items per record" in text
     assert "144 visual tokens per image" in text
     assert "visual tokens per item: 432" in text
-    # Without data.window.scales the same config is the 6 s window at 3 fps: 18 frames.
+    # Paper 002's model gets no telemetry (issue 25): the budget says so and counts none.
+    assert (report["inputs"], report["telemetry_tokens"]) == ("video only", 0)
+    assert "inputs: video only (data.window.channels: []; prompt paper002)" in text
+    assert "(no telemetry: not an input)" in text
+    # With telemetry (sce's prompt), then without data.window.scales: the 6 s window at 3 fps,
+    # 18 frames.
+    config["data"]["window"].update(channels=["telemetry"], prompt="sce")
+    keyframes = b.budget_report(config)
     del config["data"]["window"]["scales"]
     plain = b.budget_report(config)
     assert plain["frames_per_clip"] == 18 and "items_per_record" not in plain
-    assert plain["telemetry_tokens"] > report["telemetry_tokens"]  # 18 telemetry rows, not 3
+    assert plain["telemetry_tokens"] > keyframes["telemetry_tokens"] > 0  # 18 rows, not 3
 
 
 @pytest.mark.parametrize("layout", ["interleaved", "table"])
@@ -264,7 +272,7 @@ def test_keyframe_report_matches_the_collated_item(tiny_kit, tiny_processor, lay
         for scale in scales:
             fps, times = b.keyframe_fps(scale, kf), b.keyframe_times(scale, kf)
             content, images = b.representative_content(
-                3, fps, layout, imu, times=times, keyframes=True
+                3, fps, b.config_window(b.resolved(config)), imu, times=times, keyframes=True
             )
             frames = [np.zeros((56, 112, 3), np.uint8) for _ in images]
             sample = Sample("x", content, frames, fps, b.representative_answer(), "mcq", "normal")

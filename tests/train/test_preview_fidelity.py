@@ -31,6 +31,8 @@ from sce.prepare.synthetic import encode_video, generate_clip
 from sce.tasks.events import BINARY_EVENT_QUESTION, EVENT_QUESTION
 
 DEMO = EXPERIMENTS / "demo.yaml"  # paper 000's window: 4 s before + 2 s after, 3 fps, 112x56
+PAPER000 = EXPERIMENTS / "paper000_dora.yaml"
+PAPER001 = EXPERIMENTS / "paper001_sft.yaml"
 PAPER002 = EXPERIMENTS / "paper002_risk.yaml"
 PAPER003 = EXPERIMENTS / "paper003_instruction.yaml"
 SMALL = (
@@ -209,6 +211,16 @@ def risk_preview(risk, tiny_kit) -> dict:
     return preview(PAPER002, tiny_kit, risk, "risk", *SMALL)
 
 
+# Paper 002's model gets no telemetry; the keyframe telemetry mechanism is still checked, with
+# the channel switched on (data.window.channels), for a recipe that adds it.
+WITH_TELEMETRY = "--data.window.channels=[telemetry]"
+
+
+@pytest.fixture(scope="module")
+def risk_telemetry_preview(risk, tiny_kit) -> dict:
+    return preview(PAPER002, tiny_kit, risk, "risk", *SMALL, WITH_TELEMETRY)
+
+
 def test_keyframe_windows_end_at_the_event(risk_preview):
     windows = risk_preview["windows"]
     assert [w["scale"] for w in windows] == [6.0, 3.0, 1.5]
@@ -219,11 +231,11 @@ def test_keyframe_windows_end_at_the_event(risk_preview):
         assert w["frame_indices"][-1] == round(CRASH_TIME * VIDEO_FPS) == 143
 
 
-def test_keyframe_telemetry_is_causal(risk_preview, risk, crash, tiny_kit):
+def test_keyframe_telemetry_is_causal(risk_telemetry_preview, risk, crash, tiny_kit):
     """Each keyframe's IMU block is the W = 100 Hz x keyframe spacing samples up to it
     (300 / 150 / 75 samples for the 6 / 3 / 1.5 s scales), nothing after the last keyframe."""
     imu = _imu(crash)
-    for w in risk_preview["windows"]:
+    for w in risk_telemetry_preview["windows"]:
         assert w["imu_on"] and w["imu_reason"] == ""
         last = w["frame_times"][-1]
         assert all(row["t"] <= last for row in w["telemetry"])
@@ -234,28 +246,50 @@ def test_keyframe_telemetry_is_causal(risk_preview, risk, crash, tiny_kit):
         row = w["telemetry"][-1]
         assert row["ax"] == pytest.approx(block["ax"].mean(), abs=1e-6)
         assert row["ay"] == pytest.approx(block["ay"].mean(), abs=1e-6)
+        assert row["az"] == pytest.approx(block["az"].mean(), abs=1e-6)
+        assert f"| {row['ay']:+.1f} | {row['az']:+.1f} | " in w["chat"]  # a_z in the table
         heading = np.degrees(block["gz"].sum() / IMU_RATE)
         assert row["heading_change_deg"] == pytest.approx(heading, abs=1e-6)
         # a block centred on the event averages the impact and the braking after it
         centred = imu[np.abs(t - last) <= samples / IMU_RATE / 2]
         assert abs(centred["ax"].mean() - row["ax"]) > 0.5
     # Poisoning every sample after the event changes nothing the preview shows.
-    future = preview(PAPER002, tiny_kit, risk, "future", *SMALL)["windows"]
-    for clean, poisoned in zip(risk_preview["windows"], future, strict=True):
+    future = preview(PAPER002, tiny_kit, risk, "future", *SMALL, WITH_TELEMETRY)["windows"]
+    for clean, poisoned in zip(risk_telemetry_preview["windows"], future, strict=True):
         assert _rows(poisoned) == _rows(clean)
 
 
 def test_keyframes_are_three_images_per_window(risk_preview):
-    """Paper 002's prompt: "<image>\\n<image>\\n<image>\\n", then the keyframe times and the
-    telemetry table; never a video (no temporal merge of keyframes seconds apart)."""
+    """Paper 002's prompt as written (Fig. 3): "<image>\\n<image>\\n<image>\\n", its analyst
+    line, "Below are three frames at times [T1, T2, T3] seconds", no table (the object table
+    needs the perception stage; never an IMU table), its "Task:" and "Note:" lines; no system
+    prompt of sce's (the chat template's default turn); never a video."""
     image = "<|vision_start|><image 56x112: 8 tokens><|vision_end|>\n"
     for w in risk_preview["windows"]:
         chat = w["chat"]
         assert len(re.findall(r"<image \d+x\d+: \d+ tokens>", chat)) == 3
         assert "<video" not in chat
-        assert image * 3 in chat
-        times = ", ".join(f"t={t:.1f}s" for t in w["frame_times"])
-        assert f"Keyframes at {times}." in chat
+        times = ", ".join(f"{t:.1f}" for t in w["frame_times"])
+        user = (
+            image
+            * 3
+            + "You are a traffic-safety risk analyst tasked with real-time collision probability "
+            "assessment.\n"
+            f"Below are three frames at times [{times}] seconds.\n"
+            "Task:\n"
+            "Output only a single floating-point number between 0.00 and 1.00;\n"
+            "indicating the probability of a collision occurring within the next few seconds.\n"
+            "Do not output any additional text or labels.\n"
+            "Note: the downstream detection tracker may miss objects that are extremely close;\n"
+            "if you know from the images that another vehicle is about to collide, factor that in."
+        )
+        assert chat.startswith(
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+            + user
+            + "<|im_end|>\n<|im_start|>assistant\n"
+        )
+        assert "driving safety analyst" not in chat and "A. collision" not in chat
+        assert "Telemetry" not in chat and "m/s" not in chat
         assert w["tokens"]["visual"] == 3 * 8
         assert [b["kind"] for b in w["visual_blocks"]] == ["image"] * 3
 
@@ -266,6 +300,61 @@ def test_probability_answer_keeps_three_decimals(risk_preview, risk, tiny_kit):
         assert w["answer"] == "Collision Probability: 0.872<|im_end|>"
     (low, *_) = preview(PAPER002, tiny_kit, risk, "low", *SMALL)["windows"]
     assert low["answer"] == "Collision Probability: 0.100<|im_end|>"
+
+
+@pytest.fixture(scope="module")
+def unannotated(crash, tmp_path_factory) -> Path:
+    """The crash without a probability annotation, labelled each of the three classes."""
+    root = tmp_path_factory.mktemp("unannotated")
+    labels = ("collision", "near_collision", "normal")
+    records = [_moved(crash, id=label, label=label, annotations={}) for label in labels]
+    return write_manifest(records, root / "manifest.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("label", "target"), [("collision", "1.000"), ("near_collision", "1.000"), ("normal", "0.000")]
+)
+def test_probability_target_without_annotation_is_the_label(unannotated, tiny_kit, label, target):
+    """No annotated probability: 1 for a collision or near-miss (paper 002's positives), 0 for
+    normal driving."""
+    (window, *_) = preview(PAPER002, tiny_kit, unannotated, label, *SMALL)["windows"]
+    assert window["answer"] == f"Collision Probability: {target}<|im_end|>"
+
+
+# ------------------------------------------- the model's inputs: telemetry only for paper 000
+TELEMETRY_TEXT = ("m/s²", "m/s", "Telemetry", "telemetry", "heading", " ax ", "ax (")
+
+
+@pytest.mark.parametrize(
+    ("config", "extra"),
+    [
+        (PAPER001, ()),
+        (PAPER002, ()),
+        (PAPER003, ("--task", "mcq")),  # the crash has no instruction annotation
+    ],
+    ids=["paper001", "paper002", "paper003"],
+)
+def test_video_only_recipes_show_no_telemetry(crash, risk, tiny_kit, config, extra):
+    """Papers 001, 002 and 003 give the model video only: a clip whose record carries IMU and
+    GPS gets no telemetry text in any prompt, not even an 'unavailable' line or the system
+    prompt's mention; the preview says the inputs are video only."""
+    assert crash.path("imu") and crash.path("gps")  # the record has telemetry to leak
+    report = preview(config, tiny_kit, risk, "risk", *SMALL, *extra)
+    assert (report["inputs"], report["channels"]) == ("video only", [])
+    for window in report["windows"]:
+        assert not window["imu_on"] and window["telemetry"] is None
+        assert window["imu_reason"] == "telemetry is not an input: data.window.channels"
+        assert [t for t in TELEMETRY_TEXT if t in window["chat"]] == []
+
+
+def test_paper000_shows_triaxial_telemetry_on_every_frame(risk, tiny_kit):
+    """Paper 000's model gets video and telemetry: 18 frame lines with a_x, a_y, a_z."""
+    report = preview(PAPER000, tiny_kit, risk, "risk", *SMALL)
+    (window,) = report["windows"]
+    assert (report["inputs"], report["channels"]) == ("video + telemetry", ["telemetry"])
+    assert window["imu_on"] and len(window["telemetry"]) == 18
+    assert window["chat"].count(" az ") == window["chat"].count("m/s²") == 18
+    assert "read the vehicle telemetry" in window["chat"]
 
 
 # ------------------------------------------------- 4. paper 003's whole clip
