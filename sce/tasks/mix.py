@@ -57,13 +57,15 @@ def make_task(
     annotations: Mapping[str, Any],
     rng: random.Random,
     scope: str = "three_class",
+    wording: str = "sce",
 ) -> TaskItem:
     """Question and target answer for one task of one record.
 
     `scope` is the record's label_scope: a binary-scope record (event / no event) is asked the
     yes/no event question in mcq and reasoning, the only class question its label answers.
+    `wording` is the recipe's wording of the 3-way event question (`data.event_wording`).
     """
-    return get_task(task).item(TaskSource(label, annotations, scope), rng)
+    return get_task(task).item(TaskSource(label, annotations, scope, wording), rng)
 
 
 def check_task_names(option: str, names: Iterable[str]) -> None:
