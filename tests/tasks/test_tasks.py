@@ -95,7 +95,10 @@ def test_parse_recovers_the_gold_value(name, source):
         "reasoning": source.label,
         "caption": ANNOTATIONS["caption"],
         "probability": 0.873,  # the stated value: 3 decimals
-        "instruction": (source.label != "normal", ANNOTATIONS["instruction"]),
+        "instruction": (
+            frozenset() if source.label == "normal" else frozenset({source.label}),
+            ANNOTATIONS["instruction"],
+        ),
     }
     value = task.parse(gold.answer, source.scope)
     if name == "vqa":  # the drawn pair's answer: a letter, or the normalized words
