@@ -11,6 +11,8 @@ is written: the input records with the results in their `annotations`:
     vqa                 annotations["vqa"]  [{dimension, question, options: [str], answer: "A"}]
     reasoning_vqa       annotations["reasoning_vqa"]  {question, options, answer, reasons}
     reasoning           annotations["reasoning"]  {think, answer: letter, label}
+    instruction         annotations["driving_events"]  [event names], annotations["instruction"]  str
+                        (paper 003: written from the clip's structured events, text only)
     (all)               annotations["provenance"][task] = {"template": "vqa/v1", "model": ...}
 
 Failed and filtered items are not copied into the manifest; they stay in the results file with
@@ -53,7 +55,15 @@ from sce.labeling.templates import (
     task_version,
 )
 from sce.labeling.validate import SCHEMAS, AnswerError, keep_rate, parse_answer
-from sce.tasks import CAPTION, CAPTION_FIELD, REASONING, REASONING_FIELD, VQA, VQA_FIELD
+from sce.tasks import (
+    CAPTION,
+    CAPTION_FIELD,
+    INSTRUCTION,
+    REASONING,
+    REASONING_FIELD,
+    VQA,
+    VQA_FIELD,
+)
 
 log = logging.getLogger("sce.labeling")
 
@@ -64,7 +74,14 @@ MAX_LISTED_FAILURES = 100  # failures named in the summary (all of them stay in 
 # Teacher tasks whose prompt quotes the clip's teacher caption as its scene description.
 SCENE_CAPTIONED = (REASONING.name, "reasoning_vqa")
 # The caption runs first: its text is the scene description of the reasoning prompts (paper 001).
-TASK_ORDER = ("structured_caption", CAPTION.name, VQA.name, "reasoning_vqa", REASONING.name)
+TASK_ORDER = (
+    "structured_caption",
+    CAPTION.name,
+    VQA.name,
+    "reasoning_vqa",
+    REASONING.name,
+    INSTRUCTION.name,
+)
 
 Key = tuple[str, str, str]
 
@@ -355,6 +372,8 @@ def apply_result(record: ClipRecord, result: dict[str, Any]) -> None:
         notes[REASONING_FIELD] = value
     elif task == "reasoning_vqa":
         notes[task] = value
+    elif task == INSTRUCTION.name:
+        notes.update(value)  # driving_events and instruction
     else:
         raise KeyError(f"no annotation mapping for task {task!r}")
     provenance = notes.setdefault("provenance", {})

@@ -29,7 +29,6 @@ from torchmetrics.functional.text import bleu_score
 
 from sce.metrics.text import bertscore_f1
 
-
 EVENTS_HEAD = "Events:"
 INSTRUCTION_HEAD = "Instruction:"
 _TWO_PARTS = re.compile(
@@ -109,7 +108,10 @@ def instruction_metrics(
         "instruction/distinct4": distinct_n(preds, 4),
         "instruction/self_bleu4": self_bleu4(preds),
     }
-    events = ([event_part(i["prediction"]) for i in items], [event_part(i["reference"]) for i in items])
+    events = (
+        [event_part(i["prediction"]) for i in items],
+        [event_part(i["reference"]) for i in items],
+    )
     parts = {
         "instruction/bertscore_f1": (preds, targets),
         "instruction/event_bertscore_f1": events,
