@@ -548,7 +548,7 @@ def add_label_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add(
         "--tasks",
         default="caption,vqa,reasoning",
-        help="comma list of: structured_caption, caption, vqa, reasoning_vqa, reasoning",
+        help="comma list of: structured_caption, caption, vqa, reasoning_vqa, reasoning, instruction",
     )
     add("--backend", choices=("openai", "transformers"), default="openai", help="teacher backend")
     add(

@@ -22,26 +22,12 @@ of each prediction against the other predictions (1.0 when every clip gets the s
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 
 from torchmetrics.functional.text import bleu_score
 
+from sce.metrics.parsing import split_answer
 from sce.metrics.text import bertscore_f1
-
-EVENTS_HEAD = "Events:"
-INSTRUCTION_HEAD = "Instruction:"
-_TWO_PARTS = re.compile(
-    rf"^\s*{EVENTS_HEAD}\s*(.*?)\s*{INSTRUCTION_HEAD}\s*(.*?)\s*$",
-    re.IGNORECASE | re.DOTALL,
-)
-
-
-def split_answer(text: str | None) -> tuple[str, str] | None:
-    """(events, instruction) of an answer "Events: ... Instruction: ...", each part stripped;
-    None when the answer lacks either head (an answer in the one-line form included)."""
-    match = _TWO_PARTS.match(text or "")
-    return (match.group(1), match.group(2)) if match else None
 
 
 def event_part(text: str | None) -> str:

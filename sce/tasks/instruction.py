@@ -17,8 +17,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from sce.metrics.instruction import EVENTS_HEAD, INSTRUCTION_HEAD, split_answer
-from sce.metrics.parsing import split_reasoning
+from sce.metrics.parsing import EVENTS_HEAD, INSTRUCTION_HEAD, split_answer, split_reasoning
 from sce.tasks.base import (
     AnnotationError,
     ScoringOptions,

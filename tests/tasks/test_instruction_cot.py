@@ -10,7 +10,8 @@ import pytest
 from helpers.encoders import build_tiny_encoder
 
 from sce.evaluate.summary import summarize
-from sce.metrics.instruction import event_part, instruction_part, split_answer
+from sce.metrics.instruction import event_part, instruction_part
+from sce.metrics.parsing import split_answer
 from sce.tasks import INSTRUCTION, TaskSource
 from sce.tasks.base import AnnotationError
 from sce.tasks.instruction import DRIVING_EVENTS, InstructionAnswer
@@ -76,3 +77,16 @@ def test_event_part_bertscore_is_reported_beside_the_instructions(tmp_path):
     assert scalars["instruction/event_bertscore_f1"] < 1.0 - 1e-3  # one event part differs
     exact = summarize(items[:1], bertscore_model=str(encoder)).scalars
     assert exact["instruction/event_bertscore_f1"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_reading_tasks_loads_no_torchmetrics():
+    """The answer split lives in sce.metrics.parsing: importing the tasks (dataloader workers,
+    `sce label`'s child processes) does not load the metric libraries (when it did, a labeling
+    child took 3x as long to start)."""
+    import subprocess
+    import sys
+
+    from helpers.paths import REPO
+
+    code = "import sys, sce.tasks, sce.labeling.templates; sys.exit('torchmetrics' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
