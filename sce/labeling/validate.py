@@ -85,10 +85,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     INSTRUCTION.name: {
         "type": "object",
-        "required": ["events", "instruction"],
+        "required": ["events", INSTRUCTION_FIELD],
         "properties": {
             "events": {"type": "array", "items": {"type": "string", "enum": list(DRIVING_EVENTS)}},
-            "instruction": {"type": "string", "minLength": 5},
+            INSTRUCTION_FIELD: {"type": "string", "minLength": 5},
         },
     },
     REASONING.name: {
@@ -374,7 +374,7 @@ def _parse_instruction(data: Any, label: str | None) -> TeacherAnswer:
     annotations the instruction task reads."""
     _require(data, INSTRUCTION.name)
     events = list(dict.fromkeys(data["events"]))  # a repeated event is named once
-    return TeacherAnswer({EVENTS_FIELD: events, INSTRUCTION_FIELD: data["instruction"].strip()})
+    return TeacherAnswer({EVENTS_FIELD: events, INSTRUCTION_FIELD: data[INSTRUCTION_FIELD].strip()})
 
 
 def parse_answer(task: str, text: str, label: str | None = None) -> TeacherAnswer:
