@@ -305,7 +305,32 @@ def test_whole_clip_is_32_capped_frames_at_2fps(dual_view, tiny_kit):
         {"kind": "video", "frames": 32, "height": 112, "width": 112, "tokens": 256}
     ]
     assert window["tokens"]["visual"] == 16 * 16
-    assert window["answer"] == "No, normal driving. Keep a safe distance.<|im_end|>"
+    # paper 003's chain of thought: the events (none here), then the instruction
+    assert window["answer"] == (
+        "Events: no risky event.\nInstruction: Keep a safe distance.<|im_end|>"
+    )
+
+
+def test_synthetic_driver_view_clip_previews_events_then_instruction(tiny_kit, tmp_path):
+    """Issue 25, point 10: `sce synth --driver-view` gives paper 003's recipe a dual-view clip
+    whose answer lists the driver and road events, then the instruction."""
+    from sce.prepare.synthetic import SynthOptions
+
+    rng = np.random.default_rng([CRASH_SEED, 0])
+    options = SynthOptions(driver_view=True)
+    record = generate_clip(tmp_path, "crash", "collision", "train", rng, 10.0, 4, 112, 56,
+                           options=options)  # fmt: skip
+    write_manifest([record], tmp_path / "manifest.jsonl")
+    (window,) = preview(PAPER003, tiny_kit, tmp_path / "manifest.jsonl", "crash")["windows"]
+    events = "; ".join(
+        {"phone_use": "mobile phone use", "collision": "collision"}[e]
+        for e in record.annotations["driving_events"]
+    )
+    assert "collision" in record.annotations["driving_events"]
+    assert window["answer"] == (
+        f"Events: {events}.\nInstruction: {record.annotations['instruction']}<|im_end|>"
+    )
+    assert window["visual_blocks"][0]["height"] == window["visual_blocks"][0]["width"] == 112
 
 
 # -------------------------------------------------------- 6. Nexar's binary labels
