@@ -54,6 +54,7 @@ from sce.tasks import (
     make_task,
     training_tasks,
 )
+from sce.tasks.events import DEFAULT_WORDING, EventWordingName, get_wording
 
 ImuSetting = Literal["on", "off"]  # data.eval_imu: evaluated with telemetry / video only
 IMU_SETTINGS: tuple[str, ...] = choices_of(ImuSetting)
@@ -183,6 +184,8 @@ class SceDataset(Dataset):
             collator and logged as data/skipped).
         cache: optional FrameCache for decoded windows.
         eval_seed: seed of the evaluation items' choices (e.g. which VQA pair is asked).
+        event_wording: the wording of the 3-way event question (sce.tasks.events.WORDINGS:
+            "sce", or "paper001" for paper 001's question as written).
     """
 
     def __init__(
@@ -197,7 +200,9 @@ class SceDataset(Dataset):
         on_bad_sample: OnBadSample = "error",
         cache=None,
         eval_seed: int = 0,
+        event_wording: EventWordingName = DEFAULT_WORDING,
     ):
+        get_wording(event_wording)  # a clear error for an unknown name
         if not 0.0 <= imu_dropout <= 1.0:
             raise ValueError(f"imu_dropout must be in [0, 1], got {imu_dropout}")
         check_choice("data.on_bad_sample", on_bad_sample, OnBadSample)
@@ -211,6 +216,7 @@ class SceDataset(Dataset):
         self.on_bad_sample = on_bad_sample
         self.cache = cache
         self.eval_seed = eval_seed
+        self.event_wording = event_wording
         self._subsets: dict[tuple[int | None, int | None], list[int]] = {}
         self.problems: Counter[str] = Counter()
         scales = list(self.spec.scales or [None])
@@ -338,7 +344,13 @@ class SceDataset(Dataset):
         clip = self.load(item) if clip is None else clip
         drop = item.imu == "off" or (item.imu == "train" and rng.random() < self.imu_dropout)
         task = make_task(
-            item.task, record.label, record.annotations, rng, record.label_scope, item.part
+            item.task,
+            record.label,
+            record.annotations,
+            rng,
+            record.label_scope,
+            part=item.part,
+            wording=self.event_wording,
         )
         return build_sample(
             record,
@@ -349,6 +361,7 @@ class SceDataset(Dataset):
             meta={
                 "imu_setting": item.imu,
                 "label_scope": record.label_scope,  # binary records: binary metrics only
+                "event_wording": self.event_wording,  # how its option letters are read
                 "imu_reason": clip.imu_reason,
                 "gps_reason": clip.gps_reason,
                 "scale": item.scale,

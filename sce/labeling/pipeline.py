@@ -11,6 +11,8 @@ is written: the input records with the results in their `annotations`:
     vqa                 annotations["vqa"]  [{dimension, question, options: [str], answer: "A"}]
     reasoning_vqa       annotations["reasoning_vqa"]  {question, options, answer, reasons}
     reasoning           annotations["reasoning"]  {think, answer: letter, label}
+    instruction         annotations["driving_events"]  [event names], annotations["instruction"]  str
+                        (paper 003: written from the clip's structured events, text only)
     (all)               annotations["provenance"][task] = {"template": "vqa/v1", "model": ...,
                                                            "label_revealed": false}
 
@@ -71,6 +73,7 @@ from sce.labeling.validate import SCHEMAS, AnswerError, keep_rate, parse_answer
 from sce.tasks import (
     CAPTION,
     CAPTION_FIELD,
+    INSTRUCTION,
     QA_FIELD,
     REASONING,
     REASONING_FIELD,
@@ -97,6 +100,7 @@ TASK_ORDER = (
     VQA.name,
     REASONING_VQA.name,
     REASONING.name,
+    INSTRUCTION.name,
 )
 
 Key = tuple[str, str, str]
@@ -414,6 +418,8 @@ def apply_result(record: ClipRecord, result: dict[str, Any]) -> None:
         notes[REASONING_FIELD] = value
     elif task == REASONING_VQA.name:
         notes[REASONING_VQA_FIELD] = value
+    elif task == INSTRUCTION.name:
+        notes.update(value)  # driving_events and instruction
     else:
         raise KeyError(f"no annotation mapping for task {task!r}")
     provenance = notes.setdefault("provenance", {})
@@ -602,7 +608,7 @@ def add_label_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add(
         "--tasks",
         default="caption,vqa,reasoning",
-        help="comma list of: structured_caption, caption, vqa, reasoning_vqa, reasoning",
+        help="comma list of: structured_caption, caption, vqa, reasoning_vqa, reasoning, instruction",
     )
     add("--backend", choices=("openai", "transformers"), default="openai", help="teacher backend")
     add(

@@ -26,11 +26,13 @@ MSE_TERM = "mse"
 
 @dataclass(frozen=True)
 class TaskSource:
-    """What a task reads of a record: its label, label scope and annotations."""
+    """What a task reads of a record: its label, label scope and annotations, and the wording
+    of the event question its recipe asks (`data.event_wording`, sce.tasks.events)."""
 
     label: str
     annotations: Mapping[str, Any] = field(default_factory=dict)
     scope: str = "three_class"
+    wording: str = "sce"
 
 
 @dataclass

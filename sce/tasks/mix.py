@@ -58,14 +58,16 @@ def make_task(
     rng: random.Random,
     scope: str = "three_class",
     part: int | None = None,
+    wording: str = "sce",
 ) -> TaskItem:
     """Question and target answer for one task of one record.
 
     `scope` is the record's label_scope: a binary-scope record (event / no event) is asked the
     yes/no event question in mcq and reasoning, the only class question its label answers.
     `part`: which pair of a task with one item per annotated pair (`item_parts`).
+    `wording` is the recipe's wording of the 3-way event question (`data.event_wording`).
     """
-    return get_task(task).item(TaskSource(label, annotations, scope), rng, part)
+    return get_task(task).item(TaskSource(label, annotations, scope, wording), rng, part)
 
 
 def item_parts(

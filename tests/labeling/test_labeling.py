@@ -747,3 +747,44 @@ def test_teacher_inputs_hold_the_students_telemetry(synthetic_manifest):
     )
     assert prompt.text.count("m/s^2, heading") == 18
     assert frame_telemetry_text(student.telemetry, 17) in prompt.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Paper 003's chain-of-thought answers (issue 25, point 10)
+
+
+def test_instruction_template_writes_events_then_instruction_from_the_structured_events():
+    """The teacher sees the clip's structured events (no frames: paper 003's GPT-4o writes from
+    annotations); its reply becomes annotations.driving_events + instruction, and the student's
+    answer is the events, then the instruction."""
+    import dataclasses
+    import random
+
+    from sce.labeling.pipeline import apply_result
+    from sce.labeling.prompts import TeacherClipInputs
+    from sce.tasks import INSTRUCTION, TaskSource
+
+    record = dataclasses.replace(
+        _record("near_collision"), annotations={"driving_events": ["phone_use", "near_collision"]}
+    )
+    template = get_template(INSTRUCTION.name)
+    assert (template.uses_frames, template.uses_events) == (False, True)
+    inputs = TeacherClipInputs(np.array([0.0, 0.5]), event_time=0.5, fps=2.0)
+    prompt = build_teacher_prompt(record, inputs, template)
+    assert prompt.images == []
+    assert (
+        "Annotated events (driving_events): phone_use (driver camera: mobile phone use), "
+        "near_collision (road camera: near-collision)." in prompt.text
+    )
+    reply = '{"events": ["phone_use", "near_collision"], "instruction": "Put the phone away."}'
+    value = parse_answer(INSTRUCTION.name, reply, record.label).value
+    assert value == {"driving_events": ["phone_use", "near_collision"],
+                     "instruction": "Put the phone away."}  # fmt: skip
+    with pytest.raises(AnswerError):
+        parse_answer(INSTRUCTION.name, '{"events": ["drifting"], "instruction": "Slow down."}')
+    labeled = dataclasses.replace(record, annotations={})
+    apply_result(labeled, {"task": INSTRUCTION.name, "annotation": value, "version": "v1"})
+    item = INSTRUCTION.item(TaskSource(labeled.label, labeled.annotations), random.Random(0))
+    assert item.answer == (
+        "Events: mobile phone use; near-collision.\nInstruction: Put the phone away."
+    )

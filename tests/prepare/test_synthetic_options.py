@@ -124,3 +124,38 @@ def test_sce_synth_exposes_the_options(tmp_path: Path) -> None:
     records = _records(tmp_path / "manifest.jsonl")
     assert {r["label"] for r in records if r["split"] == "train"} == {"normal"}
     assert all("visible_from_s" in r["metadata"] for r in records)
+
+
+def test_driver_view_adds_paper003_answers_and_leaves_the_road_clip_unchanged(
+    tmp_path: Path,
+) -> None:
+    """Issue 25, point 10: `driver_view` writes a driver video, the structured events and the
+    instruction (the instruction task's "Events: ... Instruction: ..." answer); the road
+    video, telemetry, caption and every other field are the same as without it."""
+    import random
+
+    from sce.data.schema import load_manifest
+    from sce.tasks import INSTRUCTION, TaskSource
+
+    plain = generate_synthetic_dataset(tmp_path / "plain", clips=6, seed=5, **SMALL)
+    dual = generate_synthetic_dataset(
+        tmp_path / "dual", clips=6, seed=5, options=SynthOptions(driver_view=True), **SMALL
+    )
+    for name in ("imu", "gps", "videos"):
+        for path in sorted((tmp_path / "plain" / name).iterdir()):
+            assert (tmp_path / "dual" / name / path.name).read_bytes() == path.read_bytes()
+    added = {"driver_video"}, {"driving_events", "instruction"}
+    for before, after in zip(_records(plain), _records(dual), strict=True):
+        meta, notes = after["metadata"], after["annotations"]
+        assert {k: v for k, v in meta.items() if k not in added[0]} == before["metadata"]
+        assert {k: v for k, v in notes.items() if k not in added[1]} == before["annotations"]
+        assert len(_frames(tmp_path / "dual" / meta["driver_video"])) == 6 * SMALL["fps"]
+        road = [] if after["label"] == "normal" else [after["label"]]
+        assert [e for e in notes["driving_events"] if e != "phone_use"] == road
+    records = load_manifest(dual)
+    answers = [
+        INSTRUCTION.item(TaskSource(r.label, r.annotations), random.Random(0)) for r in records
+    ]
+    assert all(a.answer.startswith("Events: ") and "\nInstruction: " in a.answer for a in answers)
+    phone = [r.annotations["driving_events"][:1] == ["phone_use"] for r in records]
+    assert 0 < sum(phone) < len(records)  # PHONE_USE_P = 0.5 draws both kinds in 6 clips

@@ -31,6 +31,7 @@ from sce.prepare.synthetic import encode_video, generate_clip
 from sce.tasks.events import BINARY_EVENT_QUESTION, EVENT_QUESTION
 
 DEMO = EXPERIMENTS / "demo.yaml"  # paper 000's window: 4 s before + 2 s after, 3 fps, 112x56
+PAPER001 = EXPERIMENTS / "paper001_sft.yaml"
 PAPER002 = EXPERIMENTS / "paper002_risk.yaml"
 PAPER003 = EXPERIMENTS / "paper003_instruction.yaml"
 SMALL = (
@@ -304,7 +305,32 @@ def test_whole_clip_is_32_capped_frames_at_2fps(dual_view, tiny_kit):
         {"kind": "video", "frames": 32, "height": 112, "width": 112, "tokens": 256}
     ]
     assert window["tokens"]["visual"] == 16 * 16
-    assert window["answer"] == "No, normal driving. Keep a safe distance.<|im_end|>"
+    # paper 003's chain of thought: the events (none here), then the instruction
+    assert window["answer"] == (
+        "Events: no risky event.\nInstruction: Keep a safe distance.<|im_end|>"
+    )
+
+
+def test_synthetic_driver_view_clip_previews_events_then_instruction(tiny_kit, tmp_path):
+    """Issue 25, point 10: `sce synth --driver-view` gives paper 003's recipe a dual-view clip
+    whose answer lists the driver and road events, then the instruction."""
+    from sce.prepare.synthetic import SynthOptions
+
+    rng = np.random.default_rng([CRASH_SEED, 0])
+    options = SynthOptions(driver_view=True)
+    record = generate_clip(tmp_path, "crash", "collision", "train", rng, 10.0, 4, 112, 56,
+                           options=options)  # fmt: skip
+    write_manifest([record], tmp_path / "manifest.jsonl")
+    (window,) = preview(PAPER003, tiny_kit, tmp_path / "manifest.jsonl", "crash")["windows"]
+    events = "; ".join(
+        {"phone_use": "mobile phone use", "collision": "collision"}[e]
+        for e in record.annotations["driving_events"]
+    )
+    assert "collision" in record.annotations["driving_events"]
+    assert window["answer"] == (
+        f"Events: {events}.\nInstruction: {record.annotations['instruction']}<|im_end|>"
+    )
+    assert window["visual_blocks"][0]["height"] == window["visual_blocks"][0]["width"] == 112
 
 
 # -------------------------------------------------------- 6. Nexar's binary labels
@@ -328,3 +354,22 @@ def test_binary_record_is_asked_the_yes_no_question(nexar, tiny_kit, sample, ans
     assert EVENT_QUESTION not in window["chat"] and "A. collision" not in window["chat"]
     assert window["answer"] == answer + "<|im_end|>"
     assert "collision" not in window["answer"]
+
+
+def test_paper001_preview_asks_the_papers_question(crash, tiny_kit, tmp_path):
+    """Issue 25, point 6: paper 001's recipe asks its appendix A.3 question, options in its
+    order and words; a near-collision's answer is C. sce's recipes keep sce's wording."""
+    manifest = write_manifest([_moved(crash, label="near_collision")], tmp_path / "m.jsonl")
+    fast = (*SMALL, "--data.window.fps=3")  # the question does not depend on the frame count
+    (window,) = preview(PAPER001, tiny_kit, manifest, "crash", *fast)["windows"]
+    question = (
+        "In this video, the ego vehicle's dashcam captures a driving event. "
+        "What type of driving event occurs?\n"
+        "A. The vehicle collides with another vehicle or object.\n"
+        "B. The vehicle drives normally with no incident.\n"
+        "C. The vehicle nearly collides but avoids an accident."
+    )
+    assert window["chat"].count(question) == 1 and EVENT_QUESTION not in window["chat"]
+    assert window["answer"].startswith("C. The vehicle nearly collides but avoids an accident.")
+    (demo,) = preview(DEMO, tiny_kit, manifest, "crash", *fast)["windows"]
+    assert EVENT_QUESTION in demo["chat"] and demo["answer"].startswith("B. near-collision")
