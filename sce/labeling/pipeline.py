@@ -22,7 +22,9 @@ the label's event sentence to the metadata caption of every teacher prompt. Ever
 and every provenance entry records `label_revealed`, and a result counts as finished only for a
 run with the same setting (a line without the field, from before it was recorded, is asked
 again), so hidden and revealed labels never mix in one manifest. `structured_caption` states the
-label by design (paper 001's metadata captions): it is always `label_revealed: true`.
+label by design (paper 001's metadata captions), and so does `instruction` (paper 003 writes
+its answers from the clip's structured events, the label's event among them): both are always
+`label_revealed: true`.
 
 Failed and filtered items are not copied into the manifest; they stay in the results file with
 their reason, and the summary (also written as <out>.summary.json) counts them.
@@ -63,6 +65,7 @@ from sce.labeling.teacher import (
     TeacherFatalError,
 )
 from sce.labeling.templates import (
+    LABEL_STATED,
     LOCAL_TASKS,
     get_template,
     parse_tasks,
@@ -230,9 +233,10 @@ class _Run:
 
 
 def label_revealed(task: str, options: PromptOptions) -> bool:
-    """Whether an item's answer was written knowing the label: the metadata caption always,
-    a teacher task when the run reveals it."""
-    return True if task in LOCAL_TASKS else options.reveal_label
+    """Whether an item's answer was written knowing the label: the metadata caption and the
+    tasks given the clip's structured events always (`LABEL_STATED`), another teacher task when
+    the run reveals it."""
+    return True if task in LABEL_STATED else options.reveal_label
 
 
 def _now() -> str:

@@ -501,6 +501,12 @@ TEMPLATES: dict[str, dict[str, TaskTemplate]] = {
 # Tasks computed locally from metadata; they need no teacher.
 LOCAL_TASKS: dict[str, str] = {STRUCTURED_CAPTION.name: "v1"}
 TASKS: tuple[str, ...] = (STRUCTURED_CAPTION.name, *TEMPLATES)
+# Tasks whose answers are written knowing the label whatever `--reveal-label` says: the metadata
+# caption states it, and a template listing the clip's structured events states the label's
+# event among them (paper 003 writes its answers from those annotations by design).
+LABEL_STATED: frozenset[str] = frozenset(LOCAL_TASKS) | {
+    t.task for versions in TEMPLATES.values() for t in versions.values() if t.uses_events
+}
 
 
 def get_template(task: str, version: str | None = None) -> TaskTemplate:

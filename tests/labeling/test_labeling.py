@@ -788,3 +788,28 @@ def test_instruction_template_writes_events_then_instruction_from_the_structured
     assert item.answer == (
         "Events: mobile phone use; near-collision.\nInstruction: Put the phone away."
     )
+
+
+def test_instruction_answers_record_that_they_were_written_knowing_the_label(tmp_path):
+    """The hidden teacher label (issue 25.8) meets paper 003's template: its prompt lists the
+    clip's annotated events, the label's event among them, with `--reveal-label` off too; so its
+    results and provenance say label_revealed: true (as the metadata caption's do), and a run
+    that reveals the label reuses them instead of asking again."""
+    manifest = write_manifest_files(tmp_path / "data", ["collision", "normal"])
+    out = tmp_path / "m2.jsonl"
+    reply = json.dumps({"events": [], "instruction": "Keep a safe distance."})
+    with ChatServer(lambda body, headers, n: chat_reply(reply)) as server:
+        hidden = _run(manifest, "instruction", _backend(server), out)
+        prompts = sorted(user_text(r["body"]) for r in server.requests)
+        told = _run(
+            manifest, "instruction", _backend(server), out, options=PromptOptions(reveal_label=True)
+        )
+        assert len(server.requests) == 2  # the revealing run asks nothing again
+    stated = [p for p in prompts if "(driving_events): collision (road camera: collision)." in p]
+    assert len(stated) == 1 and sum("none (good driving)" in p for p in prompts) == 1
+    assert (hidden.done, hidden.label_revealed) == (2, False)
+    assert (told.skipped, told.labeled_now) == (2, 0)
+    notes = [r.annotations for r in load_manifest(out)]
+    assert [n["provenance"]["instruction"]["label_revealed"] for n in notes] == [True, True]
+    lines = [json.loads(x) for x in (tmp_path / "m2.labels.jsonl").read_text().splitlines()]
+    assert [x["label_revealed"] for x in lines] == [True, True]
