@@ -71,6 +71,7 @@ def _synth(args: argparse.Namespace) -> int:
     options = SynthOptions(
         brief_events=args.brief_events,
         telemetry_decides=args.telemetry_decides,
+        driver_view=args.driver_view,
         class_fractions=dict(zip(LABELS, map(float, fractions.split(",")), strict=True))
         if fractions
         else None,
@@ -168,6 +169,11 @@ def build_parser(
     p.add_argument(
         "--class-fractions",
         help="train split's collision,near_collision,normal fractions (e.g. 0.02,0.15,0.83)",
+    )
+    p.add_argument(
+        "--driver-view",
+        action="store_true",
+        help="add a driver-facing video and paper 003's events + instruction to every clip",
     )
     handlers["synth"] = _synth
 

@@ -20,6 +20,7 @@ from sce.data.schema import ManifestError, OnBadSample, load_manifest
 from sce.data.video import Backend
 from sce.data.video_processing import at_model_size
 from sce.tasks import DEFAULT_EVAL_TASKS, TaskName, check_task_names
+from sce.tasks.events import DEFAULT_WORDING, EventWordingName
 
 # The string options of SceDataModule (the `sce fit` parser offers and checks the same choices
 # from the signature; the window's own are checked by WindowSpec).
@@ -28,6 +29,7 @@ OPTION_CHOICES = {
     "overflow": Overflow,
     "on_bad_sample": OnBadSample,
     "subset_draw": SubsetDraw,
+    "event_wording": EventWordingName,
 }
 LIST_OPTION_CHOICES = {"eval_imu": ImuSetting}  # task names: checked against the registry
 
@@ -76,6 +78,9 @@ class SceDataModule(L.LightningDataModule):
         allowed_roots: opt-in folders every record's files (video, imu, gps, driver video,
             frames) must lie in, after resolving symlinks and `..`; a record pointing elsewhere
             fails the load, naming line, id and field. None (default): any readable path.
+        event_wording: the wording of the 3-way event question (mcq, reasoning): "sce"
+            (default) or "paper001", paper 001's question as written (its option order and
+            words); answers are read in the same wording.
     """
 
     def __init__(
@@ -100,6 +105,7 @@ class SceDataModule(L.LightningDataModule):
         eval_seed: int = 0,
         allowed_roots: list[str] | None = None,
         subset_draw: SubsetDraw = "epoch",
+        event_wording: EventWordingName = DEFAULT_WORDING,
     ):
         check_options(locals())  # the parser's checks, for direct construction
         super().__init__()
@@ -177,6 +183,7 @@ class SceDataModule(L.LightningDataModule):
                 on_bad_sample=hp.on_bad_sample,
                 cache=self._cache(),
                 eval_seed=hp.eval_seed,
+                event_wording=hp.event_wording,
             )
         return self.datasets[split]
 

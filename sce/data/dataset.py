@@ -54,6 +54,7 @@ from sce.tasks import (
     make_task,
     training_tasks,
 )
+from sce.tasks.events import DEFAULT_WORDING, EventWordingName, get_wording
 
 ImuSetting = Literal["on", "off"]  # data.eval_imu: evaluated with telemetry / video only
 IMU_SETTINGS: tuple[str, ...] = choices_of(ImuSetting)
@@ -188,6 +189,8 @@ class SceDataset(Dataset):
             collator and logged as data/skipped).
         cache: optional FrameCache for decoded windows.
         eval_seed: seed of the evaluation items' choices (e.g. which VQA pair is asked).
+        event_wording: the wording of the 3-way event question (sce.tasks.events.WORDINGS:
+            "sce", or "paper001" for paper 001's question as written).
     """
 
     def __init__(
@@ -202,7 +205,9 @@ class SceDataset(Dataset):
         on_bad_sample: OnBadSample = "error",
         cache=None,
         eval_seed: int = 0,
+        event_wording: EventWordingName = DEFAULT_WORDING,
     ):
+        get_wording(event_wording)  # a clear error for an unknown name
         if not 0.0 <= imu_dropout <= 1.0:
             raise ValueError(f"imu_dropout must be in [0, 1], got {imu_dropout}")
         check_choice("data.on_bad_sample", on_bad_sample, OnBadSample)
@@ -216,6 +221,7 @@ class SceDataset(Dataset):
         self.on_bad_sample = on_bad_sample
         self.cache = cache
         self.eval_seed = eval_seed
+        self.event_wording = event_wording
         self._subsets: dict[tuple[int | None, int | None], list[int]] = {}
         self.problems: Counter[str] = Counter()
         scales = list(self.spec.scales or [None])
@@ -350,6 +356,7 @@ class SceDataset(Dataset):
             record.label_scope,
             part=item.part,
             prompt=self.spec.prompt,
+            wording=self.event_wording,
         )
         inputs_telemetry = self.spec.telemetry  # else its absence is no problem to count
         return build_sample(
@@ -361,6 +368,7 @@ class SceDataset(Dataset):
             meta={
                 "imu_setting": item.imu,
                 "label_scope": record.label_scope,  # binary records: binary metrics only
+                "event_wording": self.event_wording,  # how its option letters are read
                 "imu_reason": clip.imu_reason if inputs_telemetry else "",
                 "gps_reason": clip.gps_reason if inputs_telemetry else "",
                 "scale": item.scale,

@@ -58,6 +58,7 @@ from sce.common.files import atomic_file
 from sce.data.clip import ClipError
 from sce.data.schema import LABEL_SCOPES, ManifestError
 from sce.tasks import CAPTION, MCQ, PROBABILITY
+from sce.tasks.events import DEFAULT_WORDING
 from sce.tasks.probability import PROBABILITY_DECIMALS
 from sce.train.record import read_training_record
 
@@ -96,8 +97,8 @@ class EventAnswer:
     reason: str
     answer: str  # raw generated text
     option_probs: dict[str, float] = field(default_factory=dict)  # {"collision": p, ...}
-    # the softmax over the letters A, B, C at the first answer token, as sce predict's
-    # predictions.jsonl `option_probs` (not renormalised for the binary question)
+    # the softmax over the letters A, B, C at the first answer token in label order, as sce
+    # predict's predictions.jsonl `option_probs` (not renormalised for the binary question)
     letter_probs: list[float] = field(default_factory=list)
 
 
@@ -125,6 +126,7 @@ class InferenceResult:
     # the window the clip was asked with (data.window's fields, the frame size the model saw)
     # and `window_scale`, the keyframe window asked (None: the event or whole-clip window)
     window: dict[str, Any] = field(default_factory=dict)
+    event_wording: str = DEFAULT_WORDING  # the event question's wording (its letters' meaning)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -267,6 +269,7 @@ def prompt_samples(
     window=None,
     use_imu: bool = True,
     questions: tuple[tuple[str, str], ...] = QUESTIONS,
+    event_wording: str = DEFAULT_WORDING,
 ):
     """One generation Sample per (result field, task) of `questions`, built exactly like the
     evaluation items (the one sample builder, `sce.data.dataset.build_sample`; the event
@@ -279,7 +282,13 @@ def prompt_samples(
     from sce.tasks import TaskItem, TaskSource, get_task
 
     window = DEFAULT_WINDOW if window is None else window
-    source = TaskSource(record.label, record.annotations, record.label_scope, window.prompt)
+    source = TaskSource(
+        record.label,
+        record.annotations,
+        record.label_scope,
+        prompt=window.prompt,
+        wording=event_wording,
+    )
     return [
         build_sample(
             record,
@@ -330,22 +339,25 @@ def summarize(
     texts: list[str],
     option_probs: list[list[float]] | None = None,
     label_scope: str = "three_class",
+    event_wording: str = DEFAULT_WORDING,
 ) -> dict[str, Any]:
     """Parse the answers into result fields: (event, probability, description) texts, or
     (event, description) when the probability question was not asked (the collision
     probability is then read from the event's option probabilities). The event answer is read
     with the parser of its question's scope."""
-    from sce.common.labels import BINARY_OPTION_LETTERS, OPTION_LETTERS
-    from sce.tasks.events import read_event
+    from sce.common.labels import BINARY_LABELS, LABELS
+    from sce.tasks.events import label_order_probs, read_event
 
     asked_probability = len(texts) == len(QUESTIONS)
     event_text, *middle, description = texts
     binary = label_scope == "binary"
-    parsed = read_event(event_text, label_scope)
+    parsed = read_event(event_text, label_scope, event_wording)
+    # softmax over the A/B/C letters, put in label order (the wording's letters -> classes)
+    ordered = label_order_probs(option_probs[0], label_scope, event_wording) if option_probs else []
     probs = {}
-    if option_probs:  # softmax over the A/B/C letters; the binary question's options are A, B
-        options = list((BINARY_OPTION_LETTERS if binary else OPTION_LETTERS).values())
-        letters = [float(p) for p in option_probs[0][: len(options)]]
+    if ordered:  # the binary question's options are A, B
+        options = list(BINARY_LABELS if binary else LABELS)
+        letters = ordered[: len(options)]
         if binary:  # renormalised over A, B: the softmax of their two logits
             letters = [p / (sum(letters) or 1.0) for p in letters]
         probs = dict(zip(options, letters, strict=True))
@@ -362,7 +374,7 @@ def summarize(
             parsed.reason,
             event_text,
             probs,
-            [float(p) for p in option_probs[0]] if option_probs else [],
+            ordered,
         ),
         "collision_probability": probability,
         "description": description,
@@ -383,6 +395,7 @@ def infer_clip(
     ask_probability: bool = True,
     imu_axes: str = "none",
     decoder: str = "decord",
+    event_wording: str = DEFAULT_WORDING,
 ) -> InferenceResult:
     """Load the clip's event window and telemetry, ask the questions, parse the answers.
 
@@ -411,8 +424,9 @@ def infer_clip(
         except (AlignmentError, ValueError) as err:
             raise InferError(f"--imu-axes {imu_axes!r}: {err}") from err
     return infer_record(
-        model, processor, record, window, use_imu, max_new_tokens, ask_probability, decoder
-    )
+        model, processor, record, window, use_imu, max_new_tokens, ask_probability, decoder,
+        event_wording,
+    )  # fmt: skip
 
 
 def clip_spec(window, processor, decoder: str = "decord"):
@@ -438,9 +452,11 @@ def infer_record(
     max_new_tokens: int = 64,
     ask_probability: bool = True,
     decoder: str = "decord",
+    event_wording: str = DEFAULT_WORDING,
 ) -> InferenceResult:
     """Ask the questions about one ClipRecord (built by `build_record`, or a manifest's): its
-    event window and telemetry as in training, the event question of its label scope.
+    event window and telemetry as in training, the event question of its label scope in the
+    model's `event_wording` (sce_training.json; its letters read back the same way).
 
     `use_imu=False` reads none of the record's telemetry (the event time is then the record's
     annotation or the clip centre); see `infer_clip` for the other arguments.
@@ -452,7 +468,7 @@ def infer_record(
         record = dataclasses.replace(record, imu=None, gps=None)
     clip = load_clip(record, spec)
     questions = tuple(q for q in QUESTIONS if ask_probability or q[1] != PROBABILITY.name)
-    samples = prompt_samples(clip, record, spec, use_imu, questions)
+    samples = prompt_samples(clip, record, spec, use_imu, questions, event_wording)
     texts, option_probs = generate_answers(model, processor, samples, max_new_tokens)
     telemetry_used = samples[0].imu_on
     reason = clip.imu_reason if use_imu else "--no-imu"
@@ -464,8 +480,9 @@ def infer_record(
         event_time_source=clip.event_time_source,
         imu_used=telemetry_used,
         imu_reason="" if telemetry_used else reason,
-        **summarize(texts, option_probs, record.label_scope),
+        **summarize(texts, option_probs, record.label_scope, event_wording),
         window={**spec.window.settings(), "window_scale": spec.scale},
+        event_wording=event_wording,
     )
 
 
@@ -483,6 +500,7 @@ def batch_row(record, result: InferenceResult) -> dict[str, Any]:
         "split": record.split,
         "imu_on": result.imu_used,
         "label_scope": record.label_scope,
+        "event_wording": result.event_wording,  # how the answer's letter is read
         "imu_reason": result.imu_reason,
         "prediction": result.event.answer,
         "option_probs": result.event.letter_probs,
@@ -547,6 +565,7 @@ def infer_manifest(
     ask_probability: bool = True,
     progress: bool = True,
     decoder: str = "decord",
+    event_wording: str = DEFAULT_WORDING,
 ) -> BatchResult:
     """`infer_record` on every record, one JSON line each (`batch_row`), with a progress bar.
 
@@ -570,6 +589,7 @@ def infer_manifest(
                     max_new_tokens,
                     ask_probability,
                     decoder,
+                    event_wording,
                 )
                 row = batch_row(record, result)
             except RECORD_ERRORS as err:
@@ -720,6 +740,7 @@ def infer_command(args: argparse.Namespace) -> int:
             build_record(args.video, args.imu, args.gps)  # fail on missing files before loading
         model, processor = load_inference_model(args.model, args.adapter, args.dtype, args.device)
         ask_probability = record is not None and PROBABILITY.name in record.tasks
+        wording = record.event_wording if record is not None else DEFAULT_WORDING
         if records is not None:
             batch = infer_manifest(
                 model,
@@ -731,6 +752,7 @@ def infer_command(args: argparse.Namespace) -> int:
                 max_new_tokens=args.max_new_tokens,
                 ask_probability=ask_probability,
                 decoder=args.decoder,
+                event_wording=wording,
             )
             print(
                 f"sce infer: {batch.rows} records of split {args.split!r} written to {batch.path}"
@@ -756,6 +778,7 @@ def infer_command(args: argparse.Namespace) -> int:
             ask_probability=ask_probability,
             imu_axes=args.imu_axes,
             decoder=args.decoder,
+            event_wording=wording,
         )
     except (InferError, ClipError, ManifestError) as err:
         print(f"sce infer: {err}")

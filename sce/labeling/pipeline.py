@@ -11,6 +11,8 @@ is written: the input records with the results in their `annotations`:
     vqa                 annotations["vqa"]  [{dimension, question, options: [str], answer: "A"}]
     reasoning_vqa       annotations["reasoning_vqa"]  {question, options, answer, reasons}
     reasoning           annotations["reasoning"]  {think, answer: letter, label}
+    instruction         annotations["driving_events"]  [event names], annotations["instruction"]  str
+                        (paper 003: written from the clip's structured events, text only)
     (all)               annotations["provenance"][task] = {"template": "vqa/v1", "model": ...,
                                                            "label_revealed": false}
 
@@ -20,7 +22,9 @@ the label's event sentence to the metadata caption of every teacher prompt. Ever
 and every provenance entry records `label_revealed`, and a result counts as finished only for a
 run with the same setting (a line without the field, from before it was recorded, is asked
 again), so hidden and revealed labels never mix in one manifest. `structured_caption` states the
-label by design (paper 001's metadata captions): it is always `label_revealed: true`.
+label by design (paper 001's metadata captions), and so does `instruction` (paper 003 writes
+its answers from the clip's structured events, the label's event among them): both are always
+`label_revealed: true`.
 
 Failed and filtered items are not copied into the manifest; they stay in the results file with
 their reason, and the summary (also written as <out>.summary.json) counts them.
@@ -61,6 +65,7 @@ from sce.labeling.teacher import (
     TeacherFatalError,
 )
 from sce.labeling.templates import (
+    LABEL_STATED,
     LOCAL_TASKS,
     get_template,
     parse_tasks,
@@ -71,6 +76,7 @@ from sce.labeling.validate import SCHEMAS, AnswerError, keep_rate, parse_answer
 from sce.tasks import (
     CAPTION,
     CAPTION_FIELD,
+    INSTRUCTION,
     QA_FIELD,
     REASONING,
     REASONING_FIELD,
@@ -97,6 +103,7 @@ TASK_ORDER = (
     VQA.name,
     REASONING_VQA.name,
     REASONING.name,
+    INSTRUCTION.name,
 )
 
 Key = tuple[str, str, str]
@@ -226,9 +233,10 @@ class _Run:
 
 
 def label_revealed(task: str, options: PromptOptions) -> bool:
-    """Whether an item's answer was written knowing the label: the metadata caption always,
-    a teacher task when the run reveals it."""
-    return True if task in LOCAL_TASKS else options.reveal_label
+    """Whether an item's answer was written knowing the label: the metadata caption and the
+    tasks given the clip's structured events always (`LABEL_STATED`), another teacher task when
+    the run reveals it."""
+    return True if task in LABEL_STATED else options.reveal_label
 
 
 def _now() -> str:
@@ -414,6 +422,8 @@ def apply_result(record: ClipRecord, result: dict[str, Any]) -> None:
         notes[REASONING_FIELD] = value
     elif task == REASONING_VQA.name:
         notes[REASONING_VQA_FIELD] = value
+    elif task == INSTRUCTION.name:
+        notes.update(value)  # driving_events and instruction
     else:
         raise KeyError(f"no annotation mapping for task {task!r}")
     provenance = notes.setdefault("provenance", {})
@@ -602,7 +612,7 @@ def add_label_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add(
         "--tasks",
         default="caption,vqa,reasoning",
-        help="comma list of: structured_caption, caption, vqa, reasoning_vqa, reasoning",
+        help="comma list of: structured_caption, caption, vqa, reasoning_vqa, reasoning, instruction",
     )
     add("--backend", choices=("openai", "transformers"), default="openai", help="teacher backend")
     add(

@@ -38,7 +38,7 @@ import numpy as np
 from sce.data.clip import DEFAULT_WINDOW
 from sce.data.imu import FrameTelemetry
 from sce.data.schema import ClipRecord
-from sce.labeling.templates import TaskTemplate, structured_caption
+from sce.labeling.templates import TaskTemplate, structured_caption, structured_events
 
 
 @dataclass
@@ -390,6 +390,8 @@ def build_teacher_prompt(
     context = f"\nWhat the clip shows: {caption}\n"
     if scene_caption:
         context += f"Scene description: {scene_caption}\n"
+    if template.uses_events:
+        context += structured_events(record.annotations, record.label, record.label_scope) + "\n"
     parts.append(TextPart(context))
     parts.append(TextPart("\n" + template.instruction))
     return TeacherPrompt(system=template.system, parts=_merge_text(parts))

@@ -36,7 +36,16 @@ import numpy as np
 from sce.common.labels import OPTION_LETTERS
 from sce.data.imu import FrameTelemetry
 from sce.data.schema import ALL_LABELS
-from sce.tasks import CAPTION, REASONING, REASONING_VQA, STRUCTURED_CAPTION, VQA
+from sce.tasks import (
+    CAPTION,
+    INSTRUCTION,
+    REASONING,
+    REASONING_VQA,
+    STRUCTURED_CAPTION,
+    VQA,
+    TaskSource,
+)
+from sce.tasks.instruction import DRIVING_EVENTS, EVENTS_FIELD, clip_events
 
 # The 3-way event question of paper 001 as the teacher is asked it, with the student's letters
 # (sce.common.labels.OPTION_LETTERS), so a kept think trace and the answer the dataset appends to it
@@ -334,7 +343,8 @@ class TaskTemplate:
     task: the task name (also the results key); version: bump it whenever the text changes;
     system: the system prompt; instruction: the text closing the user prompt (what to produce
     and in which JSON form); uses_frames: whether the frames are sent (paper 001 prompts an LLM
-    with text only; paper 000 sends the frames).
+    with text only; paper 000 sends the frames); uses_events: the prompt lists the clip's
+    structured events (`structured_events`, paper 003's annotations).
     """
 
     task: str
@@ -342,6 +352,7 @@ class TaskTemplate:
     system: str
     instruction: str
     uses_frames: bool = True
+    uses_events: bool = False  # the prompt states the clip's structured events (paper 003)
 
     @property
     def key(self) -> str:
@@ -447,13 +458,55 @@ REASONING_V1 = TaskTemplate(
     ),
 )
 
+
+def structured_events(annotations: Mapping[str, Any], label: str, scope: str) -> str:
+    """The structured annotation paper 003's gold answers are written from: the clip's events
+    (`annotations.driving_events`, else its label's event), each with the camera that shows
+    it, and the taxonomy's other names; for the teacher's prompt."""
+    events = clip_events(TaskSource(label, annotations, scope))
+    listed = [f"{e} ({DRIVING_EVENTS[e].view} camera: {DRIVING_EVENTS[e].words})" for e in events]
+    return (
+        f"Annotated events ({EVENTS_FIELD}): {', '.join(listed) or 'none (good driving)'}.\n"
+        f"Event names: {', '.join(DRIVING_EVENTS)}."
+    )
+
+
+# Paper 003: GPT-4o writes chain-of-thought gold answers (the events, then the instruction)
+# from the dataset's structured annotations, and experts review them. The clip is a dual-view
+# video (road camera on top, driver camera below).
+INSTRUCTION_V1 = TaskTemplate(
+    task=INSTRUCTION.name,
+    version="v1",
+    system=(
+        "You are a driving instructor reviewing a dual-view recording: the road camera on top, "
+        "the driver camera below. From the annotated events of the clip, first state which "
+        "driver and road events occur, then give the driver one short instruction for driving "
+        "safely that addresses them. If no event is annotated, say the driving is good and give "
+        "a short encouraging instruction. Use only the annotated events. " + _OBSERVE_NOTE
+    ),
+    instruction=(
+        "Reply with one JSON object and nothing else, of the form\n"
+        '{"events": ["<event name>", ...], "instruction": "<one or two sentences>"}\n'
+        "List the annotated events by their event names, in the order given ([] for none)."
+    ),
+    uses_frames=False,
+    uses_events=True,
+)
+
 # Task name -> version -> template. The newest version of a task is its default.
 TEMPLATES: dict[str, dict[str, TaskTemplate]] = {
-    t.task: {t.version: t} for t in (CAPTION_V1, VQA_V1, REASONING_VQA_V1, REASONING_V1)
+    t.task: {t.version: t}
+    for t in (CAPTION_V1, VQA_V1, REASONING_VQA_V1, REASONING_V1, INSTRUCTION_V1)
 }
 # Tasks computed locally from metadata; they need no teacher.
 LOCAL_TASKS: dict[str, str] = {STRUCTURED_CAPTION.name: "v1"}
 TASKS: tuple[str, ...] = (STRUCTURED_CAPTION.name, *TEMPLATES)
+# Tasks whose answers are written knowing the label whatever `--reveal-label` says: the metadata
+# caption states it, and a template listing the clip's structured events states the label's
+# event among them (paper 003 writes its answers from those annotations by design).
+LABEL_STATED: frozenset[str] = frozenset(LOCAL_TASKS) | {
+    t.task for versions in TEMPLATES.values() for t in versions.values() if t.uses_events
+}
 
 
 def get_template(task: str, version: str | None = None) -> TaskTemplate:

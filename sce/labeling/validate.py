@@ -22,7 +22,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from sce.common.labels import LABELS, OPTION_LETTERS
-from sce.tasks import CAPTION, CAPTION_FIELD, REASONING, REASONING_VQA, VQA
+from sce.tasks import (
+    CAPTION,
+    CAPTION_FIELD,
+    INSTRUCTION,
+    INSTRUCTION_FIELD,
+    REASONING,
+    REASONING_VQA,
+    VQA,
+)
+from sce.tasks.instruction import DRIVING_EVENTS, EVENTS_FIELD
 
 _STR = {"type": "string", "minLength": 1}
 _LETTER4 = {"type": "string", "enum": ["A", "B", "C", "D"]}
@@ -80,6 +89,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "options": {"type": "array", "minItems": 4, "maxItems": 4, "items": _STR},
             "answer": _LETTER4,
             "reasons": {"type": "array", "minItems": 1, "items": _STR},
+        },
+    },
+    INSTRUCTION.name: {
+        "type": "object",
+        "required": ["events", INSTRUCTION_FIELD],
+        "properties": {
+            "events": {"type": "array", "items": {"type": "string", "enum": list(DRIVING_EVENTS)}},
+            INSTRUCTION_FIELD: {"type": "string", "minLength": 5},
         },
     },
     REASONING.name: {
@@ -360,11 +377,19 @@ def _parse_reasoning(text: str, label: str | None) -> TeacherAnswer:
     return parsed
 
 
+def _parse_instruction(data: Any, label: str | None) -> TeacherAnswer:
+    """Paper 003's answer parts: the events (DRIVING_EVENTS names) and the instruction, as the
+    annotations the instruction task reads."""
+    _require(data, INSTRUCTION.name)
+    events = list(dict.fromkeys(data["events"]))  # a repeated event is named once
+    return TeacherAnswer({EVENTS_FIELD: events, INSTRUCTION_FIELD: data[INSTRUCTION_FIELD].strip()})
+
+
 def parse_answer(task: str, text: str, label: str | None = None) -> TeacherAnswer:
     """Validate and normalize the teacher's reply for `task` against its schema.
 
     Args:
-        task: caption, vqa, reasoning_vqa or reasoning.
+        task: caption, vqa, reasoning_vqa, reasoning or instruction.
         text: the raw reply.
         label: the clip's ground-truth label, for the filters (None disables them).
     Raises:
@@ -375,6 +400,7 @@ def parse_answer(task: str, text: str, label: str | None = None) -> TeacherAnswe
     if task == REASONING.name:
         return _parse_reasoning(text, label)
     parsers = {
+        INSTRUCTION.name: _parse_instruction,
         CAPTION.name: _parse_caption,
         VQA.name: _parse_vqa,
         REASONING_VQA.name: _parse_reasoning_vqa,

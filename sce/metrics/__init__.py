@@ -1,10 +1,11 @@
 """Scoring primitives: answers against references -> numbers. One floor above `sce.common`, so
 tasks (`sce.tasks`) can score themselves; running an evaluation is `sce.evaluate`.
 
-- parsing         generated text -> event class, letter, probability, reasoning split
+- parsing         generated text -> event class, letter, probability, reasoning split,
+                  instruction answer parts (events, instruction)
 - classification  per-class P/R/F1, accuracy, confusion (torchmetrics), grouped by source / IMU
 - text            ROUGE-L, BERTScore, closed-QA accuracy
-- instruction     paper 003's instruction metrics
+- instruction     paper 003's metrics: BERTScore of the event part and the instruction, BLEU
 - calibration     Brier, ECE, MAE and reliability bins of probability answers
 
 Typical use in an evaluation callback::

@@ -1,8 +1,15 @@
-"""Paper 003's instruction task: BLEU-4 and BERTScore F1 of the instruction, plus diversity.
+"""Paper 003's instruction task: BERTScore F1 of the detected events and of the instruction,
+BLEU-4 of the instruction, plus diversity.
 
-The sce answer is "Yes|No, <event>. <instruction>" (sce/tasks/instruction.py); the paper scores the
-generated instruction text, so both prediction and reference are cut after the first sentence
-(`instruction_part`). BLEU: torchmetrics' BLEUScore (already a dependency; sacrebleu is not),
+Paper 003's answers are chain-of-thought: the events first, then the instruction. sce writes
+them as two labelled parts (sce/tasks/instruction.py),
+
+    Events: mobile phone use; harsh braking.
+    Instruction: Put the phone away and keep a safe distance.
+
+and `split_answer` separates them; the paper scores each part on its own (BERTScore F1 0.897
+event detection, 0.894 instruction), so both prediction and reference are split. Answers in the
+earlier one-line form ("Yes, collision. <instruction>") split after the first sentence. BLEU: torchmetrics' BLEUScore (already a dependency; sacrebleu is not),
 corpus BLEU-4 with uniform weights and brevity penalty, reported x100 like the paper's "BLEU
 ~10-13" (paper 003 does not name its BLEU variant: corpus BLEU-4 is the closest common reading).
 
@@ -19,11 +26,25 @@ from collections.abc import Sequence
 
 from torchmetrics.functional.text import bleu_score
 
+from sce.metrics.parsing import split_answer
 from sce.metrics.text import bertscore_f1
 
 
+def event_part(text: str | None) -> str:
+    """The event part of an answer ("" when it has none)."""
+    parts = split_answer(text)
+    if parts is not None:
+        return parts[0]
+    head, sep, _ = (text or "").strip().partition(". ")
+    return head.strip() + "." if sep else ""
+
+
 def instruction_part(text: str | None) -> str:
-    """The instruction after the event sentence ("Yes, collision. Brake now." -> "Brake now.")."""
+    """The instruction after the event part ("Events: collision. Instruction: Brake now." and
+    the one-line "Yes, collision. Brake now." -> "Brake now.")."""
+    parts = split_answer(text)
+    if parts is not None:
+        return parts[1]
     text = (text or "").strip()
     head, sep, tail = text.partition(". ")
     return tail.strip() if sep else text
@@ -61,8 +82,10 @@ def self_bleu4(preds: Sequence[str]) -> float:
 def instruction_metrics(
     items: list[dict], bertscore_model: str | None, bertscore_layer: int | None = None
 ) -> dict[str, float]:
-    """`instruction/{n,bleu4,distinct4,self_bleu4}` and `bertscore_f1` when an encoder is set
-    (read at `bertscore_layer`; None: bert-score's recommended layer, sce.metrics.text)."""
+    """`instruction/{n,bleu4,distinct4,self_bleu4}`, and with an encoder (read at
+    `bertscore_layer`; None: bert-score's recommended layer, sce.metrics.text) the BERTScore F1
+    of the instruction (`instruction/bertscore_f1`, paper 003: 0.894) and of the event part
+    (`instruction/event_bertscore_f1`, paper 003: 0.897)."""
     preds = [instruction_part(i["prediction"]) for i in items]
     targets = [instruction_part(i["reference"]) for i in items]
     out = {
@@ -71,7 +94,16 @@ def instruction_metrics(
         "instruction/distinct4": distinct_n(preds, 4),
         "instruction/self_bleu4": self_bleu4(preds),
     }
-    scores = bertscore_f1(preds, targets, bertscore_model, bertscore_layer)
-    if scores is not None:
-        out["instruction/bertscore_f1"] = sum(scores) / len(scores) if scores else math.nan
+    events = (
+        [event_part(i["prediction"]) for i in items],
+        [event_part(i["reference"]) for i in items],
+    )
+    parts = {
+        "instruction/bertscore_f1": (preds, targets),
+        "instruction/event_bertscore_f1": events,
+    }
+    for key, (said, gold) in parts.items():
+        scores = bertscore_f1(said, gold, bertscore_model, bertscore_layer)
+        if scores is not None:
+            out[key] = sum(scores) / len(scores) if scores else math.nan
     return out

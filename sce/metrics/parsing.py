@@ -446,6 +446,24 @@ def parse_binary_event(text: str | None, mode: str = "auto") -> ParsedAnswer:
     return ParsedAnswer(explicit, True, reason)
 
 
+# ---------------------------------------------------------------------------- instruction answers
+
+# Paper 003's chain-of-thought answer: "Events: <events>.\nInstruction: <instruction>".
+EVENTS_HEAD = "Events:"
+INSTRUCTION_HEAD = "Instruction:"
+_TWO_PARTS = re.compile(
+    rf"^\s*{EVENTS_HEAD}\s*(.*?)\s*{INSTRUCTION_HEAD}\s*(.*?)\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def split_answer(text: str | None) -> tuple[str, str] | None:
+    """(events, instruction) of an answer "Events: ... Instruction: ...", each part stripped;
+    None when the answer lacks either head (an answer in the one-line form included)."""
+    match = _TWO_PARTS.match(text or "")
+    return (match.group(1), match.group(2)) if match else None
+
+
 # ---------------------------------------------------------------------------- probabilities
 
 _NUMBER = r"([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(%?)"

@@ -27,7 +27,8 @@ from sce.models.base_identity import BASE_IDENTITY_KEY, base_identity, check_bas
 from sce.models.families import family_for
 from sce.models.neftune import NEFTune
 from sce.models.precision import DTYPES, DtypeName, dtype_name, resolve_dtype
-from sce.tasks.base import MSE_TERM
+from sce.tasks.base import MSE_TERM, scope_of
+from sce.tasks.events import label_order_probs, wording_of
 from sce.tasks.mix import adds_loss_term, trained_tasks
 
 # The string options of SceModule: the `sce fit` parser offers and checks these choices.
@@ -390,7 +391,8 @@ class SceModule(L.LightningModule):
         The option probabilities come from the same forward pass that produces the first
         generated token: a softmax over the logits of the option letters (A, B, C). Every option
         of the event question starts with its own letter, so this is the answer's log-likelihood
-        up to the (deterministic) rest of the option text.
+        up to the (deterministic) rest of the option text. They are returned in label order
+        (collision, near-collision, normal) whatever the item's event wording.
         """
         if batch.get("empty"):
             return []
@@ -413,9 +415,9 @@ class SceModule(L.LightningModule):
         option_probs = torch.softmax(first[:, self.option_ids], dim=-1).cpu()
         results = []
         for i, meta in enumerate(batch["meta"]):
-            results.append(
-                {**meta, "prediction": texts[i].strip(), "option_probs": option_probs[i].tolist()}
-            )
+            # letters -> label order: the same metrics whatever the wording's option order
+            probs = label_order_probs(option_probs[i].tolist(), scope_of(meta), wording_of(meta))
+            results.append({**meta, "prediction": texts[i].strip(), "option_probs": probs})
         return results
 
     def _precision_context(self):

@@ -33,13 +33,15 @@ DEFAULT_PROMPT = PROMPTS[0]
 
 @dataclass(frozen=True)
 class TaskSource:
-    """What a task reads of a record: its label, label scope and annotations, and the prompt
-    (wording) the recipe asks it in."""
+    """What a task reads of a record: its label, label scope and annotations, the prompt the
+    recipe asks it in (`data.window.prompt`, e.g. paper 002's) and the wording of its event
+    question (`data.event_wording`, sce.tasks.events)."""
 
     label: str
     annotations: Mapping[str, Any] = field(default_factory=dict)
     scope: str = "three_class"
     prompt: str = DEFAULT_PROMPT
+    wording: str = "sce"
 
 
 @dataclass

@@ -21,7 +21,7 @@ from sce.tasks.base import (
     register_task,
     scope_of,
 )
-from sce.tasks.events import event_answer, event_question, read_event
+from sce.tasks.events import DEFAULT_WORDING, event_answer, event_question, read_event, wording_of
 
 
 class McqTask(Task):
@@ -29,14 +29,17 @@ class McqTask(Task):
     every_record = True
 
     def question(self, source: TaskSource, rng: random.Random) -> str:
-        return event_question(source.scope)
+        return event_question(source.scope, source.wording)
 
     def answer(self, source: TaskSource, rng: random.Random) -> str:
-        return event_answer(source.label, source.scope)
+        return event_answer(source.label, source.scope, source.wording)
 
-    def parse(self, text: str | None, scope: str = "three_class") -> str | None:
-        """The class the answer names (a label of the scope), None when invalid."""
-        return read_event(text, scope).label
+    def parse(
+        self, text: str | None, scope: str = "three_class", wording: str = DEFAULT_WORDING
+    ) -> str | None:
+        """The class the answer names (a label of the scope; letters in `wording`'s order),
+        None when invalid."""
+        return read_event(text, scope, wording).label
 
     def metrics(self, items: list[dict], options: ScoringOptions) -> TaskScores:
         from sce.tasks.scoring import alarm_scores, event_metrics, likelihood_metrics
@@ -47,7 +50,7 @@ class McqTask(Task):
 
     def reward(self, text: str | None, item: Mapping[str, Any]) -> float:
         """Readable (one class named) and right: the record's label."""
-        said = self.parse(text, scope_of(item))
+        said = self.parse(text, scope_of(item), wording_of(item))
         return graded_reward(said is not None, float(said == item["label"]))
 
 

@@ -59,15 +59,18 @@ def make_task(
     scope: str = "three_class",
     part: int | None = None,
     prompt: str = DEFAULT_PROMPT,
+    wording: str = "sce",
 ) -> TaskItem:
     """Question and target answer for one task of one record.
 
     `scope` is the record's label_scope: a binary-scope record (event / no event) is asked the
     yes/no event question in mcq and reasoning, the only class question its label answers.
     `part`: which pair of a task with one item per annotated pair (`item_parts`); `prompt`
-    is the recipe's wording (data.window.prompt, e.g. paper 002's).
+    is the recipe's prompt (data.window.prompt, e.g. paper 002's), `wording` its wording of the
+    3-way event question (`data.event_wording`).
     """
-    return get_task(task).item(TaskSource(label, annotations, scope, prompt), rng, part)
+    source = TaskSource(label, annotations, scope, prompt=prompt, wording=wording)
+    return get_task(task).item(source, rng, part)
 
 
 def item_parts(

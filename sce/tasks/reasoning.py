@@ -25,7 +25,7 @@ from sce.tasks.base import (
     register_task,
     scope_of,
 )
-from sce.tasks.events import event_answer, event_question, read_event
+from sce.tasks.events import DEFAULT_WORDING, event_answer, event_question, read_event, wording_of
 
 FIELD = "reasoning"  # the think trace: a string or the labeling pipeline's {think, ...}
 REASONING_SUFFIX = " Think step by step inside <think></think>, then answer."
@@ -73,18 +73,20 @@ class ReasoningTask(Task):
         return True
 
     def question(self, source: TaskSource, rng: random.Random) -> str:
-        return event_question(source.scope) + REASONING_SUFFIX
+        return event_question(source.scope, source.wording) + REASONING_SUFFIX
 
     def answer(self, source: TaskSource, rng: random.Random) -> str:
         # Without an annotated trace (an evaluation-only item) the reference is the final
         # answer alone: what reasoning mode is scored on.
         think = think_trace(source.annotations)
-        final = event_answer(source.label, source.scope)
+        final = event_answer(source.label, source.scope, source.wording)
         return final if think is None else f"<think>{think}</think>{final}"
 
-    def parse(self, text: str | None, scope: str = "three_class") -> str | None:
+    def parse(
+        self, text: str | None, scope: str = "three_class", wording: str = DEFAULT_WORDING
+    ) -> str | None:
         """The class named after `</think>`; None without a closed think block or a class."""
-        return read_event(reasoning_mode_answer(text), scope).label
+        return read_event(reasoning_mode_answer(text), scope, wording).label
 
     def metrics(self, items: list[dict], options: ScoringOptions) -> TaskScores:
         """Every event-metric key under `reasoning/` (`reasoning/acc`, `reasoning/f1/<class>`,
@@ -105,7 +107,7 @@ class ReasoningTask(Task):
 
     def reward(self, text: str | None, item: Mapping[str, Any]) -> float:
         """Readable (a closed think block, then one class) and right: the record's label."""
-        said = self.parse(text, scope_of(item))
+        said = self.parse(text, scope_of(item), wording_of(item))
         return graded_reward(said is not None, float(said == item["label"]))
 
 

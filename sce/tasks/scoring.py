@@ -22,7 +22,7 @@ from sce.common.labels import BINARY_LABELS, LABELS
 from sce.metrics.classification import EventClassificationMetrics, GroupedMetrics
 from sce.metrics.parsing import ParsedAnswer
 from sce.tasks.base import scope_of
-from sce.tasks.events import read_event
+from sce.tasks.events import read_event, wording_of
 
 
 def local(obj):
@@ -53,7 +53,7 @@ def _declared(items: Iterable[dict]) -> dict[str, list[str]]:
 
 def parse_item(item: Mapping[str, Any]) -> ParsedAnswer:
     """The event answer of an item, read in its record's label scope."""
-    return read_event(item["prediction"], scope_of(item))
+    return read_event(item["prediction"], scope_of(item), wording_of(item))
 
 
 def event_metrics(items: list[dict], prefix: str = "") -> tuple[dict[str, float], Any]:
@@ -82,8 +82,9 @@ def likelihood_metrics(items: list[dict]) -> dict[str, float]:
 
 
 def event_probability(item: dict) -> float:
-    """P(event) of the binary alarm from the option probabilities: P(collision) +
-    P(near_collision) (letters A + B) of a 3-class item, P(A = event) of a binary one."""
+    """P(event) of the binary alarm from the option probabilities (in label order,
+    `sce.tasks.events.label_order_probs`): P(collision) + P(near_collision) of a 3-class item,
+    P(A = event) of a binary one."""
     probs = item["option_probs"]
     return float(probs[0] if scope_of(item) == "binary" else probs[0] + probs[1])
 
@@ -117,9 +118,9 @@ def alarm_metrics(items: list[dict]) -> dict[str, float]:
 
 
 def _likeliest(item: dict) -> str:
-    """The option with the highest letter probability: A, B, C of the 3-way question, or A, B
-    (event, normal) of the binary one (the probabilities are over the letters A, B, C; the
-    argmax over the first two is the binary question's answer)."""
+    """The option with the highest probability: a LABELS class of the 3-way question (the
+    probabilities are in label order whatever the wording), or A, B (event, normal) of the
+    binary one (the argmax over the first two is the binary question's answer)."""
     probs = item["option_probs"]
     if scope_of(item) == "binary":
         return BINARY_LABELS[int(np.argmax(probs[: len(BINARY_LABELS)]))]

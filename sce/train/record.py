@@ -10,7 +10,7 @@ The window is recorded whole, as `data.window` (sce.data.clip.WindowSpec) holds 
 
     {"window": {"fps": 3.0, "before": 4.0, "after": 2.0, "width": 112, "height": 56,
                 "layout": "interleaved", "mode": "event", ...},
-     "tasks": ["caption", "mcq"]}
+     "tasks": ["caption", "mcq"], "event_wording": "sce"}
 
 Records (and checkpoints) written before the window was one value hold its settings under
 their old flat `data.*` names (`window` for the mode, `window_scales` for the scales, no
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sce.data.clip import WindowSpec
+from sce.tasks.events import DEFAULT_WORDING, WORDINGS
 from sce.tasks.mix import trained_tasks
 
 TRAINING_RECORD_FILE = "sce_training.json"
@@ -49,13 +50,19 @@ LEGACY_WINDOW_SETTINGS = (
 
 @dataclass(frozen=True)
 class TrainingRecord:
-    """The window a model was trained with and the tasks it trained (task weight > 0)."""
+    """The window a model was trained with, the tasks it trained (task weight > 0) and the
+    wording of its event question (`data.event_wording`: its option letters mean its classes)."""
 
     window: WindowSpec
     tasks: tuple[str, ...]
+    event_wording: str = DEFAULT_WORDING
 
     def to_json(self) -> dict[str, Any]:
-        return {"window": self.window.settings(), "tasks": list(self.tasks)}
+        return {
+            "window": self.window.settings(),
+            "tasks": list(self.tasks),
+            "event_wording": self.event_wording,
+        }
 
 
 def window_from_settings(settings: Mapping[str, Any]) -> WindowSpec:
@@ -76,7 +83,8 @@ def training_record(data_hparams: Mapping[str, Any]) -> TrainingRecord:
     if not isinstance(window, Mapping | WindowSpec):  # flat: "window" was the mode, a string
         window = {k: data_hparams[k] for k in LEGACY_WINDOW_SETTINGS if k in data_hparams}
     tasks = sorted(trained_tasks(data_hparams.get("task_weights")))
-    return TrainingRecord(window_from_settings(window), tuple(tasks))
+    wording = data_hparams.get("event_wording") or DEFAULT_WORDING  # older runs: sce's
+    return TrainingRecord(window_from_settings(window), tuple(tasks), wording)
 
 
 def write_training_record(folder: str | Path, record: TrainingRecord | Mapping[str, Any]) -> Path:
@@ -108,7 +116,10 @@ def read_training_record(folder: str | Path | None) -> TrainingRecord | None:
         window = window_from_settings(record["window"])
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: field 'window': {err}") from err
-    return TrainingRecord(window, tuple(record["tasks"]))
+    wording = record.get("event_wording", DEFAULT_WORDING)  # older records: sce's wording
+    if wording not in WORDINGS:
+        raise ValueError(f"{path}: field 'event_wording': unknown {wording!r}; {tuple(WORDINGS)}")
+    return TrainingRecord(window, tuple(record["tasks"]), wording)
 
 
 def _plain(value: Any) -> Any:

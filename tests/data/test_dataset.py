@@ -8,13 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
+from helpers.paths import REPO
 from helpers.stub_clip import SPEC
 
 from sce.data.clip import ClipError, ClipSpec, WindowSpec, load_clip
 from sce.data.dataset import SceDataset
 from sce.data.prompts import NO_TELEMETRY
 from sce.data.schema import ClipRecord, load_manifest
-from sce.tasks.events import BINARY_EVENT_QUESTION, mcq_answer
+from sce.tasks import REASONING
+from sce.tasks.events import BINARY_EVENT_QUESTION, event_question, mcq_answer
 from sce.tasks.probability import probability_answer
 
 
@@ -298,3 +301,44 @@ def test_sample_records_the_event_time_source_and_window_shift(records: list[Cli
     assert meta["event_time_source"] == "imu"
     assert meta["event_time"] == pytest.approx(peak, abs=1e-9)
     assert abs(peak - records[0].event_time) < 0.5  # the synthetic event's IMU signature
+
+
+def test_paper001_recipe_asks_its_wording_beside_every_reasoning_vqa_pair(stub_loader) -> None:
+    """Paper 001's recipe as its config writes it (Table 9's best row of task weights, the
+    paper's event wording, appendix A.3): mcq and reasoning are asked in the paper's words (a
+    near-collision is C), each annotated reasoning VQA pair is its own item with its own
+    question, and evaluation asks every clip the reasoning question in the same wording."""
+    config = yaml.safe_load((REPO / "experiments" / "paper001_sft.yaml").read_text())["data"]
+    pair = {
+        "question": "What does the van do?",
+        "options": ["stop", "turn"],
+        "reasons": ["Brakes."],
+    }
+    notes = {
+        "structured_caption": "A near-collision happens.",
+        "reasoning": "The van brakes hard.",
+        "reasoning_vqa": [pair | {"answer": "A"}, pair | {"answer": "B"}],
+    }
+    (record,) = _records(2, notes)[1:]  # the near-collision
+    wording = config["event_wording"]
+    train = SceDataset([record], SPEC, train=True, task_weights=config["task_weights"],
+                       event_wording=wording)  # fmt: skip
+    samples = {(s.task, s.answer): s for s in (train[i] for i in range(len(train)))}
+    paper = "C. The vehicle nearly collides but avoids an accident."
+    assert sorted(samples) == sorted([
+        ("mcq", paper), ("reasoning", f"<think>The van brakes hard.</think>{paper}"),
+        ("structured_caption", "A near-collision happens."),
+        ("reasoning_vqa", "<think>Brakes.</think>A"), ("reasoning_vqa", "<think>Brakes.</think>B"),
+    ])  # fmt: skip
+    question = event_question(wording="paper001")
+    assert samples[("mcq", paper)].user_content[-1]["text"] == question
+    pair_text = samples[("reasoning_vqa", "<think>Brakes.</think>A")].user_content[-1]["text"]
+    assert "What does the van do?" in pair_text and "driving event" not in pair_text
+    assert {s.meta["event_wording"] for s in samples.values()} == {"paper001"}
+    bare = dataclasses.replace(record, annotations={"reasoning_vqa": notes["reasoning_vqa"]})
+    evaluation = SceDataset([bare], SPEC, train=False, event_wording=wording,
+                            eval_tasks=["mcq", "reasoning", "reasoning_vqa"])  # fmt: skip
+    asked = [evaluation[i] for i in range(len(evaluation))]
+    assert [s.task for s in asked] == ["mcq", "reasoning", "reasoning_vqa", "reasoning_vqa"]
+    assert asked[1].user_content[-1]["text"].startswith(question) and asked[1].answer == paper
+    assert REASONING.parse("<think>x</think>C", "three_class", wording) == "near_collision"

@@ -256,9 +256,9 @@ def test_caption_reasoning_instruction_tasks() -> None:
     assert plain.answer == "<think>Steady.</think>C. normal driving"
     instr = make_task("instruction", "collision", ann, rng)
     assert instr.question == INSTRUCTION_QUESTION
-    assert instr.answer == "Yes, collision. Keep a larger gap."
+    assert instr.answer == "Events: collision.\nInstruction: Keep a larger gap."
     normal = make_task("instruction", "normal", {"instruction": "Carry on."}, rng)
-    assert normal.answer == "No, normal driving. Carry on."
+    assert normal.answer == "Events: no risky event.\nInstruction: Carry on."
 
 
 def test_vqa_task_formats_options() -> None:

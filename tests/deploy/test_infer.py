@@ -433,3 +433,29 @@ def test_manifest_batch_that_stops_midway_keeps_the_previous_out(
         main([*args, "--split", "val", "--out", str(out), "--max-new-tokens", "4", *WINDOW_ARGS])
     assert len(calls) == 2 and out.read_text() == '{"previous": "run"}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.jsonl"]
+
+
+def test_a_paper001_model_is_asked_and_read_in_its_wording(tmp_path, record):
+    """Issue 25, point 6: the model folder records data.event_wording; sce infer asks that
+    question and reads its letters with it (C = near-collision in paper 001's wording), the
+    option probabilities put in label order."""
+    hparams = {"window": WindowSpec().settings(), "task_weights": {"mcq": 1.0}}
+    folder = tmp_path / "model"
+    folder.mkdir()
+    write_training_record(folder, training_record(hparams | {"event_wording": "paper001"}))
+    assert json.loads((folder / "sce_training.json").read_text())["event_wording"] == "paper001"
+    assert read_training_record(folder).event_wording == "paper001"
+    assert training_record(hparams).event_wording == "sce"  # runs before the setting
+    texts = ["C", "A short description."]
+    said = summarize(texts, [[0.1, 0.2, 0.7]], "three_class", "paper001")["event"]
+    assert (said.label, said.option_probs["near_collision"]) == ("near_collision", 0.7)
+    assert said.letter_probs == [0.1, 0.7, 0.2]  # collision, near-collision, normal
+    assert summarize(texts, [[0.1, 0.2, 0.7]])["event"].label == "normal"  # sce's C
+    clip = load_clip(record, ClipSpec(fps=1.0, before=2.0, after=2.0, width=56, height=28))
+    event, *_ = prompt_samples(clip, record, event_wording="paper001")
+    question = event.user_content[-1]["text"]
+    assert question.startswith("In this video, the ego vehicle's dashcam captures a driving event.")
+    bad = folder / "sce_training.json"
+    bad.write_text(json.dumps({"window": {}, "tasks": [], "event_wording": "paper9"}))
+    with pytest.raises(ValueError, match="field 'event_wording': unknown 'paper9'"):
+        read_training_record(folder)

@@ -342,11 +342,12 @@ def test_paper002_table_iii_is_transposed_like_the_paper(tmp_path, capsys):
 def test_paper003_bertscore_and_bleu(tmp_path, capsys):
     scalars = {"instruction/bleu4": 11.94, "instruction/bertscore_f1": 0.8912}
     scalars |= {"instruction/distinct4": 0.412, "instruction/self_bleu4": 0.2}
+    scalars |= {"instruction/event_bertscore_f1": 0.9034}  # issue 25, point 10: the event part
     run = tmp_path / "instr"
     write_json(run / "metrics.json", evaluation("test", 5, scalars))
     code, out = run_report(capsys, str(run), "--paper", "003", "--out", str(tmp_path / "o"))
     rows = table(markdown_tables(out), "Paper 003:")
-    assert rows["instr"] == ["-", "0.891", "11.9", "0.412", "0.200"]
+    assert rows["instr"] == ["0.903", "0.891", "11.9", "0.412", "0.200"]
     assert rows["paper: Qwen2.5-VL-7B fine-tuned"] == ["0.897", "0.894", "-", "-", "-"]
 
 

@@ -747,3 +747,69 @@ def test_teacher_inputs_hold_the_students_telemetry(synthetic_manifest):
     )
     assert prompt.text.count("m/s^2, heading") == 18
     assert frame_telemetry_text(student.telemetry, 17) in prompt.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Paper 003's chain-of-thought answers (issue 25, point 10)
+
+
+def test_instruction_template_writes_events_then_instruction_from_the_structured_events():
+    """The teacher sees the clip's structured events (no frames: paper 003's GPT-4o writes from
+    annotations); its reply becomes annotations.driving_events + instruction, and the student's
+    answer is the events, then the instruction."""
+    import dataclasses
+    import random
+
+    from sce.labeling.pipeline import apply_result
+    from sce.labeling.prompts import TeacherClipInputs
+    from sce.tasks import INSTRUCTION, TaskSource
+
+    record = dataclasses.replace(
+        _record("near_collision"), annotations={"driving_events": ["phone_use", "near_collision"]}
+    )
+    template = get_template(INSTRUCTION.name)
+    assert (template.uses_frames, template.uses_events) == (False, True)
+    inputs = TeacherClipInputs(np.array([0.0, 0.5]), event_time=0.5, fps=2.0)
+    prompt = build_teacher_prompt(record, inputs, template)
+    assert prompt.images == []
+    assert (
+        "Annotated events (driving_events): phone_use (driver camera: mobile phone use), "
+        "near_collision (road camera: near-collision)." in prompt.text
+    )
+    reply = '{"events": ["phone_use", "near_collision"], "instruction": "Put the phone away."}'
+    value = parse_answer(INSTRUCTION.name, reply, record.label).value
+    assert value == {"driving_events": ["phone_use", "near_collision"],
+                     "instruction": "Put the phone away."}  # fmt: skip
+    with pytest.raises(AnswerError):
+        parse_answer(INSTRUCTION.name, '{"events": ["drifting"], "instruction": "Slow down."}')
+    labeled = dataclasses.replace(record, annotations={})
+    apply_result(labeled, {"task": INSTRUCTION.name, "annotation": value, "version": "v1"})
+    item = INSTRUCTION.item(TaskSource(labeled.label, labeled.annotations), random.Random(0))
+    assert item.answer == (
+        "Events: mobile phone use; near-collision.\nInstruction: Put the phone away."
+    )
+
+
+def test_instruction_answers_record_that_they_were_written_knowing_the_label(tmp_path):
+    """The hidden teacher label (issue 25.8) meets paper 003's template: its prompt lists the
+    clip's annotated events, the label's event among them, with `--reveal-label` off too; so its
+    results and provenance say label_revealed: true (as the metadata caption's do), and a run
+    that reveals the label reuses them instead of asking again."""
+    manifest = write_manifest_files(tmp_path / "data", ["collision", "normal"])
+    out = tmp_path / "m2.jsonl"
+    reply = json.dumps({"events": [], "instruction": "Keep a safe distance."})
+    with ChatServer(lambda body, headers, n: chat_reply(reply)) as server:
+        hidden = _run(manifest, "instruction", _backend(server), out)
+        prompts = sorted(user_text(r["body"]) for r in server.requests)
+        told = _run(
+            manifest, "instruction", _backend(server), out, options=PromptOptions(reveal_label=True)
+        )
+        assert len(server.requests) == 2  # the revealing run asks nothing again
+    stated = [p for p in prompts if "(driving_events): collision (road camera: collision)." in p]
+    assert len(stated) == 1 and sum("none (good driving)" in p for p in prompts) == 1
+    assert (hidden.done, hidden.label_revealed) == (2, False)
+    assert (told.skipped, told.labeled_now) == (2, 0)
+    notes = [r.annotations for r in load_manifest(out)]
+    assert [n["provenance"]["instruction"]["label_revealed"] for n in notes] == [True, True]
+    lines = [json.loads(x) for x in (tmp_path / "m2.labels.jsonl").read_text().splitlines()]
+    assert [x["label_revealed"] for x in lines] == [True, True]

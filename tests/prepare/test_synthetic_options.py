@@ -15,6 +15,7 @@ import pytest
 from sce.data.video import frame_indices
 from sce.data.windows import Window, window_frame_times
 from sce.prepare.synthetic import SynthOptions, class_counts, generate_synthetic_dataset
+from sce.prepare.synthetic.questions import teacher_annotations
 
 SMALL = {"duration": 6.0, "fps": 10, "width": 64, "height": 32, "progress": False}
 VIDEO_FPS = 30
@@ -30,7 +31,9 @@ def _records(manifest: Path) -> list[dict]:
 
 
 def test_default_options_keep_the_clips_byte_identical(tmp_path: Path) -> None:
-    """Hash of the CSVs, decoded frames and manifest, measured before the options existed."""
+    """Hash of the CSVs, decoded frames and manifest, measured before the options existed. The
+    teacher-style annotations came later (`questions.teacher_annotations`, no random draw): the
+    manifest is hashed without them, and they are exactly what that function gives."""
     manifest = generate_synthetic_dataset(tmp_path, clips=3, seed=5, **SMALL)
     digest = hashlib.sha256()
     for path in sorted(tmp_path.rglob("*.csv")):
@@ -38,7 +41,13 @@ def test_default_options_keep_the_clips_byte_identical(tmp_path: Path) -> None:
     for path in sorted(tmp_path.rglob("*.mp4")):
         for frame in _frames(path):
             digest.update(frame.tobytes())
-    digest.update(manifest.read_text().replace(str(tmp_path), "").encode())
+    records = _records(manifest)
+    for record in records:
+        notes = record["annotations"]
+        teacher = teacher_annotations(record["label"], record["metadata"], record["event_time"])
+        assert {k: notes.pop(k) for k in teacher} == teacher
+    lines = "".join(json.dumps(r) + "\n" for r in records)
+    digest.update(lines.replace(str(tmp_path), "").encode())
     assert digest.hexdigest() == "e6af8552e56107f6af0de9ab58c8cabc29e2b7d9cec69258736e09c3044a409c"
 
 
@@ -124,3 +133,44 @@ def test_sce_synth_exposes_the_options(tmp_path: Path) -> None:
     records = _records(tmp_path / "manifest.jsonl")
     assert {r["label"] for r in records if r["split"] == "train"} == {"normal"}
     assert all("visible_from_s" in r["metadata"] for r in records)
+
+
+def test_driver_view_adds_paper003_answers_and_leaves_the_road_clip_unchanged(
+    tmp_path: Path,
+) -> None:
+    """Issue 25, point 10: `driver_view` writes a driver video, the structured events and the
+    instruction (the instruction task's "Events: ... Instruction: ..." answer); the road
+    video, telemetry, caption and every other field are the same as without it."""
+    import random
+
+    from sce.data.schema import load_manifest
+    from sce.tasks import INSTRUCTION, TaskSource, available_tasks
+
+    plain = generate_synthetic_dataset(tmp_path / "plain", clips=6, seed=5, **SMALL)
+    dual = generate_synthetic_dataset(
+        tmp_path / "dual", clips=6, seed=5, options=SynthOptions(driver_view=True), **SMALL
+    )
+    for name in ("imu", "gps", "videos"):
+        for path in sorted((tmp_path / "plain" / name).iterdir()):
+            assert (tmp_path / "dual" / name / path.name).read_bytes() == path.read_bytes()
+    added = {"driver_video"}, {"driving_events", "instruction"}
+    for before, after in zip(_records(plain), _records(dual), strict=True):
+        meta, notes = after["metadata"], after["annotations"]
+        assert {k: v for k, v in meta.items() if k not in added[0]} == before["metadata"]
+        assert {k: v for k, v in notes.items() if k not in added[1]} == before["annotations"]
+        assert len(_frames(tmp_path / "dual" / meta["driver_video"])) == 6 * SMALL["fps"]
+        road = [] if after["label"] == "normal" else [after["label"]]
+        assert [e for e in notes["driving_events"] if e != "phone_use"] == road
+    records = load_manifest(dual)
+    answers = [
+        INSTRUCTION.item(TaskSource(r.label, r.annotations), random.Random(0)) for r in records
+    ]
+    assert all(a.answer.startswith("Events: ") and "\nInstruction: " in a.answer for a in answers)
+    # both annotation sets on every dual clip: the teacher-style ones and paper 003's
+    assert {frozenset(r.annotations) for r in records} == {
+        frozenset(("caption", "structured_caption", "qa", "reasoning_vqa")) | frozenset(added[1])
+    }
+    serves = {"instruction", "structured_caption", "open_qa", "closed_qa", "reasoning_vqa"}
+    assert all(serves <= set(available_tasks(r.label, r.annotations)) for r in records)
+    phone = [r.annotations["driving_events"][:1] == ["phone_use"] for r in records]
+    assert 0 < sum(phone) < len(records)  # PHONE_USE_P = 0.5 draws both kinds in 6 clips

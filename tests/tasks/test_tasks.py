@@ -129,7 +129,10 @@ def test_parse_recovers_the_gold_value(name, source):
         "reasoning": source.label,
         "caption": ANNOTATIONS["caption"],
         "probability": 0.873,  # the stated value: 3 decimals
-        "instruction": (source.label != "normal", ANNOTATIONS["instruction"]),
+        "instruction": (
+            frozenset() if source.label == "normal" else frozenset({source.label}),
+            ANNOTATIONS["instruction"],
+        ),
         "structured_caption": ANNOTATIONS["structured_caption"],
         "open_qa": "The van stops.",
         "closed_qa": "no",

@@ -85,19 +85,20 @@ def _imu(record: ClipRecord) -> pd.DataFrame:
 # ------------------------------------------------------------------- 1. chunks (paper 001)
 @pytest.fixture(scope="module")
 def chunks(crash, tmp_path_factory) -> tuple[Path, list[ClipRecord]]:
-    """`sce data chunk --chunk 5 --stride 2.5` of the crash: [2.5, 7.5] s is the collision
-    chunk (impact 2.28 s in), [0, 5] cuts the impact 0.22 s from its end (dropped), and
-    [5, 10] is a normal chunk starting 0.22 s after the impact."""
+    """`sce data chunk --chunk 3 --stride 2` of the crash: [4, 7] s is the collision chunk
+    (impact 0.78 s in), [2, 5] and [6, 9] cut the event's guard band + IMU excursion (dropped:
+    a chunk on the post-impact braking is never normal), [0, 3] is a normal chunk ending 1.78 s
+    before the impact and [7, 10] one starting 2.22 s after it."""
     root = tmp_path_factory.mktemp("chunks")
     source = write_manifest([_moved(crash)], root / "source.jsonl")
     out = root / "chunks" / "manifest.jsonl"
-    args = ["data", "chunk", str(source), "--out", str(out), "--chunk", "5", "--stride", "2.5"]
+    args = ["data", "chunk", str(source), "--out", str(out), "--chunk", "3", "--stride", "2"]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main(args) == 0, printed.getvalue()
     records = load_manifest(out)
     spans = [(r.metadata["clip_start"], r.metadata["clip_end"], r.label) for r in records]
-    assert spans == [(2.5, 7.5, "collision"), (5.0, 10.0, "normal")]
+    assert spans == [(0.0, 3.0, "normal"), (4.0, 7.0, "collision"), (7.0, 10.0, "normal")]
     return out, records
 
 
@@ -107,8 +108,8 @@ def test_chunk_previews_show_only_their_span(chunks, tiny_kit, tmp_path):
         lo, hi = chunk.metadata["clip_start"], chunk.metadata["clip_end"]
         (window,) = preview(DEMO, tiny_kit, manifest, chunk.id)["windows"]
         times = np.array(window["frame_times"])
-        # the 6 s window shrinks to the 14 frames (4.67 s) at 3 fps that fit in the 5 s chunk
-        assert len(times) == 14
+        # the 6 s window shrinks to the 8 frames (2.67 s) at 3 fps that fit in the 3 s chunk
+        assert len(times) == 8
         np.testing.assert_allclose(np.diff(times), 1 / 3, atol=1e-9)
         assert lo <= times.min() and times.max() <= hi
         indices = np.array(window["frame_indices"])  # the source frames decoded
@@ -128,18 +129,18 @@ def test_chunk_previews_show_only_their_span(chunks, tiny_kit, tmp_path):
 
 
 def test_normal_chunk_after_the_impact_does_not_show_it(chunks, crash, tiny_kit):
-    manifest, (collision, normal) = chunks
+    manifest, (_, collision, normal) = chunks
     (hit,) = preview(DEMO, tiny_kit, manifest, collision.id)["windows"]
     (after,) = preview(DEMO, tiny_kit, manifest, normal.id)["windows"]
     assert hit["event_time"] == pytest.approx(CRASH_TIME)
     hit_ax = min(row["ax"] for row in hit["telemetry"])
     after_ax = min(row["ax"] for row in after["telemetry"])
     # The collision chunk shows the impact's 1/3 s block mean (peak -9.95 m/s^2 in the CSV);
-    # the normal chunk from 5.0 s shows no more than the post-impact braking inside its span.
+    # the normal chunk from 7.0 s shows no more than the driving inside its span.
     imu = _imu(crash)
     assert imu["ax"].min() == pytest.approx(-9.95, abs=0.4)
     assert hit_ax < -6.0
-    span_ax = imu["ax"][(imu["t"] >= 5.0) & (imu["t"] <= 10.0)]
+    span_ax = imu["ax"][(imu["t"] >= 7.0) & (imu["t"] <= 10.0)]
     assert after_ax >= span_ax.min() > -6.0
     assert after_ax > hit_ax + 2.0
 
@@ -393,7 +394,32 @@ def test_whole_clip_is_32_capped_frames_at_2fps(dual_view, tiny_kit):
         {"kind": "video", "frames": 32, "height": 112, "width": 112, "tokens": 256}
     ]
     assert window["tokens"]["visual"] == 16 * 16
-    assert window["answer"] == "No, normal driving. Keep a safe distance.<|im_end|>"
+    # paper 003's chain of thought: the events (none here), then the instruction
+    assert window["answer"] == (
+        "Events: no risky event.\nInstruction: Keep a safe distance.<|im_end|>"
+    )
+
+
+def test_synthetic_driver_view_clip_previews_events_then_instruction(tiny_kit, tmp_path):
+    """Issue 25, point 10: `sce synth --driver-view` gives paper 003's recipe a dual-view clip
+    whose answer lists the driver and road events, then the instruction."""
+    from sce.prepare.synthetic import SynthOptions
+
+    rng = np.random.default_rng([CRASH_SEED, 0])
+    options = SynthOptions(driver_view=True)
+    record = generate_clip(tmp_path, "crash", "collision", "train", rng, 10.0, 4, 112, 56,
+                           options=options)  # fmt: skip
+    write_manifest([record], tmp_path / "manifest.jsonl")
+    (window,) = preview(PAPER003, tiny_kit, tmp_path / "manifest.jsonl", "crash")["windows"]
+    events = "; ".join(
+        {"phone_use": "mobile phone use", "collision": "collision"}[e]
+        for e in record.annotations["driving_events"]
+    )
+    assert "collision" in record.annotations["driving_events"]
+    assert window["answer"] == (
+        f"Events: {events}.\nInstruction: {record.annotations['instruction']}<|im_end|>"
+    )
+    assert window["visual_blocks"][0]["height"] == window["visual_blocks"][0]["width"] == 112
 
 
 # -------------------------------------------------------- 6. Nexar's binary labels
@@ -417,3 +443,22 @@ def test_binary_record_is_asked_the_yes_no_question(nexar, tiny_kit, sample, ans
     assert EVENT_QUESTION not in window["chat"] and "A. collision" not in window["chat"]
     assert window["answer"] == answer + "<|im_end|>"
     assert "collision" not in window["answer"]
+
+
+def test_paper001_preview_asks_the_papers_question(crash, tiny_kit, tmp_path):
+    """Issue 25, point 6: paper 001's recipe asks its appendix A.3 question, options in its
+    order and words; a near-collision's answer is C. sce's recipes keep sce's wording."""
+    manifest = write_manifest([_moved(crash, label="near_collision")], tmp_path / "m.jsonl")
+    fast = (*SMALL, "--data.window.fps=3")  # the question does not depend on the frame count
+    (window,) = preview(PAPER001, tiny_kit, manifest, "crash", *fast)["windows"]
+    question = (
+        "In this video, the ego vehicle's dashcam captures a driving event. "
+        "What type of driving event occurs?\n"
+        "A. The vehicle collides with another vehicle or object.\n"
+        "B. The vehicle drives normally with no incident.\n"
+        "C. The vehicle nearly collides but avoids an accident."
+    )
+    assert window["chat"].count(question) == 1 and EVENT_QUESTION not in window["chat"]
+    assert window["answer"].startswith("C. The vehicle nearly collides but avoids an accident.")
+    (demo,) = preview(DEMO, tiny_kit, manifest, "crash", *fast)["windows"]
+    assert EVENT_QUESTION in demo["chat"] and demo["answer"].startswith("B. near-collision")

@@ -25,6 +25,10 @@ Options for the ablations (`SynthOptions`; the defaults leave every clip unchang
 - telemetry_decides: near-collisions and normal clips look alike (the agent keeps a steady
   follow distance, no brake lights, no pitch); only the IMU's hard braking tells them apart
   (paper 000 Table V's IMU question). Collisions stay visible.
+- driver_view: a driver-facing video per clip (`metadata.driver_video`, a dual-view clip) and
+  paper 003's structured events and instruction (`annotations.driving_events`,
+  `annotations.instruction`); drawn from a generator of its own, so the road clip, its
+  telemetry and its other annotations are unchanged.
 - class_fractions: the train split's class mix (a long tail, e.g. 2% collision, 15%
   near-collision); val and test stay balanced so collision F1 is measurable (paper 001 Table 7).
 
@@ -36,6 +40,7 @@ Modules, in flow order (each imports only the ones above it):
 - render     the frames (road, agent, weather, camera motion) and their H.264 encoding
 - caption    a clip's metadata and templated caption
 - questions  teacher-style QA pairs, reasoning VQA and metadata caption (no random draw)
+- cabin      the driver-facing view (driver_view) and paper 003's events and instruction
 - manifest   labels and splits, one clip's files and record, generate_synthetic_dataset
 """
 

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from sce.data.schema import LABELS, ClipRecord, write_manifest
 from sce.prepare.splits import assign_splits
+from sce.prepare.synthetic.cabin import write_driver_view
 from sce.prepare.synthetic.caption import clip_metadata, make_caption
 from sce.prepare.synthetic.questions import teacher_annotations
 from sce.prepare.synthetic.render import encode_video, render_frames
@@ -112,6 +113,15 @@ def generate_clip(
     if "brief_start" in sc.params:  # where the impact can be seen (the ablation's ground truth)
         meta["visible_from_s"] = round(sc.params["brief_start"], 3)
         meta["visible_to_s"] = round(sc.params["brief_end"], 3)
+    annotations = {
+        CAPTION_FIELD: make_caption(label, meta, kin.event_time),
+        **teacher_annotations(label, meta, kin.event_time),  # no random draw
+    }
+    if options.driver_view:  # its own generator, spawned after every draw of the road clip
+        meta["driver_video"], cot = write_driver_view(
+            out_dir, clip_id, label, rng.spawn(1)[0], duration, fps, width, height, preset
+        )
+        annotations.update(cot)
     return ClipRecord(
         id=clip_id,
         video=video_path,
@@ -122,10 +132,7 @@ def generate_clip(
         gps=gps_path,
         event_time=kin.event_time,
         metadata=meta,
-        annotations={
-            CAPTION_FIELD: make_caption(label, meta, kin.event_time),
-            **teacher_annotations(label, meta, kin.event_time),  # no random draw
-        },
+        annotations=annotations,
         root=str(out_dir),
     )
 

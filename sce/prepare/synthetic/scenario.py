@@ -82,11 +82,14 @@ class SynthOptions:
     brief_events: impacts visible for BRIEF_VISIBLE_S only, camera stabilised.
     telemetry_decides: near-collision and normal clips look alike; the IMU decides.
     class_fractions: {label: fraction} of the train split (val/test stay balanced), or None.
+    driver_view: each clip also gets a driver-facing video and paper 003's structured events
+        and instruction (sce.prepare.synthetic.cabin); the road clip is unchanged.
     """
 
     brief_events: bool = False
     telemetry_decides: bool = False
     class_fractions: dict[str, float] | None = None
+    driver_view: bool = False
 
     def __post_init__(self) -> None:
         fractions = self.class_fractions
