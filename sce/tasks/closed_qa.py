@@ -13,34 +13,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from sce.tasks.base import (
-    PairTask,
     ScoringOptions,
     TaskScores,
-    TaskSource,
-    graded_reward,
     register_task,
 )
-from sce.tasks.qa import FIELD, check_qa, qa_pairs
+from sce.tasks.qa import QaPairTask
 
 KIND = "closed"
 
 
-class ClosedQaTask(PairTask):
+class ClosedQaTask(QaPairTask):
     name = "closed_qa"
-    fields = (FIELD,)
-
-    def check(self, annotations: Mapping[str, Any]) -> None:
-        if annotations.get(FIELD) is not None:
-            check_qa(annotations[FIELD])
-
-    def pairs(self, source: TaskSource) -> list[Mapping[str, Any]]:
-        return qa_pairs(source, KIND)
-
-    def pair_question(self, pair: Mapping[str, Any]) -> str:
-        return str(pair["question"])
-
-    def pair_answer(self, pair: Mapping[str, Any]) -> str:
-        return str(pair["answer"])
+    kind = KIND
 
     def parse(self, text: str | None, scope: str = "three_class") -> str | None:
         """The normalized answer (lower case, no punctuation or articles); None when empty."""
@@ -50,20 +34,15 @@ class ClosedQaTask(PairTask):
 
     def metrics(self, items: list[dict], options: ScoringOptions) -> TaskScores:
         """`closed_qa/{n,acc}` over all items and `imu_<on|off>/closed_qa/...` per IMU setting."""
-        from sce.metrics.text import closed_qa_correct
-        from sce.tasks.scoring import per_imu_means
+        from sce.tasks.scoring import closed_answer_scores
 
-        correct = [float(closed_qa_correct(i["prediction"], i["reference"])) for i in items]
-        return TaskScores(per_imu_means(self.name, {"acc": correct}, items))
+        return closed_answer_scores(self.name, items)
 
     def reward(self, text: str | None, item: Mapping[str, Any]) -> float:
         """Readable, then right by the closed-QA rule (the answer's words)."""
-        from sce.metrics.text import closed_qa_correct
+        from sce.tasks.scoring import closed_answer_reward
 
-        readable = self.parse(text) is not None
-        return graded_reward(
-            readable, float(readable and closed_qa_correct(text, item["reference"]))
-        )
+        return closed_answer_reward(self.parse(text) is not None, text, item["reference"])
 
 
 CLOSED_QA = register_task(ClosedQaTask())

@@ -13,36 +13,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from sce.tasks.base import (
-    PairTask,
     ScoringOptions,
     TaskScores,
-    TaskSource,
     graded_reward,
     register_task,
 )
 from sce.tasks.caption import read_text
-from sce.tasks.qa import FIELD, check_qa, qa_pairs
+from sce.tasks.qa import QaPairTask
 
 KIND = "open"
 
 
-class OpenQaTask(PairTask):
+class OpenQaTask(QaPairTask):
     name = "open_qa"
-    fields = (FIELD,)
+    kind = KIND
     uses_bertscore = True
-
-    def check(self, annotations: Mapping[str, Any]) -> None:
-        if annotations.get(FIELD) is not None:
-            check_qa(annotations[FIELD])
-
-    def pairs(self, source: TaskSource) -> list[Mapping[str, Any]]:
-        return qa_pairs(source, KIND)
-
-    def pair_question(self, pair: Mapping[str, Any]) -> str:
-        return str(pair["question"])
-
-    def pair_answer(self, pair: Mapping[str, Any]) -> str:
-        return str(pair["answer"])
 
     def parse(self, text: str | None, scope: str = "three_class") -> str | None:
         """The free-text answer (after a closed think block); None when empty."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sce.tasks.base import AnnotationError, TaskSource, check_text, shown
+from sce.tasks.base import AnnotationError, PairTask, TaskSource, check_text, shown
 
 FIELD = "qa"  # the annotation holding the teacher's open and closed QA pairs
 QA_TYPES = ("open", "closed")
@@ -45,3 +45,24 @@ def qa_pairs(source: TaskSource, kind: str) -> list[Mapping[str, Any]]:
     """The record's QA pairs of type `kind` ("open" or "closed"), in annotation order."""
     items = source.annotations.get(FIELD) or []
     return [item for item in items if item.get("type") == kind]
+
+
+class QaPairTask(PairTask):
+    """A task on the teacher's QA pairs of one `kind` ("open" or "closed"), every pair its own
+    item: the question as asked, the answer as given."""
+
+    fields = (FIELD,)
+    kind = "open"
+
+    def check(self, annotations: Mapping[str, Any]) -> None:
+        if annotations.get(FIELD) is not None:
+            check_qa(annotations[FIELD])
+
+    def pairs(self, source: TaskSource) -> list[Mapping[str, Any]]:
+        return qa_pairs(source, self.kind)
+
+    def pair_question(self, pair: Mapping[str, Any]) -> str:
+        return str(pair["question"])
+
+    def pair_answer(self, pair: Mapping[str, Any]) -> str:
+        return str(pair["answer"])

@@ -21,7 +21,8 @@ from torchmetrics import Metric
 from sce.common.labels import BINARY_LABELS, LABELS
 from sce.metrics.classification import EventClassificationMetrics, GroupedMetrics
 from sce.metrics.parsing import ParsedAnswer
-from sce.tasks.base import scope_of
+from sce.metrics.text import closed_qa_correct
+from sce.tasks.base import TaskScores, graded_reward, scope_of
 from sce.tasks.events import read_event, wording_of
 
 
@@ -178,3 +179,15 @@ def text_metrics(
     if bert is not None:
         per_item["bertscore_f1"] = bert
     return per_imu_means(name, per_item, items)
+
+
+def closed_answer_scores(name: str, items: list[dict]) -> TaskScores:
+    """`<name>/{n,acc}` over all items and per IMU setting, by the closed-QA rule: the
+    normalized answer equals the reference or starts with it as whole words (vqa, closed_qa)."""
+    correct = [float(closed_qa_correct(i["prediction"], i["reference"])) for i in items]
+    return TaskScores(per_imu_means(name, {"acc": correct}, items))
+
+
+def closed_answer_reward(readable: bool, text: str | None, reference: str) -> float:
+    """Readable, then right by the closed-QA rule."""
+    return graded_reward(readable, float(readable and closed_qa_correct(text, reference)))

@@ -19,7 +19,6 @@ from sce.tasks.base import (
     TaskScores,
     TaskSource,
     check_text,
-    graded_reward,
     register_task,
     shown,
 )
@@ -94,20 +93,15 @@ class VqaTask(Task):
     def metrics(self, items: list[dict], options: ScoringOptions) -> TaskScores:
         """`vqa/{n,acc}` over all items and `imu_<on|off>/vqa/...` per IMU setting (paper 000's
         Closed QA column is the closed_qa task's, on the teacher's static-scene questions)."""
-        from sce.metrics.text import closed_qa_correct
-        from sce.tasks.scoring import per_imu_means
+        from sce.tasks.scoring import closed_answer_scores
 
-        correct = [float(closed_qa_correct(i["prediction"], i["reference"])) for i in items]
-        return TaskScores(per_imu_means(self.name, {"acc": correct}, items))
+        return closed_answer_scores(self.name, items)
 
     def reward(self, text: str | None, item: Mapping[str, Any]) -> float:
         """Readable, then right by the closed-QA rule (the letter, or the answer's words)."""
-        from sce.metrics.text import closed_qa_correct
+        from sce.tasks.scoring import closed_answer_reward
 
-        readable = self.parse(text) is not None
-        return graded_reward(
-            readable, float(readable and closed_qa_correct(text, item["reference"]))
-        )
+        return closed_answer_reward(self.parse(text) is not None, text, item["reference"])
 
 
 VQA = register_task(VqaTask())
