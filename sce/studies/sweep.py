@@ -72,6 +72,7 @@ from typing import Any
 
 import yaml
 
+from sce.evaluate.dashboard import scalar_tag
 from sce.evaluate.run_folder import SWEEP_FILE, RunFolder, RunFolderError, seed_folder
 from sce.train.config import ConfigError, as_overrides, resolve_config
 from sce.train.runs import CKPT_CHOICES
@@ -594,13 +595,14 @@ def metric_tags(run_dir: Path) -> list[str]:
     validation loss. The same list for every variant (TensorBoard takes the metric list of one
     run for the whole table); a metric a run lacks shows as blank."""
     split = (RunFolder(run_dir).metrics() or {}).get("split") or "val"
-    return [*(f"{split}_gen/{k}" for k in SUMMARY_METRICS), "val/loss"]
+    return [*(scalar_tag(split, k) for k in SUMMARY_METRICS), "val/loss"]
 
 
 def log_variant_hparams(variant: Variant, swept: Sequence[str]) -> dict[str, Any]:
     """Write the variant's HParams session into its run folder; returns the hparams.
 
-    The session's metrics name scalar tags the run already logged (`val_gen/acc`, ...), so the
+    The session's metrics name scalar tags the run already logged (`val_gen/acc`,
+    `val_gen_class/f1/collision`, ...: sce.evaluate.dashboard.scalar_tag), so the
     HParams view reads their final values from the run itself; no duplicate points are added.
     """
     from torch.utils.tensorboard import SummaryWriter

@@ -271,7 +271,7 @@ def test_run_sweep_records_status_metrics_and_hparams(fake_sweep):
     assert params["model.rank"] == 16 and params["model.finetuning"] == "dora"
     assert params["budget/visual_tokens_per_clip"] == 48
     assert params["data.class_factors"] == "none"
-    assert {"val_gen/acc", "val_gen/f1/collision", "val/loss"} <= set(tags)
+    assert {"val_gen/acc", "val_gen_class/f1/collision", "val/loss"} <= set(tags)
     assert not (out / "fps" / "fps5" / "metrics.json").exists()
 
 
