@@ -11,4 +11,5 @@ The scoring primitives (classification, text, calibration metrics) are one floor
 - predictions    `sce predict`'s predictions.jsonl writer
 - run_folder     a run's log folder read back: config, metrics.json, evaluations, checkpoints
 - paper_tables   a paper's tables from run folders (`sce report`)
+- compare        runs side by side with the config keys that differ (`sce compare`)
 """

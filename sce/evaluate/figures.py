@@ -186,18 +186,21 @@ def imu_setting_value(scalars: Mapping[str, float], imu: str, key: str) -> float
 
 
 def compact_table(
-    evaluations: Mapping[str, Mapping[str, float]], metrics: Sequence[str] = COMPACT_METRICS
+    evaluations: Mapping[str, Mapping[str, float]],
+    metrics: Sequence[str] = COMPACT_METRICS,
+    change: bool = True,
 ) -> str:
     """Metrics (rows) of one or more evaluations' scalars, one column per evaluation and IMU
-    setting it has ("<name> IMU", "<name> video"), plus the last evaluation's video-only change
-    vs with IMU (paper 000 Table V) when it has both settings. Missing values print "-"."""
+    setting it has ("<name> IMU", "<name> video"), plus (with `change`) the last evaluation's
+    video-only change vs with IMU (paper 000 Table V) when it has both settings. Missing values
+    print "-"."""
     columns: list[tuple[str, str, str]] = []  # (header, evaluation, imu)
     for name, scalars in evaluations.items():
         for imu, label in IMU_SETTINGS.items():
             if any(imu_setting_value(scalars, imu, key) is not None for key in metrics):
                 columns.append((f"{name} {label}".strip(), name, imu))
     last = list(evaluations)[-1] if evaluations else None
-    with_change = {(last, "on"), (last, "off")} <= {(c[1], c[2]) for c in columns}
+    with_change = change and {(last, "on"), (last, "off")} <= {(c[1], c[2]) for c in columns}
     rows = []
     for key in metrics:
         row: dict[str, Any] = {"metric": key}

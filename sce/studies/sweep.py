@@ -73,7 +73,13 @@ from typing import Any
 import yaml
 
 from sce.evaluate.dashboard import scalar_tag
-from sce.evaluate.run_folder import SWEEP_FILE, RunFolder, RunFolderError, seed_folder
+from sce.evaluate.run_folder import (
+    SWEEP_FILE,
+    RunFolder,
+    RunFolderError,
+    flat_config,
+    seed_folder,
+)
 from sce.train.config import ConfigError, as_overrides, resolve_config
 from sce.train.runs import CKPT_CHOICES
 
@@ -466,25 +472,14 @@ def _check_same_config(variant: Variant) -> None:
     path = variant.run_dir / CONFIG_NAME
     if not path.is_file():
         return
-    old = _flat(yaml.safe_load(path.read_text()) or {})
-    new = _flat(variant.config)
+    old = flat_config(yaml.safe_load(path.read_text()) or {})
+    new = flat_config(variant.config)
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k, _MISSING) != new.get(k))
     if changed:
         raise SweepError(
             f"{variant.run_dir}: finished with another config ({', '.join(changed)} differ); "
             "--resume keeps finished runs: pass --overwrite to rerun, or choose another --out"
         )
-
-
-def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted keys -> values (lists kept whole)."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, Mapping) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _check_layout(plan: SweepPlan, summary: Mapping[str, Any], overwrite: bool) -> None:
