@@ -105,10 +105,11 @@ class GenerationEvaluation(Callback):
         """Resolve the BERTScore encoder once per fit / validate / test, so a bad folder fails
         before training and a missing one is said once, not every epoch."""
         check_monitor(trainer)
-        no_hp_metric(trainer)
-        writer = tensorboard_writer(trainer)
-        if writer is not None and trainer.is_global_zero:
-            write_dashboard(writer)
+        if getattr(trainer, "loggers", None):
+            no_hp_metric(trainer)
+            writer = tensorboard_writer(trainer)
+            if writer is not None and trainer.is_global_zero:
+                write_dashboard(writer)
         self.bertscore = self._resolve_bertscore()
         if self.bertscore is not None:
             rank_zero_info(f"GenerationEvaluation: {self.bertscore.describe()}")

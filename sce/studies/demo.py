@@ -162,7 +162,9 @@ def _trainer(
         default_root_dir=str(out),
         max_epochs=epochs,
         accelerator="cpu",
-        logger=TensorBoardLogger(str(out / "tensorboard"), name=name, version=""),
+        logger=TensorBoardLogger(
+            str(out / "tensorboard"), name=name, version="", default_hp_metric=False
+        ),
         callbacks=[*callbacks, EpochLines(name)],
         use_distributed_sampler=False,
         enable_checkpointing=False,
