@@ -147,6 +147,8 @@ def sweep_variants(folder: Path) -> list[SweepVariant] | None:
         runs = [folder / name / seed_folder(seed) for seed in seeds] or [folder / name]
         variants.append(SweepVariant(name, str(entry.get("status", "?")), tuple(runs)))
     return variants
+
+
 def flat_config(config: Any, prefix: str = "") -> dict[str, Any]:
     """A nested config as dotted keys -> values (lists kept whole): `model.rank` -> 32."""
     out: dict[str, Any] = {}
