@@ -234,9 +234,9 @@ def _eval_tasks(trainer: Trainer) -> tuple[str, ...]:
 
 def no_hp_metric(trainer: Trainer) -> None:
     """Turn off the TensorBoard loggers' `hp_metric` placeholder (a -1 card at step 0 that
-    nothing updates) before Lightning logs the hyperparameters (after the setup hooks). The
-    logger takes it only as `default_hp_metric` at construction; a config that sets it is
-    honoured the same way, so every run, whatever its config, shows no such card."""
+    nothing in sce updates) before Lightning logs the hyperparameters (after the setup hooks).
+    The logger takes it only as `default_hp_metric` (Lightning's default: on) at construction,
+    so it is set here for every run this callback watches, whatever its config says."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
     for logger in trainer.loggers:
