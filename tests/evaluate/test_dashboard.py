@@ -48,14 +48,15 @@ def _items(sources: tuple[str, ...] = ("synthetic",)) -> list[dict]:
 
 
 def test_evaluation_scalars_sit_in_sections_not_one_group():
-    """The issue's probe: the demo's test evaluation logged 147 scalars under `test_gen/`. The
-    same keys now split into five sections, none above 36 tags, each key logged once."""
+    """The issue's probe: the demo's test evaluation logged 147 scalars under `test_gen/` (148
+    since evaluations count their clips). The same keys now split into five sections, none above
+    36 tags, each key logged once."""
     keys = list(summarize(_items()).scalars)
-    assert len(keys) == 147
+    assert len(keys) == 148
     tags = [scalar_tag("test", key) for key in keys]
     sections = Counter(tag.split("/")[0] for tag in tags)
     assert sections == {
-        "test_gen": 15,  # items, n, acc, macro P/R/F1, invalid rate, binary x 6, alarm x 2
+        "test_gen": 16,  # items, clips, n, acc, macro P/R/F1, invalid, binary x 6, alarm x 2
         "test_gen_imu": 24,  # the 12 non-class keys per IMU setting
         "test_gen_class": 36,  # P/R/F1/support x 3 classes, overall and per IMU setting
         "test_gen_ll": 36,
