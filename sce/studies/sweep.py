@@ -1054,7 +1054,9 @@ def _error_output(err: Exception) -> dict[str, Any]:
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     from sce.train.config import add_override_arguments
 
-    parser.add_argument("ablation", help="ablation YAML (experiments/ablations/*.yaml)")
+    parser.add_argument(
+        "ablation", help="ablation YAML (experiments/ablations/*.yaml): variants or a grid"
+    )
     parser.add_argument("--base", help="base config instead of the ablation's `base`")
     add_override_arguments(parser)  # --trainer.max_epochs=1 ...: for every variant
     parser.add_argument("--only", help="comma-separated variant names to run")
