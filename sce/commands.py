@@ -77,6 +77,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("infer", "sce.deploy.infer", "event class, collision probability and description of a clip"),
     Command("budget", "sce.train.budget", "frames, visual/text tokens and sequence length of a config"),
     Command("plan", "sce.train.plan", "predicted peak GPU memory per device of one training step of a config"),
-    Command("sweep", "sce.studies.sweep", "run every variant of an ablation YAML"),
+    Command("sweep", "sce.studies.sweep", "run every variant (or grid point) of an ablation YAML"),
     Command("report", "sce.evaluate.paper_tables", "a paper's tables from run folders, markdown and CSV"),
+    Command("compare", "sce.evaluate.compare", "runs side by side: metrics and the config keys that differ"),
 )  # fmt: skip

@@ -268,8 +268,11 @@ class SceDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("test").loss_view(), self.eval_batch_size, "train")
 
+    # the split `sce predict` answers (all of it), named by the predictions writer's message
+    predict_split = "test"
+
     def predict_dataloader(self) -> DataLoader:
-        return self.generation_dataloader("test")
+        return self.generation_dataloader(self.predict_split)
 
     def generation_dataloader(
         self,

@@ -763,6 +763,7 @@ def infer_command(args: argparse.Namespace) -> int:
                     f"answered (their rows hold the error): {batch.failed}",
                     file=sys.stderr,
                 )
+            print_labelled_metrics(batch.path, args.split)
             return 0
         result = infer_clip(
             model,
@@ -785,6 +786,16 @@ def infer_command(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps(result.to_json(), indent=2) if args.json else result.to_text())
     return 0
+
+
+def print_labelled_metrics(path: Path, split: str) -> None:
+    """The compact metrics table of the written rows, scored against their labels."""
+    from sce.evaluate.predictions import labelled_metrics
+
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    table = labelled_metrics(rows, split)
+    if table:
+        print(table)
 
 
 def manifest_records(args: argparse.Namespace):

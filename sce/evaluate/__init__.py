@@ -5,9 +5,11 @@ The scoring primitives (classification, text, calibration metrics) are one floor
 
 - figures        confusion matrix, PR curve and reliability figures; compact metric tables
 - summary        one evaluation's metrics over its evaluated items (Summary, summarize)
-- media          TensorBoard images and text logged at their scalars' step
+- media          TensorBoard images, text and exact PR curves logged at their scalars' step
+- dashboard      TensorBoard sections of the evaluation scalars and the custom-scalars dashboard
 - callback       GenerationEvaluation: generation + log-likelihood evaluation during fit/validate/test
 - predictions    `sce predict`'s predictions.jsonl writer
 - run_folder     a run's log folder read back: config, metrics.json, evaluations, checkpoints
 - paper_tables   a paper's tables from run folders (`sce report`)
+- compare        runs side by side with the config keys that differ (`sce compare`)
 """

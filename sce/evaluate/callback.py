@@ -7,13 +7,17 @@ class, at test the whole split (a paper's table comes from its whole test set) o
 clips of each class (paper 001's test set: 66 of each), stratified by class and source and drawn
 once from data.eval_seed (sce.data.subset), the same in every epoch, run and rank count (sharded
 across ranks, gathered on every rank), parses them,
-and logs namespaced scalars (`val_gen/acc`, `val_gen/f1/collision`, per source and IMU setting),
-the confusion matrix, reliability diagram and the binary alarm's precision-recall curve as images
+and logs namespaced scalars in sections (`val_gen/acc`, `val_gen_class/f1/collision`, per source,
+IMU setting and scorer: sce.evaluate.dashboard.scalar_tag), the confusion matrix, reliability
+diagram and the binary alarm's precision-recall curve as images
 (items of binary-scope records, e.g. Nexar, count only in `binary/*`; see sce.evaluate.summary),
 the alarm's curve also in TensorBoard's PR CURVES tab, a text table of sample generations (all at
 the step of their scalars, sce.evaluate.media), and writes `metrics.json` (latest),
 `evaluations/<split>_step<N>.json` and `evaluations/<split>_step<N>_alarm_pr_curve.png` in the
-run folder.
+run folder. At the start of fit / validate / test it writes the CUSTOM SCALARS dashboard
+(sce.evaluate.dashboard). No `hp_metric` card: the TensorBoard logger's placeholder (-1 at step
+0, `default_hp_metric`) is turned off for the run (`no_hp_metric`), and `sce sweep` writes
+HParams sessions whose metrics are the evaluation tags themselves.
 
 BERTScore (captions, instructions) needs a local encoder: `bertscore_model`, else the folder in
 $SCE_BERTSCORE_MODEL, read at `bertscore_layer` (default: bert-score's recommended layer for the
@@ -33,7 +37,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from tqdm import tqdm
 
-from sce.evaluate.media import MediaLogger
+from sce.evaluate.dashboard import metric_key, scalar_tag, write_dashboard
+from sce.evaluate.media import MediaLogger, tensorboard_writer
 from sce.evaluate.summary import Summary, json_safe, summarize
 from sce.metrics.text import BERTSCORE_MODEL_ENV, BERTScoreEncoder, resolve_bertscore_encoder
 from sce.tasks import REASONING, TASKS
@@ -99,6 +104,12 @@ class GenerationEvaluation(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Resolve the BERTScore encoder once per fit / validate / test, so a bad folder fails
         before training and a missing one is said once, not every epoch."""
+        check_monitor(trainer)
+        if getattr(trainer, "loggers", None):
+            no_hp_metric(trainer)
+            writer = tensorboard_writer(trainer)
+            if writer is not None and trainer.is_global_zero:
+                write_dashboard(writer)
         self.bertscore = self._resolve_bertscore()
         if self.bertscore is not None:
             rank_zero_info(f"GenerationEvaluation: {self.bertscore.describe()}")
@@ -140,12 +151,9 @@ class GenerationEvaluation(Callback):
             bertscore_layer=None if encoder is None else encoder.num_layers,
         )
         self.last[split] = summary
-        prefix = f"{split}_gen"
         for name, value in summary.scalars.items():
-            pl_module.log(f"{prefix}/{name}", float(value), sync_dist=False, rank_zero_only=True)
-        main = main_metric(trainer, summary) if split == "val" else None
-        if main is not None:  # TensorBoard's HParams tab ranks runs by hp_metric
-            pl_module.log("hp_metric", main, sync_dist=False, rank_zero_only=True)
+            tag = scalar_tag(split, name)
+            pl_module.log(tag, float(value), sync_dist=False, rank_zero_only=True)
         self._write(trainer, pl_module, split, summary)
         return summary
 
@@ -224,14 +232,33 @@ def _eval_tasks(trainer: Trainer) -> tuple[str, ...]:
     return tuple(hparams.get("eval_tasks", ()))
 
 
-def main_metric(trainer: Trainer, summary: Summary) -> float | None:
-    """The run's main validation metric: the checkpoint callback's monitored `val_gen/...`
-    metric (the recipe's choice, e.g. val_gen/calibration/brier for paper 002), else accuracy;
-    None when the evaluation lacks it (e.g. a run without the event question)."""
-    monitor = getattr(trainer.checkpoint_callback, "monitor", None) or ""
-    name = monitor.removeprefix("val_gen/") if monitor.startswith("val_gen/") else "acc"
-    value = summary.scalars.get(name)
-    return None if value is None else float(value)
+def no_hp_metric(trainer: Trainer) -> None:
+    """Turn off the TensorBoard loggers' `hp_metric` placeholder (a -1 card at step 0 that
+    nothing in sce updates) before Lightning logs the hyperparameters (after the setup hooks).
+    The logger takes it only as `default_hp_metric` (Lightning's default: on) at construction,
+    so it is set here for every run this callback watches, whatever its config says."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger._default_hp_metric = False  # the attribute the constructor argument sets
+
+
+def check_monitor(trainer: Trainer) -> None:
+    """A checkpoint monitor naming an evaluation scalar must use its logged tag (the tag of a
+    per-class, per-IMU, per-source or log-likelihood metric has its section in the prefix):
+    `val_gen/f1/collision` would never be logged, so fail before training, naming the tag."""
+    monitor = getattr(getattr(trainer, "checkpoint_callback", None), "monitor", None) or ""
+    head = monitor.partition("/")[0]
+    if "/" not in monitor or not (head.endswith("_gen") or "_gen_" in head):
+        return
+    split = head.partition("_gen")[0]
+    tag = scalar_tag(split, metric_key(monitor))
+    if tag != monitor:
+        raise ValueError(
+            f"ModelCheckpoint(monitor={monitor!r}): that metric is logged as {tag!r} "
+            "(sce.evaluate.dashboard.scalar_tag); set monitor to it"
+        )
 
 
 def _gather(results: list[dict]) -> list[dict]:

@@ -23,13 +23,23 @@ def _as_numpy(matrix: Any) -> np.ndarray:
     return np.asarray(matrix, dtype=np.float64)
 
 
+# The confusion matrix is read in a TensorBoard image card (about 400 px wide, the image scaled
+# to fit): a small canvas with large text. Cell text in pixels = CELL_FONT_PT * DPI / 72.
+CONFUSION_DPI = 100
+CONFUSION_INCHES_PER_CELL = (0.95, 0.7)  # (width, height) of one cell
+CELL_FONT_PT = 12
+TICK_FONT_PT = 10
+
+
 def confusion_matrix_figure(
     cm: Any,
     labels: Sequence[str] = LABELS,
     title: str | None = None,
     col_labels: Sequence[str] | None = None,
 ) -> Figure:
-    """Confusion matrix (rows = true, columns = predicted) annotated with counts and row %.
+    """Confusion matrix (rows = true, columns = predicted), each cell its count and its share
+    of the true class ("12" over "40%"), sized to be read at TensorBoard's card size (no colour
+    bar; 4 columns x 3 rows render 400 x 300 px with 17 px cell text).
 
     Colours are normalised per row (the fraction of each true class), so a rare class reads as
     clearly as a common one. A matrix with one extra column gets the column label "invalid".
@@ -47,23 +57,30 @@ def confusion_matrix_figure(
         )
     rows = counts.sum(axis=1, keepdims=True)
     fraction = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
-    fig = Figure(figsize=(1.4 * counts.shape[1] + 2, 1.2 * counts.shape[0] + 1.5), dpi=100)
+    cell_w, cell_h = CONFUSION_INCHES_PER_CELL
+    size = (cell_w * counts.shape[1] + 0.2, cell_h * counts.shape[0] + 0.9)
+    fig = Figure(figsize=size, dpi=CONFUSION_DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    image = ax.imshow(fraction, cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    ax.imshow(fraction, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
     for i in range(counts.shape[0]):
         for j in range(counts.shape[1]):
             colour = "white" if fraction[i, j] > 0.5 else "black"
             text = f"{int(counts[i, j])}\n{100 * fraction[i, j]:.0f}%"
-            ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=9)
-    ax.set_xticks(range(len(col_labels)), labels=list(col_labels), rotation=30, ha="right")
-    ax.set_yticks(range(len(labels)), labels=list(labels))
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title or f"confusion matrix (n={int(counts.sum())})", fontsize=10)
-    fig.tight_layout()
+            ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=CELL_FONT_PT)
+    short = [_short_label(c) for c in col_labels]
+    ax.set_xticks(range(len(col_labels)), labels=short, fontsize=TICK_FONT_PT)
+    ax.set_yticks(range(len(labels)), labels=[_short_label(r) for r in labels])
+    ax.tick_params(axis="y", labelsize=TICK_FONT_PT)
+    ax.xaxis.tick_top()
+    ax.set_title(title or f"true (rows) vs predicted, n={int(counts.sum())}", fontsize=TICK_FONT_PT)
+    fig.tight_layout(pad=0.3)
     return fig
+
+
+def _short_label(label: str) -> str:
+    """A class name that fits a cell: "near_collision" -> "near-coll."."""
+    return {"near_collision": "near-coll.", "collision": "collision"}.get(label, label)
 
 
 def pr_curve_figure(
@@ -169,18 +186,21 @@ def imu_setting_value(scalars: Mapping[str, float], imu: str, key: str) -> float
 
 
 def compact_table(
-    evaluations: Mapping[str, Mapping[str, float]], metrics: Sequence[str] = COMPACT_METRICS
+    evaluations: Mapping[str, Mapping[str, float]],
+    metrics: Sequence[str] = COMPACT_METRICS,
+    change: bool = True,
 ) -> str:
     """Metrics (rows) of one or more evaluations' scalars, one column per evaluation and IMU
-    setting it has ("<name> IMU", "<name> video"), plus the last evaluation's video-only change
-    vs with IMU (paper 000 Table V) when it has both settings. Missing values print "-"."""
+    setting it has ("<name> IMU", "<name> video"), plus (with `change`) the last evaluation's
+    video-only change vs with IMU (paper 000 Table V) when it has both settings. Missing values
+    print "-"."""
     columns: list[tuple[str, str, str]] = []  # (header, evaluation, imu)
     for name, scalars in evaluations.items():
         for imu, label in IMU_SETTINGS.items():
             if any(imu_setting_value(scalars, imu, key) is not None for key in metrics):
                 columns.append((f"{name} {label}".strip(), name, imu))
     last = list(evaluations)[-1] if evaluations else None
-    with_change = {(last, "on"), (last, "off")} <= {(c[1], c[2]) for c in columns}
+    with_change = change and {(last, "on"), (last, "off")} <= {(c[1], c[2]) for c in columns}
     rows = []
     for key in metrics:
         row: dict[str, Any] = {"metric": key}

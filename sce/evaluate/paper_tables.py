@@ -1245,7 +1245,12 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
         help="run folders (a `sce fit`/`sce test` run or its log dir; runs/demo gives one row "
         "per stage)",
     )
-    parser.add_argument("--paper", required=True, choices=PAPERS, help="whose tables to print")
+    parser.add_argument(
+        "--paper",
+        required=True,
+        choices=PAPERS,
+        help="whose tables to print (runs side by side without a paper: sce compare RUN...)",
+    )
     parser.add_argument(
         "--name",
         action="append",

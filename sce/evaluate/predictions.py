@@ -3,6 +3,9 @@
 One JSON line per item: the sample's meta (id, label, task, source, imu_on, ...), the generated
 answer, its parsed class and valid flag (read in the record's label scope) and the option
 probabilities (softmax over the A/B/C letters of the first answer token).
+
+`labelled_metrics` scores such rows against their records' labels: `sce predict` and `sce infer
+--manifest` print its compact table (the one `sce fit` / `sce test` print) under the split's name.
 """
 
 from __future__ import annotations
@@ -52,6 +55,25 @@ def event_time_fields(event_time: float | None, source: str | None) -> dict[str,
     return {"event_time_s": float(event_time), "event_time_source": source}
 
 
+def labelled_metrics(rows: list[dict[str, Any]], split: str | None) -> str | None:
+    """ "split S: metrics of N answered items" and the compact metrics table
+    (sce.evaluate.figures.compact_table, per IMU setting) of the rows whose record has a label
+    (sce.evaluate.summary.summarize scores them as an evaluation would); None when none has."""
+    from sce.common.labels import ALL_LABELS
+    from sce.evaluate.figures import compact_table
+    from sce.evaluate.summary import summarize
+
+    labelled = [
+        row for row in rows if row.get("label") in ALL_LABELS and row.get("prediction") is not None
+    ]
+    if not labelled:
+        return None
+    scalars = summarize(labelled).scalars
+    name = "?" if split is None else repr(split)
+    head = f"split {name}: metrics of {len(labelled)} answered items with labels"
+    return f"{head}\n{compact_table({'': scalars})}"
+
+
 class PredictionFileWriter(BasePredictionWriter):
     """Writes every predicted item to `<dirpath or trainer.log_dir>/predictions.jsonl`."""
 
@@ -71,4 +93,9 @@ class PredictionFileWriter(BasePredictionWriter):
         records = [prediction_record(item) for batch in batches for item in batch]
         with self.path.open("w") as f:
             f.writelines(json.dumps(r, default=str) + "\n" for r in records)
-        print(f"predictions: {len(records)} items written to {self.path}")
+        split = getattr(getattr(trainer, "datamodule", None), "predict_split", None)
+        of_split = "" if split is None else f" of split {split!r}"
+        print(f"predictions: {len(records)} items{of_split} written to {self.path}")
+        table = labelled_metrics(records, split)
+        if table:
+            print(table)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,17 @@ def sweep_variants(folder: Path) -> list[SweepVariant] | None:
         runs = [folder / name / seed_folder(seed) for seed in seeds] or [folder / name]
         variants.append(SweepVariant(name, str(entry.get("status", "?")), tuple(runs)))
     return variants
+
+
+def flat_config(config: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted keys -> values (lists kept whole): `model.rank` -> 32."""
+    out: dict[str, Any] = {}
+    for key, value in (config or {}).items():
+        if isinstance(value, Mapping) and value:
+            out.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def log_dirs(root: Path, marker: str) -> list[Path]:

@@ -82,7 +82,8 @@ class SceModule(L.LightningModule):
             "micro_batch": each micro-batch's token mean, averaged over accumulation steps and
             ranks (Lightning's default, kept for comparison). See `token_weighted`. Under
             "effective_batch", train/loss is the window's token-mean loss, logged once per
-            optimizer step, and train/micro_batch_loss each micro-batch's mean.
+            optimizer step, and (with gradient accumulation) train/micro_batch_loss each
+            micro-batch's mean.
         max_nonfinite_steps: training batches whose loss is NaN or infinite are skipped (they
             add no gradient; an optimizer step left without any batch updates nothing), counted
             as train/nonfinite_skipped and named (their sample ids) in a warning; one more than
@@ -237,12 +238,7 @@ class SceModule(L.LightningModule):
             return None  # no gradient, no log: it would poison the epoch aggregates
         size = batch["input_ids"].shape[0]
         on_step = stage == "train"
-        # Under effective-batch normalisation the optimised objective is the window's token
-        # mean, logged as train/loss per optimizer step; the micro-batch mean keeps its own name.
-        loss_name = "micro_batch_loss" if on_step and self._logs_window_loss() else "loss"
-        terms = {loss_name: out.total, "ce": out.ce}
-        if stage in self._mse_stages:
-            terms["mse"] = out.mse
+        terms = self._loss_terms(out, stage)
         for name, value in terms.items():  # per step in training, per epoch (synced) in eval
             self.log(
                 f"{stage}/{name}",
@@ -254,6 +250,22 @@ class SceModule(L.LightningModule):
                 sync_dist=not on_step,
             )
         return out
+
+    def _loss_terms(self, out: loss_lib.LossOutput, stage: str) -> dict[str, torch.Tensor]:
+        """The losses `_shared_step` logs, none twice under two names (TensorBoard would show
+        duplicate cards): `ce` and `mse` only when the stage adds the MSE term (else `ce` is
+        `loss`); in training under effective-batch normalisation the optimised objective is the
+        window's token mean, logged as train/loss per optimizer step, and the micro-batch mean
+        is logged (as `micro_batch_loss`) only with gradient accumulation (else it is that
+        window's loss)."""
+        terms: dict[str, torch.Tensor] = {}
+        if stage != "train" or not self._logs_window_loss():
+            terms["loss"] = out.total
+        elif self._accumulation() > 1:
+            terms["micro_batch_loss"] = out.total
+        if stage in self._mse_stages:
+            terms.update(ce=out.ce, mse=out.mse)
+        return terms
 
     def _skip_nonfinite(self, batch: dict[str, Any], loss: torch.Tensor) -> None:
         """Count a training batch whose loss is NaN/inf and name its samples; it is then

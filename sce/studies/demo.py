@@ -16,7 +16,7 @@ Stages (all through the same DataModule, LightningModule and callbacks as real r
 
 The warm-up validates every epoch (its caption loss, `val/loss` in TensorBoard); the recipes
 every `val_generation_every` epochs, their event-question `val/loss` and answers generated on the
-validation clips (`val_gen/imu_on/acc`, `val_gen/imu_off/acc`, ...).
+validation clips (`val_gen_imu/imu_on/acc`, `val_gen_imu/imu_off/acc`, ...).
 
 Writes `<out>/metrics.json` (every evaluation), TensorBoard logs under `<out>/tensorboard`, the
 model folders, and prints a table of per-class precision/recall/F1 and accuracy, untrained vs
@@ -162,7 +162,9 @@ def _trainer(
         default_root_dir=str(out),
         max_epochs=epochs,
         accelerator="cpu",
-        logger=TensorBoardLogger(str(out / "tensorboard"), name=name, version=""),
+        logger=TensorBoardLogger(
+            str(out / "tensorboard"), name=name, version="", default_hp_metric=False
+        ),
         callbacks=[*callbacks, EpochLines(name)],
         use_distributed_sampler=False,
         enable_checkpointing=False,

@@ -9,6 +9,11 @@ An ablation file (see experiments/ablations/) is a small delta on a base config:
       fps1: {data.window.fps: 1.0}
       fps3: {data.window.fps: 3.0}
 
+or, instead of `variants`, a grid: every combination of the listed values is one variant, named
+by its keys' last parts and values (`fps1_rank8`), in the grid's order (the last key fastest):
+
+    grid: {data.window.fps: [1.0, 3.0], model.rank: [8, 32]}   # 4 variants: fps1_rank8, ...
+
 Each variant's config is base <- ablation `overrides` <- `--key=value` arguments <- the variant's own values (the
 swept values always win), plus the run folder: `trainer.default_root_dir` and a TensorBoard
 logger with save_dir=<out>, name=<name>, version=<variant>, so `<out>/<name>/<variant>/` holds the
@@ -54,6 +59,7 @@ import ast
 import base64
 import contextlib
 import io
+import itertools
 import json
 import math
 import os
@@ -72,7 +78,14 @@ from typing import Any
 
 import yaml
 
-from sce.evaluate.run_folder import SWEEP_FILE, RunFolder, RunFolderError, seed_folder
+from sce.evaluate.dashboard import scalar_tag
+from sce.evaluate.run_folder import (
+    SWEEP_FILE,
+    RunFolder,
+    RunFolderError,
+    flat_config,
+    seed_folder,
+)
 from sce.train.config import ConfigError, as_overrides, resolve_config
 from sce.train.runs import CKPT_CHOICES
 
@@ -185,9 +198,13 @@ def load_ablation(path: str | Path) -> dict[str, Any]:
     spec = yaml.safe_load(path.read_text()) or {}
     if not isinstance(spec, Mapping):
         raise SweepError(f"{path}: expected a mapping with base, name, variants")
-    unknown = set(spec) - {"base", "name", "overrides", "variants"}
+    unknown = set(spec) - {"base", "name", "overrides", "variants", "grid"}
     if unknown:
         raise SweepError(f"{path}: unknown field(s) {sorted(unknown)}")
+    if "grid" in spec:
+        if "variants" in spec:
+            raise SweepError(f"{path}: give 'variants' or 'grid', not both")
+        spec = {**spec, "variants": grid_variants(spec["grid"], path)}
     variants = spec.get("variants")
     if not isinstance(variants, Mapping) or not variants:
         raise SweepError(f"{path}: field 'variants' must map variant names to overrides")
@@ -202,6 +219,50 @@ def load_ablation(path: str | Path) -> dict[str, Any]:
     if not _NAME.match(str(name)):
         raise SweepError(f"{path}: field 'name' = {name!r} must be a folder-safe word")
     return {**spec, "name": str(name)}
+
+
+def grid_variants(grid: Any, path: Path) -> dict[str, dict[str, Any]]:
+    """The variants of a grid {dotted key: [values]}: the cartesian product, in order (the last
+    key fastest), each named `<key's last part><value>` joined by "_" (`fps1_rank8`); a value
+    that makes no folder-safe name (a mapping, a text with spaces) is named by its position
+    (`window0`)."""
+    if not isinstance(grid, Mapping) or not grid:
+        raise SweepError(f"{path}: field 'grid' must map dotted keys to lists of values")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise SweepError(f"{path}: grid key {key!r} must list its values, e.g. [1, 3]")
+    names = {key: [_value_name(key, v, i) for i, v in enumerate(vs)] for key, vs in grid.items()}
+    variants: dict[str, dict[str, Any]] = {}
+    for picks in itertools.product(*(range(len(vs)) for vs in grid.values())):
+        name = "_".join(names[key][i] for key, i in zip(grid, picks, strict=True))
+        if name in variants:
+            raise SweepError(f"{path}: grid gives variant {name!r} twice; make its values distinct")
+        variants[name] = {key: grid[key][i] for key, i in zip(grid, picks, strict=True)}
+    return variants
+
+
+def _value_name(key: str, value: Any, index: int) -> str:
+    short = key.split(".")[-1]
+    text = _text(value)
+    return f"{short}{text}" if _NAME.match(f"{short}{text}") else f"{short}{index}"
+
+
+def x_axis(
+    swept: Sequence[str], values: Sequence[Mapping[str, Any]], labels: Sequence[str]
+) -> tuple[list[float], str, bool, list[str]]:
+    """How the ablation notebook places the variants: (positions, axis label, log scale, tick
+    labels). One swept key that every variant sets to a distinct number: that number (log
+    scale when it spans 8x or more), the key as the axis label. Anything else (a grid, variants
+    that set different keys, non-numeric values): one position per variant, labelled by its
+    swept values ("fps=1, rank=8"), the axis named by every swept key ("data.window.fps x
+    model.rank"), never by the first key alone."""
+    numbers = [v.get(swept[0]) for v in values] if len(swept) == 1 else []
+    numeric = bool(numbers) and all(_is_number(x) for x in numbers)
+    if numeric and len(set(numbers)) == len(numbers):
+        x = [float(v) for v in numbers]
+        log = min(x) > 0 and max(x) / min(x) >= 8
+        return x, swept[0], log, [f"{v:g}" for v in x]
+    return list(range(len(values))), " x ".join(swept) or "variant", False, list(labels)
 
 
 def find_base(base: str | Path, ablation: Path) -> Path:
@@ -465,25 +526,14 @@ def _check_same_config(variant: Variant) -> None:
     path = variant.run_dir / CONFIG_NAME
     if not path.is_file():
         return
-    old = _flat(yaml.safe_load(path.read_text()) or {})
-    new = _flat(variant.config)
+    old = flat_config(yaml.safe_load(path.read_text()) or {})
+    new = flat_config(variant.config)
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k, _MISSING) != new.get(k))
     if changed:
         raise SweepError(
             f"{variant.run_dir}: finished with another config ({', '.join(changed)} differ); "
             "--resume keeps finished runs: pass --overwrite to rerun, or choose another --out"
         )
-
-
-def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted keys -> values (lists kept whole)."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, Mapping) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _check_layout(plan: SweepPlan, summary: Mapping[str, Any], overwrite: bool) -> None:
@@ -594,13 +644,14 @@ def metric_tags(run_dir: Path) -> list[str]:
     validation loss. The same list for every variant (TensorBoard takes the metric list of one
     run for the whole table); a metric a run lacks shows as blank."""
     split = (RunFolder(run_dir).metrics() or {}).get("split") or "val"
-    return [*(f"{split}_gen/{k}" for k in SUMMARY_METRICS), "val/loss"]
+    return [*(scalar_tag(split, k) for k in SUMMARY_METRICS), "val/loss"]
 
 
 def log_variant_hparams(variant: Variant, swept: Sequence[str]) -> dict[str, Any]:
     """Write the variant's HParams session into its run folder; returns the hparams.
 
-    The session's metrics name scalar tags the run already logged (`val_gen/acc`, ...), so the
+    The session's metrics name scalar tags the run already logged (`val_gen/acc`,
+    `val_gen_class/f1/collision`, ...: sce.evaluate.dashboard.scalar_tag), so the
     HParams view reads their final values from the run itself; no duplicate points are added.
     """
     from torch.utils.tensorboard import SummaryWriter
@@ -1003,7 +1054,9 @@ def _error_output(err: Exception) -> dict[str, Any]:
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     from sce.train.config import add_override_arguments
 
-    parser.add_argument("ablation", help="ablation YAML (experiments/ablations/*.yaml)")
+    parser.add_argument(
+        "ablation", help="ablation YAML (experiments/ablations/*.yaml): variants or a grid"
+    )
     parser.add_argument("--base", help="base config instead of the ablation's `base`")
     add_override_arguments(parser)  # --trainer.max_epochs=1 ...: for every variant
     parser.add_argument("--only", help="comma-separated variant names to run")

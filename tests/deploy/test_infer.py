@@ -326,6 +326,12 @@ def test_records_written_before_the_window_was_one_value_read_the_same(tmp_path)
         read_training_record(tmp_path)
 
 
+def table_value(printed: str, metric: str, column: int = 0) -> str:
+    """A value of the compact metrics table (sce.evaluate.figures.compact_table) as printed."""
+    line = next(x for x in printed.splitlines() if x.split()[:1] == [metric])
+    return line.split()[1 + column]
+
+
 def test_manifest_batch_writes_one_row_per_record_of_the_split(
     tiny_kit, synthetic_manifest, tmp_path, capsys
 ):
@@ -338,10 +344,15 @@ def test_manifest_batch_writes_one_row_per_record_of_the_split(
     out = tmp_path / "answers" / "val.jsonl"
     args = ["infer", "--model", str(model), "--manifest", str(synthetic_manifest)]
     assert main([*args, "--split", "val", "--out", str(out), "--max-new-tokens", "4"]) == 0
-    assert str(out) in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert str(out) in printed
     records = load_manifest(synthetic_manifest, splits=["val"])
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) > 0 and len(rows) == len(records)
+    # the records have labels: the compact metrics table, naming the split (issue 27)
+    assert f"split 'val': metrics of {len(rows)} answered items with labels" in printed
+    acc = sum(r["parsed"] == r["label"] for r in rows) / len(rows)
+    assert table_value(printed, "acc") == f"{acc:.3f}"
     assert [r["id"] for r in rows] == [r.id for r in records]
     assert [r["label"] for r in rows] == [r.label for r in records]
     for row, rec in zip(rows, records, strict=True):

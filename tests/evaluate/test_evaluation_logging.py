@@ -92,8 +92,8 @@ class _Writer:
     def add_text(self, tag, text, step):
         self.calls.append(("text", tag, step))
 
-    def add_pr_curve(self, tag, labels, scores, step):
-        self.calls.append(("pr_curve", tag, step, list(labels), list(scores)))
+    def add_pr_curve_raw(self, tag, tp, fp, tn, fn, precision, recall, num_thresholds, global_step):
+        self.calls.append(("pr_curve", tag, global_step, list(tp), list(fp)))
 
     def flush(self):
         pass
@@ -120,7 +120,7 @@ def test_media_goes_to_the_step_lightning_gives_the_scalars():
     assert writer.calls == [
         ("image", "val_gen/confusion_matrix", 3),
         ("text", "val_gen/samples", 3),
-        ("pr_curve", "val_gen/alarm/pr_curve", 3, [1, 0], [0.9, 0.2]),
+        ("pr_curve", "val_gen/alarm/pr_curve", 3, [1, 1], [1, 0]),  # tp, fp at 0.2, 0.9
     ]
 
 

@@ -6,8 +6,10 @@ import json
 from types import SimpleNamespace
 
 from helpers.paths import REPO
+from pytest import approx
 
-from sce.evaluate.predictions import PREDICTIONS_FILE, PredictionFileWriter
+from sce.evaluate.predictions import PREDICTIONS_FILE, PredictionFileWriter, labelled_metrics
+from sce.evaluate.summary import summarize
 from sce.metrics.parsing import parse_event_class
 
 
@@ -18,6 +20,7 @@ def test_prediction_writer_writes_one_line_per_item_with_parsed_class(tmp_path):
                 "id": "a",
                 "label": "collision",
                 "task": "mcq",
+                "source": "synthetic",
                 "imu_on": True,
                 "prediction": "A. collision",
                 "option_probs": [0.7, 0.2, 0.1],
@@ -28,6 +31,7 @@ def test_prediction_writer_writes_one_line_per_item_with_parsed_class(tmp_path):
                 "id": "b",
                 "label": "normal",
                 "task": "mcq",
+                "source": "synthetic",
                 "imu_on": False,
                 "prediction": "gibberish",
                 "option_probs": [0.3, 0.3, 0.4],
@@ -40,6 +44,7 @@ def test_prediction_writer_writes_one_line_per_item_with_parsed_class(tmp_path):
                 "id": "c",
                 "label": "near_collision",
                 "task": "mcq",
+                "source": "synthetic",
                 "imu_on": True,
                 "prediction": "B. near-collision",
                 "option_probs": [0.1, 0.8, 0.1],
@@ -58,6 +63,15 @@ def test_prediction_writer_writes_one_line_per_item_with_parsed_class(tmp_path):
     assert [x["event_time_s"] for x in lines] == [4.5, 2.25, None]
     assert [x["event_time_source"] for x in lines] == ["manifest", "imu", "none"]
     assert all("event_time" not in x for x in lines)  # one name for it: event_time_s
+    # scored against the labels: 2 of 3 right, one invalid answer (issue 27)
+    scalars = summarize(lines).scalars
+    assert (scalars["acc"], scalars["invalid_rate"]) == approx((2 / 3, 1 / 3))
+    table = labelled_metrics(lines, "test")
+    assert table.startswith("split 'test': metrics of 3 answered items with labels\n")
+    assert [line.split()[:3] for line in table.splitlines()[3:5]] == [
+        ["acc", "1.000", "0.000"],  # with IMU: a and c right; video only: b invalid
+        ["ll/acc", "1.000", "1.000"],
+    ]
 
 
 def test_event_time_fields_reject_an_unknown_source():
@@ -70,8 +84,11 @@ def test_event_time_fields_reject_an_unknown_source():
         event_time_fields(3.0, "peak")
 
 
-def test_sce_predict_writes_predictions_jsonl(tmp_path, tiny_kit, synthetic_manifest, monkeypatch):
-    """`sce predict --run DIR` writes one parsed line per predicted item into the run."""
+def test_sce_predict_writes_predictions_jsonl(
+    tmp_path, tiny_kit, synthetic_manifest, monkeypatch, capsys
+):
+    """`sce predict --run DIR` writes one parsed line per predicted item into the run, and
+    prints the split it answered and the compact metrics table of the labelled items."""
 
     from sce.cli import main
 
@@ -87,10 +104,18 @@ def test_sce_predict_writes_predictions_jsonl(tmp_path, tiny_kit, synthetic_mani
     assert main(["fit", "--config", str(experiments / "demo.yaml"), "--run", str(run), *fast]) == 0
     _check_tensorboard(run)
     predict = ["predict", "--run", str(run), "--ckpt", "last", "--trainer.limit_predict_batches=1"]
+    capsys.readouterr()
     assert main(predict) == 0
+    printed = capsys.readouterr().out
     written = list(run.rglob(PREDICTIONS_FILE))
     assert len(written) == 1
     lines = [json.loads(x) for x in written[0].read_text().splitlines()]
+    assert f"predictions: {len(lines)} items of split 'test' written to" in printed
+    assert f"split 'test': metrics of {len(lines)} answered items with labels" in printed
+    mcq_rows = [x for x in lines if x["task"] == "mcq"]
+    acc = sum(x["parsed"] == x["label"] for x in mcq_rows) / len(mcq_rows)
+    (acc_line,) = [x for x in printed.splitlines() if x.split()[:1] == ["acc"]]
+    assert acc_line.split()[1] == f"{acc:.3f}"
     assert lines and all(
         {"id", "label", "task", "imu_on", "prediction", "parsed", "valid", "option_probs"} <= set(x)
         for x in lines
@@ -128,3 +153,23 @@ def _check_tensorboard(run):
     (rate,) = tb.Scalars("train/clips_per_sec")
     assert norm.value > 0 and rate.value > 0
     assert not [t for t in tags["scalars"] if "source_" in t]
+    _check_dashboard(events, tags["scalars"])
+
+
+def _check_dashboard(events, scalars):
+    """The CUSTOM SCALARS layout is in the run's events and each of its charts draws at least
+    one of the run's scalars (demo.yaml: LearningRateMonitor, no gradient accumulation, no
+    probability task, IMU on only); the duplicate cards and hp_metric are gone (issue 27)."""
+    from helpers.tensorboard import charted, dashboard_layout
+
+    layout = dashboard_layout(events)
+    empty = [
+        (category, title)
+        for category, charts in layout.items()
+        for title, regexes in charts.items()
+        if not charted(regexes, scalars)
+    ]
+    assert layout and not empty, empty
+    assert not {"hp_metric", "train/ce_step", "val/ce", "train/micro_batch_loss_step"} & set(
+        scalars
+    )

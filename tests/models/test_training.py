@@ -14,6 +14,7 @@ from sce.data.clip import WindowSpec
 from sce.data.datamodule import SceDataModule
 from sce.data.schema import LABELS
 from sce.evaluate.callback import GenerationEvaluation
+from sce.evaluate.dashboard import metric_key, scalar_tag
 from sce.models.module import SceModule
 
 
@@ -71,12 +72,25 @@ def test_evaluation_writes_tensorboard_scalars_images_and_text(
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "tensors": 0})
     events.Reload()
     tags = events.Tags()
-    assert {"val_gen/acc", "val_gen/invalid_rate", "val_gen/ll/acc"} <= set(tags["scalars"])
-    # no probability task in this run: no MSE curves (issue 15 point 6)
-    assert "val/ce" in tags["scalars"] and "val/loss" in tags["scalars"]
-    assert not {"train/mse", "val/mse"} & set(tags["scalars"])
-    # hp_metric (HParams tab) is the main metric: no checkpoint monitor here, so accuracy
-    assert events.Scalars("hp_metric")[-1].value == events.Scalars("val_gen/acc")[-1].value
+    scalars = set(tags["scalars"])
+    assert {"val_gen/acc", "val_gen/invalid_rate", "val_gen_ll/ll/acc"} <= scalars
+    # no probability task in this run: no MSE curves (issue 15 point 6), and no `ce` card that
+    # would repeat `loss`; no accumulation: no micro-batch loss repeating train/loss (issue 27)
+    assert {"val/loss", "train/loss_epoch"} <= scalars
+    assert not {"train/mse", "val/mse", "train/ce_step", "val/ce"} & scalars
+    assert not [t for t in scalars if "micro_batch" in t]
+    # no hp_metric placeholder, though this logger keeps Lightning's default (issue 27)
+    assert "hp_metric" not in scalars
+    # the sections: headline, per IMU setting, per class, log-likelihood (+ per class)
+    sections = {tag.split("/")[0] for tag in scalars if "_gen" in tag}
+    assert sections == {"val_gen", "val_gen_imu", "val_gen_class", "val_gen_ll", "val_gen_ll_class"}
+    assert {"val_gen_imu/imu_on/acc", "val_gen_imu/imu_off/acc"} <= scalars
+    assert {f"val_gen_class/f1/{label}" for label in LABELS} <= scalars
+    # every key of metrics.json is logged once, as its section's tag
+    summary = evaluation.last["val"]
+    gen_tags = {t for t in scalars if "_gen" in t}
+    assert gen_tags == {scalar_tag("val", key) for key in summary.scalars}
+    assert {metric_key(t) for t in gen_tags} == set(summary.scalars)
     assert "val_gen/confusion_matrix" in tags["images"]
     assert any("val_gen/samples" in t for t in tags["tensors"])
     text = events.Tensors([t for t in tags["tensors"] if "val_gen/samples" in t][0])[0]
@@ -85,7 +99,6 @@ def test_evaluation_writes_tensorboard_scalars_images_and_text(
     assert any(option in rendered for option in ("A. collision", "B. near-collision", "C. normal"))
     metrics = (tmp_path / "tb" / "metrics.json").read_text()
     assert '"split": "val"' in metrics and '"confusion_matrix"' in metrics
-    summary = evaluation.last["val"]
     assert summary.scalars["n"] == summary.scalars["items"] > 0
     n = summary.scalars["n"]
     # the evaluation JSON carries each sample's option probabilities (A, B, C sum to 1)

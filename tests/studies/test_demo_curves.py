@@ -25,9 +25,9 @@ def test_recipe_stage_logs_validation_loss_and_generation_curves(
     # and video only (9 clips: 3 per class, 60/20/20 split: 3 validation clips)
     assert len(scalars["val/loss"]) == 2
     for setting in ("on", "off"):
-        points = scalars[f"val_gen/imu_{setting}/acc"]
+        points = scalars[f"val_gen_imu/imu_{setting}/acc"]
         assert len(points) == 2
-        assert [n for _, n in scalars[f"val_gen/imu_{setting}/n"]] == [3.0, 3.0]
+        assert [n for _, n in scalars[f"val_gen_imu/imu_{setting}/n"]] == [3.0, 3.0]
 
 
 def _result(on: float, off: float) -> dict:

@@ -41,18 +41,19 @@ FIGURES = [
 ]
 
 
-def make_sweep(tmp_path: Path, seeds: list[int] | None = None) -> Path:
-    """A rank sweep of two variants (rank 2 and 4; with seeds, one run per seed) with
-    metrics.json, train and validation loss curves and sweep.json."""
+def make_sweep(tmp_path: Path, seeds: list[int] | None = None, grid: dict | None = None) -> Path:
+    """A rank sweep of two variants (rank 2 and 4; with seeds, one run per seed; or the
+    variants of `grid`) with metrics.json, train and validation loss curves and sweep.json."""
     from torch.utils.tensorboard import SummaryWriter
 
     ablation = tmp_path / "rank.yaml"
+    variants = {"r2": {"model.rank": 2}, "r4": {"model.rank": 4}}
     ablation.write_text(
         yaml.safe_dump(
             {
                 "base": str(REPO / "experiments" / "demo.yaml"),
                 "overrides": {"model.model_path": "sce-test/none"},
-                "variants": {"r2": {"model.rank": 2}, "r4": {"model.rank": 4}},
+                **({"grid": grid} if grid else {"variants": variants}),
             },
             sort_keys=False,
         )
@@ -157,6 +158,25 @@ def test_report_of_a_seeded_sweep_in_process(tmp_path):
     assert table["runs_ok"].tolist() == [2, 2]
     summary = json.loads((sweep_dir / sw.SUMMARY_NAME).read_text())
     assert [e["std"]["acc"] for e in summary["variants"]] == pytest.approx(table["acc_std"])
+
+
+def test_report_of_a_grid_sweep_labels_each_combination(tmp_path):
+    """A rank x alpha grid (issue 27): the figures' x axis names both keys and each tick is a
+    combination's values, not the first key's numbers."""
+    sweep_dir = make_sweep(tmp_path, grid={"model.rank": [2, 4], "model.alpha": [8, 16]})
+    nb = nbformat.read(sw.write_report(sweep_dir, engine="inprocess"), as_version=4)
+    images, errors = images_and_errors(nb)
+    assert not errors and len(images) == len(FIGURES)
+    printed = "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+    )
+    ticks = ["rank=2, alpha=8", "rank=2, alpha=16", "rank=4, alpha=8", "rank=4, alpha=16"]
+    assert f"x axis: model.rank x model.alpha; ticks: {ticks}" in printed
+    table = pd.read_csv(sweep_dir / "ablation_table.csv")
+    assert table["variant"].tolist() == ["rank2_alpha8", "rank2_alpha16", "rank4_alpha8"] + [
+        "rank4_alpha16"
+    ]
+    assert table["acc"].tolist() == [0.2, 0.2, 0.4, 0.4]  # rank / 10
 
 
 def test_in_process_report_keeps_the_failing_cell(tmp_path):

@@ -271,7 +271,7 @@ def test_run_sweep_records_status_metrics_and_hparams(fake_sweep):
     assert params["model.rank"] == 16 and params["model.finetuning"] == "dora"
     assert params["budget/visual_tokens_per_clip"] == 48
     assert params["data.class_factors"] == "none"
-    assert {"val_gen/acc", "val_gen/f1/collision", "val/loss"} <= set(tags)
+    assert {"val_gen/acc", "val_gen_class/f1/collision", "val/loss"} <= set(tags)
     assert not (out / "fps" / "fps5" / "metrics.json").exists()
 
 
@@ -567,3 +567,58 @@ def test_tiny_seeded_sweep_with_report(tmp_path, monkeypatch, capsys):
     assert (out / "tinyseed" / "ablations.ipynb").is_file()
     assert (out / "tinyseed" / "figures" / "val_loss.png").is_file()
     assert "mean ± sample std over seeds" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ grid (issue 27)
+
+
+def test_grid_plans_the_cartesian_product(tmp_path):
+    """`grid:` fps x rank: 2 x 2 = 4 variants, the last key fastest, each with both values."""
+    path = tmp_path / "fps_rank.yaml"
+    grid = {"data.window.fps": [1.0, 3.0], "model.rank": [8, 32]}
+    path.write_text(yaml.safe_dump({"base": str(DEMO), "grid": grid}, sort_keys=False))
+    plan = sw.plan_sweep(path, out=tmp_path / "out")
+    assert plan.names == ["fps1_rank8", "fps1_rank32", "fps3_rank8", "fps3_rank32"]
+    assert plan.swept == ["data.window.fps", "model.rank"]
+    configs = [
+        (v.config["data"]["window"]["fps"], v.config["model"]["rank"]) for v in plan.variants
+    ]
+    assert configs == [(1.0, 8), (1.0, 32), (3.0, 8), (3.0, 32)]
+    assert plan.variants[1].label == "fps=1, rank=32"
+    assert plan.variants[1].run_dir == tmp_path / "out" / "fps_rank" / "fps1_rank32"
+
+
+def test_grid_errors_name_the_file_and_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    for spec, message in (
+        ({"grid": {"model.rank": [8]}, "variants": {"a": {"model.rank": 8}}}, "not both"),
+        ({"grid": {"model.rank": 8}}, "grid key 'model.rank' must list its values"),
+        ({"grid": {"model.rank": [8, 8.0]}}, "variant 'rank8' twice"),
+    ):
+        path.write_text(yaml.safe_dump({"base": str(DEMO), **spec}))
+        with pytest.raises(sw.SweepError, match=rf"{path}: .*{message}"):
+            sw.load_ablation(path)
+    # a value without a folder-safe text is named by its position
+    variants = sw.grid_variants({"data.window": [{"width": 420}, {"width": 210}]}, path)
+    assert list(variants) == ["window0", "window1"]
+
+
+def test_x_axis_labels_combined_variants_by_every_swept_key():
+    """The issue's probe: an fps x rank sweep was drawn with the x axis labelled `data.fps`.
+    A single swept number keeps its numeric axis; anything else gets one tick per variant,
+    labelled by its values, and the axis names every swept key."""
+    values = [{"data.window.fps": f, "model.rank": r} for f in (1.0, 3.0) for r in (8, 32)]
+    labels = ["fps=1, rank=8", "fps=1, rank=32", "fps=3, rank=8", "fps=3, rank=32"]
+    x, label, log, ticks = sw.x_axis(["data.window.fps", "model.rank"], values, labels)
+    assert (x, label, log, ticks) == ([0, 1, 2, 3], "data.window.fps x model.rank", False, labels)
+    # variants that set different keys: never the first key's numbers
+    mixed = [{"data.window.fps": 1.0}, {"model.rank": 8}]
+    x, label, _, ticks = sw.x_axis(["data.window.fps", "model.rank"], mixed, ["fps=1", "rank=8"])
+    assert (x, label, ticks) == ([0, 1], "data.window.fps x model.rank", ["fps=1", "rank=8"])
+    fps = [{"data.window.fps": v} for v in (1.0, 3.0, 10.0)]
+    assert sw.x_axis(["data.window.fps"], fps, ["a", "b", "c"]) == (
+        [1.0, 3.0, 10.0],
+        "data.window.fps",
+        True,
+        ["1", "3", "10"],
+    )
