@@ -383,6 +383,8 @@ def validate_manifest(
     report = ValidationReport()
     records: list[ClipRecord] = []
     lines = path.read_bytes().split(b"\n")
+    if lines and not lines[-1].strip():
+        lines.pop()  # the newline ending the last record: no line of its own (the bar counts lines)
     for line_no, raw in enumerate(tqdm(lines, desc="validate", unit="clip"), start=1):
         if not raw.strip():
             continue

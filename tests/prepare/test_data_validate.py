@@ -65,7 +65,10 @@ def test_clean_synthetic_manifest(synthetic_manifest: Path, capsys: pytest.Captu
     assert report.ok and report.records == 9 and not report.bad_records
     assert report.table() == "9 records checked: no problems"
     assert validate_command(_args(synthetic_manifest)) == 0
-    assert "9 records checked: no problems" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "9 records checked: no problems" in captured.out
+    # the bar counts the 9 lines, not the empty string after the final newline (issue 27)
+    assert "9/9" in captured.err and "10/10" not in captured.err
 
 
 def test_bad_records_are_found_and_counted(bad_manifest: Path) -> None:
