@@ -33,6 +33,7 @@ def sce_cli_class():
         def add_arguments_to_parser(self, parser) -> None:
             parser.link_arguments("model.model_path", "data.processor_path")
             parser.add_argument("--run", type=str | None, default=None, help=runs.RUN_HELP)
+            parser.add_argument("--resume", type=bool, default=False, help=runs.RESUME_HELP)
 
         def before_instantiate_classes(self) -> None:
             from sce.models.checkpointing import refuse_url
@@ -42,7 +43,9 @@ def sce_cli_class():
             run = config.get("run")
             if not run:
                 return
-            if self.subcommand == "fit":
+            if self.subcommand == "fit" and config.get("resume"):
+                runs.resume_run_folder(config, run)
+            elif self.subcommand == "fit":
                 runs.set_run_folder(config, run)
             else:
                 runs.aim_loggers_at(config, runs.find_log_dir(run))
