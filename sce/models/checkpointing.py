@@ -26,6 +26,13 @@ Writing
     strategies, which read checkpoint files themselves, go through `load_weights_only`; and
     `sce fit|validate|test|predict` refuse an http(s) ckpt_path before building anything.
 
+last.ckpt is the latest state
+    `LastCheckpoint` writes last.ckpt at the end of every training epoch and at every step
+    another checkpoint callback saved at; `LastCheckpointGuard` (one of `resume_callbacks()`)
+    gives every fitting trainer that checkpoints one, whatever its callbacks list holds, and
+    turns off the other callbacks' `save_last` (Lightning 2.6 re-saves it only with a new
+    top-k checkpoint). `sce fit --run RUN --resume` (sce.train.runs) resumes from it.
+
 Exact mid-epoch resume (`resume_callbacks()`)
     - `SamplerStateCallback` (sce.data.sampling) stores the ClassResampler's position, so the
       resumed epoch yields exactly the samples not yet trained on.
