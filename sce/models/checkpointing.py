@@ -317,6 +317,12 @@ class LastCheckpoint(ModelCheckpoint):
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Nothing: the training epoch's end, after its validation, writes last.ckpt."""
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """last.ckpt's path only, and only in the same folder: a run resumed into another folder
+        writes its own last.ckpt there (Lightning's version warns about the top-k state)."""
+        if state_dict.get("dirpath") == self.dirpath:
+            self.last_model_path = state_dict.get("last_model_path") or ""
+
 
 def _not_saving(trainer: Trainer) -> bool:
     return (

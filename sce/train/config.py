@@ -50,6 +50,18 @@ def sce_cli_class():
             else:
                 runs.aim_loggers_at(config, runs.find_log_dir(run))
 
+        def _parse_ckpt_path(self) -> None:
+            """Lightning replaces the model settings with the ckpt_path's hyper_parameters here:
+            `sce fit --run RUN --resume` first compares the given config with RUN's, so a
+            changed model or window is refused instead of silently dropped."""
+            subcommand = self.config.get("subcommand")
+            config = self.config.get(subcommand) if subcommand == "fit" else None
+            if config is not None and config.get("resume") and config.get("run"):
+                saved = runs.find_log_dir(config.run) / runs.CONFIG_FILE
+                dump = self._parser(subcommand).dump(config, skip_none=False, skip_validation=True)
+                runs.check_resumable(saved, yaml.safe_load(dump))
+            super()._parse_ckpt_path()
+
         def instantiate_classes(self) -> None:
             config = self.config[self.subcommand] if self.subcommand else self.config
             with assets.resolved_specs(config):  # tiny:/synthetic: specs become paths here

@@ -10,7 +10,7 @@ TensorBoard events.
 `sce fit --run runs/exp1 --resume [--trainer.max_epochs=20 ...]` continues that run from its
 last.ckpt (always the latest state: sce.models.checkpointing.LastCheckpoint) with its saved
 config first, in the same log folder (the same TensorBoard curves, no version_1). It refuses a
-config whose model, adapter or window differs from the run's (`RESUME_FIXED`).
+config whose model settings or window differ from the run's (`RESUME_FIXED`).
 
 `sce test --run runs/exp1 [--ckpt best|last]` finds that log folder (the newest one with a
 config.yaml), runs its config on its checkpoint and writes the test results into the same log
@@ -124,19 +124,17 @@ RESUME_HELP = (
     "sce fit --run RUN --resume: continue RUN from its last.ckpt with its saved config, in its "
     "log folder"
 )
-# What a resumed run must keep: the trainable parameters its checkpoint holds (model, adapter)
-# and what one sample is (the window). Anything else (max_epochs, lr, ...) may change.
-RESUME_FIXED = (
-    "model.model_path", "model.finetuning", "model.rank", "model.alpha", "model.targets",
-    "model.train_vision", "model.train_merger", "data.window",
-)  # fmt: skip
+# What a resumed run must keep: every model.* setting (Lightning replaces them with the
+# checkpoint's hyper_parameters, so a changed one would be dropped without a word) and what one
+# sample is (the window). Anything else (trainer.max_epochs, data.num_workers, ...) may change.
+RESUME_FIXED = ("model", "data.window")
 
 
 def resume_arguments(subcommand: str, run: str | None, args: list[str]) -> list[str]:
     """`sce fit --run RUN --resume ...` as LightningCLI arguments: RUN's saved config first
     (later flags override it), its last.ckpt as --ckpt_path and `--resume=true` (SceCLI aims the
-    loggers at RUN's log folder). Refused, naming the fix: another subcommand, no --run, a
-    --ckpt_path, or a config that changes a `RESUME_FIXED` key."""
+    loggers at RUN's log folder: `resume_run_folder`). Refused, naming the fix: another
+    subcommand, no --run, a --ckpt_path."""
     if subcommand != "fit":
         raise RunFolderError(f"{RESUME_FLAG} is for sce fit --run RUN")
     if run is None:
@@ -149,34 +147,36 @@ def resume_arguments(subcommand: str, run: str | None, args: list[str]) -> list[
     log_dir = find_log_dir(run)
     checkpoint = find_checkpoint(log_dir, "last")
     overrides = _without(_without_flag(args, RESUME_FLAG), "--run")
-    check_resumable(log_dir / CONFIG_FILE, overrides)
     config = ["--config", str(log_dir / CONFIG_FILE)]
     return [*config, *overrides, "--run", run, "--resume=true", "--ckpt_path", str(checkpoint)]
 
 
-def check_resumable(saved: Path, overrides: list[str]) -> None:
-    """Raise RunFolderError when `overrides` (`--config X`, `--model.rank=8`, ...) on top of the
-    run's saved config change a `RESUME_FIXED` key: the resumed run would not be that run."""
-    from sce.train.config import resolve_config
-
-    recipe = _recipe(saved)
-    before, after = resolve_config(recipe), resolve_config(recipe, overrides)
-    for key in RESUME_FIXED:
-        was, now = _dotted(before, key), _dotted(after, key)
+def check_resumable(saved: Path, given: dict[str, Any]) -> None:
+    """Raise RunFolderError when `given` (the resumed run's config, dumped as config.yaml is)
+    changes a `RESUME_FIXED` setting of the run's config.yaml `saved`: the resumed run would not
+    be that run (its checkpoint would not load, or its samples would be other ones)."""
+    recipe = read_yaml(saved)
+    if not isinstance(recipe, dict):
+        raise RunFolderError(f"{saved}: not a config (no mapping)")
+    for key in _fixed_keys(recipe, given):
+        was, now = _dotted(recipe, key), _dotted(given, key)
         if was != now:
             raise RunFolderError(
                 f"{RESUME_FLAG}: {key} is {now!r} here but {was!r} in {saved}; a resumed run "
-                "keeps its model, adapter and window (start a new run with another --run)"
+                "keeps its model settings and window (start a new run with another --run)"
             )
 
 
-def _recipe(saved: Path) -> dict[str, Any]:
-    """The sections of a run's config.yaml that the config parser reads (not fit's own keys:
-    ckpt_path, run, resume)."""
-    data = read_yaml(saved)
-    if not isinstance(data, dict):
-        raise RunFolderError(f"{saved}: not a config (no mapping)")
-    return {k: v for k, v in data.items() if k in ("seed_everything", "trainer", "model", "data")}
+def _fixed_keys(saved: dict[str, Any], given: dict[str, Any]) -> list[str]:
+    """`RESUME_FIXED` with a section (a mapping) spelled out as its keys, for the message."""
+    keys = []
+    for key in RESUME_FIXED:
+        was, now = _dotted(saved, key), _dotted(given, key)
+        if isinstance(was, dict) and isinstance(now, dict) and key == "model":
+            keys += [f"{key}.{name}" for name in sorted(set(was) | set(now))]
+        else:
+            keys.append(key)
+    return keys
 
 
 def _dotted(config: dict[str, Any], key: str) -> Any:
