@@ -32,7 +32,7 @@ from sce.common.known_warnings import (  # noqa: F401 (re-exported for tests and
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 LIGHTNING_HELP = {
-    "fit": "train a config (--config X.yaml [--run DIR]); `sce fit --help` lists every key",
+    "fit": "train a config (--config X.yaml [--run DIR]), or continue one (--run DIR --resume)",
     "validate": "validation metrics of a run's checkpoint (--run DIR [--ckpt best|last])",
     "test": "test metrics of a run's checkpoint on the whole test split (--run DIR [--ckpt])",
     "predict": "answers of a run's checkpoint (--run DIR [--ckpt best|last])",
@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             CheckpointMismatchError,
             CheckpointSourceError,
         )
+        from sce.train.config import ConfigError
         from sce.train.runs import RunFolderError
 
         try:
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             CheckpointSourceError,
             CheckpointIOError,
             CheckpointMismatchError,
+            ConfigError,
             RunFolderError,
         ) as err:
             print(f"sce {argv[0]}: {err}", file=sys.stderr)

@@ -26,6 +26,13 @@ Writing
     strategies, which read checkpoint files themselves, go through `load_weights_only`; and
     `sce fit|validate|test|predict` refuse an http(s) ckpt_path before building anything.
 
+last.ckpt is the latest state
+    `LastCheckpoint` writes last.ckpt at the end of every training epoch and at every step
+    another checkpoint callback saved at; `LastCheckpointGuard` (one of `resume_callbacks()`)
+    gives every fitting trainer that checkpoints one, whatever its callbacks list holds, and
+    turns off the other callbacks' `save_last` (Lightning 2.6 re-saves it only with a new
+    top-k checkpoint). `sce fit --run RUN --resume` (sce.train.runs) resumes from it.
+
 Exact mid-epoch resume (`resume_callbacks()`)
     - `SamplerStateCallback` (sce.data.sampling) stores the ClassResampler's position, so the
       resumed epoch yields exactly the samples not yet trained on.
@@ -277,6 +284,84 @@ class CheckpointIOGuard(Callback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         secure_checkpoint_io(trainer.strategy)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """`last.ckpt` as the run's latest state: written at the end of every training epoch (after
+    its validation and the other checkpoint callbacks) and at any step another checkpoint
+    callback saved at.
+
+    Lightning 2.6's `save_last` re-saves last.ckpt only at a step where the same callback saved
+    a top-k checkpoint: with `save_top_k: 1` and a metric that is logged every k epochs
+    (`val_gen/*`) or stops improving, last.ckpt kept an early epoch (issue 27.1). Its dirpath
+    is that of the checkpoint callback that asked for `save_last` (else Lightning's default,
+    the log folder's checkpoints/), and it overwrites one last.ckpt (no last-v1.ckpt)."""
+
+    def __init__(self, dirpath: str | Path | None = None) -> None:
+        super().__init__(
+            dirpath=dirpath, save_last=True, save_top_k=0, enable_version_counter=False
+        )
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if _not_saving(trainer) or self._last_global_step_saved == step:
+            return
+        others = [c for c in trainer.checkpoint_callbacks if c is not self]
+        if any(getattr(c, "_last_global_step_saved", None) == step for c in others):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not _not_saving(trainer):  # also at a step saved before: the epoch's end is later
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Nothing: the training epoch's end, after its validation, writes last.ckpt."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """last.ckpt's path only, and only in the same folder: a run resumed into another folder
+        writes its own last.ckpt there (Lightning's version warns about the top-k state)."""
+        if state_dict.get("dirpath") == self.dirpath:
+            self.last_model_path = state_dict.get("last_model_path") or ""
+
+
+def _not_saving(trainer: Trainer) -> bool:
+    return (
+        bool(trainer.fast_dev_run)
+        or trainer.state.fn != TrainerFn.FITTING
+        or trainer.sanity_checking
+    )
+
+
+def ensure_last_checkpoint(trainer: Trainer) -> LastCheckpoint | None:
+    """Give a checkpointing trainer one `LastCheckpoint` (None when it checkpoints nothing),
+    whatever its callbacks list holds: the checkpoint callbacks' own `save_last` is turned off
+    (one writer of last.ckpt), the first one that asked for it lends its dirpath."""
+    checkpoints = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+    present = [c for c in checkpoints if isinstance(c, LastCheckpoint)]
+    if present or not checkpoints:
+        return present[0] if present else None
+    owners = [c for c in checkpoints if c.save_last]
+    for callback in owners:
+        callback.save_last = False
+    last = LastCheckpoint(dirpath=owners[0].dirpath if owners else None)
+    trainer.callbacks.append(last)  # last of all: after the other checkpoint callbacks
+    return last
+
+
+def last_checkpoint(trainer: Trainer) -> LastCheckpoint | None:
+    """The trainer's LastCheckpoint, if it has one."""
+    return next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+
+
+class LastCheckpointGuard(Callback):
+    """Adds `LastCheckpoint` to a fitting trainer in `setup` (`ensure_last_checkpoint`);
+    SceModule adds this guard to every trainer it runs in. Lightning's setup hook walks
+    `trainer.callbacks` as a list, so the appended callback's own setup runs in the same pass,
+    before a ckpt_path is restored."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == TrainerFn.FITTING:
+            ensure_last_checkpoint(trainer)
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
@@ -680,11 +765,13 @@ class EpochAggregatesCallback(Callback):
 def resume_callbacks() -> list[Callback]:
     """The checkpoint IO guard (weights-only loads, atomic saves, whatever trainer.plugins
     holds), the callbacks exact mid-epoch resume needs (sampler position, RNG states and the
-    epoch aggregates), and the cleaner of crashed checkpoint writes' temporaries."""
+    epoch aggregates), the cleaner of crashed checkpoint writes' temporaries, and the guard that
+    keeps last.ckpt the latest state (LastCheckpoint)."""
     from sce.data.sampling import SamplerStateCallback
 
     return [
         CheckpointIOGuard(),
+        LastCheckpointGuard(),
         SamplerStateCallback(),
         RNGStateCallback(),
         EpochAggregatesCallback(),
@@ -699,6 +786,8 @@ __all__ = [
     "CheckpointMismatchError",
     "CheckpointSourceError",
     "EpochAggregatesCallback",
+    "LastCheckpoint",
+    "LastCheckpointGuard",
     "RNGStateCallback",
     "StaleTemporaryCleaner",
     "adapter_only",
@@ -707,9 +796,11 @@ __all__ = [
     "clean_parameter_name",
     "collect_epoch_aggregates",
     "collect_rng_states",
+    "ensure_last_checkpoint",
     "epoch_values",
     "finish_interrupted_epoch",
     "gather_trainable_state_dict",
+    "last_checkpoint",
     "load_weights_only",
     "merge_epoch_aggregates",
     "refuse_url",

@@ -33,6 +33,7 @@ def sce_cli_class():
         def add_arguments_to_parser(self, parser) -> None:
             parser.link_arguments("model.model_path", "data.processor_path")
             parser.add_argument("--run", type=str | None, default=None, help=runs.RUN_HELP)
+            parser.add_argument("--resume", type=bool, default=False, help=runs.RESUME_HELP)
 
         def before_instantiate_classes(self) -> None:
             from sce.models.checkpointing import refuse_url
@@ -42,10 +43,24 @@ def sce_cli_class():
             run = config.get("run")
             if not run:
                 return
-            if self.subcommand == "fit":
+            if self.subcommand == "fit" and config.get("resume"):
+                runs.resume_run_folder(config, run)
+            elif self.subcommand == "fit":
                 runs.set_run_folder(config, run)
             else:
                 runs.aim_loggers_at(config, runs.find_log_dir(run))
+
+        def _parse_ckpt_path(self) -> None:
+            """Lightning replaces the model settings with the ckpt_path's hyper_parameters here:
+            `sce fit --run RUN --resume` first compares the given config with RUN's, so a
+            changed model or window is refused instead of silently dropped."""
+            subcommand = self.config.get("subcommand")
+            config = self.config.get(subcommand) if subcommand == "fit" else None
+            if config is not None and config.get("resume") and config.get("run"):
+                saved = runs.find_log_dir(config.run) / runs.CONFIG_FILE
+                dump = self._parser(subcommand).dump(config, skip_none=False, skip_validation=True)
+                runs.check_resumable(saved, yaml.safe_load(dump))
+            super()._parse_ckpt_path()
 
         def instantiate_classes(self) -> None:
             config = self.config[self.subcommand] if self.subcommand else self.config

@@ -7,6 +7,11 @@ writes the log folder runs/exp1/tensorboard/version_N with config.yaml, checkpoi
 (last.ckpt and the best ones), metrics.json and evaluations/ (GenerationEvaluation) and the
 TensorBoard events.
 
+`sce fit --run runs/exp1 --resume [--trainer.max_epochs=20 ...]` continues that run from its
+last.ckpt (always the latest state: sce.models.checkpointing.LastCheckpoint) with its saved
+config first, in the same log folder (the same TensorBoard curves, no version_1). It refuses a
+config whose model settings or window differ from the run's (`RESUME_FIXED`).
+
 `sce test --run runs/exp1 [--ckpt best|last]` finds that log folder (the newest one with a
 config.yaml), runs its config on its checkpoint and writes the test results into the same log
 folder, next to the training ones.
@@ -20,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sce.evaluate.run_folder import CONFIG_FILE, RunFolder, RunFolderError, log_dirs
+from sce.evaluate.run_folder import CONFIG_FILE, RunFolder, RunFolderError, log_dirs, read_yaml
 
 RUN_HELP = (
     "run folder: sets trainer.default_root_dir and every logger's save_dir (sce fit); the "
@@ -35,6 +40,14 @@ def set_run_folder(config: Any, run: str) -> None:
     config.trainer.default_root_dir = run
     for logger in _loggers(config):
         logger.init_args.save_dir = run
+
+
+def resume_run_folder(config: Any, run: str) -> None:
+    """Point a parsed `sce fit --run RUN --resume` config at RUN's newest log folder (its
+    TensorBoard version, checkpoints/ and evaluations/ continue there) and drop the flag, so
+    the config.yaml saved there is a recipe that starts a run, not one that resumes."""
+    aim_loggers_at(config, find_log_dir(run))
+    config.resume = False
 
 
 def aim_loggers_at(config: Any, log_dir: Path) -> None:
@@ -83,13 +96,16 @@ def find_checkpoint(log_dir: Path, which: str = "best") -> Path:
 def resolve_run_arguments(subcommand: str, args: list[str]) -> list[str]:
     """`sce validate|test|predict --run DIR [--ckpt best|last] ...` as LightningCLI arguments:
     the run's config first (later flags override it), its checkpoint as --ckpt_path unless one
-    is given. `--run` stays (SceCLI aims the loggers at the run's log folder)."""
+    is given. `--run` stays (SceCLI aims the loggers at the run's log folder). `sce fit --run
+    DIR --resume ...`: see `resume_arguments`."""
     run = _option(args, "--run")
     if subcommand == "fit" and _option(args, "--ckpt") is not None:
         raise RunFolderError(
-            "--ckpt best|last is for sce validate/test/predict; to continue training from a "
-            "checkpoint give --ckpt_path PATH/last.ckpt"
+            "--ckpt best|last is for sce validate/test/predict; to continue a run give "
+            "sce fit --run RUN --resume"
         )
+    if RESUME_FLAG in args:
+        return resume_arguments(subcommand, run, args)
     if subcommand == "fit" or run is None:
         if _option(args, "--ckpt") is not None:
             raise RunFolderError("--ckpt best|last needs --run DIR (sce validate/test/predict)")
@@ -101,6 +117,76 @@ def resolve_run_arguments(subcommand: str, args: list[str]) -> list[str]:
     if _option(args, "--ckpt_path") is None:
         extra += ["--ckpt_path", str(find_checkpoint(log_dir, which))]
     return extra + args
+
+
+RESUME_FLAG = "--resume"
+RESUME_HELP = (
+    "sce fit --run RUN --resume: continue RUN from its last.ckpt with its saved config, in its "
+    "log folder"
+)
+# What a resumed run must keep: every model.* setting (Lightning replaces them with the
+# checkpoint's hyper_parameters, so a changed one would be dropped without a word) and what one
+# sample is (the window). Anything else (trainer.max_epochs, data.num_workers, ...) may change.
+RESUME_FIXED = ("model", "data.window")
+
+
+def resume_arguments(subcommand: str, run: str | None, args: list[str]) -> list[str]:
+    """`sce fit --run RUN --resume ...` as LightningCLI arguments: RUN's saved config first
+    (later flags override it), its last.ckpt as --ckpt_path and `--resume=true` (SceCLI aims the
+    loggers at RUN's log folder: `resume_run_folder`). Refused, naming the fix: another
+    subcommand, no --run, a --ckpt_path."""
+    if subcommand != "fit":
+        raise RunFolderError(f"{RESUME_FLAG} is for sce fit --run RUN")
+    if run is None:
+        raise RunFolderError(f"{RESUME_FLAG} needs --run RUN (the run folder to continue)")
+    if _option(args, "--ckpt_path") is not None:
+        raise RunFolderError(
+            f"{RESUME_FLAG} continues from the run's last.ckpt; drop --ckpt_path (or start a new "
+            "run: sce fit --config X --run NEW --ckpt_path PATH)"
+        )
+    log_dir = find_log_dir(run)
+    checkpoint = find_checkpoint(log_dir, "last")
+    overrides = _without(_without_flag(args, RESUME_FLAG), "--run")
+    config = ["--config", str(log_dir / CONFIG_FILE)]
+    return [*config, *overrides, "--run", run, "--resume=true", "--ckpt_path", str(checkpoint)]
+
+
+def check_resumable(saved: Path, given: dict[str, Any]) -> None:
+    """Raise RunFolderError when `given` (the resumed run's config, dumped as config.yaml is)
+    changes a `RESUME_FIXED` setting of the run's config.yaml `saved`: the resumed run would not
+    be that run (its checkpoint would not load, or its samples would be other ones)."""
+    recipe = read_yaml(saved)
+    if not isinstance(recipe, dict):
+        raise RunFolderError(f"{saved}: not a config (no mapping)")
+    for key in _fixed_keys(recipe, given):
+        was, now = _dotted(recipe, key), _dotted(given, key)
+        if was != now:
+            raise RunFolderError(
+                f"{RESUME_FLAG}: {key} is {now!r} here but {was!r} in {saved}; a resumed run "
+                "keeps its model settings and window (start a new run with another --run)"
+            )
+
+
+def _fixed_keys(saved: dict[str, Any], given: dict[str, Any]) -> list[str]:
+    """`RESUME_FIXED` with a section (a mapping) spelled out as its keys, for the message."""
+    keys = []
+    for key in RESUME_FIXED:
+        was, now = _dotted(saved, key), _dotted(given, key)
+        if isinstance(was, dict) and isinstance(now, dict) and key == "model":
+            keys += [f"{key}.{name}" for name in sorted(set(was) | set(now))]
+        else:
+            keys.append(key)
+    return keys
+
+
+def _dotted(config: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
+
+
+def _without_flag(args: list[str], flag: str) -> list[str]:
+    return [arg for arg in args if arg != flag]
 
 
 def _option(args: list[str], name: str) -> str | None:
@@ -139,10 +225,13 @@ def fit_summary(trainer: Any) -> str:
     """After fit: the checkpoints, the last validation metrics and the commands to run next."""
     run = trainer.default_root_dir
     lines = [f"sce fit: done; run folder {run} (log folder {trainer.log_dir})"]
+    from sce.models.checkpointing import last_checkpoint
+
     best = last = None
-    checkpoint = trainer.checkpoint_callback
+    checkpoint, latest = trainer.checkpoint_callback, last_checkpoint(trainer)
     if checkpoint is not None:
-        best, last = checkpoint.best_model_path or None, checkpoint.last_model_path or None
+        best = checkpoint.best_model_path or None
+        last = (latest or checkpoint).last_model_path or None
         score = checkpoint.best_model_score
         monitored = f" ({checkpoint.monitor} {float(score):.4f})" if score is not None else ""
         lines.append(f"checkpoints: best {best or '-'}{monitored}; last {last or '-'}")
@@ -151,6 +240,8 @@ def fit_summary(trainer: Any) -> str:
         lines += ["last validation evaluation (generated answers):", table]
     lines.append("next:")
     lines.append(f"  sce test --run {run} --ckpt best      # test split, results into the run")
+    if last:
+        lines.append(f"  sce fit --run {run} --resume [--trainer.max_epochs=N]   # continue it")
     if best or last:
         lines.append(f"  sce export --checkpoint {best or last} --out {run}/export")
     lines.append(f"  sce report {run} --paper 000|001|002|003   # the paper's tables")

@@ -64,3 +64,15 @@ def poisoned_batch(batch: dict[str, Any]) -> dict[str, Any]:
             poisoned[key] = batch[key].clone().fill_(float("nan"))
     poisoned["meta"] = [{**m, "id": f"poisoned_{m['id']}"} for m in batch["meta"]]
     return poisoned
+
+
+class StopAfterEpoch(L.Callback):
+    """Ends `fit` after epoch `epoch` as an interruption would (a kill after the epoch's
+    checkpoint), without changing max_epochs and so the LR schedule."""
+
+    def __init__(self, epoch: int = 0) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True

@@ -140,10 +140,12 @@ def test_fit_on_two_nodes_with_fsdp2_ends_with_one_checkpoint_and_equal_adapters
     first = next(iter(ranks[0]["full"].values()))
     assert torch.equal(torch.cat([ranks[0]["shard"], ranks[1]["shard"]]), first)
     # both ranks end with the same adapters, and the one checkpoint holds exactly them
-    checkpoints = sorted(run.rglob("*.ckpt"))
+    checkpoints = sorted(p for p in run.rglob("*.ckpt") if p.name != "last.ckpt")
     assert len(checkpoints) == 1, checkpoints
     saved = torch.load(checkpoints[0], weights_only=True)
     assert saved["global_step"] == 2
+    last = torch.load(checkpoints[0].with_name("last.ckpt"), weights_only=True)  # LastCheckpoint
+    assert last["global_step"] == 2 and set(last["state_dict"]) == set(saved["state_dict"])
     full = [r["full"] for r in ranks]
     assert set(full[0]) == set(full[1]) == set(saved["state_dict"])
     for name, value in saved["state_dict"].items():

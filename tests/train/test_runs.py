@@ -88,8 +88,8 @@ def test_misused_run_flags_give_one_line_naming_the_fix(tmp_path, capsys):
     assert main(["fit", "--run", str(tmp_path), "--ckpt", "last"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        "sce fit: --ckpt best|last is for sce validate/test/predict; to continue training "
-        "from a checkpoint give --ckpt_path PATH/last.ckpt"
+        "sce fit: --ckpt best|last is for sce validate/test/predict; to continue a run give "
+        "sce fit --run RUN --resume"
     ]
     assert main(["test", "--ckpt", "best"]) == 2
     assert capsys.readouterr().err.strip() == (
