@@ -183,7 +183,7 @@ def test_training_and_infer_decode_at_the_capped_size(synthetic_manifest, tiny_k
 
     seen = {}
 
-    def spy(clip, record, window, use_imu, questions):
+    def spy(clip, record, window, use_imu, questions, *more):  # more: event_wording
         seen.update(shape=clip.frames.shape, fps=clip.fps)
         raise Stop
 
